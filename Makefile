@@ -1,0 +1,41 @@
+# `make demo`, `make test`, `make bench` each set up .venv (Python 3.10, the
+# pinned set of requirements/pinned.txt, then `pip install -e .`) when it is
+# missing or out of date, and never reinstall anything on a second run.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.objcrop-installed
+PYTEST_ARGS ?=
+
+# Python 3.10: `python3.10` on PATH, else pyenv's 3.10.x.
+PYTHON310 := $(shell command -v python3.10 2>/dev/null || ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.10.*/bin/python 2>/dev/null | tail -n 1)
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(VENV)/bin/python:
+	@if [ -z "$(PYTHON310)" ]; then \
+	  echo "objcrop needs Python 3.10 (the pinned detectron2 wheel is built for it)."; \
+	  echo "Install it (e.g. 'pyenv install 3.10' or your OS package python3.10) so that 'python3.10' is on PATH, then rerun make."; \
+	  exit 1; fi
+	@echo "creating $(VENV) with $(PYTHON310)"
+	$(PYTHON310) -m venv $(VENV)
+
+$(STAMP): $(VENV)/bin/python requirements/pinned.txt setup.py
+	$(PY) -m pip install --quiet --upgrade "pip<25"
+	$(PY) -m pip install --quiet -r requirements/pinned.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/run_pipeline.sh --preset demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

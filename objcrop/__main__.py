@@ -1,0 +1,5 @@
+import sys
+
+from objcrop.cli import main
+
+sys.exit(main())

@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+from objcrop.cli import STAGES, main
+
+
+def test_help_lists_every_stage(capsys):
+    main([])
+    out = capsys.readouterr().out
+    for stage in STAGES:
+        assert stage in out
+
+
+def test_console_script_runs_as_module():
+    out = subprocess.run([sys.executable, "-m", "objcrop", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("objcrop ")
+
+
+def test_config_unknown_key_names_the_key(tmp_path):
+    import pytest
+
+    from objcrop.config import CfgNode, merge_config
+    from objcrop.errors import ConfigError
+
+    def defaults():
+        c = CfgNode()
+        c.A = 1
+        return c
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("B: 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*B"):
+        merge_config(defaults, str(bad), None)
+    with pytest.raises(ConfigError, match="--opts.*C"):
+        merge_config(defaults, None, ["C", "3"])
+    assert merge_config(defaults, None, ["A", "5"]).A == 5
