@@ -1,0 +1,1 @@
+"""objcrop.convert: pretraining checkpoints → detectron2 weights, verified."""

@@ -1,0 +1,1 @@
+"""objcrop.detection: detectron2 registration, trainer and multi-seed runner."""

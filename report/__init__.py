@@ -1,0 +1,1 @@
+"""objcrop.report: collect results.json files into tables and plots (reads files only)."""
