@@ -23,7 +23,7 @@ $(VENV)/bin/python:
 	$(PYTHON310) -m venv $(VENV)
 
 $(STAMP): $(VENV)/bin/python requirements/pinned.txt setup.py
-	$(PY) -m pip install --quiet --upgrade "pip<25"
+	$(PY) -m pip install --quiet --upgrade "pip<25" wheel
 	$(PY) -m pip install --quiet -r requirements/pinned.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
