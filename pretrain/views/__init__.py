@@ -1,0 +1,65 @@
+"""objcrop.pretrain.views: object-aware view pairs for self-supervised pretraining.
+
+`build_view_policy(cfg)` turns a config carrying `VIEWS` (see `config.add_views_config`)
+into a callable `policy(image, boxes, mask=None, generator=None) -> (view1, view2)`.
+"""
+from typing import Callable, Optional
+
+from fvcore.common.config import CfgNode
+
+from objcrop.errors import ConfigError
+from objcrop.pretrain.views.config import BACKGROUNDS, POLICIES, add_views_config, get_views_cfg
+from objcrop.pretrain.views.policies import POLICY_CLASSES, ViewPlan, ViewPolicy
+
+__all__ = ["add_views_config", "get_views_cfg", "build_view_policy", "ViewPolicy", "ViewPlan", "POLICIES"]
+
+
+def build_view_policy(cfg: CfgNode, background_fn: Optional[Callable] = None):
+    """The policy named by cfg.VIEWS.POLICY, wrapped in DiLo copy-paste when VIEWS.COPY_PASTE.ENABLED.
+
+    background_fn(generator) -> uint8 [3, h, w] supplies "image" backgrounds for copy-paste
+    (the dataset passes one that returns another of its images); without it, copy-paste
+    uses the other background kinds.
+    """
+    v = cfg.VIEWS if "VIEWS" in cfg else cfg
+    validate_views_cfg(v)
+    policy = POLICY_CLASSES[v.POLICY](v)
+    if v.COPY_PASTE.ENABLED:
+        from objcrop.pretrain.views.copy_paste import CopyPaste
+
+        policy = CopyPaste(policy, prob=v.COPY_PASTE.PROB, blur_prob=v.COPY_PASTE.BLUR_PROB,
+                           backgrounds=v.COPY_PASTE.BACKGROUNDS, background_fn=background_fn)
+    return policy
+
+
+def validate_views_cfg(v: CfgNode) -> None:
+    """Reject settings that would crash or silently do something else, naming the key."""
+    if v.POLICY not in POLICIES:
+        raise ConfigError(f"VIEWS.POLICY: unknown policy {v.POLICY!r}; choose one of {', '.join(POLICIES)}")
+    if int(v.CROP_SIZE) < 8:
+        raise ConfigError(f"VIEWS.CROP_SIZE: must be at least 8 pixels, got {v.CROP_SIZE}")
+    for key in ("SCALE_OBJ", "SCALE_DILATE", "RANDOM_SCALE", "DILATION", "RATIO", "BLUR_SIGMA"):
+        lo, hi = (float(x) for x in v[key])
+        if lo < 0 or lo > hi:
+            raise ConfigError(f"VIEWS.{key}: expected 0 <= low <= high, got ({lo}, {hi})")
+    for key in ("SCALE_OBJ", "SCALE_DILATE", "RANDOM_SCALE"):
+        if float(v[key][1]) > 1:
+            raise ConfigError(f"VIEWS.{key}: an area fraction above 1 is not a crop, got {tuple(v[key])}")
+    if float(v.RATIO[0]) <= 0:
+        raise ConfigError(f"VIEWS.RATIO: aspect ratios must be positive, got {tuple(v.RATIO)}")
+    probs = {"SWAP_PROB": [v.SWAP_PROB], "COLOR_JITTER_PROB": [v.COLOR_JITTER_PROB],
+             "GRAYSCALE_PROB": [v.GRAYSCALE_PROB], "FLIP_PROB": [v.FLIP_PROB], "BLUR_PROB": list(v.BLUR_PROB),
+             "SOLARIZE_PROB": list(v.SOLARIZE_PROB), "COPY_PASTE.PROB": [v.COPY_PASTE.PROB],
+             "COPY_PASTE.BLUR_PROB": [v.COPY_PASTE.BLUR_PROB]}
+    for key, values in probs.items():
+        if not all(0.0 <= float(p) <= 1.0 for p in values):
+            raise ConfigError(f"VIEWS.{key}: probabilities must lie in [0, 1], got {values}")
+    if len(v.BLUR_PROB) != 2 or len(v.SOLARIZE_PROB) != 2:
+        raise ConfigError("VIEWS.BLUR_PROB / VIEWS.SOLARIZE_PROB: expected one probability per view, (view1, view2)")
+    if len(v.COLOR_JITTER) != 4:
+        raise ConfigError(f"VIEWS.COLOR_JITTER: expected (brightness, contrast, saturation, hue), got {tuple(v.COLOR_JITTER)}")
+    if not 0 <= float(v.MIN_BOX_FRACTION) <= 1:
+        raise ConfigError(f"VIEWS.MIN_BOX_FRACTION: expected a fraction in [0, 1], got {v.MIN_BOX_FRACTION}")
+    unknown = [b for b in v.COPY_PASTE.BACKGROUNDS if b not in BACKGROUNDS]
+    if unknown or not v.COPY_PASTE.BACKGROUNDS:
+        raise ConfigError(f"VIEWS.COPY_PASTE.BACKGROUNDS: expected a non-empty subset of {BACKGROUNDS}, got {tuple(v.COPY_PASTE.BACKGROUNDS)}")
