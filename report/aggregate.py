@@ -1,0 +1,349 @@
+"""From results.json contents to a table: pure functions, no file access.
+
+Rows are pretraining settings (method, view policy, proposal source, epochs, and —
+when they vary — architecture and pretraining data); columns are benchmarks
+(probe mAP, VOC AP50/AP/AP75, COCO box and mask AP). A cell aggregates every run of
+its row and column (pretraining seeds × fine-tuning seeds) as mean ± sample std with
+n. A failed run, or one whose metric is NaN/inf, never enters a mean and never
+disappears either: it is kept as a `Flag` on its cell (or its row, for a failed
+pretraining run) so the tables can mark it and list the run directory.
+"""
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+# Row order: reference rows first, then the self-supervised methods.
+METHOD_ORDER = ["random_init", "supervised", "moco_v2", "byol"]
+BASELINE_POLICY = "random"
+
+# task -> (short label, [(result section, metric)]) in the column order of the paper's tables.
+TASKS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
+    "probe": ("probe", [("", "mAP"), ("", "knn_mAP")]),
+    "voc_det": ("VOC", [("box", "AP50"), ("box", "AP"), ("box", "AP75")]),
+    "coco_det": ("COCO det", [("box", "AP"), ("box", "AP50"), ("box", "AP75")]),
+    "coco_instseg": ("COCO", [("box", "AP"), ("box", "AP50"), ("box", "AP75"),
+                              ("mask", "AP"), ("mask", "AP50"), ("mask", "AP75")]),
+}
+TASK_ORDER = list(TASKS)
+METRIC_LABELS = {"mAP": "mAP", "knn_mAP": "kNN mAP"}
+# The probe writes mAP as a fraction; detectron2 writes AP in percent. Tables show both in percent.
+PERCENT_SCALE = {"probe": 100.0}
+
+
+@dataclass(frozen=True, order=True)
+class RowKey:
+    method: str
+    policy: str
+    proposals: str
+    epochs: Optional[int]
+    arch: str = ""
+    dataset: str = ""
+
+
+@dataclass(frozen=True)
+class Column:
+    task: str
+    section: str  # "box", "mask" or "" (probe)
+    metric: str
+    dataset: str = ""  # short dataset label; shown only when one task has several
+
+    def header(self, with_dataset: bool = False) -> str:
+        label = TASKS.get(self.task, (self.task, []))[0]
+        parts = [label]
+        if self.section == "mask" or (self.section == "box" and self.task == "coco_instseg"):
+            parts.append(self.section)
+        parts.append(METRIC_LABELS.get(self.metric, self.metric))
+        head = " ".join(parts)
+        return f"{head} ({self.dataset})" if with_dataset and self.dataset else head
+
+    def sort_key(self):
+        order = TASK_ORDER.index(self.task) if self.task in TASK_ORDER else len(TASK_ORDER)
+        metrics = TASKS.get(self.task, ("", []))[1]
+        pos = metrics.index((self.section, self.metric)) if (self.section, self.metric) in metrics else 99
+        return (order, self.task, self.dataset, pos, self.section, self.metric)
+
+
+@dataclass(frozen=True)
+class Flag:
+    run_dir: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One number (or one failure) of one run: what a cell aggregates."""
+
+    row: RowKey
+    column: Column
+    value: Optional[float]  # None when the run failed or the value is not finite
+    run_dir: str
+    flag: Optional[Flag] = None
+
+
+@dataclass
+class Cell:
+    values: List[float] = field(default_factory=list)
+    flags: List[Flag] = field(default_factory=list)
+    delta: Optional[float] = None
+    best: bool = False
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> Optional[float]:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> Optional[float]:
+        """Sample standard deviation (n − 1), as papers report over seeds; None for n < 2."""
+        return statistics.stdev(self.values) if len(self.values) >= 2 else None
+
+
+@dataclass
+class Table:
+    rows: List[RowKey]
+    columns: List[Column]
+    cells: Dict[Tuple[RowKey, Column], Cell]
+    row_flags: Dict[RowKey, List[Flag]]
+    baselines: Dict[RowKey, RowKey]  # row -> its random-crop baseline row
+    extra_flags: List[Flag] = field(default_factory=list)  # unreadable results.json files
+
+    def cell(self, row: RowKey, column: Column) -> Cell:
+        return self.cells.get((row, column), Cell())
+
+    def all_flags(self) -> List[Flag]:
+        """Every flagged run once, in table order, for the footnote."""
+        seen, out = set(), []
+        for row in self.rows:
+            for flag in self.row_flags.get(row, []):
+                if flag not in seen:
+                    seen.add(flag)
+                    out.append(flag)
+            for col in self.columns:
+                for flag in self.cell(row, col).flags:
+                    if flag not in seen:
+                        seen.add(flag)
+                        out.append(flag)
+        for flag in self.extra_flags:
+            if flag not in seen:
+                seen.add(flag)
+                out.append(flag)
+        return out
+
+    def varying_row_fields(self) -> List[str]:
+        """Row fields worth a column: always the first four, arch/dataset only when they differ."""
+        fields_ = ["method", "policy", "proposals", "epochs"]
+        for extra in ("arch", "dataset"):
+            if len({getattr(r, extra) for r in self.rows}) > 1:
+                fields_.append(extra)
+        return fields_
+
+    def columns_needing_dataset(self) -> set:
+        """Tasks measured on more than one dataset get the dataset in their header."""
+        datasets: Dict[str, set] = {}
+        for c in self.columns:
+            datasets.setdefault(c.task, set()).add(c.dataset)
+        return {task for task, ds in datasets.items() if len(ds) > 1}
+
+
+def dataset_label(name: Any) -> str:
+    """A short label for a dataset name or path spec (`synth:/abs/dir:test` -> `synth:test`)."""
+    if not name:
+        return ""
+    name = str(name)
+    parts = name.split(":")
+    if len(parts) < 2:
+        return name
+    kind = parts[0]
+    if kind == "coco" and len(parts) >= 3:
+        return f"coco:{os.path.splitext(os.path.basename(parts[1]))[0]}"
+    if kind in ("synth", "voc", "openimages") and len(parts) >= 3:
+        return f"{kind}:{parts[-1]}"
+    if kind == "folder":
+        return f"folder:{os.path.basename(parts[1].rstrip('/'))}"
+    return name
+
+
+def row_key(pretrain: Any) -> RowKey:
+    """The row of a run from its results.json "pretrain" block (None -> an 'unknown' row)."""
+    if not isinstance(pretrain, dict):
+        pretrain = {}
+    epochs = pretrain.get("epochs")
+    try:
+        epochs = int(epochs) if epochs is not None else None
+    except (TypeError, ValueError):
+        epochs = None
+    method = str(pretrain.get("method") or "unknown")
+    reference = method in ("random_init", "supervised")
+    policy = pretrain.get("policy") or ("—" if reference else "random")
+    proposals = pretrain.get("proposals") or ("—" if reference else "none")
+    return RowKey(
+        method=method,
+        policy=str(policy),
+        proposals=str(proposals),
+        epochs=None if reference and epochs in (None, 0) else epochs,
+        arch=str(pretrain.get("arch") or ""),
+        dataset=dataset_label(pretrain.get("dataset")),
+    )
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _failure_reason(result: Dict[str, Any]) -> Optional[str]:
+    status = result.get("status", "ok")
+    if status != "ok":
+        detail = result.get("error") or result.get("message")
+        return f"status {status}" + (f": {detail}" if detail else "")
+    return None
+
+
+def measurements_of(result: Dict[str, Any], run_dir: str) -> List[Measurement]:
+    """The cells one probe/detection results.json contributes to (pretraining runs: none)."""
+    stage = result.get("stage")
+    if stage == "probe":
+        task = "probe"
+    elif stage == "detection":
+        task = str(result.get("task") or "unknown_det")
+    else:
+        return []
+    row = row_key(result.get("pretrain"))
+    dataset = dataset_label(result.get("dataset"))
+    failure = _failure_reason(result)
+    metrics = TASKS.get(task, (task, []))[1]
+    if not metrics:  # an unknown detection task: show whatever box/mask numbers it has
+        metrics = [(s, m) for s in ("box", "mask") for m in sorted(result.get(s) or {})]
+    out = []
+    for section, metric in metrics:
+        column = Column(task, section, metric, dataset)
+        source = result.get(section) if section else result
+        present = isinstance(source, dict) and metric in source
+        if failure:
+            if present or section in ("", "box"):  # one flag per failed run's main columns is enough
+                out.append(Measurement(row, column, None, run_dir, Flag(run_dir, failure)))
+            continue
+        if not present:
+            continue  # e.g. no kNN score, no mask AP on a box-only run: a missing cell, not a failure
+        value = source[metric]
+        if not _finite(value):
+            label = column.header()
+            out.append(Measurement(row, column, None, run_dir, Flag(run_dir, f"{label} is {value}")))
+            continue
+        scale = PERCENT_SCALE.get(task, 1.0)
+        out.append(Measurement(row, column, float(value) * scale, run_dir))
+    return out
+
+
+def pretrain_flag(result: Dict[str, Any], run_dir: str) -> Optional[Flag]:
+    """A failed pretraining run, or one whose final loss is not finite, flags its row."""
+    failure = _failure_reason(result)
+    if failure:
+        return Flag(run_dir, f"pretraining {failure}")
+    loss = result.get("final_loss")
+    if loss is not None and not _finite(loss):
+        return Flag(run_dir, f"pretraining final loss is {loss}")
+    return None
+
+
+def _row_sort_key(row: RowKey):
+    method = METHOD_ORDER.index(row.method) if row.method in METHOD_ORDER else len(METHOD_ORDER)
+    return (
+        method, row.method, row.arch, row.dataset,
+        -1 if row.epochs is None else row.epochs,
+        0 if row.policy == BASELINE_POLICY else 1, row.policy, row.proposals,
+    )
+
+
+def find_baselines(rows: List[RowKey]) -> Dict[RowKey, RowKey]:
+    """row -> the random-crop row of the same method, epochs, architecture and data."""
+    by_setting = {
+        (r.method, r.epochs, r.arch, r.dataset): r for r in rows if r.policy == BASELINE_POLICY
+    }
+    out = {}
+    for r in rows:
+        base = by_setting.get((r.method, r.epochs, r.arch, r.dataset))
+        if base is not None and base != r:
+            out[r] = base
+    return out
+
+
+def build_table(results: List[Tuple[Dict[str, Any], str]], extra_flags: Optional[List[Flag]] = None) -> Table:
+    """Aggregate (results.json content, run dir) pairs into a Table with Δ and best marks."""
+    cells: Dict[Tuple[RowKey, Column], Cell] = {}
+    row_flags: Dict[RowKey, List[Flag]] = {}
+    rows, columns = set(), set()
+    for result, run_dir in results:
+        if result.get("stage") == "pretrain":
+            row = row_key(result.get("pretrain"))
+            rows.add(row)
+            flag = pretrain_flag(result, run_dir)
+            if flag:
+                row_flags.setdefault(row, []).append(flag)
+            continue
+        for m in measurements_of(result, run_dir):
+            rows.add(m.row)
+            columns.add(m.column)
+            cell = cells.setdefault((m.row, m.column), Cell())
+            if m.value is not None:
+                cell.values.append(m.value)
+            if m.flag is not None:
+                cell.flags.append(m.flag)
+    table = Table(
+        rows=sorted(rows, key=_row_sort_key),
+        columns=sorted(columns, key=Column.sort_key),
+        cells=cells,
+        row_flags=row_flags,
+        baselines={},
+        extra_flags=list(extra_flags or []),
+    )
+    table.baselines = find_baselines(table.rows)
+    _fill_deltas(table)
+    _mark_best(table)
+    return table
+
+
+def _fill_deltas(table: Table) -> None:
+    for row, base in table.baselines.items():
+        for col in table.columns:
+            cell, base_cell = table.cells.get((row, col)), table.cells.get((base, col))
+            if cell and base_cell and cell.mean is not None and base_cell.mean is not None:
+                cell.delta = cell.mean - base_cell.mean
+
+
+def _mark_best(table: Table) -> None:
+    """Every metric here is higher-is-better; ties are all marked. A lone value is not 'best'."""
+    for col in table.columns:
+        filled = [table.cells[(r, col)] for r in table.rows
+                  if (r, col) in table.cells and table.cells[(r, col)].mean is not None]
+        if len(filled) < 2:
+            continue
+        top = max(c.mean for c in filled)
+        for c in filled:
+            c.best = math.isclose(c.mean, top, rel_tol=0, abs_tol=1e-9)
+
+
+def probe_over_epochs(table: Table) -> Dict[Tuple[str, str, str, str, str], Dict[Column, List[Tuple[int, float, Optional[float], int]]]]:
+    """For settings pretrained for several epoch counts: probe (epochs, mean, std, n) series.
+
+    Keyed by (method, policy, proposals, arch, dataset); only settings with ≥ 2 epoch counts.
+    """
+    series: Dict[Tuple[str, str, str, str, str], Dict[Column, List]] = {}
+    for col in table.columns:
+        if col.task != "probe":
+            continue
+        for row in table.rows:
+            cell = table.cells.get((row, col))
+            if row.epochs is None or cell is None or cell.mean is None:
+                continue
+            key = (row.method, row.policy, row.proposals, row.arch, row.dataset)
+            series.setdefault(key, {}).setdefault(col, []).append((row.epochs, cell.mean, cell.std, cell.n))
+    return {
+        key: {col: sorted(points) for col, points in cols.items() if len(points) >= 2}
+        for key, cols in series.items()
+        if any(len(p) >= 2 for p in cols.values())
+    }

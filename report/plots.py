@@ -1,0 +1,125 @@
+"""PNG plots of a report (matplotlib, Agg backend: no display needed).
+
+* `bars.png`: one panel per benchmark column, one bar per row, error bars = sample std.
+* `loss_curves.png`: each pretraining run's loss from its metrics.jsonl.
+* `probe_over_epochs.png`: probe mAP against pretraining epochs, where a setting has several.
+"""
+import os
+from typing import Dict, List, Tuple
+
+from objcrop.io import atomic_path
+from objcrop.report.aggregate import RowKey, Table, probe_over_epochs
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def row_label(row: RowKey) -> str:
+    parts = [row.method]
+    if row.policy not in ("—", ""):
+        parts.append(row.policy)
+    if row.proposals not in ("—", "", "none"):
+        parts.append(f"({row.proposals})")
+    if row.epochs is not None:
+        parts.append(f"{row.epochs}ep")
+    return " ".join(parts)
+
+
+def _save(fig, path: str) -> str:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path
+
+
+def _policy_colours(rows: List[RowKey]) -> Dict[str, str]:
+    palette = ["#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+    keys = sorted({r.policy for r in rows}, key=lambda p: (p != "random", p))
+    return {p: palette[i % len(palette)] for i, p in enumerate(keys)}
+
+
+def plot_bars(table: Table, path: str) -> str:
+    """One panel per benchmark column; rows without a value are left out of that panel."""
+    plt = _pyplot()
+    cols = table.columns
+    ncols = min(3, max(1, len(cols)))
+    nrows = max(1, (len(cols) + ncols - 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 0.35 * len(table.rows) + 2.4 * nrows), squeeze=False)
+    colours = _policy_colours(table.rows)
+    needs_dataset = table.columns_needing_dataset()
+    for ax, col in zip(axes.flat, cols):
+        rows = [r for r in table.rows if table.cell(r, col).mean is not None]
+        means = [table.cell(r, col).mean for r in rows]
+        errs = [table.cell(r, col).std or 0.0 for r in rows]
+        ax.barh(range(len(rows)), means, xerr=errs, capsize=3, color=[colours[r.policy] for r in rows])
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([row_label(r) + (" †" if table.cell(r, col).flags else "") for r in rows], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(col.header(with_dataset=col.task in needs_dataset), fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        if means:  # bars start at 0: a truncated axis would exaggerate differences within seed noise
+            hi = max(m + e for m, e in zip(means, errs))
+            ax.set_xlim(min(0.0, min(means)), max(hi * 1.08, 1e-3))
+    for ax in list(axes.flat)[len(cols):]:
+        ax.axis("off")
+    fig.suptitle("mean ± sample std over runs", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_loss_curves(curves: List[Tuple[RowKey, str, List[float], List[float]]], path: str) -> str:
+    """curves: (row, run label, iterations, losses) per pretraining run."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = _policy_colours([c[0] for c in curves])
+    labelled = set()
+    for row, label, its, losses in curves:
+        name = row_label(row)
+        ax.plot(its, losses, color=colours[row.policy], alpha=0.75, lw=1.2,
+                label=name if name not in labelled else None)
+        labelled.add(name)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("pretraining loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("pretraining loss (one line per run)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_probe_over_epochs(table: Table, path: str) -> str:
+    plt = _pyplot()
+    series = probe_over_epochs(table)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for (method, policy, proposals, arch, dataset), cols in sorted(series.items()):
+        for col, points in cols.items():
+            epochs = [p[0] for p in points]
+            means = [p[1] for p in points]
+            stds = [p[2] or 0.0 for p in points]
+            label = " ".join(x for x in (method, policy, proposals if proposals != "none" else "", col.header()) if x)
+            ax.errorbar(epochs, means, yerr=stds, marker="o", capsize=3, label=label)
+    ax.set_xlabel("pretraining epochs")
+    ax.set_ylabel("probe (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_plots(table: Table, curves, out_dir: str) -> List[str]:
+    """Write every plot that has data; return the paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    if table.columns and table.rows:
+        written.append(plot_bars(table, os.path.join(out_dir, "bars.png")))
+    if curves:
+        written.append(plot_loss_curves(curves, os.path.join(out_dir, "loss_curves.png")))
+    if probe_over_epochs(table):
+        written.append(plot_probe_over_epochs(table, os.path.join(out_dir, "probe_over_epochs.png")))
+    return written
