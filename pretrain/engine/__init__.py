@@ -1,0 +1,1 @@
+"""The pretraining engine: data, distributed helpers, checkpoints and the training loop."""

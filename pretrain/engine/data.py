@@ -1,0 +1,187 @@
+"""The pretraining data: records -> (image, boxes, mask) -> a view pair, sharded and resumable.
+
+Randomness is per sample: each (epoch, image) pair gets its own seed, handed to the view policy as
+a torch.Generator. The views therefore do not depend on worker count, worker scheduling, world size
+or on where a run was resumed, and a resumed run sees exactly the views the uninterrupted one saw.
+"""
+import os
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from objcrop.errors import ConfigError, DatasetError
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A distinct, reproducible 63-bit seed for one image in one epoch."""
+    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63 - 1)
+
+
+class ShardedResumableSampler(Sampler):
+    """DistributedSampler's order (a seeded shuffle per epoch, the tail dropped so every process gets
+    the same count, process r taking items r, r+W, ...), cut to whole batches, plus a start position
+    inside the epoch. Yields (dataset index, per-sample seed) keys.
+
+    Global batch b holds the same images whatever the world size, so a run may resume on another one.
+    """
+
+    def __init__(self, num_items: int, batch_per_process: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        self.num_items, self.batch, self.rank, self.world, self.seed = num_items, batch_per_process, rank, world_size, seed
+        self.batches_per_epoch = (num_items // world_size) // batch_per_process
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's order and skip the `start_batch` batches a resumed run already trained on."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        order = torch.randperm(self.num_items, generator=g)
+        order = order[: (self.num_items // self.world) * self.world]
+        mine = order[self.rank::self.world][: self.batches_per_epoch * self.batch]
+        for index in mine[self.start_batch * self.batch:].tolist():
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+
+def gt_boxes_xyxy(record: dict) -> np.ndarray:
+    """Annotated boxes of a record as float32 [n, 4] XYXY (bbox_mode 1 = XYWH_ABS, 0 = XYXY_ABS)."""
+    boxes = []
+    for ann in record.get("annotations", []):
+        x0, y0, a, b = (float(v) for v in ann["bbox"])
+        boxes.append([x0, y0, x0 + a, y0 + b] if ann.get("bbox_mode", 1) == 1 else [x0, y0, a, b])
+    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+
+
+class BoxSource:
+    """Where the object boxes of an image come from: "" (none), "gt" (annotations) or a proposal store."""
+
+    def __init__(self, spec: str, topk: int = 0):
+        self.spec, self.topk = spec, topk
+        self._store = None
+        self.name = "none" if not spec else "gt" if spec == "gt" else self._store_name()
+
+    def _open(self):
+        if self._store is None:  # opened lazily: once per DataLoader worker
+            from objcrop.pretrain.proposals import ProposalStore
+
+            self._store = ProposalStore.open(self.spec)
+        return self._store
+
+    def _store_name(self) -> str:
+        if not os.path.exists(self.spec):
+            raise ConfigError(f"DATA.PROPOSALS: {self.spec}: proposal store not found (give a path written by "
+                              f"`objcrop proposals`, 'gt' for annotated boxes, or '' for none)")
+        method = str(self._open().meta.get("method", "")) if isinstance(self._open().meta, dict) else ""
+        return method or os.path.splitext(os.path.basename(self.spec.rstrip("/")))[0]
+
+    def coverage(self, records: List[dict]) -> float:
+        """Fraction of the records this source has an entry for."""
+        if not self.spec or self.spec == "gt":
+            return 1.0
+        ids = {str(i) for i in self._open().image_ids}
+        return sum(str(r["image_id"]) in ids for r in records) / max(1, len(records))
+
+    def boxes(self, record: dict) -> np.ndarray:
+        if not self.spec:
+            return np.zeros((0, 4), np.float32)
+        if self.spec == "gt":
+            return gt_boxes_xyxy(record)
+        store = self._open()
+        try:
+            boxes, scores = store.get(record["image_id"])
+        except KeyError:
+            return np.zeros((0, 4), np.float32)  # the policy falls back to random crops (counted)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if self.topk and len(boxes) > self.topk:
+            boxes = boxes[np.argsort(-np.asarray(scores))[: self.topk]]
+        return boxes
+
+    def mask(self, record: dict) -> Optional[np.ndarray]:
+        if not self.spec or self.spec == "gt" or not hasattr(self._open(), "get_mask"):
+            return None
+        return self._open().get_mask(record["image_id"])
+
+    def __getstate__(self) -> Dict:  # an open store handle must not be copied into workers
+        state = dict(self.__dict__)
+        state["_store"] = None
+        return state
+
+
+def shrink_to_short_side(image: torch.Tensor, boxes: torch.Tensor, mask: Optional[torch.Tensor], size: int):
+    """Resize so the shorter side is `size` (never enlarges); boxes and mask follow."""
+    from torchvision.transforms.v2 import functional as F
+
+    h, w = image.shape[-2:]
+    if not size or min(h, w) <= size:
+        return image, boxes, mask
+    scale = size / min(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    image = F.resize(image, [nh, nw], antialias=True)
+    boxes = boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h], dtype=boxes.dtype)
+    if mask is not None:
+        mask = F.resize(mask[None], [nh, nw], interpolation=F.InterpolationMode.NEAREST)[0]
+    return image, boxes, mask
+
+
+class ViewPairDataset(Dataset):
+    """Item (index, seed) -> (view1, view2, has_boxes): one image read, pre-shrunk, cut into two views."""
+
+    def __init__(self, records: List[dict], policy, box_source: BoxSource, image_size: int = 0):
+        self.records, self.policy, self.box_source, self.image_size = records, policy, box_source, image_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key: Tuple[int, int]):
+        from torchvision import tv_tensors
+
+        from objcrop.datasets import read_image
+
+        index, seed = key
+        record = self.records[index]
+        image = torch.from_numpy(np.ascontiguousarray(read_image(record["file_name"]))).permute(2, 0, 1).contiguous()
+        boxes = torch.from_numpy(self.box_source.boxes(record))
+        mask = self.box_source.mask(record)
+        mask = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
+        image, boxes, mask = shrink_to_short_side(image, boxes, mask, self.image_size)
+        generator = torch.Generator().manual_seed(seed)
+        view1, view2 = self.policy(tv_tensors.Image(image), boxes, mask=mask, generator=generator)
+        return view1, view2, len(boxes) > 0
+
+
+def _quiet_worker(_: int) -> None:
+    # Each worker is one of several processes sharing few cores: one thread each avoids oversubscription.
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def build_loader(dataset: Dataset, sampler: ShardedResumableSampler, num_workers: int, pin_memory: bool) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=sampler.batch, sampler=sampler, num_workers=num_workers, drop_last=True,
+        pin_memory=pin_memory, persistent_workers=num_workers > 0, worker_init_fn=_quiet_worker,
+        # A private generator: creating the iterator must not draw from the global RNG, whose state
+        # is checkpointed (a resumed run would otherwise draw differently from an uninterrupted one).
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+def check_enough_data(num_items: int, batch: int, world: int, dataset: str) -> None:
+    if (num_items // world) // (batch // world) < 1:
+        raise DatasetError(f"{dataset}: {num_items} images are fewer than one batch of {batch} "
+                           f"(PRETRAIN.BATCH_SIZE); lower the batch size or use more images")
+
+
+def iterations_per_epoch(num_items: int, batch: int, world: int) -> int:
+    return (num_items // world) // (batch // world)
+
+

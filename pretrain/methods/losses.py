@@ -1,0 +1,33 @@
+"""The methods' losses as pure functions (each tested on its own in tests/test_pretrain_methods.py)."""
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+
+def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE logits of MoCo: column 0 is the positive key, columns 1..K the queued negatives.
+
+    q, k: NxC, L2-normalised; queue: CxK, L2-normalised columns. Returns (logits Nx(1+K), labels N = 0).
+    """
+    l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # Nx1
+    l_neg = torch.einsum("nc,ck->nk", q, queue)  # NxK
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return logits, labels
+
+
+def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy of picking the positive key among K+1 (InfoNCE)."""
+    logits, labels = moco_logits(q, k, queue, temperature)
+    return F.cross_entropy(logits, labels)
+
+
+def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's regression loss 2 - 2 cos(p, z), averaged over the batch; z is a target (no gradient).
+
+    0 when prediction and target point the same way, 4 when opposite; invariant to their norms.
+    """
+    p = F.normalize(p, dim=-1)
+    z = F.normalize(z.detach(), dim=-1)
+    return (2 - 2 * (p * z).sum(dim=-1)).mean()

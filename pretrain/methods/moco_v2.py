@@ -1,0 +1,110 @@
+"""MoCo-v2 (He et al. 2020; Chen et al. 2020), after moco/builder.py, with a single-process path.
+
+Differences from the reference builder, each for a failure users hit with it:
+* shuffle-BN also without DDP: the batch is forwarded in `bn_splits` BN groups and the keys in a
+  shuffled order, so a query and its positive key never share batch statistics (the statistics
+  would otherwise leak the pairing and the pretext task becomes trivial);
+* the queue wraps around, so a batch that does not divide K (or a short batch) is fine.
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from objcrop.pretrain.engine.distributed import broadcast_, concat_all_gather, get_rank, get_world_size
+from objcrop.pretrain.methods.losses import moco_logits
+from objcrop.pretrain.models import build_resnet
+
+
+class MoCoV2(nn.Module):
+    """A query encoder, a momentum key encoder and a queue of negative keys.
+
+    dim: feature dimension (128); K: queue size (65536); m: key-encoder momentum (0.999);
+    T: softmax temperature (0.2); mlp_hidden: hidden width of the 2-layer head (2048 for ResNet-50);
+    bn_splits: BN groups per process for shuffle-BN (1 under DDP is MoCo's setup).
+    """
+
+    def __init__(self, arch: str = "resnet50", dim: int = 128, K: int = 65536, m: float = 0.999,
+                 T: float = 0.2, mlp_hidden: int = 2048, bn_splits: int = 1):
+        super().__init__()
+        self.K, self.m, self.T, self.bn_splits = K, m, T, max(1, bn_splits)
+        self.arch = arch
+
+        self.encoder_q, width = build_resnet(arch)
+        self.encoder_q.fc = nn.Sequential(nn.Linear(width, mlp_hidden), nn.ReLU(inplace=True), nn.Linear(mlp_hidden, dim))
+        self.encoder_k = copy.deepcopy(self.encoder_q)
+        for param_k in self.encoder_k.parameters():
+            param_k.requires_grad = False  # updated by momentum, not by gradient
+
+        self.register_buffer("queue", F.normalize(torch.randn(dim, K), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @classmethod
+    def from_config(cfg_cls, cfg, world_size: int, per_process_batch: int) -> "MoCoV2":
+        c = cfg.PRETRAIN.MOCO
+        splits = c.BN_SPLITS or (1 if world_size > 1 else max(2, per_process_batch // 32))
+        return cfg_cls(cfg.PRETRAIN.ARCH, c.DIM, c.K, c.M, c.T, c.MLP_HIDDEN, splits)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The online ResNet (its `fc` is the projection head, dropped when exported)."""
+        return self.encoder_q
+
+    @torch.no_grad()
+    def _momentum_update_key_encoder(self):
+        params_q = [p.detach() for p in self.encoder_q.parameters()]
+        params_k = list(self.encoder_k.parameters())
+        torch._foreach_mul_(params_k, self.m)
+        torch._foreach_add_(params_k, params_q, alpha=1.0 - self.m)
+
+    @torch.no_grad()
+    def _dequeue_and_enqueue(self, keys: torch.Tensor):
+        keys = concat_all_gather(keys)  # keys of every process, in rank order
+        keys = keys[-self.K:]  # a batch larger than the queue keeps its newest keys
+        ptr = int(self.queue_ptr)
+        slots = (ptr + torch.arange(keys.shape[0], device=keys.device)) % self.K  # wraps around
+        self.queue[:, slots] = keys.T.to(self.queue.dtype)
+        self.queue_ptr[0] = (ptr + keys.shape[0]) % self.K
+
+    def _encode_in_bn_groups(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Forward `x` as `bn_splits` separate batches: BN statistics are per group."""
+        if self.bn_splits == 1:
+            return encoder(x)
+        return torch.cat([encoder(chunk) for chunk in x.chunk(self.bn_splits)], dim=0)
+
+    @torch.no_grad()
+    def _shuffled_order(self, n: int, device: torch.device) -> torch.Tensor:
+        """A random permutation of the global batch, the same on every process (rank 0 draws it)."""
+        idx = torch.randperm(n, device=device)
+        return broadcast_(idx, src=0)
+
+    @torch.no_grad()
+    def _keys_with_shuffled_bn(self, im_k: torch.Tensor) -> torch.Tensor:
+        """Keys computed on a shuffled batch, returned in the original order. Under DDP the batch is
+        shuffled across processes (MoCo's batch_shuffle_ddp / batch_unshuffle_ddp)."""
+        n_local = im_k.shape[0]
+        im_all = concat_all_gather(im_k)  # N_global x 3 x S x S
+        idx_shuffle = self._shuffled_order(im_all.shape[0], im_k.device)
+        idx_unshuffle = torch.argsort(idx_shuffle)
+        mine = idx_shuffle.view(get_world_size(), -1)[get_rank()]
+        k = F.normalize(self._encode_in_bn_groups(self.encoder_k, im_all[mine]).float(), dim=1)
+        k_all = concat_all_gather(k)  # keys in shuffled global order
+        mine_back = idx_unshuffle.view(get_world_size(), -1)[get_rank()]
+        assert mine_back.numel() == n_local
+        return k_all[mine_back]  # this process's keys, aligned with its queries
+
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor) -> dict:
+        q = F.normalize(self._encode_in_bn_groups(self.encoder_q, im_q).float(), dim=1)  # queries: NxC
+        with torch.no_grad():
+            self._momentum_update_key_encoder()
+            k = self._keys_with_shuffled_bn(im_k)  # keys: NxC
+        logits, labels = moco_logits(q, k, self.queue.clone().detach(), self.T)
+        loss = F.cross_entropy(logits, labels)
+        self._dequeue_and_enqueue(k)
+        with torch.no_grad():
+            acc = (logits.argmax(dim=1) == labels).float().mean()
+        return {"loss": loss, "acc_top1": acc}
+
+    def after_step(self, progress: float) -> None:
+        """Hook after each optimiser step (MoCo updates its key encoder inside forward)."""

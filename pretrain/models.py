@@ -1,0 +1,74 @@
+"""torchvision ResNet backbones, and reading/inspecting their state dicts.
+
+The backbone is torchvision's ResNet with `fc` replaced: its state dict (minus `fc.*`) is exactly
+what `objcrop convert` and `objcrop probe` consume, and what a user's torchvision checkpoint holds.
+"""
+import re
+from typing import Dict, Tuple
+
+import torch
+import torchvision
+from torch import nn
+
+from objcrop.errors import CheckpointError, ConfigError
+
+# arch -> (blocks per stage, output width of res5); torchvision's definitions.
+RESNETS = {
+    "resnet18": ((2, 2, 2, 2), 512),
+    "resnet34": ((3, 4, 6, 3), 512),
+    "resnet50": ((3, 4, 6, 3), 2048),
+    "resnet101": ((3, 4, 23, 3), 2048),
+    "resnet152": ((3, 8, 36, 3), 2048),
+}
+
+
+def build_resnet(arch: str, head: nn.Module = None) -> Tuple[nn.Module, int]:
+    """A randomly initialised torchvision ResNet whose `fc` is `head` (default: identity).
+
+    Returns the model and the width of its pooled res5 features (2048 for ResNet-50).
+    """
+    if arch not in RESNETS:
+        raise ConfigError(f"PRETRAIN.ARCH: unknown architecture {arch!r}; choose one of {sorted(RESNETS)}")
+    model = getattr(torchvision.models, arch)(weights=None)
+    model.fc = head if head is not None else nn.Identity()
+    return model, RESNETS[arch][1]
+
+
+def backbone_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """The torchvision ResNet state dict without the head (`fc.*`), detached, on the CPU."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+
+
+def infer_resnet_arch(state_dict: Dict[str, torch.Tensor]) -> str:
+    """Name the torchvision ResNet a state dict came from, by its block counts and widths; "" if none."""
+    blocks = []
+    for stage in range(1, 5):
+        ids = {int(m.group(1)) for k in state_dict for m in [re.match(rf"layer{stage}\.(\d+)\.", k)] if m}
+        blocks.append(len(ids))
+    bottleneck = "layer1.0.conv3.weight" in state_dict
+    for arch, (counts, _) in RESNETS.items():
+        if tuple(blocks) == counts and bottleneck == (arch not in ("resnet18", "resnet34")):
+            return arch
+    return ""
+
+
+def load_backbone_weights(model: nn.Module, state_dict: Dict[str, torch.Tensor], source: str) -> None:
+    """Load a head-less ResNet state dict strictly; any missing, unexpected or mis-shaped key is a
+    CheckpointError naming `source` and the first offending keys (e.g. a ResNet-18 file into a ResNet-50)."""
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    given = {k: v for k, v in state_dict.items() if not k.startswith("fc.")}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
+              for k in sorted(set(given) & set(expected)) if given[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        arch = infer_resnet_arch(given) or "an unknown architecture"
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (file vs model), e.g. {'; '.join(shapes[:3])}")
+        if missing:
+            parts.append(f"{len(missing)} missing keys, e.g. {', '.join(missing[:3])}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys, e.g. {', '.join(unexpected[:3])}")
+        raise CheckpointError(f"{source}: weights look like {arch}, not the requested model: " + "; ".join(parts))
+    model.load_state_dict(given, strict=False)

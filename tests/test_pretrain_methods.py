@@ -1,0 +1,123 @@
+"""MoCo-v2 and BYOL parts: queue, momentum update, shuffle-BN, losses (ResNet-18, tiny inputs)."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from objcrop.pretrain.methods import METHODS, BYOL, MoCoV2
+from objcrop.pretrain.methods.byol import target_momentum
+from objcrop.pretrain.methods.losses import byol_loss, moco_logits, moco_loss
+
+
+def tiny_moco(K=10, bn_splits=2, m=0.9):
+    torch.manual_seed(0)
+    return MoCoV2("resnet18", dim=8, K=K, m=m, T=0.2, mlp_hidden=16, bn_splits=bn_splits)
+
+
+def test_methods_dict_names_both_methods():
+    assert METHODS["moco_v2"] is MoCoV2 and METHODS["byol"] is BYOL
+
+
+def test_queue_enqueues_in_order_and_wraps_around():
+    model = tiny_moco(K=10)
+    keys = [F.normalize(torch.randn(4, 8), dim=1) for _ in range(3)]
+    model._dequeue_and_enqueue(keys[0])
+    assert int(model.queue_ptr) == 4
+    assert torch.equal(model.queue[:, :4], keys[0].T)
+    model._dequeue_and_enqueue(keys[1])
+    model._dequeue_and_enqueue(keys[2])  # 8 + 4 > K = 10: two slots at the end, two at the start
+    assert int(model.queue_ptr) == 2
+    assert torch.equal(model.queue[:, 8:10], keys[2][:2].T)
+    assert torch.equal(model.queue[:, 0:2], keys[2][2:].T)
+    assert torch.equal(model.queue[:, 2:4], keys[0][2:].T)  # the oldest keys were overwritten first
+
+
+def test_queue_accepts_a_batch_larger_than_itself():
+    model = tiny_moco(K=3)
+    keys = F.normalize(torch.randn(5, 8), dim=1)
+    model._dequeue_and_enqueue(keys)
+    assert set(map(tuple, model.queue.T.tolist())) == set(map(tuple, keys[-3:].tolist()))
+
+
+def test_momentum_update_moves_key_encoder_towards_query_encoder():
+    model = tiny_moco(m=0.9)
+    with torch.no_grad():
+        for p in model.encoder_q.parameters():
+            p.add_(1.0)
+    before_k = [p.clone() for p in model.encoder_k.parameters()]
+    q = [p.clone() for p in model.encoder_q.parameters()]
+    model._momentum_update_key_encoder()
+    for k_old, k_new, q_p in zip(before_k, model.encoder_k.parameters(), q):
+        torch.testing.assert_close(k_new, 0.9 * k_old + 0.1 * q_p)
+    assert all(not p.requires_grad for p in model.encoder_k.parameters())
+
+
+def test_shuffled_keys_come_back_in_query_order():
+    """With BN groups, each key must still belong to its own image after the unshuffle."""
+    model = tiny_moco(bn_splits=1)
+    model.eval()  # eval BN: per-sample outputs, so order is all that can differ
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        expected = F.normalize(model.encoder_k(x), dim=1)
+        got = model._keys_with_shuffled_bn(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_bn_groups_change_batch_statistics():
+    model = tiny_moco(bn_splits=2)
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        grouped = model._encode_in_bn_groups(model.encoder_q, x)
+        whole = model.encoder_q(x)
+    assert not torch.allclose(grouped, whole, atol=1e-4)
+
+
+def test_moco_step_trains_and_updates_queue():
+    model = tiny_moco(K=12)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    x1, x2 = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    queue_before = model.queue.clone()
+    out = model(x1, x2)
+    out["loss"].backward()
+    opt.step()
+    assert math.isfinite(float(out["loss"])) and 0 <= float(out["acc_top1"]) <= 1
+    assert int(model.queue_ptr) == 4 and not torch.equal(model.queue, queue_before)
+    assert all(p.grad is None for p in model.encoder_k.parameters())
+
+
+def test_moco_loss_prefers_the_positive_key():
+    q = F.normalize(torch.randn(5, 8), dim=1)
+    queue = F.normalize(torch.randn(8, 20), dim=0)
+    logits, labels = moco_logits(q, q, queue, 0.2)
+    assert logits.shape == (5, 21) and torch.all(labels == 0)
+    torch.testing.assert_close(logits[:, 0], torch.full((5,), 5.0))  # cos = 1 over T = 0.2
+    assert moco_loss(q, q, queue, 0.2) < moco_loss(q, F.normalize(torch.randn(5, 8), dim=1), queue, 0.2)
+
+
+def test_byol_loss_is_two_minus_two_cosine():
+    p = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert float(byol_loss(p, p * 3)) == pytest.approx(0.0, abs=1e-6)
+    assert float(byol_loss(p, -p)) == pytest.approx(4.0)
+    assert float(byol_loss(p, p.flip(1))) == pytest.approx(2.0)  # orthogonal
+    p, z = torch.randn(2, 2, requires_grad=True), torch.randn(2, 2, requires_grad=True)
+    byol_loss(p, z).backward()
+    assert p.grad is not None and z.grad is None  # only the prediction gets a gradient
+
+
+def test_byol_target_momentum_schedule_and_ema():
+    assert target_momentum(0.996, 0.0) == pytest.approx(0.996)
+    assert target_momentum(0.996, 1.0) == pytest.approx(1.0)
+    torch.manual_seed(0)
+    model = BYOL("resnet18", proj_hidden=16, proj_dim=8, base_momentum=0.9)
+    with torch.no_grad():
+        for p in model.online.parameters():
+            p.add_(1.0)
+    t_before = [p.clone() for p in model.target.parameters()]
+    online = [p.clone() for p in model.online.parameters()]
+    model.after_step(0.0)
+    for t_old, t_new, o in zip(t_before, model.target.parameters(), online):
+        torch.testing.assert_close(t_new, 0.9 * t_old + 0.1 * o)
+    out = model(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
+    out["loss"].backward()
+    assert 0 <= float(out["loss"]) <= 8 and all(p.grad is None for p in model.target.parameters())
