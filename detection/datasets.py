@@ -1,0 +1,29 @@
+"""Registration of objcrop dataset names with detectron2's DatasetCatalog and MetadataCatalog.
+
+    from objcrop.detection.datasets import register
+    cfg.DATASETS.TRAIN = (register("synth:/data/synth:train"),)
+
+Any name `objcrop.datasets.load_dataset` understands works, specs with paths
+included (detectron2 accepts any string as a dataset name). The records are
+loaded lazily, when detectron2 first asks for them; the metadata that
+evaluators and model setup need (thing_classes, evaluator_type, json_file or
+dirname/split/year) is set at registration.
+"""
+from objcrop.datasets import load_dataset
+from objcrop.datasets.catalog import dataset_metadata
+
+# Metadata keys MetadataCatalog should hold ("name" is detectron2's own and cannot be set).
+_METADATA_KEYS = ("thing_classes", "evaluator_type", "json_file", "image_root", "thing_dataset_id_to_contiguous_id",
+                  "dirname", "split", "year", "label_names")
+
+
+def register(name: str) -> str:
+    """Register `name` with detectron2 (once; later calls are no-ops) and return it."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    if name in DatasetCatalog.list():
+        return name
+    metadata = {k: v for k, v in dataset_metadata(name).items() if k in _METADATA_KEYS and v is not None}
+    DatasetCatalog.register(name, lambda: load_dataset(name)[0])
+    MetadataCatalog.get(name).set(**metadata)
+    return name

@@ -1,0 +1,57 @@
+"""Reading images with errors that name the file."""
+import os
+from typing import Tuple
+
+import numpy as np
+
+from objcrop.errors import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image file to RGB uint8 [H, W, 3]; a missing, truncated or corrupt file raises DatasetError."""
+    from PIL import Image, ImageFile
+
+    # PIL pads a truncated JPEG with grey unless told otherwise; a truncated file is an error here.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files
+        raise DatasetError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def image_size(path: str) -> Tuple[int, int]:
+    """(height, width) from the file header, without decoding the pixels."""
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Exception as e:
+        raise DatasetError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
+    return height, width
+
+
+def verify_image(path: str) -> Tuple[int, int]:
+    """(height, width) of an image whose structure PIL verifies; raises DatasetError otherwise.
+
+    Cheaper than decoding: it checks the header and the chunk structure, which
+    catches files that are not images or are cut off inside their header.
+    """
+    from PIL import Image
+
+    height, width = image_size(path)
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:
+        raise DatasetError(f"{path}: corrupt image ({type(e).__name__}: {e})") from e
+    return height, width

@@ -1,0 +1,355 @@
+"""The embedded dataset: deterministic cluttered scenes of filled shapes with instance masks.
+
+`generate(out_dir, num_images, seed, variant)` writes (docs/INTERFACES.md, "Embedded dataset"):
+
+    DIR/meta.json                            classes, generator parameters, counts, version
+    DIR/images/{train,val,test}/<id>.jpg
+    DIR/annotations/instances_{split}.json   COCO: boxes, polygon masks, categories
+    DIR/voc/{JPEGImages,Annotations,ImageSets/Main/{train,val,test,trainval}.txt}
+    DIR/labels/{split}.txt                   "<image path relative to DIR> <class_id> ..."
+
+Why it looks the way it does (DESIGN.md, "What small-scale runs ... have shown"):
+objects must be big enough for a ResNet stem (which divides resolution by 4,
+by 32 at res5) or nothing learns at CPU scale, classes differ by outline and
+never by colour (every instance gets a random colour), and the background is
+smooth with mild texture and clutter so that a random crop mostly shows
+background. The `default` variant is the measured learnable recipe adapted to
+10 classes; `hard` has bigger scenes with more, smaller objects (the paper's
+regime: random crops rarely frame an object).
+
+Image i depends only on (seed, i), so the same seed gives byte-identical files
+and a larger dataset extends a smaller one image by image. The whole directory
+is written under a temporary name next to DIR and renamed at the end: a killed
+run leaves no half-written dataset.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from objcrop.datasets.shapes import SHAPE_NAMES, mask_to_polygons, place_shape, rasterise
+from objcrop.errors import DatasetError
+from objcrop.io import write_json_atomic
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class SynthParams:
+    image_size: int = 96
+    min_objects: int = 1
+    max_objects: int = 4
+    object_scale: Tuple[float, float] = (0.20, 0.35)  # object size as a fraction of the image side
+    clutter: Tuple[int, int] = (2, 5)  # number of distractor strokes and specks
+    clutter_contrast: float = 0.25  # how far clutter colours stray from the background (0..1)
+    texture_strength: float = 0.10  # amplitude of the grey texture mixed into the background
+    min_visible: float = 0.6  # an occluded object keeps at least this fraction of its area
+    noise_sigma: float = 3.0  # per-pixel sensor noise, in grey levels
+    jpeg_quality: int = 95
+    classes: Tuple[str, ...] = SHAPE_NAMES
+
+
+VARIANTS: Dict[str, SynthParams] = {
+    "default": SynthParams(),
+    "hard": SynthParams(image_size=160, min_objects=2, max_objects=6, object_scale=(0.10, 0.18),
+                        clutter=(8, 16), clutter_contrast=0.5, texture_strength=0.2, min_visible=0.5),
+}
+
+_TEXTURES: Optional[List[np.ndarray]] = None
+
+
+def _textures() -> List[np.ndarray]:
+    """Grey textures bundled with scikit-image (no download), zero mean, unit std."""
+    global _TEXTURES
+    if _TEXTURES is None:
+        from skimage import data
+
+        _TEXTURES = []
+        for name in ("brick", "grass", "gravel", "moon"):
+            t = getattr(data, name)().astype(np.float32)
+            _TEXTURES.append((t - t.mean()) / (t.std() + 1e-6))
+    return _TEXTURES
+
+
+def _hsv_colour(rng: np.random.Generator, sat: Tuple[float, float], val: Tuple[float, float]) -> np.ndarray:
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _background(rng: np.random.Generator, p: SynthParams) -> np.ndarray:
+    """Smooth per-image colour: a gradient between two colours, low-frequency blotches, mild texture."""
+    s = p.image_size
+    c1 = _hsv_colour(rng, (0.1, 0.6), (0.3, 0.9))
+    c2 = np.clip(c1 + rng.normal(0, 30, 3), 0, 255)
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    ramp = (np.cos(angle) * xx + np.sin(angle) * yy)
+    ramp = (ramp - ramp.min()) / (ramp.max() - ramp.min() + 1e-6)
+    img = c1 * (1 - ramp[..., None]) + c2 * ramp[..., None]
+    blotches = cv2.resize(rng.normal(0, 12, (4, 4, 3)).astype(np.float32), (s, s), interpolation=cv2.INTER_CUBIC)
+    img += blotches
+    tex = _textures()[rng.integers(len(_textures()))]
+    crop = int(rng.integers(s, min(tex.shape) + 1))
+    y0 = int(rng.integers(0, tex.shape[0] - crop + 1))
+    x0 = int(rng.integers(0, tex.shape[1] - crop + 1))
+    patch = cv2.resize(tex[y0:y0 + crop, x0:x0 + crop], (s, s), interpolation=cv2.INTER_AREA)
+    img += (p.texture_strength * 255 * rng.uniform(0.5, 1.0)) * patch[..., None] * 0.5
+    return img
+
+
+def _draw_clutter(img: np.ndarray, rng: np.random.Generator, p: SynthParams) -> None:
+    """Distractors that are no class: thin strokes, scribbles and specks far smaller than any object."""
+    s = p.image_size
+    for _ in range(int(rng.integers(p.clutter[0], p.clutter[1] + 1))):
+        base = img[int(rng.integers(s)), int(rng.integers(s))]
+        colour = tuple(float(v) for v in np.clip(base + rng.normal(0, 255 * p.clutter_contrast, 3), 0, 255))
+        kind = rng.integers(3)
+        if kind == 0:  # straight stroke
+            a, b = rng.uniform(0, s, 2), rng.uniform(0, s, 2)
+            cv2.line(img, tuple(int(v) for v in a), tuple(int(v) for v in b), colour, 1, cv2.LINE_AA)
+        elif kind == 1:  # scribble: a short random walk
+            pts = np.cumsum(rng.normal(0, s * 0.04, (6, 2)), axis=0) + rng.uniform(0, s, 2)
+            cv2.polylines(img, [pts.astype(np.int32)], False, colour, 1, cv2.LINE_AA)
+        else:  # speck
+            r = max(1, int(round(rng.uniform(0.005, 0.02) * s)))
+            cv2.circle(img, tuple(int(v) for v in rng.uniform(0, s, 2)), r, colour, -1, cv2.LINE_AA)
+
+
+def _object_colour(rng: np.random.Generator, local_bg: np.ndarray) -> np.ndarray:
+    """A random colour that stands out from the background under the object."""
+    best, best_d = None, -1.0
+    for _ in range(12):
+        c = _hsv_colour(rng, (0.35, 1.0), (0.25, 1.0))
+        d = float(np.linalg.norm(c - local_bg))
+        if d > best_d:
+            best, best_d = c, d
+        if d >= 90:
+            break
+    return best
+
+
+def _sample_object(rng: np.random.Generator, p: SynthParams):
+    """Class, outline and mask of one object placed fully inside the image."""
+    s = p.image_size
+    cls = int(rng.integers(len(p.classes)))
+    size = rng.uniform(*p.object_scale) * s
+    angle = rng.uniform(0, 2 * np.pi)
+    aspect = rng.uniform(0.85, 1.15)
+    outer, holes = place_shape(p.classes[cls], (0.0, 0.0), size, angle, aspect)
+    lo, hi = outer.min(0), outer.max(0)
+    centre = np.array([rng.uniform(1 - lo[0], s - 1 - hi[0]), rng.uniform(1 - lo[1], s - 1 - hi[1])])
+    outer, holes = outer + centre, [h + centre for h in holes]
+    return cls, rasterise(outer, holes, s, s)
+
+
+def _layout(rng: np.random.Generator, p: SynthParams) -> List[Tuple[int, np.ndarray]]:
+    """Objects in drawing order (later ones on top); occlusion leaves each at least `min_visible` visible."""
+    n = int(rng.integers(p.min_objects, p.max_objects + 1))
+    placed: List[Tuple[int, np.ndarray]] = []
+    visible: List[np.ndarray] = []
+    for _ in range(n):
+        for _attempt in range(25):
+            cls, mask = _sample_object(rng, p)
+            if mask.sum() < 16:
+                continue
+            new_visible = [v & ~mask for v in visible]
+            if all(nv.sum() >= p.min_visible * m.sum() for nv, (_, m) in zip(new_visible, placed)):
+                placed.append((cls, mask))
+                visible = new_visible + [mask]
+                break
+    return [(cls, vis) for (cls, _), vis in zip(placed, visible)]
+
+
+def render_image(seed: int, index: int, p: SynthParams) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
+    """Image `index` of a dataset with `seed`: RGB uint8 [S, S, 3] and (class, visible mask) per object."""
+    rng = np.random.default_rng([seed, index])
+    img = _background(rng, p)
+    _draw_clutter(img, rng, p)
+    objects = _layout(rng, p)
+    for cls, vis in objects:
+        ys, xs = np.nonzero(vis)
+        local_bg = img[ys, xs].mean(0)
+        colour = _object_colour(rng, local_bg)
+        # A gentle shading ramp across the object so that it is not perfectly flat.
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * (xs - xs.mean()) + np.sin(angle) * (ys - ys.mean())) / max(1.0, np.ptp(xs) + np.ptp(ys))
+        img[ys, xs] = colour * (1.0 + 0.3 * ramp[:, None])
+    img += rng.normal(0, p.noise_sigma, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8), objects
+
+
+def _annotations(objects: List[Tuple[int, np.ndarray]]) -> List[dict]:
+    """COCO-style boxes (XYWH, pixel corners), polygons and areas of the visible parts."""
+    anns = []
+    for cls, vis in objects:
+        polygons = mask_to_polygons(vis)
+        if not polygons:
+            continue
+        ys, xs = np.nonzero(vis)
+        x0, y0 = int(xs.min()), int(ys.min())
+        anns.append({"category": cls, "bbox": [x0, y0, int(xs.max()) + 1 - x0, int(ys.max()) + 1 - y0],
+                     "area": int(vis.sum()), "segmentation": polygons})
+    return anns
+
+
+def split_sizes(num_images: int, fractions: Sequence[float]) -> Dict[str, int]:
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise DatasetError(f"--splits: need three non-negative fractions (train val test), got {list(fractions)}")
+    total = float(sum(fractions))
+    n_train = int(round(num_images * fractions[0] / total))
+    n_val = int(round(num_images * fractions[1] / total))
+    n_val = min(n_val, num_images - n_train)
+    return {"train": n_train, "val": n_val, "test": num_images - n_train - n_val}
+
+
+def _voc_xml(file_name: str, size: int, anns: List[dict], classes: Sequence[str]) -> bytes:
+    root = ET.Element("annotation")
+    ET.SubElement(root, "folder").text = "objcrop_synth"
+    ET.SubElement(root, "filename").text = file_name
+    sz = ET.SubElement(root, "size")
+    for tag, v in (("width", size), ("height", size), ("depth", 3)):
+        ET.SubElement(sz, tag).text = str(v)
+    ET.SubElement(root, "segmented").text = "0"
+    for a in anns:
+        obj = ET.SubElement(root, "object")
+        ET.SubElement(obj, "name").text = classes[a["category"]]
+        ET.SubElement(obj, "pose").text = "Unspecified"
+        ET.SubElement(obj, "truncated").text = "0"
+        ET.SubElement(obj, "difficult").text = "0"
+        box = ET.SubElement(obj, "bndbox")
+        x, y, w, h = a["bbox"]
+        # VOC boxes are 1-based and inclusive: pixel columns x .. x+w-1 become xmin=x+1, xmax=x+w.
+        for tag, v in (("xmin", x + 1), ("ymin", y + 1), ("xmax", x + w), ("ymax", y + h)):
+            ET.SubElement(box, tag).text = str(v)
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8") + b"\n"
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _write_json(path: str, obj) -> None:
+    _write(path, (json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8"))
+
+
+def resolve_params(variant: str = "default", **overrides) -> SynthParams:
+    if variant not in VARIANTS:
+        raise DatasetError(f"--variant: unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
+    p = dataclasses.replace(VARIANTS[variant], **{k: v for k, v in overrides.items() if v is not None})
+    if p.image_size < 32:
+        raise DatasetError(f"--image-size: {p.image_size} is too small (at least 32 px)")
+    if not 1 <= p.min_objects <= p.max_objects:
+        raise DatasetError(f"--min-objects/--max-objects: need 1 <= min <= max, got {p.min_objects}, {p.max_objects}")
+    lo, hi = p.object_scale
+    if not 0 < lo <= hi <= 0.9:
+        raise DatasetError(f"--object-scale: need 0 < MIN <= MAX <= 0.9, got {lo} {hi}")
+    if lo * p.image_size < 5:
+        raise DatasetError(f"--object-scale: objects of {lo * p.image_size:.1f} px are too small to draw at --image-size {p.image_size}")
+    return p
+
+
+def _prepare_target(out_dir: str, overwrite: bool) -> None:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise DatasetError(f"{out_dir}: exists and is not a directory")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+        raise DatasetError(f"{out_dir}: directory exists and is not empty (pass --overwrite to replace it)")
+
+
+def _publish(tmp: str, out_dir: str) -> None:
+    """Move the finished dataset into place; an old one is replaced only once the new one is complete."""
+    trash = None
+    if os.path.isdir(out_dir):
+        if os.listdir(out_dir):
+            trash = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old.", dir=os.path.dirname(out_dir))
+            os.rmdir(trash)
+            os.rename(out_dir, trash)
+        else:
+            os.rmdir(out_dir)
+    os.rename(tmp, out_dir)
+    if trash:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def generate(out_dir: str, num_images: int, seed: int = 0, variant: str = "default",
+             image_size: Optional[int] = None, min_objects: Optional[int] = None,
+             max_objects: Optional[int] = None, object_scale: Optional[Tuple[float, float]] = None,
+             splits: Sequence[float] = (0.7, 0.15, 0.15), overwrite: bool = False,
+             progress: bool = True) -> dict:
+    """Write the embedded dataset to `out_dir` and return its meta.json content."""
+    from tqdm import tqdm
+
+    if num_images < 1:
+        raise DatasetError(f"--num-images: need at least 1 image, got {num_images}")
+    p = resolve_params(variant, image_size=image_size, min_objects=min_objects, max_objects=max_objects,
+                       object_scale=tuple(object_scale) if object_scale is not None else None)
+    sizes = split_sizes(num_images, splits)
+    out_dir = os.path.abspath(out_dir)
+    _prepare_target(out_dir, overwrite)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
+    try:
+        meta = _generate_into(tmp, num_images, seed, variant, p, sizes, progress, tqdm)
+        _publish(tmp, out_dir)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def _generate_into(root: str, num_images: int, seed: int, variant: str, p: SynthParams,
+                   sizes: Dict[str, int], progress: bool, tqdm) -> dict:
+    for d in ["annotations", "labels", "voc/JPEGImages", "voc/Annotations", "voc/ImageSets/Main"] + [
+            f"images/{s}" for s in SPLITS]:
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    categories = [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(p.classes)]
+    split_of = [s for s in SPLITS for _ in range(sizes[s])]
+    coco = {s: {"images": [], "annotations": []} for s in SPLITS}
+    labels = {s: [] for s in SPLITS}
+    ids = {s: [] for s in SPLITS}
+    counts = {"objects": 0, "per_class": [0] * len(p.classes)}
+    encode = [int(cv2.IMWRITE_JPEG_QUALITY), p.jpeg_quality]
+    for index in tqdm(range(num_images), desc="synth images", unit="img", disable=not progress):
+        split = split_of[index]
+        img, objects = render_image(seed, index, p)
+        stem = f"{index:06d}"
+        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), encode)
+        jpg = jpg.tobytes()
+        _write(os.path.join(root, "images", split, stem + ".jpg"), jpg)
+        _write(os.path.join(root, "voc", "JPEGImages", stem + ".jpg"), jpg)
+        anns = _annotations(objects)
+        _write(os.path.join(root, "voc", "Annotations", stem + ".xml"), _voc_xml(stem + ".jpg", p.image_size, anns, p.classes))
+        image_id = index + 1
+        coco[split]["images"].append({"id": image_id, "file_name": stem + ".jpg", "height": p.image_size, "width": p.image_size})
+        for a in anns:
+            coco[split]["annotations"].append({
+                "id": len(coco[split]["annotations"]) + 1, "image_id": image_id, "category_id": a["category"] + 1,
+                "bbox": a["bbox"], "area": a["area"], "segmentation": a["segmentation"], "iscrowd": 0})
+            counts["objects"] += 1
+            counts["per_class"][a["category"]] += 1
+        present = sorted({a["category"] for a in anns})
+        labels[split].append(" ".join([f"images/{split}/{stem}.jpg"] + [str(c) for c in present]))
+        ids[split].append(stem)
+    info = {"description": f"objcrop embedded dataset, variant {variant}, seed {seed}", "version": str(FORMAT_VERSION)}
+    for s in SPLITS:
+        _write_json(os.path.join(root, "annotations", f"instances_{s}.json"),
+                    {"info": info, "licenses": [], "categories": categories, **coco[s]})
+        _write(os.path.join(root, "labels", f"{s}.txt"), "".join(line + "\n" for line in labels[s]).encode())
+        _write(os.path.join(root, "voc", "ImageSets", "Main", f"{s}.txt"), "".join(i + "\n" for i in ids[s]).encode())
+    _write(os.path.join(root, "voc", "ImageSets", "Main", "trainval.txt"),
+           "".join(i + "\n" for i in ids["train"] + ids["val"]).encode())
+    meta = {"version": FORMAT_VERSION, "generator": "objcrop.datasets.synth", "variant": variant, "seed": seed,
+            "num_images": num_images, "splits": sizes, "classes": list(p.classes),
+            "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(p).items()},
+            "num_objects": counts["objects"], "objects_per_class": counts["per_class"]}
+    write_json_atomic(os.path.join(root, "meta.json"), meta)
+    return meta
