@@ -1,0 +1,45 @@
+"""benchmarks/run_all.py (`make bench`): runs each bench_*.py, passes --quick, assembles results.md."""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_ALL = os.path.join(REPO, "benchmarks", "run_all.py")
+
+GOOD = '''import argparse
+p = argparse.ArgumentParser(); p.add_argument("--out"); p.add_argument("--quick", action="store_true")
+a = p.parse_args()
+open(a.out, "w").write("# speed\\n\\n| quick | ratio |\\n|---|---|\\n| %s | 1.07 |\\n" % a.quick)
+'''
+BAD = '''import sys
+print("something broke in the benchmark")
+sys.exit(3)
+'''
+
+
+def test_runs_every_benchmark_and_reports_failures(tmp_path):
+    (tmp_path / "bench_good.py").write_text(GOOD)
+    (tmp_path / "bench_bad.py").write_text(BAD)
+    (tmp_path / "results.md").write_text("old results\n")
+    env = dict(os.environ, BENCH_QUICK="1")
+    r = subprocess.run([sys.executable, RUN_ALL, "--bench-dir", str(tmp_path)], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 1, r.stderr  # one benchmark failed
+    text = (tmp_path / "results.md").read_text()
+    assert text.startswith("# objcrop performance benchmarks")
+    assert "started:" in text and "logical CPUs" in text and "quick" in text
+    assert "| True | 1.07 |" in text  # --quick reached the benchmark; its table is included
+    assert "## good" in text and "### speed" in text  # its heading demoted under the section
+    assert "**FAILED** (exit 3)" in text and "something broke in the benchmark" in text
+    assert os.path.isfile(tmp_path / "out" / "good.md") and os.path.isfile(tmp_path / "out" / "bad.log")
+    assert r.stdout.strip().endswith("results.md")
+
+
+def test_only_selects_benchmarks(tmp_path):
+    (tmp_path / "bench_good.py").write_text(GOOD)
+    (tmp_path / "bench_bad.py").write_text(BAD)
+    r = subprocess.run([sys.executable, RUN_ALL, "--bench-dir", str(tmp_path), "--only", "good"],
+                       capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "BENCH_QUICK"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (tmp_path / "results.md").read_text()
+    assert "| False | 1.07 |" in text and "## bad" not in text
