@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.objcrop-installed
 PYTEST_ARGS ?=
 
-# Python 3.10: `python3.10` on PATH, else pyenv's 3.10.x.
-PYTHON310 := $(shell command -v python3.10 2>/dev/null || ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.10.*/bin/python 2>/dev/null | tail -n 1)
+# Python 3.10: pyenv's 3.10.x, else `python3.10` on PATH; each candidate must
+# actually run (a pyenv shim exists even where 3.10 is not selected).
+PYTHON310 := $(shell for c in $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.10.*/bin/python 2>/dev/null) $$(command -v python3.10 2>/dev/null); do \
+	"$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
 .PHONY: setup demo test bench clean
 
