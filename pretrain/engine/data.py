@@ -144,7 +144,7 @@ class ViewPairDataset(Dataset):
 
         index, seed = key
         record = self.records[index]
-        image = torch.from_numpy(np.ascontiguousarray(read_image(record["file_name"]))).permute(2, 0, 1).contiguous()
+        image = torch.tensor(read_image(record["file_name"])).permute(2, 0, 1).contiguous()  # a writable copy
         boxes = torch.from_numpy(self.box_source.boxes(record))
         mask = self.box_source.mask(record)
         mask = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
@@ -152,6 +152,20 @@ class ViewPairDataset(Dataset):
         generator = torch.Generator().manual_seed(seed)
         view1, view2 = self.policy(tv_tensors.Image(image), boxes, mask=mask, generator=generator)
         return view1, view2, len(boxes) > 0
+
+
+class DatasetBackgrounds:
+    """`background_fn` for DiLo copy-paste's "image" backgrounds: another image of the same dataset."""
+
+    def __init__(self, records: List[dict], image_size: int = 0):
+        self.records, self.image_size = records, image_size
+
+    def __call__(self, generator: torch.Generator) -> torch.Tensor:
+        from objcrop.datasets import read_image
+
+        index = int(torch.randint(len(self.records), (1,), generator=generator))
+        image = torch.tensor(read_image(self.records[index]["file_name"])).permute(2, 0, 1).contiguous()
+        return shrink_to_short_side(image, torch.zeros(0, 4), None, self.image_size)[0]
 
 
 def _quiet_worker(_: int) -> None:

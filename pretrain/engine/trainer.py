@@ -20,10 +20,9 @@ from objcrop.errors import ConfigError, DatasetError, ObjcropError
 from objcrop.io import append_jsonl, atomic_path, read_json, write_json_atomic, write_text_atomic
 from objcrop.pretrain.engine import distributed as du
 from objcrop.pretrain.engine.checkpoint import Checkpointer, rng_state, set_rng_state
-from objcrop.pretrain.engine.data import (BoxSource, ShardedResumableSampler, ViewPairDataset, build_loader,
+from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, build_loader,
                                           check_enough_data, iterations_per_epoch)
 from objcrop.pretrain.methods import METHODS
-from objcrop.pretrain.models import backbone_state_dict
 
 
 class TrainingDiverged(ObjcropError):
@@ -60,6 +59,17 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def model_and_backbone(method: torch.nn.Module) -> dict:
+    """The method's state dict and the backbone's (torchvision names, no `fc.*`) on the CPU.
+
+    The backbone entries are the very tensors of the model entries, so torch.save stores them once.
+    """
+    model = {k: v.detach().cpu() for k, v in method.state_dict().items()}
+    prefix = method.BACKBONE_PREFIX
+    backbone = {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix) and not k.startswith(prefix + "fc.")}
+    return {"model": model, "backbone": backbone}
 
 
 def seed_all(seed: int) -> None:
@@ -103,7 +113,8 @@ class PretrainTrainer:
                                f"{self.cfg.DATA.DATASET} (was it computed for another dataset?)")
         self.logger.info(f"data: {self.cfg.DATA.DATASET}: {len(records)} images; boxes: {self.box_source.name} "
                          f"(covering {coverage:.0%} of images); view policy: {policy_name(self.cfg)}")
-        dataset = ViewPairDataset(records, build_view_policy(self.cfg), self.box_source, self.cfg.DATA.IMAGE_SIZE)
+        policy = build_view_policy(self.cfg, background_fn=DatasetBackgrounds(records, self.cfg.DATA.IMAGE_SIZE))
+        dataset = ViewPairDataset(records, policy, self.box_source, self.cfg.DATA.IMAGE_SIZE)
         sampler = ShardedResumableSampler(len(records), self.batch_per_process, self.ctx.rank, self.ctx.world_size,
                                           self.cfg.PRETRAIN.SEED)
         loader = build_loader(dataset, sampler, self.cfg.DATA.NUM_WORKERS, self.ctx.device.type == "cuda")
@@ -133,9 +144,7 @@ class PretrainTrainer:
     # ----------------------------------------------------------------- checkpoint state
     def _state(self, method, optimizer, scaler, iteration, epoch, batch_in_epoch, extra) -> dict:
         return {"objcrop_checkpoint": 1, "arch": self.cfg.PRETRAIN.ARCH, "method": self.cfg.PRETRAIN.METHOD,
-                "backbone": backbone_state_dict(method.backbone),
-                "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
-                "pretrain": self.pretrain_block(), "config": self.cfg.dump(),
+                **model_and_backbone(method), "pretrain": self.pretrain_block(), "config": self.cfg.dump(),
                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {},
                 "iteration": iteration, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
                 "world_size": self.ctx.world_size, "rng": rng_state(), **extra}
@@ -291,9 +300,7 @@ class PretrainTrainer:
         results = None
         if ctx.is_main:
             final = {"objcrop_checkpoint": 1, "arch": p.ARCH, "method": p.METHOD,
-                     "backbone": backbone_state_dict(method.backbone),
-                     "model": {k: v.detach().cpu() for k, v in method.state_dict().items()},
-                     "pretrain": self.pretrain_block(), "config": cfg.dump(), "iteration": iteration}
+                     **model_and_backbone(method), "pretrain": self.pretrain_block(), "config": cfg.dump(), "iteration": iteration}
             with atomic_path(os.path.join(self.output_dir, "model_final.pth")) as tmp:
                 torch.save(final, tmp)
             results = self._write_results("ok", extra, recent, iteration, wall_start, throughput=throughput)

@@ -27,6 +27,8 @@ def target_momentum(base: float, progress: float) -> float:
 class BYOL(nn.Module):
     """proj_hidden / proj_dim: projector and predictor sizes (4096 / 256); base_momentum: tau_base (0.996)."""
 
+    BACKBONE_PREFIX = "online."  # state-dict prefix of the exported ResNet
+
     def __init__(self, arch: str = "resnet50", proj_hidden: int = 4096, proj_dim: int = 256, base_momentum: float = 0.996):
         super().__init__()
         self.arch, self.base_momentum = arch, base_momentum

@@ -25,6 +25,8 @@ class MoCoV2(nn.Module):
     bn_splits: BN groups per process for shuffle-BN (1 under DDP is MoCo's setup).
     """
 
+    BACKBONE_PREFIX = "encoder_q."  # state-dict prefix of the exported ResNet (as in MoCo's checkpoints)
+
     def __init__(self, arch: str = "resnet50", dim: int = 128, K: int = 65536, m: float = 0.999,
                  T: float = 0.2, mlp_hidden: int = 2048, bn_splits: int = 1):
         super().__init__()
