@@ -1,0 +1,567 @@
+"""The full objcrop pipeline as a graph of stage commands, run locally or through submitit.
+
+    data → proposals → pretrain (method × policy × proposals × seed) → probe
+                                                                      → convert → detect (VOC, COCO) × seed
+                                                                                              → report
+
+`scripts/run_pipeline.sh` is the entry point; this module builds the plan from a preset
+(eval_configs/pipeline/<preset>.yaml) and command-line overrides, then runs it. Every task
+is one `objcrop <stage> …` command with its own log (OUT/logs/<task>.log) and a check of
+its outputs (a results.json with status "ok", a dataset's meta.json, a store file, a .pkl).
+A task whose outputs are complete is skipped, so a rerun continues where the last run
+stopped; pretraining always runs with --resume, so an interrupted run continues from its
+newest checkpoint. The first failing task stops the pipeline with its name and log path.
+
+`--launcher slurm` submits every task through submitit with `afterok` dependencies
+(multi-node pretraining via torchrun and detection via detectron2's launch);
+`--launcher submitit-local` does the same with submitit's local executor (one machine,
+dependencies waited for here), which is how it is tested.
+
+This file imports nothing from objcrop: it drives the stages through their CLIs only.
+"""
+import argparse
+import copy
+import glob
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+PRESET_DIR = os.path.join(REPO, "eval_configs", "pipeline")
+STAGE_ORDER = ["data", "proposals", "pretrain", "probe", "convert", "detect", "report"]
+LAUNCHERS = ["local", "slurm", "submitit-local"]
+
+
+class PipelineError(Exception):
+    """A problem the user can fix (bad preset, bad option): printed as one line."""
+
+
+# --------------------------------------------------------------------------- tasks
+
+@dataclass
+class Task:
+    """One stage command. `checks` say when its outputs are complete (then it is skipped)."""
+
+    name: str  # unique; also the log file name
+    stage: str  # one of STAGE_ORDER
+    cmd: List[str]  # argv after `objcrop` (or a full argv when `raw`)
+    checks: List[List[str]]  # [["results_ok", path], ["file", path], ["results_ok_seed", dir, seed], ...]
+    deps: List[str] = field(default_factory=list)
+    always: bool = False  # the report: cheap, and must see every new result
+    gpus: int = 0  # per node
+    nodes: int = 1
+    distributed: str = ""  # "torchrun" (pretrain) or "d2" (detectron2 launch) when gpus > 1 or nodes > 1
+    timeout_min: int = 60
+
+    def complete(self) -> bool:
+        return (not self.always) and bool(self.checks) and all(_check(c) for c in self.checks)
+
+
+def _results_ok(path: str) -> bool:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("status") == "ok"
+
+
+def _check(check: List[str]) -> bool:
+    kind = check[0]
+    if kind == "results_ok":
+        return _results_ok(check[1])
+    if kind == "file":
+        return os.path.isfile(check[1]) and os.path.getsize(check[1]) > 0
+    if kind == "dir":
+        return os.path.isdir(check[1])
+    if kind == "results_ok_seed":  # a detection seed: some results.json below dir with this seed and status ok
+        for path in glob.glob(os.path.join(check[1], "**", "results.json"), recursive=True):
+            try:
+                with open(path, "r", encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if data.get("status") == "ok" and str(data.get("seed")) == str(check[2]):
+                return True
+        return False
+    raise PipelineError(f"unknown output check {check!r}")
+
+
+# --------------------------------------------------------------------------- presets
+
+def load_preset(name_or_path: str) -> Dict[str, Any]:
+    import yaml
+
+    path = name_or_path if os.path.isfile(name_or_path) else os.path.join(PRESET_DIR, f"{name_or_path}.yaml")
+    if not os.path.isfile(path):
+        known = sorted(os.path.splitext(f)[0] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml"))
+        raise PipelineError(f"--preset {name_or_path}: no such preset (known: {', '.join(known)}; or a YAML path)")
+    with open(path, "r", encoding="utf-8") as f:
+        try:
+            preset = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise PipelineError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(preset, dict):
+        raise PipelineError(f"{path}: a preset is a YAML mapping")
+    preset["_path"] = path
+    return preset
+
+
+def _words(value) -> List[str]:
+    """A list from YAML or a space/comma-separated string (flags and env vars)."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [w for w in str(value).replace(",", " ").split() if w]
+
+
+def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+    p = copy.deepcopy(preset)
+    pre = p.setdefault("pretrain", {})
+    if args.policies:
+        pre["policies"] = _words(args.policies)
+    if args.methods:
+        pre["methods"] = _words(args.methods)
+    if args.seeds:
+        pre["seeds"] = [int(s) for s in _words(args.seeds)]
+    if args.proposals:
+        p.setdefault("proposals", {})["methods"] = _words(args.proposals)
+    det = p.setdefault("detection", {})
+    if args.det_seeds:
+        det["seeds"] = [int(s) for s in _words(args.det_seeds)]
+    if args.det_tasks:
+        wanted = _words(args.det_tasks)
+        unknown = set(wanted) - set(det.get("tasks", {}))
+        if unknown:
+            raise PipelineError(f"--det-tasks: {', '.join(sorted(unknown))} not in the preset "
+                                f"(it has: {', '.join(det.get('tasks', {})) or 'none'})")
+        det["tasks"] = {k: v for k, v in det.get("tasks", {}).items() if k in wanted}
+    if args.gpus is not None:
+        p["gpus"] = int(args.gpus)
+    if args.nodes is not None:
+        p["nodes"] = int(args.nodes)
+    return p
+
+
+# --------------------------------------------------------------------------- the plan
+
+def _fmt(value, ctx: Dict[str, str]):
+    if isinstance(value, str):
+        try:
+            return value.format(**ctx)
+        except (KeyError, IndexError) as e:
+            raise PipelineError(f"preset value {value!r}: unknown placeholder {e} (known: {', '.join(ctx)})") from e
+    if isinstance(value, list):
+        return [_fmt(v, ctx) for v in value]
+    if isinstance(value, dict):
+        return {k: _fmt(v, ctx) for k, v in value.items()}
+    return value
+
+
+def run_name(method: str, policy: str, proposals: str, seed: int) -> str:
+    return f"{method}_{policy}_{proposals}_s{seed}"
+
+
+def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
+    """The task graph of a preset, in an order that respects every dependency."""
+    out = os.path.abspath(out)
+    data_cfg = preset.get("data") or {}
+    data_dir = os.path.abspath(_fmt(data_cfg.get("dir", "{out}/data"), {"out": out}))
+    ctx = {"out": out, "data": data_dir,
+           "datasets": os.path.abspath(os.environ.get("DETECTRON2_DATASETS", "datasets"))}
+    p = _fmt({k: v for k, v in preset.items() if not k.startswith("_")}, ctx)
+    gpus, nodes = int(p.get("gpus", 0) or 0), int(p.get("nodes", 1) or 1)
+    runs, weights = os.path.join(out, "runs"), os.path.join(out, "weights")
+    tasks: List[Task] = []
+
+    data_deps: List[str] = []
+    if data_cfg.get("synth"):
+        s = data_cfg["synth"]
+        cmd = ["data", "synth", "--out", data_dir, "--num-images", str(s.get("num_images", 600)),
+               "--seed", str(s.get("seed", 0))]
+        if s.get("variant"):
+            cmd += ["--variant", str(s["variant"])]
+        cmd += [str(a) for a in s.get("args", [])]
+        tasks.append(Task("data", "data", cmd, [["file", os.path.join(data_dir, "meta.json")]]))
+        data_deps = ["data"]
+
+    pre = p.get("pretrain") or {}
+    methods, policies = _words(pre.get("methods", ["moco_v2"])), _words(pre.get("policies", ["random"]))
+    seeds = [int(s) for s in pre.get("seeds", [0])]
+    prop = p.get("proposals") or {}
+    prop_methods = _words(prop.get("methods", ["gt"]))
+    stores: Dict[str, str] = {}
+    if any(pol != "random" for pol in policies):
+        if not prop_methods:
+            raise PipelineError("object-aware policies need proposals: set proposals.methods in the preset or --proposals")
+        for m in prop_methods:
+            store = os.path.join(out, "proposals", f"{m}{prop.get('suffix', '.store')}")
+            cmd = ["proposals", "compute", "--dataset", str(prop.get("dataset", p["datasets"]["pretrain"])),
+                   "--method", m, "--out", store] + [str(a) for a in (prop.get("args") or {}).get(m, [])]
+            tasks.append(Task(f"proposals.{m}", "proposals", cmd, [["file", store]], deps=list(data_deps)))
+            stores[m] = store
+
+    probe = p.get("probe") or {}
+    det = p.get("detection") or {}
+    det_seeds = [int(s) for s in det.get("seeds", [0])]
+    pretrain_dataset = p["datasets"]["pretrain"]
+    for method in methods:
+        for policy in policies:
+            for source in (["none"] if policy == "random" else prop_methods):
+                for seed in seeds:
+                    name = run_name(method, policy, source, seed)
+                    run_dir = os.path.join(runs, "pretrain", name)
+                    opts = ["OUTPUT_DIR", run_dir, "PRETRAIN.METHOD", method, "VIEWS.POLICY", policy,
+                            "DATA.DATASET", pretrain_dataset, "DATA.PROPOSALS", stores.get(source, ""),
+                            "PRETRAIN.SEED", str(seed)] + [str(o) for o in pre.get("opts", [])]
+                    cmd = ["pretrain", "--config-file", str(pre.get("config_file", "pretrain/demo.yaml")),
+                           "--resume", "--opts"] + opts
+                    pdeps = list(data_deps) + ([f"proposals.{source}"] if source in stores else [])
+                    final = os.path.join(run_dir, "model_final.pth")
+                    tasks.append(Task(f"pretrain.{name}", "pretrain", cmd,
+                                      [["results_ok", os.path.join(run_dir, "results.json")], ["file", final]],
+                                      deps=pdeps, gpus=gpus, nodes=nodes, distributed="torchrun",
+                                      timeout_min=int(pre.get("timeout_min", 24 * 60))))
+                    if probe.get("enabled", True):
+                        probe_dir = os.path.join(runs, "probe", name)
+                        cmd = ["probe", "--weights", final, "--dataset-train", p["datasets"]["probe_train"],
+                               "--dataset-test", p["datasets"]["probe_test"], "--out", probe_dir]
+                        cmd += [str(a) for a in probe.get("args", [])]
+                        tasks.append(Task(f"probe.{name}", "probe", cmd,
+                                          [["results_ok", os.path.join(probe_dir, "results.json")]],
+                                          deps=[f"pretrain.{name}"], gpus=min(gpus, 1)))
+                    if not det.get("tasks"):
+                        continue
+                    pkl = os.path.join(weights, f"{name}.pkl")
+                    cmd = ["convert", final, pkl] + [str(a) for a in (p.get("convert") or {}).get("args", [])]
+                    tasks.append(Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{name}"]))
+                    for task_name, spec in det["tasks"].items():
+                        for dseed in det_seeds:
+                            det_dir = os.path.join(runs, f"detect_{task_name}", name, f"seed{dseed}")
+                            cmd = ["detect", "train", "--config-file", str(spec["config_file"]), "--weights", pkl,
+                                   "--seeds", str(dseed), "--output-dir", det_dir]
+                            if spec.get("dataset_train"):
+                                cmd += ["--dataset-train", str(spec["dataset_train"])]
+                            if spec.get("dataset_test"):
+                                cmd += ["--dataset-test", str(spec["dataset_test"])]
+                            cmd += [str(a) for a in spec.get("args", [])]
+                            if spec.get("opts"):
+                                cmd += ["--opts"] + [str(o) for o in spec["opts"]]
+                            tasks.append(Task(f"detect.{task_name}.{name}.seed{dseed}", "detect", cmd,
+                                              [["results_ok_seed", det_dir, str(dseed)]],
+                                              deps=[f"convert.{name}"], gpus=gpus, nodes=nodes, distributed="d2",
+                                              timeout_min=int(det.get("timeout_min", 24 * 60))))
+    report_dir = os.path.join(out, "report")
+    deps = [t.name for t in tasks if t.stage in ("probe", "detect", "pretrain")]
+    tasks.append(Task("report", "report", ["report", runs, "--out", report_dir], [["file", os.path.join(report_dir, "results.md")]],
+                      deps=deps, always=True))
+    # stage by stage (all pretraining runs, then every probe, ...): the order the logs read in
+    tasks.sort(key=lambda t: STAGE_ORDER.index(t.stage))
+    _check_graph(tasks)
+    return tasks
+
+
+def _check_graph(tasks: List[Task]) -> None:
+    names = set()
+    for t in tasks:
+        if t.name in names:
+            raise PipelineError(f"two tasks named {t.name}: check the preset for repeated policies, methods or seeds")
+        missing = [d for d in t.deps if d not in names]
+        if missing:
+            raise PipelineError(f"task {t.name} depends on {missing}, which come later or not at all")
+        names.add(t.name)
+
+
+def select_stages(tasks: List[Task], stages: Optional[List[str]]) -> List[Task]:
+    """Keep only the given stages; every dependency outside them must already be complete."""
+    if not stages:
+        return tasks
+    unknown = set(stages) - set(STAGE_ORDER)
+    if unknown:
+        raise PipelineError(f"--stages: unknown stage(s) {', '.join(sorted(unknown))} (known: {' '.join(STAGE_ORDER)})")
+    chosen = [t for t in tasks if t.stage in stages]
+    chosen_names = {t.name for t in chosen}
+    by_name = {t.name: t for t in tasks}
+    for t in chosen:
+        for d in t.deps:
+            if d not in chosen_names and not by_name[d].complete():
+                raise PipelineError(f"--stages: {t.name} needs {d}, which is neither selected nor complete")
+        t.deps = [d for d in t.deps if d in chosen_names]
+    return chosen
+
+
+# --------------------------------------------------------------------------- commands
+
+def objcrop_argv(task: Task) -> List[str]:
+    """The argv of a task on one machine (multi-process when it has several GPUs)."""
+    if task.stage == "pretrain" and task.gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={task.gpus}",
+                "-m", "objcrop.pretrain.train_net"] + task.cmd[1:]
+    argv = [sys.executable, "-m", "objcrop"] + task.cmd
+    if task.stage == "detect" and task.gpus > 0:
+        argv += ["--num-gpus", str(task.gpus)]
+    return argv
+
+
+def cluster_shell_command(task: Task, log_path: str) -> str:
+    """A bash command run on every node of a SLURM job (SLURM_* variables resolve there).
+
+    Multi-node pretraining: torchrun with node rank SLURM_NODEID and the job's first host as
+    rendezvous; detection: detectron2's launch via --num-machines/--machine-rank/--dist-url.
+    Outside SLURM (the local executor) the variables fall back to one node.
+    """
+    q = shlex.quote
+    prelude = [
+        'NODE="${SLURM_NODEID:-0}"; NNODES="${SLURM_NNODES:-1}"',
+        'MASTER="$( (scontrol show hostnames "$SLURM_JOB_NODELIST" 2>/dev/null || echo 127.0.0.1) | head -n 1)"',
+        f'LOG={q(log_path)}; if [ "$NODE" != 0 ]; then LOG="$LOG.node$NODE"; fi',
+        'exec >>"$LOG" 2>&1',
+        f"cd {q(REPO)}",
+    ]
+    if task.distributed == "torchrun" and (task.nodes > 1 or task.gpus > 1):
+        run = (f"{q(sys.executable)} -m torch.distributed.run --nnodes=\"$NNODES\" --node_rank=\"$NODE\" "
+               f"--nproc_per_node={max(task.gpus, 1)} --master_addr=\"$MASTER\" --master_port=29511 "
+               f"-m objcrop.pretrain.train_net " + " ".join(q(a) for a in task.cmd[1:]))
+    elif task.distributed == "d2" and (task.nodes > 1 or task.gpus > 0):
+        run = (f"{q(sys.executable)} -m objcrop " + " ".join(q(a) for a in task.cmd)
+               + f" --num-gpus {max(task.gpus, 1)} --num-machines \"$NNODES\" --machine-rank \"$NODE\" "
+               "--dist-url \"tcp://$MASTER:29512\"")
+    else:
+        run = f'if [ "$NODE" = 0 ]; then {q(sys.executable)} -m objcrop ' + " ".join(q(a) for a in task.cmd) + "; fi"
+    return "; ".join(prelude + [f'echo "[pipeline] {task.name} on node $NODE of $NNODES: $(date -u)"', run])
+
+
+# --------------------------------------------------------------------------- running
+
+class Pipeline:
+    def __init__(self, tasks: List[Task], out: str, launcher: str = "local", dry_run: bool = False,
+                 slurm: Optional[Dict[str, Any]] = None):
+        self.tasks, self.out, self.launcher, self.dry_run = tasks, os.path.abspath(out), launcher, dry_run
+        self.slurm = slurm or {}
+        self.log_dir = os.path.join(self.out, "logs")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.pipeline_log = os.path.join(self.log_dir, "pipeline.log")
+        self._child: Optional[subprocess.Popen] = None
+
+    def say(self, msg: str) -> None:
+        line = f"[pipeline {time.strftime('%H:%M:%S')}] {msg}"
+        print(line, flush=True)
+        with open(self.pipeline_log, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    def log_path(self, task: Task) -> str:
+        return os.path.join(self.log_dir, f"{task.name}.log")
+
+    def fail(self, task: Task, why: str) -> int:
+        log = self.log_path(task)
+        self.say(f"FAILED stage {task.name}: {why}; log: {log}")
+        tail = _tail(log, 15)
+        if tail:
+            print("---- last lines of " + log + " ----\n" + tail + "----", file=sys.stderr, flush=True)
+        print(f"run_pipeline: stage {task.name} failed; see its log: {log}", file=sys.stderr, flush=True)
+        return 1
+
+    def run(self) -> int:
+        self.say(f"{len(self.tasks)} tasks, launcher {self.launcher}, output {self.out}")
+        todo = []
+        for t in self.tasks:
+            if t.complete():
+                self.say(f"skip {t.name}: outputs complete")
+            else:
+                todo.append(t)
+        if self.dry_run:
+            for t in todo:
+                self.say(f"would run {t.name}: objcrop {' '.join(shlex.quote(a) for a in t.cmd)}")
+            return 0
+        if self.launcher == "local":
+            return self._run_local(todo)
+        return self._run_submitit(todo)
+
+    # ---- local: one task after another, each in its own process
+    def _run_local(self, todo: List[Task]) -> int:
+        old = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            for t in todo:
+                rc = self._run_one_local(t)
+                if rc != 0:
+                    return rc
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        return 0
+
+    def _on_sigterm(self, signum, frame):
+        if self._child is not None and self._child.poll() is None:
+            self._child.terminate()  # the stage cleans up (e.g. DDP workers) on SIGTERM
+        raise KeyboardInterrupt
+
+    def _run_one_local(self, t: Task) -> int:
+        argv = objcrop_argv(t)
+        log = self.log_path(t)
+        self.say(f"run {t.name}: {' '.join(shlex.quote(a) for a in argv[1:])} (log: {log})")
+        start = time.time()
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"\n[pipeline] {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(shlex.quote(a) for a in argv)}\n")
+            f.flush()
+            try:
+                self._child = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
+                rc = self._child.wait()
+            except KeyboardInterrupt:
+                if self._child is not None and self._child.poll() is None:
+                    self._child.terminate()
+                    try:
+                        self._child.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        self._child.kill()
+                self.say(f"interrupted during {t.name}; rerun the same command to continue from here")
+                return 130
+            finally:
+                self._child = None
+        if rc != 0:
+            return self.fail(t, f"exit code {rc}")
+        if t.checks and not all(_check(c) for c in t.checks):
+            return self.fail(t, "it exited 0 but its outputs are incomplete: " + ", ".join(
+                c[1] for c in t.checks if not _check(c)))
+        self.say(f"done {t.name} in {time.time() - start:.0f} s")
+        return 0
+
+    # ---- submitit: SLURM (dependencies by afterok) or the local executor (dependencies waited for)
+    def _run_submitit(self, todo: List[Task]) -> int:
+        try:
+            import submitit
+        except ImportError as e:
+            raise PipelineError("--launcher slurm needs the submitit package (pip install submitit)") from e
+        folder = os.path.join(self.out, "submitit")
+        jobs: Dict[str, Any] = {}
+        pending = {t.name for t in todo}
+        by_name = {t.name: t for t in todo}
+        for t in todo:
+            if self.launcher == "submitit-local":
+                # the local executor has no dependencies: wait for this task's before submitting it
+                for d in t.deps:
+                    if d in jobs and not self._wait(by_name[d], jobs[d]):
+                        return self.fail(by_name[d], "its submitit job failed")
+                executor = submitit.LocalExecutor(folder=folder)
+                executor.update_parameters(timeout_min=t.timeout_min, gpus_per_node=t.gpus, tasks_per_node=1, nodes=1)
+            else:
+                executor = submitit.SlurmExecutor(folder=folder)
+                params = dict(self.slurm)
+                after = [jobs[d].job_id for d in t.deps if d in jobs]
+                if after:
+                    params["dependency"] = "afterok:" + ":".join(after)
+                executor.update_parameters(job_name=f"objcrop.{t.name}", time=t.timeout_min, nodes=t.nodes,
+                                           ntasks_per_node=1, gpus_per_node=t.gpus or None, **params)
+            command = ["bash", "-c", cluster_shell_command(t, self.log_path(t))]
+            jobs[t.name] = executor.submit(submitit.helpers.CommandFunction(command, cwd=REPO, verbose=False))
+            self.say(f"submitted {t.name} as job {jobs[t.name].job_id} (log: {self.log_path(t)})")
+        for name in list(pending):
+            if not self._wait(by_name[name], jobs[name]):
+                return self.fail(by_name[name], "its submitit job failed")
+        return 0
+
+    def _wait(self, task: Task, job) -> bool:
+        if getattr(job, "_objcrop_ok", None) is not None:
+            return job._objcrop_ok
+        try:
+            job.result()
+            ok = all(_check(c) for c in task.checks) if task.checks else True
+            if ok:
+                self.say(f"done {task.name} (job {job.job_id})")
+        except Exception as e:  # submitit raises FailedJobError (or UncompletedJobError) with the job's stderr
+            self.say(f"job {job.job_id} of {task.name} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            ok = False
+        job._objcrop_ok = ok
+        return ok
+
+
+def _tail(path: str, n: int) -> str:
+    if not os.path.isfile(path):
+        return ""
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
+        lines = f.read().replace("\r", "\n").splitlines()
+    lines = [ln for ln in lines if ln.strip()]
+    return "\n".join(lines[-n:]) + "\n" if lines else ""
+
+
+# --------------------------------------------------------------------------- CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="run_pipeline.sh", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\n")[0] + "\n\n" + __doc__.split("\n\n")[2],
+        epilog="Every option also reads an environment variable (shown in brackets); flags win.\n"
+               "Presets live in eval_configs/pipeline/ (demo, paper, tiny); a path to your own YAML works too.\n"
+               "Logs: OUT/logs/pipeline.log and OUT/logs/<task>.log. The report ends up in OUT/report/results.md.")
+    p.add_argument("--preset", default=env("OBJCROP_PRESET", "demo"),
+                   help="demo (embedded data, CPU), paper (real data under $DETECTRON2_DATASETS, GPUs), tiny "
+                        "(the test's seconds-long run), or a YAML path [OBJCROP_PRESET; default demo]")
+    p.add_argument("--out", default=env("OBJCROP_OUT"),
+                   help="output directory [OBJCROP_OUT; default output/pipeline_<preset>]")
+    p.add_argument("--policies", default=env("OBJCROP_POLICIES"),
+                   help='view policies, e.g. "random obj-obj-dilate" [OBJCROP_POLICIES; default from the preset]')
+    p.add_argument("--methods", default=env("OBJCROP_METHODS"),
+                   help='SSL methods, e.g. "moco_v2 byol" [OBJCROP_METHODS; default from the preset]')
+    p.add_argument("--proposals", default=env("OBJCROP_PROPOSALS"),
+                   help='proposal sources for object-aware policies, e.g. "gt selective-search" [OBJCROP_PROPOSALS]')
+    p.add_argument("--seeds", default=env("OBJCROP_SEEDS"), help='pretraining seeds, e.g. "0 1" [OBJCROP_SEEDS]')
+    p.add_argument("--det-seeds", default=env("OBJCROP_DET_SEEDS"),
+                   help='detection fine-tuning seeds per checkpoint, e.g. "0 1 2" [OBJCROP_DET_SEEDS]')
+    p.add_argument("--det-tasks", default=env("OBJCROP_DET_TASKS"),
+                   help='detection benchmarks of the preset to run, e.g. "voc" [OBJCROP_DET_TASKS; default all]')
+    p.add_argument("--gpus", type=int, default=env("OBJCROP_GPUS"),
+                   help="GPUs per node for pretraining and detection; 0 = CPU [OBJCROP_GPUS; default from the preset]")
+    p.add_argument("--nodes", type=int, default=env("OBJCROP_NODES"),
+                   help="nodes per pretraining/detection job (slurm launcher) [OBJCROP_NODES; default 1]")
+    p.add_argument("--launcher", choices=LAUNCHERS, default=env("OBJCROP_LAUNCHER", "local"),
+                   help="local: one task after another here; slurm: submit every task through submitit with "
+                        "dependencies; submitit-local: submitit's local executor (testing) [OBJCROP_LAUNCHER]")
+    p.add_argument("--slurm-partition", default=env("OBJCROP_SLURM_PARTITION"), help="SLURM partition [OBJCROP_SLURM_PARTITION]")
+    p.add_argument("--slurm-account", default=env("OBJCROP_SLURM_ACCOUNT"), help="SLURM account [OBJCROP_SLURM_ACCOUNT]")
+    p.add_argument("--stages", default=env("OBJCROP_STAGES"),
+                   help=f'run only these stages, e.g. "probe report" (their other inputs must be complete); '
+                        f'stages: {" ".join(STAGE_ORDER)} [OBJCROP_STAGES]')
+    p.add_argument("--dry-run", action="store_true", help="print what would run and what is skipped, run nothing")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        preset = apply_overrides(load_preset(args.preset), args)
+        name = os.path.splitext(os.path.basename(preset["_path"]))[0]
+        out = os.path.abspath(args.out or os.path.join("output", f"pipeline_{name}"))
+        tasks = select_stages(build_plan(preset, out), _words(args.stages) or None)
+        slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
+        pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm)
+    except PipelineError as e:
+        print(f"run_pipeline: error: {e}", file=sys.stderr)
+        return 2
+    start = time.time()
+    pipeline.say(f"preset {name} ({preset['_path']})")
+    try:
+        rc = pipeline.run()
+    except KeyboardInterrupt:
+        pipeline.say("interrupted; rerun the same command to continue where it stopped")
+        return 130
+    except PipelineError as e:
+        print(f"run_pipeline: error: {e}", file=sys.stderr)
+        return 2
+    if rc != 0 or args.dry_run:
+        return rc
+    report = os.path.join(out, "report", "results.md")
+    pipeline.say(f"finished in {time.time() - start:.0f} s")
+    if os.path.isfile(report) and any(t.stage == "report" for t in tasks):
+        print(report)  # the last line: where the table is
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
