@@ -1,0 +1,119 @@
+"""scripts/pipeline.py: the stage graph, skipping of complete stages, failures naming their log."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_PIPELINE = os.path.join(REPO, "scripts", "run_pipeline.sh")
+
+
+def _load_pipeline():
+    spec = importlib.util.spec_from_file_location("objcrop_pipeline_script", os.path.join(REPO, "scripts", "pipeline.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up by name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+pipeline = _load_pipeline()
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["PYTHON"] = sys.executable
+    return env
+
+
+def _plan(out, **overrides):
+    args = pipeline.build_parser().parse_args(["--preset", "demo"] + [x for k, v in overrides.items()
+                                                                       for x in (f"--{k.replace('_', '-')}", v)])
+    return pipeline.build_plan(pipeline.apply_overrides(pipeline.load_preset("demo"), args), str(out))
+
+
+def test_demo_plan_has_every_stage_in_dependency_order(tmp_path):
+    tasks = _plan(tmp_path)
+    stages = [t.stage for t in tasks]
+    assert stages == sorted(stages, key=pipeline.STAGE_ORDER.index)
+    assert set(stages) == set(pipeline.STAGE_ORDER)
+    names = [t.name for t in tasks]
+    assert names.count("report") == 1 and names[-1] == "report"
+    pretrains = [t for t in tasks if t.stage == "pretrain"]
+    assert len(pretrains) == 4  # random + obj-obj-dilate(gt), 2 seeds
+    rnd = next(t for t in pretrains if t.name == "pretrain.moco_v2_random_none_s1")
+    assert rnd.deps == ["data"] and "--resume" in rnd.cmd
+    opts = rnd.cmd[rnd.cmd.index("--opts") + 1:]
+    assert dict(zip(opts[::2], opts[1::2]))["PRETRAIN.SEED"] == "1"
+    dil = next(t for t in pretrains if "obj-obj-dilate" in t.name)
+    assert dil.deps == ["data", "proposals.gt"]
+    dets = [t for t in tasks if t.stage == "detect"]
+    assert len(dets) == 4 * 2 and all(t.deps[0].startswith("convert.") for t in dets)
+
+
+def test_overrides_change_the_grid(tmp_path):
+    tasks = _plan(tmp_path, policies="random obj-scene", seeds="3", det_seeds="0 1", det_tasks="voc",
+                  proposals="gt selective-search")
+    pre = sorted(t.name for t in tasks if t.stage == "pretrain")
+    assert pre == ["pretrain.moco_v2_obj-scene_gt_s3", "pretrain.moco_v2_obj-scene_selective-search_s3",
+                   "pretrain.moco_v2_random_none_s3"]
+    assert {t.name for t in tasks if t.stage == "proposals"} == {"proposals.gt", "proposals.selective-search"}
+    assert len([t for t in tasks if t.stage == "detect"]) == 3 * 2  # voc only, two seeds
+    with pytest.raises(pipeline.PipelineError, match="--det-tasks: lvis"):
+        _plan(tmp_path, det_tasks="lvis")
+
+
+def test_complete_stages_are_skipped_and_stage_selection_checks_inputs(tmp_path):
+    tasks = _plan(tmp_path, seeds="0")
+    run = tmp_path / "runs" / "pretrain" / "moco_v2_random_none_s0"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"stage": "pretrain", "status": "ok"}))
+    by = {t.name: t for t in tasks}
+    assert not by["pretrain.moco_v2_random_none_s0"].complete()  # model_final.pth missing
+    (run / "model_final.pth").write_bytes(b"x")
+    assert by["pretrain.moco_v2_random_none_s0"].complete()
+    (run / "results.json").write_text(json.dumps({"stage": "pretrain", "status": "failed"}))
+    assert not by["pretrain.moco_v2_random_none_s0"].complete()  # a failed run is redone
+    assert not by["report"].complete()  # always rerun
+    det = tmp_path / "runs" / "detect_voc" / "moco_v2_random_none_s0" / "seed0" / "any" / "layout"
+    det.mkdir(parents=True)
+    (det / "results.json").write_text(json.dumps({"status": "ok", "seed": 0}))
+    assert by["detect.voc.moco_v2_random_none_s0.seed0"].complete()
+    with pytest.raises(pipeline.PipelineError, match="probe.moco_v2_random_none_s0 needs pretrain"):
+        pipeline.select_stages(_plan(tmp_path, seeds="0"), ["probe"])
+    with pytest.raises(pipeline.PipelineError, match="unknown stage"):
+        pipeline.select_stages(tasks, ["bogus"])
+
+
+def test_dry_run_lists_skips(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.json").write_text("{}")
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "demo", "--out", str(tmp_path), "--dry-run"],
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert "skip data: outputs complete" in r.stdout
+    assert "would run proposals.gt: objcrop proposals compute" in r.stdout
+    assert os.path.isfile(tmp_path / "logs" / "pipeline.log")
+
+
+def test_failing_stage_stops_with_its_name_and_log(tmp_path):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("data:\n  synth: {num_images: 0}\ndatasets: {pretrain: 'synth:{data}:train', probe_train: x, "
+                      "probe_test: y}\npretrain: {policies: [random], seeds: [0]}\n")
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", str(preset), "--out", str(out)],
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 1
+    log = out / "logs" / "data.log"
+    assert f"stage data failed; see its log: {log}" in r.stderr
+    assert "num-images" in log.read_text()  # the stage's own one-line error is in its log ...
+    assert "num-images" in r.stderr  # ... and its tail is shown
+    assert "run pretrain" not in r.stdout  # nothing after the failure ran
+
+
+def test_bad_preset_is_one_line(tmp_path):
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "no_such_preset"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and r.stderr.startswith("run_pipeline: error: --preset no_such_preset")
