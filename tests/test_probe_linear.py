@@ -1,0 +1,95 @@
+"""The linear probe and kNN score on features with known structure, checkpoint loading, and the CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from objcrop.cli import run_stage_main
+from objcrop.errors import CheckpointError
+from objcrop.pretrain import probe
+from objcrop.pretrain.probe import (is_single_label, knn_scores, load_backbone, mean_average_precision,
+                                    train_linear_probe)
+
+
+def separable(n, dim=32, classes=5, seed=0, margin=0.5):
+    """Multi-label targets that are linear functions of the features (sign of a projection)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(dim, classes, generator=torch.Generator().manual_seed(99))
+    x = torch.randn(n * 3, dim, generator=g) * 3 + 1.0  # not centred, not unit scale: standardising matters
+    proj = (x - 1.0) @ w / w.norm(dim=0)
+    keep = (proj.abs() > margin).all(dim=1)  # a margin, so the classes are separable, not just nearly
+    return x[keep][:n], (proj[keep][:n] > 0).float()
+
+
+def test_linear_probe_on_separable_features_reaches_map_one():
+    train_x, train_y = separable(400, seed=0)
+    test_x, test_y = separable(200, seed=1)
+    model = train_linear_probe(train_x, train_y, epochs=60, lr=0.1, batch_size=64)
+    with torch.no_grad():
+        scores = torch.sigmoid(model(test_x)).numpy()
+    m_ap, n = mean_average_precision(scores, test_y.numpy())
+    assert n == 5 and m_ap >= 0.99
+    # and a probe on noise stays near chance, so the metric cannot be satisfied trivially
+    noise_map, _ = mean_average_precision(np.random.default_rng(0).random(scores.shape), test_y.numpy())
+    assert noise_map < 0.8
+
+
+def test_knn_on_clustered_features_and_single_label_detection():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 16, generator=g) * 5
+    labels = torch.arange(200) % 4
+    x = centres[labels] + torch.randn(200, 16, generator=g)
+    y = torch.nn.functional.one_hot(labels, 4).float()
+    scores = knn_scores(x[:150], y[:150], x[150:], k=20)
+    assert mean_average_precision(scores.numpy(), y[150:].numpy())[0] >= 0.99
+    assert is_single_label(y.numpy()) and not is_single_label(np.array([[1, 1, 0]], np.float32))
+
+
+def test_map_ignores_classes_absent_from_the_test_set():
+    targets = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]], np.float32)
+    scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.5], [0.7, 0.3, 0.5]])
+    assert mean_average_precision(scores, targets) == (1.0, 2)
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
+    path = tmp_path / "resnet18_supervised.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(str(path), arch="resnet50")
+    msg = str(e.value)
+    assert str(path) in msg and "resnet18" in msg and "layer1.0.conv1.weight (64, 64, 3, 3) vs (64, 64, 1, 1)" in msg
+    assert "missing keys" in msg
+    model, arch, block, _ = load_backbone(str(path))  # the architecture is inferred from the keys
+    assert arch == "resnet18" and block["method"] == "supervised"
+    sd = torchvision.models.resnet18(weights=None).state_dict()
+    torch.testing.assert_close(model.state_dict()["layer4.1.conv2.weight"], torch.load(path, weights_only=True)["layer4.1.conv2.weight"])
+    assert "layer4.1.conv2.weight" in sd
+
+
+def test_probe_cli_random_weights_writes_results_and_reuses_cache(synth_dir, tmp_path, capsys):
+    out, cache = tmp_path / "probe", tmp_path / "cache"
+    argv = ["--weights", "random", "--arch", "resnet18", "--dataset-train", f"synth:{synth_dir}:train",
+            "--dataset-test", f"synth:{synth_dir}:val", "--out", str(out), "--image-size", "32", "--epochs", "5",
+            "--num-workers", "0", "--cache-dir", str(cache)]
+    assert run_stage_main(probe.main, argv, "objcrop probe") == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["stage"] == "probe" and results["status"] == "ok"
+    assert results["pretrain"]["method"] == "random_init" and 0 <= results["mAP"] <= 1 and 0 <= results["knn_mAP"] <= 1
+    assert (out / "config.yaml").exists() and len(list(cache.glob("feats_*.pt"))) == 2
+    assert run_stage_main(probe.main, argv, "objcrop probe") == 0
+    assert "cached in" in (out / "log.txt").read_text()
+    assert json.loads((out / "results.json").read_text())["mAP"] == results["mAP"]
+
+
+def test_probe_cli_reports_mismatched_checkpoint_in_one_line(synth_dir, tmp_path, capsys):
+    path = tmp_path / "r18.pth"
+    torch.save({"objcrop_checkpoint": 1, "arch": "resnet18", "method": "moco_v2",
+                "backbone": {k: v for k, v in torchvision.models.resnet18(weights=None).state_dict().items()
+                             if not k.startswith("fc.")}}, path)
+    argv = ["--weights", str(path), "--arch", "resnet50", "--dataset-train", f"synth:{synth_dir}:train",
+            "--dataset-test", f"synth:{synth_dir}:val", "--out", str(tmp_path / "o")]
+    assert run_stage_main(probe.main, argv, "objcrop probe") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"objcrop probe: error: {path}: weights look like resnet18") and err.count("\n") == 1
