@@ -343,8 +343,9 @@ def cluster_shell_command(task: Task, log_path: str) -> str:
 
 class Pipeline:
     def __init__(self, tasks: List[Task], out: str, launcher: str = "local", dry_run: bool = False,
-                 slurm: Optional[Dict[str, Any]] = None):
+                 slurm: Optional[Dict[str, Any]] = None, wait: bool = False):
         self.tasks, self.out, self.launcher, self.dry_run = tasks, os.path.abspath(out), launcher, dry_run
+        self.wait = wait
         self.slurm = slurm or {}
         self.log_dir = os.path.join(self.out, "logs")
         os.makedirs(self.log_dir, exist_ok=True)
@@ -451,7 +452,10 @@ class Pipeline:
                 executor = submitit.LocalExecutor(folder=folder)
                 executor.update_parameters(timeout_min=t.timeout_min, gpus_per_node=t.gpus, tasks_per_node=1, nodes=1)
             else:
-                executor = submitit.SlurmExecutor(folder=folder)
+                try:
+                    executor = submitit.SlurmExecutor(folder=folder)
+                except RuntimeError as e:  # submitit: srun not found
+                    raise PipelineError(f"--launcher slurm: {e} (use --launcher local on a single machine)") from e
                 params = dict(self.slurm)
                 after = [jobs[d].job_id for d in t.deps if d in jobs]
                 if after:
@@ -459,8 +463,18 @@ class Pipeline:
                 executor.update_parameters(job_name=f"objcrop.{t.name}", time=t.timeout_min, nodes=t.nodes,
                                            ntasks_per_node=1, gpus_per_node=t.gpus or None, **params)
             command = ["bash", "-c", cluster_shell_command(t, self.log_path(t))]
-            jobs[t.name] = executor.submit(submitit.helpers.CommandFunction(command, cwd=REPO, verbose=False))
+            try:
+                jobs[t.name] = executor.submit(submitit.helpers.CommandFunction(command, cwd=REPO, verbose=False))
+            except Exception as e:  # sbatch refused it (bad partition, account, limits): nothing after it can run
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise PipelineError(f"submitting {t.name} failed: {first}"
+                                    + (f" ({len(jobs)} earlier job(s) already submitted)" if jobs else "")) from e
             self.say(f"submitted {t.name} as job {jobs[t.name].job_id} (log: {self.log_path(t)})")
+        if self.launcher == "slurm" and not self.wait:
+            self.say(f"submitted {len(jobs)} SLURM jobs (afterok dependencies); job files in {folder}. "
+                     "Rerun the same command later: finished stages are skipped, failed ones resubmitted; "
+                     "or pass --wait to block until the last job ends.")
+            return 0
         for name in list(pending):
             if not self._wait(by_name[name], jobs[name]):
                 return self.fail(by_name[name], "its submitit job failed")
@@ -474,6 +488,9 @@ class Pipeline:
             ok = all(_check(c) for c in task.checks) if task.checks else True
             if ok:
                 self.say(f"done {task.name} (job {job.job_id})")
+            else:
+                self.say(f"job {job.job_id} of {task.name} ended but its outputs are incomplete: "
+                         + ", ".join(c[1] for c in task.checks if not _check(c)))
         except Exception as e:  # submitit raises FailedJobError (or UncompletedJobError) with the job's stderr
             self.say(f"job {job.job_id} of {task.name} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             ok = False
@@ -528,6 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default=env("OBJCROP_STAGES"),
                    help=f'run only these stages, e.g. "probe report" (their other inputs must be complete); '
                         f'stages: {" ".join(STAGE_ORDER)} [OBJCROP_STAGES]')
+    p.add_argument("--wait", action="store_true",
+                   help="slurm launcher: stay until the last job has ended (default: submit and return)")
     p.add_argument("--dry-run", action="store_true", help="print what would run and what is skipped, run nothing")
     return p
 
@@ -540,7 +559,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = os.path.abspath(args.out or os.path.join("output", f"pipeline_{name}"))
         tasks = select_stages(build_plan(preset, out), _words(args.stages) or None)
         slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
-        pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm)
+        pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait)
     except PipelineError as e:
         print(f"run_pipeline: error: {e}", file=sys.stderr)
         return 2
@@ -557,6 +576,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if rc != 0 or args.dry_run:
         return rc
     report = os.path.join(out, "report", "results.md")
+    if args.launcher == "slurm" and not args.wait:
+        pipeline.say(f"the report will be written to {report} by the last job")
+        return 0
     pipeline.say(f"finished in {time.time() - start:.0f} s")
     if os.path.isfile(report) and any(t.stage == "report" for t in tasks):
         print(report)  # the last line: where the table is

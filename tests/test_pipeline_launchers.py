@@ -1,0 +1,107 @@
+"""`--launcher slurm` (through submitit, against a stand-in `sbatch`) and `--launcher submitit-local` (real run)."""
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_PIPELINE = os.path.join(REPO, "scripts", "run_pipeline.sh")
+
+# There is no SLURM cluster here: this stand-in records each submission file and answers like sbatch.
+FAKE_SBATCH = """#!/usr/bin/env bash
+dir="$(dirname "$0")"
+n=$(( $(ls "$dir"/submitted_* 2>/dev/null | wc -l) + 100 ))
+cp "$1" "$dir/submitted_$n.sh"
+echo "Submitted batch job $n"
+"""
+
+
+def _env(extra_path=None):
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join(filter(None, [extra_path, os.path.dirname(sys.executable), env.get("PATH", "")]))
+    env["PYTHON"] = sys.executable
+    return env
+
+
+def _sbatch_files(bin_dir):
+    out = {}
+    for name in sorted(os.listdir(bin_dir)):
+        if name.startswith("submitted_"):
+            text = open(os.path.join(bin_dir, name)).read()
+            job = re.search(r"#SBATCH --job-name=objcrop\.(\S+)", text).group(1)
+            out[job] = (name[len("submitted_"):-3], text)
+    return out
+
+
+def test_slurm_submits_every_stage_with_afterok_dependencies(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(FAKE_SBATCH)
+    sbatch.chmod(sbatch.stat().st_mode | stat.S_IEXEC)
+    srun = bin_dir / "srun"  # submitit only checks that it exists
+    srun.write_text("#!/bin/sh\nexit 1\n")
+    srun.chmod(srun.stat().st_mode | stat.S_IEXEC)
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "tiny", "--out", str(out), "--launcher", "slurm",
+                        "--gpus", "4", "--nodes", "2", "--slurm-partition", "gpu"],
+                       capture_output=True, text=True, env=_env(str(bin_dir)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = _sbatch_files(bin_dir)
+    assert set(jobs) >= {"data", "proposals.gt", "pretrain.moco_v2_random_none_s0", "report",
+                         "detect.voc.moco_v2_obj-obj-dilate_gt_s0.seed0"}
+    ids = {name: job_id for name, (job_id, _) in jobs.items()}
+
+    def deps(name):
+        m = re.search(r"#SBATCH --dependency=afterok:(\S+)", jobs[name][1])
+        return set(m.group(1).split(":")) if m else set()
+
+    assert deps("data") == set()
+    pre = "pretrain.moco_v2_obj-obj-dilate_gt_s0"
+    assert deps(pre) == {ids["data"], ids["proposals.gt"]}
+    assert deps("convert.moco_v2_obj-obj-dilate_gt_s0") == {ids[pre]}
+    assert deps("detect.coco.moco_v2_obj-obj-dilate_gt_s0.seed0") == {ids["convert.moco_v2_obj-obj-dilate_gt_s0"]}
+    assert ids["detect.coco.moco_v2_random_none_s0.seed0"] in deps("report")
+    pre_text = jobs[pre][1]
+    assert "#SBATCH --nodes=2" in pre_text and "#SBATCH --gpus-per-node=4" in pre_text
+    assert "#SBATCH --partition=gpu" in pre_text
+    assert "#SBATCH --nodes=1" in jobs["data"][1]
+    assert "the report will be written to" in r.stdout
+
+
+def test_cluster_command_is_multinode_torchrun_and_d2_launch(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("objcrop_pipeline_script2", os.path.join(REPO, "scripts", "pipeline.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    pre = mod.Task("pretrain.x", "pretrain", ["pretrain", "--config-file", "c.yaml", "--opts", "A", "1"], [],
+                   gpus=8, nodes=4, distributed="torchrun")
+    cmd = mod.cluster_shell_command(pre, "/l/pretrain.x.log")
+    assert "-m torch.distributed.run --nnodes=\"$NNODES\" --node_rank=\"$NODE\" --nproc_per_node=8" in cmd
+    assert "-m objcrop.pretrain.train_net --config-file c.yaml --opts A 1" in cmd
+    det = mod.Task("detect.x", "detect", ["detect", "train", "--weights", "w.pkl"], [], gpus=8, nodes=2,
+                   distributed="d2")
+    cmd = mod.cluster_shell_command(det, "/l/detect.x.log")
+    assert "--num-gpus 8 --num-machines \"$NNODES\" --machine-rank \"$NODE\" --dist-url \"tcp://$MASTER:29512\"" in cmd
+    # the generated script itself: on node 0 it runs the command, on node 1 of 2 only logs (single-node task)
+    one = mod.Task("report", "report", ["--version"], [])
+    log = str(tmp_path / "report.log")
+    script = mod.cluster_shell_command(one, log)
+    for node in ("0", "1"):
+        r = subprocess.run(["bash", "-c", script], env=dict(os.environ, SLURM_NODEID=node, SLURM_NNODES="2"),
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    assert "objcrop 0." in open(log).read() and "node 0 of 2" in open(log).read()
+    node1 = open(log + ".node1").read()
+    assert "node 1 of 2" in node1 and "objcrop 0." not in node1
+
+
+def test_slurm_without_a_cluster_is_one_line(tmp_path):
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "tiny", "--out", str(tmp_path), "--launcher", "slurm"],
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 2
+    assert r.stderr.startswith("run_pipeline: error: --launcher slurm:") and "Traceback" not in r.stderr
