@@ -104,7 +104,7 @@ def resolve(name: str) -> Union[str, Loader]:
                        f"or a spec ({', '.join(SPEC_FORMS)})")
 
 
-def _load_spec(spec: str, name: str) -> Tuple[List[dict], dict]:
+def _load_spec(spec: str, name: str, strict: bool) -> Tuple[List[dict], dict]:
     kind, rest = spec.split(":", 1)
     if kind == "coco":
         from objcrop.datasets.coco import load_coco
@@ -134,19 +134,22 @@ def _load_spec(spec: str, name: str) -> Tuple[List[dict], dict]:
     if kind == "folder":
         from objcrop.datasets.folder import load_folder
 
-        return load_folder(rest)
+        return load_folder(rest, strict=strict)
     raise DatasetError(f"{name}: unknown dataset kind {kind!r}")
 
 
-def load_dataset(name: str) -> Tuple[List[dict], dict]:
-    """(records, metadata) of a built-in name, a registered name or a spec (docs/INTERFACES.md)."""
+def load_dataset(name: str, strict: bool = False) -> Tuple[List[dict], dict]:
+    """(records, metadata) of a built-in name, a registered name or a spec (docs/INTERFACES.md).
+
+    `strict`: an unreadable image in a plain folder is an error instead of being skipped.
+    """
     source = resolve(name)
     if callable(source):
         out = source()
         records, metadata = out if isinstance(out, tuple) else (out, {})
         metadata = {"thing_classes": [], "evaluator_type": None, **metadata}
     else:
-        records, metadata = _load_spec(source, name)
+        records, metadata = _load_spec(source, name, strict)
     if not records:
         raise DatasetError(f"{name}: empty dataset (no images)")
     metadata = dict(metadata, name=name)

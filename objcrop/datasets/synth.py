@@ -23,12 +23,13 @@ is written under a temporary name next to DIR and renamed at the end: a killed
 run leaves no half-written dataset.
 """
 import dataclasses
+import functools
 import json
 import os
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -73,9 +74,16 @@ def _textures() -> List[np.ndarray]:
 
         _TEXTURES = []
         for name in ("brick", "grass", "gravel", "moon"):
-            t = getattr(data, name)().astype(np.float32)
+            # Halved once (512 → 256 px) so that cutting a patch per image stays cheap.
+            t = cv2.resize(getattr(data, name)(), (256, 256), interpolation=cv2.INTER_AREA).astype(np.float32)
             _TEXTURES.append((t - t.mean()) / (t.std() + 1e-6))
     return _TEXTURES
+
+
+@functools.lru_cache(maxsize=4)
+def _grid(size: int) -> Tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    return yy, xx
 
 
 def _hsv_colour(rng: np.random.Generator, sat: Tuple[float, float], val: Tuple[float, float]) -> np.ndarray:
@@ -89,17 +97,17 @@ def _background(rng: np.random.Generator, p: SynthParams) -> np.ndarray:
     c1 = _hsv_colour(rng, (0.1, 0.6), (0.3, 0.9))
     c2 = np.clip(c1 + rng.normal(0, 30, 3), 0, 255)
     angle = rng.uniform(0, 2 * np.pi)
-    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    yy, xx = _grid(s)
     ramp = (np.cos(angle) * xx + np.sin(angle) * yy)
     ramp = (ramp - ramp.min()) / (ramp.max() - ramp.min() + 1e-6)
     img = c1 * (1 - ramp[..., None]) + c2 * ramp[..., None]
     blotches = cv2.resize(rng.normal(0, 12, (4, 4, 3)).astype(np.float32), (s, s), interpolation=cv2.INTER_CUBIC)
     img += blotches
     tex = _textures()[rng.integers(len(_textures()))]
-    crop = int(rng.integers(s, min(tex.shape) + 1))
+    crop = int(rng.integers(min(s // 2, tex.shape[0]), tex.shape[0] + 1))
     y0 = int(rng.integers(0, tex.shape[0] - crop + 1))
     x0 = int(rng.integers(0, tex.shape[1] - crop + 1))
-    patch = cv2.resize(tex[y0:y0 + crop, x0:x0 + crop], (s, s), interpolation=cv2.INTER_AREA)
+    patch = cv2.resize(tex[y0:y0 + crop, x0:x0 + crop], (s, s), interpolation=cv2.INTER_LINEAR)
     img += (p.texture_strength * 255 * rng.uniform(0.5, 1.0)) * patch[..., None] * 0.5
     return img
 
@@ -181,7 +189,7 @@ def render_image(seed: int, index: int, p: SynthParams) -> Tuple[np.ndarray, Lis
         angle = rng.uniform(0, 2 * np.pi)
         ramp = (np.cos(angle) * (xs - xs.mean()) + np.sin(angle) * (ys - ys.mean())) / max(1.0, np.ptp(xs) + np.ptp(ys))
         img[ys, xs] = colour * (1.0 + 0.3 * ramp[:, None])
-    img += rng.normal(0, p.noise_sigma, img.shape).astype(np.float32)
+    img += p.noise_sigma * rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(img, 0, 255).astype(np.uint8), objects
 
 
@@ -283,12 +291,16 @@ def generate(out_dir: str, num_images: int, seed: int = 0, variant: str = "defau
              image_size: Optional[int] = None, min_objects: Optional[int] = None,
              max_objects: Optional[int] = None, object_scale: Optional[Tuple[float, float]] = None,
              splits: Sequence[float] = (0.7, 0.15, 0.15), overwrite: bool = False,
-             progress: bool = True) -> dict:
-    """Write the embedded dataset to `out_dir` and return its meta.json content."""
+             progress: bool = True, workers: Optional[int] = None) -> dict:
+    """Write the embedded dataset to `out_dir` and return its meta.json content.
+
+    `workers`: processes rendering images (default: the CPU count, at most 8); the files do not depend on it.
+    """
     from tqdm import tqdm
 
     if num_images < 1:
         raise DatasetError(f"--num-images: need at least 1 image, got {num_images}")
+    workers = min(8, os.cpu_count() or 1) if workers is None else workers
     p = resolve_params(variant, image_size=image_size, min_objects=min_objects, max_objects=max_objects,
                        object_scale=tuple(object_scale) if object_scale is not None else None)
     sizes = split_sizes(num_images, splits)
@@ -298,7 +310,7 @@ def generate(out_dir: str, num_images: int, seed: int = 0, variant: str = "defau
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
     try:
-        meta = _generate_into(tmp, num_images, seed, variant, p, sizes, progress, tqdm)
+        meta = _generate_into(tmp, num_images, seed, variant, p, sizes, progress, tqdm, workers)
         _publish(tmp, out_dir)
     finally:
         if os.path.isdir(tmp):
@@ -306,8 +318,36 @@ def generate(out_dir: str, num_images: int, seed: int = 0, variant: str = "defau
     return meta
 
 
+def _render_encoded(job: Tuple[int, int, SynthParams]) -> Tuple[bytes, List[dict], bytes]:
+    """JPEG bytes, annotations and VOC XML of one image (runs in a worker process)."""
+    seed, index, p = job
+    img, objects = render_image(seed, index, p)
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [int(cv2.IMWRITE_JPEG_QUALITY), p.jpeg_quality])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode synthetic image {index} as JPEG")
+    anns = _annotations(objects)
+    return jpg.tobytes(), anns, _voc_xml(f"{index:06d}.jpg", p.image_size, anns, p.classes)
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)  # one process per core already; OpenCV's own threads would only contend
+
+
+def _render_all(seed: int, num_images: int, p: SynthParams, workers: int) -> Iterator[Tuple[bytes, List[dict], bytes]]:
+    """Images in index order. Each depends only on (seed, index), so worker processes change nothing in the output."""
+    jobs = ((seed, i, p) for i in range(num_images))
+    if workers <= 1 or num_images < 100:
+        yield from map(_render_encoded, jobs)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+    with ctx.Pool(workers, initializer=_worker_init) as pool:
+        yield from pool.imap(_render_encoded, jobs, chunksize=16)
+
+
 def _generate_into(root: str, num_images: int, seed: int, variant: str, p: SynthParams,
-                   sizes: Dict[str, int], progress: bool, tqdm) -> dict:
+                   sizes: Dict[str, int], progress: bool, tqdm, workers: int) -> dict:
     for d in ["annotations", "labels", "voc/JPEGImages", "voc/Annotations", "voc/ImageSets/Main"] + [
             f"images/{s}" for s in SPLITS]:
         os.makedirs(os.path.join(root, d), exist_ok=True)
@@ -317,17 +357,14 @@ def _generate_into(root: str, num_images: int, seed: int, variant: str, p: Synth
     labels = {s: [] for s in SPLITS}
     ids = {s: [] for s in SPLITS}
     counts = {"objects": 0, "per_class": [0] * len(p.classes)}
-    encode = [int(cv2.IMWRITE_JPEG_QUALITY), p.jpeg_quality]
-    for index in tqdm(range(num_images), desc="synth images", unit="img", disable=not progress):
+    rendered = _render_all(seed, num_images, p, workers)
+    for index, (jpg, anns, xml) in enumerate(tqdm(rendered, total=num_images, desc="synth images", unit="img",
+                                                 disable=not progress)):
         split = split_of[index]
-        img, objects = render_image(seed, index, p)
         stem = f"{index:06d}"
-        ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), encode)
-        jpg = jpg.tobytes()
         _write(os.path.join(root, "images", split, stem + ".jpg"), jpg)
         _write(os.path.join(root, "voc", "JPEGImages", stem + ".jpg"), jpg)
-        anns = _annotations(objects)
-        _write(os.path.join(root, "voc", "Annotations", stem + ".xml"), _voc_xml(stem + ".jpg", p.image_size, anns, p.classes))
+        _write(os.path.join(root, "voc", "Annotations", stem + ".xml"), xml)
         image_id = index + 1
         coco[split]["images"].append({"id": image_id, "file_name": stem + ".jpg", "height": p.image_size, "width": p.image_size})
         for a in anns:
