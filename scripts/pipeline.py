@@ -52,13 +52,14 @@ class Task:
     name: str  # unique; also the log file name
     stage: str  # one of STAGE_ORDER
     cmd: List[str]  # argv after `objcrop` (or a full argv when `raw`)
-    checks: List[List[str]]  # [["results_ok", path], ["file", path], ["results_ok_seed", dir, seed], ...]
+    checks: List[List[str]]  # [["results_ok", path], ["file", path], ["dir", path]]
     deps: List[str] = field(default_factory=list)
     always: bool = False  # the report: cheap, and must see every new result
     gpus: int = 0  # per node
     nodes: int = 1
     distributed: str = ""  # "torchrun" (pretrain) or "d2" (detectron2 launch) when gpus > 1 or nodes > 1
     timeout_min: int = 60
+    tail: List[str] = field(default_factory=list)  # arguments that must come last (detectron2's --opts)
 
     def complete(self) -> bool:
         return (not self.always) and bool(self.checks) and all(_check(c) for c in self.checks)
@@ -81,16 +82,6 @@ def _check(check: List[str]) -> bool:
         return os.path.isfile(check[1]) and os.path.getsize(check[1]) > 0
     if kind == "dir":
         return os.path.isdir(check[1])
-    if kind == "results_ok_seed":  # a detection seed: some results.json below dir with this seed and status ok
-        for path in glob.glob(os.path.join(check[1], "**", "results.json"), recursive=True):
-            try:
-                with open(path, "r", encoding="utf-8") as f:
-                    data = json.load(f)
-            except (OSError, ValueError):
-                continue
-            if data.get("status") == "ok" and str(data.get("seed")) == str(check[2]):
-                return True
-        return False
     raise PipelineError(f"unknown output check {check!r}")
 
 
@@ -204,8 +195,9 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
             raise PipelineError("object-aware policies need proposals: set proposals.methods in the preset or --proposals")
         for m in prop_methods:
             store = os.path.join(out, "proposals", f"{m}{prop.get('suffix', '.store')}")
+            # --resume: continue an interrupted computation from its shards (a fresh start when there are none)
             cmd = ["proposals", "compute", "--dataset", str(prop.get("dataset", p["datasets"]["pretrain"])),
-                   "--method", m, "--out", store] + [str(a) for a in (prop.get("args") or {}).get(m, [])]
+                   "--method", m, "--out", store, "--resume"] + [str(a) for a in (prop.get("args") or {}).get(m, [])]
             tasks.append(Task(f"proposals.{m}", "proposals", cmd, [["file", store]], deps=list(data_deps)))
             stores[m] = store
 
@@ -245,18 +237,19 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
                     tasks.append(Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{name}"]))
                     for task_name, spec in det["tasks"].items():
                         for dseed in det_seeds:
-                            det_dir = os.path.join(runs, f"detect_{task_name}", name, f"seed{dseed}")
+                            # `objcrop detect train` puts seed k in OUTPUT_DIR/seed<k>; --resume continues it
+                            det_dir = os.path.join(runs, f"detect_{task_name}", name)
                             cmd = ["detect", "train", "--config-file", str(spec["config_file"]), "--weights", pkl,
-                                   "--seeds", str(dseed), "--output-dir", det_dir]
+                                   "--seeds", str(dseed), "--output-dir", det_dir, "--resume"]
                             if spec.get("dataset_train"):
                                 cmd += ["--dataset-train", str(spec["dataset_train"])]
                             if spec.get("dataset_test"):
                                 cmd += ["--dataset-test", str(spec["dataset_test"])]
                             cmd += [str(a) for a in spec.get("args", [])]
-                            if spec.get("opts"):
-                                cmd += ["--opts"] + [str(o) for o in spec["opts"]]
+                            tail = ["--opts"] + [str(o) for o in spec["opts"]] if spec.get("opts") else []
                             tasks.append(Task(f"detect.{task_name}.{name}.seed{dseed}", "detect", cmd,
-                                              [["results_ok_seed", det_dir, str(dseed)]],
+                                              [["results_ok", os.path.join(det_dir, f"seed{dseed}", "results.json")]],
+                                              tail=tail,
                                               deps=[f"convert.{name}"], gpus=gpus, nodes=nodes, distributed="d2",
                                               timeout_min=int(det.get("timeout_min", 24 * 60))))
     report_dir = os.path.join(out, "report")
@@ -308,7 +301,7 @@ def objcrop_argv(task: Task) -> List[str]:
     argv = [sys.executable, "-m", "objcrop"] + task.cmd
     if task.stage == "detect" and task.gpus > 0:
         argv += ["--num-gpus", str(task.gpus)]
-    return argv
+    return argv + task.tail
 
 
 def cluster_shell_command(task: Task, log_path: str) -> str:
@@ -333,9 +326,10 @@ def cluster_shell_command(task: Task, log_path: str) -> str:
     elif task.distributed == "d2" and (task.nodes > 1 or task.gpus > 0):
         run = (f"{q(sys.executable)} -m objcrop " + " ".join(q(a) for a in task.cmd)
                + f" --num-gpus {max(task.gpus, 1)} --num-machines \"$NNODES\" --machine-rank \"$NODE\" "
-               "--dist-url \"tcp://$MASTER:29512\"")
+               "--dist-url \"tcp://$MASTER:29512\" " + " ".join(q(a) for a in task.tail))
     else:
-        run = f'if [ "$NODE" = 0 ]; then {q(sys.executable)} -m objcrop ' + " ".join(q(a) for a in task.cmd) + "; fi"
+        run = (f'if [ "$NODE" = 0 ]; then {q(sys.executable)} -m objcrop '
+               + " ".join(q(a) for a in task.cmd + task.tail) + "; fi")
     return "; ".join(prelude + [f'echo "[pipeline] {task.name} on node $NODE of $NNODES: $(date -u)"', run])
 
 
@@ -380,7 +374,7 @@ class Pipeline:
                 todo.append(t)
         if self.dry_run:
             for t in todo:
-                self.say(f"would run {t.name}: objcrop {' '.join(shlex.quote(a) for a in t.cmd)}")
+                self.say(f"would run {t.name}: objcrop {' '.join(shlex.quote(a) for a in t.cmd + t.tail)}")
             return 0
         if self.launcher == "local":
             return self._run_local(todo)

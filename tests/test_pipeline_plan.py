@@ -78,10 +78,12 @@ def test_complete_stages_are_skipped_and_stage_selection_checks_inputs(tmp_path)
     (run / "results.json").write_text(json.dumps({"stage": "pretrain", "status": "failed"}))
     assert not by["pretrain.moco_v2_random_none_s0"].complete()  # a failed run is redone
     assert not by["report"].complete()  # always rerun
-    det = tmp_path / "runs" / "detect_voc" / "moco_v2_random_none_s0" / "seed0" / "any" / "layout"
+    det = tmp_path / "runs" / "detect_voc" / "moco_v2_random_none_s0" / "seed0"  # objcrop detect's layout
     det.mkdir(parents=True)
     (det / "results.json").write_text(json.dumps({"status": "ok", "seed": 0}))
     assert by["detect.voc.moco_v2_random_none_s0.seed0"].complete()
+    detect = pipeline.Task("d", "detect", ["detect", "train"], [], gpus=2, tail=["--opts", "SOLVER.MAX_ITER", "5"])
+    assert pipeline.objcrop_argv(detect)[-5:] == ["--num-gpus", "2", "--opts", "SOLVER.MAX_ITER", "5"]
     with pytest.raises(pipeline.PipelineError, match="probe.moco_v2_random_none_s0 needs pretrain"):
         pipeline.select_stages(_plan(tmp_path, seeds="0"), ["probe"])
     with pytest.raises(pipeline.PipelineError, match="unknown stage"):
