@@ -185,7 +185,12 @@ class ProposalStore:
         return self._image_ids
 
     def boxes_per_image(self) -> np.ndarray:
+        """Number of boxes of each image, in `image_ids` order."""
         return np.diff(np.asarray(self._offsets))
+
+    def all_boxes(self) -> np.ndarray:
+        """Every box of the store, [num_boxes, 4], read-only memory map (images in id order)."""
+        return self._boxes
 
     def index_of(self, image_id: ImageId) -> Optional[int]:
         """Row of `image_id`, or None. Binary search on the memory-mapped id column."""
