@@ -16,9 +16,9 @@ from objcrop.pretrain.proposals.filters import NO_FILTER, BoxFilter, nms, pairwi
 from objcrop.pretrain.proposals.methods import MethodSpec, check_method, propose
 from objcrop.pretrain.proposals.store import ProposalStore
 
-# Measured on the conftest `synth_dir` (24 images, seed 0, train split): selective search (fast,
-# default filters) recall@0.5 = 0.97 with ~60 boxes/image (`objcrop proposals stats`). The floor
-# leaves room for OpenCV builds that rank differently.
+# A floor under the recall measured on the conftest `synth_dir` (train split) with selective
+# search, fast mode, default filters (`objcrop proposals stats`; the test prints it), with room
+# for OpenCV builds that rank differently.
 SS_RECALL_FLOOR = 0.85
 
 

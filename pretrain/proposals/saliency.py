@@ -174,7 +174,7 @@ def _normalise(m: np.ndarray) -> np.ndarray:
 # Extra thresholds (fractions of the map's range) besides Otsu's: a classic saliency map of a
 # cluttered scene is one blob at Otsu's level, while the objects inside it separate at higher
 # levels and objects of weaker contrast appear at lower ones.
-LEVELS = (0.25, 0.5, 0.75)
+LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def saliency_boxes(saliency: np.ndarray, min_area_fraction: float = 0.002,
