@@ -11,10 +11,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 def read_image(path: str) -> np.ndarray:
     """Decode an image file to RGB uint8 [H, W, 3]; a missing, truncated or corrupt file raises DatasetError."""
-    from PIL import Image, ImageFile
+    from PIL import Image
 
-    # PIL pads a truncated JPEG with grey unless told otherwise; a truncated file is an error here.
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # PIL's default (ImageFile.LOAD_TRUNCATED_IMAGES False) makes a truncated file fail in load().
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: image file not found")
     try:
