@@ -64,6 +64,10 @@ class CopyPaste:
         return self.policy.crop(image, crop)
 
     def __call__(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None):
+        return self.sample(image, boxes, mask, generator)[2]
+
+    def sample(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None):
+        """(the possibly pasted image, the ViewPlan, (view1, view2))."""
         image = as_image(image)
         if float(torch.rand(1, generator=generator)) < self.prob:
             if mask is None or not bool(torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).any()):
@@ -71,7 +75,7 @@ class CopyPaste:
             else:
                 image = self.paste(image, mask, generator)
                 self.pasted += 1
-        return self.policy(image, boxes, mask, generator)
+        return self.policy.sample(image, boxes, mask, generator)
 
     def paste(self, image: torch.Tensor, mask, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """The foreground of `image` (where mask > 0) over a sampled background, uint8 [3, H, W]."""

@@ -126,10 +126,15 @@ class ViewPolicy:
 
     # -- pixels -------------------------------------------------------------------------
     def __call__(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None):
+        return self.sample(image, boxes, mask, generator)[2]
+
+    def sample(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None):
+        """(the image the views were cut from, the ViewPlan, (view1, view2)): what `views show` draws."""
         image = as_image(image)
         self.calls += 1
         plan = self.sample_boxes(tuple(image.shape[-2:]), boxes, generator)
-        return tuple(self.augment(self.crop(image, crop), i, generator) for i, crop in enumerate(plan.crops))
+        views = tuple(self.augment(self.crop(image, crop), i, generator) for i, crop in enumerate(plan.crops))
+        return image, plan, views
 
     def crop(self, image: torch.Tensor, crop: geo.IntBox) -> torch.Tensor:
         x0, y0, x1, y1 = crop

@@ -1,0 +1,126 @@
+"""`objcrop views show`: draw sampled view pairs of a crop policy, before spending GPU-days on it.
+
+Each row is one image: first with its proposals (red = best scored), then for every sampled
+pair the image with the two crop boxes (view 1 green, view 2 magenta, the chosen proposal
+yellow) followed by the two augmented views, de-normalised.
+"""
+import argparse
+import sys
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from objcrop.cli import run_stage_main
+from objcrop.config import merge_config
+from objcrop.errors import ObjcropError
+from objcrop.logger import setup_logger
+
+CROP1, CROP2, SOURCE = (40, 220, 40), (230, 40, 230), (250, 220, 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="objcrop views", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = p.add_subparsers(dest="command", metavar="command")
+    s = sub.add_parser("show", help="write a PNG grid of images, their proposals and sampled view pairs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=__doc__)
+    s.add_argument("--dataset", required=True, help="dataset name or spec (objcrop.datasets.load_dataset)")
+    s.add_argument("--policy", default=None, help="view policy (random, obj-obj, obj-obj-dilate, obj-scene); "
+                   "default: VIEWS.POLICY of --config")
+    s.add_argument("--proposals", default=None, help="proposal store, or 'gt' for annotated boxes; default: "
+                   "DATA.PROPOSALS of --config, else 'gt'")
+    s.add_argument("--config", default=None, help="a pretraining YAML (its VIEWS and DATA keys are used)")
+    s.add_argument("--copy-paste", action="store_true", help="wrap the policy in DiLo copy-paste (needs masks)")
+    s.add_argument("--out", required=True, help="PNG file to write")
+    s.add_argument("--num-images", type=int, default=4, help="rows (images)")
+    s.add_argument("--pairs", type=int, default=3, help="view pairs sampled per image")
+    s.add_argument("--seed", type=int, default=0, help="picks the images and seeds the views")
+    s.add_argument("--cell", type=int, default=128, help="size of each grid cell, pixels")
+    s.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs overriding the config, "
+                   "e.g. VIEWS.CROP_SIZE 64 VIEWS.MIN_BOX_FRACTION 0.25")
+    return p
+
+
+def _config(args):
+    try:
+        from objcrop.pretrain.config import get_pretrain_cfg as defaults
+    except ImportError:  # pragma: no cover - the views package alone
+        from objcrop.pretrain.views.config import get_views_cfg as defaults
+    opts = list(args.opts or [])
+    if args.policy:
+        opts += ["VIEWS.POLICY", args.policy]
+    if args.copy_paste:
+        opts += ["VIEWS.COPY_PASTE.ENABLED", "True"]
+    return merge_config(defaults, args.config, opts)
+
+
+def _box_source(args, cfg):
+    spec = args.proposals if args.proposals is not None else (cfg.DATA.PROPOSALS if "DATA" in cfg else "") or "gt"
+    if spec == "gt":
+        from objcrop.pretrain.proposals.evaluate import gt_boxes
+        from objcrop.pretrain.proposals.methods import annotation_mask
+
+        return "gt", (lambda r: (gt_boxes(r), np.ones(len(gt_boxes(r)), np.float32))), \
+            (lambda r: annotation_mask(r.get("annotations", []), int(r["height"]), int(r["width"])))
+    from objcrop.pretrain.proposals import ProposalStore
+
+    store = ProposalStore.open(spec)
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    return spec, (lambda r: store.get(r["image_id"], empty)), (lambda r: store.get_mask(r["image_id"]) if r["image_id"] in store else None)
+
+
+def _to_uint8(view: torch.Tensor, mean, std) -> np.ndarray:
+    x = view * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def cmd_show(args, log) -> int:
+    from objcrop.datasets import load_dataset, read_image
+    from objcrop.pretrain.proposals.draw import draw_boxes, grid, label, write_png
+    from objcrop.pretrain.views import build_view_policy
+
+    cfg = _config(args)
+    records, _ = load_dataset(args.dataset)
+    if not records:
+        raise ObjcropError(f"--dataset {args.dataset}: no images")
+    source, get_boxes, get_mask = _box_source(args, cfg)
+    policy = build_view_policy(cfg)
+    v = cfg.VIEWS
+    picked = sorted(np.random.default_rng(args.seed).permutation(len(records))[: max(1, args.num_images)].tolist())
+    rows: List[List[np.ndarray]] = []
+    for row_index, i in enumerate(picked):
+        r = records[i]
+        rgb = read_image(r["file_name"])
+        boxes, _ = get_boxes(r)
+        mask = get_mask(r) if v.COPY_PASTE.ENABLED else None
+        thick = max(1, int(round(max(rgb.shape[:2]) / 200)))
+        row = [label(draw_boxes(rgb, boxes[:20], thickness=thick), f"{r['image_id']}: {len(boxes)} boxes")]
+        image = torch.tensor(rgb).permute(2, 0, 1).contiguous()  # a writable copy
+        for k in range(args.pairs):
+            g = torch.Generator().manual_seed(args.seed * 1_000_003 + row_index * 1009 + k)
+            used, plan, views = policy.sample(image, boxes, mask, g)
+            canvas = used.permute(1, 2, 0).numpy()
+            drawn = [plan.source_box] if plan.source_box is not None else []
+            canvas = draw_boxes(canvas, np.asarray(drawn + list(plan.crops), np.float32).reshape(-1, 4),
+                                [SOURCE] * len(drawn) + [CROP1, CROP2], thickness=thick)
+            tag = "fallback" if plan.fallback else ("swapped" if plan.swapped else "")
+            row += [label(canvas, f"pair {k + 1} {tag}".strip())] + [_to_uint8(x, v.PIXEL_MEAN, v.PIXEL_STD) for x in views]
+        rows.append(row)
+    write_png(args.out, grid(rows, cell=args.cell))
+    log.info("views show: policy %s, boxes from %s, %d images x %d pairs -> %s (fallbacks: %d)",
+             getattr(policy, "name", v.POLICY), source, len(rows), args.pairs, args.out, policy.fallbacks)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 1
+    return {"show": cmd_show}[args.command](args, setup_logger("objcrop.views"))
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage_main(main, None, "objcrop views"))
