@@ -84,3 +84,23 @@ def test_textures_vary_and_are_seeded():
     assert a.shape == (3, 40, 50) and a.dtype == torch.uint8
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.float().std() > 5
+
+
+@pytest.mark.parametrize("kind", ["grey", "texture", "image"])
+def test_views_show_the_pasted_image_through_their_crops(kind):
+    # View-space compositing must match pasting the whole image, then cropping (up to edge resampling).
+    cfg = _cfg("obj-obj-dilate", PROB=1.0, BLUR_PROB=0.0, BACKGROUNDS=(kind,))
+    for key, value in {"COLOR_JITTER_PROB": 0.0, "GRAYSCALE_PROB": 0.0, "BLUR_PROB": (0.0, 0.0), "FLIP_PROB": 0.0}.items():
+        cfg.VIEWS[key] = value
+    other = torch.randint(0, 256, (3, 45, 70), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    pol = build_view_policy(cfg, background_fn=lambda g: other)
+    image, mask = _scene()
+    shown, plan, views = pol.sample(image, [[30.0, 20.0, 50.0, 40.0]], mask, torch.Generator().manual_seed(4))
+    full = shown.permute(0, 1, 2).contiguous()
+    assert full.shape == image.shape and torch.equal(full[:, 25:35, 35:45], image[:, 25:35, 35:45])
+    mean = torch.tensor(cfg.VIEWS.PIXEL_MEAN)[:, None, None]
+    std = torch.tensor(cfg.VIEWS.PIXEL_STD)[:, None, None]
+    for crop, view in zip(plan.crops, views):
+        expected = pol.crop(full, crop).float()
+        got = (view * std + mean) * 255
+        assert (got - expected).abs().mean() < 4.0

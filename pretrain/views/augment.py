@@ -64,6 +64,27 @@ class MocoV2Augment:
     @staticmethod
     def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
         # PIL's GaussianBlur (MoCo-v2's) truncates near 3 sigma; an odd kernel no larger than the view.
-        k = 2 * int(math.ceil(3 * sigma)) + 1
-        k = max(3, min(k, (min(x.shape[-2:]) // 2) * 2 - 1))
-        return F.gaussian_blur(x, [k, k], [sigma, sigma])
+        return gaussian_blur(x, sigma)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """torchvision's `F.gaussian_blur` (same kernel, reflect padding), as two 1-D passes.
+
+    torchvision convolves with the full k x k kernel; a 13-tap blur of a 224-px view then costs
+    169 multiply-adds per pixel instead of 26 and dominated the per-sample time of the views.
+    x: float [C, H, W]; the kernel covers +-3 sigma and is capped below the image size.
+    """
+    height, width = x.shape[-2:]
+    if min(height, width) < 3 or sigma <= 0:
+        return x
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    k = max(3, min(k, (min(height, width) // 2) * 2 - 1))
+    half = (k - 1) * 0.5
+    t = torch.linspace(-half, half, steps=k, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = x.shape[0]
+    y = torch.nn.functional.pad(x[None], [k // 2, k // 2, k // 2, k // 2], mode="reflect")
+    y = torch.nn.functional.conv2d(y, kernel.view(1, 1, 1, k).expand(channels, 1, 1, k), groups=channels)
+    y = torch.nn.functional.conv2d(y, kernel.view(1, 1, k, 1).expand(channels, 1, k, 1), groups=channels)
+    return y[0]
