@@ -324,3 +324,21 @@ def test_register_dataset_alias_and_loader(synth_dir):
     assert load_dataset("objcrop_test_fn")[1]["thing_classes"] == []
     with pytest.raises(DatasetError, match="built-in"):
         register_dataset("coco_2017_val", "folder:/tmp")
+
+
+def test_exif_orientation_is_applied_like_detectron2(tmp_path):
+    from detectron2.data.detection_utils import read_image as d2_read_image
+
+    from objcrop.datasets.images import image_size
+
+    rgb = np.zeros((20, 40, 3), np.uint8)
+    rgb[:, :10] = 255  # a white band on the left, to see where it goes
+    im = Image.fromarray(rgb)
+    exif = im.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = str(tmp_path / "rotated.jpg")
+    im.save(path, exif=exif.tobytes(), quality=100)
+    ours = read_image(path)
+    theirs = d2_read_image(path, format="RGB")
+    assert ours.shape == theirs.shape == (40, 20, 3) and image_size(path) == (40, 20)
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
