@@ -1,0 +1,178 @@
+"""`objcrop convert`: a pretrained ResNet checkpoint -> detectron2 `.pkl`, verified by loading it.
+
+    objcrop convert RUN/model_final.pth weights/moco_objobj.pkl
+    objcrop convert moco_v2_200ep_pretrain.pth.tar moco.pkl                   # official MoCo layout
+    objcrop convert resnet50-0676ba61.pth sup.pkl --pretrain method=supervised --pretrain dataset=imagenet
+    objcrop convert --check weights/moco_objobj.pkl --config-file coco/mask_rcnn_R_50_FPN_1x.yaml
+"""
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+from objcrop.cli import run_stage_main
+from objcrop.convert.formats import FORMATS, Backbone, detect_format, extract_backbone, load_checkpoint
+from objcrop.convert.names import describe_resnet, is_dropped, resnet_depth, torchvision_to_detectron2
+from objcrop.convert.verify import DEFAULT_VERIFY_CONFIG, verify_pkl
+from objcrop.convert.writer import AUTHOR, read_detectron2_pkl, to_detectron2_arrays, write_detectron2_pkl
+from objcrop.errors import CheckpointError, ConfigError
+from objcrop.io import sha256_file
+from objcrop.logger import setup_logger
+
+# The default `method` of the pretrain block for checkpoints that do not carry one.
+_METHOD_OF_FORMAT = {"moco": "moco", "byol": "byol", "backbone-prefixed": "unknown", "torchvision": "unknown"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="objcrop convert",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Convert a pretrained ResNet checkpoint to detectron2's .pkl format and verify that a real "
+                    "detectron2 model loads every backbone tensor exactly.",
+        epilog=__doc__.split("\n\n", 1)[1] + "\nFormats (auto-detected):\n"
+               "  objcrop            objcrop pretrain checkpoints (RUN/model_final.pth, checkpoints/ckpt_*.pth)\n"
+               "  moco               {'state_dict': {'module.encoder_q.*'}} (MoCo v1/v2), 'module.base_encoder.*' (v3)\n"
+               "  byol               'online_encoder.net.*' (lucidrains/byol-pytorch), "
+               "{'online_network_state_dict': {'encoder.N.*'}} (sthalles/PyTorch-BYOL)\n"
+               "  backbone-prefixed  'backbone.*' (mmselfsup, solo-learn)\n"
+               "  torchvision        a plain torchvision ResNet state_dict (e.g. torchvision's ImageNet files)\n",
+    )
+    p.add_argument("input", nargs="?", help="checkpoint to convert (read with torch.load(weights_only=True))")
+    p.add_argument("output", nargs="?", help="detectron2 .pkl to write (atomically, only once verified)")
+    p.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
+                   help="layout of the input checkpoint (default: detect it)")
+    p.add_argument("--config-file", default=DEFAULT_VERIFY_CONFIG, metavar="YAML",
+                   help="detection config whose model the file must load into (a path or a file in objcrop's "
+                        f"eval_configs/; default: {DEFAULT_VERIFY_CONFIG})")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip building the detectron2 model and comparing tensors (not recommended)")
+    p.add_argument("--check", metavar="FILE.pkl",
+                   help="only verify an existing detectron2 .pkl against --config-file, write nothing")
+    p.add_argument("--pretrain", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a field of the pretrain block stored in the .pkl (and reported with detection results), "
+                        "e.g. --pretrain method=supervised --pretrain dataset=imagenet; repeatable. objcrop "
+                        "checkpoints carry their own block; for others this names the pretraining")
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
+                   help="detectron2 config overrides for the verification model, e.g. MODEL.RESNETS.DEPTH 18 "
+                        "MODEL.RESNETS.RES2_OUT_CHANNELS 64 (must come last)")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    logger = setup_logger("objcrop.convert")
+    if args.check:
+        if args.input or args.output:
+            raise ConfigError("--check FILE.pkl takes no input/output arguments")
+        check(args.check, args.config_file, args.opts, logger)
+        return 0
+    if not (args.input and args.output):
+        raise ConfigError("give INPUT and OUTPUT.pkl (or --check FILE.pkl); see --help")
+    if not args.output.endswith(".pkl"):
+        raise ConfigError(f"{args.output}: the output must end in .pkl (detectron2 reads .pkl files as its own pickle format)")
+    convert(args.input, args.output, args.format, _parse_pretrain(args.pretrain), args.config_file, args.opts,
+            verify=not args.no_verify, logger=logger)
+    return 0
+
+
+def convert(input_path: str, output_path: str, fmt: str = "auto", pretrain_overrides: Optional[Dict[str, object]] = None,
+            config_file: str = DEFAULT_VERIFY_CONFIG, opts: Optional[List[str]] = None, verify: bool = True,
+            logger: Optional[logging.Logger] = None) -> dict:
+    """Convert `input_path` to `output_path`; returns a summary dict. Nothing is written unless verification passes."""
+    logger = logger or logging.getLogger("objcrop.convert")
+    start = time.time()
+    obj = load_checkpoint(input_path)
+    fmt = detect_format(obj, input_path) if fmt == "auto" else fmt
+    backbone = extract_backbone(obj, fmt, input_path)
+    del obj
+    where = f"{input_path} {backbone.location}"
+    mapping = torchvision_to_detectron2(backbone.tensors, source=where)
+    arch = describe_resnet(backbone.tensors)
+    dropped = [n for n in backbone.tensors if is_dropped(n)]
+    logger.info("read %s: %s layout at %s, %s, %d backbone tensors (dropped %d: fc/heads and BN counters)",
+                input_path, fmt, backbone.location, arch, len(mapping), len(dropped))
+    pretrain = _pretrain_block(backbone, fmt, pretrain_overrides or {}, logger)
+    arrays = to_detectron2_arrays(backbone.tensors, mapping)
+    provenance = {"file": os.path.abspath(input_path), "sha256": sha256_file(input_path), "format": fmt,
+                  "location": backbone.location, "arch": arch}
+
+    out_dir = os.path.dirname(os.path.abspath(output_path))
+    os.makedirs(out_dir, exist_ok=True)
+    # The temporary file must end in .pkl: DetectionCheckpointer picks its reader by extension.
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output_path)}.", suffix=".tmp.pkl", dir=out_dir)
+    os.close(fd)
+    try:
+        write_detectron2_pkl(tmp, arrays, pretrain, provenance)
+        if verify:
+            verify_pkl(tmp, arrays, config_file, opts, name=f"{input_path} ({fmt} layout)", source_arch=arch)
+        else:
+            logger.warning("--no-verify: %s was NOT checked against a detectron2 model", output_path)
+        _readable_like_other_files(tmp)
+        os.replace(tmp, output_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    summary = {"output": output_path, "format": fmt, "arch": arch, "tensors": len(arrays), "verified": verify,
+               "config_file": config_file if verify else None, "sha256": sha256_file(output_path),
+               "pretrain": pretrain, "seconds": round(time.time() - start, 2)}
+    logger.info("wrote %s (%d tensors, author %r, matching_heuristics, sha256 %s…)%s in %.1f s", output_path,
+                len(arrays), AUTHOR, summary["sha256"][:12],
+                f", verified against {config_file}" if verify else "", summary["seconds"])
+    return summary
+
+
+def check(pkl_path: str, config_file: str = DEFAULT_VERIFY_CONFIG, opts: Optional[List[str]] = None,
+          logger: Optional[logging.Logger] = None):
+    """Verify an existing .pkl: it must be a non-Caffe2 detectron2 file whose every tensor loads."""
+    logger = logger or logging.getLogger("objcrop.convert")
+    data = read_detectron2_pkl(pkl_path)
+    author = data.get("__author__")
+    if author is None or author == "Caffe2":
+        raise CheckpointError(f"{pkl_path}: __author__ is {author!r}, so detectron2 renames its keys with the Caffe2 "
+                              "rules (and such files expect BGR input); convert the original checkpoint with "
+                              "`objcrop convert` instead")
+    if not data.get("matching_heuristics"):
+        logger.warning("%s: matching_heuristics is off; names must equal the model's exactly", pkl_path)
+    result = verify_pkl(pkl_path, data["model"], config_file, opts)
+    logger.info("OK: %s loads into %s: %s", pkl_path, config_file, result.describe())
+    return result
+
+
+def _readable_like_other_files(path: str) -> None:
+    """mkstemp makes files private (0600); a weights file should get the usual permissions under the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _parse_pretrain(items: List[str]) -> Dict[str, object]:
+    out: Dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--pretrain {item!r}: expected KEY=VALUE")
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+def _pretrain_block(backbone: Backbone, fmt: str, overrides: Dict[str, object], logger: logging.Logger) -> dict:
+    """The checkpoint's own pretrain block, or one describing a foreign checkpoint, with --pretrain applied."""
+    depth = resnet_depth(backbone.tensors)
+    if backbone.pretrain:
+        block = dict(backbone.pretrain)
+    else:
+        block = {"method": _METHOD_OF_FORMAT.get(fmt, "unknown"), "policy": "unknown", "proposals": "unknown",
+                 "epochs": None, "arch": f"resnet{depth}" if depth else "unknown", "dataset": "unknown", "seed": None}
+        if not overrides:
+            logger.warning("%s checkpoints carry no description of their pretraining; detection results will report "
+                           "method=%r. Name it with --pretrain method=... (e.g. supervised) --pretrain dataset=...",
+                           fmt, block["method"])
+    block.update(overrides)
+    return block
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage_main(main, None, "objcrop convert"))

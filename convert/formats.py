@@ -1,0 +1,145 @@
+"""Reading checkpoints of several SSL codebases and finding the ResNet backbone in them.
+
+Each format is a place (a nested dict) and a key prefix under which a
+torchvision-named ResNet sits. Only layouts whose key names were checked
+against the codebase that writes them are listed:
+
+  objcrop            {"objcrop_checkpoint": 1, "backbone": {conv1.weight, ...}, "pretrain": {...}}
+  moco               MoCo v1/v2 (facebookresearch/moco main_moco.py):
+                     {"state_dict": {"module.encoder_q.conv1.weight", ...}}; MoCo v3:
+                     "module.base_encoder.*"; also without the DDP "module." prefix
+  byol               lucidrains/byol-pytorch learner state dict: "online_encoder.net.*";
+                     sthalles/PyTorch-BYOL: {"online_network_state_dict": {"encoder.0.weight", ...}}
+                     whose encoder is nn.Sequential(*resnet.children()[:-1])
+  backbone-prefixed  mmselfsup (extract_backbone_weights strips "backbone.") and solo-learn
+                     Lightning checkpoints: {"state_dict": {"backbone.conv1.weight", ...}}
+  torchvision        a plain ResNet state dict (torchvision's ImageNet files, `torch.save(resnet.state_dict())`),
+                     also under "state_dict"/"model" or with a DDP "module." prefix
+"""
+import dataclasses
+import re
+from collections import OrderedDict
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+from objcrop.convert.names import _map_one, is_dropped
+from objcrop.errors import CheckpointError
+
+FORMATS = ("objcrop", "moco", "byol", "backbone-prefixed", "torchvision")
+
+# format -> [(container key or None for the top level, key prefix), ...], tried in order.
+_LOCATIONS: Dict[str, List[Tuple[Optional[str], str]]] = {
+    "moco": [(c, p) for c in ("state_dict", None)
+             for p in ("module.encoder_q.", "encoder_q.", "module.base_encoder.", "base_encoder.")],
+    "byol": [(c, p) for c in (None, "state_dict") for p in ("module.online_encoder.net.", "online_encoder.net.")]
+            + [("online_network_state_dict", "encoder."), ("online_network_state_dict", "module.encoder.")],
+    "backbone-prefixed": [(c, p) for c in ("state_dict", None, "model") for p in ("module.backbone.", "backbone.")],
+    "torchvision": [(c, p) for c in (None, "state_dict", "model") for p in ("", "module.")],
+}
+
+# sthalles/PyTorch-BYOL keeps the ResNet as nn.Sequential(conv1, bn1, relu, maxpool, layer1..4, avgpool).
+_SEQUENTIAL_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+_SEQ_INDEX = re.compile(r"^(\d+)(\..*)$")
+
+
+@dataclasses.dataclass
+class Backbone:
+    """A ResNet backbone found in a checkpoint, in torchvision names."""
+
+    format: str
+    location: str  # where it was found, for messages, e.g. state_dict['module.encoder_q.*']
+    tensors: "OrderedDict[str, torch.Tensor]"
+    pretrain: Optional[dict]
+
+
+def load_checkpoint(path: str) -> object:
+    """torch.load with weights_only=True; anything unreadable raises CheckpointError naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: file not found") from e
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) "
+                              f"(a damaged file, or one holding Python objects rather than tensors): {first_line}") from e
+
+
+def detect_format(obj: object, source: str) -> str:
+    """The first format of FORMATS whose layout holds a ResNet stem (conv1.weight) in `obj`."""
+    if isinstance(obj, Mapping) and "objcrop_checkpoint" in obj and isinstance(obj.get("backbone"), Mapping):
+        return "objcrop"
+    for fmt in FORMATS[1:]:
+        if _find_location(obj, fmt) is not None:
+            return fmt
+    keys = _top_level_keys(obj)
+    raise CheckpointError(f"{source}: no ResNet backbone found in any known layout ({', '.join(FORMATS)}); "
+                          f"top-level keys: {keys}. Use --format to force one, or save the torchvision state_dict")
+
+
+def extract_backbone(obj: object, fmt: str, source: str) -> Backbone:
+    """The torchvision-named backbone tensors of `obj` read as format `fmt`."""
+    if fmt == "objcrop":
+        if not (isinstance(obj, Mapping) and isinstance(obj.get("backbone"), Mapping)):
+            raise CheckpointError(f"{source}: not an objcrop checkpoint (no 'backbone' state dict); "
+                                  f"top-level keys: {_top_level_keys(obj)}")
+        tensors = _tensors(obj["backbone"], "", None, source)
+        pretrain = obj.get("pretrain") if isinstance(obj.get("pretrain"), Mapping) else None
+        return Backbone(fmt, "['backbone']", tensors, dict(pretrain) if pretrain else None)
+    if fmt not in _LOCATIONS:
+        raise CheckpointError(f"{source}: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    found = _find_location(obj, fmt)
+    if found is None:
+        raise CheckpointError(f"{source}: no ResNet backbone in the {fmt} layout (looked for "
+                              f"{', '.join(sorted({p + '*' for _, p in _LOCATIONS[fmt]}))}); top-level keys: {_top_level_keys(obj)}")
+    container, prefix = found
+    state = obj if container is None else obj[container]
+    rename = _from_sequential if container == "online_network_state_dict" else None
+    where = f"{'' if container is None else f'[{container!r}]'}[{prefix + '*'!r}]"
+    return Backbone(fmt, where, _tensors(state, prefix, rename, source), None)
+
+
+def _find_location(obj: object, fmt: str) -> Optional[Tuple[Optional[str], str]]:
+    for container, prefix in _LOCATIONS[fmt]:
+        state = obj if container is None else (obj.get(container) if isinstance(obj, Mapping) else None)
+        if not isinstance(state, Mapping):
+            continue
+        rename = _from_sequential if container == "online_network_state_dict" else (lambda n: n)
+        stem = [k for k in state if isinstance(k, str) and k.startswith(prefix) and rename(k[len(prefix):]) == "conv1.weight"]
+        if stem:
+            return container, prefix
+    return None
+
+
+def _tensors(state: Mapping, prefix: str, rename: Optional[Callable[[str], str]], source: str) -> "OrderedDict[str, torch.Tensor]":
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    for key, value in state.items():
+        if not (isinstance(key, str) and key.startswith(prefix)):
+            continue
+        name = key[len(prefix):]
+        if rename is not None:
+            name = rename(name)
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: {key} is a {type(value).__name__}, not a tensor")
+        out[name] = value.detach().cpu()
+    return out
+
+
+def _from_sequential(name: str) -> str:
+    """'4.0.conv1.weight' (index in nn.Sequential(*resnet.children())) -> 'layer1.0.conv1.weight'."""
+    m = _SEQ_INDEX.match(name)
+    if m and m.group(1) in _SEQUENTIAL_RESNET:
+        return _SEQUENTIAL_RESNET[m.group(1)] + m.group(2)
+    return name
+
+
+def _top_level_keys(obj: object, limit: int = 8) -> str:
+    if not isinstance(obj, Mapping):
+        return f"(not a dict but a {type(obj).__name__})"
+    keys = [str(k) for k in obj]
+    return ", ".join(keys[:limit]) + (f", … ({len(keys)} in all)" if len(keys) > limit else "") if keys else "(empty)"
+
+
+def backbone_names_only(tensors: Mapping[str, torch.Tensor]) -> List[str]:
+    """Names that are backbone parameters (not dropped heads/counters), for messages."""
+    return [n for n in tensors if not is_dropped(n) and _map_one(n)]

@@ -1,0 +1,65 @@
+"""Writing and reading detectron2's checkpoint pickle.
+
+detectron2's DetectionCheckpointer reads a `.pkl` as
+{"model": {name: numpy array}, "__author__": str, "matching_heuristics": bool}.
+Two fields decide how it is loaded (detectron2/checkpoint/detection_checkpoint.py):
+
+* a `.pkl` without both "model" and "__author__" is taken for a Caffe2/Detectron1
+  model and renamed with the Caffe2 rules; with "__author__" == "Caffe2" the same
+  happens. Any other author loads the names as they are (MoCo's converter used
+  "MOCO"; the MoCo issue #45 was a file missing this key).
+* "matching_heuristics": True lets it match "res5.0.conv1.weight" to
+  "roi_heads.res5.0.conv1.weight" (C4) or "backbone.bottom_up.res5..." (FPN) by
+  name suffix, so one file serves every architecture.
+
+Neither field says anything about colour order or normalisation: that is in the
+detection config (INPUT.FORMAT RGB, torchvision PIXEL_MEAN/STD, STRIDE_IN_1X1 False).
+"""
+import pickle
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+import torch
+
+from objcrop.errors import CheckpointError
+from objcrop.io import write_bytes_atomic
+
+AUTHOR = "objcrop"
+
+
+def to_detectron2_arrays(tensors: Mapping[str, torch.Tensor], mapping: Mapping[str, str]) -> Dict[str, np.ndarray]:
+    """{detectron2 name: float32 numpy array} for every mapped torchvision tensor."""
+    out: Dict[str, np.ndarray] = {}
+    for src, dst in mapping.items():
+        t = tensors[src]
+        # Half-precision or double checkpoints load as float32 parameters in detectron2 anyway.
+        out[dst] = t.detach().cpu().to(torch.float32).numpy().copy() if t.is_floating_point() else t.numpy().copy()
+    return out
+
+
+def write_detectron2_pkl(path: str, arrays: Mapping[str, np.ndarray], pretrain: Optional[dict],
+                         source: Optional[dict] = None) -> None:
+    """Write the pickle atomically. `pretrain` goes under "__objcrop__", provenance under "__objcrop_source__"."""
+    payload = {
+        "model": dict(arrays),
+        "__author__": AUTHOR,
+        "matching_heuristics": True,
+        "__objcrop__": dict(pretrain) if pretrain else {},
+    }
+    if source:
+        payload["__objcrop_source__"] = dict(source)
+    write_bytes_atomic(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def read_detectron2_pkl(path: str) -> dict:
+    """Read a detectron2 `.pkl` the way DetectionCheckpointer does; bad files raise CheckpointError."""
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f, encoding="latin1")
+    except FileNotFoundError as e:
+        raise CheckpointError(f"{path}: file not found") from e
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{path}: not a detectron2 checkpoint (expected a dict with a 'model' dict)")
+    return data
