@@ -116,23 +116,19 @@ class Table:
         return self.cells.get((row, column), Cell())
 
     def all_flags(self) -> List[Flag]:
-        """Every flagged run once, in table order, for the footnote."""
-        seen, out = set(), []
+        """Every flagged run once, in table order, its reasons joined, for the footnote."""
+        reasons: Dict[str, List[str]] = {}
         for row in self.rows:
-            for flag in self.row_flags.get(row, []):
-                if flag not in seen:
-                    seen.add(flag)
-                    out.append(flag)
+            flags = list(self.row_flags.get(row, []))
             for col in self.columns:
-                for flag in self.cell(row, col).flags:
-                    if flag not in seen:
-                        seen.add(flag)
-                        out.append(flag)
+                flags += self.cell(row, col).flags
+            for flag in flags:
+                if flag.reason not in reasons.setdefault(flag.run_dir, []):
+                    reasons[flag.run_dir].append(flag.reason)
         for flag in self.extra_flags:
-            if flag not in seen:
-                seen.add(flag)
-                out.append(flag)
-        return out
+            if flag.reason not in reasons.setdefault(flag.run_dir, []):
+                reasons[flag.run_dir].append(flag.reason)
+        return [Flag(run_dir, "; ".join(_merge_reasons(rs))) for run_dir, rs in reasons.items()]
 
     def varying_row_fields(self) -> List[str]:
         """Row fields worth a column: always the first four, arch/dataset only when they differ."""
@@ -148,6 +144,21 @@ class Table:
         for c in self.columns:
             datasets.setdefault(c.task, set()).add(c.dataset)
         return {task for task, ds in datasets.items() if len(ds) > 1}
+
+
+def _merge_reasons(reasons: List[str]) -> List[str]:
+    """"COCO box AP is null", "COCO box AP50 is null" -> "COCO box AP, COCO box AP50 are null"."""
+    by_value: Dict[str, List[str]] = {}
+    other = []
+    for r in reasons:
+        if " is " in r and not r.startswith(("status", "pretraining", "unreadable")):
+            what, value = r.rsplit(" is ", 1)
+            by_value.setdefault(value, []).append(what)
+        else:
+            other.append(r)
+    merged = [f"{whats[0]} is {v}" if len(whats) == 1 else f"{', '.join(whats)} are {v}"
+              for v, whats in by_value.items()]
+    return other + merged
 
 
 def dataset_label(name: Any) -> str:
@@ -230,9 +241,10 @@ def measurements_of(result: Dict[str, Any], run_dir: str) -> List[Measurement]:
         if not present:
             continue  # e.g. no kNN score, no mask AP on a box-only run: a missing cell, not a failure
         value = source[metric]
-        if not _finite(value):
+        if not _finite(value):  # NaN/inf, or null (how a NaN survives json.dumps in some writers)
             label = column.header()
-            out.append(Measurement(row, column, None, run_dir, Flag(run_dir, f"{label} is {value}")))
+            shown = "null (no valid score, e.g. no detections)" if value is None else str(value)
+            out.append(Measurement(row, column, None, run_dir, Flag(run_dir, f"{label} is {shown}")))
             continue
         scale = PERCENT_SCALE.get(task, 1.0)
         out.append(Measurement(row, column, float(value) * scale, run_dir))
