@@ -2,6 +2,7 @@
 checkpoints, NaN stop. ResNet-18 on 32-px crops of the small generated dataset keeps it quick."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -39,15 +40,26 @@ def _free_port() -> int:
 
 
 def test_two_process_gloo_ddp_run_writes_checkpoint(synth_dir, tmp_path):
+    from objcrop.datasets import load_dataset
+    from objcrop.pretrain.engine.data import gt_boxes_xyxy
+    from objcrop.pretrain.proposals import ProposalStore
+
+    # a real proposal store (ground-truth boxes, top-1 kept) that misses one image: that one falls back
+    records, _ = load_dataset(f"synth:{synth_dir}:train")
+    store = ProposalStore.write(str(tmp_path / "boxes.store"),
+                                {r["image_id"]: (gt_boxes_xyxy(r), [1.0] * len(r["annotations"])) for r in records[1:]},
+                                meta={"method": "gt-test"})
     out = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                 "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
-    cmd = _pretrain_cmd(synth_dir, out, "PRETRAIN.EPOCHS", "1", "PRETRAIN.BATCH_SIZE", "8", "DATA.NUM_WORKERS", "0")
+    cmd = _pretrain_cmd(synth_dir, out, "PRETRAIN.EPOCHS", "1", "PRETRAIN.BATCH_SIZE", "8", "DATA.NUM_WORKERS", "1",
+                         "DATA.PROPOSALS", store, "DATA.PROPOSALS_TOPK", "1")
     cmd = launcher + cmd[1:]  # `-m objcrop.pretrain.train_net ...` under torchrun
     proc = subprocess.run(cmd, env=_env(1), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "ok" and results["world_size"] == 2 and results["iterations"] >= 1
+    assert results["pretrain"]["proposals"] == "gt-test" and results["pretrain"]["policy"] == "obj-obj-dilate"
     log = (out / "log.txt").read_text()
     assert "effective batch 8 = 2 process(es) x 4" in log and "gloo" in log
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
@@ -58,20 +70,20 @@ def test_two_process_gloo_ddp_run_writes_checkpoint(synth_dir, tmp_path):
 
 
 def test_kill9_mid_epoch_then_resume_neither_repeats_nor_skips(synth_dir, tmp_path):
-    opts = ["PRETRAIN.EPOCHS", "3", "PRETRAIN.BATCH_SIZE", "4", "CHECKPOINT.PERIOD", "3", "DATA.NUM_WORKERS", "0"]
-    reference = tmp_path / "uninterrupted"
-    subprocess.run(_pretrain_cmd(synth_dir, reference, *opts), env=_env(2), check=True, capture_output=True, timeout=240)
+    opts = ["PRETRAIN.EPOCHS", "3", "PRETRAIN.BATCH_SIZE", "4", "DATA.NUM_WORKERS", "0"]
+    reference = tmp_path / "uninterrupted"  # checkpoints only at epoch ends: saving must not change the run
+    subprocess.run(_pretrain_cmd(synth_dir, reference, *opts), env=_env(1), check=True, capture_output=True, timeout=240)
     expected = _iterations(reference)
     total = expected[-1]["iteration"]
     per_epoch = total // 3
     assert per_epoch >= 3, "the test needs a checkpoint strictly inside an epoch"
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_pretrain_cmd(synth_dir, run, *opts), env=_env(2), stdout=subprocess.DEVNULL,
+    opts += ["CHECKPOINT.PERIOD", "2"]
+    proc = subprocess.Popen(_pretrain_cmd(synth_dir, run, *opts), env=_env(1), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    # kill -9 right after the first mid-epoch checkpoint of the second epoch has been written
-    target = next(i for i in range(per_epoch + 1, total) if i % 3 == 0 and i % per_epoch)
-    marker = run / "checkpoints" / f"ckpt_{target:08d}.pth.sha256"
+    # kill -9 right after the checkpoint in the middle of the 2nd epoch has been written
+    marker = run / "checkpoints" / f"ckpt_{per_epoch + 2:08d}.pth.sha256"
     deadline = time.time() + 200
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -79,17 +91,12 @@ def test_kill9_mid_epoch_then_resume_neither_repeats_nor_skips(synth_dir, tmp_pa
     assert proc.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (run / "results.json").exists()
 
-    # damage the newest checkpoint: --resume must report it and fall back to the one before
-    newest = sorted((run / "checkpoints").glob("ckpt_*.pth"))[-1]
-    with open(newest, "r+b") as f:
-        f.seek(os.path.getsize(newest) // 2)
-        f.write(b"\0" * 4096)
-    resumed = subprocess.run(_pretrain_cmd(synth_dir, run, *opts)[:3] + ["--resume"] + _pretrain_cmd(synth_dir, run, *opts)[3:],
-                             env=_env(2), capture_output=True, text=True, timeout=240)
+    cmd = _pretrain_cmd(synth_dir, run, *opts)
+    resumed = subprocess.run(cmd[:3] + ["--resume"] + cmd[3:], env=_env(1), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     log = (run / "log.txt").read_text()
-    assert f"skipping checkpoint: {newest}: damaged" in log
-    assert "resumed from" in log
+    resumed_at = re.search(r"resumed from \S+: iter=(\d+) \(epoch (\d+), batch (\d+)\)", log)
+    assert resumed_at and int(resumed_at.group(3)) > 0, "expected a resume from inside an epoch"
 
     got = _iterations(run)
     assert [r["iteration"] for r in got] == list(range(1, total + 1))  # no step repeated or skipped
@@ -98,6 +105,31 @@ def test_kill9_mid_epoch_then_resume_neither_repeats_nor_skips(synth_dir, tmp_pa
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5), (a, b)
         assert a["lr"] == pytest.approx(b["lr"])
     assert json.loads((run / "results.json").read_text())["iterations"] == total
+
+
+def test_damaged_or_incomplete_checkpoints_are_reported_and_skipped(tmp_path, caplog):
+    from objcrop.pretrain.engine.checkpoint import RESUME_KEYS, Checkpointer, rng_state
+
+    ckpt = Checkpointer(str(tmp_path / "checkpoints"), keep_last=3)
+    state = {k: 0 for k in RESUME_KEYS}
+    for it in (1, 2, 3, 4):
+        ckpt.save(dict(state, iteration=it, rng=rng_state(), model={"w": torch.full((1000,), float(it))}), it)
+    assert [it for it, _ in ckpt.list()] == [4, 3, 2]  # keeps the last 3
+    paths = dict(ckpt.list())
+    with open(paths[4], "r+b") as f:  # flipped bytes: the hash no longer matches
+        f.seek(200)
+        f.write(b"\xff" * 64)
+    torch.save({"iteration": 3}, paths[3])  # a loadable file that lacks the resume keys
+    os.remove(paths[3] + ".sha256")
+    with caplog.at_level("WARNING"):
+        loaded, path = ckpt.load_newest_valid()
+    assert path == paths[2] and loaded["iteration"] == 2 and float(loaded["model"]["w"][0]) == 2.0
+    assert f"{paths[4]}: damaged (sha256 differs" in caplog.text
+    assert f"{paths[3]}: incomplete checkpoint, missing keys" in caplog.text
+    with open(paths[2], "wb") as f:
+        f.write(b"not a checkpoint")
+    os.remove(paths[2] + ".sha256")
+    assert ckpt.load_newest_valid() == (None, None)
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(synth_dir, tmp_path, monkeypatch):

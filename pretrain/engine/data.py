@@ -76,35 +76,36 @@ class BoxSource:
         if not os.path.exists(self.spec):
             raise ConfigError(f"DATA.PROPOSALS: {self.spec}: proposal store not found (give a path written by "
                               f"`objcrop proposals`, 'gt' for annotated boxes, or '' for none)")
-        method = str(self._open().meta.get("method", "")) if isinstance(self._open().meta, dict) else ""
+        meta = self._open().meta
+        method = str(meta.get("method", "")) if isinstance(meta, dict) else ""
         return method or os.path.splitext(os.path.basename(self.spec.rstrip("/")))[0]
 
     def coverage(self, records: List[dict]) -> float:
         """Fraction of the records this source has an entry for."""
         if not self.spec or self.spec == "gt":
             return 1.0
-        ids = {str(i) for i in self._open().image_ids}
-        return sum(str(r["image_id"]) in ids for r in records) / max(1, len(records))
+        store = self._open()
+        return sum(r["image_id"] in store for r in records) / max(1, len(records))
 
     def boxes(self, record: dict) -> np.ndarray:
         if not self.spec:
             return np.zeros((0, 4), np.float32)
         if self.spec == "gt":
             return gt_boxes_xyxy(record)
-        store = self._open()
-        try:
-            boxes, scores = store.get(record["image_id"])
-        except KeyError:
+        found = self._open().get(record["image_id"], default=None)
+        if found is None:
             return np.zeros((0, 4), np.float32)  # the policy falls back to random crops (counted)
+        boxes, scores = found
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if self.topk and len(boxes) > self.topk:
-            boxes = boxes[np.argsort(-np.asarray(scores))[: self.topk]]
+            boxes = boxes[np.argsort(-np.asarray(scores), kind="stable")[: self.topk]]
         return boxes
 
     def mask(self, record: dict) -> Optional[np.ndarray]:
-        if not self.spec or self.spec == "gt" or not hasattr(self._open(), "get_mask"):
+        if not self.spec or self.spec == "gt":
             return None
-        return self._open().get_mask(record["image_id"])
+        store = self._open()
+        return store.get_mask(record["image_id"]) if record["image_id"] in store else None
 
     def __getstate__(self) -> Dict:  # an open store handle must not be copied into workers
         state = dict(self.__dict__)
