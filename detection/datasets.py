@@ -8,6 +8,10 @@ included (detectron2 accepts any string as a dataset name). The records are
 loaded lazily, when detectron2 first asks for them; the metadata that
 evaluators and model setup need (thing_classes, evaluator_type, json_file or
 dirname/split/year) is set at registration.
+
+A name detectron2 already knows is left as it is: importing detectron2.data
+registers its own built-ins (coco_2017_val, voc_2007_trainval, ...) under the
+same $DETECTRON2_DATASETS root, with the same files and evaluators.
 """
 from objcrop.datasets import load_dataset
 from objcrop.datasets.catalog import dataset_metadata

@@ -63,8 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     cs = sub.add_parser("crop-stats", help="how often random / object crops hold an object, and how much of the view",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                         description="Sample views of each image - a random RandomResizedCrop(0.2-1), a ground-truth "
-                                    "box, and a RandomResizedCrop(0.2-1) in a box dilated by 10-20%% of the image - and "
-                                    "report the fraction holding >= 50%% / >= 95%% of some object and the mean fraction "
+                                    "box, and a RandomResizedCrop(0.2-1) in a box dilated by 10-20% of the image - and "
+                                    "report the fraction holding >= 50% / >= 95% of some object and the mean fraction "
                                     "of the view covered by objects (instance masks when present, else boxes).")
     cs.add_argument("name", help=NAME_HELP)
     cs.add_argument("--samples-per-image", type=int, default=10, help="views of each kind per image")
