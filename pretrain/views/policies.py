@@ -59,8 +59,12 @@ def as_boxes(boxes, image_size: Tuple[int, int]) -> tv_tensors.BoundingBoxes:
         boxes = torch.zeros((0, 4), dtype=torch.float32)
     boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float32) if not isinstance(boxes, torch.Tensor) else boxes,
                             dtype=torch.float32).reshape(-1, 4)
+    # Clamped by hand: torchvision >= 0.23 gives boxes a clamping mode whose default ("soft") need
+    # not clamp XYXY boxes to the canvas the way 0.18's F.clamp_bounding_boxes does.
+    boxes = boxes.clone()
+    boxes[:, 0::2].clamp_(0, width)
+    boxes[:, 1::2].clamp_(0, height)
     boxes = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width))
-    boxes = F.clamp_bounding_boxes(boxes)
     keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
     return boxes[keep] if not bool(keep.all()) else boxes
 
