@@ -195,3 +195,35 @@ def test_filters_apply_soco_defaults_nms_and_top_k():
     kept, _ = BoxFilter(area=(0.0, 0.1))(boxes, scores, 200, 200)
     assert all((b[2] - b[0]) * (b[3] - b[1]) <= 4000 for b in kept)
     assert list(nms(np.array([[0, 0, 10, 10], [0, 0, 10, 9], [20, 20, 30, 30]], np.float32), 0.5)) == [0, 2]
+
+
+def _toy_bing_model(folder):
+    """A model folder in OpenCV's BING format (not a trained one: a fixed 8x8 edge-frame filter),
+    enough to run the real OpenCV code path end to end."""
+    import cv2
+
+    name = "ObjNessB2W8MAXBGR"
+    filt = np.zeros((8, 8), np.float32)
+    filt[0, :] = filt[-1, :] = filt[:, 0] = filt[:, -1] = 1
+    filt -= filt.mean()
+    sizes = np.array([[r] for r in (7, 8, 14, 15, 21, 22)], np.int32)  # 2^(r/6+4) x 2^(r%6+4) windows
+    for ext, m in (("wS1", filt), ("idx", sizes), ("wS2", np.tile(np.float32([[1, 0]]), (len(sizes), 1)))):
+        fs = cv2.FileStorage(os.path.join(folder, f"{name}.{ext}.yml.gz"), cv2.FILE_STORAGE_WRITE)
+        fs.write(name, m)
+        fs.release()
+    return folder
+
+
+def test_bing_runs_with_a_model_folder(train, tmp_path, capfd):
+    model = _toy_bing_model(str(tmp_path))
+    out = str(tmp_path / "bing.ocp")
+    argv = ["compute", "--dataset", train, "--method", "bing", "--bing-model", model, "--out", out,
+            "--limit", "3", "--min-size", "8", "--top-k", "10"]
+    assert cli.main(argv) == 0
+    assert "Average time for predicting" not in capfd.readouterr().out  # OpenCV's printf is silenced
+    store = ProposalStore.open(out)
+    assert len(store) == 3 and store.num_boxes > 0
+    for image_id in store.image_ids:
+        boxes, scores = store.get(image_id)
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 96).all()
+        assert (np.diff(scores) <= 0).all()

@@ -14,9 +14,11 @@ Image methods run on a copy downscaled so that its longer side is at most `max_s
 are mapped back to the original image, masks are kept at the computed size with the
 original size recorded (the store upsamples them on reading).
 """
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -166,9 +168,8 @@ def image_proposals(spec: MethodSpec, item: Dict[str, Any]):
 _LIBC = None
 
 
-def _seed_libc_rand(seed: int = 0) -> bool:
-    """OpenCV's selective search ranks regions with C's rand(): seed it so that every run (and a
-    resumed run) gives the same order. Returns False where no C library can be found."""
+def _libc():
+    """The C library (ctypes), or None where it cannot be found."""
     global _LIBC
     if _LIBC is None:
         name = ctypes.util.find_library("c")
@@ -176,10 +177,17 @@ def _seed_libc_rand(seed: int = 0) -> bool:
             _LIBC = ctypes.CDLL(name) if name else False
         except OSError:
             _LIBC = False
-    if _LIBC:
-        _LIBC.srand(ctypes.c_uint(seed))
-        return True
-    return False
+    return _LIBC or None
+
+
+def _seed_libc_rand(seed: int = 0) -> bool:
+    """OpenCV's selective search ranks regions with C's rand(): seed it so that every run (and a
+    resumed run) gives the same order. Returns False where no C library can be found."""
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.srand(ctypes.c_uint(seed))
+    return True
 
 
 def selective_search(rgb: np.ndarray, mode: str = "fast") -> Tuple[np.ndarray, np.ndarray]:
@@ -202,17 +210,65 @@ def selective_search(rgb: np.ndarray, mode: str = "fast") -> Tuple[np.ndarray, n
 _BING: Dict[str, Any] = {}
 
 
-def bing(rgb: np.ndarray, model_dir: str) -> Tuple[np.ndarray, np.ndarray]:
-    """OpenCV's BING objectness (Cheng et al. 2014) with a trained model folder."""
+@contextlib.contextmanager
+def _c_output_silenced():
+    """Send file descriptors 1 and 2 to /dev/null for the duration: OpenCV's BING printf()s a
+    timing line per image and logs an error for each colour-space model it does not find (HSV
+    and I, deliberately left out below), bypassing sys.stdout / sys.stderr."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        libc = _libc()
+        if libc is not None:
+            libc.fflush(None)  # flush C's buffers while they still point at /dev/null
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved + [devnull]:
+            os.close(fd)
+
+
+def _bing_detector(model_dir: str):
+    """One ObjectnessBING per process, reading only the MAXBGR model (see `bing`)."""
     if model_dir not in _BING:
+        import atexit
+        import shutil
+        import tempfile
+
+        work = tempfile.mkdtemp(prefix="objcrop-bing-")
+        atexit.register(shutil.rmtree, work, True)
+        for name in BING_FILES:
+            os.symlink(os.path.abspath(os.path.join(model_dir, name)), os.path.join(work, name))
         b = cv2.saliency.ObjectnessBING_create()
-        b.setTrainingPath(model_dir)
+        b.setTrainingPath(work)
+        # OpenCV writes every image's boxes to <results dir>/BBoxes*/bb.txt; by default that
+        # directory is relative to "" — keep it in the private folder.
+        b.setBBResDir(os.path.join(work, "results"))
         _BING[model_dir] = b
-    b = _BING[model_dir]
-    ok, found = b.computeSaliency(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok or found is None:
+    return _BING[model_dir]
+
+
+def bing(rgb: np.ndarray, model_dir: str) -> Tuple[np.ndarray, np.ndarray]:
+    """OpenCV's BING objectness (Cheng et al. CVPR 2014) with a trained model folder.
+
+    OpenCV 4.x runs every colour-space model it finds (MAXBGR, HSV, I) and merges them with
+    synthetic values (i + 300) * {1, 3, 5} sorted in descending order, so its output lists each
+    model's proposals worst-first and the models interleaved. Only the MAXBGR model is linked
+    into the detector's folder, so the output is that model's proposals in reverse rank order;
+    reversing gives BING's own ranking, scored 1 - rank / n. Boxes come as 1-based (minX, minY,
+    maxX, maxY) inclusive corners.
+    """
+    detector = _bing_detector(model_dir)
+    with _c_output_silenced():
+        ok, found = detector.computeSaliency(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok or found is None or len(found) == 0:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-    boxes = np.asarray(found, np.float32).reshape(-1, 4)
-    values = np.asarray(b.getobjectnessValues(), np.float32).reshape(-1)
-    scores = values[: len(boxes)] if len(values) >= len(boxes) else 1.0 - np.arange(len(boxes), dtype=np.float32) / len(boxes)
+    boxes = np.asarray(found, np.float32).reshape(-1, 4)[::-1].copy()
+    boxes[:, :2] -= 1.0
+    scores = 1.0 - np.arange(len(boxes), dtype=np.float32) / len(boxes)
     return boxes, scores
