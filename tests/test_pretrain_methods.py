@@ -10,6 +10,15 @@ from objcrop.pretrain.methods.byol import target_momentum
 from objcrop.pretrain.methods.losses import byol_loss, moco_logits, moco_loss
 
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models: one thread is faster than two (and far faster on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 def tiny_moco(K=10, bn_splits=2, m=0.9):
     torch.manual_seed(0)
     return MoCoV2("resnet18", dim=8, K=K, m=m, T=0.2, mlp_hidden=16, bn_splits=bn_splits)

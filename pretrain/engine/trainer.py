@@ -295,7 +295,7 @@ class PretrainTrainer:
 
         extra["train_time_s"] += time.perf_counter() - t_session
         throughput = seen_this_session / max(1e-9, time.perf_counter() - t_session)
-        if no_box:
+        if no_box and policy_name(cfg) != "random":
             self.logger.info(f"{no_box} sampled images (this process) had no boxes: the policy fell back to random crops")
         results = None
         if ctx.is_main:
