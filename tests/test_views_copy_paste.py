@@ -95,8 +95,8 @@ def test_views_show_the_pasted_image_through_their_crops(kind):
     other = torch.randint(0, 256, (3, 45, 70), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
     pol = build_view_policy(cfg, background_fn=lambda g: other)
     image, mask = _scene()
-    shown, plan, views = pol.sample(image, [[30.0, 20.0, 50.0, 40.0]], mask, torch.Generator().manual_seed(4))
-    full = shown.permute(0, 1, 2).contiguous()
+    full, plan, views = pol.sample(image, [[30.0, 20.0, 50.0, 40.0]], mask, torch.Generator().manual_seed(4),
+                                   render_image=True)
     assert full.shape == image.shape and torch.equal(full[:, 25:35, 35:45], image[:, 25:35, 35:45])
     mean = torch.tensor(cfg.VIEWS.PIXEL_MEAN)[:, None, None]
     std = torch.tensor(cfg.VIEWS.PIXEL_STD)[:, None, None]

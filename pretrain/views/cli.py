@@ -99,7 +99,7 @@ def cmd_show(args, log) -> int:
         image = torch.tensor(rgb).permute(2, 0, 1).contiguous()  # a writable copy
         for k in range(args.pairs):
             g = torch.Generator().manual_seed(args.seed * 1_000_003 + row_index * 1009 + k)
-            used, plan, views = policy.sample(image, boxes, mask, g)
+            used, plan, views = policy.sample(image, boxes, mask, g, render_image=True)
             canvas = used.permute(1, 2, 0).numpy()
             drawn = [plan.source_box] if plan.source_box is not None else []
             canvas = draw_boxes(canvas, np.asarray(drawn + list(plan.crops), np.float32).reshape(-1, 4),

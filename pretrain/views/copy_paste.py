@@ -87,15 +87,20 @@ class CopyPaste:
     def __call__(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None):
         return self.sample(image, boxes, mask, generator)[2]
 
-    def sample(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None):
-        """(the image the views show — pasted when pasting —, the ViewPlan, (view1, view2))."""
+    def sample(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None,
+               render_image: bool = False):
+        """(the image the views show, the ViewPlan, (view1, view2)).
+
+        When the foreground was pasted, the whole pasted image is rendered only with
+        render_image=True (for `views show`); otherwise None stands in its place.
+        """
         image = as_image(image)
         paste = float(torch.rand(1, generator=generator)) < self.prob
         if paste and (mask is None or not bool(_as_tensor(mask).any())):
             self.missing_masks += 1
             paste = False
         if not paste:
-            return self.policy.sample(image, boxes, mask, generator)
+            return self.policy.sample(image, boxes, mask, generator, render_image)
         self.pasted += 1
         self.policy.calls += 1
         height, width = image.shape[-2:]
@@ -108,8 +113,9 @@ class CopyPaste:
         for i, crop in enumerate(plan.crops):
             pasted = composite(image, alpha_full, background, crop, (size, size), soft_sigma)
             views.append(self.policy.augment(pasted, i, generator))
-        whole = (0, 0, width, height)
-        shown = _LazyImage(lambda: composite(image, alpha_full, background, whole, (height, width), soft_sigma))
+        shown = None
+        if render_image:
+            shown = composite(image, alpha_full, background, (0, 0, width, height), (height, width), soft_sigma)
         return shown, plan, tuple(views)
 
     # -- pasting ----------------------------------------------------------------------------
@@ -142,25 +148,6 @@ class CopyPaste:
         return Background("texture", colour_grid=torch.rand(1, 3, cells, cells, generator=generator),
                           angle=u[1] * math.pi, period=4.0 + u[2] * 28.0 * max(height, width) / 224.0,
                           phase=u[3] * 2 * math.pi, contrast=0.15 + 0.35 * u[4])
-
-
-class _LazyImage:
-    """The full-size pasted image, rendered only when someone looks (views show), not per sample."""
-
-    def __init__(self, render):
-        self._render = render
-        self._value = None
-
-    def _get(self) -> torch.Tensor:
-        if self._value is None:
-            self._value = self._render()
-        return self._value
-
-    def __getattr__(self, name):
-        return getattr(self._get(), name)
-
-    def permute(self, *dims):
-        return self._get().permute(*dims)
 
 
 def _as_tensor(mask) -> torch.Tensor:

@@ -132,8 +132,11 @@ class ViewPolicy:
     def __call__(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None):
         return self.sample(image, boxes, mask, generator)[2]
 
-    def sample(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None):
-        """(the image the views were cut from, the ViewPlan, (view1, view2)): what `views show` draws."""
+    def sample(self, image, boxes=None, mask=None, generator: Optional[torch.Generator] = None,
+               render_image: bool = False):
+        """(the image the views were cut from, the ViewPlan, (view1, view2)): what `views show` draws.
+
+        render_image matters only to wrappers that change the image (copy-paste)."""
         image = as_image(image)
         self.calls += 1
         plan = self.sample_boxes(tuple(image.shape[-2:]), boxes, generator)
