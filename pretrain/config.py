@@ -77,6 +77,8 @@ def get_pretrain_cfg() -> CfgNode:
     cfg.CHECKPOINT = CfgNode()
     # Also checkpoint every this many iterations inside an epoch (0: only at the end of each epoch).
     cfg.CHECKPOINT.PERIOD = 0
+    # Checkpoint at the end of every this many epochs (and always after the last); 1 = each epoch.
+    cfg.CHECKPOINT.EPOCH_PERIOD = 1
     # How many resume checkpoints (RUN/checkpoints/ckpt_*.pth) to keep; older ones are deleted.
     cfg.CHECKPOINT.KEEP_LAST = 3
 

@@ -130,3 +130,38 @@ def test_byol_target_momentum_schedule_and_ema():
     out = model(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
     out["loss"].backward()
     assert 0 <= float(out["loss"]) <= 8 and all(p.grad is None for p in model.target.parameters())
+
+
+def _ddp_shuffle_worker(rank, world, port, result_dir):
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = tiny_moco(bn_splits=1)  # same seed: same weights on both ranks
+        model.eval()  # per-sample outputs: only the order can go wrong
+        torch.manual_seed(100 + rank)  # different images and different local RNG per rank
+        x = torch.randn(3, 3, 32, 32)
+        with torch.no_grad():
+            expected = F.normalize(model.encoder_k(x), dim=1)
+            got = model._keys_with_shuffled_bn(x)
+        torch.save({"max_err": float((got - expected).abs().max())}, os.path.join(result_dir, f"r{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_shuffle_bn_returns_each_rank_its_own_keys(tmp_path):
+    """MoCo's batch_shuffle_ddp / batch_unshuffle_ddp over 2 gloo processes."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_shuffle_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        assert torch.load(tmp_path / f"r{rank}.pt", weights_only=True)["max_err"] < 1e-4

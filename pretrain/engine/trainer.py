@@ -280,7 +280,7 @@ class PretrainTrainer:
                     if (ctx.is_main and cfg.CHECKPOINT.PERIOD and iteration % cfg.CHECKPOINT.PERIOD == 0
                             and not last_in_epoch):
                         self._save(method, optimizer, scaler, iteration, epoch, batch_in_epoch + 1, extra, t_session)
-                if ctx.is_main:
+                if ctx.is_main and ((epoch + 1) % max(1, cfg.CHECKPOINT.EPOCH_PERIOD) == 0 or epoch + 1 == p.EPOCHS):
                     self._save(method, optimizer, scaler, iteration, epoch + 1, 0, extra, t_session)
                     self.logger.info(f"epoch {epoch + 1}/{p.EPOCHS} done: iter={iteration}, loss {recent[-1]:.4f}")
         except TrainingDiverged as e:
