@@ -1,6 +1,5 @@
 """`objcrop views show`: a PNG grid of images, proposals and sampled view pairs."""
 import cv2
-import numpy as np
 import pytest
 
 from objcrop.errors import ConfigError

@@ -1,7 +1,6 @@
 """`objcrop proposals compute | stats | show`: unsupervised object proposals for a dataset."""
 import argparse
 import logging
-import os
 import sys
 from typing import List, Optional
 
