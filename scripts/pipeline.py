@@ -230,7 +230,9 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
                         tasks.append(Task(f"probe.{name}", "probe", cmd,
                                           [["results_ok", os.path.join(probe_dir, "results.json")]],
                                           deps=[f"pretrain.{name}"], gpus=min(gpus, 1)))
-                    if not det.get("tasks"):
+                    # detection is the costly part: a preset may fine-tune only some pretraining seeds
+                    det_pre_seeds = det.get("pretrain_seeds")
+                    if not det.get("tasks") or (det_pre_seeds is not None and seed not in [int(x) for x in det_pre_seeds]):
                         continue
                     pkl = os.path.join(weights, f"{name}.pkl")
                     cmd = ["convert", final, pkl] + [str(a) for a in (p.get("convert") or {}).get("args", [])]
