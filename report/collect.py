@@ -80,8 +80,29 @@ def collect(roots: Iterable[str]) -> Collection:
         if not isinstance(data, dict):
             out.unreadable.append(Unreadable(path, "not a json object"))
             continue
+        fill_pretrain_block(data, os.path.dirname(path))
         out.runs.append(RunResult(path, data))
     return out
+
+
+# pretrain block field -> the pretraining config key that holds it (objcrop/pretrain/config.py)
+_PRETRAIN_CONFIG_KEYS = {"method": "PRETRAIN.METHOD", "arch": "PRETRAIN.ARCH", "epochs": "PRETRAIN.EPOCHS",
+                         "policy": "VIEWS.POLICY", "dataset": "DATA.DATASET", "seed": "PRETRAIN.SEED"}
+
+
+def fill_pretrain_block(data: Dict[str, Any], run_dir: str) -> None:
+    """A pretraining results.json missing a field of its "pretrain" block (an older or interrupted
+    writer) gets it from the run's config.yaml, so the run still lands in its row."""
+    if data.get("stage") != "pretrain":
+        return
+    block = data.get("pretrain")
+    if not isinstance(block, dict):
+        block = data["pretrain"] = {}
+    for name, key in _PRETRAIN_CONFIG_KEYS.items():
+        if block.get(name) in (None, ""):
+            value = read_config_value(run_dir, key)
+            if value not in (None, ""):
+                block[name] = value
 
 
 def read_metrics(run_dir: str) -> List[Dict[str, Any]]:

@@ -164,3 +164,15 @@ def test_cli_errors_name_the_path(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "nope: no such file or directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pretrain_fields_missing_from_results_come_from_config_yaml(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps({"stage": "pretrain", "status": "failed", "pretrain": {"method": "byol"}}))
+    (d / "config.yaml").write_text("PRETRAIN:\n  ARCH: resnet50\n  EPOCHS: 200\nVIEWS:\n  POLICY: obj-scene\n")
+    out = write_report([str(tmp_path)], str(tmp_path / "rep"), plots=False)
+    (row,) = out["table"].rows
+    assert (row.method, row.policy, row.epochs, row.arch) == ("byol", "obj-scene", 200, "resnet50")
+    assert out["table"].row_flags[row][0].reason == "pretraining status failed"
+    assert "| byol † | obj-scene |" in open(tmp_path / "rep" / "results.md").read()
