@@ -132,7 +132,8 @@ def markov(rgb: np.ndarray, n_segments: int = 200, sigma2: float = 0.1) -> np.nd
 
     Transient nodes: all superpixels, linked to their neighbours and neighbours' neighbours, and
     all boundary superpixels linked to each other. Absorbing nodes: copies of the boundary
-    superpixels. Saliency: expected steps before absorption, N 1 with N = (I - Q)^-1.
+    superpixels, with the originals' edges. Saliency: expected steps before absorption, N 1 with
+    N = (I - Q)^-1.
     """
     g = superpixel_graph(rgb, n_segments)
     n = g.n
@@ -144,9 +145,9 @@ def markov(rgb: np.ndarray, n_segments: int = 200, sigma2: float = 0.1) -> np.nd
     np.fill_diagonal(two_ring, False)
     d = np.linalg.norm(lab[:, None] - lab[None], axis=2)
     affinity = np.where(two_ring, np.exp(-d / sigma2), 0.0)
-    # Each boundary superpixel has an absorbing copy, joined to the transient original with weight 1.
-    absorbing = np.zeros(n)
-    absorbing[g.boundary] = 1.0
+    # Each boundary superpixel has an absorbing copy with the original's edges: a walk at node i
+    # is absorbed with probability proportional to its affinity to the boundary.
+    absorbing = affinity[:, g.boundary].sum(1)
     degree = affinity.sum(1) + absorbing
     q = affinity / np.maximum(degree, 1e-12)[:, None]
     times = np.linalg.solve(np.eye(n) - q, np.ones(n))
