@@ -24,7 +24,8 @@ class ShardedResumableSampler(Sampler):
     the same count, process r taking items r, r+W, ...), cut to whole batches, plus a start position
     inside the epoch. Yields (dataset index, per-sample seed) keys.
 
-    Global batch b holds the same images whatever the world size, so a run may resume on another one.
+    Global batch b holds the same images whatever the world size (up to the dropped tail), so a run may
+    resume on another world size.
     """
 
     def __init__(self, num_items: int, batch_per_process: int, rank: int = 0, world_size: int = 1, seed: int = 0):

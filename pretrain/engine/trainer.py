@@ -10,14 +10,13 @@ import os
 import re
 import time
 from collections import deque
-from typing import Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from objcrop.config import CfgNode, config_hash
 from objcrop.errors import ConfigError, DatasetError, ObjcropError
-from objcrop.io import append_jsonl, atomic_path, read_json, write_json_atomic, write_text_atomic
+from objcrop.io import append_jsonl, atomic_path, write_json_atomic, write_text_atomic
 from objcrop.pretrain.engine import distributed as du
 from objcrop.pretrain.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, build_loader,
@@ -184,59 +183,24 @@ class PretrainTrainer:
         wall_start = time.perf_counter()
         _, sampler, loader = self.build_data()
         method = self.build_method()
-        peak_lr = scaled_lr(cfg)
-        params = [q for q in method.parameters() if q.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=peak_lr, momentum=p.MOMENTUM, weight_decay=p.WEIGHT_DECAY)
-        use_amp = p.AMP and ctx.device.type == "cuda"
-        amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(p.AMP_DTYPE)
-        if use_amp and amp_dtype is None:
-            raise ConfigError(f"PRETRAIN.AMP_DTYPE: {p.AMP_DTYPE!r} is not 'bfloat16' or 'float16'")
-        scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
-
+        optimizer, scaler, autocast = self._build_optimisation(method)
         per_epoch = iterations_per_epoch(sampler.num_items, p.BATCH_SIZE, ctx.world_size)
-        total = per_epoch * p.EPOCHS
-        warmup = int(round(p.WARMUP_EPOCHS * per_epoch))
+        total, warmup, peak_lr = per_epoch * p.EPOCHS, int(round(p.WARMUP_EPOCHS * per_epoch)), scaled_lr(cfg)
         self.logger.info(f"effective batch {p.BATCH_SIZE} = {ctx.world_size} process(es) x {self.batch_per_process}; "
                          f"lr {peak_lr:g} = {p.BASE_LR:g} x {p.BATCH_SIZE}/{p.BASE_BATCH_SIZE} (linear scaling rule); "
                          f"cosine schedule over {total} iterations ({p.EPOCHS} epochs x {per_epoch})"
                          + (f", {warmup} warm-up" if warmup else ""))
-
-        iteration, start_epoch, start_batch, extra = 0, 0, 0, {"images_seen": 0, "train_time_s": 0.0}
-        if resume:
-            state, path = self.checkpointer.load_newest_valid()
-            if state is None:
-                self.logger.info(f"--resume: no valid checkpoint in {self.checkpointer.directory}; starting at iter=0")
-            else:
-                self._restore(state, path, method, optimizer, scaler)
-                iteration, start_epoch, start_batch = state["iteration"], state["epoch"], state["batch_in_epoch"]
-                extra = {"images_seen": int(state.get("images_seen", iteration * p.BATCH_SIZE)),
-                         "train_time_s": float(state.get("train_time_s", 0.0))}
-                self.logger.info(f"resumed from {path}: iter={iteration} (epoch {start_epoch + 1}, batch {start_batch})")
-        if ctx.is_main:
-            if not resume or iteration == 0:
-                removed = self.checkpointer.remove_all()
-                if removed:
-                    self.logger.warning(f"starting afresh: removed {removed} checkpoint(s) of an earlier run in {self.output_dir}")
-                for name in ("metrics.jsonl", "results.json"):
-                    if os.path.exists(os.path.join(self.output_dir, name)):
-                        os.remove(os.path.join(self.output_dir, name))
-            else:
-                self._truncate_metrics(iteration)
-        # every rank after the restore: the data order is per-sample-seeded, the rest uses these RNGs
+        iteration, start_epoch, start_batch, extra = self._resume_or_start(resume, method, optimizer, scaler)
         model = method
         if ctx.world_size > 1:
             model = DistributedDataParallel(method, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
-                                            broadcast_buffers=False)
+                                            broadcast_buffers=False)  # the queue is identical on every rank anyway
         method.train()
 
         writer = self._tensorboard() if ctx.is_main else None
         progress = self._progress_bar(total, iteration)
-        recent = deque(maxlen=20)
-        metrics_path = os.path.join(self.output_dir, "metrics.jsonl")
-        autocast = (lambda: torch.autocast(device_type="cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
-        no_box = 0
-        seen_this_session = 0
-        t_session = time.perf_counter()
+        recent, metrics_path = deque(maxlen=20), os.path.join(self.output_dir, "metrics.jsonl")
+        no_box, seen_this_session, t_session = 0, 0, time.perf_counter()
         try:
             for epoch in range(start_epoch, p.EPOCHS):
                 first = start_batch if epoch == start_epoch else 0
@@ -244,28 +208,10 @@ class PretrainTrainer:
                 t_last = time.perf_counter()
                 for batch_in_epoch, (view1, view2, has_boxes) in enumerate(loader, start=first):
                     lr = lr_at(iteration, total, peak_lr, warmup)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    view1 = view1.to(ctx.device, non_blocking=True)
-                    view2 = view2.to(ctx.device, non_blocking=True)
-                    if p.CHANNELS_LAST:
-                        view1 = view1.contiguous(memory_format=torch.channels_last)
-                        view2 = view2.contiguous(memory_format=torch.channels_last)
-                    with autocast():
-                        out = model(view1, view2)
-                    loss = out["loss"]
-                    optimizer.zero_grad(set_to_none=True)
-                    if scaler:
-                        scaler.scale(loss).backward()
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        loss.backward()
-                        optimizer.step()
+                    out = self._step(model, optimizer, scaler, autocast, view1, view2, lr)
                     iteration += 1
                     method.after_step(iteration / total)
-
-                    loss_value = float(du.mean_over_processes(loss))
+                    loss_value = float(du.mean_over_processes(out["loss"]))  # all ranks see the same value
                     if not math.isfinite(loss_value):
                         raise TrainingDiverged(self._diverged_message(loss_value, iteration, lr))
                     recent.append(loss_value)
@@ -276,13 +222,12 @@ class PretrainTrainer:
                     step_time, t_last = now - t_last, now
                     if ctx.is_main:
                         self._log_step(out, loss_value, lr, iteration, epoch, total, step_time, metrics_path, writer, progress)
-                    last_in_epoch = batch_in_epoch + 1 == per_epoch
-                    if (ctx.is_main and cfg.CHECKPOINT.PERIOD and iteration % cfg.CHECKPOINT.PERIOD == 0
-                            and not last_in_epoch):
+                    inside_epoch = batch_in_epoch + 1 < per_epoch
+                    if ctx.is_main and cfg.CHECKPOINT.PERIOD and iteration % cfg.CHECKPOINT.PERIOD == 0 and inside_epoch:
                         self._save(method, optimizer, scaler, iteration, epoch, batch_in_epoch + 1, extra, t_session)
                 if ctx.is_main and ((epoch + 1) % max(1, cfg.CHECKPOINT.EPOCH_PERIOD) == 0 or epoch + 1 == p.EPOCHS):
                     self._save(method, optimizer, scaler, iteration, epoch + 1, 0, extra, t_session)
-                    self.logger.info(f"epoch {epoch + 1}/{p.EPOCHS} done: iter={iteration}, loss {recent[-1]:.4f}")
+                self.logger.info(f"epoch {epoch + 1}/{p.EPOCHS} done: iter={iteration}, loss {recent[-1]:.4f}")
         except TrainingDiverged as e:
             if ctx.is_main:
                 self._write_results("failed", extra, recent, iteration, wall_start, error=str(e))
@@ -297,16 +242,77 @@ class PretrainTrainer:
         throughput = seen_this_session / max(1e-9, time.perf_counter() - t_session)
         if no_box and policy_name(cfg) != "random":
             self.logger.info(f"{no_box} sampled images (this process) had no boxes: the policy fell back to random crops")
-        results = None
-        if ctx.is_main:
-            final = {"objcrop_checkpoint": 1, "arch": p.ARCH, "method": p.METHOD,
-                     **model_and_backbone(method), "pretrain": self.pretrain_block(), "config": cfg.dump(), "iteration": iteration}
-            with atomic_path(os.path.join(self.output_dir, "model_final.pth")) as tmp:
-                torch.save(final, tmp)
-            results = self._write_results("ok", extra, recent, iteration, wall_start, throughput=throughput)
-            self.logger.info(f"done: iter={iteration}, {extra['images_seen']} images seen, {throughput:.1f} img/s; "
-                             f"weights in {os.path.join(self.output_dir, 'model_final.pth')}")
+        results = self._finish(method, iteration, extra, recent, wall_start, throughput) if ctx.is_main else None
         du.barrier()
+        return results
+
+    def _build_optimisation(self, method):
+        """SGD over the trained parameters, the loss scaler (float16 only) and the autocast context."""
+        p, device = self.cfg.PRETRAIN, self.ctx.device
+        params = [q for q in method.parameters() if q.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=scaled_lr(self.cfg), momentum=p.MOMENTUM, weight_decay=p.WEIGHT_DECAY)
+        use_amp = p.AMP and device.type == "cuda"
+        amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(p.AMP_DTYPE)
+        if use_amp and amp_dtype is None:
+            raise ConfigError(f"PRETRAIN.AMP_DTYPE: {p.AMP_DTYPE!r} is not 'bfloat16' or 'float16'")
+        scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+        autocast = (lambda: torch.autocast(device_type="cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
+        return optimizer, scaler, autocast
+
+    def _resume_or_start(self, resume, method, optimizer, scaler):
+        """(iteration, epoch, batch in epoch, counters) to start from; a fresh start clears old run files."""
+        iteration, epoch, batch, extra = 0, 0, 0, {"images_seen": 0, "train_time_s": 0.0}
+        if resume:
+            state, path = self.checkpointer.load_newest_valid()
+            if state is None:
+                self.logger.info(f"--resume: no valid checkpoint in {self.checkpointer.directory}; starting at iter=0")
+            else:
+                self._restore(state, path, method, optimizer, scaler)
+                iteration, epoch, batch = state["iteration"], state["epoch"], state["batch_in_epoch"]
+                extra = {"images_seen": int(state.get("images_seen", iteration * self.cfg.PRETRAIN.BATCH_SIZE)),
+                         "train_time_s": float(state.get("train_time_s", 0.0))}
+                self.logger.info(f"resumed from {path}: iter={iteration} (epoch {epoch + 1}, batch {batch})")
+        if self.ctx.is_main:
+            if iteration == 0:
+                removed = self.checkpointer.remove_all()
+                if removed:
+                    self.logger.warning(f"starting afresh: removed {removed} checkpoint(s) of an earlier run in {self.output_dir}")
+                for name in ("metrics.jsonl", "results.json"):
+                    if os.path.exists(os.path.join(self.output_dir, name)):
+                        os.remove(os.path.join(self.output_dir, name))
+            else:
+                self._truncate_metrics(iteration)
+        return iteration, epoch, batch, extra
+
+    def _step(self, model, optimizer, scaler, autocast, view1, view2, lr) -> dict:
+        """One optimiser step on a batch of view pairs; returns the method's outputs (loss, metrics)."""
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        fmt = torch.channels_last if self.cfg.PRETRAIN.CHANNELS_LAST else torch.contiguous_format
+        view1 = view1.to(self.ctx.device, non_blocking=True).contiguous(memory_format=fmt)
+        view2 = view2.to(self.ctx.device, non_blocking=True).contiguous(memory_format=fmt)
+        with autocast():
+            out = model(view1, view2)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler:
+            scaler.scale(out["loss"]).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            out["loss"].backward()
+            optimizer.step()
+        return out
+
+    def _finish(self, method, iteration, extra, recent, wall_start, throughput) -> dict:
+        """model_final.pth (no optimiser state) and results.json; rank 0 only."""
+        p = self.cfg.PRETRAIN
+        final = {"objcrop_checkpoint": 1, "arch": p.ARCH, "method": p.METHOD, **model_and_backbone(method),
+                 "pretrain": self.pretrain_block(), "config": self.cfg.dump(), "iteration": iteration}
+        path = os.path.join(self.output_dir, "model_final.pth")
+        with atomic_path(path) as tmp:
+            torch.save(final, tmp)
+        results = self._write_results("ok", extra, recent, iteration, wall_start, throughput=throughput)
+        self.logger.info(f"done: iter={iteration}, {extra['images_seen']} images seen, {throughput:.1f} img/s; weights in {path}")
         return results
 
     # ----------------------------------------------------------------- helpers
@@ -368,7 +374,3 @@ class PretrainTrainer:
         write_json_atomic(os.path.join(self.output_dir, "results.json"), results)
         return results
 
-
-def previous_results(output_dir: str) -> Optional[dict]:
-    path = os.path.join(output_dir, "results.json")
-    return read_json(path) if os.path.exists(path) else None
