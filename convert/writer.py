@@ -60,6 +60,9 @@ def read_detectron2_pkl(path: str) -> dict:
         raise CheckpointError(f"{path}: file not found") from e
     except Exception as e:
         raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
-    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
-        raise CheckpointError(f"{path}: not a detectron2 checkpoint (expected a dict with a 'model' dict)")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a detectron2 checkpoint (a pickled {type(data).__name__}, not a dict)")
+    if not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{path}: no 'model' dict, so detectron2 reads it as a Caffe2/Detectron1 file "
+                              "(Caffe2 names, BGR input); convert the original checkpoint with `objcrop convert`")
     return data

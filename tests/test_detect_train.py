@@ -1,0 +1,115 @@
+"""`objcrop detect train` end to end on CPU: real detectron2 training, checkpoints, resume and evaluation.
+
+Tiny on purpose (the embedded dataset's 96-px images, one image per batch, a
+handful of iterations): these runs prove the plumbing, not the numbers.
+"""
+import json
+import math
+import os
+import pickle
+
+import pytest
+import torch
+import torchvision
+
+from objcrop.cli import run_stage_main
+from objcrop.detection.cli import main
+from objcrop.io import sha256_file
+
+FAST = ["SOLVER.IMS_PER_BATCH", "1", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "(2,)",
+        "DATALOADER.NUM_WORKERS", "0", "TEST.DETECTIONS_PER_IMAGE", "10",
+        "INPUT.MIN_SIZE_TRAIN", "(64,)", "INPUT.MIN_SIZE_TEST", "64",
+        # New layers' BN statistics after 3 steps are mostly their init (momentum 0.1); PreciseBN
+        # recomputes them at the end, as the full protocol does.
+        "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "2"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A converted random ResNet-50 with a pretrain block, as `objcrop convert` writes it."""
+    from objcrop.convert.cli import convert
+
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None)
+    # Give BN running statistics that match its activations (as any trained backbone has):
+    # a fresh ResNet's mean 0 / var 1 blow features up in eval mode, leaving the RPN no proposals.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+    with torch.no_grad():
+        model.train()
+        for _ in range(3):
+            model(torch.rand(4, 3, 64, 64) * 2 - 1)
+    backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    pretrain = {"method": "moco_v2", "policy": "obj-obj-dilate", "proposals": "gt", "epochs": 1, "arch": "resnet50",
+                "dataset": "synth:test:train", "seed": 0}
+    torch.save({"objcrop_checkpoint": 1, "arch": "resnet50", "backbone": backbone, "pretrain": pretrain},
+               d / "model_final.pth")
+    convert(str(d / "model_final.pth"), str(d / "w.pkl"), verify=False)  # the run itself checks the backbone loaded
+    return str(d / "w.pkl")
+
+
+def _run(argv):
+    return run_stage_main(main, argv, "objcrop detect")
+
+
+def _results(run_dir):
+    with open(os.path.join(run_dir, "results.json")) as f:
+        return json.load(f)
+
+
+def _finite_triplet(block):
+    return block is not None and all(isinstance(block[k], float) and math.isfinite(block[k]) for k in ("AP", "AP50", "AP75"))
+
+
+def test_voc_format_demo_trains_checkpoints_resumes_and_evaluates(synth_dir, weights, tmp_path):
+    out = str(tmp_path / "voc")
+    common = ["train", "--config-file", "demo/faster_rcnn_R_50_C4_voc.yaml", "--weights", weights, "--seeds", "0",
+              "--output-dir", out, "--dataset-train", f"voc:{synth_dir}/voc:train",
+              "--dataset-test", f"voc:{synth_dir}/voc:val"]
+    assert _run(common + ["--opts", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2"] + FAST) == 0
+    run = os.path.join(out, "seed0")
+    r = _results(run)
+    assert r["stage"] == "detection" and r["status"] == "ok" and r["task"] == "voc_det"
+    assert r["dataset"] == f"voc:{synth_dir}/voc:val" and r["seed"] == 0 and r["iterations"] == 4
+    assert _finite_triplet(r["box"]) and "mask" not in r
+    assert r["weights_sha256"] == sha256_file(weights) and len(r["config_hash"]) == 12 and r["wall_time_s"] > 0
+    with open(weights, "rb") as f:
+        assert r["pretrain"] == pickle.load(f)["__objcrop__"]
+
+    # The SyncBN config ran on one process as BN; the run directory holds what the contract lists.
+    with open(os.path.join(run, "config.yaml")) as f:
+        config_text = f.read()
+    assert "NORM: BN" in config_text and "SyncBN" not in config_text
+    assert {"model_0000001.pth", "model_final.pth", "last_checkpoint", "metrics.jsonl", "log.txt"} <= set(os.listdir(run))
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        lines = [json.loads(line) for line in f]
+    assert lines[-1]["iteration"] == 4 and math.isfinite(lines[-1]["loss"]) and "lr" in lines[-1]
+    with open(os.path.join(run, "log.txt")) as f:
+        log = f.read()
+    assert "SyncBN -> BN" in log and "all 265 backbone tensors identical" in log
+
+    # --resume continues from the last checkpoint when the run is not finished.
+    os.remove(os.path.join(run, "results.json"))
+    assert _run(common + ["--resume", "--opts", "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "100"] + FAST) == 0
+    r = _results(run)
+    assert r["iterations"] == 6 and _finite_triplet(r["box"])
+    with open(os.path.join(run, "log.txt")) as f:
+        assert "resumed from" in f.read()
+
+    # --eval-only evaluates the fine-tuned checkpoint of the seed.
+    assert _run(common + ["--eval-only", "--opts"] + FAST) == 0
+    r = _results(run)
+    assert r["iterations"] == 6 and _finite_triplet(r["box"])
+
+
+def test_coco_format_demo_reports_box_and_mask_ap(synth_dir, weights, tmp_path):
+    out = str(tmp_path / "coco")
+    assert _run(["train", "--config-file", "demo/mask_rcnn_R_50_FPN_coco.yaml", "--weights", weights,
+                 "--seeds", "1", "--output-dir", out, "--dataset-train", f"synth:{synth_dir}:train",
+                 "--dataset-test", f"synth:{synth_dir}:val", "--opts", "SOLVER.MAX_ITER", "3"] + FAST) == 0
+    r = _results(os.path.join(out, "seed1"))
+    assert r["status"] == "ok" and r["task"] == "coco_instseg" and r["seed"] == 1 and r["iterations"] == 3
+    assert _finite_triplet(r["box"]) and _finite_triplet(r["mask"])
+    assert r["dataset"] == f"synth:{synth_dir}:val"
