@@ -1,0 +1,117 @@
+"""Config handling of `objcrop detect train`: shipped configs, norm adaption, linear scaling, weights options."""
+import argparse
+import glob
+import logging
+import os
+
+import pytest
+
+from objcrop.detection.config import adapt_norms_to_world_size, load_config, scale_to_world_size
+from objcrop.errors import CheckpointError, ConfigError
+
+LOG = logging.getLogger("test")
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "eval_configs")
+
+
+def _configs():
+    """The detection configs: Base-*.yaml, voc/, coco/, demo/ (other folders belong to other stages)."""
+    paths = glob.glob(os.path.join(CONFIG_DIR, "*.yaml")) + [
+        p for d in ("voc", "coco", "demo") for p in glob.glob(os.path.join(CONFIG_DIR, d, "*.yaml"))]
+    return sorted(os.path.relpath(p, CONFIG_DIR) for p in paths)
+
+
+def _base_depth(path, depth=1):
+    import yaml
+
+    with open(path) as f:
+        base = (yaml.safe_load(f) or {}).get("_BASE_")
+    return depth if not base else _base_depth(os.path.join(os.path.dirname(path), base), depth + 1)
+
+
+@pytest.mark.parametrize("name", _configs())
+def test_every_shipped_config_merges_with_at_most_three_levels(name):
+    cfg = load_config(name)
+    assert _base_depth(os.path.join(CONFIG_DIR, name)) <= 3
+    # The protocol for torchvision-format weights, everywhere.
+    assert cfg.INPUT.FORMAT == "RGB" and not cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.BACKBONE.FREEZE_AT == 0
+    assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.120, 57.375]
+    assert cfg.MODEL.RESNETS.NORM == "SyncBN"
+    if "_scratch" in name:
+        assert cfg.OBJCROP.RANDOM_INIT and cfg.MODEL.WEIGHTS == ""
+
+
+def test_voc_protocol_is_mocos():
+    cfg = load_config("voc/faster_rcnn_R_50_C4_24k.yaml")
+    assert cfg.MODEL.ROI_HEADS.NAME == "Res5ROIHeadsExtraNorm"
+    assert (cfg.SOLVER.MAX_ITER, tuple(cfg.SOLVER.STEPS), cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.BASE_LR) == \
+        (24000, (18000, 22000), 16, 0.02)
+    assert tuple(cfg.INPUT.MIN_SIZE_TRAIN) == tuple(range(480, 801, 32)) and cfg.INPUT.MIN_SIZE_TEST == 800
+    assert cfg.DATASETS.TRAIN == ("voc_2007_trainval", "voc_2012_trainval") and cfg.DATASETS.TEST == ("voc_2007_test",)
+
+
+def test_linear_scaling_on_fewer_devices():
+    cfg = load_config("voc/faster_rcnn_R_50_C4_24k.yaml").clone()
+    cfg.defrost()
+    assert scale_to_world_size(cfg, 1, LOG) == pytest.approx(1 / 8)
+    assert cfg.SOLVER.IMS_PER_BATCH == 2 and cfg.SOLVER.BASE_LR == pytest.approx(0.0025)
+    assert cfg.SOLVER.MAX_ITER == 192000 and tuple(cfg.SOLVER.STEPS) == (144000, 176000)
+    assert cfg.SOLVER.WARMUP_ITERS == 800 and cfg.SOLVER.REFERENCE_WORLD_SIZE == 1
+    assert scale_to_world_size(cfg, 1, LOG) is None  # already scaled: not again
+
+    same = load_config("voc/faster_rcnn_R_50_C4_24k.yaml").clone()
+    same.defrost()
+    assert scale_to_world_size(same, 8, LOG) is None and same.SOLVER.MAX_ITER == 24000
+
+    unscaled = load_config("voc/faster_rcnn_R_50_C4_24k.yaml").clone()
+    unscaled.defrost()
+    assert scale_to_world_size(unscaled, 2, LOG, enabled=False) is None
+    assert (unscaled.SOLVER.IMS_PER_BATCH, unscaled.SOLVER.MAX_ITER, unscaled.SOLVER.REFERENCE_WORLD_SIZE) == (16, 24000, 0)
+
+
+def test_syncbn_becomes_bn_on_one_process_and_naive_sync_on_cpu_processes():
+    cfg = load_config("coco/mask_rcnn_R_50_FPN_1x.yaml").clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    one = cfg.clone()
+    assert len(adapt_norms_to_world_size(one, 1, LOG)) == 4
+    assert {one.MODEL.RESNETS.NORM, one.MODEL.FPN.NORM, one.MODEL.ROI_BOX_HEAD.NORM, one.MODEL.ROI_MASK_HEAD.NORM} == {"BN"}
+    two = cfg.clone()
+    adapt_norms_to_world_size(two, 2, LOG)
+    assert two.MODEL.RESNETS.NORM == "naiveSyncBN"
+    gpus = cfg.clone()
+    gpus.MODEL.DEVICE = "cuda"
+    assert adapt_norms_to_world_size(gpus, 8, LOG) == [] and gpus.MODEL.RESNETS.NORM == "SyncBN"
+
+
+def _args(**kw):
+    base = dict(config_file="voc/faster_rcnn_R_50_C4_24k.yaml", opts=[], weights=None, dataset_train=None,
+                dataset_test=None, no_scale=False, output_dir=None, seeds=[0])
+    base.update(kw)
+    return argparse.Namespace(**base)
+
+
+def test_weights_must_be_given_local_or_explicitly_none(tmp_path):
+    from objcrop.detection.train_net import pretrain_block, setup
+
+    with pytest.raises(ConfigError, match="--weights none"):
+        setup(_args(), 0, 1)
+    with pytest.raises(CheckpointError, match="never downloads"):
+        setup(_args(weights="detectron2://ImageNetPretrained/MSRA/R-50.pkl"), 0, 1)
+    with pytest.raises(CheckpointError, match=r"missing\.pkl: weights file not found"):
+        setup(_args(weights=str(tmp_path / "missing.pkl")), 0, 1)
+
+    cfg = setup(_args(weights="none", output_dir=str(tmp_path)), 3, 1)
+    assert cfg.MODEL.WEIGHTS == "" and cfg.SEED == 3 and cfg.OUTPUT_DIR == str(tmp_path / "seed3")
+    assert cfg.SOLVER.IMS_PER_BATCH == 2 and cfg.MODEL.RESNETS.NORM == "BN"
+    assert pretrain_block(cfg)["method"] == "random_init"
+    scratch = setup(_args(config_file="voc/faster_rcnn_R_50_C4_24k_scratch.yaml"), 0, 1)
+    assert scratch.OBJCROP.RANDOM_INIT and scratch.MODEL.WEIGHTS == ""
+
+
+def test_cli_reports_a_missing_weights_option_in_one_line(capsys):
+    from objcrop.cli import run_stage_main
+    from objcrop.detection.cli import main
+
+    assert run_stage_main(main, ["train", "--config-file", "voc/faster_rcnn_R_50_C4_24k.yaml"], "objcrop detect") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("objcrop detect: error: no weights") and len(err.splitlines()) == 1
