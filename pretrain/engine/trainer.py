@@ -356,8 +356,10 @@ class PretrainTrainer:
     def _progress_bar(self, total: int, initial: int):
         if not self.ctx.is_main:
             return None
-        from tqdm import tqdm
-
+        try:
+            from tqdm import tqdm
+        except ImportError:  # a bare GPU machine: the `iter=` log lines still show progress
+            return None
         return tqdm(total=total, initial=initial, desc="pretrain", unit="it", dynamic_ncols=True, mininterval=1.0)
 
     def _write_results(self, status, extra, recent, iteration, wall_start, throughput=None, error=None) -> dict:
