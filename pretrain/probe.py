@@ -127,6 +127,12 @@ def cached_features(model, weights_id: str, arch: str, dataset: str, records, ar
     return feats
 
 
+def native_size(records: List[dict], cap: int = 224) -> int:
+    """The median longer image side of the dataset, capped (224: the paper's probe resolution)."""
+    sides = [max(int(r.get("height") or cap), int(r.get("width") or cap)) for r in records] or [cap]
+    return int(min(cap, np.median(sides)))
+
+
 # ---------------------------------------------------------------- scores
 def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> Tuple[float, int]:
     """Macro average precision over the classes with at least one positive; (mAP, number of classes)."""
@@ -228,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-test", required=True, help="dataset name/spec it is scored on")
     p.add_argument("--out", required=True, help="run directory for results.json, config.yaml, metrics.jsonl, log")
     p.add_argument("--arch", default="", help="ResNet to build (default: from the checkpoint; resnet50 for 'random')")
-    p.add_argument("--image-size", type=int, default=224, help="images are resized whole to this square size")
+    p.add_argument("--image-size", type=int, default=0,
+                   help="images are resized whole to this square size; 0 = the images' own size (median longer "
+                        "side), at most 224 (small synthetic images are not blown up)")
     p.add_argument("--epochs", type=int, default=100, help="linear-classifier epochs (the paper: 100)")
     p.add_argument("--lr", type=float, default=0.1, help="SGD lr on standardised features (cosine schedule)")
     p.add_argument("--probe-batch-size", type=int, default=256, help="linear-classifier batch (the paper: 256)")
@@ -256,8 +264,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     logger = setup_logger("objcrop.probe", args.out)
-    cfg = _probe_cfg(args)
-    write_config(cfg, args.out)
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
 
     model, arch, block, weights_id = load_backbone(args.weights, args.arch, args.seed)
@@ -269,6 +275,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise DatasetError(f"{args.dataset_train}: no classes, nothing to probe")
     if (test_meta.get("thing_classes") or []) != classes:
         raise DatasetError(f"{args.dataset_test}: its classes differ from those of {args.dataset_train}")
+    args.image_size = args.image_size or native_size(train_records)
+    logger.info(f"images resized whole to {args.image_size}x{args.image_size}")
+    cfg = _probe_cfg(args)  # the resolved settings, as run
+    write_config(cfg, args.out)
     train_y = torch.from_numpy(multilabel_targets(train_records, len(classes)))
     test_y = torch.from_numpy(multilabel_targets(test_records, len(classes)))
     train_x = cached_features(model, weights_id, arch, args.dataset_train, train_records, args, device, logger)
