@@ -1,0 +1,54 @@
+"""The pretraining sampler (sharding, resume position, per-sample seeds) and the image pre-shrink."""
+import torch
+
+from objcrop.pretrain.engine.data import ShardedResumableSampler, gt_boxes_xyxy, shrink_to_short_side
+from objcrop.pretrain.engine.trainer import dataset_tag, lr_at
+
+
+def _batches(sampler, epoch, start=0):
+    sampler.set_epoch(epoch, start)
+    keys = list(sampler)
+    return [keys[i:i + sampler.batch] for i in range(0, len(keys), sampler.batch)]
+
+
+def test_global_batches_are_the_same_for_one_or_two_processes():
+    one = _batches(ShardedResumableSampler(23, 4, 0, 1, seed=3), epoch=1)
+    ranks = [_batches(ShardedResumableSampler(23, 2, r, 2, seed=3), epoch=1) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == 5 and len(one) == 5  # drop_last: 23 // 4 whole batches
+    for b in range(5):
+        two = {k for r in range(2) for k in ranks[r][b]}
+        assert {k for k in one[b]} == two  # same images and the same per-sample seeds
+    flat = [k for r in ranks for batch in r for k in batch]
+    assert len(flat) == len(set(flat)) == 20  # no image twice in an epoch, across ranks
+
+
+def test_resume_position_skips_exactly_the_trained_batches():
+    s = ShardedResumableSampler(30, 4, seed=0)
+    full = _batches(s, epoch=2)
+    assert _batches(s, epoch=2, start=3) == full[3:] and len(s) == (7 - 3) * 4
+    assert _batches(s, epoch=3) != full  # a new order every epoch
+    seeds = [seed for batch in full for _, seed in batch]
+    assert len(set(seeds)) == len(seeds)
+
+
+def test_shrink_to_short_side_moves_boxes_and_mask():
+    image = torch.zeros(3, 100, 200, dtype=torch.uint8)
+    boxes = torch.tensor([[20.0, 10.0, 120.0, 60.0]])
+    mask = torch.zeros(100, 200, dtype=torch.uint8)
+    mask[10:60, 20:120] = 1
+    small, b, m = shrink_to_short_side(image, boxes, mask, 50)
+    assert small.shape == (3, 50, 100) and m.shape == (50, 100)
+    torch.testing.assert_close(b, torch.tensor([[10.0, 5.0, 60.0, 30.0]]))
+    assert int(m.sum()) == 25 * 50
+    same, b2, _ = shrink_to_short_side(image, boxes, None, 0)
+    assert same is image and b2 is boxes
+
+
+def test_gt_boxes_and_names_and_schedule():
+    rec = {"annotations": [{"bbox": [1, 2, 3, 4], "bbox_mode": 1}, {"bbox": [1, 2, 3, 4], "bbox_mode": 0}]}
+    assert gt_boxes_xyxy(rec).tolist() == [[1, 2, 4, 6], [1, 2, 3, 4]]
+    assert gt_boxes_xyxy({"annotations": []}).shape == (0, 4)
+    assert dataset_tag("synth:/data/objcrop_synth:train") == "objcrop_synth-train"
+    assert dataset_tag("coco_2017_train") == "coco_2017_train"
+    assert lr_at(0, 100, 1.0, 0) == 1.0 and abs(lr_at(50, 100, 1.0, 0) - 0.5) < 1e-9 and lr_at(99, 100, 1.0, 0) < 0.01
+    assert lr_at(0, 100, 1.0, 10) == 0.1 and lr_at(9, 100, 1.0, 10) == 1.0
