@@ -113,7 +113,14 @@ def test_kill9_mid_epoch_then_resume_neither_repeats_nor_skips(synth_dir, tmp_pa
     for a, b in zip(got, expected):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5), (a, b)
         assert a["lr"] == pytest.approx(b["lr"])
-    assert json.loads((run / "results.json").read_text())["iterations"] == total
+    final = json.loads((run / "results.json").read_text())
+    assert final["iterations"] == total
+    assert final["final_loss"] == pytest.approx(json.loads((reference / "results.json").read_text())["final_loss"], rel=1e-4)
+
+    # --resume on a finished run changes nothing
+    again = subprocess.run(cmd[:3] + ["--resume"] + cmd[3:], env=_env(1), capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0 and "already complete" in again.stdout
+    assert json.loads((run / "results.json").read_text()) == final
 
 
 def test_damaged_or_incomplete_checkpoints_are_reported_and_skipped(tmp_path, caplog):

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from objcrop.config import CfgNode, config_hash
 from objcrop.errors import ConfigError, DatasetError, ObjcropError
-from objcrop.io import append_jsonl, atomic_path, write_json_atomic, write_text_atomic
+from objcrop.io import append_jsonl, atomic_path, read_json, write_json_atomic, write_text_atomic
 from objcrop.pretrain.engine import distributed as du
 from objcrop.pretrain.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, build_loader,
@@ -181,6 +181,11 @@ class PretrainTrainer:
     def train(self, resume: bool = False) -> dict:
         cfg, ctx, p = self.cfg, self.ctx, self.cfg.PRETRAIN
         wall_start = time.perf_counter()
+        done = self._complete_results() if resume else None
+        if done is not None:
+            self.logger.info(f"{self.output_dir}: already complete with this config ({done['iterations']} iterations); "
+                             f"nothing to do")
+            return done
         _, sampler, loader = self.build_data()
         method = self.build_method()
         optimizer, scaler, autocast = self._build_optimisation(method)
@@ -199,7 +204,7 @@ class PretrainTrainer:
 
         writer = self._tensorboard() if ctx.is_main else None
         progress = self._progress_bar(total, iteration)
-        recent, metrics_path = deque(maxlen=20), os.path.join(self.output_dir, "metrics.jsonl")
+        recent, metrics_path = extra["recent_losses"], os.path.join(self.output_dir, "metrics.jsonl")
         no_box, seen_this_session, t_session = 0, 0, time.perf_counter()
         try:
             for epoch in range(start_epoch, p.EPOCHS):
@@ -261,7 +266,9 @@ class PretrainTrainer:
 
     def _resume_or_start(self, resume, method, optimizer, scaler):
         """(iteration, epoch, batch in epoch, counters) to start from; a fresh start clears old run files."""
-        iteration, epoch, batch, extra = 0, 0, 0, {"images_seen": 0, "train_time_s": 0.0}
+        # recent_losses: the last 20 losses, whose mean is results.json's final_loss (kept across resumes)
+        iteration, epoch, batch = 0, 0, 0
+        extra = {"images_seen": 0, "train_time_s": 0.0, "recent_losses": deque(maxlen=20)}
         if resume:
             state, path = self.checkpointer.load_newest_valid()
             if state is None:
@@ -270,7 +277,8 @@ class PretrainTrainer:
                 self._restore(state, path, method, optimizer, scaler)
                 iteration, epoch, batch = state["iteration"], state["epoch"], state["batch_in_epoch"]
                 extra = {"images_seen": int(state.get("images_seen", iteration * self.cfg.PRETRAIN.BATCH_SIZE)),
-                         "train_time_s": float(state.get("train_time_s", 0.0))}
+                         "train_time_s": float(state.get("train_time_s", 0.0)),
+                         "recent_losses": deque(state.get("recent_losses", []), maxlen=20)}
                 self.logger.info(f"resumed from {path}: iter={iteration} (epoch {epoch + 1}, batch {batch})")
         if self.ctx.is_main:
             if iteration == 0:
@@ -317,10 +325,23 @@ class PretrainTrainer:
 
     # ----------------------------------------------------------------- helpers
     def _save(self, method, optimizer, scaler, iteration, epoch, batch_in_epoch, extra, t_session):
-        extra = dict(extra, train_time_s=extra["train_time_s"] + time.perf_counter() - t_session)
+        extra = dict(extra, train_time_s=extra["train_time_s"] + time.perf_counter() - t_session,
+                     recent_losses=[float(v) for v in extra["recent_losses"]])  # a list: weights_only-loadable
         path = self.checkpointer.save(self._state(method, optimizer, scaler, iteration, epoch, batch_in_epoch, extra),
                                       iteration)
         self.logger.debug(f"checkpoint {path}")
+
+    def _complete_results(self):
+        """results.json of this run directory if it says this very config finished, model_final.pth beside it."""
+        path = os.path.join(self.output_dir, "results.json")
+        if not os.path.exists(path) or not os.path.exists(os.path.join(self.output_dir, "model_final.pth")):
+            return None
+        try:
+            results = read_json(path)
+        except ObjcropError:
+            return None
+        same_config = results.get("config_hash") == config_hash(self.cfg)
+        return results if results.get("status") == "ok" and same_config else None
 
     def _diverged_message(self, loss_value, iteration, lr) -> str:
         newest = self.checkpointer.list()
