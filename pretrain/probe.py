@@ -150,11 +150,12 @@ def is_single_label(*targets: np.ndarray) -> bool:
 
 
 def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, epochs: int = 100, lr: float = 0.1,
-                       batch_size: int = 256, weight_decay: float = 0.0, seed: int = 0, log=None) -> nn.Module:
+                       batch_size: int = 256, weight_decay: float = 0.0, seed: int = 0, log=None,
+                       device: torch.device = torch.device("cpu")) -> nn.Module:
     """A linear layer on standardised features, BCE per class, SGD with momentum and a cosine schedule.
 
     Standardising (train-set mean/std) takes the place of the paper's lr of 30 on raw pooled features:
-    the same optimum, reached with ordinary learning rates. Returns a module mapping raw features to logits.
+    the same optimum, reached with ordinary learning rates. Returns a CPU module mapping raw features to logits.
     """
     g = torch.Generator().manual_seed(seed)
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
@@ -162,13 +163,14 @@ def train_linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, epochs: int
     torch.manual_seed(seed)
     nn.init.normal_(linear.weight, std=0.01)
     nn.init.zeros_(linear.bias)
+    linear.to(device)
     opt = torch.optim.SGD(linear.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    x = (train_x - mean) / std
+    x = ((train_x - mean) / std).to(device)
     loss_fn = nn.BCEWithLogitsLoss()
-    with _threads_for(batch_size * x.shape[1] * train_y.shape[1]):
-        _fit(linear, x, train_y, loss_fn, opt, sched, epochs, batch_size, g, log)
-    return nn.Sequential(Standardise(mean, std), linear).eval()
+    with _threads_for(batch_size * x.shape[1] * train_y.shape[1] if device.type == "cpu" else 1 << 30):
+        _fit(linear, x, train_y.to(device), loss_fn, opt, sched, epochs, batch_size, g, log)
+    return nn.Sequential(Standardise(mean, std), linear.cpu()).eval()
 
 
 @contextlib.contextmanager
@@ -187,17 +189,17 @@ def _threads_for(work: int):
 def _fit(linear, x, train_y, loss_fn, opt, sched, epochs, batch_size, g, log) -> None:
     for epoch in range(epochs):
         order = torch.randperm(len(x), generator=g)
-        total = 0.0
+        total = torch.zeros((), device=x.device)  # summed on the device: no sync per step
         for i in range(0, len(x), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i:i + batch_size].to(x.device)
             loss = loss_fn(linear(x[idx]), train_y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.detach() * len(idx)
         sched.step()
         if log:
-            log(epoch, total / len(x))
+            log(epoch, float(total) / len(x))
 
 
 class Standardise(nn.Module):
@@ -288,7 +290,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if os.path.exists(metrics_path):
         os.remove(metrics_path)
     probe = train_linear_probe(train_x, train_y, args.epochs, args.lr, args.probe_batch_size, args.weight_decay,
-                               args.seed, log=lambda e, loss: append_jsonl(metrics_path, {"iteration": e + 1, "loss": loss}))
+                               args.seed, log=lambda e, loss: append_jsonl(metrics_path, {"iteration": e + 1, "loss": loss}),
+                               device=device)
     with torch.no_grad():
         logits = probe(test_x)
     y = test_y.numpy()
