@@ -60,30 +60,21 @@ def _set(cfg: CN, dotted: str, value) -> None:
 
 
 def adapt_norms_to_world_size(cfg: CN, world_size: int, logger: logging.Logger) -> List[str]:
-    """SyncBN -> BN on one process; -> naiveSyncBN on several CPU processes. cfg must be mutable.
+    """SyncBN (any synchronised norm) -> BN when a single process trains. cfg must be mutable.
 
-    torch's nn.SyncBatchNorm only synchronises CUDA tensors (it raises on CPU
-    when distributed), while detectron2's NaiveSyncBatchNorm all-reduces with
-    any backend, gloo included. With one process there is nothing to sync with,
-    and plain BN computes the same thing.
+    With one process there is nothing to synchronise with and plain BN computes
+    the same statistics, without needing an initialised process group.
     """
+    if world_size != 1:
+        return []
     changes = []
-    on_cpu = str(cfg.MODEL.DEVICE).startswith("cpu")
     for key in NORM_KEYS:
         norm = _get(cfg, key)
-        if norm not in _SYNC_NORMS:
-            continue
-        if world_size == 1:
-            new = "BN"
-        elif on_cpu and norm in ("SyncBN", "nnSyncBN"):
-            new = "naiveSyncBN"
-        else:
-            continue
-        _set(cfg, key, new)
-        changes.append(f"{key}: {norm} -> {new}")
+        if norm in _SYNC_NORMS:
+            _set(cfg, key, "BN")
+            changes.append(f"{key}: {norm} -> BN")
     if changes:
-        why = "one process, nothing to synchronise with" if world_size == 1 else "torch's SyncBatchNorm needs CUDA"
-        logger.info("norm layers adapted (%s): %s", why, "; ".join(changes))
+        logger.info("norm layers adapted (one process, nothing to synchronise with): %s", "; ".join(changes))
     return changes
 
 

@@ -54,6 +54,10 @@ def setup(args, seed: int, world_size: int):
     if not torch.cuda.is_available() and not str(cfg.MODEL.DEVICE).startswith("cpu"):
         logger.info("no CUDA device: MODEL.DEVICE %s -> cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
+    if world_size > 1 and str(cfg.MODEL.DEVICE).startswith("cpu"):
+        # detectron2's DefaultTrainer wraps the model in DDP with device_ids, which torch refuses for CPU modules.
+        raise ConfigError(f"{world_size} processes on CPU: detectron2's trainer runs multi-process only on GPUs; "
+                          "use --num-gpus 1 on a CPU machine (one process uses all cores)")
     adapt_norms_to_world_size(cfg, world_size, logger)
     scale_to_world_size(cfg, world_size, logger, enabled=not args.no_scale)
     cfg.SEED = int(seed)
