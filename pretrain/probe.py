@@ -19,6 +19,11 @@ import sys
 import time
 from typing import List, Optional, Tuple
 
+# Set before torch loads OpenMP: on a CPU shared with data workers or other jobs, OpenMP threads that
+# spin while they wait made a ResNet step 4-6x slower (measured under load, see the pretraining
+# benchmark notes); waiting passively costs little on an idle machine. An explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import torch
 from torch import nn

@@ -6,8 +6,14 @@ Run several processes with torchrun, e.g.
     torchrun --nproc_per_node 8 -m objcrop.pretrain.train_net --config-file pretrain/mocov2_r50_objobjdilate_200e_coco.yaml
 """
 import argparse
+import os
 import sys
 from typing import List, Optional
+
+# Set before torch loads OpenMP: on a CPU shared with data workers or other jobs, OpenMP threads that
+# spin while they wait made a ResNet step 4-6x slower (measured under load, see the pretraining
+# benchmark notes); waiting passively costs little on an idle machine. An explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from objcrop.cli import run_stage_main
 from objcrop.config import merge_config, write_config
