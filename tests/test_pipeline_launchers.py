@@ -105,3 +105,18 @@ def test_slurm_without_a_cluster_is_one_line(tmp_path):
                        capture_output=True, text=True, env=_env())
     assert r.returncode == 2
     assert r.stderr.startswith("run_pipeline: error: --launcher slurm:") and "Traceback" not in r.stderr
+
+
+def test_submitit_local_runs_stages_in_dependency_order(tmp_path):
+    """submitit's local executor really runs the jobs (data, then proposals once data is done)."""
+    out = tmp_path / "out"
+    cmd = ["bash", RUN_PIPELINE, "--preset", "tiny", "--out", str(out), "--launcher", "submitit-local",
+           "--stages", "data proposals"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = (out / "logs" / "pipeline.log").read_text()
+    assert log.index("done data") < log.index("submitted proposals.gt")  # waited for its dependency
+    assert os.path.isfile(out / "data" / "meta.json") and os.path.getsize(out / "proposals" / "gt.store") > 0
+    assert "node 0 of 1" in (out / "logs" / "proposals.gt.log").read_text()  # ran through the job script
+    r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0 and "submitted" not in r.stdout  # complete: nothing resubmitted
