@@ -80,19 +80,27 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def _gpus() -> str:
+    """GPU names from nvidia-smi (importing torch here would cost seconds per `make bench`)."""
+    import shutil
+
+    if not shutil.which("nvidia-smi"):
+        return "none"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (nvidia-smi failed)"
+    names = [n.strip() for n in out.stdout.splitlines() if n.strip()]
+    return ", ".join(names) if out.returncode == 0 and names else "none"
+
+
 def header(quick: bool, started: datetime.datetime, wall_s: float) -> str:
     try:
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "n/a"
-    gpu = "none"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    except Exception:
-        pass
+    gpu = _gpus()
     return "\n".join([
         "# objcrop performance benchmarks",
         "",

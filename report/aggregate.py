@@ -328,13 +328,18 @@ def _fill_deltas(table: Table) -> None:
 
 
 def _mark_best(table: Table) -> None:
-    """Every metric here is higher-is-better; ties are all marked. A lone value is not 'best'."""
+    """Higher is better for every metric here; ties are all marked.
+
+    A lone value, or a column where all values are equal, has no best.
+    """
     for col in table.columns:
         filled = [table.cells[(r, col)] for r in table.rows
                   if (r, col) in table.cells and table.cells[(r, col)].mean is not None]
         if len(filled) < 2:
             continue
         top = max(c.mean for c in filled)
+        if all(math.isclose(c.mean, top, rel_tol=0, abs_tol=1e-9) for c in filled):
+            continue  # everyone equal (e.g. all 0 AP): there is no best
         for c in filled:
             c.best = math.isclose(c.mean, top, rel_tol=0, abs_tol=1e-9)
 

@@ -176,3 +176,10 @@ def test_pretrain_fields_missing_from_results_come_from_config_yaml(tmp_path):
     assert (row.method, row.policy, row.epochs, row.arch) == ("byol", "obj-scene", 200, "resnet50")
     assert out["table"].row_flags[row][0].reason == "pretraining status failed"
     assert "| byol † | obj-scene |" in open(tmp_path / "rep" / "results.md").read()
+
+
+def test_no_best_when_all_equal():
+    results = [({"stage": "probe", "status": "ok", "pretrain": _pre(p, 0), "mAP": 0.0, "dataset": "x"}, p)
+               for p in ("random", "obj-obj")]
+    table = build_table(results)
+    assert not any(c.best for c in table.cells.values())
