@@ -4,6 +4,9 @@
         --dataset-train voc:DIR/voc:train --dataset-test voc:DIR/voc:val
     objcrop detect train --config-file voc/faster_rcnn_R_50_C4_24k.yaml --weights w.pkl --num-gpus 8
     objcrop detect train --config-file voc/faster_rcnn_R_50_C4_24k_scratch.yaml --seeds 0   # random init
+    # two machines with 8 GPUs each; the same command on both, with its own --machine-rank
+    objcrop detect train --config-file coco/mask_rcnn_R_50_FPN_1x.yaml --weights w.pkl --num-gpus 8 \
+        --num-machines 2 --machine-rank 0 --dist-url tcp://HOST0:29500 --seeds 0 1 2
 """
 import argparse
 import logging
@@ -33,7 +36,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset-test", nargs="+", metavar="NAME",
                    help="test dataset names or specs replacing DATASETS.TEST; results.json reports the first")
     p.add_argument("--num-gpus", type=int, default=1, metavar="N",
-                   help="processes per machine (one per GPU; on a CPU-only machine, CPU processes on gloo)")
+                   help="processes per machine, one per GPU (default 1; a CPU-only machine runs one process)")
     p.add_argument("--num-machines", type=int, default=1, metavar="M", help="number of machines (default 1)")
     p.add_argument("--machine-rank", type=int, default=0, metavar="R", help="rank of this machine, 0..M-1")
     p.add_argument("--dist-url", default="auto", metavar="URL",
