@@ -165,9 +165,9 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     """The task graph of a preset, in an order that respects every dependency."""
     out = os.path.abspath(out)
     data_cfg = preset.get("data") or {}
-    data_dir = os.path.abspath(_fmt(data_cfg.get("dir", "{out}/data"), {"out": out}))
-    ctx = {"out": out, "data": data_dir,
-           "datasets": os.path.abspath(os.environ.get("DETECTRON2_DATASETS", "datasets"))}
+    datasets_root = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    data_dir = os.path.abspath(_fmt(data_cfg.get("dir", "{out}/data"), {"out": out, "datasets": datasets_root}))
+    ctx = {"out": out, "data": data_dir, "datasets": datasets_root}
     p = _fmt({k: v for k, v in preset.items() if not k.startswith("_")}, ctx)
     gpus, nodes = int(p.get("gpus", 0) or 0), int(p.get("nodes", 1) or 1)
     runs, weights = os.path.join(out, "runs"), os.path.join(out, "weights")

@@ -120,3 +120,16 @@ def test_failing_stage_stops_with_its_name_and_log(tmp_path):
 def test_bad_preset_is_one_line(tmp_path):
     r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "no_such_preset"], capture_output=True, text=True, env=_env())
     assert r.returncode == 2 and r.stderr.startswith("run_pipeline: error: --preset no_such_preset")
+
+
+def test_paper_preset_uses_real_datasets_and_gpus(tmp_path, monkeypatch):
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "ds"))
+    tasks = pipeline.build_plan(pipeline.load_preset("paper"), str(tmp_path / "out"))
+    assert not [t for t in tasks if t.stage == "data"]  # real data is not generated
+    pre = [t for t in tasks if t.stage == "pretrain"]
+    assert len(pre) == 3 * 3 and all(t.gpus == 8 and t.distributed == "torchrun" for t in pre)
+    argv = pipeline.objcrop_argv(pre[0])
+    assert argv[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=8" in argv
+    props = {t.name: t for t in tasks if t.stage == "proposals"}
+    assert props["proposals.selective-search"].cmd[props["proposals.selective-search"].cmd.index("--dataset") + 1] == "coco_2017_train"
+    assert len([t for t in tasks if t.stage == "detect"]) == 9 * 2 * 3
