@@ -293,7 +293,27 @@ def _train(cfg, resume: bool):
     results = getattr(trainer, "_last_eval_results", None)  # set by DefaultTrainer's final EvalHook
     if results is None:
         results = Trainer.test(cfg, trainer.model)
+    if comm.is_main_process():
+        _remove_intermediate_checkpoints(cfg.OUTPUT_DIR)
     return results, trainer.iter  # detectron2 leaves iter == max_iter after a finished run
+
+
+def _remove_intermediate_checkpoints(output_dir: str) -> None:
+    """Once a run has finished, its periodic checkpoints (only there to resume) give way to model_final.pth.
+
+    detectron2 keeps every one: 18 files of ~350 MB per seed on a COCO 1x schedule.
+    """
+    final = os.path.join(output_dir, "model_final.pth")
+    if not os.path.isfile(final):
+        return
+    freed = 0
+    for name in os.listdir(output_dir):
+        if name.startswith("model_") and name.endswith(".pth") and name != "model_final.pth":
+            path = os.path.join(output_dir, name)
+            freed += os.path.getsize(path)
+            os.remove(path)
+    if freed:
+        logger.info("removed intermediate checkpoints (%.0f MB); model_final.pth stays", freed / 2**20)
 
 
 def _evaluate_only(cfg):

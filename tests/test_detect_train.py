@@ -82,13 +82,16 @@ def test_voc_format_demo_trains_checkpoints_resumes_and_evaluates(synth_dir, wei
     with open(os.path.join(run, "config.yaml")) as f:
         config_text = f.read()
     assert "NORM: BN" in config_text and "SyncBN" not in config_text
-    assert {"model_0000001.pth", "model_final.pth", "last_checkpoint", "metrics.jsonl", "log.txt"} <= set(os.listdir(run))
+    assert {"model_final.pth", "last_checkpoint", "metrics.jsonl", "log.txt"} <= set(os.listdir(run))
+    # The periodic checkpoint (iteration 2 of 4) was written, then removed once the run finished.
+    assert not [n for n in os.listdir(run) if n.startswith("model_0")]
     with open(os.path.join(run, "metrics.jsonl")) as f:
         lines = [json.loads(line) for line in f]
     assert lines[-1]["iteration"] == 4 and math.isfinite(lines[-1]["loss"]) and "lr" in lines[-1]
     with open(os.path.join(run, "log.txt")) as f:
         log = f.read()
     assert "SyncBN -> BN" in log and "all 265 backbone tensors identical" in log
+    assert "Saving checkpoint to" in log and "model_0000001.pth" in log and "removed intermediate checkpoints" in log
 
     # --resume continues from the last checkpoint when the run is not finished.
     os.remove(os.path.join(run, "results.json"))
