@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.objcrop-installed
 PYTEST_ARGS ?=
+# Idle OpenMP threads sleep instead of spinning: on a loaded 2-core machine spinning
+# threads made a training step 4-6x slower (measured in the pretraining work, issue 5).
+export OMP_WAIT_POLICY ?= PASSIVE
 
 # Python 3.10: pyenv's 3.10.x, else `python3.10` on PATH; each candidate must
 # actually run (a pyenv shim exists even where 3.10 is not selected).
