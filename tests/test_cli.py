@@ -34,3 +34,18 @@ def test_config_unknown_key_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match="--opts.*C"):
         merge_config(defaults, None, ["C", "3"])
     assert merge_config(defaults, None, ["A", "5"]).A == 5
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from objcrop.io import read_json, write_json_atomic
+
+    path = tmp_path / "r.json"
+    write_json_atomic(str(path), {"a": 1})
+    assert read_json(str(path)) == {"a": 1}
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # no temporary file left behind
