@@ -135,6 +135,8 @@ def test_byol_target_momentum_schedule_and_ema():
 def _ddp_shuffle_worker(rank, world, port, result_dir):
     import os
 
+    from objcrop.pretrain.engine.distributed import cleanup
+
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -150,7 +152,7 @@ def _ddp_shuffle_worker(rank, world, port, result_dir):
             got = model._keys_with_shuffled_bn(x)
         torch.save({"max_err": float((got - expected).abs().max())}, os.path.join(result_dir, f"r{rank}.pt"))
     finally:
-        dist.destroy_process_group()
+        cleanup()
 
 
 def test_ddp_shuffle_bn_returns_each_rank_its_own_keys(tmp_path):

@@ -89,5 +89,9 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group together: a rank that tears down while another is still
+    finishing its last collective can leave that rank hanging in destroy_process_group
+    (seen with gloo on torch 2.3)."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
