@@ -52,3 +52,18 @@ def test_gt_boxes_and_names_and_schedule():
     assert dataset_tag("coco_2017_train") == "coco_2017_train"
     assert lr_at(0, 100, 1.0, 0) == 1.0 and abs(lr_at(50, 100, 1.0, 0) - 0.5) < 1e-9 and lr_at(99, 100, 1.0, 0) < 0.01
     assert lr_at(0, 100, 1.0, 10) == 0.1 and lr_at(9, 100, 1.0, 10) == 1.0
+
+
+def test_gt_box_source_gives_copy_paste_the_annotated_masks_only_when_asked(synth_dir):
+    from objcrop.datasets import load_dataset, read_image
+    from objcrop.pretrain.engine.data import BoxSource
+
+    records, _ = load_dataset(f"synth:{synth_dir}:train")
+    record = next(r for r in records if r["annotations"])
+    h, w = read_image(record["file_name"]).shape[:2]
+    assert BoxSource("gt").mask(record, h, w) is None  # copy-paste off: no mask work
+    mask = BoxSource("gt", with_masks=True).mask(record, h, w)
+    assert mask is not None and mask.shape == (h, w)
+    for x0, y0, x1, y1 in gt_boxes_xyxy(record).astype(int):
+        assert mask[y0:y1 + 1, x0:x1 + 1].any()  # every annotated object is in the foreground
+    assert mask.mean() < 0.9  # and the background is not

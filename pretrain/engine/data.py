@@ -61,8 +61,9 @@ def gt_boxes_xyxy(record: dict) -> np.ndarray:
 class BoxSource:
     """Where the object boxes of an image come from: "" (none), "gt" (annotations) or a proposal store."""
 
-    def __init__(self, spec: str, topk: int = 0):
-        self.spec, self.topk = spec, topk
+    def __init__(self, spec: str, topk: int = 0, with_masks: bool = False):
+        # Masks are only read when a consumer (DiLo copy-paste) uses them: decoding them is wasted work otherwise.
+        self.spec, self.topk, self.with_masks = spec, topk, with_masks
         self._store = None
         self.name = "none" if not spec else "gt" if spec == "gt" else self._store_name()
 
@@ -102,9 +103,14 @@ class BoxSource:
             boxes = boxes[np.argsort(-np.asarray(scores), kind="stable")[: self.topk]]
         return boxes
 
-    def mask(self, record: dict) -> Optional[np.ndarray]:
-        if not self.spec or self.spec == "gt":
+    def mask(self, record: dict, height: int, width: int) -> Optional[np.ndarray]:
+        """The foreground mask (uint8 [height, width]) for copy-paste, or None."""
+        if not self.spec or not self.with_masks:
             return None
+        if self.spec == "gt":  # the union of the annotated instance masks, as `proposals compute --method gt` stores
+            from objcrop.pretrain.proposals.methods import annotation_mask
+
+            return annotation_mask(record.get("annotations", []), height, width)
         store = self._open()
         return store.get_mask(record["image_id"]) if record["image_id"] in store else None
 
@@ -148,7 +154,7 @@ class ViewPairDataset(Dataset):
         record = self.records[index]
         image = torch.tensor(read_image(record["file_name"])).permute(2, 0, 1).contiguous()  # a writable copy
         boxes = torch.from_numpy(self.box_source.boxes(record))
-        mask = self.box_source.mask(record)
+        mask = self.box_source.mask(record, *image.shape[-2:])
         mask = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
         image, boxes, mask = shrink_to_short_side(image, boxes, mask, self.image_size)
         generator = torch.Generator().manual_seed(seed)

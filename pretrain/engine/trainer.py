@@ -90,7 +90,7 @@ class PretrainTrainer:
         if p.BATCH_SIZE % ctx.world_size:
             raise ConfigError(f"PRETRAIN.BATCH_SIZE: {p.BATCH_SIZE} does not split over {ctx.world_size} processes")
         self.batch_per_process = p.BATCH_SIZE // ctx.world_size
-        self.box_source = BoxSource(cfg.DATA.PROPOSALS, cfg.DATA.PROPOSALS_TOPK)
+        self.box_source = BoxSource(cfg.DATA.PROPOSALS, cfg.DATA.PROPOSALS_TOPK, with_masks=cfg.VIEWS.COPY_PASTE.ENABLED)
         self.output_dir = cfg.OUTPUT_DIR or default_run_dir(cfg, self.box_source.name)
         self.checkpointer = Checkpointer(os.path.join(self.output_dir, "checkpoints"), cfg.CHECKPOINT.KEEP_LAST, logger)
 
