@@ -113,6 +113,7 @@ def header(quick: bool, started: datetime.datetime, wall_s: float) -> str:
         f"- objcrop commit: {_git_commit()}",
         f"- mode: {'quick (BENCH_QUICK=1: smaller sizes, noisier figures)' if quick else 'full'}",
         "",
+        "",  # a blank line before the summary table, or markdown glues it to the list
     ])
 
 
