@@ -115,12 +115,9 @@ def main(argv=None) -> int:
               f"| open (header + memory map) | {st['open_s'] * 1e3:.2f} ms |",
               f"| lookup of one image (binary search on the mapped ids) | {st['lookup_s'] * 1e6:.1f} µs |",
               f"| open + first lookup | {st['open_plus_lookup_s'] * 1e3:.2f} ms |"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        from objcrop.io import write_text_atomic
+    from _report import emit_markdown
 
-        write_text_atomic(args.out, text)
+    emit_markdown(lines, args.out)
     return 0
 
 

@@ -203,12 +203,9 @@ def main(argv=None):
         "",
         f"loader / step ratio: {ratio:.2f} (target >= 2): {'met' if ratio >= 2 else 'NOT met'}",
     ]
-    report = "\n".join(lines) + "\n"
-    print(report)
-    if args.out:
-        from objcrop.io import write_text_atomic
+    from _report import emit_markdown
 
-        write_text_atomic(args.out, report)
+    emit_markdown(lines, args.out)
     return 0
 
 

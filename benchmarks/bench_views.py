@@ -93,12 +93,9 @@ def main(argv=None) -> int:
         lines.append(f"| {label} | {t * 1e3:.2f} | {t / base:.3f} |")
     worst = max(statistics.median(times[k]) for k in ("obj-obj", "obj-obj-dilate", "obj-scene")) / base
     lines += ["", f"Worst object-aware policy (no copy-paste): {worst:.3f}× random (target ≤ 1.15×)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        from objcrop.io import write_text_atomic
+    from _report import emit_markdown
 
-        write_text_atomic(args.out, text)
+    emit_markdown(lines, args.out)
     return 0
 
 
