@@ -13,13 +13,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models: one thread is faster than two (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 TINY = ["PRETRAIN.ARCH", "resnet18", "PRETRAIN.MOCO.K", "16", "PRETRAIN.MOCO.MLP_HIDDEN", "64",
         "PRETRAIN.MOCO.DIM", "32", "VIEWS.CROP_SIZE", "32", "VIEWS.POLICY", "obj-obj-dilate",

@@ -11,13 +11,7 @@ from objcrop.pretrain.methods.losses import byol_loss, moco_logits, moco_loss
 
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models: one thread is faster than two (and far faster on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 def tiny_moco(K=10, bn_splits=2, m=0.9):
     torch.manual_seed(0)
