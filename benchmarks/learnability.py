@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 from objcrop.datasets import load_dataset, multilabel_targets, read_image
-from objcrop.io import write_json_atomic
+from objcrop.io import atomic_path, write_json_atomic
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -131,6 +131,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default=None, help="write the numbers to this json file")
+    p.add_argument("--save-backbone", default=None,
+                   help="save the supervised backbone (a torchvision state dict without the fc head) here, "
+                        "for `objcrop probe --weights FILE` and the study's 'supervised' reference row")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,6 +168,10 @@ def main(argv=None) -> int:
     tr = results["supervised_training"]
     print(f"supervised      probe mAP {results['supervised_mAP']:.3f}  ({tr['samples']} samples, "
           f"{tr['epochs']:.1f} epochs in {tr['train_seconds']:.0f}s)", flush=True)
+    if args.save_backbone:
+        os.makedirs(os.path.dirname(os.path.abspath(args.save_backbone)), exist_ok=True)
+        with atomic_path(args.save_backbone) as tmp:
+            torch.save({k: v for k, v in supervised.state_dict().items() if not k.startswith("fc.")}, tmp)
     if args.json:
         write_json_atomic(args.json, results)
     print(json.dumps({k: results[k] for k in ("chance_mAP", "random_init_mAP", "supervised_mAP", "supervised_head_mAP")}))

@@ -60,6 +60,7 @@ class Task:
     distributed: str = ""  # "torchrun" (pretrain) or "d2" (detectron2 launch) when gpus > 1 or nodes > 1
     timeout_min: int = 60
     tail: List[str] = field(default_factory=list)  # arguments that must come last (detectron2's --opts)
+    raw: bool = False  # cmd is a script of this repository and its arguments, run with this Python
 
     def complete(self) -> bool:
         return (not self.always) and bool(self.checks) and all(_check(c) for c in self.checks)
@@ -161,6 +162,51 @@ def run_name(method: str, policy: str, proposals: str, seed: int) -> str:
     return f"{method}_{policy}_{proposals}_s{seed}"
 
 
+RUN_KEYS = {"method", "policy", "proposals", "copy_paste", "seeds", "opts", "detect"}
+
+
+def pretrain_specs(pre: Dict[str, Any], prop_methods: List[str]) -> List[Dict[str, Any]]:
+    """The pretraining runs of a preset: the cross product methods × policies × proposal sources
+    × seeds, or — when `pretrain.runs` lists them — exactly those runs (a study rarely wants
+    every combination: copy-paste on one policy, BYOL on two)."""
+    seeds = [int(s) for s in pre.get("seeds", [0])]
+    if not pre.get("runs"):
+        policies = _words(pre.get("policies", ["random"]))
+        if any(pol != "random" for pol in policies) and not prop_methods:
+            raise PipelineError("object-aware policies need proposals: set proposals.methods in the preset or --proposals")
+        return [{"method": m, "policy": pol, "proposals": src, "copy_paste": False, "seeds": seeds, "opts": [],
+                 "detect": True}
+                for m in _words(pre.get("methods", ["moco_v2"])) for pol in policies
+                for src in (["none"] if pol == "random" else prop_methods)]
+    specs = []
+    for i, run in enumerate(pre["runs"]):
+        where = f"pretrain.runs[{i}]"
+        if not isinstance(run, dict) or "policy" not in run:
+            raise PipelineError(f"{where}: a run is a mapping with at least `policy` (keys: {', '.join(sorted(RUN_KEYS))})")
+        unknown = set(run) - RUN_KEYS
+        if unknown:
+            raise PipelineError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(RUN_KEYS))})")
+        spec = {"method": str(run.get("method", "moco_v2")), "policy": str(run["policy"]),
+                "proposals": str(run.get("proposals") or "none"), "copy_paste": bool(run.get("copy_paste", False)),
+                "seeds": [int(s) for s in run.get("seeds", seeds)], "opts": [str(o) for o in run.get("opts", [])],
+                "detect": bool(run.get("detect", True))}
+        if spec["proposals"] == "none" and (spec["policy"] != "random" or spec["copy_paste"]):
+            raise PipelineError(f"{where}: policy {spec['policy']}{' with copy-paste' if spec['copy_paste'] else ''} "
+                                f"needs `proposals` (gt or a proposal method)")
+        specs.append(spec)
+    return specs
+
+
+def probe_task(name: str, weights: str, p: Dict[str, Any], probe: Dict[str, Any], runs: str, deps: List[str],
+               gpus: int, extra: Optional[List[str]] = None) -> Task:
+    probe_dir = os.path.join(runs, "probe", name)
+    cmd = ["probe", "--weights", weights, "--dataset-train", p["datasets"]["probe_train"],
+           "--dataset-test", p["datasets"]["probe_test"], "--out", probe_dir]
+    cmd += [str(a) for a in probe.get("args", [])] + list(extra or [])
+    return Task(f"probe.{name}", "probe", cmd, [["results_ok", os.path.join(probe_dir, "results.json")]],
+                deps=deps, gpus=min(gpus, 1))
+
+
 def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     """The task graph of a preset, in an order that respects every dependency."""
     out = os.path.abspath(out)
@@ -185,75 +231,88 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
         data_deps = ["data"]
 
     pre = p.get("pretrain") or {}
-    methods, policies = _words(pre.get("methods", ["moco_v2"])), _words(pre.get("policies", ["random"]))
-    seeds = [int(s) for s in pre.get("seeds", [0])]
+    specs = pretrain_specs(pre, _words((p.get("proposals") or {}).get("methods", ["gt"])))
     prop = p.get("proposals") or {}
-    prop_methods = _words(prop.get("methods", ["gt"]))
     stores: Dict[str, str] = {}
-    if any(pol != "random" for pol in policies):
-        if not prop_methods:
-            raise PipelineError("object-aware policies need proposals: set proposals.methods in the preset or --proposals")
-        for m in prop_methods:
-            store = os.path.join(out, "proposals", f"{m}{prop.get('suffix', '.store')}")
-            # --resume: continue an interrupted computation from its shards (a fresh start when there are none)
-            cmd = ["proposals", "compute", "--dataset", str(prop.get("dataset", p["datasets"]["pretrain"])),
-                   "--method", m, "--out", store, "--resume"] + [str(a) for a in (prop.get("args") or {}).get(m, [])]
-            tasks.append(Task(f"proposals.{m}", "proposals", cmd, [["file", store]], deps=list(data_deps)))
-            stores[m] = store
+    for m in dict.fromkeys(s["proposals"] for s in specs if s["proposals"] != "none"):
+        store = os.path.join(out, "proposals", f"{m}{prop.get('suffix', '.store')}")
+        # --resume: continue an interrupted computation from its shards (a fresh start when there are none)
+        cmd = ["proposals", "compute", "--dataset", str(prop.get("dataset", p["datasets"]["pretrain"])),
+               "--method", m, "--out", store, "--resume"] + [str(a) for a in (prop.get("args") or {}).get(m, [])]
+        tasks.append(Task(f"proposals.{m}", "proposals", cmd, [["file", store]], deps=list(data_deps)))
+        stores[m] = store
 
     probe = p.get("probe") or {}
     det = p.get("detection") or {}
     det_seeds = [int(s) for s in det.get("seeds", [0])]
     pretrain_dataset = p["datasets"]["pretrain"]
-    for method in methods:
-        for policy in policies:
-            for source in (["none"] if policy == "random" else prop_methods):
-                for seed in seeds:
-                    name = run_name(method, policy, source, seed)
-                    run_dir = os.path.join(runs, "pretrain", name)
-                    opts = ["OUTPUT_DIR", run_dir, "PRETRAIN.METHOD", method, "VIEWS.POLICY", policy,
-                            "DATA.DATASET", pretrain_dataset, "DATA.PROPOSALS", stores.get(source, ""),
-                            "PRETRAIN.SEED", str(seed)] + [str(o) for o in pre.get("opts", [])]
-                    cmd = ["pretrain", "--config-file", str(pre.get("config_file", "pretrain/demo.yaml")),
-                           "--resume", "--opts"] + opts
-                    pdeps = list(data_deps) + ([f"proposals.{source}"] if source in stores else [])
-                    final = os.path.join(run_dir, "model_final.pth")
-                    tasks.append(Task(f"pretrain.{name}", "pretrain", cmd,
-                                      [["results_ok", os.path.join(run_dir, "results.json")], ["file", final]],
-                                      deps=pdeps, gpus=gpus, nodes=nodes, distributed="torchrun",
-                                      timeout_min=int(pre.get("timeout_min", 24 * 60))))
-                    if probe.get("enabled", True):
-                        probe_dir = os.path.join(runs, "probe", name)
-                        cmd = ["probe", "--weights", final, "--dataset-train", p["datasets"]["probe_train"],
-                               "--dataset-test", p["datasets"]["probe_test"], "--out", probe_dir]
-                        cmd += [str(a) for a in probe.get("args", [])]
-                        tasks.append(Task(f"probe.{name}", "probe", cmd,
-                                          [["results_ok", os.path.join(probe_dir, "results.json")]],
-                                          deps=[f"pretrain.{name}"], gpus=min(gpus, 1)))
-                    # detection is the costly part: a preset may fine-tune only some pretraining seeds
-                    det_pre_seeds = det.get("pretrain_seeds")
-                    if not det.get("tasks") or (det_pre_seeds is not None and seed not in [int(x) for x in det_pre_seeds]):
-                        continue
-                    pkl = os.path.join(weights, f"{name}.pkl")
-                    cmd = ["convert", final, pkl] + [str(a) for a in (p.get("convert") or {}).get("args", [])]
-                    tasks.append(Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{name}"]))
-                    for task_name, spec in det["tasks"].items():
-                        for dseed in det_seeds:
-                            # `objcrop detect train` puts seed k in OUTPUT_DIR/seed<k>; --resume continues it
-                            det_dir = os.path.join(runs, f"detect_{task_name}", name)
-                            cmd = ["detect", "train", "--config-file", str(spec["config_file"]), "--weights", pkl,
-                                   "--seeds", str(dseed), "--output-dir", det_dir, "--resume"]
-                            if spec.get("dataset_train"):
-                                cmd += ["--dataset-train", str(spec["dataset_train"])]
-                            if spec.get("dataset_test"):
-                                cmd += ["--dataset-test", str(spec["dataset_test"])]
-                            cmd += [str(a) for a in spec.get("args", [])]
-                            tail = ["--opts"] + [str(o) for o in spec["opts"]] if spec.get("opts") else []
-                            tasks.append(Task(f"detect.{task_name}.{name}.seed{dseed}", "detect", cmd,
-                                              [["results_ok", os.path.join(det_dir, f"seed{dseed}", "results.json")]],
-                                              tail=tail,
-                                              deps=[f"convert.{name}"], gpus=gpus, nodes=nodes, distributed="d2",
-                                              timeout_min=int(det.get("timeout_min", 24 * 60))))
+    for spec in specs:
+        method, policy, source = spec["method"], spec["policy"], spec["proposals"]
+        label = policy + ("+copy-paste" if spec["copy_paste"] else "")
+        for seed in spec["seeds"]:
+            name = run_name(method, label, source, seed)
+            run_dir = os.path.join(runs, "pretrain", name)
+            opts = ["OUTPUT_DIR", run_dir, "PRETRAIN.METHOD", method, "VIEWS.POLICY", policy,
+                    "DATA.DATASET", pretrain_dataset, "DATA.PROPOSALS", stores.get(source, ""),
+                    "PRETRAIN.SEED", str(seed)] + [str(o) for o in pre.get("opts", [])]
+            if spec["copy_paste"]:
+                opts += ["VIEWS.COPY_PASTE.ENABLED", "True"]
+            opts += spec["opts"]
+            cmd = ["pretrain", "--config-file", str(pre.get("config_file", "pretrain/demo.yaml")),
+                   "--resume", "--opts"] + opts
+            pdeps = list(data_deps) + ([f"proposals.{source}"] if source in stores else [])
+            final = os.path.join(run_dir, "model_final.pth")
+            tasks.append(Task(f"pretrain.{name}", "pretrain", cmd,
+                              [["results_ok", os.path.join(run_dir, "results.json")], ["file", final]],
+                              deps=pdeps, gpus=gpus, nodes=nodes, distributed="torchrun",
+                              timeout_min=int(pre.get("timeout_min", 24 * 60))))
+            if probe.get("enabled", True):
+                tasks.append(probe_task(name, final, p, probe, runs, [f"pretrain.{name}"], gpus))
+            if not spec["detect"]:
+                continue
+            # detection is the costly part: a preset may fine-tune only some pretraining seeds
+            det_pre_seeds = det.get("pretrain_seeds")
+            if not det.get("tasks") or (det_pre_seeds is not None and seed not in [int(x) for x in det_pre_seeds]):
+                continue
+            pkl = os.path.join(weights, f"{name}.pkl")
+            cmd = ["convert", final, pkl] + [str(a) for a in (p.get("convert") or {}).get("args", [])]
+            tasks.append(Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{name}"]))
+            for task_name, dspec in det["tasks"].items():
+                for dseed in det_seeds:
+                    # `objcrop detect train` puts seed k in OUTPUT_DIR/seed<k>; --resume continues it
+                    det_dir = os.path.join(runs, f"detect_{task_name}", name)
+                    cmd = ["detect", "train", "--config-file", str(dspec["config_file"]), "--weights", pkl,
+                           "--seeds", str(dseed), "--output-dir", det_dir, "--resume"]
+                    if dspec.get("dataset_train"):
+                        cmd += ["--dataset-train", str(dspec["dataset_train"])]
+                    if dspec.get("dataset_test"):
+                        cmd += ["--dataset-test", str(dspec["dataset_test"])]
+                    cmd += [str(a) for a in dspec.get("args", [])]
+                    tail = ["--opts"] + [str(o) for o in dspec["opts"]] if dspec.get("opts") else []
+                    tasks.append(Task(f"detect.{task_name}.{name}.seed{dseed}", "detect", cmd,
+                                      [["results_ok", os.path.join(det_dir, f"seed{dseed}", "results.json")]],
+                                      tail=tail,
+                                      deps=[f"convert.{name}"], gpus=gpus, nodes=nodes, distributed="d2",
+                                      timeout_min=int(det.get("timeout_min", 24 * 60))))
+    # the supervised bound: the same backbone trained with labels on the pretraining data
+    sup = p.get("supervised")
+    if sup:
+        sup_dir = os.path.join(out, "supervised")
+        cmd = ["benchmarks/learnability.py", "--data", data_dir, "--save-backbone", os.path.join(sup_dir, "backbone.pth"),
+               "--json", os.path.join(sup_dir, "learnability.json")] + [str(a) for a in sup.get("args", [])]
+        tasks.append(Task("pretrain.supervised", "pretrain", cmd, [["file", os.path.join(sup_dir, "backbone.pth")]],
+                          deps=list(data_deps), raw=True))
+    # reference backbones probed exactly like the pretrained ones: random init (one per seed),
+    # and "supervised" (the model above) or any torchvision state dict file
+    for ref_name, weights in (probe.get("references") or {}).items() if probe.get("enabled", True) else ():
+        deps: List[str] = []
+        if weights == "supervised":
+            if not sup:
+                raise PipelineError("probe.references: 'supervised' needs a `supervised:` section in the preset")
+            weights, deps = os.path.join(out, "supervised", "backbone.pth"), ["pretrain.supervised"]
+        for seed in ([int(x) for x in pre.get("seeds", [0])] if weights == "random" else [0]):
+            tasks.append(probe_task(f"{ref_name}_s{seed}", str(weights), p, probe, runs, deps, gpus,
+                                    extra=["--seed", str(seed)] + [str(a) for a in probe.get("reference_args", [])]))
     report_dir = os.path.join(out, "report")
     deps = [t.name for t in tasks if t.stage in ("probe", "detect", "pretrain")]
     tasks.append(Task("report", "report", ["report", runs, "--out", report_dir], [["file", os.path.join(report_dir, "results.md")]],
@@ -300,6 +359,8 @@ def objcrop_argv(task: Task) -> List[str]:
     if task.stage == "pretrain" and task.gpus > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={task.gpus}",
                 "-m", "objcrop.pretrain.train_net"] + task.cmd[1:]
+    if task.raw:
+        return [sys.executable, os.path.join(REPO, task.cmd[0])] + task.cmd[1:] + task.tail
     argv = [sys.executable, "-m", "objcrop"] + task.cmd
     if task.stage == "detect" and task.gpus > 0:
         argv += ["--num-gpus", str(task.gpus)]
@@ -339,14 +400,15 @@ def cluster_shell_command(task: Task, log_path: str) -> str:
 
 class Pipeline:
     def __init__(self, tasks: List[Task], out: str, launcher: str = "local", dry_run: bool = False,
-                 slurm: Optional[Dict[str, Any]] = None, wait: bool = False):
+                 slurm: Optional[Dict[str, Any]] = None, wait: bool = False, jobs: int = 1):
         self.tasks, self.out, self.launcher, self.dry_run = tasks, os.path.abspath(out), launcher, dry_run
         self.wait = wait
         self.slurm = slurm or {}
         self.log_dir = os.path.join(self.out, "logs")
         os.makedirs(self.log_dir, exist_ok=True)
         self.pipeline_log = os.path.join(self.log_dir, "pipeline.log")
-        self._child: Optional[subprocess.Popen] = None
+        self.jobs = max(1, int(jobs))
+        self._children: List[subprocess.Popen] = []
 
     def say(self, msg: str) -> None:
         line = f"[pipeline {time.strftime('%H:%M:%S')}] {msg}"
@@ -382,45 +444,64 @@ class Pipeline:
             return self._run_local(todo)
         return self._run_submitit(todo)
 
-    # ---- local: one task after another, each in its own process
+    # ---- local: each task in its own process, up to `jobs` at once, in plan order
     def _run_local(self, todo: List[Task]) -> int:
         old = signal.signal(signal.SIGTERM, self._on_sigterm)
+        pending, running, done = list(todo), {}, set()
+        failed = 0
         try:
-            for t in todo:
-                rc = self._run_one_local(t)
+            while pending or running:
+                # start what is ready: every dependency in this run has finished (the rest were complete)
+                for t in list(pending):
+                    if failed or len(running) >= self.jobs:
+                        break
+                    if all(d in done for d in t.deps if d in {x.name for x in todo}):
+                        pending.remove(t)
+                        running[t.name] = (t, self._start(t), time.time())
+                    elif t.always and not running:
+                        break  # the report waits for everything before it
+                if not running:
+                    break
+                finished = self._wait_any(running)
+                t, child, start = running.pop(finished)
+                rc = self._finish(t, child.returncode, start)
                 if rc != 0:
-                    return rc
+                    failed = failed or rc
+                else:
+                    done.add(t.name)
+        except KeyboardInterrupt:
+            for t, child, _ in running.values():
+                self._stop(child)
+                self.say(f"interrupted during {t.name}; rerun the same command to continue from here")
+            return 130
         finally:
             signal.signal(signal.SIGTERM, old)
-        return 0
+        return failed
 
-    def _on_sigterm(self, signum, frame):
-        if self._child is not None and self._child.poll() is None:
-            self._child.terminate()  # the stage cleans up (e.g. DDP workers) on SIGTERM
-        raise KeyboardInterrupt
-
-    def _run_one_local(self, t: Task) -> int:
+    def _start(self, t: Task) -> subprocess.Popen:
         argv = objcrop_argv(t)
         log = self.log_path(t)
         self.say(f"run {t.name}: {' '.join(shlex.quote(a) for a in argv[1:])} (log: {log})")
-        start = time.time()
+        env = dict(os.environ)
+        if self.jobs > 1 and "OMP_NUM_THREADS" not in env:
+            # tasks side by side share the cores instead of each taking all of them
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"\n[pipeline] {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(shlex.quote(a) for a in argv)}\n")
             f.flush()
-            try:
-                self._child = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO)
-                rc = self._child.wait()
-            except KeyboardInterrupt:
-                if self._child is not None and self._child.poll() is None:
-                    self._child.terminate()
-                    try:
-                        self._child.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        self._child.kill()
-                self.say(f"interrupted during {t.name}; rerun the same command to continue from here")
-                return 130
-            finally:
-                self._child = None
+            child = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        self._children.append(child)
+        return child
+
+    def _wait_any(self, running: Dict[str, Any]) -> str:
+        while True:
+            for name, (_, child, _) in running.items():
+                if child.poll() is not None:
+                    self._children.remove(child)
+                    return name
+            time.sleep(0.2)
+
+    def _finish(self, t: Task, rc: int, start: float) -> int:
         if rc != 0:
             return self.fail(t, f"exit code {rc}")
         if t.checks and not all(_check(c) for c in t.checks):
@@ -428,6 +509,18 @@ class Pipeline:
                 c[1] for c in t.checks if not _check(c)))
         self.say(f"done {t.name} in {time.time() - start:.0f} s")
         return 0
+
+    @staticmethod
+    def _stop(child: subprocess.Popen) -> None:
+        if child.poll() is None:
+            child.terminate()  # the stage cleans up (e.g. DDP workers) on SIGTERM
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    def _on_sigterm(self, signum, frame):
+        raise KeyboardInterrupt
 
     # ---- submitit: SLURM (dependencies by afterok) or the local executor (dependencies waited for)
     def _run_submitit(self, todo: List[Task]) -> int:
@@ -541,6 +634,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default=env("OBJCROP_STAGES"),
                    help=f'run only these stages, e.g. "probe report" (their other inputs must be complete); '
                         f'stages: {" ".join(STAGE_ORDER)} [OBJCROP_STAGES]')
+    p.add_argument("--jobs", type=int, default=int(env("OBJCROP_JOBS", "1")),
+                   help="local launcher: run up to this many independent tasks at once, the CPU threads split "
+                        "between them (OMP_NUM_THREADS = cores / jobs unless set) [OBJCROP_JOBS; default 1]")
     p.add_argument("--wait", action="store_true",
                    help="slurm launcher: stay until the last job has ended (default: submit and return)")
     p.add_argument("--dry-run", action="store_true", help="print what would run and what is skipped, run nothing")
@@ -555,7 +651,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = os.path.abspath(args.out or os.path.join("output", f"pipeline_{name}"))
         tasks = select_stages(build_plan(preset, out), _words(args.stages) or None)
         slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
-        pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait)
+        pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=args.jobs)
     except PipelineError as e:
         print(f"run_pipeline: error: {e}", file=sys.stderr)
         return 2

@@ -133,3 +133,68 @@ def test_paper_preset_uses_real_datasets_and_gpus(tmp_path, monkeypatch):
     props = {t.name: t for t in tasks if t.stage == "proposals"}
     assert props["proposals.selective-search"].cmd[props["proposals.selective-search"].cmd.index("--dataset") + 1] == "coco_2017_train"
     assert len([t for t in tasks if t.stage == "detect"]) == 9 * 2 * 3
+
+
+def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
+    tasks = pipeline.build_plan(pipeline.load_preset("study"), str(tmp_path))
+    by_name = {t.name: t for t in tasks}
+    pre = sorted(t.name for t in tasks if t.stage == "pretrain")
+    assert "pretrain.moco_v2_obj-obj-dilate+copy-paste_gt_s2" in pre
+    assert "pretrain.byol_obj-obj-dilate_gt_s0" in pre and "pretrain.byol_obj-scene_gt_s0" not in pre
+    assert len(pre) == 8 * 3 + 1  # 8 runs x 3 seeds + the supervised bound
+    cp = by_name["pretrain.moco_v2_obj-obj-dilate+copy-paste_gt_s2"].cmd
+    opts = cp[cp.index("--opts") + 1:]
+    assert dict(zip(opts[::2], opts[1::2]))["VIEWS.COPY_PASTE.ENABLED"] == "True"
+    assert sorted(t.name for t in tasks if t.stage == "proposals") == [
+        "proposals.gt", "proposals.saliency-rbd", "proposals.selective-search"]
+    # detection only for the runs that ask for it (random, gt and selective-search boxes)
+    dets = {t.name.split(".")[2].rsplit("_s", 1)[0] for t in tasks if t.stage == "detect"}
+    assert dets == {"moco_v2_random_none", "moco_v2_obj-obj-dilate_gt", "moco_v2_obj-obj-dilate_selective-search"}
+    sup = by_name["pretrain.supervised"]
+    assert sup.raw and pipeline.objcrop_argv(sup)[1].endswith(os.path.join("benchmarks", "learnability.py"))
+    assert by_name["probe.supervised_s0"].deps == ["pretrain.supervised"]
+    rnd = by_name["probe.random_init_s2"].cmd
+    assert rnd[rnd.index("--weights") + 1] == "random" and rnd[rnd.index("--seed") + 1] == "2"
+
+
+@pytest.mark.parametrize("run, message", [
+    ({"policy": "obj-obj-dilate"}, "needs `proposals`"),
+    ({"policy": "random", "copy_paste": True}, "with copy-paste needs `proposals`"),
+    ({"policy": "random", "seed": 1}, "unknown key(s) seed"),
+])
+def test_bad_run_entry_names_it(tmp_path, run, message):
+    preset = {"datasets": {"pretrain": "x", "probe_train": "x", "probe_test": "y"}, "pretrain": {"runs": [run]}}
+    with pytest.raises(pipeline.PipelineError, match=r"pretrain\.runs\[0\]") as e:
+        pipeline.build_plan(preset, str(tmp_path))
+    assert message in str(e.value)
+
+
+def test_jobs_run_independent_tasks_side_by_side_and_respect_dependencies(tmp_path, monkeypatch):
+    # stand-in stages: each writes its start and end time, so overlap and order can be checked
+    script = tmp_path / "stage.py"
+    script.write_text("import json, sys, time, os\nname, secs, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]\n"
+                      "t0 = time.time(); time.sleep(secs)\n"
+                      "json.dump({'start': t0, 'end': time.time(), 'threads': os.environ.get('OMP_NUM_THREADS')}, "
+                      "open(os.path.join(out, name + '.json'), 'w'))\n"
+                      "sys.exit(1 if name == 'bad' else 0)\n")
+    monkeypatch.setattr(pipeline, "REPO", str(tmp_path))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    def task(name, secs, deps=()):
+        return pipeline.Task(name, "pretrain", ["stage.py", name, str(secs), str(tmp_path)],
+                             [["file", str(tmp_path / f"{name}.json")]], deps=list(deps), raw=True)
+
+    tasks = [task("a", 1.5), task("b", 1.5), task("c", 0.1, deps=["a"])]
+    assert pipeline.Pipeline(tasks, str(tmp_path / "out"), jobs=2).run() == 0
+    t = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in "abc"}
+    assert t["a"]["start"] < t["b"]["end"] and t["b"]["start"] < t["a"]["end"]  # a and b overlapped
+    assert t["c"]["start"] >= t["a"]["end"]  # c waited for a
+    assert t["a"]["threads"] == str(max(1, (os.cpu_count() or 1) // 2))
+
+    # a failure stops new tasks from starting and names the task
+    for n in "abc":
+        (tmp_path / f"{n}.json").unlink()
+    tasks = [task("bad", 0.1), task("a", 0.1, deps=["bad"]), task("b", 0.1, deps=["bad"])]
+    assert pipeline.Pipeline(tasks, str(tmp_path / "out2"), jobs=2).run() == 1
+    assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
+    assert "FAILED stage bad" in (tmp_path / "out2" / "logs" / "pipeline.log").read_text()

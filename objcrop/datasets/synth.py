@@ -61,6 +61,15 @@ VARIANTS: Dict[str, SynthParams] = {
     "default": SynthParams(),
     "hard": SynthParams(image_size=160, min_objects=2, max_objects=6, object_scale=(0.10, 0.18),
                         clutter=(8, 16), clutter_contrast=0.5, texture_strength=0.2, min_visible=0.5),
+    # The study's data (docs/results.md): DESIGN.md's learnable recipe as measured — 6 very distinct
+    # outlines, 1-3 objects of 25-40 % of a 96-px side, mild clutter.
+    "study": SynthParams(min_objects=1, max_objects=3, object_scale=(0.25, 0.40),
+                         classes=("circle", "square", "triangle", "star", "cross", "ring")),
+    # Its harder variant: the same objects in pixels (23-36 px) in a bigger, busier 128-px scene,
+    # so a random crop frames an object less often while the objects stay big enough to learn.
+    "study-hard": SynthParams(image_size=128, min_objects=1, max_objects=3, object_scale=(0.18, 0.28),
+                              clutter=(6, 12), clutter_contrast=0.4, texture_strength=0.15,
+                              classes=("circle", "square", "triangle", "star", "cross", "ring")),
 }
 
 _TEXTURES: Optional[List[np.ndarray]] = None

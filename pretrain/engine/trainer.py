@@ -29,7 +29,14 @@ class TrainingDiverged(ObjcropError):
 
 
 def policy_name(cfg: CfgNode) -> str:
-    return str(cfg.VIEWS.POLICY) if "VIEWS" in cfg and "POLICY" in cfg.VIEWS else "random"
+    """The view policy as runs and reports name it; copy-paste on top is part of the name
+    (`obj-obj-dilate+copy-paste`), so those runs get their own report row."""
+    if "VIEWS" not in cfg or "POLICY" not in cfg.VIEWS:
+        return "random"
+    name = str(cfg.VIEWS.POLICY)
+    if "COPY_PASTE" in cfg.VIEWS and cfg.VIEWS.COPY_PASTE.ENABLED:
+        name += "+copy-paste"
+    return name
 
 
 def dataset_tag(spec: str) -> str:
