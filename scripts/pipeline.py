@@ -451,15 +451,14 @@ class Pipeline:
         failed = 0
         try:
             while pending or running:
-                # start what is ready: every dependency in this run has finished (the rest were complete)
-                for t in list(pending):
+                # start what is ready: every dependency in this run has finished (the rest were complete);
+                # a ready probe goes first, so that each run's score arrives soon after its pretraining
+                for t in sorted(pending, key=lambda x: x.stage != "probe"):
                     if failed or len(running) >= self.jobs:
                         break
                     if all(d in done for d in t.deps if d in {x.name for x in todo}):
                         pending.remove(t)
                         running[t.name] = (t, self._start(t), time.time())
-                    elif t.always and not running:
-                        break  # the report waits for everything before it
                 if not running:
                     break
                 finished = self._wait_any(running)

@@ -147,9 +147,9 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     assert dict(zip(opts[::2], opts[1::2]))["VIEWS.COPY_PASTE.ENABLED"] == "True"
     assert sorted(t.name for t in tasks if t.stage == "proposals") == [
         "proposals.gt", "proposals.saliency-rbd", "proposals.selective-search"]
-    # detection only for the runs that ask for it (random, gt and selective-search boxes)
+    # detection only for the runs that ask for it (random crops and ground-truth boxes)
     dets = {t.name.split(".")[2].rsplit("_s", 1)[0] for t in tasks if t.stage == "detect"}
-    assert dets == {"moco_v2_random_none", "moco_v2_obj-obj-dilate_gt", "moco_v2_obj-obj-dilate_selective-search"}
+    assert dets == {"moco_v2_random_none", "moco_v2_obj-obj-dilate_gt"}
     sup = by_name["pretrain.supervised"]
     assert sup.raw and pipeline.objcrop_argv(sup)[1].endswith(os.path.join("benchmarks", "learnability.py"))
     assert by_name["probe.supervised_s0"].deps == ["pretrain.supervised"]
