@@ -305,11 +305,11 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     # reference backbones probed exactly like the pretrained ones: random init (one per seed),
     # and "supervised" (the model above) or any torchvision state dict file
     for ref_name, weights in (probe.get("references") or {}).items() if probe.get("enabled", True) else ():
-        deps: List[str] = []
+        deps = list(data_deps)
         if weights == "supervised":
             if not sup:
                 raise PipelineError("probe.references: 'supervised' needs a `supervised:` section in the preset")
-            weights, deps = os.path.join(out, "supervised", "backbone.pth"), ["pretrain.supervised"]
+            weights, deps = os.path.join(out, "supervised", "backbone.pth"), deps + ["pretrain.supervised"]
         for seed in ([int(x) for x in pre.get("seeds", [0])] if weights == "random" else [0]):
             tasks.append(probe_task(f"{ref_name}_s{seed}", str(weights), p, probe, runs, deps, gpus,
                                     extra=["--seed", str(seed)] + [str(a) for a in probe.get("reference_args", [])]))

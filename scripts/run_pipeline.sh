@@ -24,7 +24,7 @@ command -v python3 >/dev/null 2>&1 && candidates+=("$(command -v python3)")
 [ -x "$REPO/.venv/bin/python" ] && candidates+=("$REPO/.venv/bin/python")
 PY=""
 for c in "${candidates[@]}"; do
-  if "$c" -c "import objcrop" >/dev/null 2>&1; then PY="$c"; break; fi
+  if "$c" -c "import objcrop.pretrain" >/dev/null 2>&1; then PY="$c"; break; fi
 done
 if [ -z "$PY" ]; then
   echo "run_pipeline.sh: no Python with objcrop installed found (tried: ${candidates[*]:-none})." >&2

@@ -152,7 +152,8 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     assert dets == {"moco_v2_random_none", "moco_v2_obj-obj-dilate_gt"}
     sup = by_name["pretrain.supervised"]
     assert sup.raw and pipeline.objcrop_argv(sup)[1].endswith(os.path.join("benchmarks", "learnability.py"))
-    assert by_name["probe.supervised_s0"].deps == ["pretrain.supervised"]
+    assert by_name["probe.supervised_s0"].deps == ["data", "pretrain.supervised"]
+    assert by_name["probe.random_init_s0"].deps == ["data"]
     rnd = by_name["probe.random_init_s2"].cmd
     assert rnd[rnd.index("--weights") + 1] == "random" and rnd[rnd.index("--seed") + 1] == "2"
 
