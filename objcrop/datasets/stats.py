@@ -21,7 +21,7 @@ SIZE_BINS = (0.0, 0.05, 0.10, 0.20, 0.35, 0.50, 1.01)  # sqrt(box area / image a
 VIEWS = ("random", "gt-box", "gt-dilate")
 
 
-def _object_masks(record: dict) -> np.ndarray:
+def object_masks(record: dict) -> np.ndarray:
     """[N, H, W] bool: instance masks from the segmentation when present, else filled boxes."""
     h, w = record["height"], record["width"]
     anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
@@ -92,13 +92,13 @@ def _sample_view(kind: str, rng: np.random.Generator, record: dict, boxes: List[
     return random_resized_crop(rng, dilated)
 
 
-def _integral(mask: np.ndarray) -> np.ndarray:
+def integral_image(mask: np.ndarray) -> np.ndarray:
     out = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
     out[1:, 1:] = mask.cumsum(0).cumsum(1)
     return out
 
 
-def _inside(integral: np.ndarray, view) -> int:
+def pixels_inside(integral: np.ndarray, view) -> int:
     x0, y0, x1, y1 = view
     return int(integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0])
 
@@ -112,25 +112,25 @@ def crop_stats(records: Sequence[dict], samples_per_image: int = 10, seed: int =
     sums = {k: {"half": 0, "whole": 0, "cover": 0.0, "n": 0} for k in views}
     used = 0
     for record in tqdm(records, desc="crop stats", unit="img", disable=not progress):
-        masks = _object_masks(record)
+        masks = object_masks(record)
         if len(masks) == 0:
             continue
         used += 1
         h, w = record["height"], record["width"]
         anns = [a for a in record["annotations"] if not a.get("iscrowd", 0)]
         boxes = [_box_pixels(a, h, w) for a in anns]
-        integrals = [_integral(m) for m in masks]
+        integrals = [integral_image(m) for m in masks]
         areas = [max(1, int(m.sum())) for m in masks]
-        union = _integral(masks.any(0))
+        union = integral_image(masks.any(0))
         for kind in views:
             for _ in range(samples_per_image):
                 view = _sample_view(kind, rng, record, boxes)
-                held = max(_inside(ii, view) / a for ii, a in zip(integrals, areas))
+                held = max(pixels_inside(ii, view) / a for ii, a in zip(integrals, areas))
                 view_area = max(1, (view[2] - view[0]) * (view[3] - view[1]))
                 s = sums[kind]
                 s["half"] += held >= 0.5
                 s["whole"] += held >= 0.95
-                s["cover"] += _inside(union, view) / view_area
+                s["cover"] += pixels_inside(union, view) / view_area
                 s["n"] += 1
     out = {}
     for kind, s in sums.items():

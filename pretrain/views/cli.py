@@ -1,6 +1,7 @@
 """`objcrop views show`: draw sampled view pairs of a crop policy, before spending GPU-days on it.
+`objcrop views stats`: how often a policy's views hold an object, and how much of them objects cover.
 
-Each row is one image: first with its proposals (red = best scored), then for every sampled
+In `show`, each row is one image: first with its proposals (red = best scored), then for every sampled
 pair the image with the two crop boxes (view 1 green, view 2 magenta, the chosen proposal
 yellow) followed by the two augmented views, de-normalised.
 """
@@ -39,7 +40,49 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cell", type=int, default=128, help="size of each grid cell, pixels")
     s.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs overriding the config, "
                    "e.g. VIEWS.CROP_SIZE 64 VIEWS.MIN_BOX_FRACTION 0.25")
+    t = sub.add_parser("stats", help="measure a policy's view pairs against the annotated objects "
+                       "(objcrop.pretrain.views.stats): views holding half an object, pairs showing the same "
+                       "object, object cover", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--dataset", required=True, help="dataset with instance annotations (masks or boxes)")
+    t.add_argument("--policy", default=None, help="view policy; default: VIEWS.POLICY of --config")
+    t.add_argument("--proposals", default=None, help="proposal store, or 'gt'; default: DATA.PROPOSALS of "
+                   "--config, else 'gt'")
+    t.add_argument("--config", default=None, help="a pretraining YAML (its VIEWS and DATA keys are used)")
+    t.add_argument("--num-images", type=int, default=500, help="first N images of the dataset (0 = all)")
+    t.add_argument("--pairs", type=int, default=10, help="view pairs sampled per image")
+    t.add_argument("--seed", type=int, default=0, help="seeds the views")
+    t.add_argument("--json", default=None, help="also write the numbers to this json file")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs overriding the config")
     return p
+
+
+def cmd_stats(args, log) -> int:
+    from objcrop.datasets import load_dataset
+    from objcrop.io import write_json_atomic
+    from objcrop.pretrain.views import build_view_policy
+    from objcrop.pretrain.views.stats import format_view_stats, policy_view_stats
+
+    args.copy_paste = False  # crop geometry only
+    cfg = _config(args)
+    records, _ = load_dataset(args.dataset)
+    if not records:
+        raise ObjcropError(f"--dataset {args.dataset}: no images")
+    records = records[:args.num_images] if args.num_images > 0 else records
+    source, get_boxes, _ = _box_source(args, cfg)
+    policy = build_view_policy(cfg)
+    stats = policy_view_stats(records, policy, lambda r: get_boxes(r)[0], args.pairs, args.seed,
+                              progress=not args.no_progress)
+    if stats["images"] == 0:
+        raise ObjcropError(f"--dataset {args.dataset}: no image has annotated objects to measure views against")
+    source = source if policy.uses_boxes else "none"  # random crops never look at the boxes
+    stats.update({"policy": cfg.VIEWS.POLICY, "proposals": source, "dataset": args.dataset})
+    print(format_view_stats({f"{cfg.VIEWS.POLICY} ({source})": stats}))
+    if args.json:
+        write_json_atomic(args.json, stats)
+    log.info("views stats: policy %s, boxes from %s, %d images x %d pairs", cfg.VIEWS.POLICY, source,
+             stats["images"], args.pairs)
+    return 0
 
 
 def _config(args):
@@ -119,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.command:
         parser.print_help()
         return 1
-    return {"show": cmd_show}[args.command](args, setup_logger("objcrop.views"))
+    return {"show": cmd_show, "stats": cmd_stats}[args.command](args, setup_logger("objcrop.views"))
 
 
 if __name__ == "__main__":
