@@ -1,0 +1,76 @@
+"""The measurements docs/results.md quotes besides the report tables, for one study output.
+
+    python scripts/study_extras.py OUT/study        # after the pipeline; writes OUT/study/extras/
+
+* view statistics of every policy the study pretrained with (`objcrop views stats`: views
+  holding half an object, pairs showing the same object, object cover), with the boxes
+  the runs used (ground truth, each proposal store);
+* proposal recall of every store against the annotations (`objcrop proposals stats`);
+* a grid of sampled view pairs per policy (`objcrop views show`).
+
+Each measurement is one `objcrop` command (its exact argv is kept in extras/commands.txt);
+one that already has its output is not repeated.
+"""
+import argparse
+import glob
+import os
+import shlex
+import subprocess
+import sys
+from typing import List
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+STUDY_CONFIG = os.path.join(REPO, "eval_configs", "pretrain", "study.yaml")
+
+# (policy, box source) pairs measured; "none" = random crops (no boxes)
+POLICIES = [("random", "gt"), ("obj-obj-dilate", "gt"), ("obj-scene", "gt"), ("obj-obj", "gt")]
+
+
+def _run(argv: List[str], output: str, log: List[str]) -> None:
+    log.append(" ".join(shlex.quote(a) for a in argv))
+    if os.path.isfile(output):
+        return
+    subprocess.run([sys.executable, "-m", "objcrop"] + argv, check=True, cwd=REPO,
+                   stdout=subprocess.DEVNULL)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", help="a study output directory (the pipeline's --out)")
+    p.add_argument("--num-images", type=int, default=500, help="images measured per policy")
+    p.add_argument("--pairs", type=int, default=10, help="view pairs per image")
+    args = p.parse_args(argv)
+
+    study = os.path.abspath(args.study)
+    data = os.path.join(study, "data")
+    train = f"synth:{data}:train"
+    out = os.path.join(study, "extras")
+    os.makedirs(out, exist_ok=True)
+    commands: List[str] = []
+    stores = sorted(glob.glob(os.path.join(study, "proposals", "*.store")))
+    sources = [("gt", "gt")] + [(os.path.splitext(os.path.basename(s))[0], s) for s in stores
+                                if not s.endswith("gt.store")]
+    pairs = POLICIES + [("obj-obj-dilate", name) for name, _ in sources if name != "gt"]
+    for policy, source in pairs:
+        spec = dict(sources)[source]
+        tag = f"{policy}_{source}"
+        _run(["views", "stats", "--dataset", train, "--policy", policy, "--proposals", spec,
+              "--config", STUDY_CONFIG, "--num-images", str(args.num_images), "--pairs", str(args.pairs),
+              "--json", os.path.join(out, f"views_{tag}.json"), "--no-progress"],
+             os.path.join(out, f"views_{tag}.json"), commands)
+        if policy != "obj-obj":
+            _run(["views", "show", "--dataset", train, "--policy", policy, "--proposals", spec,
+                  "--config", STUDY_CONFIG, "--num-images", "3", "--pairs", "2", "--cell", "96",
+                  "--out", os.path.join(out, f"views_{tag}.png")], os.path.join(out, f"views_{tag}.png"), commands)
+    for name, spec in sources[1:]:
+        _run(["proposals", "stats", "--store", spec, "--dataset", train, "--json",
+              os.path.join(out, f"proposals_{name}.json")], os.path.join(out, f"proposals_{name}.json"), commands)
+    with open(os.path.join(out, "commands.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(f"objcrop {c}" for c in commands) + "\n")
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
