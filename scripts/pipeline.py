@@ -242,6 +242,14 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
         tasks.append(Task(f"proposals.{m}", "proposals", cmd, [["file", store]], deps=list(data_deps)))
         stores[m] = store
 
+    # the supervised bound first: it answers whether the data is learnable at this budget at all
+    sup = p.get("supervised")
+    if sup:
+        sup_dir = os.path.join(out, "supervised")
+        cmd = ["benchmarks/learnability.py", "--data", data_dir, "--save-backbone", os.path.join(sup_dir, "backbone.pth"),
+               "--json", os.path.join(sup_dir, "learnability.json")] + [str(a) for a in sup.get("args", [])]
+        tasks.append(Task("pretrain.supervised", "pretrain", cmd, [["file", os.path.join(sup_dir, "backbone.pth")]],
+                          deps=list(data_deps), raw=True))
     probe = p.get("probe") or {}
     det = p.get("detection") or {}
     det_seeds = [int(s) for s in det.get("seeds", [0])]
@@ -294,14 +302,6 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
                                       tail=tail,
                                       deps=[f"convert.{name}"], gpus=gpus, nodes=nodes, distributed="d2",
                                       timeout_min=int(det.get("timeout_min", 24 * 60))))
-    # the supervised bound: the same backbone trained with labels on the pretraining data
-    sup = p.get("supervised")
-    if sup:
-        sup_dir = os.path.join(out, "supervised")
-        cmd = ["benchmarks/learnability.py", "--data", data_dir, "--save-backbone", os.path.join(sup_dir, "backbone.pth"),
-               "--json", os.path.join(sup_dir, "learnability.json")] + [str(a) for a in sup.get("args", [])]
-        tasks.append(Task("pretrain.supervised", "pretrain", cmd, [["file", os.path.join(sup_dir, "backbone.pth")]],
-                          deps=list(data_deps), raw=True))
     # reference backbones probed exactly like the pretrained ones: random init (one per seed),
     # and "supervised" (the model above) or any torchvision state dict file
     for ref_name, weights in (probe.get("references") or {}).items() if probe.get("enabled", True) else ():
@@ -458,6 +458,10 @@ class Pipeline:
                         break
                     if all(d in done for d in t.deps if d in {x.name for x in todo}):
                         pending.remove(t)
+                        if t.complete():  # finished meanwhile (e.g. by hand, or by another pipeline)
+                            self.say(f"skip {t.name}: outputs complete")
+                            done.add(t.name)
+                            continue
                         running[t.name] = (t, self._start(t), time.time())
                 if not running:
                     break

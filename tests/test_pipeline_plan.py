@@ -177,6 +177,7 @@ def test_jobs_run_independent_tasks_side_by_side_and_respect_dependencies(tmp_pa
                       "t0 = time.time(); time.sleep(secs)\n"
                       "json.dump({'start': t0, 'end': time.time(), 'threads': os.environ.get('OMP_NUM_THREADS')}, "
                       "open(os.path.join(out, name + '.json'), 'w'))\n"
+                      "if name == 'a': open(os.path.join(out, 'late.json'), 'w').write('{}')\n"
                       "sys.exit(1 if name == 'bad' else 0)\n")
     monkeypatch.setattr(pipeline, "REPO", str(tmp_path))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -185,8 +186,10 @@ def test_jobs_run_independent_tasks_side_by_side_and_respect_dependencies(tmp_pa
         return pipeline.Task(name, "pretrain", ["stage.py", name, str(secs), str(tmp_path)],
                              [["file", str(tmp_path / f"{name}.json")]], deps=list(deps), raw=True)
 
-    tasks = [task("a", 1.5), task("b", 1.5), task("c", 0.1, deps=["a"])]
+    tasks = [task("a", 1.5), task("b", 1.5), task("c", 0.1, deps=["a"]), task("late", 5, deps=["a"])]
     assert pipeline.Pipeline(tasks, str(tmp_path / "out"), jobs=2).run() == 0
+    # "late" had its output written by "a": complete by the time it could start, so skipped
+    assert "skip late: outputs complete" in (tmp_path / "out" / "logs" / "pipeline.log").read_text()
     t = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in "abc"}
     assert t["a"]["start"] < t["b"]["end"] and t["b"]["start"] < t["a"]["end"]  # a and b overlapped
     assert t["c"]["start"] >= t["a"]["end"]  # c waited for a

@@ -1,0 +1,300 @@
+"""Write docs/results.md from the outputs of scripts/study.sh: every number in it comes from them.
+
+    python scripts/study_report.py --study output/study --hard output/study_hard --out docs/results.md
+
+Reads, per study output: the report (`objcrop report`: report/results.md, runs.csv, plots/),
+the generated data's meta.json, one pretraining run's config.yaml, the supervised bound's
+learnability.json, extras/ (scripts/study_extras.py: view statistics, proposal recall, view
+grids) and the pipeline log (wall time per task). Pictures are copied next to the document.
+The reading (Δ against random crops, Welch's t-test over seeds) is computed here too.
+"""
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+import sys
+from collections import defaultdict
+from typing import Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+PROBE = "probe mAP (synth:test)"
+KNN = "probe kNN mAP (synth:test)"
+
+
+def _read_json(path: str) -> Optional[dict]:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _values(study: str) -> Dict[Tuple[str, str, str], Dict[str, List[float]]]:
+    """(method, policy, proposals) -> column -> per-run values, from the report's runs.csv."""
+    out: Dict[Tuple[str, str, str], Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    path = os.path.join(study, "report", "runs.csv")
+    if not os.path.isfile(path):
+        return out
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["status"] == "ok" and row["value"] not in ("", None) and not row["flag"]:
+                out[(row["method"], row["policy"], row["proposals"])][row["column"]].append(float(row["value"]))
+    return out
+
+
+def _welch_p(a: List[float], b: List[float]) -> Optional[float]:
+    if len(a) < 2 or len(b) < 2:
+        return None
+    from scipy import stats
+
+    if statistics.stdev(a) == 0 and statistics.stdev(b) == 0:
+        return None
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def _fmt(values: List[float]) -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.1f} (n=1)"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
+
+
+def reading_rows(values, column: str) -> List[dict]:
+    """Every pretrained row against the random-crop row of its method on one column."""
+    rows = []
+    for (method, policy, proposals), cols in sorted(values.items()):
+        if method in ("random_init", "supervised") or policy == "random" or column not in cols:
+            continue
+        base = values.get((method, "random", "none"), {}).get(column, [])
+        mine = cols[column]
+        if not base:
+            continue
+        delta = statistics.mean(mine) - statistics.mean(base)
+        p = _welch_p(mine, base)
+        noise = max([statistics.stdev(v) for v in (mine, base) if len(v) > 1] or [float("nan")])
+        rows.append({"method": method, "policy": policy, "proposals": proposals, "delta": delta, "p": p,
+                     "noise": noise, "n": len(mine), "n_base": len(base)})
+    return rows
+
+
+def _verdict(r: dict) -> str:
+    if r["p"] is None:
+        return "too few seeds to tell"
+    if r["p"] < 0.05:
+        return "better than random crops" if r["delta"] > 0 else "worse than random crops"
+    return "within seed noise"
+
+
+def reading_table(values, column: str) -> str:
+    lines = ["| method | view policy | proposals | Δ vs random crops | largest seed std | Welch p | seeds (vs random) | reading |",
+             "|---|---|---|---:|---:|---:|---|---|"]
+    for r in reading_rows(values, column):
+        p = "—" if r["p"] is None else f"{r['p']:.2f}"
+        noise = "—" if math.isnan(r["noise"]) else f"{r['noise']:.1f}"
+        lines.append(f"| {r['method']} | {r['policy']} | {r['proposals']} | {r['delta']:+.1f} | {noise} | {p} | "
+                     f"{r['n']} ({r['n_base']}) | {_verdict(r)} |")
+    return "\n".join(lines)
+
+
+def learnability_line(values) -> str:
+    rnd = values.get(("random_init", "none", "none"), {}).get(PROBE, [])
+    sup = values.get(("supervised", "none", "none"), {}).get(PROBE, [])
+    moco = values.get(("moco_v2", "random", "none"), {}).get(PROBE, [])
+    parts = []
+    if sup:
+        parts.append(f"supervised {_fmt(sup)}")
+    parts.append(f"random init {_fmt(rnd)}")
+    if moco:
+        parts.append(f"MoCo-v2 with random crops {_fmt(moco)}")
+    return ", ".join(parts)
+
+
+def report_table(study: str) -> str:
+    path = os.path.join(study, "report", "results.md")
+    if not os.path.isfile(path):
+        return "_(no report: the study has not run)_"
+    with open(path, "r", encoding="utf-8") as f:
+        text = f.read()
+    # drop the report's title; keep its provenance line, the table and its notes
+    return "\n".join(line for line in text.splitlines() if not line.startswith("# ")).strip()
+
+
+def view_stats_table(study: str) -> str:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(study, "extras", "views_*.json"))):
+        s = _read_json(path)
+        if s:
+            rows.append(s)
+    if not rows:
+        return "_(no view statistics: run scripts/study_extras.py)_"
+    from objcrop.pretrain.views.stats import format_view_stats
+
+    order = {"random": 0, "obj-obj": 1, "obj-obj-dilate": 2, "obj-scene": 3}
+    rows.sort(key=lambda s: (order.get(s["policy"], 9), s["proposals"] != "gt", s["proposals"]))
+    return format_view_stats({f"{s['policy']} ({s['proposals']})": s for s in rows})
+
+
+def recall_table(study: str) -> str:
+    lines = ["| proposals | boxes per image (mean) | recall@0.5 | recall@0.7 |", "|---|---:|---:|---:|"]
+    found = False
+    for path in sorted(glob.glob(os.path.join(study, "extras", "proposals_*.json"))):
+        s = _read_json(path) or {}
+        name = os.path.basename(path)[len("proposals_"):-len(".json")]
+        per = s.get("boxes_per_image") or {}
+        mean = per.get("mean") if isinstance(per, dict) else per
+        r5, r7 = s.get("recall@0.5"), s.get("recall@0.7")
+        lines.append(f"| {name} | {mean if mean is None else f'{float(mean):.1f}'} | "
+                     f"{'—' if r5 is None else f'{r5:.3f}'} | {'—' if r7 is None else f'{r7:.3f}'} |")
+        found = True
+    return "\n".join(lines) if found else "_(no proposal statistics)_"
+
+
+def task_times(study: str) -> Dict[str, float]:
+    """Seconds per finished task, from the pipeline log's `done TASK in N s` lines."""
+    out = {}
+    path = os.path.join(study, "logs", "pipeline.log")
+    if os.path.isfile(path):
+        for m in re.finditer(r"done (\S+) in (\d+) s", open(path, encoding="utf-8").read()):
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def time_summary(study: str) -> str:
+    times = task_times(study)
+    if not times:
+        return "—"
+    by_stage = defaultdict(list)
+    for name, secs in times.items():
+        by_stage[name.split(".")[0]].append(secs)
+    parts = [f"{stage} {len(v)} task(s), median {statistics.median(v) / 60:.1f} min"
+             for stage, v in sorted(by_stage.items())]
+    return "; ".join(parts)
+
+
+def setup_summary(study: str) -> Dict[str, str]:
+    meta = _read_json(os.path.join(study, "data", "meta.json")) or {}
+    params = meta.get("params", {})
+    cfg_path = next(iter(sorted(glob.glob(os.path.join(study, "runs", "pretrain", "moco_v2_*", "config.yaml")))), None)
+    cfg = {}
+    if cfg_path:
+        import yaml
+
+        with open(cfg_path, "r", encoding="utf-8") as f:
+            cfg = yaml.safe_load(f) or {}
+    pre, views = cfg.get("PRETRAIN", {}), cfg.get("VIEWS", {})
+    learn = _read_json(os.path.join(study, "supervised", "learnability.json")) or {}
+    return {
+        "variant": str(meta.get("variant", "?")),
+        "data": (f"{meta.get('num_images', '?')} images ({', '.join(f'{k} {v}' for k, v in meta.get('splits', {}).items())}), "
+                 f"{params.get('image_size', '?')} px, {len(meta.get('classes', []))} classes "
+                 f"({', '.join(meta.get('classes', []))}), {params.get('min_objects', '?')}–{params.get('max_objects', '?')} "
+                 f"objects of {params.get('object_scale', '?')} of the side, clutter {params.get('clutter', '?')}"),
+        "pretrain": (f"{pre.get('ARCH', '?')}, {pre.get('EPOCHS', '?')} epochs, batch {pre.get('BATCH_SIZE', '?')}, "
+                     f"base lr {pre.get('BASE_LR', '?')} per {pre.get('BASE_BATCH_SIZE', '?')}, MoCo K "
+                     f"{pre.get('MOCO', {}).get('K', '?')}, m {pre.get('MOCO', {}).get('M', '?')}, "
+                     f"T {pre.get('MOCO', {}).get('T', '?')}; {views.get('CROP_SIZE', '?')}-px crops, boxes grown to "
+                     f"min({views.get('MIN_BOX_SIZE', '?')} (-1 = crop size), {views.get('MIN_BOX_FRACTION', '?')} × side)"),
+        "learnability": (f"sklearn logistic-regression probe of benchmarks/learnability.py: supervised "
+                         f"{learn.get('supervised_mAP', float('nan')):.3f}, random init {learn.get('random_init_mAP', float('nan')):.3f}, "
+                         f"chance {learn.get('chance_mAP', float('nan')):.3f} "
+                         f"({(learn.get('supervised_training') or {}).get('samples', '?')} samples, "
+                         f"{(learn.get('supervised_training') or {}).get('train_seconds', float('nan')) / 60:.1f} min)")
+        if learn else "not run",
+        "times": time_summary(study),
+    }
+
+
+def copy_pictures(study: str, dest: str) -> List[str]:
+    os.makedirs(dest, exist_ok=True)
+    copied = []
+    for src in sorted(glob.glob(os.path.join(study, "report", "plots", "*.png"))
+                      + glob.glob(os.path.join(study, "extras", "views_*.png"))):
+        shutil.copyfile(src, os.path.join(dest, os.path.basename(src)))
+        copied.append(os.path.basename(src))
+    return copied
+
+
+def section(title: str, study: str, pictures_dir: str, doc_dir: str) -> str:
+    values = _values(study)
+    s = setup_summary(study)
+    pics = copy_pictures(study, pictures_dir)
+    rel = os.path.relpath(pictures_dir, doc_dir)
+    plots = "\n".join(f"![{p}]({rel}/{p})" for p in pics if not p.startswith("views_"))
+    grids = "\n".join(f"![{p}]({rel}/{p})" for p in pics if p.startswith("views_"))
+    return f"""## {title}
+
+* **Data**: variant `{s['variant']}`: {s['data']}.
+* **Pretraining**: {s['pretrain']}.
+* **Learnable?** Suite's probe (mAP %, test split): {learnability_line(values)}. {s['learnability']}.
+* **Time per task** (from the pipeline log): {s['times']}.
+
+### Results (`objcrop report`)
+
+{report_table(study)}
+
+### Reading: each policy against random crops of the same method
+
+Probe mAP:
+
+{reading_table(values, PROBE)}
+
+kNN mAP:
+
+{reading_table(values, KNN)}
+
+### Plots
+
+{plots or '_(none)_'}
+
+### What the views contain (`objcrop views stats`, the policies as pretraining ran them)
+
+{view_stats_table(study)}
+
+Sampled view pairs (per image: proposals; then each pair's crop boxes — view 1 green, view 2 magenta,
+the chosen box yellow — and the two augmented views):
+
+{grids or '_(none)_'}
+
+### Proposal recall (`objcrop proposals stats`, train split)
+
+{recall_table(study)}
+"""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--study", default="output/study", help="the default variant's study output")
+    p.add_argument("--hard", default="output/study_hard", help="the hard variant's study output")
+    p.add_argument("--wall-time", default="output/study_wall_time.txt", help="written by scripts/study.sh")
+    p.add_argument("--preamble", default=os.path.join(REPO, "docs", "results_preamble.md"),
+                   help="the hand-written part (method, commands, discussion); it holds no measured number")
+    p.add_argument("--out", default=os.path.join(REPO, "docs", "results.md"))
+    args = p.parse_args(argv)
+    doc_dir = os.path.dirname(os.path.abspath(args.out))
+    wall = open(args.wall_time, encoding="utf-8").read().strip() if os.path.isfile(args.wall_time) else "not recorded"
+    with open(args.preamble, "r", encoding="utf-8") as f:
+        preamble = f.read().rstrip()
+    parts = [preamble, f"**Wall time of this run of scripts/study.sh**: {wall}."]
+    for title, study, sub in (("Default variant (`study`)", args.study, "study"),
+                              ("Hard variant (`study-hard`)", args.hard, "study_hard")):
+        if os.path.isdir(study):
+            parts.append(section(title, study, os.path.join(doc_dir, "results", sub), doc_dir))
+    text = "\n\n".join(parts) + "\n"
+    sys.path.insert(0, REPO)
+    from objcrop.io import write_text_atomic
+
+    write_text_atomic(args.out, text)
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
