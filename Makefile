@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 PYTHON310 := $(shell for c in $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.10.*/bin/python 2>/dev/null) $$(command -v python3.10 2>/dev/null); do \
 	"$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench study clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# The small-scale study (docs/results.md): hours on 2 CPU cores; rerun to continue.
+study: $(STAMP)
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/study.sh output
 
 clean:
 	rm -rf $(VENV) *.egg-info
