@@ -408,7 +408,6 @@ class Pipeline:
         os.makedirs(self.log_dir, exist_ok=True)
         self.pipeline_log = os.path.join(self.log_dir, "pipeline.log")
         self.jobs = max(1, int(jobs))
-        self._children: List[subprocess.Popen] = []
 
     def say(self, msg: str) -> None:
         line = f"[pipeline {time.strftime('%H:%M:%S')}] {msg}"
@@ -492,15 +491,12 @@ class Pipeline:
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"\n[pipeline] {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(shlex.quote(a) for a in argv)}\n")
             f.flush()
-            child = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        self._children.append(child)
-        return child
+            return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
     def _wait_any(self, running: Dict[str, Any]) -> str:
         while True:
             for name, (_, child, _) in running.items():
                 if child.poll() is not None:
-                    self._children.remove(child)
                     return name
             time.sleep(0.2)
 
