@@ -162,7 +162,7 @@ def run_name(method: str, policy: str, proposals: str, seed: int) -> str:
     return f"{method}_{policy}_{proposals}_s{seed}"
 
 
-RUN_KEYS = {"method", "policy", "proposals", "copy_paste", "seeds", "opts", "detect"}
+RUN_KEYS = {"method", "policy", "proposals", "copy_paste", "seeds", "opts", "detect", "tag"}
 
 
 def pretrain_specs(pre: Dict[str, Any], prop_methods: List[str]) -> List[Dict[str, Any]]:
@@ -175,7 +175,7 @@ def pretrain_specs(pre: Dict[str, Any], prop_methods: List[str]) -> List[Dict[st
         if any(pol != "random" for pol in policies) and not prop_methods:
             raise PipelineError("object-aware policies need proposals: set proposals.methods in the preset or --proposals")
         return [{"method": m, "policy": pol, "proposals": src, "copy_paste": False, "seeds": seeds, "opts": [],
-                 "detect": True}
+                 "detect": True, "tag": ""}
                 for m in _words(pre.get("methods", ["moco_v2"])) for pol in policies
                 for src in (["none"] if pol == "random" else prop_methods)]
     specs = []
@@ -189,7 +189,7 @@ def pretrain_specs(pre: Dict[str, Any], prop_methods: List[str]) -> List[Dict[st
         spec = {"method": str(run.get("method", "moco_v2")), "policy": str(run["policy"]),
                 "proposals": str(run.get("proposals") or "none"), "copy_paste": bool(run.get("copy_paste", False)),
                 "seeds": [int(s) for s in run.get("seeds", seeds)], "opts": [str(o) for o in run.get("opts", [])],
-                "detect": bool(run.get("detect", True))}
+                "detect": bool(run.get("detect", True)), "tag": str(run.get("tag") or "")}
         if spec["proposals"] == "none" and (spec["policy"] != "random" or spec["copy_paste"]):
             raise PipelineError(f"{where}: policy {spec['policy']}{' with copy-paste' if spec['copy_paste'] else ''} "
                                 f"needs `proposals` (gt or a proposal method)")
@@ -256,7 +256,8 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     pretrain_dataset = p["datasets"]["pretrain"]
     for spec in specs:
         method, policy, source = spec["method"], spec["policy"], spec["proposals"]
-        label = policy + ("+copy-paste" if spec["copy_paste"] else "")
+        # a tag tells apart runs of one setting with other opts (e.g. a longer budget)
+        label = policy + ("+copy-paste" if spec["copy_paste"] else "") + (f"-{spec['tag']}" if spec["tag"] else "")
         for seed in spec["seeds"]:
             name = run_name(method, label, source, seed)
             run_dir = os.path.join(runs, "pretrain", name)
