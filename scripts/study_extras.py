@@ -38,7 +38,7 @@ def _run(argv: List[str], output: str, log: List[str]) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="a study output directory (the pipeline's --out)")
-    p.add_argument("--num-images", type=int, default=500, help="images measured per policy")
+    p.add_argument("--num-images", type=int, default=300, help="images measured per policy")
     p.add_argument("--pairs", type=int, default=10, help="view pairs per image")
     args = p.parse_args(argv)
 

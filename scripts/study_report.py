@@ -123,8 +123,9 @@ def report_table(study: str) -> str:
         return "_(no report: the study has not run)_"
     with open(path, "r", encoding="utf-8") as f:
         text = f.read()
-    # drop the report's title; keep its provenance line, the table and its notes
-    return "\n".join(line for line in text.splitlines() if not line.startswith("# ")).strip()
+    # drop the report's title and its picture links (the plots are shown below); keep its
+    # provenance line, the table and its notes
+    return "\n".join(line for line in text.splitlines() if not line.startswith(("# ", "!["))).strip()
 
 
 def view_stats_table(study: str) -> str:
@@ -138,8 +139,13 @@ def view_stats_table(study: str) -> str:
     from objcrop.pretrain.views.stats import format_view_stats
 
     order = {"random": 0, "obj-obj": 1, "obj-obj-dilate": 2, "obj-scene": 3}
-    rows.sort(key=lambda s: (order.get(s["policy"], 9), s["proposals"] != "gt", s["proposals"]))
-    return format_view_stats({f"{s['policy']} ({s['proposals']})": s for s in rows})
+    rows.sort(key=lambda s: (order.get(s["policy"], 9), s["proposals"] != "gt", _source_name(s["proposals"])))
+    return format_view_stats({f"{s['policy']} ({_source_name(s['proposals'])})": s for s in rows})
+
+
+def _source_name(proposals: str) -> str:
+    """'gt', 'none', or a store's method name (its file name without the extension)."""
+    return os.path.splitext(os.path.basename(proposals))[0] if os.sep in proposals else proposals
 
 
 def recall_table(study: str) -> str:
@@ -167,6 +173,20 @@ def task_times(study: str) -> Dict[str, float]:
     return out
 
 
+def elapsed(study: str) -> Optional[float]:
+    """Seconds from the pipeline log's first line to its last (reruns included; times of day
+    that go backwards are taken as the next day)."""
+    path = os.path.join(study, "logs", "pipeline.log")
+    if not os.path.isfile(path):
+        return None
+    stamps = [int(h) * 3600 + int(m) * 60 + int(sec) for h, m, sec in
+              re.findall(r"^\[pipeline (\d\d):(\d\d):(\d\d)\]", open(path, encoding="utf-8").read(), re.M)]
+    total = 0.0
+    for prev, cur in zip(stamps, stamps[1:]):
+        total += (cur - prev) % 86400
+    return total if stamps else None
+
+
 def time_summary(study: str) -> str:
     times = task_times(study)
     if not times:
@@ -176,7 +196,8 @@ def time_summary(study: str) -> str:
         by_stage[name.split(".")[0]].append(secs)
     parts = [f"{stage} {len(v)} task(s), median {statistics.median(v) / 60:.1f} min"
              for stage, v in sorted(by_stage.items())]
-    return "; ".join(parts)
+    wall = elapsed(study)
+    return "; ".join(parts) + (f"; pipeline log spans {wall / 60:.0f} min" if wall else "")
 
 
 def setup_summary(study: str) -> Dict[str, str]:

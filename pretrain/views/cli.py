@@ -6,6 +6,7 @@ pair the image with the two crop boxes (view 1 green, view 2 magenta, the chosen
 yellow) followed by the two augmented views, de-normalised.
 """
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -77,7 +78,7 @@ def cmd_stats(args, log) -> int:
         raise ObjcropError(f"--dataset {args.dataset}: no image has annotated objects to measure views against")
     source = source if policy.uses_boxes else "none"  # random crops never look at the boxes
     stats.update({"policy": cfg.VIEWS.POLICY, "proposals": source, "dataset": args.dataset})
-    print(format_view_stats({f"{cfg.VIEWS.POLICY} ({source})": stats}))
+    print(format_view_stats({f"{cfg.VIEWS.POLICY} ({os.path.basename(source)})": stats}))
     if args.json:
         write_json_atomic(args.json, stats)
     log.info("views stats: policy %s, boxes from %s, %d images x %d pairs", cfg.VIEWS.POLICY, source,
