@@ -36,16 +36,20 @@ def _read_json(path: str) -> Optional[dict]:
         return None
 
 
-def _values(study: str) -> Dict[Tuple[str, str, str], Dict[str, List[float]]]:
-    """(method, policy, proposals) -> column -> per-run values, from the report's runs.csv."""
-    out: Dict[Tuple[str, str, str], Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+Row = Tuple[str, str, str, str]  # method, policy, proposals, epochs ("" for reference rows)
+
+
+def _values(study: str) -> Dict[Row, Dict[str, List[float]]]:
+    """(method, policy, proposals, epochs) -> column -> per-run values, from the report's runs.csv."""
+    out: Dict[Row, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     path = os.path.join(study, "report", "runs.csv")
     if not os.path.isfile(path):
         return out
     with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
             if row["status"] == "ok" and row["value"] not in ("", None) and not row["flag"]:
-                out[(row["method"], row["policy"], row["proposals"])][row["column"]].append(float(row["value"]))
+                key = (row["method"], row["policy"], row["proposals"], row["epochs"])
+                out[key][row["column"]].append(float(row["value"]))
     return out
 
 
@@ -70,17 +74,17 @@ def _fmt(values: List[float]) -> str:
 def reading_rows(values, column: str) -> List[dict]:
     """Every pretrained row against the random-crop row of its method on one column."""
     rows = []
-    for (method, policy, proposals), cols in sorted(values.items()):
+    for (method, policy, proposals, epochs), cols in sorted(values.items()):
         if method in ("random_init", "supervised") or policy == "random" or column not in cols:
             continue
-        base = values.get((method, "random", "none"), {}).get(column, [])
+        base = values.get((method, "random", "none", epochs), {}).get(column, [])
         mine = cols[column]
         if not base:
             continue
         delta = statistics.mean(mine) - statistics.mean(base)
         p = _welch_p(mine, base)
         noise = max([statistics.stdev(v) for v in (mine, base) if len(v) > 1] or [float("nan")])
-        rows.append({"method": method, "policy": policy, "proposals": proposals, "delta": delta, "p": p,
+        rows.append({"method": method, "policy": policy, "proposals": proposals, "epochs": epochs, "delta": delta, "p": p,
                      "noise": noise, "n": len(mine), "n_base": len(base)})
     return rows
 
@@ -94,27 +98,37 @@ def _verdict(r: dict) -> str:
 
 
 def reading_table(values, column: str) -> str:
-    lines = ["| method | view policy | proposals | Δ vs random crops | largest seed std | Welch p | seeds (vs random) | reading |",
-             "|---|---|---|---:|---:|---:|---|---|"]
+    lines = ["| method | view policy | proposals | epochs | Δ vs random crops | largest seed std | Welch p | seeds (vs random) | reading |",
+             "|---|---|---|---|---:|---:|---:|---|---|"]
     for r in reading_rows(values, column):
         p = "—" if r["p"] is None else f"{r['p']:.2f}"
         noise = "—" if math.isnan(r["noise"]) else f"{r['noise']:.1f}"
-        lines.append(f"| {r['method']} | {r['policy']} | {r['proposals']} | {r['delta']:+.1f} | {noise} | {p} | "
+        lines.append(f"| {r['method']} | {r['policy']} | {r['proposals']} | {r['epochs']} | {r['delta']:+.1f} | {noise} | {p} | "
                      f"{r['n']} ({r['n_base']}) | {_verdict(r)} |")
     return "\n".join(lines)
 
 
+def gate_table(values, column: str) -> str:
+    """Did a backbone learn anything? Every row against the randomly initialised backbone."""
+    base = values.get(("random_init", "none", "none", ""), {}).get(column, [])
+    lines = ["| backbone | epochs | score | Δ vs random init | Welch p |", "|---|---|---:|---:|---:|"]
+    if not base:
+        return "_(no random-init probe)_"
+    for (method, policy, proposals, epochs), cols in sorted(values.items(), key=lambda kv: (kv[0][0] != "supervised", kv[0])):
+        if method == "random_init" or column not in cols:
+            continue
+        mine = cols[column]
+        p = _welch_p(mine, base)
+        name = " ".join(x for x in (method, policy, proposals) if x not in ("none", ""))
+        lines.append(f"| {name} | {epochs or '—'} | {_fmt(mine)} | "
+                     f"{statistics.mean(mine) - statistics.mean(base):+.1f} | {'—' if p is None else f'{p:.3f}'} |")
+    return "\n".join(lines)
+
+
 def learnability_line(values) -> str:
-    rnd = values.get(("random_init", "none", "none"), {}).get(PROBE, [])
-    sup = values.get(("supervised", "none", "none"), {}).get(PROBE, [])
-    moco = values.get(("moco_v2", "random", "none"), {}).get(PROBE, [])
-    parts = []
-    if sup:
-        parts.append(f"supervised {_fmt(sup)}")
-    parts.append(f"random init {_fmt(rnd)}")
-    if moco:
-        parts.append(f"MoCo-v2 with random crops {_fmt(moco)}")
-    return ", ".join(parts)
+    rnd = values.get(("random_init", "none", "none", ""), {}).get(PROBE, [])
+    sup = values.get(("supervised", "none", "none", ""), {}).get(PROBE, [])
+    return f"supervised {_fmt(sup)}, random init {_fmt(rnd)}"
 
 
 def report_table(study: str) -> str:
@@ -260,6 +274,16 @@ def section(title: str, study: str, pictures_dir: str, doc_dir: str) -> str:
 ### Results (`objcrop report`)
 
 {report_table(study)}
+
+### Did pretraining learn anything? Each backbone against random init
+
+Probe mAP:
+
+{gate_table(values, PROBE)}
+
+kNN mAP:
+
+{gate_table(values, KNN)}
 
 ### Reading: each policy against random crops of the same method
 
