@@ -15,7 +15,9 @@ never by colour (every instance gets a random colour), and the background is
 smooth with mild texture and clutter so that a random crop mostly shows
 background. The `default` variant is the measured learnable recipe adapted to
 10 classes; `hard` has bigger scenes with more, smaller objects (the paper's
-regime: random crops rarely frame an object).
+regime: random crops rarely frame an object). `study` and `study-hard` are the
+small-scale study's data (docs/results.md): DESIGN.md's 6-class recipe, and the
+same objects in pixels in bigger, busier scenes.
 
 Image i depends only on (seed, i), so the same seed gives byte-identical files
 and a larger dataset extends a smaller one image by image. The whole directory
