@@ -100,6 +100,18 @@ def test_hard_variant_has_more_smaller_objects(tmp_path):
     assert max(sides) <= 0.18 * 1.15 * 1.42 + 2 / 160 and np.median(sides) < 0.2 and np.mean(counts) >= 2
 
 
+@pytest.mark.parametrize("variant, size", [("study", 96), ("study-hard", 128)])
+def test_study_variants_keep_objects_the_same_size_in_pixels(tmp_path, variant, size):
+    d = generate(str(tmp_path / variant), num_images=12, seed=0, variant=variant, splits=(1, 0, 0), progress=False)
+    assert d["params"]["image_size"] == size and len(d["classes"]) == 6
+    records, _ = load_dataset(f"synth:{tmp_path / variant}:train")
+    counts = [len(r["annotations"]) for r in records]
+    sides_px = [max(a["bbox"][2], a["bbox"][3]) for r in records for a in r["annotations"]]
+    assert 1 <= min(counts) and max(counts) <= 3
+    # both variants draw objects of about 23-38 px (before rotation and occlusion), whatever the scene size
+    assert 15 <= np.median(sides_px) <= 60
+
+
 def test_bad_options_are_named(tmp_path):
     with pytest.raises(DatasetError, match="--variant"):
         generate(str(tmp_path / "x"), num_images=2, variant="nope")
