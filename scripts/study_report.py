@@ -321,13 +321,20 @@ def main(argv=None) -> int:
     p.add_argument("--wall-time", default="output/study_wall_time.txt", help="written by scripts/study.sh")
     p.add_argument("--preamble", default=os.path.join(REPO, "docs", "results_preamble.md"),
                    help="the hand-written part (method, commands, discussion); it holds no measured number")
+    p.add_argument("--discussion", default=os.path.join(REPO, "docs", "results_discussion.md"),
+                   help="the hand-written reading of the tables; it holds no measured number either")
     p.add_argument("--out", default=os.path.join(REPO, "docs", "results.md"))
     args = p.parse_args(argv)
     doc_dir = os.path.dirname(os.path.abspath(args.out))
-    wall = open(args.wall_time, encoding="utf-8").read().strip() if os.path.isfile(args.wall_time) else "not recorded"
+    wall = open(args.wall_time, encoding="utf-8").read().strip() if os.path.isfile(args.wall_time) else ""
     with open(args.preamble, "r", encoding="utf-8") as f:
         preamble = f.read().rstrip()
-    parts = [preamble, f"**Wall time of this run of scripts/study.sh**: {wall}."]
+    parts = [preamble]
+    if os.path.isfile(args.discussion):
+        with open(args.discussion, "r", encoding="utf-8") as f:
+            parts.append(f.read().rstrip())
+    if wall:
+        parts.append(f"**Wall time of scripts/study.sh**: {wall}.")
     for title, study, sub in (("Default variant (`study`)", args.study, "study"),
                               ("Hard variant (`study-hard`)", args.hard, "study_hard")):
         if os.path.isdir(study):
