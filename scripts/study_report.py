@@ -114,7 +114,11 @@ def gate_table(values, column: str) -> str:
     lines = ["| backbone | epochs | score | Δ vs random init | Welch p |", "|---|---|---:|---:|---:|"]
     if not base:
         return "_(no random-init probe)_"
-    for (method, policy, proposals, epochs), cols in sorted(values.items(), key=lambda kv: (kv[0][0] != "supervised", kv[0])):
+    def order(kv):
+        (method, policy, proposals, epochs), _ = kv
+        return method != "supervised", method, policy != "random", policy, proposals, int(epochs or 0)
+
+    for (method, policy, proposals, epochs), cols in sorted(values.items(), key=order):
         if method == "random_init" or column not in cols:
             continue
         mine = cols[column]
@@ -217,7 +221,10 @@ def time_summary(study: str) -> str:
 def setup_summary(study: str) -> Dict[str, str]:
     meta = _read_json(os.path.join(study, "data", "meta.json")) or {}
     params = meta.get("params", {})
-    cfg_path = next(iter(sorted(glob.glob(os.path.join(study, "runs", "pretrain", "moco_v2_*", "config.yaml")))), None)
+    # the baseline's config describes the study; tagged runs (e.g. `-4x`) change only what their tag says
+    configs = sorted(glob.glob(os.path.join(study, "runs", "pretrain", "moco_v2_*", "config.yaml")),
+                     key=lambda c: ("_random_none_" not in c, c))
+    cfg_path = configs[0] if configs else None
     cfg = {}
     if cfg_path:
         import yaml
