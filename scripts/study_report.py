@@ -221,9 +221,10 @@ def time_summary(study: str) -> str:
 def setup_summary(study: str) -> Dict[str, str]:
     meta = _read_json(os.path.join(study, "data", "meta.json")) or {}
     params = meta.get("params", {})
-    # the baseline's config describes the study; tagged runs (e.g. `-4x`) change only what their tag says
+    # an untagged object-aware run describes the study best (its box keys matter; tagged runs,
+    # e.g. `-4x`, change only what their tag says); else the baseline
     configs = sorted(glob.glob(os.path.join(study, "runs", "pretrain", "moco_v2_*", "config.yaml")),
-                     key=lambda c: ("_random_none_" not in c, c))
+                     key=lambda c: ("_obj-obj-dilate_gt_" not in c, "_random_none_" not in c, c))
     cfg_path = configs[0] if configs else None
     cfg = {}
     if cfg_path:
