@@ -255,6 +255,29 @@ def setup_summary(study: str) -> Dict[str, str]:
     }
 
 
+def not_run(study: str, preset: str) -> str:
+    """The preset's tasks whose outputs are not complete: what rerunning the study runs next."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("objcrop_pipeline_for_report", os.path.join(HERE, "pipeline.py"))
+    pipeline = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = pipeline
+    spec.loader.exec_module(pipeline)
+    tasks = pipeline.build_plan(pipeline.load_preset(preset), study)
+    missing = defaultdict(list)
+    for t in tasks:
+        if t.stage != "report" and not t.complete():
+            missing[t.stage].append(t.name.split(".", 1)[1])
+    if not missing:
+        return "Every task of the preset is complete."
+    lines = [f"Not run yet — `{preset}` preset tasks without complete outputs ({sum(map(len, missing.values()))}), "
+             f"in the order a rerun takes them:", ""]
+    for stage in pipeline.STAGE_ORDER:
+        if missing.get(stage):
+            lines.append(f"* {stage} ({len(missing[stage])}): " + ", ".join(f"`{n}`" for n in missing[stage]))
+    return "\n".join(lines)
+
+
 def copy_pictures(study: str, dest: str) -> List[str]:
     os.makedirs(dest, exist_ok=True)
     copied = []
@@ -265,7 +288,7 @@ def copy_pictures(study: str, dest: str) -> List[str]:
     return copied
 
 
-def section(title: str, study: str, pictures_dir: str, doc_dir: str) -> str:
+def section(title: str, study: str, preset: str, pictures_dir: str, doc_dir: str) -> str:
     values = _values(study)
     s = setup_summary(study)
     pics = copy_pictures(study, pictures_dir)
@@ -282,6 +305,8 @@ def section(title: str, study: str, pictures_dir: str, doc_dir: str) -> str:
 ### Results (`objcrop report`)
 
 {report_table(study)}
+
+{not_run(study, preset)}
 
 ### Did pretraining learn anything? Each backbone against random init
 
@@ -343,10 +368,10 @@ def main(argv=None) -> int:
             parts.append(f.read().rstrip())
     if wall:
         parts.append(f"**Wall time of scripts/study.sh**: {wall}.")
-    for title, study, sub in (("Default variant (`study`)", args.study, "study"),
-                              ("Hard variant (`study-hard`)", args.hard, "study_hard")):
+    for title, study, preset in (("Default variant (`study`)", args.study, "study"),
+                                 ("Hard variant (`study-hard`)", args.hard, "study_hard")):
         if os.path.isdir(study):
-            parts.append(section(title, study, os.path.join(doc_dir, "results", sub), doc_dir))
+            parts.append(section(title, os.path.abspath(study), preset, os.path.join(doc_dir, "results", preset), doc_dir))
     text = "\n\n".join(parts) + "\n"
     sys.path.insert(0, REPO)
     from objcrop.io import write_text_atomic
