@@ -21,7 +21,6 @@ This file imports nothing from objcrop: it drives the stages through their CLIs 
 """
 import argparse
 import copy
-import glob
 import json
 import os
 import shlex
