@@ -447,6 +447,7 @@ class Pipeline:
     def _run_local(self, todo: List[Task]) -> int:
         old = signal.signal(signal.SIGTERM, self._on_sigterm)
         pending, running, done = list(todo), {}, set()
+        in_this_run = {t.name for t in todo}  # other dependencies were complete before the run began
         failed = 0
         try:
             while pending or running:
@@ -455,7 +456,7 @@ class Pipeline:
                 for t in sorted(pending, key=lambda x: x.stage != "probe"):
                     if failed or len(running) >= self.jobs:
                         break
-                    if all(d in done for d in t.deps if d in {x.name for x in todo}):
+                    if all(d in done for d in t.deps if d in in_this_run):
                         pending.remove(t)
                         if t.complete():  # finished meanwhile (e.g. by hand, or by another pipeline)
                             self.say(f"skip {t.name}: outputs complete")

@@ -23,7 +23,7 @@ hard=$!
 wait $main; rc_main=$?
 wait $hard; rc_hard=$?
 echo "$(( $(date +%s) - start )) s on $(nproc) cores (exit codes: study $rc_main, study_hard $rc_hard)" | tee "$OUT/study_wall_time.txt"
-PY="$(command -v python)"
+PY="${PYTHON:-$(dirname "$HERE")/.venv/bin/python}"  # the Python run_pipeline.sh would pick in `make study`
 for d in "$OUT/study" "$OUT/study_hard"; do
   "$PY" "$HERE/study_extras.py" "$d" || exit 1
 done

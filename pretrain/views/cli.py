@@ -64,7 +64,6 @@ def cmd_stats(args, log) -> int:
     from objcrop.pretrain.views import build_view_policy
     from objcrop.pretrain.views.stats import format_view_stats, policy_view_stats
 
-    args.copy_paste = False  # crop geometry only
     cfg = _config(args)
     records, _ = load_dataset(args.dataset)
     if not records:
@@ -94,7 +93,7 @@ def _config(args):
     opts = list(args.opts or [])
     if args.policy:
         opts += ["VIEWS.POLICY", args.policy]
-    if args.copy_paste:
+    if getattr(args, "copy_paste", False):  # `stats` measures crop geometry only: no such option
         opts += ["VIEWS.COPY_PASTE.ENABLED", "True"]
     return merge_config(defaults, args.config, opts)
 
