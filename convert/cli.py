@@ -8,20 +8,23 @@
 import argparse
 import logging
 import os
+import re
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from objcrop.cli import run_stage_main
 from objcrop.convert.formats import FORMATS, Backbone, detect_format, extract_backbone, load_checkpoint
 from objcrop.convert.names import describe_resnet, is_dropped, resnet_depth, torchvision_to_detectron2
-from objcrop.convert.verify import DEFAULT_VERIFY_CONFIG, verify_pkl
+from objcrop.convert.verify import (BASIC_BLOCK_VERIFY_CONFIG, DEFAULT_VERIFY_CONFIG, verification_model_for_depth,
+                                    verify_pkl)
 from objcrop.convert.writer import AUTHOR, read_detectron2_pkl, to_detectron2_arrays, write_detectron2_pkl
 from objcrop.errors import CheckpointError, ConfigError
 from objcrop.io import sha256_file
 from objcrop.logger import setup_logger
 
+_D2_BLOCK_LAYER = re.compile(r"(?:^|\.)res([2-5])\.(\d+)\.(conv\d|shortcut)\.")
 # The default `method` of the pretrain block for checkpoints that do not carry one.
 _METHOD_OF_FORMAT = {"moco": "moco", "byol": "byol", "backbone-prefixed": "unknown", "torchvision": "unknown"}
 
@@ -44,9 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("output", nargs="?", help="detectron2 .pkl to write (atomically, only once verified)")
     p.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
                    help="layout of the input checkpoint (default: detect it)")
-    p.add_argument("--config-file", default=DEFAULT_VERIFY_CONFIG, metavar="YAML",
+    p.add_argument("--config-file", default=None, metavar="YAML",
                    help="detection config whose model the file must load into (a path or a file in objcrop's "
-                        f"eval_configs/; default: {DEFAULT_VERIFY_CONFIG})")
+                        f"eval_configs/; default: picked by the checkpoint's depth: {DEFAULT_VERIFY_CONFIG} for "
+                        f"ResNet-50/101/152, {BASIC_BLOCK_VERIFY_CONFIG} for ResNet-18/34, with "
+                        "MODEL.RESNETS.DEPTH set to the checkpoint's)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip building the detectron2 model and comparing tensors (not recommended)")
     p.add_argument("--check", metavar="FILE.pkl",
@@ -79,9 +84,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def convert(input_path: str, output_path: str, fmt: str = "auto", pretrain_overrides: Optional[Dict[str, object]] = None,
-            config_file: str = DEFAULT_VERIFY_CONFIG, opts: Optional[List[str]] = None, verify: bool = True,
+            config_file: Optional[str] = None, opts: Optional[List[str]] = None, verify: bool = True,
             logger: Optional[logging.Logger] = None) -> dict:
-    """Convert `input_path` to `output_path`; returns a summary dict. Nothing is written unless verification passes."""
+    """Convert `input_path` to `output_path`; returns a summary dict. Nothing is written unless verification passes.
+
+    Without `config_file` the file is verified in a detection model of the checkpoint's own depth."""
     logger = logger or logging.getLogger("objcrop.convert")
     start = time.time()
     obj = load_checkpoint(input_path)
@@ -94,6 +101,7 @@ def convert(input_path: str, output_path: str, fmt: str = "auto", pretrain_overr
     dropped = [n for n in backbone.tensors if is_dropped(n)]
     logger.info("read %s: %s layout at %s, %s, %d backbone tensors (dropped %d: fc/heads and BN counters)",
                 input_path, fmt, backbone.location, arch, len(mapping), len(dropped))
+    config_file, opts = _verification_model(config_file, opts, resnet_depth(backbone.tensors), logger)
     pretrain = _pretrain_block(backbone, fmt, pretrain_overrides or {}, logger)
     arrays = to_detectron2_arrays(backbone.tensors, mapping)
     provenance = {"file": os.path.abspath(input_path), "sha256": sha256_file(input_path), "format": fmt,
@@ -124,11 +132,12 @@ def convert(input_path: str, output_path: str, fmt: str = "auto", pretrain_overr
     return summary
 
 
-def check(pkl_path: str, config_file: str = DEFAULT_VERIFY_CONFIG, opts: Optional[List[str]] = None,
+def check(pkl_path: str, config_file: Optional[str] = None, opts: Optional[List[str]] = None,
           logger: Optional[logging.Logger] = None):
     """Verify an existing .pkl: it must be a non-Caffe2 detectron2 file whose every tensor loads."""
     logger = logger or logging.getLogger("objcrop.convert")
     data = read_detectron2_pkl(pkl_path)
+    config_file, opts = _verification_model(config_file, opts, _detectron2_depth(data["model"]), logger)
     author = data.get("__author__")
     if author is None or author == "Caffe2":
         raise CheckpointError(f"{pkl_path}: __author__ is {author!r}, so detectron2 renames its keys with the Caffe2 "
@@ -139,6 +148,32 @@ def check(pkl_path: str, config_file: str = DEFAULT_VERIFY_CONFIG, opts: Optiona
     result = verify_pkl(pkl_path, data["model"], config_file, opts)
     logger.info("OK: %s loads into %s: %s", pkl_path, config_file, result.describe())
     return result
+
+
+def _verification_model(config_file: Optional[str], opts: Optional[List[str]], depth: int,
+                        logger: logging.Logger) -> Tuple[str, List[str]]:
+    """The model to verify in: the one asked for, else one of the checkpoint's depth (the user's --opts last)."""
+    if config_file:
+        return config_file, list(opts or [])
+    config_file, depth_opts = verification_model_for_depth(depth)
+    logger.info("verifying in %s%s (picked for a %s; --config-file picks another)", config_file,
+                f" with {' '.join(depth_opts)}" if depth_opts else "", f"ResNet-{depth}" if depth else "ResNet")
+    return config_file, depth_opts + list(opts or [])
+
+
+def _detectron2_depth(arrays: Dict[str, object]) -> int:
+    """ResNet depth of a detectron2 .pkl's backbone names ("res4.5.conv3.weight"), 0 when unusual."""
+    blocks: Dict[str, set] = {}
+    bottleneck = False
+    for name in arrays:
+        m = _D2_BLOCK_LAYER.search(name)
+        if m:
+            blocks.setdefault(m.group(1), set()).add(m.group(2))
+            bottleneck |= m.group(3) == "conv3"
+    layout = tuple(len(blocks.get(str(i), ())) for i in range(2, 6))
+    depths = {(True, (3, 4, 6, 3)): 50, (True, (3, 4, 23, 3)): 101, (True, (3, 8, 36, 3)): 152,
+              (False, (2, 2, 2, 2)): 18, (False, (3, 4, 6, 3)): 34}
+    return depths.get((bottleneck, layout), 0)
 
 
 def _readable_like_other_files(path: str) -> None:

@@ -8,7 +8,7 @@ one raises CheckpointError with the keys.
 """
 import dataclasses
 import logging
-from typing import Dict, List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,6 +17,9 @@ from objcrop.convert.names import D2_BACKBONE_NAME
 from objcrop.errors import CheckpointError
 
 DEFAULT_VERIFY_CONFIG = "voc/faster_rcnn_R_50_C4_24k.yaml"
+# ResNet-18/34 have basic blocks, which the C4 head (a res5 bottleneck stage) cannot take: they are
+# verified in the FPN model the study fine-tunes them in.
+BASIC_BLOCK_VERIFY_CONFIG = "study/faster_rcnn_R_18_FPN_voc.yaml"
 _LIST_LIMIT = 8
 # Loggers through which detectron2/fvcore report unmatched keys while loading; the
 # comparison below reports the same facts precisely, so their pages of warnings are muted.
@@ -82,6 +85,13 @@ def compare_backbone(model: torch.nn.Module, expected: Mapping[str, object]) -> 
             diff = (want.to(torch.float64) - have.to(torch.float64)).abs().max().item()
             different.append(f"{name} (values differ, max |diff| {diff:.3g})")
     return Comparison(len(set(actual) & set(expected)), missing, unexpected, different)
+
+
+def verification_model_for_depth(depth: int) -> Tuple[str, List[str]]:
+    """(config file, overrides) of a detection model whose backbone has this ResNet depth (0: unknown)."""
+    if depth in (18, 34):
+        return BASIC_BLOCK_VERIFY_CONFIG, ([] if depth == 18 else ["MODEL.RESNETS.DEPTH", str(depth)])
+    return DEFAULT_VERIFY_CONFIG, ([] if depth in (0, 50) else ["MODEL.RESNETS.DEPTH", str(depth)])
 
 
 def build_model_for_verification(config_file: str, opts: Optional[List[str]] = None):

@@ -84,6 +84,21 @@ def test_resnet18_checkpoint_against_r50_config_fails_naming_file_and_keys(tmp_p
     assert not list(tmp_path.glob(".r18.pkl.*"))
 
 
+def test_resnet18_without_config_file_is_verified_in_a_model_of_its_depth(tmp_path, caplog):
+    from objcrop.convert.cli import check
+
+    src, out = tmp_path / "r18.pth", tmp_path / "r18.pkl"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), src)
+    with caplog.at_level("INFO", logger="objcrop.convert"):
+        summary = convert(str(src), str(out))
+        assert summary["verified"] and summary["config_file"] == "study/faster_rcnn_R_18_FPN_voc.yaml"
+        # --check reads the depth from the detectron2 names; a ResNet-34 gets the same model, deeper
+        assert check(str(out)).ok
+        torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
+        assert convert(str(tmp_path / "r34.pth"), str(tmp_path / "r34.pkl"))["verified"]
+    assert "picked for a ResNet-18" in caplog.text and "MODEL.RESNETS.DEPTH 34" in caplog.text
+
+
 def test_missing_layers_fail_with_the_missing_keys(tmp_path, r50_state, capsys):
     from objcrop.cli import run_stage_main
 
