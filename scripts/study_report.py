@@ -135,6 +135,57 @@ def learnability_line(values) -> str:
     return f"supervised {_fmt(sup)}, random init {_fmt(rnd)}"
 
 
+def _run_tail(metrics_path: str, last: int = 20) -> Tuple[Optional[float], Optional[float], Optional[float]]:
+    """(first-epoch loss, mean loss and mean acc_top1 over the last `last` iterations) of one run."""
+    rows = []
+    with open(metrics_path, "r", encoding="utf-8") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a kill; the others stand
+    rows = [r for r in rows if "loss" in r]
+    if not rows:
+        return None, None, None
+    first_epoch = [r["loss"] for r in rows if r.get("epoch", 0) == 0]
+    tail = rows[-last:]
+    acc = [r["acc_top1"] for r in tail if "acc_top1" in r]
+    return (statistics.mean(first_epoch) if first_epoch else None, statistics.mean(r["loss"] for r in tail),
+            statistics.mean(acc) if acc else None)
+
+
+def pretext_table(study: str) -> str:
+    """How well each run learned its own task: MoCo's loss against ln(K+1) (the loss of a
+    network that cannot tell its positive key from the queue) and how often the positive wins."""
+    lines = ["| run | iterations | loss, first epoch (queue filling) | loss, last 20 it. | chance loss ln(K+1) | "
+             "positive key ranked first, last 20 it. (chance 1/(K+1)) | probe mAP % |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    found = False
+    for run_dir in sorted(glob.glob(os.path.join(study, "runs", "pretrain", "*"))):
+        metrics, cfg_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "config.yaml")
+        if not (os.path.isfile(metrics) and os.path.isfile(os.path.join(run_dir, "model_final.pth"))):
+            continue
+        import yaml
+
+        with open(cfg_path, "r", encoding="utf-8") as f:
+            pre = (yaml.safe_load(f) or {}).get("PRETRAIN", {})
+        first, loss, acc = _run_tail(metrics)
+        if loss is None:
+            continue
+        name = os.path.basename(run_dir)
+        probe = _read_json(os.path.join(study, "runs", "probe", name, "results.json")) or {}
+        mAP = probe.get("mAP")
+        iters = (_read_json(os.path.join(run_dir, "results.json")) or {}).get("iterations", "—")
+        moco = pre.get("METHOD") == "moco_v2"
+        k = pre.get("MOCO", {}).get("K")
+        chance = f"{math.log(k + 1):.2f}" if moco and k else "—"
+        acc_txt = "—" if acc is None else f"{acc:.3f} (1/{k + 1})" if moco and k else f"{acc:.3f}"
+        lines.append(f"| {name} | {iters} | {'—' if first is None else f'{first:.2f}'} | {loss:.2f} | {chance} | "
+                     f"{acc_txt} | {'—' if mAP is None else f'{100 * mAP:.1f}'} |")
+        found = True
+    return "\n".join(lines) if found else "_(no finished pretraining run)_"
+
+
 def report_table(study: str) -> str:
     path = os.path.join(study, "report", "results.md")
     if not os.path.isfile(path):
@@ -327,6 +378,12 @@ Probe mAP:
 kNN mAP:
 
 {reading_table(values, KNN)}
+
+### Did the pretext task learn? (each run's metrics.jsonl)
+
+BYOL's loss is a regression loss (no chance level, no ranking).
+
+{pretext_table(study)}
 
 ### Plots
 
