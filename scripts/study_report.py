@@ -284,7 +284,6 @@ def setup_summary(study: str) -> Dict[str, str]:
         with open(cfg_path, "r", encoding="utf-8") as f:
             cfg = yaml.safe_load(f) or {}
     pre, views = cfg.get("PRETRAIN", {}), cfg.get("VIEWS", {})
-    learn = _read_json(os.path.join(study, "supervised", "learnability.json")) or {}
     return {
         "variant": str(meta.get("variant", "?")),
         "data": (f"{meta.get('num_images', '?')} images ({', '.join(f'{k} {v}' for k, v in meta.get('splits', {}).items())}), "
@@ -296,14 +295,28 @@ def setup_summary(study: str) -> Dict[str, str]:
                      f"{pre.get('MOCO', {}).get('K', '?')}, m {pre.get('MOCO', {}).get('M', '?')}, "
                      f"T {pre.get('MOCO', {}).get('T', '?')}; {views.get('CROP_SIZE', '?')}-px crops, boxes grown to "
                      f"min({views.get('MIN_BOX_SIZE', '?')} (-1 = crop size), {views.get('MIN_BOX_FRACTION', '?')} × side)"),
-        "learnability": (f"sklearn logistic-regression probe of benchmarks/learnability.py: supervised "
-                         f"{learn.get('supervised_mAP', float('nan')):.3f}, random init {learn.get('random_init_mAP', float('nan')):.3f}, "
-                         f"chance {learn.get('chance_mAP', float('nan')):.3f} "
-                         f"({(learn.get('supervised_training') or {}).get('samples', '?')} samples, "
-                         f"{(learn.get('supervised_training') or {}).get('train_seconds', float('nan')) / 60:.1f} min)")
-        if learn else "not run",
+        "learnability": learnability_budgets(study),
         "times": time_summary(study),
     }
+
+
+def learnability_budgets(study: str) -> str:
+    """The supervised bound's own probe (benchmarks/learnability.py) at every budget that was tried:
+    OUT/supervised/ is the preset's, OUT/supervised_*/ earlier or other budgets kept beside it."""
+    parts = []
+    for path in sorted(glob.glob(os.path.join(study, "supervised*", "learnability.json")),
+                       key=lambda p: (os.path.basename(os.path.dirname(p)) != "supervised", p)):
+        learn = _read_json(path)
+        if not learn:
+            continue
+        train = learn.get("supervised_training") or {}
+        parts.append(f"{train.get('samples', '?')} samples ({train.get('epochs', float('nan')):.0f} epochs, "
+                     f"{train.get('train_seconds', float('nan')) / 60:.0f} min; "
+                     f"`{os.path.relpath(path, study)}`): supervised {learn['supervised_mAP']:.3f}, "
+                     f"random init {learn['random_init_mAP']:.3f}, chance {learn['chance_mAP']:.3f}")
+    if not parts:
+        return "not run"
+    return "sklearn logistic-regression probe of benchmarks/learnability.py — " + "; ".join(parts)
 
 
 def not_run(study: str, preset: str) -> str:
