@@ -71,13 +71,23 @@ def _fmt(values: List[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
+def _baseline_policy(values, method: str, policy: str) -> str:
+    """The random-crop row a policy is read against: a tagged run (`obj-obj-dilate-no-colour`)
+    against the random-crop run with the same tag (`random-no-colour`) when there is one."""
+    for (m, other, _, _) in values:
+        tag = other[len("random-"):] if m == method and other.startswith("random-") else None
+        if tag and policy.endswith("-" + tag):
+            return other
+    return "random"
+
+
 def reading_rows(values, column: str) -> List[dict]:
     """Every pretrained row against the random-crop row of its method on one column."""
     rows = []
     for (method, policy, proposals, epochs), cols in sorted(values.items()):
-        if method in ("random_init", "supervised") or policy == "random" or column not in cols:
+        if method in ("random_init", "supervised") or policy.startswith("random") or column not in cols:
             continue
-        base = values.get((method, "random", "none", epochs), {}).get(column, [])
+        base = values.get((method, _baseline_policy(values, method, policy), "none", epochs), {}).get(column, [])
         mine = cols[column]
         if not base:
             continue
@@ -85,6 +95,7 @@ def reading_rows(values, column: str) -> List[dict]:
         p = _welch_p(mine, base)
         noise = max([statistics.stdev(v) for v in (mine, base) if len(v) > 1] or [float("nan")])
         rows.append({"method": method, "policy": policy, "proposals": proposals, "epochs": epochs, "delta": delta, "p": p,
+                     "baseline": _baseline_policy(values, method, policy),
                      "noise": noise, "n": len(mine), "n_base": len(base)})
     return rows
 
@@ -98,14 +109,20 @@ def _verdict(r: dict) -> str:
 
 
 def reading_table(values, column: str) -> str:
-    lines = ["| method | view policy | proposals | epochs | Δ vs random crops | largest seed std | Welch p | seeds (vs random) | reading |",
-             "|---|---|---|---|---:|---:|---:|---|---|"]
+    lines = ["| method | view policy | proposals | epochs | against | Δ | largest seed std | Welch p | seeds (vs baseline) | reading |",
+             "|---|---|---|---|---|---:|---:|---:|---|---|"]
     for r in reading_rows(values, column):
         p = "—" if r["p"] is None else f"{r['p']:.2f}"
         noise = "—" if math.isnan(r["noise"]) else f"{r['noise']:.1f}"
-        lines.append(f"| {r['method']} | {r['policy']} | {r['proposals']} | {r['epochs']} | {r['delta']:+.1f} | {noise} | {p} | "
+        lines.append(f"| {r['method']} | {r['policy']} | {r['proposals']} | {r['epochs']} | {r['baseline']} | {r['delta']:+.1f} | {noise} | {p} | "
                      f"{r['n']} ({r['n_base']}) | {_verdict(r)} |")
     return "\n".join(lines)
+
+
+def detection_readings(values) -> str:
+    """The reading tables of every detection column present (VOC AP50, COCO box AP, …)."""
+    columns = sorted({c for cols in values.values() for c in cols if c not in (PROBE, KNN)})
+    return "".join(f"\n{column}:\n\n{reading_table(values, column)}\n" for column in columns)
 
 
 def gate_table(values, column: str) -> str:
@@ -391,7 +408,7 @@ Probe mAP:
 kNN mAP:
 
 {reading_table(values, KNN)}
-
+{detection_readings(values)}
 ### Did the pretext task learn? (each run's metrics.jsonl)
 
 BYOL's loss is a regression loss (no chance level, no ranking).
