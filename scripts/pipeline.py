@@ -265,6 +265,8 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
                     "PRETRAIN.SEED", str(seed)] + [str(o) for o in pre.get("opts", [])]
             if spec["copy_paste"]:
                 opts += ["VIEWS.COPY_PASTE.ENABLED", "True"]
+            if spec["tag"]:
+                opts += ["PRETRAIN.TAG", spec["tag"]]  # the run's own report row
             opts += spec["opts"]
             cmd = ["pretrain", "--config-file", str(pre.get("config_file", "pretrain/demo.yaml")),
                    "--resume", "--opts"] + opts

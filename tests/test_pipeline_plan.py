@@ -147,6 +147,7 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     nocol = by_name["pretrain.moco_v2_random-no-colour_none_s0"].cmd
     opts = nocol[nocol.index("--opts") + 1:]
     assert dict(zip(opts[::2], opts[1::2]))["VIEWS.COLOR_JITTER_PROB"] == "0.0"
+    assert dict(zip(opts[::2], opts[1::2]))["PRETRAIN.TAG"] == "no-colour"
     cp = by_name["pretrain.moco_v2_obj-obj-dilate+copy-paste_gt_s2"].cmd
     opts = cp[cp.index("--opts") + 1:]
     assert dict(zip(opts[::2], opts[1::2]))["VIEWS.COPY_PASTE.ENABLED"] == "True"

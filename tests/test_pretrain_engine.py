@@ -184,9 +184,11 @@ def test_byol_run_in_one_process_exports_the_online_backbone(synth_dir, tmp_path
     out = tmp_path / "byol"
     cfg = merge_config(get_pretrain_cfg, "pretrain/byol_demo.yaml",
                        TINY + ["DATA.DATASET", f"synth:{synth_dir}:train", "OUTPUT_DIR", str(out), "PRETRAIN.EPOCHS", "1",
-                               "PRETRAIN.BATCH_SIZE", "8", "DATA.NUM_WORKERS", "0", "PRETRAIN.BYOL.PROJ_HIDDEN", "64"])
+                               "PRETRAIN.BATCH_SIZE", "8", "DATA.NUM_WORKERS", "0", "PRETRAIN.BYOL.PROJ_HIDDEN", "64",
+                               "PRETRAIN.TAG", "short"])
     results = PretrainTrainer(cfg, DistContext(), setup_logger("objcrop.pretrain.test", str(out))).train()
     assert results["status"] == "ok" and results["pretrain"]["method"] == "byol" and results["final_loss"] > 0
+    assert results["pretrain"]["policy"] == "obj-obj-dilate-short"  # a tagged run gets its own report row
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
     torch.testing.assert_close(final["backbone"]["conv1.weight"], final["model"]["online.conv1.weight"])
     assert 0.996 <= float(final["model"]["momentum"]) <= 1.0  # the target EMA rate was scheduled

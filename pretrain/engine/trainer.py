@@ -29,14 +29,16 @@ class TrainingDiverged(ObjcropError):
 
 
 def policy_name(cfg: CfgNode) -> str:
-    """The view policy as runs and reports name it; copy-paste on top is part of the name
-    (`obj-obj-dilate+copy-paste`), so those runs get their own report row."""
+    """The view policy as runs and reports name it; copy-paste on top and a PRETRAIN.TAG are part
+    of the name (`obj-obj-dilate+copy-paste`, `random-no-colour`), so those runs get their own
+    report row."""
     if "VIEWS" not in cfg or "POLICY" not in cfg.VIEWS:
         return "random"
     name = str(cfg.VIEWS.POLICY)
     if "COPY_PASTE" in cfg.VIEWS and cfg.VIEWS.COPY_PASTE.ENABLED:
         name += "+copy-paste"
-    return name
+    tag = str(cfg.PRETRAIN.get("TAG", "")) if "PRETRAIN" in cfg else ""
+    return f"{name}-{tag}" if tag else name
 
 
 def dataset_tag(spec: str) -> str:
@@ -252,7 +254,7 @@ class PretrainTrainer:
 
         extra["train_time_s"] += time.perf_counter() - t_session
         throughput = seen_this_session / max(1e-9, time.perf_counter() - t_session)
-        if no_box and policy_name(cfg) != "random":
+        if no_box and cfg.VIEWS.POLICY != "random":
             self.logger.info(f"{no_box} sampled images (this process) had no boxes: the policy fell back to random crops")
         results = self._finish(method, iteration, extra, recent, wall_start, throughput) if ctx.is_main else None
         du.barrier()
