@@ -121,7 +121,7 @@ def reading_table(values, column: str) -> str:
 
 def detection_readings(values) -> str:
     """The reading tables of every detection column present (VOC AP50, COCO box AP, …)."""
-    columns = sorted({c for cols in values.values() for c in cols if c not in (PROBE, KNN)})
+    columns = sorted({c for cols in values.values() for c in cols if c.startswith(("VOC", "COCO"))})
     return "".join(f"\n{column}:\n\n{reading_table(values, column)}\n" for column in columns)
 
 
