@@ -137,7 +137,6 @@ def check(pkl_path: str, config_file: Optional[str] = None, opts: Optional[List[
     """Verify an existing .pkl: it must be a non-Caffe2 detectron2 file whose every tensor loads."""
     logger = logger or logging.getLogger("objcrop.convert")
     data = read_detectron2_pkl(pkl_path)
-    config_file, opts = _verification_model(config_file, opts, _detectron2_depth(data["model"]), logger)
     author = data.get("__author__")
     if author is None or author == "Caffe2":
         raise CheckpointError(f"{pkl_path}: __author__ is {author!r}, so detectron2 renames its keys with the Caffe2 "
@@ -145,6 +144,7 @@ def check(pkl_path: str, config_file: Optional[str] = None, opts: Optional[List[
                               "`objcrop convert` instead")
     if not data.get("matching_heuristics"):
         logger.warning("%s: matching_heuristics is off; names must equal the model's exactly", pkl_path)
+    config_file, opts = _verification_model(config_file, opts, _detectron2_depth(data["model"]), logger)
     result = verify_pkl(pkl_path, data["model"], config_file, opts)
     logger.info("OK: %s loads into %s: %s", pkl_path, config_file, result.describe())
     return result

@@ -87,7 +87,8 @@ def reading_rows(values, column: str) -> List[dict]:
     for (method, policy, proposals, epochs), cols in sorted(values.items()):
         if method in ("random_init", "supervised") or policy.startswith("random") or column not in cols:
             continue
-        base = values.get((method, _baseline_policy(values, method, policy), "none", epochs), {}).get(column, [])
+        baseline = _baseline_policy(values, method, policy)
+        base = values.get((method, baseline, "none", epochs), {}).get(column, [])
         mine = cols[column]
         if not base:
             continue
@@ -95,7 +96,7 @@ def reading_rows(values, column: str) -> List[dict]:
         p = _welch_p(mine, base)
         noise = max([statistics.stdev(v) for v in (mine, base) if len(v) > 1] or [float("nan")])
         rows.append({"method": method, "policy": policy, "proposals": proposals, "epochs": epochs, "delta": delta, "p": p,
-                     "baseline": _baseline_policy(values, method, policy),
+                     "baseline": baseline,
                      "noise": noise, "n": len(mine), "n_base": len(base)})
     return rows
 
@@ -177,13 +178,13 @@ def pretext_table(study: str) -> str:
     lines = ["| run | iterations | loss, first epoch (queue filling) | loss, last 20 it. | chance loss ln(K+1) | "
              "positive key ranked first, last 20 it. (chance 1/(K+1)) | probe mAP % |",
              "|---|---:|---:|---:|---:|---:|---:|"]
+    import yaml
+
     found = False
     for run_dir in sorted(glob.glob(os.path.join(study, "runs", "pretrain", "*"))):
         metrics, cfg_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "config.yaml")
         if not (os.path.isfile(metrics) and os.path.isfile(os.path.join(run_dir, "model_final.pth"))):
             continue
-        import yaml
-
         with open(cfg_path, "r", encoding="utf-8") as f:
             pre = (yaml.safe_load(f) or {}).get("PRETRAIN", {})
         first, loss, acc = _run_tail(metrics)
