@@ -8,7 +8,6 @@
 import argparse
 import logging
 import os
-import re
 import sys
 import tempfile
 import time
@@ -16,7 +15,8 @@ from typing import Dict, List, Optional, Tuple
 
 from objcrop.cli import run_stage_main
 from objcrop.convert.formats import FORMATS, Backbone, detect_format, extract_backbone, load_checkpoint
-from objcrop.convert.names import describe_resnet, is_dropped, resnet_depth, torchvision_to_detectron2
+from objcrop.convert.names import (describe_resnet, detectron2_resnet_depth, is_dropped, resnet_depth,
+                                   torchvision_to_detectron2)
 from objcrop.convert.verify import (BASIC_BLOCK_VERIFY_CONFIG, DEFAULT_VERIFY_CONFIG, verification_model_for_depth,
                                     verify_pkl)
 from objcrop.convert.writer import AUTHOR, read_detectron2_pkl, to_detectron2_arrays, write_detectron2_pkl
@@ -24,7 +24,6 @@ from objcrop.errors import CheckpointError, ConfigError
 from objcrop.io import sha256_file
 from objcrop.logger import setup_logger
 
-_D2_BLOCK_LAYER = re.compile(r"(?:^|\.)res([2-5])\.(\d+)\.(conv\d|shortcut)\.")
 # The default `method` of the pretrain block for checkpoints that do not carry one.
 _METHOD_OF_FORMAT = {"moco": "moco", "byol": "byol", "backbone-prefixed": "unknown", "torchvision": "unknown"}
 
@@ -144,7 +143,7 @@ def check(pkl_path: str, config_file: Optional[str] = None, opts: Optional[List[
                               "`objcrop convert` instead")
     if not data.get("matching_heuristics"):
         logger.warning("%s: matching_heuristics is off; names must equal the model's exactly", pkl_path)
-    config_file, opts = _verification_model(config_file, opts, _detectron2_depth(data["model"]), logger)
+    config_file, opts = _verification_model(config_file, opts, detectron2_resnet_depth(data["model"]), logger)
     result = verify_pkl(pkl_path, data["model"], config_file, opts)
     logger.info("OK: %s loads into %s: %s", pkl_path, config_file, result.describe())
     return result
@@ -159,21 +158,6 @@ def _verification_model(config_file: Optional[str], opts: Optional[List[str]], d
     logger.info("verifying in %s%s (picked for a %s; --config-file picks another)", config_file,
                 f" with {' '.join(depth_opts)}" if depth_opts else "", f"ResNet-{depth}" if depth else "ResNet")
     return config_file, depth_opts + list(opts or [])
-
-
-def _detectron2_depth(arrays: Dict[str, object]) -> int:
-    """ResNet depth of a detectron2 .pkl's backbone names ("res4.5.conv3.weight"), 0 when unusual."""
-    blocks: Dict[str, set] = {}
-    bottleneck = False
-    for name in arrays:
-        m = _D2_BLOCK_LAYER.search(name)
-        if m:
-            blocks.setdefault(m.group(1), set()).add(m.group(2))
-            bottleneck |= m.group(3) == "conv3"
-    layout = tuple(len(blocks.get(str(i), ())) for i in range(2, 6))
-    depths = {(True, (3, 4, 6, 3)): 50, (True, (3, 4, 23, 3)): 101, (True, (3, 8, 36, 3)): 152,
-              (False, (2, 2, 2, 2)): 18, (False, (3, 4, 6, 3)): 34}
-    return depths.get((bottleneck, layout), 0)
 
 
 def _readable_like_other_files(path: str) -> None:

@@ -120,6 +120,22 @@ def resnet_depth(names: Iterable[str]) -> int:
     return _DEPTHS.get(infer_resnet_layout(names), 0)
 
 
+_D2_BLOCK = re.compile(r"(?:^|\.)res(?P<stage>[2-5])\.(?P<block>\d+)\.(?P<layer>conv[1-3]|shortcut)\.")
+
+
+def detectron2_resnet_depth(names: Iterable[str]) -> int:
+    """Depth of detectron2 ResNet names ("res4.5.conv3.weight", a converted .pkl's), 0 when unusual."""
+    blocks = {s: set() for s in range(2, 6)}
+    bottleneck = False
+    for name in names:
+        m = _D2_BLOCK.search(name)
+        if m:
+            blocks[int(m.group("stage"))].add(int(m.group("block")))
+            bottleneck |= m.group("layer") == "conv3"
+    layout = ("bottleneck" if bottleneck else "basic"), tuple(len(blocks[s]) for s in range(2, 6))
+    return _DEPTHS.get(layout, 0)
+
+
 def _preview(names: List[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", … and {len(names) - limit} more" if len(names) > limit else "")

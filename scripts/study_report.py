@@ -11,7 +11,6 @@ The reading (Δ against random crops, Welch's t-test over seeds) is computed her
 import argparse
 import csv
 import glob
-import json
 import math
 import os
 import re
@@ -29,10 +28,13 @@ KNN = "probe kNN mAP (synth:test)"
 
 
 def _read_json(path: str) -> Optional[dict]:
+    """objcrop.io.read_json, with None for a file a study has not written (yet)."""
+    from objcrop.errors import ObjcropError
+    from objcrop.io import read_json
+
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        return read_json(path)
+    except ObjcropError:
         return None
 
 
@@ -153,16 +155,11 @@ def learnability_line(values) -> str:
     return f"supervised {_fmt(sup)}, random init {_fmt(rnd)}"
 
 
-def _run_tail(metrics_path: str, last: int = 20) -> Tuple[Optional[float], Optional[float], Optional[float]]:
+def _run_tail(run_dir: str, last: int = 20) -> Tuple[Optional[float], Optional[float], Optional[float]]:
     """(first-epoch loss, mean loss and mean acc_top1 over the last `last` iterations) of one run."""
-    rows = []
-    with open(metrics_path, "r", encoding="utf-8") as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a kill; the others stand
-    rows = [r for r in rows if "loss" in r]
+    from objcrop.report.collect import read_metrics
+
+    rows = [r for r in read_metrics(run_dir) if "loss" in r]
     if not rows:
         return None, None, None
     first_epoch = [r["loss"] for r in rows if r.get("epoch", 0) == 0]
@@ -175,29 +172,26 @@ def _run_tail(metrics_path: str, last: int = 20) -> Tuple[Optional[float], Optio
 def pretext_table(study: str) -> str:
     """How well each run learned its own task: MoCo's loss against ln(K+1) (the loss of a
     network that cannot tell its positive key from the queue) and how often the positive wins."""
+    from objcrop.report.collect import read_config_value
+
     lines = ["| run | iterations | loss, first epoch (queue filling) | loss, last 20 it. | chance loss ln(K+1) | "
              "positive key ranked first, last 20 it. (chance 1/(K+1)) | probe mAP % |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    import yaml
-
     found = False
     for run_dir in sorted(glob.glob(os.path.join(study, "runs", "pretrain", "*"))):
-        metrics, cfg_path = os.path.join(run_dir, "metrics.jsonl"), os.path.join(run_dir, "config.yaml")
-        if not (os.path.isfile(metrics) and os.path.isfile(os.path.join(run_dir, "model_final.pth"))):
+        if not os.path.isfile(os.path.join(run_dir, "model_final.pth")):
             continue
-        with open(cfg_path, "r", encoding="utf-8") as f:
-            pre = (yaml.safe_load(f) or {}).get("PRETRAIN", {})
-        first, loss, acc = _run_tail(metrics)
+        first, loss, acc = _run_tail(run_dir)
         if loss is None:
             continue
         name = os.path.basename(run_dir)
         probe = _read_json(os.path.join(study, "runs", "probe", name, "results.json")) or {}
         mAP = probe.get("mAP")
         iters = (_read_json(os.path.join(run_dir, "results.json")) or {}).get("iterations", "—")
-        moco = pre.get("METHOD") == "moco_v2"
-        k = pre.get("MOCO", {}).get("K")
-        chance = f"{math.log(k + 1):.2f}" if moco and k else "—"
-        acc_txt = "—" if acc is None else f"{acc:.3f} (1/{k + 1})" if moco and k else f"{acc:.3f}"
+        moco = read_config_value(run_dir, "PRETRAIN.METHOD") == "moco_v2"
+        k = read_config_value(run_dir, "PRETRAIN.MOCO.K") if moco else None
+        chance = f"{math.log(k + 1):.2f}" if k else "—"
+        acc_txt = "—" if acc is None else f"{acc:.3f} (1/{k + 1})" if k else f"{acc:.3f}"
         lines.append(f"| {name} | {iters} | {'—' if first is None else f'{first:.2f}'} | {loss:.2f} | {chance} | "
                      f"{acc_txt} | {'—' if mAP is None else f'{100 * mAP:.1f}'} |")
         found = True
@@ -461,7 +455,6 @@ def main(argv=None) -> int:
         if os.path.isdir(study):
             parts.append(section(title, os.path.abspath(study), preset, os.path.join(doc_dir, "results", preset), doc_dir))
     text = "\n\n".join(parts) + "\n"
-    sys.path.insert(0, REPO)
     from objcrop.io import write_text_atomic
 
     write_text_atomic(args.out, text)

@@ -4,7 +4,7 @@ import torch
 import torchvision
 
 from objcrop.convert.formats import detect_format, extract_backbone
-from objcrop.convert.names import describe_resnet, torchvision_to_detectron2
+from objcrop.convert.names import describe_resnet, detectron2_resnet_depth, resnet_depth, torchvision_to_detectron2
 from objcrop.errors import CheckpointError
 
 
@@ -33,6 +33,15 @@ def test_resnet18_names_map_and_are_described():
     assert mapping["layer1.1.bn2.weight"] == "res2.1.conv2.norm.weight"
     assert describe_resnet(state) == "ResNet-18"
     assert describe_resnet(torchvision.models.resnet50(weights=None).state_dict()) == "ResNet-50"
+
+
+@pytest.mark.parametrize("arch, depth", [("resnet18", 18), ("resnet34", 34), ("resnet50", 50), ("resnet101", 101)])
+def test_depth_reads_the_same_from_torchvision_and_detectron2_names(arch, depth):
+    names = [n for n, _ in getattr(torchvision.models, arch)(weights=None).named_parameters()]
+    assert resnet_depth(names) == depth
+    d2 = [f"backbone.{n}" for n in torchvision_to_detectron2(names).values()]
+    assert detectron2_resnet_depth(d2) == depth
+    assert detectron2_resnet_depth([n for n in d2 if ".res4." not in n]) == 0  # a missing stage is no standard depth
 
 
 def test_no_backbone_keys_is_refused():

@@ -64,7 +64,7 @@ def cmd_stats(args, log) -> int:
     from objcrop.pretrain.views import build_view_policy
     from objcrop.pretrain.views.stats import format_view_stats, policy_view_stats
 
-    cfg = _config(args)
+    cfg = _config(args)  # crop geometry only: `stats` has no --copy-paste
     records, _ = load_dataset(args.dataset)
     if not records:
         raise ObjcropError(f"--dataset {args.dataset}: no images")
@@ -85,7 +85,8 @@ def cmd_stats(args, log) -> int:
     return 0
 
 
-def _config(args):
+def _config(args, copy_paste: bool = False):
+    """The views config of `args` (--config, --opts, --policy); copy_paste wraps the policy in DiLo copy-paste."""
     try:
         from objcrop.pretrain.config import get_pretrain_cfg as defaults
     except ImportError:  # pragma: no cover - the views package alone
@@ -93,7 +94,7 @@ def _config(args):
     opts = list(args.opts or [])
     if args.policy:
         opts += ["VIEWS.POLICY", args.policy]
-    if getattr(args, "copy_paste", False):  # `stats` measures crop geometry only: no such option
+    if copy_paste:
         opts += ["VIEWS.COPY_PASTE.ENABLED", "True"]
     return merge_config(defaults, args.config, opts)
 
@@ -123,7 +124,7 @@ def cmd_show(args, log) -> int:
     from objcrop.pretrain.proposals.draw import draw_boxes, grid, label, write_png
     from objcrop.pretrain.views import build_view_policy
 
-    cfg = _config(args)
+    cfg = _config(args, copy_paste=args.copy_paste)
     records, _ = load_dataset(args.dataset)
     if not records:
         raise ObjcropError(f"--dataset {args.dataset}: no images")
