@@ -92,16 +92,22 @@ def torchvision_to_detectron2(names: Iterable[str], source: str = "state dict") 
     return mapping
 
 
-def infer_resnet_layout(names: Iterable[str]) -> Tuple[str, Tuple[int, ...]]:
-    """('bottleneck'|'basic', blocks per stage) of torchvision ResNet names, e.g. ('bottleneck', (3, 4, 6, 3))."""
-    blocks = {s: set() for s in range(1, 5)}
+def _layout(names: Iterable[str], block: "re.Pattern", stages: range) -> Tuple[str, Tuple[int, ...]]:
+    """('bottleneck'|'basic', blocks per stage) from the names `block` matches (groups stage, block;
+    a third conv or BN of a block, conv3/bn3, makes it a bottleneck)."""
+    blocks = {s: set() for s in stages}
     bottleneck = False
     for name in names:
-        m = _BLOCK.match(name)
+        m = block.search(name)
         if m:
             blocks[int(m.group("stage"))].add(int(m.group("block")))
-            bottleneck |= m.group("conv") == "conv3" or m.group("bn") == "bn3"
-    return ("bottleneck" if bottleneck else "basic"), tuple(len(blocks[s]) for s in range(1, 5))
+            bottleneck |= bool({"conv3", "bn3"} & set(m.groupdict().values()))
+    return ("bottleneck" if bottleneck else "basic"), tuple(len(blocks[s]) for s in stages)
+
+
+def infer_resnet_layout(names: Iterable[str]) -> Tuple[str, Tuple[int, ...]]:
+    """('bottleneck'|'basic', blocks per stage) of torchvision ResNet names, e.g. ('bottleneck', (3, 4, 6, 3))."""
+    return _layout(names, _BLOCK, range(1, 5))
 
 
 _DEPTHS = {("basic", (2, 2, 2, 2)): 18, ("basic", (3, 4, 6, 3)): 34, ("bottleneck", (3, 4, 6, 3)): 50,
@@ -125,15 +131,7 @@ _D2_BLOCK = re.compile(r"(?:^|\.)res(?P<stage>[2-5])\.(?P<block>\d+)\.(?P<layer>
 
 def detectron2_resnet_depth(names: Iterable[str]) -> int:
     """Depth of detectron2 ResNet names ("res4.5.conv3.weight", a converted .pkl's), 0 when unusual."""
-    blocks = {s: set() for s in range(2, 6)}
-    bottleneck = False
-    for name in names:
-        m = _D2_BLOCK.search(name)
-        if m:
-            blocks[int(m.group("stage"))].add(int(m.group("block")))
-            bottleneck |= m.group("layer") == "conv3"
-    layout = ("bottleneck" if bottleneck else "basic"), tuple(len(blocks[s]) for s in range(2, 6))
-    return _DEPTHS.get(layout, 0)
+    return _DEPTHS.get(_layout(names, _D2_BLOCK, range(2, 6)), 0)
 
 
 def _preview(names: List[str], limit: int = 8) -> str:
