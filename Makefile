@@ -28,9 +28,9 @@ $(VENV)/bin/python:
 	$(PYTHON310) -m venv $(VENV)
 
 $(STAMP): $(VENV)/bin/python requirements/pinned.txt setup.py
-	$(PY) -m pip install --quiet --upgrade "pip<25" wheel
-	$(PY) -m pip install --quiet -r requirements/pinned.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --no-cache-dir --quiet --upgrade "pip<25" wheel
+	$(PY) -m pip install --no-cache-dir --quiet -r requirements/pinned.txt
+	$(PY) -m pip install --no-cache-dir --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 demo: $(STAMP)
