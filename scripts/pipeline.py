@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -60,6 +60,9 @@ class Task:
     timeout_min: int = 60
     tail: List[str] = field(default_factory=list)  # arguments that must come last (detectron2's --opts)
     raw: bool = False  # cmd is a script of this repository and its arguments, run with this Python
+    # the small files that hold the task's result, relative to OUT (a record keeps them, not the
+    # checkpoints); empty for the stages whose outputs only feed others (proposals, convert, report)
+    results: List[str] = field(default_factory=list)
 
     def complete(self) -> bool:
         return (not self.always) and bool(self.checks) and all(_check(c) for c in self.checks)
@@ -203,7 +206,7 @@ def probe_task(name: str, weights: str, p: Dict[str, Any], probe: Dict[str, Any]
            "--dataset-test", p["datasets"]["probe_test"], "--out", probe_dir]
     cmd += [str(a) for a in probe.get("args", [])] + list(extra or [])
     return Task(f"probe.{name}", "probe", cmd, [["results_ok", os.path.join(probe_dir, "results.json")]],
-                deps=deps, gpus=min(gpus, 1))
+                deps=deps, gpus=min(gpus, 1), results=[os.path.join(probe_dir, "results.json")])
 
 
 def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
@@ -226,7 +229,8 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
         if s.get("variant"):
             cmd += ["--variant", str(s["variant"])]
         cmd += [str(a) for a in s.get("args", [])]
-        tasks.append(Task("data", "data", cmd, [["file", os.path.join(data_dir, "meta.json")]]))
+        tasks.append(Task("data", "data", cmd, [["file", os.path.join(data_dir, "meta.json")]],
+                          results=[os.path.join(data_dir, "meta.json")]))
         data_deps = ["data"]
 
     pre = p.get("pretrain") or {}
@@ -248,7 +252,7 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
         cmd = ["benchmarks/learnability.py", "--data", data_dir, "--save-backbone", os.path.join(sup_dir, "backbone.pth"),
                "--json", os.path.join(sup_dir, "learnability.json")] + [str(a) for a in sup.get("args", [])]
         tasks.append(Task("pretrain.supervised", "pretrain", cmd, [["file", os.path.join(sup_dir, "backbone.pth")]],
-                          deps=list(data_deps), raw=True))
+                          deps=list(data_deps), raw=True, results=[os.path.join(sup_dir, "learnability.json")]))
     probe = p.get("probe") or {}
     det = p.get("detection") or {}
     det_seeds = [int(s) for s in det.get("seeds", [0])]
@@ -275,7 +279,8 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
             tasks.append(Task(f"pretrain.{name}", "pretrain", cmd,
                               [["results_ok", os.path.join(run_dir, "results.json")], ["file", final]],
                               deps=pdeps, gpus=gpus, nodes=nodes, distributed="torchrun",
-                              timeout_min=int(pre.get("timeout_min", 24 * 60))))
+                              timeout_min=int(pre.get("timeout_min", 24 * 60)),
+                              results=[os.path.join(run_dir, "results.json")]))
             if probe.get("enabled", True):
                 tasks.append(probe_task(name, final, p, probe, runs, [f"pretrain.{name}"], gpus))
             if not spec["detect"]:
@@ -301,7 +306,7 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
                     tail = ["--opts"] + [str(o) for o in dspec["opts"]] if dspec.get("opts") else []
                     tasks.append(Task(f"detect.{task_name}.{name}.seed{dseed}", "detect", cmd,
                                       [["results_ok", os.path.join(det_dir, f"seed{dseed}", "results.json")]],
-                                      tail=tail,
+                                      tail=tail, results=[os.path.join(det_dir, f"seed{dseed}", "results.json")],
                                       deps=[f"convert.{name}"], gpus=gpus, nodes=nodes, distributed="d2",
                                       timeout_min=int(det.get("timeout_min", 24 * 60))))
     # reference backbones probed exactly like the pretrained ones: random init (one per seed),
@@ -325,6 +330,55 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     return tasks
 
 
+def _result_recorded(path: str) -> bool:
+    return _results_ok(path) if path.endswith("results.json") else os.path.isfile(path)
+
+
+def recorded_tasks(tasks: List[Task], out: str, records: str) -> Set[str]:
+    """The tasks a record of an earlier run (scripts/study_records.py: OUT's small result files,
+    without checkpoints) lets this run skip, e.g. on a new machine.
+
+    A task is skipped when the record holds its results, every task that needs its outputs is
+    itself complete or skipped (a record has no checkpoint to fine-tune), and no model it was
+    measured on is trained again (a probe of a new checkpoint is a new result). Data and
+    proposals are made again when something needs them: they come out the same (seeded), so
+    the results recorded on them stand. The report always runs."""
+    out, records = os.path.abspath(out), os.path.abspath(records)
+
+    def in_record(path: str) -> str:
+        return os.path.join(records, os.path.relpath(path, out))
+
+    skip = {t.name for t in tasks if not t.always and all(_result_recorded(in_record(r)) for r in t.results)}
+    by_name = {t.name: t for t in tasks}
+    users: Dict[str, List[Task]] = {t.name: [] for t in tasks}
+    for t in tasks:
+        for d in t.deps:
+            if not t.always:  # the report reads results, not checkpoints
+                users[d].append(t)
+
+    def done(t: Task) -> bool:
+        return t.name in skip or t.complete()
+
+    def retrains_its_model(t: Task) -> bool:
+        """Is a model this task measures (directly, or through a conversion) trained again?"""
+        for d in t.deps:
+            dep = by_name[d]
+            if dep.stage == "pretrain" and not done(dep):
+                return True
+            if dep.stage == "convert" and retrains_its_model(dep):
+                return True
+        return False
+
+    changed = True
+    while changed:
+        changed = False
+        for t in tasks:
+            if t.name in skip and (any(not done(u) for u in users[t.name]) or retrains_its_model(t)):
+                skip.discard(t.name)
+                changed = True
+    return {n for n in skip if not by_name[n].complete()}
+
+
 def _check_graph(tasks: List[Task]) -> None:
     names = set()
     for t in tasks:
@@ -336,8 +390,8 @@ def _check_graph(tasks: List[Task]) -> None:
         names.add(t.name)
 
 
-def select_stages(tasks: List[Task], stages: Optional[List[str]]) -> List[Task]:
-    """Keep only the given stages; every dependency outside them must already be complete."""
+def select_stages(tasks: List[Task], stages: Optional[List[str]], recorded: Optional[Set[str]] = None) -> List[Task]:
+    """Keep only the given stages; every dependency outside them must already be complete (or recorded)."""
     if not stages:
         return tasks
     unknown = set(stages) - set(STAGE_ORDER)
@@ -348,7 +402,7 @@ def select_stages(tasks: List[Task], stages: Optional[List[str]]) -> List[Task]:
     by_name = {t.name: t for t in tasks}
     for t in chosen:
         for d in t.deps:
-            if d not in chosen_names and not by_name[d].complete():
+            if d not in chosen_names and not by_name[d].complete() and d not in (recorded or ()):
                 raise PipelineError(f"--stages: {t.name} needs {d}, which is neither selected nor complete")
         t.deps = [d for d in t.deps if d in chosen_names]
     return chosen
@@ -402,8 +456,10 @@ def cluster_shell_command(task: Task, log_path: str) -> str:
 
 class Pipeline:
     def __init__(self, tasks: List[Task], out: str, launcher: str = "local", dry_run: bool = False,
-                 slurm: Optional[Dict[str, Any]] = None, wait: bool = False, jobs: int = 1):
+                 slurm: Optional[Dict[str, Any]] = None, wait: bool = False, jobs: int = 1,
+                 recorded: Optional[Set[str]] = None, records: str = ""):
         self.tasks, self.out, self.launcher, self.dry_run = tasks, os.path.abspath(out), launcher, dry_run
+        self.recorded, self.records = set(recorded or ()), records
         self.wait = wait
         self.slurm = slurm or {}
         self.log_dir = os.path.join(self.out, "logs")
@@ -435,6 +491,8 @@ class Pipeline:
         for t in self.tasks:
             if t.complete():
                 self.say(f"skip {t.name}: outputs complete")
+            elif t.name in self.recorded:
+                self.say(f"skip {t.name}: its result is recorded in {self.records}")
             else:
                 todo.append(t)
         if self.dry_run:
@@ -641,6 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "between them (OMP_NUM_THREADS = cores / jobs unless set) [OBJCROP_JOBS; default 1]")
     p.add_argument("--wait", action="store_true",
                    help="slurm launcher: stay until the last job has ended (default: submit and return)")
+    p.add_argument("--records", default=env("OBJCROP_RECORDS"),
+                   help="a record of earlier runs' results (scripts/study_records.py save OUT DIR: the small result "
+                        "files, no checkpoints): tasks whose results it holds are not run again, unless a task that "
+                        "runs needs their outputs [OBJCROP_RECORDS]")
     p.add_argument("--dry-run", action="store_true", help="print what would run and what is skipped, run nothing")
     return p
 
@@ -651,9 +713,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         preset = apply_overrides(load_preset(args.preset), args)
         name = os.path.splitext(os.path.basename(preset["_path"]))[0]
         out = os.path.abspath(args.out or os.path.join("output", f"pipeline_{name}"))
-        tasks = select_stages(build_plan(preset, out), _words(args.stages) or None)
+        tasks = build_plan(preset, out)
+        if args.records and not os.path.isdir(args.records):
+            raise PipelineError(f"--records {args.records}: no such directory")
+        recorded = recorded_tasks(tasks, out, args.records) if args.records else set()
+        tasks = select_stages(tasks, _words(args.stages) or None, recorded)
         slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
-        pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=args.jobs)
+        pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=args.jobs,
+                            recorded=recorded, records=args.records or "")
     except PipelineError as e:
         print(f"run_pipeline: error: {e}", file=sys.stderr)
         return 2

@@ -8,24 +8,31 @@
 # share 2 CPU cores; each task gets one thread. Runs start in the presets' order of priority
 # (eval_configs/pipeline/study.yaml, study_hard.yaml), each run's probe right after it.
 # Then the extras docs/results.md quotes (view statistics, proposal recall) are measured by
-# scripts/study_extras.py and scripts/study_report.py writes docs/results.md from all of it.
+# scripts/study_extras.py, every result is added to the study's record in the repository
+# (docs/results/study*/, scripts/study_records.py), the report is built from the record, and
+# scripts/study_report.py writes docs/results.md from it.
+# The record is what makes the study resumable on another machine: the pipeline skips every task
+# whose result the record holds (--records), so a rerun anywhere runs only what is missing.
 # Wall time: OUT/study_wall_time.txt. `make study` runs this with the repository's .venv.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+RECORDS="$(dirname "$HERE")/docs/results"
 OUT="${1:-output}"
-mkdir -p "$OUT"
+mkdir -p "$OUT" "$RECORDS/study" "$RECORDS/study_hard"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 start=$(date +%s)
-bash "$HERE/run_pipeline.sh" --preset study --out "$OUT/study" --jobs 2 > "$OUT/study.log" 2>&1 &
+bash "$HERE/run_pipeline.sh" --preset study --out "$OUT/study" --records "$RECORDS/study" --jobs 2 > "$OUT/study.log" 2>&1 &
 main=$!
-bash "$HERE/run_pipeline.sh" --preset study_hard --out "$OUT/study_hard" --jobs 1 > "$OUT/study_hard.log" 2>&1 &
+bash "$HERE/run_pipeline.sh" --preset study_hard --out "$OUT/study_hard" --records "$RECORDS/study_hard" --jobs 1 > "$OUT/study_hard.log" 2>&1 &
 hard=$!
 wait $main; rc_main=$?
 wait $hard; rc_hard=$?
 echo "$(( $(date +%s) - start )) s on $(nproc) cores (exit codes: study $rc_main, study_hard $rc_hard)" | tee "$OUT/study_wall_time.txt"
 PY="${PYTHON:-$(dirname "$HERE")/.venv/bin/python}"  # the Python run_pipeline.sh would pick in `make study`
-for d in "$OUT/study" "$OUT/study_hard"; do
-  "$PY" "$HERE/study_extras.py" "$d" || exit 1
+for v in study study_hard; do
+  "$PY" "$HERE/study_extras.py" "$OUT/$v" || exit 1
+  "$PY" "$HERE/study_records.py" "$OUT/$v" "$RECORDS/$v" || exit 1
+  "$PY" -m objcrop report "$RECORDS/$v/runs" --out "$RECORDS/$v/report" || exit 1
 done
-"$PY" "$HERE/study_report.py" --study "$OUT/study" --hard "$OUT/study_hard" --wall-time "$OUT/study_wall_time.txt"
+"$PY" "$HERE/study_report.py" --study "$RECORDS/study" --hard "$RECORDS/study_hard" --wall-time "$OUT/study_wall_time.txt"
 [ $rc_main -eq 0 ] && [ $rc_hard -eq 0 ] || exit 1

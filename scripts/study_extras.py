@@ -44,6 +44,11 @@ def main(argv=None) -> int:
 
     study = os.path.abspath(args.study)
     data = os.path.join(study, "data")
+    if not os.path.isfile(os.path.join(data, "meta.json")):
+        # a rerun on a new machine that found every result in the study's record made no data:
+        # the record keeps the extras measured before
+        print(f"study_extras: {data} holds no dataset; nothing measured (a record keeps earlier extras)")
+        return 0
     train = f"synth:{data}:train"
     out = os.path.join(study, "extras")
     os.makedirs(out, exist_ok=True)

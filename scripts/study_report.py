@@ -1,12 +1,13 @@
-"""Write docs/results.md from the outputs of scripts/study.sh: every number in it comes from them.
+"""Write docs/results.md from the study's records (scripts/study.sh): every number in it comes from them.
 
-    python scripts/study_report.py --study output/study --hard output/study_hard --out docs/results.md
+    python scripts/study_report.py --study docs/results/study --hard docs/results/study_hard
 
-Reads, per study output: the report (`objcrop report`: report/results.md, runs.csv, plots/),
-the generated data's meta.json, one pretraining run's config.yaml, the supervised bound's
-learnability.json, extras/ (scripts/study_extras.py: view statistics, proposal recall, view
-grids) and the pipeline log (wall time per task). Pictures are copied next to the document.
-The reading (Δ against random crops, Welch's t-test over seeds) is computed here too.
+Reads, per study record (scripts/study_records.py; a pipeline output directory works too): the
+report (`objcrop report`: report/results.md, runs.csv, plots/), the generated data's meta.json,
+one pretraining run's config.yaml, the supervised bound's learnability.json, extras/
+(scripts/study_extras.py: view statistics, proposal recall, view grids) and the pipeline logs
+(wall time per task). Pictures are linked where they lie. The reading (Δ against random crops,
+Welch's t-test over seeds) is computed here too.
 """
 import argparse
 import csv
@@ -14,7 +15,6 @@ import glob
 import math
 import os
 import re
-import shutil
 import statistics
 import sys
 from collections import defaultdict
@@ -179,7 +179,7 @@ def pretext_table(study: str) -> str:
              "|---|---:|---:|---:|---:|---:|---:|"]
     found = False
     for run_dir in sorted(glob.glob(os.path.join(study, "runs", "pretrain", "*"))):
-        if not os.path.isfile(os.path.join(run_dir, "model_final.pth")):
+        if (_read_json(os.path.join(run_dir, "results.json")) or {}).get("status") != "ok":
             continue
         first, loss, acc = _run_tail(run_dir)
         if loss is None:
@@ -244,28 +244,33 @@ def recall_table(study: str) -> str:
     return "\n".join(lines) if found else "_(no proposal statistics)_"
 
 
+def _pipeline_logs(study: str) -> List[str]:
+    """The pipeline logs of a study: one per machine in a record (logs/pipeline-<id>.log), or an
+    output directory's own logs/pipeline.log."""
+    return sorted(glob.glob(os.path.join(study, "logs", "pipeline*.log")))
+
+
 def task_times(study: str) -> Dict[str, float]:
-    """Seconds per finished task, from the pipeline log's `done TASK in N s` lines."""
+    """Seconds per finished task, from the pipeline logs' `done TASK in N s` lines (the last
+    log that finished a task wins)."""
     out = {}
-    path = os.path.join(study, "logs", "pipeline.log")
-    if os.path.isfile(path):
+    for path in _pipeline_logs(study):
         for m in re.finditer(r"done (\S+) in (\d+) s", open(path, encoding="utf-8").read()):
             out[m.group(1)] = float(m.group(2))
     return out
 
 
 def elapsed(study: str) -> Optional[float]:
-    """Seconds from the pipeline log's first line to its last (reruns included; times of day
-    that go backwards are taken as the next day)."""
-    path = os.path.join(study, "logs", "pipeline.log")
-    if not os.path.isfile(path):
-        return None
-    stamps = [int(h) * 3600 + int(m) * 60 + int(sec) for h, m, sec in
-              re.findall(r"^\[pipeline (\d\d):(\d\d):(\d\d)\]", open(path, encoding="utf-8").read(), re.M)]
-    total = 0.0
-    for prev, cur in zip(stamps, stamps[1:]):
-        total += (cur - prev) % 86400
-    return total if stamps else None
+    """Seconds from each pipeline log's first line to its last, summed over the logs (reruns
+    included; times of day that go backwards are taken as the next day)."""
+    total, found = 0.0, False
+    for path in _pipeline_logs(study):
+        stamps = [int(h) * 3600 + int(m) * 60 + int(sec) for h, m, sec in
+                  re.findall(r"^\[pipeline (\d\d):(\d\d):(\d\d)\]", open(path, encoding="utf-8").read(), re.M)]
+        found = found or bool(stamps)
+        for prev, cur in zip(stamps, stamps[1:]):
+            total += (cur - prev) % 86400
+    return total if found else None
 
 
 def time_summary(study: str) -> str:
@@ -277,8 +282,8 @@ def time_summary(study: str) -> str:
         by_stage[name.split(".")[0]].append(secs)
     parts = [f"{stage} {len(v)} task(s), median {statistics.median(v) / 60:.1f} min"
              for stage, v in sorted(by_stage.items())]
-    wall = elapsed(study)
-    return "; ".join(parts) + (f"; pipeline log spans {wall / 60:.0f} min" if wall else "")
+    wall, logs = elapsed(study), len(_pipeline_logs(study))
+    return "; ".join(parts) + (f"; pipeline logs span {wall / 60:.0f} min ({logs} log(s), one per machine)" if wall else "")
 
 
 def setup_summary(study: str) -> Dict[str, str]:
@@ -332,7 +337,7 @@ def learnability_budgets(study: str) -> str:
 
 
 def not_run(study: str, preset: str) -> str:
-    """The preset's tasks whose outputs are not complete: what rerunning the study runs next."""
+    """The preset's tasks whose results the study does not hold: what rerunning it runs next."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("objcrop_pipeline_for_report", os.path.join(HERE, "pipeline.py"))
@@ -342,11 +347,11 @@ def not_run(study: str, preset: str) -> str:
     tasks = pipeline.build_plan(pipeline.load_preset(preset), study)
     missing = defaultdict(list)
     for t in tasks:
-        if t.stage != "report" and not t.complete():
-            missing[t.stage].append(t.name.split(".", 1)[1])
+        if t.results and not all(pipeline._result_recorded(r) for r in t.results):
+            missing[t.stage].append(t.name.split(".", 1)[1] if "." in t.name else t.name)
     if not missing:
-        return "Every task of the preset is complete."
-    lines = [f"Not run yet — `{preset}` preset tasks without complete outputs ({sum(map(len, missing.values()))}), "
+        return "Every task of the preset has its result."
+    lines = [f"Not run yet — `{preset}` preset tasks without a result ({sum(map(len, missing.values()))}), "
              f"in the order a rerun takes them:", ""]
     for stage in pipeline.STAGE_ORDER:
         if missing.get(stage):
@@ -354,23 +359,17 @@ def not_run(study: str, preset: str) -> str:
     return "\n".join(lines)
 
 
-def copy_pictures(study: str, dest: str) -> List[str]:
-    os.makedirs(dest, exist_ok=True)
-    copied = []
-    for src in sorted(glob.glob(os.path.join(study, "report", "plots", "*.png"))
-                      + glob.glob(os.path.join(study, "extras", "views_*.png"))):
-        shutil.copyfile(src, os.path.join(dest, os.path.basename(src)))
-        copied.append(os.path.basename(src))
-    return copied
+def _pictures(pattern: str, doc_dir: str) -> str:
+    """Markdown links, relative to the document, to the pictures a glob finds."""
+    paths = sorted(glob.glob(pattern))
+    return "\n".join(f"![{os.path.basename(p)}]({os.path.relpath(p, doc_dir)})" for p in paths)
 
 
-def section(title: str, study: str, preset: str, pictures_dir: str, doc_dir: str) -> str:
+def section(title: str, study: str, preset: str, doc_dir: str) -> str:
     values = _values(study)
     s = setup_summary(study)
-    pics = copy_pictures(study, pictures_dir)
-    rel = os.path.relpath(pictures_dir, doc_dir)
-    plots = "\n".join(f"![{p}]({rel}/{p})" for p in pics if not p.startswith("views_"))
-    grids = "\n".join(f"![{p}]({rel}/{p})" for p in pics if p.startswith("views_"))
+    plots = _pictures(os.path.join(study, "report", "plots", "*.png"), doc_dir)
+    grids = _pictures(os.path.join(study, "extras", "views_*.png"), doc_dir)
     return f"""## {title}
 
 * **Data**: variant `{s['variant']}`: {s['data']}.
@@ -431,8 +430,10 @@ the chosen box yellow — and the two augmented views):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--study", default="output/study", help="the default variant's study output")
-    p.add_argument("--hard", default="output/study_hard", help="the hard variant's study output")
+    p.add_argument("--study", default=os.path.join(REPO, "docs", "results", "study"),
+                   help="the default variant's record (scripts/study_records.py) or pipeline output")
+    p.add_argument("--hard", default=os.path.join(REPO, "docs", "results", "study_hard"),
+                   help="the hard variant's record or pipeline output")
     p.add_argument("--wall-time", default="output/study_wall_time.txt", help="written by scripts/study.sh")
     p.add_argument("--preamble", default=os.path.join(REPO, "docs", "results_preamble.md"),
                    help="the hand-written part (method, commands, discussion); it holds no measured number")
@@ -453,7 +454,7 @@ def main(argv=None) -> int:
     for title, study, preset in (("Default variant (`study`)", args.study, "study"),
                                  ("Hard variant (`study-hard`)", args.hard, "study_hard")):
         if os.path.isdir(study):
-            parts.append(section(title, os.path.abspath(study), preset, os.path.join(doc_dir, "results", preset), doc_dir))
+            parts.append(section(title, os.path.abspath(study), preset, doc_dir))
     text = "\n\n".join(parts) + "\n"
     from objcrop.io import write_text_atomic
 

@@ -209,3 +209,81 @@ def test_jobs_run_independent_tasks_side_by_side_and_respect_dependencies(tmp_pa
     assert pipeline.Pipeline(tasks, str(tmp_path / "out2"), jobs=2).run() == 1
     assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
     assert "FAILED stage bad" in (tmp_path / "out2" / "logs" / "pipeline.log").read_text()
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(f"objcrop_{name}_script", os.path.join(REPO, "scripts", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _record(tasks, out, record, keep=lambda t: True, status="ok"):
+    """Write into `record` the result files of the tasks `keep` selects, as study_records would."""
+    for t in tasks:
+        if not keep(t):
+            continue
+        for path in t.results:
+            dest = record / os.path.relpath(path, out)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(json.dumps({"status": status}))
+
+
+def test_a_record_skips_recorded_results_but_reruns_what_a_missing_result_needs(tmp_path):
+    out, record = tmp_path / "out", tmp_path / "record"
+    tasks = _plan(out, seeds="0 1")  # detection fine-tunes the seed-0 checkpoints only
+    _record(tasks, out, record, keep=lambda t: t.stage != "detect")
+    skipped = pipeline.recorded_tasks(tasks, str(out), str(record))
+    # seed 1: pretraining and probe are recorded and nothing else needs the checkpoint
+    assert {"pretrain.moco_v2_random_none_s1", "probe.moco_v2_random_none_s1",
+            "pretrain.moco_v2_obj-obj-dilate_gt_s1", "probe.moco_v2_obj-obj-dilate_gt_s1"} <= skipped
+    # seed 0: detection is missing and needs the checkpoint, which a record does not keep; the
+    # rerun pretraining makes a new checkpoint, so its recorded probe is redone as well
+    for name in ("pretrain.moco_v2_random_none_s0", "probe.moco_v2_random_none_s0", "convert.moco_v2_random_none_s0",
+                 "data", "proposals.gt", "report"):
+        assert name not in skipped
+    # with detection recorded too, only the report runs
+    _record(tasks, out, record, keep=lambda t: t.stage == "detect")
+    skipped = pipeline.recorded_tasks(tasks, str(out), str(record))
+    assert {t.name for t in tasks} - skipped == {"report"}
+    # a failed result is no result
+    _record(tasks, out, record, keep=lambda t: t.name == "probe.moco_v2_random_none_s1", status="failed")
+    skipped = pipeline.recorded_tasks(tasks, str(out), str(record))
+    assert "probe.moco_v2_random_none_s1" not in skipped and "pretrain.moco_v2_random_none_s1" not in skipped
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "demo", "--seeds", "0 1", "--out", str(out),
+                        "--records", str(record), "--dry-run"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert f"skip probe.moco_v2_obj-obj-dilate_gt_s1: its result is recorded in {record}" in r.stdout
+    assert "would run pretrain.moco_v2_random_none_s1" in r.stdout
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "demo", "--out", str(out), "--records", str(tmp_path / "nope"),
+                        "--dry-run"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and "--records" in r.stderr and "no such directory" in r.stderr
+
+
+def test_study_records_keep_results_not_checkpoints(tmp_path):
+    records = _load_script("study_records")
+    out, record = tmp_path / "out", tmp_path / "record"
+    run = out / "runs" / "pretrain" / "moco_v2_random_none_s0"
+    run.mkdir(parents=True)
+    for name, text in (("results.json", '{"status": "ok"}'), ("config.yaml", "PRETRAIN: {}\n"),
+                       ("metrics.jsonl", '{"loss": 1.0}\n'), ("model_final.pth", "weights"), ("log.txt", "log")):
+        (run / name).write_text(text)
+    (out / "data" / "images").mkdir(parents=True)
+    (out / "data" / "meta.json").write_text("{}")
+    (out / "data" / "images" / "0.png").write_text("png")
+    (out / "logs").mkdir()
+    (out / "logs" / "pipeline.log").write_text("[pipeline 10:00:00] start\n")
+    records.save(str(out), str(record))
+    kept = sorted(str(p.relative_to(record)) for p in record.rglob("*") if p.is_file())
+    logs = [k for k in kept if k.startswith("logs/")]
+    assert len(logs) == 1 and logs[0].startswith("logs/pipeline-")
+    assert [k for k in kept if not k.startswith("logs/")] == [
+        "data/meta.json", "runs/pretrain/moco_v2_random_none_s0/config.yaml",
+        "runs/pretrain/moco_v2_random_none_s0/metrics.jsonl", "runs/pretrain/moco_v2_random_none_s0/results.json"]
+    # the same output's log grows: its copy is replaced, not added; a new result replaces the old
+    (out / "logs" / "pipeline.log").write_text("[pipeline 10:00:00] start\n[pipeline 11:00:00] done\n")
+    (run / "results.json").write_text('{"status": "ok", "rerun": true}')
+    records.save(str(out), str(record))
+    assert [p.name for p in (record / "logs").iterdir()] == [os.path.basename(logs[0])]
+    assert "11:00:00" in (record / logs[0]).read_text()
+    assert "rerun" in (record / "runs" / "pretrain" / "moco_v2_random_none_s0" / "results.json").read_text()
