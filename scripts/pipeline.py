@@ -334,7 +334,7 @@ def _result_recorded(path: str) -> bool:
     return _results_ok(path) if path.endswith("results.json") else os.path.isfile(path)
 
 
-def recorded_tasks(tasks: List[Task], out: str, records: str) -> Set[str]:
+def recorded_tasks(tasks: List[Task], out: str, records: str, stages: Optional[List[str]] = None) -> Set[str]:
     """The tasks a record of an earlier run (scripts/study_records.py: OUT's small result files,
     without checkpoints) lets this run skip, e.g. on a new machine.
 
@@ -342,7 +342,8 @@ def recorded_tasks(tasks: List[Task], out: str, records: str) -> Set[str]:
     itself complete or skipped (a record has no checkpoint to fine-tune), and no model it was
     measured on is trained again (a probe of a new checkpoint is a new result). Data and
     proposals are made again when something needs them: they come out the same (seeded), so
-    the results recorded on them stand. The report always runs."""
+    the results recorded on them stand. The report always runs. With `stages`, only the tasks
+    of those stages run, so only they can need a recorded task's outputs."""
     out, records = os.path.abspath(out), os.path.abspath(records)
 
     def in_record(path: str) -> str:
@@ -353,7 +354,8 @@ def recorded_tasks(tasks: List[Task], out: str, records: str) -> Set[str]:
     users: Dict[str, List[Task]] = {t.name: [] for t in tasks}
     for t in tasks:
         for d in t.deps:
-            if not t.always:  # the report reads results, not checkpoints
+            # the report reads results, not checkpoints; a stage that does not run needs nothing
+            if not t.always and (not stages or t.stage in stages):
                 users[d].append(t)
 
     def done(t: Task) -> bool:
@@ -716,7 +718,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         tasks = build_plan(preset, out)
         if args.records and not os.path.isdir(args.records):
             raise PipelineError(f"--records {args.records}: no such directory")
-        recorded = recorded_tasks(tasks, out, args.records) if args.records else set()
+        recorded = recorded_tasks(tasks, out, args.records, _words(args.stages) or None) if args.records else set()
         tasks = select_stages(tasks, _words(args.stages) or None, recorded)
         slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
         pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=args.jobs,

@@ -287,3 +287,12 @@ def test_study_records_keep_results_not_checkpoints(tmp_path):
     assert [p.name for p in (record / "logs").iterdir()] == [os.path.basename(logs[0])]
     assert "11:00:00" in (record / logs[0]).read_text()
     assert "rerun" in (record / "runs" / "pretrain" / "moco_v2_random_none_s0" / "results.json").read_text()
+
+
+def test_a_record_with_stages_retrains_nothing_for_a_stage_that_does_not_run(tmp_path):
+    out, record = tmp_path / "out", tmp_path / "record"
+    tasks = _plan(out, seeds="0")
+    _record(tasks, out, record, keep=lambda t: t.stage != "detect")
+    assert "pretrain.moco_v2_random_none_s0" not in pipeline.recorded_tasks(tasks, str(out), str(record))
+    skipped = pipeline.recorded_tasks(tasks, str(out), str(record), ["pretrain", "probe"])
+    assert {"pretrain.moco_v2_random_none_s0", "probe.moco_v2_random_none_s0"} <= skipped
