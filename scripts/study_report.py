@@ -375,7 +375,7 @@ def section(title: str, study: str, preset: str, doc_dir: str) -> str:
 * **Data**: variant `{s['variant']}`: {s['data']}.
 * **Pretraining**: {s['pretrain']}.
 * **Learnable?** Suite's probe (mAP %, test split): {learnability_line(values)}. {s['learnability']}.
-* **Time per task** (from the pipeline log): {s['times']}.
+* **Time per task** (from the pipeline logs): {s['times']}.
 
 ### Results (`objcrop report`)
 
