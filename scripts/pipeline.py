@@ -702,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="slurm launcher: stay until the last job has ended (default: submit and return)")
     p.add_argument("--records", default=env("OBJCROP_RECORDS"),
-                   help="a record of earlier runs' results (scripts/study_records.py save OUT DIR: the small result "
+                   help="a record of earlier runs' results (scripts/study_records.py OUT DIR: the small result "
                         "files, no checkpoints): tasks whose results it holds are not run again, unless a task that "
                         "runs needs their outputs [OBJCROP_RECORDS]")
     p.add_argument("--dry-run", action="store_true", help="print what would run and what is skipped, run nothing")

@@ -54,20 +54,16 @@ def record_files(out: str) -> Iterator[Tuple[str, str]]:
         yield log, os.path.join("logs", f"pipeline-{_log_id(log)}.log")
 
 
-def _copy_atomic(src: str, dest: str) -> None:
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = f"{dest}.tmp.{os.getpid()}"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-
-
 def save(out: str, record: str) -> List[str]:
     """Copy `out`'s result files into `record`; returns the record paths written."""
+    from objcrop.io import atomic_path
+
     if not os.path.isdir(out):
         raise SystemExit(f"study_records: {out}: no such output directory")
     written = []
     for src, rel in sorted(record_files(out)):
-        _copy_atomic(src, os.path.join(record, rel))
+        with atomic_path(os.path.join(record, rel)) as tmp:
+            shutil.copyfile(src, tmp)
         written.append(rel)
     return written
 

@@ -11,15 +11,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PIPELINE = os.path.join(REPO, "scripts", "run_pipeline.sh")
 
 
-def _load_pipeline():
-    spec = importlib.util.spec_from_file_location("objcrop_pipeline_script", os.path.join(REPO, "scripts", "pipeline.py"))
+def _load_script(name):
+    """A module of scripts/ (they are run as files, not installed)."""
+    spec = importlib.util.spec_from_file_location(f"objcrop_{name}_script", os.path.join(REPO, "scripts", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up by name
     spec.loader.exec_module(mod)
     return mod
 
 
-pipeline = _load_pipeline()
+pipeline = _load_script("pipeline")
 
 
 def _env():
@@ -209,13 +210,6 @@ def test_jobs_run_independent_tasks_side_by_side_and_respect_dependencies(tmp_pa
     assert pipeline.Pipeline(tasks, str(tmp_path / "out2"), jobs=2).run() == 1
     assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
     assert "FAILED stage bad" in (tmp_path / "out2" / "logs" / "pipeline.log").read_text()
-
-
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(f"objcrop_{name}_script", os.path.join(REPO, "scripts", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _record(tasks, out, record, keep=lambda t: True, status="ok"):
