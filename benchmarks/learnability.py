@@ -51,8 +51,10 @@ def build(arch: str, num_outputs: int, seed: int) -> nn.Module:
 
 
 def train_supervised(model: nn.Module, x: torch.Tensor, y: torch.Tensor, minutes: float, batch: int,
-                     lr: float, wd: float, seed: int, max_samples: int = None) -> dict:
-    """Multi-label BCE training with random flips until the time budget (or the sample budget) is spent."""
+                     lr: float, wd: float, seed: int, max_samples: int = None,
+                     device: torch.device = torch.device("cpu")) -> dict:
+    """Multi-label BCE training with random flips until the time budget (or the sample budget) is spent.
+    The data stays on the CPU (the flips are drawn there, so a run's batches are the same on any device)."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
     model.train()
@@ -66,27 +68,28 @@ def train_supervised(model: nn.Module, x: torch.Tensor, y: torch.Tensor, minutes
             xb, yb = x[idx], y[idx]
             flip = torch.rand(len(idx), generator=g) < 0.5
             xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
-            loss = F.binary_cross_entropy_with_logits(model(xb), yb)
+            loss = F.binary_cross_entropy_with_logits(model(xb.to(device)), yb.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             seen += len(idx)
             steps += 1
-            losses.append(float(loss))
+            losses.append(loss.detach())
             if steps % 50 == 0:
-                print(f"  step {steps:5d}  samples {seen:6d}  loss {np.mean(losses[-50:]):.4f}  "
+                print(f"  step {steps:5d}  samples {seen:6d}  loss {float(torch.stack(losses[-50:]).mean()):.4f}  "
                       f"{seen / (time.time() - start):.0f} img/s", flush=True)
             if done():
                 break
-    return {"steps": steps, "samples": seen, "epochs": seen / len(x), "final_loss": float(np.mean(losses[-50:])),
+    return {"steps": steps, "samples": seen, "epochs": seen / len(x), "final_loss": float(torch.stack(losses[-50:]).mean()),
             "train_seconds": time.time() - start}
 
 
 @torch.no_grad()
 def features(model: nn.Module, x: torch.Tensor, batch: int = 256) -> np.ndarray:
     model.eval()
+    device = next(model.parameters()).device
     fc, model.fc = model.fc, nn.Identity()
-    out = torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
+    out = torch.cat([model(x[i:i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)]).numpy()
     model.fc = fc
     return out
 
@@ -130,13 +133,20 @@ def main(argv=None) -> int:
     p.add_argument("--wd", type=float, default=0.05, help="AdamW weight decay")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation and batch order")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
+                   help="where the model trains and computes features (auto: cuda when available); "
+                        "the probe's logistic regression always runs on the CPU")
     p.add_argument("--json", default=None, help="write the numbers to this json file")
     p.add_argument("--save-backbone", default=None,
                    help="save the supervised backbone (a torchvision state dict without the fc head) here, "
                         "for `objcrop probe --weights FILE` and the study's 'supervised' reference row")
     args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device (use --device auto or cpu)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
 
     t0 = time.time()
     x_tr, y_tr, classes = load_split(args.data, "train", args.size)
@@ -149,29 +159,30 @@ def main(argv=None) -> int:
 
     results = {"data": os.path.abspath(args.data), "arch": args.arch, "size": args.size, "seed": args.seed,
                "train_images": len(x_tr), "test_images": len(x_te), "classes": len(classes),
-               "chance_mAP": chance, "torch_threads": torch.get_num_threads()}
-    random_init = build(args.arch, len(classes), args.seed)
+               "chance_mAP": chance, "torch_threads": torch.get_num_threads(), "device": str(device)}
+    random_init = build(args.arch, len(classes), args.seed).to(device)
     results["random_init_probe"] = probe_map(random_init, splits)
     results["random_init_mAP"] = results["random_init_probe"]["test_mAP"]
     print(f"random init     probe mAP {results['random_init_mAP']:.3f}  (chance {chance:.3f})", flush=True)
 
-    supervised = build(args.arch, len(classes), args.seed)
+    supervised = build(args.arch, len(classes), args.seed).to(device)
     budget = f"{args.samples} samples" if args.samples else f"{args.minutes:g} min"
     print(f"supervised training for {budget} ...", flush=True)
     results["supervised_training"] = train_supervised(supervised, x_tr, y_tr, args.minutes, args.batch,
-                                                      args.lr, args.wd, args.seed, args.samples)
+                                                      args.lr, args.wd, args.seed, args.samples, device)
     results["supervised_probe"] = probe_map(supervised, splits)
     results["supervised_mAP"] = results["supervised_probe"]["test_mAP"]
     with torch.no_grad():
         supervised.eval()
-        results["supervised_head_mAP"] = _map(y_te.numpy(), torch.sigmoid(supervised(x_te)).numpy())
+        logits = torch.cat([supervised(x_te[i:i + 256].to(device)).float().cpu() for i in range(0, len(x_te), 256)])
+        results["supervised_head_mAP"] = _map(y_te.numpy(), torch.sigmoid(logits).numpy())
     tr = results["supervised_training"]
     print(f"supervised      probe mAP {results['supervised_mAP']:.3f}  ({tr['samples']} samples, "
           f"{tr['epochs']:.1f} epochs in {tr['train_seconds']:.0f}s)", flush=True)
     if args.save_backbone:
         os.makedirs(os.path.dirname(os.path.abspath(args.save_backbone)), exist_ok=True)
         with atomic_path(args.save_backbone) as tmp:
-            torch.save({k: v for k, v in supervised.state_dict().items() if not k.startswith("fc.")}, tmp)
+            torch.save({k: v.cpu() for k, v in supervised.state_dict().items() if not k.startswith("fc.")}, tmp)
     if args.json:
         write_json_atomic(args.json, results)
     print(json.dumps({k: results[k] for k in ("chance_mAP", "random_init_mAP", "supervised_mAP", "supervised_head_mAP")}))
