@@ -459,8 +459,9 @@ def cluster_shell_command(task: Task, log_path: str) -> str:
 class Pipeline:
     def __init__(self, tasks: List[Task], out: str, launcher: str = "local", dry_run: bool = False,
                  slurm: Optional[Dict[str, Any]] = None, wait: bool = False, jobs: int = 1,
-                 recorded: Optional[Set[str]] = None, records: str = ""):
+                 recorded: Optional[Set[str]] = None, records: str = "", keep_going: bool = False):
         self.tasks, self.out, self.launcher, self.dry_run = tasks, os.path.abspath(out), launcher, dry_run
+        self.keep_going = keep_going
         self.recorded, self.records = set(recorded or ()), records
         self.wait = wait
         self.slurm = slurm or {}
@@ -510,13 +511,15 @@ class Pipeline:
         old = signal.signal(signal.SIGTERM, self._on_sigterm)
         pending, running, done = list(todo), {}, set()
         in_this_run = {t.name for t in todo}  # other dependencies were complete before the run began
-        failed = 0
+        failed, lost = 0, set()  # lost: tasks that failed, and (with --keep-going) those that needed them
         try:
             while pending or running:
+                if self.keep_going:
+                    self._drop_dependents(pending, lost)
                 # start what is ready: every dependency in this run has finished (the rest were complete);
                 # a ready probe goes first, so that each run's score arrives soon after its pretraining
                 for t in sorted(pending, key=lambda x: x.stage != "probe"):
-                    if failed or len(running) >= self.jobs:
+                    if (failed and not self.keep_going) or len(running) >= self.jobs:
                         break
                     if all(d in done for d in t.deps if d in in_this_run):
                         pending.remove(t)
@@ -532,6 +535,7 @@ class Pipeline:
                 rc = self._finish(t, child.returncode, start)
                 if rc != 0:
                     failed = failed or rc
+                    lost.add(t.name)
                 else:
                     done.add(t.name)
         except KeyboardInterrupt:
@@ -541,7 +545,20 @@ class Pipeline:
             return 130
         finally:
             signal.signal(signal.SIGTERM, old)
+        if failed and self.keep_going:
+            self.say(f"{len(lost)} task(s) failed or were not run for want of a failed one: {', '.join(sorted(lost))}")
         return failed
+
+    def _drop_dependents(self, pending: List[Task], lost: Set[str]) -> None:
+        """--keep-going: a task that needs a lost one cannot run; it is lost too (and so on down the graph)."""
+        while True:
+            dropped = [t for t in pending if any(d in lost for d in t.deps)]
+            if not dropped:
+                return
+            for t in dropped:
+                pending.remove(t)
+                lost.add(t.name)
+                self.say(f"not run {t.name}: it needs {', '.join(d for d in t.deps if d in lost)}, which failed")
 
     def _start(self, t: Task) -> subprocess.Popen:
         argv = objcrop_argv(t)
@@ -705,6 +722,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a record of earlier runs' results (scripts/study_records.py OUT DIR: the small result "
                         "files, no checkpoints): tasks whose results it holds are not run again, unless a task that "
                         "runs needs their outputs [OBJCROP_RECORDS]")
+    p.add_argument("--keep-going", action="store_true", default=env("OBJCROP_KEEP_GOING", "") not in ("", "0"),
+                   help="local launcher: after a failed task, go on with every task that does not need it (like "
+                        "make -k) instead of stopping; the exit status still says that one failed [OBJCROP_KEEP_GOING]")
     p.add_argument("--dry-run", action="store_true", help="print what would run and what is skipped, run nothing")
     return p
 
@@ -722,7 +742,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         tasks = select_stages(tasks, _words(args.stages) or None, recorded)
         slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
         pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=args.jobs,
-                            recorded=recorded, records=args.records or "")
+                            recorded=recorded, records=args.records or "", keep_going=args.keep_going)
     except PipelineError as e:
         print(f"run_pipeline: error: {e}", file=sys.stderr)
         return 2

@@ -143,8 +143,8 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     assert "pretrain.moco_v2_obj-obj-dilate+copy-paste_gt_s2" in pre
     assert "pretrain.byol_obj-obj-dilate_gt_s0" in pre and "pretrain.byol_obj-scene_gt_s0" not in pre
     # 8 runs x 3 seeds, two 4x-budget runs, the no-colour diagnostics (3 + 1 seeds), a 4x-lr run,
-    # two 10x-budget runs, the supervised bound
-    assert len(pre) == 8 * 3 + 2 + 3 + 1 + 1 + 2 + 1
+    # two 10x-budget runs, two batch-256 lr runs, the supervised bound
+    assert len(pre) == 8 * 3 + 2 + 3 + 1 + 1 + 2 + 2 + 1
     assert "pretrain.moco_v2_random-4x_none_s0" in pre
     nocol = by_name["pretrain.moco_v2_random-no-colour_none_s0"].cmd
     opts = nocol[nocol.index("--opts") + 1:]
@@ -210,6 +210,14 @@ def test_jobs_run_independent_tasks_side_by_side_and_respect_dependencies(tmp_pa
     assert pipeline.Pipeline(tasks, str(tmp_path / "out2"), jobs=2).run() == 1
     assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
     assert "FAILED stage bad" in (tmp_path / "out2" / "logs" / "pipeline.log").read_text()
+
+    # --keep-going: what does not need the failed task still runs; what needs it (directly or not) does not
+    (tmp_path / "bad.json").unlink()  # written before its exit code 1: it would count as complete
+    tasks = [task("bad", 0.1), task("a", 0.1, deps=["bad"]), task("c", 0.1, deps=["a"]), task("b", 0.1)]
+    assert pipeline.Pipeline(tasks, str(tmp_path / "out3"), jobs=1, keep_going=True).run() == 1
+    assert (tmp_path / "b.json").exists() and not (tmp_path / "a.json").exists() and not (tmp_path / "c.json").exists()
+    log = (tmp_path / "out3" / "logs" / "pipeline.log").read_text()
+    assert "not run a: it needs bad, which failed" in log and "not run c: it needs a, which failed" in log
 
 
 def _record(tasks, out, record, keep=lambda t: True, status="ok"):
