@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The study's pretraining and probe at GPU scale (issue 8; eval_configs/pipeline/study_gpu.yaml):
+# ResNet-50, ~30x the CPU study's view pairs, random crops against obj-obj-dilate on ground-truth
+# boxes at 3 seeds, beside random-init and supervised ResNet-50 references. Needs one CUDA GPU and
+# PyTorch; not detectron2 (detection stays in the CPU study).
+#
+#   bash scripts/study_gpu.sh [OUT] [MINUTES]    # OUT defaults to output/study_gpu
+#
+# MINUTES (default: none) stops the pipeline after that long, as a lent machine's lease requires;
+# what finished is recorded and a rerun, on this or another machine, runs only what is missing
+# (--records). Two runs share the GPU and the cores (--jobs 2); a failed task does not stop the
+# others (--keep-going). The results go to the record docs/results/study_gpu/ (study_records.py),
+# its report to docs/results/study_gpu/report/, and scripts/study_report.py puts the table beside
+# the CPU study's in docs/results.md. GPU use is sampled every 5 s into OUT/gpu_use.csv.
+set -uo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+RECORD="$(dirname "$HERE")/docs/results/study_gpu"
+OUT="${1:-output/study_gpu}"
+MINUTES="${2:-}"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT" "$RECORD"
+"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'study_gpu.sh: torch sees no CUDA GPU')" || exit 2
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$OUT/gpu_use.csv" 2>/dev/null &
+  smi=$!
+fi
+start=$(date +%s)
+limit=()
+[ -n "$MINUTES" ] && limit=(timeout --signal=TERM --kill-after=60 "${MINUTES}m")
+"${limit[@]}" bash "$HERE/run_pipeline.sh" --preset study_gpu --out "$OUT" --records "$RECORD" \
+  --gpus 1 --jobs 2 --keep-going
+rc=$?
+[ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
+echo "$(( $(date +%s) - start )) s on $(nproc) cores and $("$PY" -c 'import torch; print(torch.cuda.get_device_name(0))') (pipeline exit code $rc)" \
+  | tee "$OUT/study_wall_time.txt"
+"$PY" "$HERE/study_records.py" "$OUT" "$RECORD" || exit 1
+cp "$OUT/study_wall_time.txt" "$RECORD/wall_time.txt"
+[ -s "$OUT/gpu_use.csv" ] && cp "$OUT/gpu_use.csv" "$RECORD/gpu_use.csv"
+"$PY" -m objcrop report "$RECORD/runs" --out "$RECORD/report" || exit 1
+exit $rc
