@@ -155,18 +155,27 @@ def learnability_line(values) -> str:
     return f"supervised {_fmt(sup)}, random init {_fmt(rnd)}"
 
 
-def _run_tail(run_dir: str, last: int = 20) -> Tuple[Optional[float], Optional[float], Optional[float]]:
-    """(first-epoch loss, mean loss and mean acc_top1 over the last `last` iterations) of one run."""
+def _run_tail(run_dir: str, last: int = 20) -> Optional[dict]:
+    """Of one run's metrics: the first epoch's mean loss, the lowest epoch-mean loss after it and its
+    epoch (a loss that falls and then climbs back shows here), and the mean loss and acc_top1 over the
+    last `last` iterations; None when the run has no metrics."""
     from objcrop.report.collect import read_metrics
 
     rows = [r for r in read_metrics(run_dir) if "loss" in r]
     if not rows:
-        return None, None, None
-    first_epoch = [r["loss"] for r in rows if r.get("epoch", 0) == 0]
+        return None
+    by_epoch = defaultdict(list)
+    for r in rows:
+        by_epoch[int(r.get("epoch", 0))].append(r["loss"])
+    epoch_means = {e: statistics.mean(v) for e, v in by_epoch.items()}
+    # the first epoch fills the queue (a low loss against few real negatives): not a candidate
+    later = [e for e in epoch_means if e > 0] or list(epoch_means)
+    low_epoch = min(later, key=epoch_means.get)
     tail = rows[-last:]
     acc = [r["acc_top1"] for r in tail if "acc_top1" in r]
-    return (statistics.mean(first_epoch) if first_epoch else None, statistics.mean(r["loss"] for r in tail),
-            statistics.mean(acc) if acc else None)
+    return {"first": epoch_means.get(0), "lowest": epoch_means[low_epoch], "lowest_epoch": low_epoch + 1,
+            "epochs": len(epoch_means), "last": statistics.mean(r["loss"] for r in tail),
+            "acc": statistics.mean(acc) if acc else None}
 
 
 def pretext_table(study: str) -> str:
@@ -174,16 +183,17 @@ def pretext_table(study: str) -> str:
     network that cannot tell its positive key from the queue) and how often the positive wins."""
     from objcrop.report.collect import read_config_value
 
-    lines = ["| run | iterations | loss, first epoch (queue filling) | loss, last 20 it. | chance loss ln(K+1) | "
-             "positive key ranked first, last 20 it. (chance 1/(K+1)) | probe mAP % |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | iterations | loss, first epoch (queue filling) | lowest epoch loss after it (epoch) | loss, last 20 it. | "
+             "chance loss ln(K+1) | positive key ranked first, last 20 it. (chance 1/(K+1)) | probe mAP % |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     found = False
     for run_dir in sorted(glob.glob(os.path.join(study, "runs", "pretrain", "*"))):
         if (_read_json(os.path.join(run_dir, "results.json")) or {}).get("status") != "ok":
             continue
-        first, loss, acc = _run_tail(run_dir)
-        if loss is None:
+        tail = _run_tail(run_dir)
+        if tail is None:
             continue
+        first, loss, acc = tail["first"], tail["last"], tail["acc"]
         name = os.path.basename(run_dir)
         probe = _read_json(os.path.join(study, "runs", "probe", name, "results.json")) or {}
         mAP = probe.get("mAP")
@@ -192,7 +202,8 @@ def pretext_table(study: str) -> str:
         k = read_config_value(run_dir, "PRETRAIN.MOCO.K") if moco else None
         chance = f"{math.log(k + 1):.2f}" if k else "—"
         acc_txt = "—" if acc is None else f"{acc:.3f} (1/{k + 1})" if k else f"{acc:.3f}"
-        lines.append(f"| {name} | {iters} | {'—' if first is None else f'{first:.2f}'} | {loss:.2f} | {chance} | "
+        lowest = f"{tail['lowest']:.2f} ({tail['lowest_epoch']} of {tail['epochs']})"
+        lines.append(f"| {name} | {iters} | {'—' if first is None else f'{first:.2f}'} | {lowest} | {loss:.2f} | {chance} | "
                      f"{acc_txt} | {'—' if mAP is None else f'{100 * mAP:.1f}'} |")
         found = True
     return "\n".join(lines) if found else "_(no finished pretraining run)_"
@@ -327,8 +338,10 @@ def learnability_budgets(study: str) -> str:
         if not learn:
             continue
         train = learn.get("supervised_training") or {}
+        secs = float(train.get("train_seconds", float("nan")))
+        took = f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.0f} min"
         parts.append(f"{train.get('samples', '?')} samples ({train.get('epochs', float('nan')):.0f} epochs, "
-                     f"{train.get('train_seconds', float('nan')) / 60:.0f} min; "
+                     f"{took} on {learn.get('device', 'cpu')}; "
                      f"`{os.path.relpath(path, study)}`): supervised {learn['supervised_mAP']:.3f}, "
                      f"random init {learn['random_init_mAP']:.3f}, chance {learn['chance_mAP']:.3f}")
     if not parts:
@@ -359,23 +372,64 @@ def not_run(study: str, preset: str) -> str:
     return "\n".join(lines)
 
 
+def machine_line(study: str) -> str:
+    """The machine of a study run elsewhere (scripts/study_gpu.sh): its wall_time.txt and the GPU use
+    nvidia-smi sampled every 5 s (gpu_use.csv); empty when the record has neither."""
+    parts = []
+    wall = os.path.join(study, "wall_time.txt")
+    if os.path.isfile(wall):
+        parts.append(f"last lease: {open(wall, encoding='utf-8').read().strip()}")
+    use = os.path.join(study, "gpu_use.csv")
+    if os.path.isfile(use):
+        util, mem = [], []
+        with open(use, newline="", encoding="utf-8") as f:
+            for row in list(csv.reader(f))[1:]:
+                if len(row) >= 3:
+                    util.append(float(row[1].strip().rstrip("%").strip() or 0))
+                    mem.append(float(row[2].strip().split()[0] or 0))
+        busy = [u for u in util if u > 0]
+        if util:
+            parts.append(f"GPU use sampled every 5 s over that lease ({len(util)} samples): mean {statistics.mean(util):.0f} % "
+                         f"({statistics.mean(busy) if busy else 0:.0f} % while busy), at most {max(mem):.0f} MiB of memory")
+    return "; ".join(parts)
+
+
 def _pictures(pattern: str, doc_dir: str) -> str:
     """Markdown links, relative to the document, to the pictures a glob finds."""
     paths = sorted(glob.glob(pattern))
     return "\n".join(f"![{os.path.basename(p)}]({os.path.relpath(p, doc_dir)})" for p in paths)
 
 
-def section(title: str, study: str, preset: str, doc_dir: str) -> str:
+def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str = "") -> str:
+    """One study's part of docs/results.md. `same_data_as`: the title of a section whose data this
+    study shares; its view statistics and proposal recall are not repeated here."""
     values = _values(study)
     s = setup_summary(study)
     plots = _pictures(os.path.join(study, "report", "plots", "*.png"), doc_dir)
     grids = _pictures(os.path.join(study, "extras", "views_*.png"), doc_dir)
+    machine = machine_line(study)
+    machine = f"\n* **Machine**: {machine}." if machine else ""
+    views = (f"""### What the views contain (`objcrop views stats`, the policies as pretraining ran them)
+
+{view_stats_table(study)}
+
+Sampled view pairs (per image: proposals; then each pair's crop boxes — view 1 green, view 2 magenta,
+the chosen box yellow — and the two augmented views):
+
+{grids or '_(none)_'}
+
+### Proposal recall (`objcrop proposals stats`, train split)
+
+{recall_table(study)}
+""" if not same_data_as else f"""The data, the views' contents and the proposals are those of the {same_data_as} (the same
+generator, seed and crops): see there.
+""")
     return f"""## {title}
 
 * **Data**: variant `{s['variant']}`: {s['data']}.
 * **Pretraining**: {s['pretrain']}.
 * **Learnable?** Suite's probe (mAP %, test split): {learnability_line(values)}. {s['learnability']}.
-* **Time per task** (from the pipeline logs): {s['times']}.
+* **Time per task** (from the pipeline logs): {s['times']}.{machine}
 
 ### Results (`objcrop report`)
 
@@ -413,19 +467,7 @@ BYOL's loss is a regression loss (no chance level, no ranking).
 
 {plots or '_(none)_'}
 
-### What the views contain (`objcrop views stats`, the policies as pretraining ran them)
-
-{view_stats_table(study)}
-
-Sampled view pairs (per image: proposals; then each pair's crop boxes — view 1 green, view 2 magenta,
-the chosen box yellow — and the two augmented views):
-
-{grids or '_(none)_'}
-
-### Proposal recall (`objcrop proposals stats`, train split)
-
-{recall_table(study)}
-"""
+{views}"""
 
 
 def main(argv=None) -> int:
@@ -434,6 +476,8 @@ def main(argv=None) -> int:
                    help="the default variant's record (scripts/study_records.py) or pipeline output")
     p.add_argument("--hard", default=os.path.join(REPO, "docs", "results", "study_hard"),
                    help="the hard variant's record or pipeline output")
+    p.add_argument("--gpu", default=os.path.join(REPO, "docs", "results", "study_gpu"),
+                   help="the GPU-scale study's record (scripts/study_gpu.sh), shown after the CPU study's")
     p.add_argument("--wall-time", default="output/study_wall_time.txt", help="written by scripts/study.sh")
     p.add_argument("--preamble", default=os.path.join(REPO, "docs", "results_preamble.md"),
                    help="the hand-written part (method, commands, discussion); it holds no measured number")
@@ -451,10 +495,13 @@ def main(argv=None) -> int:
             parts.append(f.read().rstrip())
     if wall:
         parts.append(f"**Wall time of scripts/study.sh**: {wall}.")
-    for title, study, preset in (("Default variant (`study`)", args.study, "study"),
-                                 ("Hard variant (`study-hard`)", args.hard, "study_hard")):
+    default = "Default variant (`study`)"
+    for title, study, preset, same in ((default, args.study, "study", ""),
+                                       ("Hard variant (`study-hard`)", args.hard, "study_hard", ""),
+                                       ("GPU scale (`study_gpu`): ResNet-50, ~30x the view pairs", args.gpu,
+                                        "study_gpu", "default variant")):
         if os.path.isdir(study):
-            parts.append(section(title, os.path.abspath(study), preset, doc_dir))
+            parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same))
     text = "\n\n".join(parts) + "\n"
     from objcrop.io import write_text_atomic
 

@@ -143,8 +143,8 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     assert "pretrain.moco_v2_obj-obj-dilate+copy-paste_gt_s2" in pre
     assert "pretrain.byol_obj-obj-dilate_gt_s0" in pre and "pretrain.byol_obj-scene_gt_s0" not in pre
     # 8 runs x 3 seeds, two 4x-budget runs, the no-colour diagnostics (3 + 1 seeds), a 4x-lr run,
-    # two 10x-budget runs, two batch-256 lr runs, the supervised bound
-    assert len(pre) == 8 * 3 + 2 + 3 + 1 + 1 + 2 + 2 + 1
+    # two 10x-budget runs, two batch-256 lr runs, 3 seeds at MoCo-v2's lr, the supervised bound
+    assert len(pre) == 8 * 3 + 2 + 3 + 1 + 1 + 2 + 2 + 3 + 1
     assert "pretrain.moco_v2_random-4x_none_s0" in pre
     nocol = by_name["pretrain.moco_v2_random-no-colour_none_s0"].cmd
     opts = nocol[nocol.index("--opts") + 1:]
@@ -164,6 +164,18 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     assert by_name["probe.random_init_s0"].deps == ["data"]
     rnd = by_name["probe.random_init_s2"].cmd
     assert rnd[rnd.index("--weights") + 1] == "random" and rnd[rnd.index("--seed") + 1] == "2"
+
+
+def test_gpu_study_preset_pretrains_and_probes_on_one_gpu_without_detection(tmp_path):
+    tasks = pipeline.build_plan(pipeline.load_preset("study_gpu"), str(tmp_path))
+    assert {t.stage for t in tasks} == {"data", "proposals", "pretrain", "probe", "report"}  # no detectron2 needed
+    pre = [t for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised"]
+    assert len(pre) == 3 * 2 + 2 and all(t.gpus == 1 for t in pre)
+    assert all(t.cmd[t.cmd.index("--config-file") + 1] == "pretrain/study_gpu.yaml" for t in pre)
+    sup = next(t for t in tasks if t.name == "pretrain.supervised").cmd
+    assert sup[sup.index("--arch") + 1] == "resnet50" and sup[sup.index("--device") + 1] == "auto"
+    rnd = next(t for t in tasks if t.name == "probe.random_init_s0").cmd
+    assert rnd[rnd.index("--arch") + 1] == "resnet50"
 
 
 @pytest.mark.parametrize("run, message", [
@@ -298,3 +310,35 @@ def test_a_record_with_stages_retrains_nothing_for_a_stage_that_does_not_run(tmp
     assert "pretrain.moco_v2_random_none_s0" not in pipeline.recorded_tasks(tasks, str(out), str(record))
     skipped = pipeline.recorded_tasks(tasks, str(out), str(record), ["pretrain", "probe"])
     assert {"pretrain.moco_v2_random_none_s0", "probe.moco_v2_random_none_s0"} <= skipped
+
+
+def test_study_report_finds_a_moco_loss_that_climbs_back_after_the_queue_fills(tmp_path):
+    report = _load_script("study_report")
+    rows = [{"iteration": i, "epoch": e, "loss": loss, "acc_top1": 0.5}
+            for i, (e, loss) in enumerate([(0, 3.0), (0, 3.1), (1, 6.5), (1, 6.4), (2, 6.8), (2, 6.9)])]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    tail = report._run_tail(str(tmp_path), last=2)
+    # the first epoch (queue filling) is not the lowest; epoch 2 is, and the end is above it
+    assert tail["first"] == pytest.approx(3.05) and tail["lowest_epoch"] == 2 and tail["lowest"] == pytest.approx(6.45)
+    assert tail["last"] == pytest.approx(6.85) and tail["epochs"] == 3
+
+
+def test_study_report_summarises_a_lent_machine(tmp_path):
+    report = _load_script("study_report")
+    assert report.machine_line(str(tmp_path)) == ""
+    (tmp_path / "wall_time.txt").write_text("300 s on 16 cores and NVIDIA H200 (pipeline exit code 124)\n")
+    (tmp_path / "gpu_use.csv").write_text("timestamp, utilization.gpu [%], memory.used [MiB]\n"
+                                          "2026/11/26 04:05:33.543, 0 %, 0 MiB\n"
+                                          "2026/11/26 04:05:38.547, 60 %, 4000 MiB\n"
+                                          "2026/11/26 04:05:43.547, 40 %, 4500 MiB\n")
+    line = report.machine_line(str(tmp_path))
+    assert "NVIDIA H200" in line and "(3 samples): mean 33 % (50 % while busy), at most 4500 MiB" in line
+
+
+def test_results_page_is_built_from_the_records_in_the_repository(tmp_path):
+    out = tmp_path / "results.md"
+    assert _load_script("study_report").main(["--out", str(out), "--wall-time", str(tmp_path / "none.txt")]) == 0
+    text = out.read_text()
+    for title in ("## Default variant (`study`)", "## Hard variant (`study-hard`)", "## GPU scale (`study_gpu`)"):
+        assert title in text
+    assert "nan" not in text.replace("nano", "")

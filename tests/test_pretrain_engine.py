@@ -192,3 +192,16 @@ def test_byol_run_in_one_process_exports_the_online_backbone(synth_dir, tmp_path
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
     torch.testing.assert_close(final["backbone"]["conv1.weight"], final["model"]["online.conv1.weight"])
     assert 0.996 <= float(final["model"]["momentum"]) <= 1.0  # the target EMA rate was scheduled
+
+
+def test_every_shipped_pretraining_config_merges():
+    # a preset's typo or a wrong type (e.g. an int for a float key) fails here, not after a GPU lease started
+    from objcrop.config import merge_config
+    from objcrop.pretrain.config import get_pretrain_cfg
+
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval_configs", "pretrain")
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".yaml"))
+    assert "study_gpu.yaml" in names
+    for name in names:
+        cfg = merge_config(get_pretrain_cfg, os.path.join(folder, name), [])
+        assert cfg.PRETRAIN.EPOCHS > 0, name
