@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The study's pretraining and probe at GPU scale (issue 8; eval_configs/pipeline/study_gpu.yaml):
-# ResNet-50, ~30x the CPU study's view pairs, random crops against obj-obj-dilate on ground-truth
+# ResNet-50 for 100 epochs at batch 256, random crops against obj-obj-dilate on ground-truth
 # boxes at 3 seeds, beside random-init and supervised ResNet-50 references. Needs one CUDA GPU and
 # PyTorch; not detectron2 (detection stays in the CPU study).
 #

@@ -372,6 +372,16 @@ def not_run(study: str, preset: str) -> str:
     return "\n".join(lines)
 
 
+def view_pairs(study: str) -> Optional[float]:
+    """Median view pairs (images_seen) of a study's untagged MoCo random-crop runs: its budget."""
+    seen = []
+    for path in glob.glob(os.path.join(study, "runs", "pretrain", "moco_v2_random_none_s*", "results.json")):
+        r = _read_json(path) or {}
+        if r.get("status") == "ok" and r.get("images_seen"):
+            seen.append(float(r["images_seen"]))
+    return statistics.median(seen) if seen else None
+
+
 def machine_line(study: str) -> str:
     """The machine of a study run elsewhere (scripts/study_gpu.sh): its wall_time.txt and the GPU use
     nvidia-smi sampled every 5 s (gpu_use.csv); empty when the record has neither."""
@@ -495,10 +505,11 @@ def main(argv=None) -> int:
             parts.append(f.read().rstrip())
     if wall:
         parts.append(f"**Wall time of scripts/study.sh**: {wall}.")
-    default = "Default variant (`study`)"
-    for title, study, preset, same in ((default, args.study, "study", ""),
+    cpu_pairs, gpu_pairs = view_pairs(args.study), view_pairs(args.gpu)
+    scale = f", {gpu_pairs / cpu_pairs:.0f}x the view pairs per run" if cpu_pairs and gpu_pairs else ""
+    for title, study, preset, same in (("Default variant (`study`)", args.study, "study", ""),
                                        ("Hard variant (`study-hard`)", args.hard, "study_hard", ""),
-                                       ("GPU scale (`study_gpu`): ResNet-50, ~30x the view pairs", args.gpu,
+                                       (f"GPU scale (`study_gpu`): ResNet-50{scale}", args.gpu,
                                         "study_gpu", "default variant")):
         if os.path.isdir(study):
             parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same))
