@@ -170,7 +170,7 @@ def test_gpu_study_preset_pretrains_and_probes_on_one_gpu_without_detection(tmp_
     tasks = pipeline.build_plan(pipeline.load_preset("study_gpu"), str(tmp_path))
     assert {t.stage for t in tasks} == {"data", "proposals", "pretrain", "probe", "report"}  # no detectron2 needed
     pre = [t for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised"]
-    assert len(pre) == 3 * 2 + 2 and all(t.gpus == 1 for t in pre)
+    assert len(pre) == 3 * 2 + 3 and all(t.gpus == 1 for t in pre)
     assert all(t.cmd[t.cmd.index("--config-file") + 1] == "pretrain/study_gpu.yaml" for t in pre)
     sup = next(t for t in tasks if t.name == "pretrain.supervised").cmd
     assert sup[sup.index("--arch") + 1] == "resnet50" and sup[sup.index("--device") + 1] == "auto"
