@@ -183,3 +183,11 @@ def test_no_best_when_all_equal():
                for p in ("random", "obj-obj")]
     table = build_table(results)
     assert not any(c.best for c in table.cells.values())
+
+
+def test_provenance_names_a_root_below_the_working_directory_relatively(tmp_path, monkeypatch):
+    from objcrop.report import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli._shown_path(str(tmp_path / "docs" / "runs")) == os.path.join("docs", "runs")
+    assert cli._shown_path(str(tmp_path.parent / "elsewhere")) == str(tmp_path.parent / "elsewhere")
