@@ -173,9 +173,10 @@ def _run_tail(run_dir: str, last: int = 20) -> Optional[dict]:
     low_epoch = min(later, key=epoch_means.get)
     tail = rows[-last:]
     acc = [r["acc_top1"] for r in tail if "acc_top1" in r]
+    spread = [r["embedding_spread"] for r in tail if "embedding_spread" in r]
     return {"first": epoch_means.get(0), "lowest": epoch_means[low_epoch], "lowest_epoch": low_epoch + 1,
             "epochs": len(epoch_means), "last": statistics.mean(r["loss"] for r in tail),
-            "acc": statistics.mean(acc) if acc else None}
+            "acc": statistics.mean(acc) if acc else None, "spread": statistics.mean(spread) if spread else None}
 
 
 def pretext_table(study: str) -> str:
@@ -184,8 +185,9 @@ def pretext_table(study: str) -> str:
     from objcrop.report.collect import read_config_value
 
     lines = ["| run | iterations | loss, first epoch (queue filling) | lowest epoch loss after it (epoch) | loss, last 20 it. | "
-             "chance loss ln(K+1) | positive key ranked first, last 20 it. (chance 1/(K+1)) | probe mAP % |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "chance loss ln(K+1) | positive key ranked first, last 20 it. (chance 1/(K+1)) | "
+             "embedding spread, last 20 it. (about 1: spread; 0: collapsed) | probe mAP % |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     found = False
     for run_dir in sorted(glob.glob(os.path.join(study, "runs", "pretrain", "*"))):
         if (_read_json(os.path.join(run_dir, "results.json")) or {}).get("status") != "ok":
@@ -203,8 +205,9 @@ def pretext_table(study: str) -> str:
         chance = f"{math.log(k + 1):.2f}" if k else "—"
         acc_txt = "—" if acc is None else f"{acc:.3f} (1/{k + 1})" if k else f"{acc:.3f}"
         lowest = f"{tail['lowest']:.2f} ({tail['lowest_epoch']} of {tail['epochs']})"
+        spread_txt = "—" if tail["spread"] is None else f"{tail['spread']:.2f}"
         lines.append(f"| {name} | {iters} | {'—' if first is None else f'{first:.2f}'} | {lowest} | {loss:.2f} | {chance} | "
-                     f"{acc_txt} | {'—' if mAP is None else f'{100 * mAP:.1f}'} |")
+                     f"{acc_txt} | {spread_txt} | {'—' if mAP is None else f'{100 * mAP:.1f}'} |")
         found = True
     return "\n".join(lines) if found else "_(no finished pretraining run)_"
 

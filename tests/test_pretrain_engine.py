@@ -70,6 +70,8 @@ def test_two_process_gloo_ddp_run_writes_checkpoint(synth_dir, tmp_path):
     assert not any(k.startswith("fc.") for k in final["backbone"])
     assert any(n.endswith(".pth") for n in os.listdir(out / "checkpoints"))
     assert not (out / "log.txt.rank1").read_text().count("Traceback")
+    # the method's own metrics travel with the loss: the positive's rank and the collapse indicator
+    assert {"acc_top1", "embedding_spread"} <= set(_iterations(out)[-1])
 
 
 def test_kill9_mid_epoch_then_resume_neither_repeats_nor_skips(synth_dir, tmp_path):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from objcrop.pretrain.methods import METHODS, BYOL, MoCoV2
 from objcrop.pretrain.methods.byol import target_momentum
-from objcrop.pretrain.methods.losses import byol_loss, moco_logits, moco_loss
+from objcrop.pretrain.methods.losses import byol_loss, embedding_spread, moco_logits, moco_loss
 
 
 
@@ -85,6 +85,7 @@ def test_moco_step_trains_and_updates_queue():
     out["loss"].backward()
     opt.step()
     assert math.isfinite(float(out["loss"])) and 0 <= float(out["acc_top1"]) <= 1
+    assert 0 <= float(out["embedding_spread"]) < 2  # logged with the loss (metrics.jsonl)
     assert int(model.queue_ptr) == 4 and not torch.equal(model.queue, queue_before)
     assert all(p.grad is None for p in model.encoder_k.parameters())
 
@@ -161,3 +162,13 @@ def test_ddp_shuffle_bn_returns_each_rank_its_own_keys(tmp_path):
     mp.spawn(_ddp_shuffle_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         assert torch.load(tmp_path / f"r{rank}.pt", weights_only=True)["max_err"] < 1e-4
+
+
+def test_embedding_spread_tells_spread_embeddings_from_collapsed_ones():
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(512, 128, generator=g)
+    assert 0.9 < float(embedding_spread(spread)) < 1.1  # uniform on the sphere: about 1
+    one_point = torch.randn(1, 128, generator=g) + 1e-3 * torch.randn(512, 128, generator=g)
+    assert float(embedding_spread(one_point)) < 0.01  # every embedding (nearly) the same: about 0
+    # a scale does not change it: only directions count
+    assert float(embedding_spread(7 * spread)) == pytest.approx(float(embedding_spread(spread)), rel=1e-5)

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from objcrop.pretrain.methods.losses import byol_loss
+from objcrop.pretrain.methods.losses import byol_loss, embedding_spread
 from objcrop.pretrain.models import build_resnet
 
 
@@ -56,7 +56,7 @@ class BYOL(nn.Module):
             z1 = self.target(x1).float()
             z2 = self.target(x2).float()
         loss = byol_loss(p1, z2) + byol_loss(p2, z1)  # symmetric: each view predicts the other's target
-        return {"loss": loss}
+        return {"loss": loss, "embedding_spread": embedding_spread(p1)}
 
     @torch.no_grad()
     def after_step(self, progress: float) -> None:

@@ -31,3 +31,11 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     p = F.normalize(p, dim=-1)
     z = F.normalize(z.detach(), dim=-1)
     return (2 - 2 * (p * z).sum(dim=-1)).mean()
+
+
+def embedding_spread(z: torch.Tensor) -> torch.Tensor:
+    """How far apart a batch's embeddings lie (a collapse indicator, as in SimSiam): the
+    per-dimension std of the L2-normalised embeddings, averaged over dimensions, times sqrt(dim).
+    About 1 for embeddings spread over the sphere, 0 when every embedding is the same point."""
+    z = F.normalize(z.detach().float(), dim=1)
+    return z.std(dim=0).mean() * z.shape[1] ** 0.5

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from objcrop.pretrain.engine.distributed import broadcast_, concat_all_gather, get_rank, get_world_size
-from objcrop.pretrain.methods.losses import moco_logits
+from objcrop.pretrain.methods.losses import embedding_spread, moco_logits
 from objcrop.pretrain.models import build_resnet
 
 
@@ -106,7 +106,7 @@ class MoCoV2(nn.Module):
         self._dequeue_and_enqueue(k)
         with torch.no_grad():
             acc = (logits.argmax(dim=1) == labels).float().mean()
-        return {"loss": loss, "acc_top1": acc}
+        return {"loss": loss, "acc_top1": acc, "embedding_spread": embedding_spread(q)}
 
     def after_step(self, progress: float) -> None:
         """Hook after each optimiser step (MoCo updates its key encoder inside forward)."""
