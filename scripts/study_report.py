@@ -391,7 +391,7 @@ def machine_line(study: str) -> str:
     parts = []
     wall = os.path.join(study, "wall_time.txt")
     if os.path.isfile(wall):
-        parts.append(f"last lease: {open(wall, encoding='utf-8').read().strip()}")
+        parts.append(f"last run of scripts/study_gpu.sh: {open(wall, encoding='utf-8').read().strip()}")
     use = os.path.join(study, "gpu_use.csv")
     if os.path.isfile(use):
         util, mem = [], []
@@ -402,7 +402,7 @@ def machine_line(study: str) -> str:
                     mem.append(float(row[2].strip().split()[0] or 0))
         busy = [u for u in util if u > 0]
         if util:
-            parts.append(f"GPU use sampled every 5 s over that lease ({len(util)} samples): mean {statistics.mean(util):.0f} % "
+            parts.append(f"GPU use sampled every 5 s over that run ({len(util)} samples): mean {statistics.mean(util):.0f} % "
                          f"({statistics.mean(busy) if busy else 0:.0f} % while busy), at most {max(mem):.0f} MiB of memory")
     return "; ".join(parts)
 
