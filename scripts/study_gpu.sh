@@ -17,8 +17,9 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RECORD="$(dirname "$HERE")/docs/results/study_gpu"
 OUT="${1:-output/study_gpu}"
 MINUTES="${2:-}"
-PY="${PYTHON:-python3}"
+PY="${PYTHON:-python3}"  # the Python that has objcrop (README: requirements/gpu_study.txt)
 mkdir -p "$OUT" "$RECORD"
+"$PY" -c "import objcrop.pretrain" 2>/dev/null || { echo "study_gpu.sh: $PY cannot import objcrop; set PYTHON" >&2; exit 2; }
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'study_gpu.sh: torch sees no CUDA GPU')" || exit 2
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$OUT/gpu_use.csv" 2>/dev/null &
