@@ -55,6 +55,17 @@ def _values(study: str) -> Dict[Row, Dict[str, List[float]]]:
     return out
 
 
+def _arches(study: str) -> Dict[Row, str]:
+    """(method, policy, proposals, epochs) -> the backbone architecture(s) of its runs, from runs.csv."""
+    out: Dict[Row, set] = defaultdict(set)
+    path = os.path.join(study, "report", "runs.csv")
+    if os.path.isfile(path):
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                out[(row["method"], row["policy"], row["proposals"], row["epochs"])].add(row.get("arch") or "")
+    return {k: "/".join(sorted(v)) for k, v in out.items()}
+
+
 def _welch_p(a: List[float], b: List[float]) -> Optional[float]:
     if len(a) < 2 or len(b) < 2:
         return None
@@ -128,9 +139,12 @@ def detection_readings(values) -> str:
     return "".join(f"\n{column}:\n\n{reading_table(values, column)}\n" for column in columns)
 
 
-def gate_table(values, column: str) -> str:
-    """Did a backbone learn anything? Every row against the randomly initialised backbone."""
-    base = values.get(("random_init", "none", "none", ""), {}).get(column, [])
+def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None) -> str:
+    """Did a backbone learn anything? Every row against the randomly initialised backbone of its
+    architecture (a row of another architecture than the reference gets no Δ: it names its own)."""
+    arches = arches or {}
+    ref_key = ("random_init", "none", "none", "")
+    base = values.get(ref_key, {}).get(column, [])
     lines = ["| backbone | epochs | score | Δ vs random init | Welch p |", "|---|---|---:|---:|---:|"]
     if not base:
         return "_(no random-init probe)_"
@@ -142,8 +156,13 @@ def gate_table(values, column: str) -> str:
         if method == "random_init" or column not in cols:
             continue
         mine = cols[column]
-        p = _welch_p(mine, base)
         name = " ".join(x for x in (method, policy, proposals) if x not in ("none", ""))
+        arch = arches.get((method, policy, proposals, epochs), "")
+        if arch and arch != arches.get(ref_key, arch):
+            lines.append(f"| {name} ({arch}) | {epochs or '—'} | {_fmt(mine)} | — (the reference is a "
+                         f"{arches[ref_key]}) | — |")
+            continue
+        p = _welch_p(mine, base)
         lines.append(f"| {name} | {epochs or '—'} | {_fmt(mine)} | "
                      f"{statistics.mean(mine) - statistics.mean(base):+.1f} | {'—' if p is None else f'{p:.3f}'} |")
     return "\n".join(lines)
@@ -416,7 +435,7 @@ def _pictures(pattern: str, doc_dir: str) -> str:
 def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str = "") -> str:
     """One study's part of docs/results.md. `same_data_as`: the title of a section whose data this
     study shares; its view statistics and proposal recall are not repeated here."""
-    values = _values(study)
+    values, arches = _values(study), _arches(study)
     s = setup_summary(study)
     plots = _pictures(os.path.join(study, "report", "plots", "*.png"), doc_dir)
     grids = _pictures(os.path.join(study, "extras", "views_*.png"), doc_dir)
@@ -454,11 +473,11 @@ generator, seed and crops): see there.
 
 Probe mAP:
 
-{gate_table(values, PROBE)}
+{gate_table(values, PROBE, arches)}
 
 kNN mAP:
 
-{gate_table(values, KNN)}
+{gate_table(values, KNN, arches)}
 
 ### Reading: each policy against random crops of the same method
 

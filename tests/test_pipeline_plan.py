@@ -170,7 +170,7 @@ def test_gpu_study_preset_pretrains_and_probes_on_one_gpu_without_detection(tmp_
     tasks = pipeline.build_plan(pipeline.load_preset("study_gpu"), str(tmp_path))
     assert {t.stage for t in tasks} == {"data", "proposals", "pretrain", "probe", "report"}  # no detectron2 needed
     pre = [t for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised"]
-    assert len(pre) == 3 * 2 + 3 and all(t.gpus == 1 for t in pre)
+    assert len(pre) == 3 * 2 + 2 and all(t.gpus == 1 for t in pre)
     assert all(t.cmd[t.cmd.index("--config-file") + 1] == "pretrain/study_gpu.yaml" for t in pre)
     sup = next(t for t in tasks if t.name == "pretrain.supervised").cmd
     assert sup[sup.index("--arch") + 1] == "resnet50" and sup[sup.index("--device") + 1] == "auto"
@@ -342,3 +342,16 @@ def test_results_page_is_built_from_the_records_in_the_repository(tmp_path):
     for title in ("## Default variant (`study`)", "## Hard variant (`study-hard`)", "## GPU scale (`study_gpu`)"):
         assert title in text
     assert "nan" not in text.replace("nano", "")
+
+
+def test_study_report_compares_a_backbone_only_with_random_init_of_its_architecture():
+    report = _load_script("study_report")
+    col = report.PROBE
+    values = {("random_init", "none", "none", ""): {col: [30.0, 32.0]},
+              ("moco_v2", "random", "none", "3"): {col: [35.0, 37.0]},
+              ("moco_v2", "random-r50", "none", "20"): {col: [29.0]}}
+    arches = {("random_init", "none", "none", ""): "resnet18", ("moco_v2", "random", "none", "3"): "resnet18",
+              ("moco_v2", "random-r50", "none", "20"): "resnet50"}
+    table = report.gate_table(values, col, arches)
+    assert "| moco_v2 random | 3 | 36.0 ± 1.4 (n=2) | +5.0 |" in table
+    assert "| moco_v2 random-r50 (resnet50) | 20 | 29.0 (n=1) | — (the reference is a resnet18) | — |" in table
