@@ -41,29 +41,20 @@ def _read_json(path: str) -> Optional[dict]:
 Row = Tuple[str, str, str, str]  # method, policy, proposals, epochs ("" for reference rows)
 
 
-def _values(study: str) -> Dict[Row, Dict[str, List[float]]]:
-    """(method, policy, proposals, epochs) -> column -> per-run values, from the report's runs.csv."""
+def _values(study: str) -> Tuple[Dict[Row, Dict[str, List[float]]], Dict[Row, str]]:
+    """From the report's runs.csv, in one pass: (method, policy, proposals, epochs) -> column ->
+    per-run values, and the same key -> the backbone architecture(s) of its runs."""
     out: Dict[Row, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
-    path = os.path.join(study, "report", "runs.csv")
-    if not os.path.isfile(path):
-        return out
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["status"] == "ok" and row["value"] not in ("", None) and not row["flag"]:
-                key = (row["method"], row["policy"], row["proposals"], row["epochs"])
-                out[key][row["column"]].append(float(row["value"]))
-    return out
-
-
-def _arches(study: str) -> Dict[Row, str]:
-    """(method, policy, proposals, epochs) -> the backbone architecture(s) of its runs, from runs.csv."""
-    out: Dict[Row, set] = defaultdict(set)
+    arches: Dict[Row, set] = defaultdict(set)
     path = os.path.join(study, "report", "runs.csv")
     if os.path.isfile(path):
         with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
-                out[(row["method"], row["policy"], row["proposals"], row["epochs"])].add(row.get("arch") or "")
-    return {k: "/".join(sorted(v)) for k, v in out.items()}
+                key = (row["method"], row["policy"], row["proposals"], row["epochs"])
+                arches[key].add(row.get("arch") or "")
+                if row["status"] == "ok" and row["value"] not in ("", None) and not row["flag"]:
+                    out[key][row["column"]].append(float(row["value"]))
+    return out, {k: "/".join(sorted(v)) for k, v in arches.items()}
 
 
 def _welch_p(a: List[float], b: List[float]) -> Optional[float]:
@@ -435,7 +426,7 @@ def _pictures(pattern: str, doc_dir: str) -> str:
 def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str = "") -> str:
     """One study's part of docs/results.md. `same_data_as`: the title of a section whose data this
     study shares; its view statistics and proposal recall are not repeated here."""
-    values, arches = _values(study), _arches(study)
+    values, arches = _values(study)
     s = setup_summary(study)
     plots = _pictures(os.path.join(study, "report", "plots", "*.png"), doc_dir)
     grids = _pictures(os.path.join(study, "extras", "views_*.png"), doc_dir)
