@@ -1,21 +1,15 @@
 """benchmarks/learnability.py: the supervised bound the study's probe table is read against."""
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 import torch
 import torchvision
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from _repo_files import load_repo_module
 
 
 def _learnability():
-    spec = importlib.util.spec_from_file_location("objcrop_learnability", os.path.join(REPO, "benchmarks", "learnability.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_module(os.path.join("benchmarks", "learnability.py"))
 
 
 def test_supervised_bound_writes_its_numbers_and_a_backbone_the_probe_can_load(synth_dir, tmp_path, one_torch_thread):

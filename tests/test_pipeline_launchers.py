@@ -72,12 +72,9 @@ def test_slurm_submits_every_stage_with_afterok_dependencies(tmp_path):
 
 
 def test_cluster_command_is_multinode_torchrun_and_d2_launch(tmp_path):
-    import importlib.util
+    from _repo_files import load_repo_module
 
-    spec = importlib.util.spec_from_file_location("objcrop_pipeline_script2", os.path.join(REPO, "scripts", "pipeline.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_repo_module(os.path.join("scripts", "pipeline.py"))
     pre = mod.Task("pretrain.x", "pretrain", ["pretrain", "--config-file", "c.yaml", "--opts", "A", "1"], [],
                    gpus=8, nodes=4, distributed="torchrun")
     cmd = mod.cluster_shell_command(pre, "/l/pretrain.x.log")

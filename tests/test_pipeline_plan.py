@@ -1,23 +1,18 @@
 """scripts/pipeline.py: the stage graph, skipping of complete stages, failures naming their log."""
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 import pytest
+from _repo_files import load_repo_module
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PIPELINE = os.path.join(REPO, "scripts", "run_pipeline.sh")
 
 
 def _load_script(name):
-    """A module of scripts/ (they are run as files, not installed)."""
-    spec = importlib.util.spec_from_file_location(f"objcrop_{name}_script", os.path.join(REPO, "scripts", f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up by name
-    spec.loader.exec_module(mod)
-    return mod
+    return load_repo_module(os.path.join("scripts", f"{name}.py"))
 
 
 pipeline = _load_script("pipeline")
