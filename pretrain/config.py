@@ -45,6 +45,9 @@ def get_pretrain_cfg() -> CfgNode:
     # Output dimension of the projection head, and its hidden width (MoCo-v2: 2-layer MLP 2048-2048-128).
     cfg.PRETRAIN.MOCO.DIM = 128
     cfg.PRETRAIN.MOCO.MLP_HIDDEN = 2048
+    # BN after the head's hidden layer (MoCo-v2 has none; MoCo-v3 and SimCLR do): tried against the
+    # ResNet-50 runs' collapse in docs/results.md ("GPU scale").
+    cfg.PRETRAIN.MOCO.HEAD_BN = False
     # Queue length (negatives). Keep it well below the dataset size: a queue longer than the data
     # holds stale keys of the very same image as negatives.
     cfg.PRETRAIN.MOCO.K = 65536

@@ -34,6 +34,14 @@ def build_resnet(arch: str, head: nn.Module = None) -> Tuple[nn.Module, int]:
     return model, RESNETS[arch][1]
 
 
+def mlp_head(in_dim: int, hidden: int, out_dim: int, batch_norm: bool = True) -> nn.Sequential:
+    """Linear-[BN]-ReLU-Linear: BYOL's projector and predictor, MoCo-v2's projection head (no BN in
+    the paper; MoCo-v3 and SimCLR put BN there: standardising each hidden unit keeps one dominant
+    input direction from mapping every input to nearly the same embedding)."""
+    layers = [nn.Linear(in_dim, hidden)] + ([nn.BatchNorm1d(hidden)] if batch_norm else [])
+    return nn.Sequential(*layers, nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+
 def backbone_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     """The torchvision ResNet state dict without the head (`fc.*`), detached, on the CPU."""
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}

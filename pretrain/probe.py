@@ -150,6 +150,22 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> Tuple[flo
     return float(np.mean(aps)), len(present)
 
 
+def feature_spectrum(x: torch.Tensor) -> dict:
+    """How many directions the frozen features use (a dimensional-collapse indicator).
+
+    effective_rank: exp of the entropy of the normalised singular values of the centred features
+    (Roy & Vetterli 2007): the feature width when every direction counts the same, 1 when one does.
+    top_pc_share: the fraction of the variance along the first principal component.
+    """
+    centred = x.double() - x.double().mean(dim=0)
+    s = torch.linalg.svdvals(centred)
+    if float(s.sum()) == 0.0:
+        return {"effective_rank": 0.0, "top_pc_share": 1.0}  # every image gives the same feature
+    p = s / s.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum()
+    return {"effective_rank": float(entropy.exp()), "top_pc_share": float(s[0] ** 2 / (s ** 2).sum())}
+
+
 def is_single_label(*targets: np.ndarray) -> bool:
     return all(t.shape[0] > 0 and np.all(t.sum(axis=1) == 1) for t in targets)
 
@@ -306,11 +322,12 @@ def main(argv: Optional[List[str]] = None) -> int:
                "dataset": args.dataset_test, "dataset_train": args.dataset_train, "mAP": m_ap, "knn_mAP": knn_map,
                "classes_scored": n_scored, "num_train": len(train_records), "num_test": len(test_records),
                "weights": args.weights, "weights_id": weights_id, "arch": arch,
+               "features": feature_spectrum(test_x),
                "wall_time_s": round(time.perf_counter() - start, 3)}
     if is_single_label(train_y.numpy(), y):
         results["top1"] = float((logits.argmax(1) == test_y.argmax(1)).float().mean())
     write_json_atomic(os.path.join(args.out, "results.json"), results)
-    logger.info("probe: " + json.dumps({k: results[k] for k in ("mAP", "knn_mAP", "top1") if k in results}))
+    logger.info("probe: " + json.dumps({k: results[k] for k in ("mAP", "knn_mAP", "top1", "features") if k in results}))
     return 0
 
 

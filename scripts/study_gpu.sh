@@ -8,7 +8,7 @@
 #
 # MINUTES (default: none) stops the pipeline after that long, as a lent machine's lease requires;
 # what finished is recorded and a rerun, on this or another machine, runs only what is missing
-# (--records). Two runs share the GPU and the cores (--jobs 2); a failed task does not stop the
+# (--records). Two runs share the GPU and the cores (JOBS=2, the default); a failed task does not stop the
 # others (--keep-going). The results go to the record docs/results/study_gpu/ (study_records.py),
 # its report to docs/results/study_gpu/report/, and scripts/study_report.py puts the table beside
 # the CPU study's in docs/results.md. GPU use is sampled every 5 s into OUT/gpu_use.csv.
@@ -29,7 +29,7 @@ start=$(date +%s)
 limit=()
 [ -n "$MINUTES" ] && limit=(timeout --signal=TERM --kill-after=60 "${MINUTES}m")
 "${limit[@]}" bash "$HERE/run_pipeline.sh" --preset study_gpu --out "$OUT" --records "$RECORD" \
-  --gpus 1 --jobs 2 --keep-going
+  --gpus 1 --jobs "${JOBS:-2}" --keep-going
 rc=$?
 [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
 echo "$(( $(date +%s) - start )) s on $(nproc) cores and $("$PY" -c 'import torch; print(torch.cuda.get_device_name(0))') (pipeline exit code $rc)" \

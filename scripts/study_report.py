@@ -189,6 +189,13 @@ def _run_tail(run_dir: str, last: int = 20) -> Optional[dict]:
             "acc": statistics.mean(acc) if acc else None, "spread": statistics.mean(spread) if spread else None}
 
 
+def _spectrum_text(features: Optional[dict]) -> str:
+    """The probe's feature spectrum (objcrop probe's `features`; runs probed before it existed: —)."""
+    if not features:
+        return "—"
+    return f"{features['effective_rank']:.0f} / {features['top_pc_share']:.2f}"
+
+
 def pretext_table(study: str) -> str:
     """How well each run learned its own task: MoCo's loss against ln(K+1) (the loss of a
     network that cannot tell its positive key from the queue) and how often the positive wins."""
@@ -196,8 +203,9 @@ def pretext_table(study: str) -> str:
 
     lines = ["| run | iterations | loss, first epoch (queue filling) | lowest epoch loss after it (epoch) | loss, last 20 it. | "
              "chance loss ln(K+1) | positive key ranked first, last 20 it. (chance 1/(K+1)) | "
-             "embedding spread, last 20 it. (about 1: spread; 0: collapsed) | probe mAP % |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "embedding spread, last 20 it. (about 1: spread; 0: collapsed) | probe mAP % | "
+             "probe features: effective rank / top principal component's variance share |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     found = False
     for run_dir in sorted(glob.glob(os.path.join(study, "runs", "pretrain", "*"))):
         if (_read_json(os.path.join(run_dir, "results.json")) or {}).get("status") != "ok":
@@ -217,9 +225,19 @@ def pretext_table(study: str) -> str:
         lowest = f"{tail['lowest']:.2f} ({tail['lowest_epoch']} of {tail['epochs']})"
         spread_txt = "—" if tail["spread"] is None else f"{tail['spread']:.2f}"
         lines.append(f"| {name} | {iters} | {'—' if first is None else f'{first:.2f}'} | {lowest} | {loss:.2f} | {chance} | "
-                     f"{acc_txt} | {spread_txt} | {'—' if mAP is None else f'{100 * mAP:.1f}'} |")
+                     f"{acc_txt} | {spread_txt} | {'—' if mAP is None else f'{100 * mAP:.1f}'} | "
+                     f"{_spectrum_text(probe.get('features'))} |")
         found = True
-    return "\n".join(lines) if found else "_(no finished pretraining run)_"
+    if not found:
+        return "_(no finished pretraining run)_"
+    # the references' probe features, to read the last column against
+    for probe_dir in sorted(glob.glob(os.path.join(study, "runs", "probe", "*"))):
+        name = os.path.basename(probe_dir)
+        probe = _read_json(os.path.join(probe_dir, "results.json")) or {}
+        if name.startswith(("random_init", "supervised")) and probe.get("status") == "ok":
+            lines.append(f"| {name} (reference, no pretext task) |" + " — |" * 7 +
+                         f" {100 * probe['mAP']:.1f} | {_spectrum_text(probe.get('features'))} |")
+    return "\n".join(lines)
 
 
 def report_table(study: str) -> str:

@@ -139,7 +139,7 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     assert "pretrain.byol_obj-obj-dilate_gt_s0" in pre and "pretrain.byol_obj-scene_gt_s0" not in pre
     # 8 runs x 3 seeds, two 4x-budget runs, the no-colour diagnostics (3 + 1 seeds), a 4x-lr run,
     # two 10x-budget runs, four batch-256 runs, 3 seeds at MoCo-v2's lr, the supervised bound
-    assert len(pre) == 8 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1
+    assert len(pre) == 8 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1 + 1
     assert "pretrain.moco_v2_random-4x_none_s0" in pre
     nocol = by_name["pretrain.moco_v2_random-no-colour_none_s0"].cmd
     opts = nocol[nocol.index("--opts") + 1:]
@@ -165,7 +165,7 @@ def test_gpu_study_preset_pretrains_and_probes_on_one_gpu_without_detection(tmp_
     tasks = pipeline.build_plan(pipeline.load_preset("study_gpu"), str(tmp_path))
     assert {t.stage for t in tasks} == {"data", "proposals", "pretrain", "probe", "report"}  # no detectron2 needed
     pre = [t for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised"]
-    assert len(pre) == 3 * 2 + 2 and all(t.gpus == 1 for t in pre)
+    assert len(pre) == 3 * 2 + 4 and all(t.gpus == 1 for t in pre)
     assert all(t.cmd[t.cmd.index("--config-file") + 1] == "pretrain/study_gpu.yaml" for t in pre)
     sup = next(t for t in tasks if t.name == "pretrain.supervised").cmd
     assert sup[sup.index("--arch") + 1] == "resnet50" and sup[sup.index("--device") + 1] == "auto"

@@ -172,3 +172,27 @@ def test_embedding_spread_tells_spread_embeddings_from_collapsed_ones():
     assert float(embedding_spread(one_point)) < 0.01  # every embedding (nearly) the same: about 0
     # a scale does not change it: only directions count
     assert float(embedding_spread(7 * spread)) == pytest.approx(float(embedding_spread(spread)), rel=1e-5)
+
+
+def test_head_bn_keeps_one_dominant_feature_direction_from_collapsing_the_embeddings():
+    """What the collapsed ResNet-50 runs showed (docs/results.md, "GPU scale"): pooled features with
+    one direction far larger than the rest. A BN-free head maps them to nearly one point; BN after
+    the hidden layer standardises each unit, so the small differences between images survive."""
+    from objcrop.pretrain.models import mlp_head
+    torch.manual_seed(0)
+    common = torch.rand(64) + 0.5
+    x = 30.0 * common + 0.3 * torch.randn(128, 64)  # 128 images: one shared direction, small differences
+    plain, with_bn = mlp_head(64, 256, 16, batch_norm=False), mlp_head(64, 256, 16, batch_norm=True)
+    with torch.no_grad():
+        assert float(embedding_spread(plain(x))) < 0.1
+        assert float(embedding_spread(with_bn(x))) > 0.5
+
+
+def test_moco_head_bn_comes_from_the_config_in_both_encoders():
+    from objcrop.pretrain.config import get_pretrain_cfg
+    cfg = get_pretrain_cfg()
+    cfg.merge_from_list(["PRETRAIN.ARCH", "resnet18", "PRETRAIN.MOCO.MLP_HIDDEN", "16", "PRETRAIN.MOCO.HEAD_BN", "True"])
+    model = MoCoV2.from_config(cfg, world_size=1, per_process_batch=8)
+    for encoder in (model.encoder_q, model.encoder_k):
+        assert any(isinstance(m, torch.nn.BatchNorm1d) for m in encoder.fc)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in tiny_moco().encoder_q.fc)  # MoCo-v2's default head

@@ -9,8 +9,8 @@ import torchvision
 from objcrop.cli import run_stage_main
 from objcrop.errors import CheckpointError
 from objcrop.pretrain import probe
-from objcrop.pretrain.probe import (is_single_label, knn_scores, load_backbone, mean_average_precision,
-                                    train_linear_probe)
+from objcrop.pretrain.probe import (feature_spectrum, is_single_label, knn_scores, load_backbone,
+                                    mean_average_precision, train_linear_probe)
 
 
 def separable(n, dim=32, classes=5, seed=0, margin=0.5):
@@ -53,6 +53,16 @@ def test_map_ignores_classes_absent_from_the_test_set():
     assert mean_average_precision(scores, targets) == (1.0, 2)
 
 
+def test_feature_spectrum_tells_features_that_use_many_directions_from_one_dominant_direction():
+    g = torch.Generator().manual_seed(0)
+    spread = torch.randn(500, 64, generator=g)
+    one_axis = spread * 0.1 + torch.randn(500, 1, generator=g) * 10.0 * torch.rand(1, 64, generator=g)
+    wide, narrow = feature_spectrum(spread), feature_spectrum(one_axis)
+    assert wide["effective_rank"] > 40 and wide["top_pc_share"] < 0.1
+    assert narrow["effective_rank"] < 10 and narrow["top_pc_share"] > 0.9
+    assert feature_spectrum(torch.ones(10, 8)) == {"effective_rank": 0.0, "top_pc_share": 1.0}
+
+
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     path = tmp_path / "resnet18_supervised.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
@@ -77,6 +87,7 @@ def test_probe_cli_random_weights_writes_results_and_reuses_cache(synth_dir, tmp
     results = json.loads((out / "results.json").read_text())
     assert results["stage"] == "probe" and results["status"] == "ok"
     assert results["pretrain"]["method"] == "random_init" and 0 <= results["mAP"] <= 1 and 0 <= results["knn_mAP"] <= 1
+    assert 1 <= results["features"]["effective_rank"] <= 512 and 0 < results["features"]["top_pc_share"] <= 1
     assert (out / "config.yaml").exists() and len(list(cache.glob("feats_*.pt"))) == 2
     assert run_stage_main(probe.main, argv, "objcrop probe") == 0
     assert "cached in" in (out / "log.txt").read_text()

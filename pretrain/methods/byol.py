@@ -11,12 +11,7 @@ import torch
 from torch import nn
 
 from objcrop.pretrain.methods.losses import byol_loss, embedding_spread
-from objcrop.pretrain.models import build_resnet
-
-
-def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
-    """BYOL's projector / predictor: Linear-BN-ReLU-Linear."""
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+from objcrop.pretrain.models import build_resnet, mlp_head
 
 
 def target_momentum(base: float, progress: float) -> float:
@@ -33,8 +28,8 @@ class BYOL(nn.Module):
         super().__init__()
         self.arch, self.base_momentum = arch, base_momentum
         self.online, width = build_resnet(arch)
-        self.online.fc = mlp(width, proj_hidden, proj_dim)  # the projector sits in fc, dropped on export
-        self.predictor = mlp(proj_dim, proj_hidden, proj_dim)
+        self.online.fc = mlp_head(width, proj_hidden, proj_dim)  # the projector sits in fc, dropped on export
+        self.predictor = mlp_head(proj_dim, proj_hidden, proj_dim)
         self.target = copy.deepcopy(self.online)
         for p in self.target.parameters():
             p.requires_grad = False

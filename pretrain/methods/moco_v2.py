@@ -14,7 +14,7 @@ from torch import nn
 
 from objcrop.pretrain.engine.distributed import broadcast_, concat_all_gather, get_rank, get_world_size
 from objcrop.pretrain.methods.losses import embedding_spread, moco_logits
-from objcrop.pretrain.models import build_resnet
+from objcrop.pretrain.models import build_resnet, mlp_head
 
 
 class MoCoV2(nn.Module):
@@ -22,19 +22,21 @@ class MoCoV2(nn.Module):
 
     dim: feature dimension (128); K: queue size (65536); m: key-encoder momentum (0.999);
     T: softmax temperature (0.2); mlp_hidden: hidden width of the 2-layer head (2048 for ResNet-50);
-    bn_splits: BN groups per process for shuffle-BN (1 under DDP is MoCo's setup).
+    bn_splits: BN groups per process for shuffle-BN (1 under DDP is MoCo's setup);
+    head_bn: BN after the head's hidden layer (not in MoCo-v2; in MoCo-v3 and SimCLR).
     """
 
     BACKBONE_PREFIX = "encoder_q."  # state-dict prefix of the exported ResNet (as in MoCo's checkpoints)
 
     def __init__(self, arch: str = "resnet50", dim: int = 128, K: int = 65536, m: float = 0.999,
-                 T: float = 0.2, mlp_hidden: int = 2048, bn_splits: int = 1):
+                 T: float = 0.2, mlp_hidden: int = 2048, bn_splits: int = 1,
+                 head_bn: bool = False):
         super().__init__()
         self.K, self.m, self.T, self.bn_splits = K, m, T, max(1, bn_splits)
         self.arch = arch
 
         self.encoder_q, width = build_resnet(arch)
-        self.encoder_q.fc = nn.Sequential(nn.Linear(width, mlp_hidden), nn.ReLU(inplace=True), nn.Linear(mlp_hidden, dim))
+        self.encoder_q.fc = mlp_head(width, mlp_hidden, dim, batch_norm=head_bn)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for param_k in self.encoder_k.parameters():
             param_k.requires_grad = False  # updated by momentum, not by gradient
@@ -46,7 +48,7 @@ class MoCoV2(nn.Module):
     def from_config(cfg_cls, cfg, world_size: int, per_process_batch: int) -> "MoCoV2":
         c = cfg.PRETRAIN.MOCO
         splits = c.BN_SPLITS or (1 if world_size > 1 else max(2, per_process_batch // 32))
-        return cfg_cls(cfg.PRETRAIN.ARCH, c.DIM, c.K, c.M, c.T, c.MLP_HIDDEN, splits)
+        return cfg_cls(cfg.PRETRAIN.ARCH, c.DIM, c.K, c.M, c.T, c.MLP_HIDDEN, splits, c.HEAD_BN)
 
     @property
     def backbone(self) -> nn.Module:
