@@ -6,7 +6,9 @@
 #
 # The default variant runs two tasks at a time (--jobs 2), the hard variant one, so the three
 # share 2 CPU cores; each task gets one thread. Runs start in the presets' order of priority
-# (eval_configs/pipeline/study.yaml, study_hard.yaml), each run's probe right after it.
+# (eval_configs/pipeline/study.yaml, study_hard.yaml), each run's probe right after it. Then the
+# background-free control (study_plain.yaml: does pretraining learn once views cannot be matched
+# by their background?), two tasks at a time.
 # Then the extras docs/results.md quotes (view statistics, proposal recall) are measured by
 # scripts/study_extras.py, every result is added to the study's record in the repository
 # (docs/results/study*/, scripts/study_records.py), the report is built from the record, and
@@ -18,7 +20,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 RECORDS="$(dirname "$HERE")/docs/results"
 OUT="${1:-output}"
-mkdir -p "$OUT" "$RECORDS/study" "$RECORDS/study_hard"
+mkdir -p "$OUT" "$RECORDS/study" "$RECORDS/study_hard" "$RECORDS/study_plain"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 start=$(date +%s)
 bash "$HERE/run_pipeline.sh" --preset study --out "$OUT/study" --records "$RECORDS/study" --jobs 2 > "$OUT/study.log" 2>&1 &
@@ -27,12 +29,15 @@ bash "$HERE/run_pipeline.sh" --preset study_hard --out "$OUT/study_hard" --recor
 hard=$!
 wait $main; rc_main=$?
 wait $hard; rc_hard=$?
-echo "$(( $(date +%s) - start )) s on $(nproc) cores (exit codes: study $rc_main, study_hard $rc_hard)" | tee "$OUT/study_wall_time.txt"
+bash "$HERE/run_pipeline.sh" --preset study_plain --out "$OUT/study_plain" --records "$RECORDS/study_plain" --jobs 2 > "$OUT/study_plain.log" 2>&1
+rc_plain=$?
+echo "$(( $(date +%s) - start )) s on $(nproc) cores (exit codes: study $rc_main, study_hard $rc_hard, study_plain $rc_plain)" | tee "$OUT/study_wall_time.txt"
 PY="${PYTHON:-$(dirname "$HERE")/.venv/bin/python}"  # the Python run_pipeline.sh would pick in `make study`
-for v in study study_hard; do
+for v in study study_hard study_plain; do
   "$PY" "$HERE/study_extras.py" "$OUT/$v" || exit 1
   "$PY" "$HERE/study_records.py" "$OUT/$v" "$RECORDS/$v" || exit 1
   "$PY" -m objcrop report "$RECORDS/$v/runs" --out "$RECORDS/$v/report" || exit 1
 done
-"$PY" "$HERE/study_report.py" --study "$RECORDS/study" --hard "$RECORDS/study_hard" --wall-time "$OUT/study_wall_time.txt"
-[ $rc_main -eq 0 ] && [ $rc_hard -eq 0 ] || exit 1
+"$PY" "$HERE/study_report.py" --study "$RECORDS/study" --hard "$RECORDS/study_hard" --plain "$RECORDS/study_plain" \
+  --wall-time "$OUT/study_wall_time.txt"
+[ $rc_main -eq 0 ] && [ $rc_hard -eq 0 ] && [ $rc_plain -eq 0 ] || exit 1

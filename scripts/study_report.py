@@ -517,6 +517,8 @@ def main(argv=None) -> int:
                    help="the default variant's record (scripts/study_records.py) or pipeline output")
     p.add_argument("--hard", default=os.path.join(REPO, "docs", "results", "study_hard"),
                    help="the hard variant's record or pipeline output")
+    p.add_argument("--plain", default=os.path.join(REPO, "docs", "results", "study_plain"),
+                   help="the background-free control's record (eval_configs/pipeline/study_plain.yaml)")
     p.add_argument("--gpu", default=os.path.join(REPO, "docs", "results", "study_gpu"),
                    help="the GPU-scale study's record (scripts/study_gpu.sh), shown after the CPU study's")
     p.add_argument("--wall-time", default="output/study_wall_time.txt", help="written by scripts/study.sh")
@@ -540,6 +542,8 @@ def main(argv=None) -> int:
     scale = f", {gpu_pairs / cpu_pairs:.0f}x the view pairs per run" if cpu_pairs and gpu_pairs else ""
     for title, study, preset, same in (("Default variant (`study`)", args.study, "study", ""),
                                        ("Hard variant (`study-hard`)", args.hard, "study_hard", ""),
+                                       ("No background to match views by (`study-plain`)", args.plain,
+                                        "study_plain", ""),
                                        (f"GPU scale (`study_gpu`): ResNet-50{scale}", args.gpu,
                                         "study_gpu", "default variant")):
         if os.path.isdir(study):

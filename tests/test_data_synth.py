@@ -100,7 +100,7 @@ def test_hard_variant_has_more_smaller_objects(tmp_path):
     assert max(sides) <= 0.18 * 1.15 * 1.42 + 2 / 160 and np.median(sides) < 0.2 and np.mean(counts) >= 2
 
 
-@pytest.mark.parametrize("variant, size", [("study", 96), ("study-hard", 128)])
+@pytest.mark.parametrize("variant, size", [("study", 96), ("study-hard", 128), ("study-plain", 96)])
 def test_study_variants_keep_objects_the_same_size_in_pixels(tmp_path, variant, size):
     d = generate(str(tmp_path / variant), num_images=12, seed=0, variant=variant, splits=(1, 0, 0), progress=False)
     assert d["params"]["image_size"] == size and len(d["classes"]) == 6
@@ -112,6 +112,30 @@ def test_study_variants_keep_objects_the_same_size_in_pixels(tmp_path, variant, 
     assert 15 <= np.median(sides_px) <= 60
 
 
+def test_plain_variant_shares_one_flat_background_and_keeps_the_objects(tmp_path):
+    """study-plain: every pixel outside the objects is the same grey up to sensor noise (and JPEG), in
+    every image, so no view pair can be matched by its background; study's backgrounds differ."""
+    from PIL import Image
+
+    def background_pixels(variant):
+        generate(str(tmp_path / variant), num_images=8, seed=0, variant=variant, splits=(1, 0, 0), progress=False)
+        records, _ = load_dataset(f"synth:{tmp_path / variant}:train")
+        means = []
+        for r in records:
+            img = np.asarray(Image.open(r["file_name"]).convert("RGB"), np.float32)
+            outside = np.ones(img.shape[:2], bool)
+            for a in r["annotations"]:  # boxes grown by 2 px: anti-aliased edges stay out
+                x, y, w, h = (int(v) for v in a["bbox"])
+                outside[max(0, y - 2):y + h + 2, max(0, x - 2):x + w + 2] = False
+            means.append(img[outside].mean(0))
+        return np.array(means), records
+
+    plain, records = background_pixels("study-plain")
+    textured, _ = background_pixels("study")
+    assert np.abs(plain - 128).max() < 3 and all(r["annotations"] for r in records)
+    assert textured.std(0).mean() > 10
+
+
 def test_bad_options_are_named(tmp_path):
     with pytest.raises(DatasetError, match="--variant"):
         generate(str(tmp_path / "x"), num_images=2, variant="nope")
@@ -119,6 +143,8 @@ def test_bad_options_are_named(tmp_path):
         generate(str(tmp_path / "x"), num_images=2, object_scale=(0.5, 0.2))
     with pytest.raises(DatasetError, match="--min-objects"):
         generate(str(tmp_path / "x"), num_images=2, min_objects=3, max_objects=2)
+    with pytest.raises(DatasetError, match="--background"):
+        generate(str(tmp_path / "x"), num_images=2, background="stripes")
 
 
 def test_coco_json_loads_in_pycocotools_and_detectron2(synth_dir):

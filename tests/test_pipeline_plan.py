@@ -161,6 +161,20 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     assert rnd[rnd.index("--weights") + 1] == "random" and rnd[rnd.index("--seed") + 1] == "2"
 
 
+def test_plain_study_preset_changes_only_the_data(tmp_path):
+    """The background-free control: the study's pretraining config and policies on study-plain data."""
+    tasks = pipeline.build_plan(pipeline.load_preset("study_plain"), str(tmp_path))
+    assert {t.stage for t in tasks} == {"data", "proposals", "pretrain", "probe", "report"}
+    data = next(t for t in tasks if t.stage == "data").cmd
+    assert data[data.index("--variant") + 1] == "study-plain"
+    pre = sorted(t.name for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised")
+    assert pre == [f"pretrain.moco_v2_{p}_s{s}" for p in ("obj-obj-dilate_gt", "random_none") for s in range(3)]
+    study = {t.name: t for t in pipeline.build_plan(pipeline.load_preset("study"), str(tmp_path / "s"))}
+    for t in tasks:
+        if t.stage == "pretrain" and t.name != "pretrain.supervised":
+            assert t.cmd[t.cmd.index("--config-file") + 1] == study[t.name].cmd[study[t.name].cmd.index("--config-file") + 1]
+
+
 def test_gpu_study_preset_pretrains_and_probes_on_one_gpu_without_detection(tmp_path):
     tasks = pipeline.build_plan(pipeline.load_preset("study_gpu"), str(tmp_path))
     assert {t.stage for t in tasks} == {"data", "proposals", "pretrain", "probe", "report"}  # no detectron2 needed

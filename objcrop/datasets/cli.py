@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from objcrop.cli import run_stage_main
 from objcrop.datasets.catalog import SPEC_FORMS, builtin_available, builtin_specs, dataset_root, load_dataset
-from objcrop.datasets.synth import VARIANTS
+from objcrop.datasets.synth import BACKGROUNDS, VARIANTS
 from objcrop.io import write_json_atomic
 
 NAME_HELP = f"a built-in name (see `objcrop data list`) or a spec: {', '.join(SPEC_FORMS)}"
@@ -40,6 +40,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--max-objects", type=int, default=None, help="most objects per image (default: the variant's)")
     p.add_argument("--object-scale", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
                    help="object size as a fraction of the image side (default: the variant's)")
+    p.add_argument("--background", choices=list(BACKGROUNDS), default=None,
+                   help="textured: every image its own colour gradient, blotches and texture; flat: one grey for all, "
+                        "so views cannot be matched by their background (default: the variant's)")
     p.add_argument("--splits", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=[0.7, 0.15, 0.15],
                    help="split fractions (normalised to sum 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset (only once the new one is complete)")
@@ -80,7 +83,7 @@ def _synth(args) -> int:
     meta = generate(args.out, num_images=args.num_images, seed=args.seed, variant=args.variant,
                     image_size=args.image_size, min_objects=args.min_objects, max_objects=args.max_objects,
                     object_scale=args.object_scale, splits=args.splits, overwrite=args.overwrite,
-                    progress=not args.no_progress, workers=args.workers)
+                    progress=not args.no_progress, workers=args.workers, background=args.background)
     print(f"wrote {meta['num_images']} images ({', '.join(f'{k} {v}' for k, v in meta['splits'].items())}), "
           f"{meta['num_objects']} objects of {len(meta['classes'])} classes to {os.path.abspath(args.out)}")
     return 0

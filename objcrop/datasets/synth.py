@@ -57,6 +57,7 @@ class SynthParams:
     noise_sigma: float = 3.0  # per-pixel sensor noise, in grey levels
     jpeg_quality: int = 95
     classes: Tuple[str, ...] = SHAPE_NAMES
+    background: str = "textured"  # "textured": per-image gradient, blotches, texture; "flat": one grey for all
 
 
 VARIANTS: Dict[str, SynthParams] = {
@@ -72,7 +73,15 @@ VARIANTS: Dict[str, SynthParams] = {
     "study-hard": SynthParams(image_size=128, min_objects=1, max_objects=3, object_scale=(0.18, 0.28),
                               clutter=(6, 12), clutter_contrast=0.4, texture_strength=0.15,
                               classes=("circle", "square", "triangle", "star", "cross", "ring")),
+    # The study's objects on one flat grey for every image, without texture or clutter: a view pair
+    # can no longer be matched by its background, only by its objects (docs/results.md asks whether
+    # that background is why no pretraining beats random init on `study`).
+    "study-plain": SynthParams(min_objects=1, max_objects=3, object_scale=(0.25, 0.40), clutter=(0, 0),
+                               texture_strength=0.0, background="flat",
+                               classes=("circle", "square", "triangle", "star", "cross", "ring")),
 }
+BACKGROUNDS = ("textured", "flat")
+FLAT_GREY = 128.0
 
 _TEXTURES: Optional[List[np.ndarray]] = None
 
@@ -103,8 +112,11 @@ def _hsv_colour(rng: np.random.Generator, sat: Tuple[float, float], val: Tuple[f
 
 
 def _background(rng: np.random.Generator, p: SynthParams) -> np.ndarray:
-    """Smooth per-image colour: a gradient between two colours, low-frequency blotches, mild texture."""
+    """Smooth per-image colour: a gradient between two colours, low-frequency blotches, mild texture;
+    or, for `flat`, the same grey in every image."""
     s = p.image_size
+    if p.background == "flat":
+        return np.full((s, s, 3), FLAT_GREY, np.float32)
     c1 = _hsv_colour(rng, (0.1, 0.6), (0.3, 0.9))
     c2 = np.clip(c1 + rng.normal(0, 30, 3), 0, 255)
     angle = rng.uniform(0, 2 * np.pi)
@@ -264,6 +276,8 @@ def resolve_params(variant: str = "default", **overrides) -> SynthParams:
     if variant not in VARIANTS:
         raise DatasetError(f"--variant: unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
     p = dataclasses.replace(VARIANTS[variant], **{k: v for k, v in overrides.items() if v is not None})
+    if p.background not in BACKGROUNDS:
+        raise DatasetError(f"--background: unknown kind {p.background!r} (choose from {', '.join(BACKGROUNDS)})")
     if p.image_size < 32:
         raise DatasetError(f"--image-size: {p.image_size} is too small (at least 32 px)")
     if not 1 <= p.min_objects <= p.max_objects:
@@ -302,7 +316,7 @@ def generate(out_dir: str, num_images: int, seed: int = 0, variant: str = "defau
              image_size: Optional[int] = None, min_objects: Optional[int] = None,
              max_objects: Optional[int] = None, object_scale: Optional[Tuple[float, float]] = None,
              splits: Sequence[float] = (0.7, 0.15, 0.15), overwrite: bool = False,
-             progress: bool = True, workers: Optional[int] = None) -> dict:
+             progress: bool = True, workers: Optional[int] = None, background: Optional[str] = None) -> dict:
     """Write the embedded dataset to `out_dir` and return its meta.json content.
 
     `workers`: processes rendering images (default: the CPU count, at most 8); the files do not depend on it.
@@ -313,7 +327,8 @@ def generate(out_dir: str, num_images: int, seed: int = 0, variant: str = "defau
         raise DatasetError(f"--num-images: need at least 1 image, got {num_images}")
     workers = min(8, os.cpu_count() or 1) if workers is None else workers
     p = resolve_params(variant, image_size=image_size, min_objects=min_objects, max_objects=max_objects,
-                       object_scale=tuple(object_scale) if object_scale is not None else None)
+                       object_scale=tuple(object_scale) if object_scale is not None else None,
+                       background=background)
     sizes = split_sizes(num_images, splits)
     out_dir = os.path.abspath(out_dir)
     _prepare_target(out_dir, overwrite)
