@@ -175,9 +175,9 @@ def test_embedding_spread_tells_spread_embeddings_from_collapsed_ones():
 
 
 def test_head_bn_keeps_one_dominant_feature_direction_from_collapsing_the_embeddings():
-    """What the collapsed ResNet-50 runs showed (docs/results.md, "GPU scale"): pooled features with
-    one direction far larger than the rest. A BN-free head maps them to nearly one point; BN after
-    the hidden layer standardises each unit, so the small differences between images survive."""
+    """What BN in the head guards against: inputs that share one large direction. A BN-free head maps
+    them to nearly one point; BN after the hidden layer standardises each unit, so the small
+    differences between images survive."""
     from objcrop.pretrain.models import mlp_head
     torch.manual_seed(0)
     common = torch.rand(64) + 0.5
