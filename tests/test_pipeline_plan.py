@@ -334,6 +334,25 @@ def test_study_report_finds_a_moco_loss_that_climbs_back_after_the_queue_fills(t
     assert tail["last"] == pytest.approx(6.85) and tail["epochs"] == 3 and tail["spread"] is None
 
 
+def test_pretext_table_shows_the_probe_feature_spectrum_and_the_reference_rows(tmp_path):
+    report = _load_script("study_report")
+    run = tmp_path / "runs" / "pretrain" / "moco_v2_random_none_s0"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"status": "ok", "iterations": 4}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i, "epoch": i // 2, "loss": 5.0 - i}) + "\n"
+                                               for i in range(4)))
+    spectrum = {"effective_rank": 123.4, "top_pc_share": 0.456}
+    for name, features in (("moco_v2_random_none_s0", spectrum), ("random_init_s0", None)):
+        probe = tmp_path / "runs" / "probe" / name
+        probe.mkdir(parents=True)
+        (probe / "results.json").write_text(json.dumps({"status": "ok", "mAP": 0.5, **({"features": features} if features else {})}))
+    table = report.pretext_table(str(tmp_path))
+    mine = next(line for line in table.splitlines() if line.startswith("| moco_v2_random_none_s0 "))
+    assert mine.endswith("| 50.0 | 123 / 0.46 |")
+    reference = next(line for line in table.splitlines() if line.startswith("| random_init_s0 "))
+    assert "reference" in reference and reference.endswith("| 50.0 | — |")  # probed before the spectrum existed
+
+
 def test_study_report_summarises_a_lent_machine(tmp_path):
     report = _load_script("study_report")
     assert report.machine_line(str(tmp_path)) == ""
