@@ -3,6 +3,7 @@
 Everything works in a single process without a process group (world size 1), so the same
 trainer code runs under `torchrun` (DDP, gloo on CPU, nccl on GPU, one or many nodes) and alone.
 """
+import collections
 import datetime
 import os
 from dataclasses import dataclass
@@ -50,6 +51,18 @@ def init_distributed(device: str = "auto") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, dev, backend)
 
 
+# torch < 2.8: ProcessGroupGloo's destructor holds the GIL while it joins its worker threads, and a
+# worker that is still releasing a finished collective whose tensors Python has already dropped must
+# take the GIL to free them: destroy_process_group deadlocks (seen once in the 2-process shuffle-BN
+# test; pytorch/pytorch#154976 releases the GIL there). Python keeps the last collectives' tensors
+# until the group is destroyed, so a worker never needs the GIL to drop its references to them.
+_RECENT_COLLECTIVE_TENSORS: collections.deque = collections.deque(maxlen=16)
+
+
+def _keep_until_cleanup(*tensors) -> None:
+    _RECENT_COLLECTIVE_TENSORS.append(tensors)
+
+
 def get_world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
@@ -64,13 +77,16 @@ def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
     if get_world_size() == 1:
         return tensor
     gathered = [torch.empty_like(tensor) for _ in range(get_world_size())]
-    dist.all_gather(gathered, tensor.contiguous())
+    local = tensor.contiguous()
+    dist.all_gather(gathered, local)
+    _keep_until_cleanup(gathered, local)
     return torch.cat(gathered, dim=0)
 
 
 def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if get_world_size() > 1:
         dist.broadcast(tensor, src=src)
+        _keep_until_cleanup(tensor)
     return tensor
 
 
@@ -80,6 +96,7 @@ def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
         return value.detach()
     value = value.detach().clone()
     dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    _keep_until_cleanup(value)
     return value / get_world_size()
 
 
@@ -95,3 +112,4 @@ def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+    _RECENT_COLLECTIVE_TENSORS.clear()  # the workers are gone: no thread but this one drops them now
