@@ -130,6 +130,7 @@ def test_byol_target_momentum_schedule_and_ema():
 def _ddp_shuffle_worker(rank, world, port, result_dir):
     import os
 
+    from objcrop.pretrain.engine import distributed
     from objcrop.pretrain.engine.distributed import cleanup
 
     import torch.distributed as dist
@@ -145,9 +146,11 @@ def _ddp_shuffle_worker(rank, world, port, result_dir):
         with torch.no_grad():
             expected = F.normalize(model.encoder_k(x), dim=1)
             got = model._keys_with_shuffled_bn(x)
-        torch.save({"max_err": float((got - expected).abs().max())}, os.path.join(result_dir, f"r{rank}.pt"))
+        kept = len(distributed._RECENT_COLLECTIVE_TENSORS)  # held until the group is gone (torch < 2.8 deadlock)
     finally:
         cleanup()
+    torch.save({"max_err": float((got - expected).abs().max()), "kept": kept,
+                "kept_after_cleanup": len(distributed._RECENT_COLLECTIVE_TENSORS)}, os.path.join(result_dir, f"r{rank}.pt"))
 
 
 def test_ddp_shuffle_bn_returns_each_rank_its_own_keys(tmp_path):
@@ -161,7 +164,8 @@ def test_ddp_shuffle_bn_returns_each_rank_its_own_keys(tmp_path):
         port = s.getsockname()[1]
     mp.spawn(_ddp_shuffle_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
-        assert torch.load(tmp_path / f"r{rank}.pt", weights_only=True)["max_err"] < 1e-4
+        result = torch.load(tmp_path / f"r{rank}.pt", weights_only=True)
+        assert result["max_err"] < 1e-4 and result["kept"] >= 2 and result["kept_after_cleanup"] == 0
 
 
 def test_embedding_spread_tells_spread_embeddings_from_collapsed_ones():
