@@ -36,6 +36,8 @@ echo "$(( $(date +%s) - start )) s on $(nproc) cores and $("$PY" -c 'import torc
   | tee "$OUT/study_wall_time.txt"
 "$PY" "$HERE/study_records.py" "$OUT" "$RECORD" || exit 1
 cp "$OUT/study_wall_time.txt" "$RECORD/wall_time.txt"
+# every call's line, dated: the GPU time the record cost over all leases (wall_time.txt: the last)
+echo "$(date -u '+%Y-%m-%d %H:%M UTC') $(cat "$OUT/study_wall_time.txt")" >> "$RECORD/wall_times.txt"
 [ -s "$OUT/gpu_use.csv" ] && cp "$OUT/gpu_use.csv" "$RECORD/gpu_use.csv"
 "$PY" -m objcrop report "$RECORD/runs" --out "$RECORD/report" || exit 1
 exit $rc

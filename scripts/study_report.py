@@ -420,6 +420,11 @@ def machine_line(study: str) -> str:
     wall = os.path.join(study, "wall_time.txt")
     if os.path.isfile(wall):
         parts.append(f"last run of scripts/study_gpu.sh: {open(wall, encoding='utf-8').read().strip()}")
+    history = os.path.join(study, "wall_times.txt")
+    if os.path.isfile(history):
+        seconds = [int(m.group(1)) for line in open(history, encoding="utf-8")
+                   for m in [re.search(r"UTC (\d+) s on", line)] if m]
+        parts.append(f"{len(seconds)} runs of it recorded in wall_times.txt, {sum(seconds)} s in all")
     use = os.path.join(study, "gpu_use.csv")
     if os.path.isfile(use):
         util, mem = [], []

@@ -365,6 +365,9 @@ def test_study_report_summarises_a_lent_machine(tmp_path):
                                           "2026/11/26 04:05:43.547, 40 %, 4500 MiB\n")
     line = report.machine_line(str(tmp_path))
     assert "NVIDIA H200" in line and "(3 samples): mean 33 % (50 % while busy), at most 4500 MiB" in line
+    (tmp_path / "wall_times.txt").write_text("2026-11-26 06:44 UTC 480 s on 16 cores and NVIDIA H200 (pipeline exit code 124)\n"
+                                             "2026-11-26 06:46 UTC 147 s on 16 cores and NVIDIA H200 (pipeline exit code 0)\n")
+    assert "2 runs of it recorded in wall_times.txt, 627 s in all" in report.machine_line(str(tmp_path))
 
 
 def test_results_page_is_built_from_the_records_in_the_repository(tmp_path):
