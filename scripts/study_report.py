@@ -208,7 +208,8 @@ def pretext_table(study: str) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     found = False
     for run_dir in sorted(glob.glob(os.path.join(study, "runs", "pretrain", "*"))):
-        if (_read_json(os.path.join(run_dir, "results.json")) or {}).get("status") != "ok":
+        results = _read_json(os.path.join(run_dir, "results.json")) or {}
+        if results.get("status") != "ok":
             continue
         tail = _run_tail(run_dir)
         if tail is None:
@@ -217,7 +218,7 @@ def pretext_table(study: str) -> str:
         name = os.path.basename(run_dir)
         probe = _read_json(os.path.join(study, "runs", "probe", name, "results.json")) or {}
         mAP = probe.get("mAP")
-        iters = (_read_json(os.path.join(run_dir, "results.json")) or {}).get("iterations", "—")
+        iters = results.get("iterations", "—")
         moco = read_config_value(run_dir, "PRETRAIN.METHOD") == "moco_v2"
         k = read_config_value(run_dir, "PRETRAIN.MOCO.K") if moco else None
         chance = f"{math.log(k + 1):.2f}" if k else "—"
@@ -231,10 +232,12 @@ def pretext_table(study: str) -> str:
     if not found:
         return "_(no finished pretraining run)_"
     # the references' probe features, to read the last column against
-    for probe_dir in sorted(glob.glob(os.path.join(study, "runs", "probe", "*"))):
+    references = [d for pattern in ("random_init*", "supervised*")
+                  for d in glob.glob(os.path.join(study, "runs", "probe", pattern))]
+    for probe_dir in sorted(references):
         name = os.path.basename(probe_dir)
         probe = _read_json(os.path.join(probe_dir, "results.json")) or {}
-        if name.startswith(("random_init", "supervised")) and probe.get("status") == "ok":
+        if probe.get("status") == "ok":
             lines.append(f"| {name} (reference, no pretext task) |" + " — |" * 7 +
                          f" {100 * probe['mAP']:.1f} | {_spectrum_text(probe.get('features'))} |")
     return "\n".join(lines)
