@@ -207,3 +207,36 @@ def test_every_shipped_pretraining_config_merges():
     for name in names:
         cfg = merge_config(get_pretrain_cfg, os.path.join(folder, name), [])
         assert cfg.PRETRAIN.EPOCHS > 0, name
+
+
+def test_views_augmented_on_the_device_train_like_views_augmented_in_the_workers(synth_dir, tmp_path):
+    # VIEWS.AUGMENT_ON device: the workers ship uint8 crops and drawn parameters, the trainer augments
+    # the batch. Same seed, same draws: the first steps' losses agree up to float rounding.
+    from objcrop.config import merge_config
+    from objcrop.logger import setup_logger
+    from objcrop.pretrain.config import get_pretrain_cfg
+    from objcrop.pretrain.engine.distributed import DistContext
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    losses = {}
+    for where in ("worker", "device"):
+        out = tmp_path / where
+        cfg = merge_config(get_pretrain_cfg, None, TINY + [
+            "DATA.DATASET", f"synth:{synth_dir}:train", "OUTPUT_DIR", str(out), "PRETRAIN.EPOCHS", "1",
+            "PRETRAIN.BATCH_SIZE", "8", "DATA.NUM_WORKERS", "1", "VIEWS.AUGMENT_ON", where])
+        results = PretrainTrainer(cfg, DistContext(), setup_logger(f"objcrop.pretrain.test.{where}", str(out))).train()
+        assert results["status"] == "ok"
+        losses[where] = [m["loss"] for m in _iterations(out)]
+    assert len(losses["device"]) == len(losses["worker"]) >= 2
+    assert losses["device"][0] == pytest.approx(losses["worker"][0], rel=1e-4)
+    assert "batched on cpu (VIEWS.AUGMENT_ON device)" in (tmp_path / "device" / "log.txt").read_text()
+
+
+def test_an_unknown_augment_place_is_a_config_error():
+    from objcrop.errors import ConfigError
+    from objcrop.pretrain.views import build_view_policy, get_views_cfg
+
+    cfg = get_views_cfg()
+    cfg.VIEWS.AUGMENT_ON = "gpu"
+    with pytest.raises(ConfigError, match="VIEWS.AUGMENT_ON"):
+        build_view_policy(cfg)

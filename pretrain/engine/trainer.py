@@ -102,6 +102,7 @@ class PretrainTrainer:
         self.box_source = BoxSource(cfg.DATA.PROPOSALS, cfg.DATA.PROPOSALS_TOPK, with_masks=cfg.VIEWS.COPY_PASTE.ENABLED)
         self.output_dir = cfg.OUTPUT_DIR or default_run_dir(cfg, self.box_source.name)
         self.checkpointer = Checkpointer(os.path.join(self.output_dir, "checkpoints"), cfg.CHECKPOINT.KEEP_LAST, logger)
+        self.device_augment = None  # build_data sets it for VIEWS.AUGMENT_ON "device"
 
     # ----------------------------------------------------------------- setup
     def pretrain_block(self) -> dict:
@@ -122,6 +123,12 @@ class PretrainTrainer:
         self.logger.info(f"data: {self.cfg.DATA.DATASET}: {len(records)} images; boxes: {self.box_source.name} "
                          f"(covering {coverage:.0%} of images); view policy: {policy_name(self.cfg)}")
         policy = build_view_policy(self.cfg, background_fn=DatasetBackgrounds(records, self.cfg.DATA.IMAGE_SIZE))
+        if self.cfg.VIEWS.AUGMENT_ON == "device":
+            from objcrop.pretrain.views import defer_augment
+
+            self.device_augment = defer_augment(policy)
+            self.logger.info(f"views: the loader's workers cut the crops; colour, grey, blur, solarize and flip run "
+                             f"batched on {self.ctx.device} (VIEWS.AUGMENT_ON device)")
         dataset = ViewPairDataset(records, policy, self.box_source, self.cfg.DATA.IMAGE_SIZE)
         sampler = ShardedResumableSampler(len(records), self.batch_per_process, self.ctx.rank, self.ctx.world_size,
                                           self.cfg.PRETRAIN.SEED)
@@ -306,8 +313,8 @@ class PretrainTrainer:
         for group in optimizer.param_groups:
             group["lr"] = lr
         fmt = torch.channels_last if self.cfg.PRETRAIN.CHANNELS_LAST else torch.contiguous_format
-        view1 = view1.to(self.ctx.device, non_blocking=True).contiguous(memory_format=fmt)
-        view2 = view2.to(self.ctx.device, non_blocking=True).contiguous(memory_format=fmt)
+        view1 = self._on_device(view1).contiguous(memory_format=fmt)
+        view2 = self._on_device(view2).contiguous(memory_format=fmt)
         with autocast():
             out = model(view1, view2)
         optimizer.zero_grad(set_to_none=True)
@@ -319,6 +326,13 @@ class PretrainTrainer:
             out["loss"].backward()
             optimizer.step()
         return out
+
+    def _on_device(self, views) -> torch.Tensor:
+        """A batch of views on the training device; (uint8 crops, parameters) are augmented there."""
+        if self.device_augment is None:
+            return views.to(self.ctx.device, non_blocking=True)
+        crops, params = (t.to(self.ctx.device, non_blocking=True) for t in views)
+        return self.device_augment.apply_batch(crops, params)
 
     def _finish(self, method, iteration, extra, recent, wall_start, throughput) -> dict:
         """model_final.pth (no optimiser state) and results.json; rank 0 only."""

@@ -8,10 +8,11 @@ from typing import Callable, Optional
 from fvcore.common.config import CfgNode
 
 from objcrop.errors import ConfigError
-from objcrop.pretrain.views.config import BACKGROUNDS, POLICIES, add_views_config, get_views_cfg
+from objcrop.pretrain.views.augment import DeferredAugment, MocoV2Augment
+from objcrop.pretrain.views.config import AUGMENT_ON, BACKGROUNDS, POLICIES, add_views_config, get_views_cfg
 from objcrop.pretrain.views.policies import POLICY_CLASSES, ViewPlan, ViewPolicy
 
-__all__ = ["add_views_config", "get_views_cfg", "build_view_policy", "ViewPolicy", "ViewPlan", "POLICIES"]
+__all__ = ["add_views_config", "get_views_cfg", "build_view_policy", "defer_augment", "ViewPolicy", "ViewPlan", "POLICIES"]
 
 
 def build_view_policy(cfg: CfgNode, background_fn: Optional[Callable] = None):
@@ -32,8 +33,19 @@ def build_view_policy(cfg: CfgNode, background_fn: Optional[Callable] = None):
     return policy
 
 
+def defer_augment(policy) -> MocoV2Augment:
+    """Make `policy` return (uint8 crop, drawn parameters) per view instead of augmented pixels
+    (VIEWS.AUGMENT_ON "device"); returns the augmentation, whose `apply_batch` the trainer runs."""
+    inner = getattr(policy, "policy", policy)  # DiLo copy-paste wraps the policy that augments
+    if not isinstance(inner.augment, DeferredAugment):
+        inner.augment = DeferredAugment(inner.augment)
+    return inner.augment.augment
+
+
 def validate_views_cfg(v: CfgNode) -> None:
     """Reject settings that would crash or silently do something else, naming the key."""
+    if v.AUGMENT_ON not in AUGMENT_ON:
+        raise ConfigError(f"VIEWS.AUGMENT_ON: expected one of {', '.join(AUGMENT_ON)}, got {v.AUGMENT_ON!r}")
     if v.POLICY not in POLICIES:
         raise ConfigError(f"VIEWS.POLICY: unknown policy {v.POLICY!r}; choose one of {', '.join(POLICIES)}")
     if int(v.CROP_SIZE) < 8:

@@ -3,9 +3,16 @@
 Colour jitter (p 0.8, random order of the four adjustments as torchvision's ColorJitter),
 grey (p 0.2), Gaussian blur (sigma scaled to the crop size), optional solarize (BYOL),
 horizontal flip, then normalisation. All random numbers come from the caller's generator.
+
+Two ways to run them, with the same random draws: per view in the loader's workers
+(`augment(crop, view_index, generator)`, the default), or batched on the training device
+(VIEWS.AUGMENT_ON "device"): the worker only draws each view's parameters (`draw`) and ships the
+uint8 crop with them (`DeferredAugment`); the trainer applies `apply_batch` to the whole batch.
+The photometric work is most of a view's cost, so on a GPU machine the CPU stops being the limit.
 """
 import math
-from typing import Optional
+from dataclasses import astuple, dataclass
+from typing import List, Optional, Tuple
 
 import torch
 import torchvision.transforms.v2.functional as F
@@ -13,6 +20,26 @@ from fvcore.common.config import CfgNode
 
 # The size the paper's blur sigma range was chosen for (MoCo-v2's 224-px views).
 REFERENCE_CROP_SIZE = 224
+# Colour-jitter operations, in the index torchvision's ColorJitter permutes.
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
+
+
+@dataclass
+class ViewParams:
+    """One view's augmentation, drawn: what `__call__` applies and `apply_batch` applies batched."""
+
+    jitter: bool
+    factors: Tuple[float, float, float, float]  # brightness, contrast, saturation, hue
+    order: Tuple[int, int, int, int]            # the jitter operations' order
+    grey: bool
+    sigma: float                                # blur sigma; 0 = no blur
+    solarize: bool
+    flip: bool
+
+    def as_tensor(self) -> torch.Tensor:
+        """Float [13]: jitter, 4 factors, 4 order indices, grey, sigma, solarize, flip."""
+        j, f, o, g, s, sol, fl = astuple(self)
+        return torch.tensor([float(j), *f, *o, float(g), s, float(sol), float(fl)], dtype=torch.float64)
 
 
 class MocoV2Augment:
@@ -31,40 +58,129 @@ class MocoV2Augment:
         self.mean = [float(m) for m in v.PIXEL_MEAN]
         self.std = [float(s) for s in v.PIXEL_STD]
 
-    def __call__(self, crop: torch.Tensor, view_index: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def draw(self, view_index: int, generator: Optional[torch.Generator] = None) -> ViewParams:
+        """This view's random parameters, taken from `generator` in a fixed order."""
         (u_jit, u_b, u_c, u_s, u_h, u_grey, u_blur, u_sigma, u_sol, u_flip) = torch.rand(10, generator=generator).tolist()
+        jitter = u_jit < self.jitter_prob
+        order = tuple(torch.randperm(4, generator=generator).tolist()) if jitter else (0, 1, 2, 3)
+        b, c, s, h = self.jitter
+        factors = (max(0.0, 1 - b) + 2 * b * u_b, max(0.0, 1 - c) + 2 * c * u_c,
+                   max(0.0, 1 - s) + 2 * s * u_s, -h + 2 * h * u_h)
+        blur = u_blur < self.blur_prob[view_index]
+        sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * u_sigma if blur else 0.0
+        return ViewParams(jitter, factors, order, u_grey < self.grey_prob, sigma,
+                          u_sol < self.solarize_prob[view_index], u_flip < self.flip_prob)
+
+    def __call__(self, crop: torch.Tensor, view_index: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        p = self.draw(view_index, generator)
         x = F.to_dtype(crop, torch.float32, scale=True)
-        if u_jit < self.jitter_prob:
-            order = torch.randperm(4, generator=generator).tolist()
-            x = self._color_jitter(x, order, (u_b, u_c, u_s, u_h))
-        if u_grey < self.grey_prob:
+        if p.jitter:
+            x = self._color_jitter(x, p.order, p.factors)
+        if p.grey:
             x = F.rgb_to_grayscale(x, num_output_channels=3)
-        if u_blur < self.blur_prob[view_index]:
-            x = self._blur(x, self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * u_sigma)
-        if u_sol < self.solarize_prob[view_index]:
+        if p.sigma > 0:
+            # PIL's GaussianBlur (MoCo-v2's) truncates near 3 sigma; an odd kernel no larger than the view.
+            x = gaussian_blur(x, p.sigma)
+        if p.solarize:
             x = F.solarize(x, 0.5)
-        if u_flip < self.flip_prob:
+        if p.flip:
             x = F.horizontal_flip(x)
         return F.normalize(x, self.mean, self.std)
 
-    def _color_jitter(self, x: torch.Tensor, order, uniforms) -> torch.Tensor:
-        b, c, s, h = self.jitter
-        u_b, u_c, u_s, u_h = uniforms
+    def _color_jitter(self, x: torch.Tensor, order, factors) -> torch.Tensor:
+        adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, F.adjust_hue)
         for op in order:
-            if op == 0 and b > 0:
-                x = F.adjust_brightness(x, max(0.0, 1 - b) + 2 * b * u_b)
-            elif op == 1 and c > 0:
-                x = F.adjust_contrast(x, max(0.0, 1 - c) + 2 * c * u_c)
-            elif op == 2 and s > 0:
-                x = F.adjust_saturation(x, max(0.0, 1 - s) + 2 * s * u_s)
-            elif op == 3 and h > 0:
-                x = F.adjust_hue(x, -h + 2 * h * u_h)
+            if self.jitter[op] > 0:  # a zero strength is no adjustment at all (ColorJitter's None)
+                x = adjust[op](x, factors[op])
         return x
 
-    @staticmethod
-    def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        # PIL's GaussianBlur (MoCo-v2's) truncates near 3 sigma; an odd kernel no larger than the view.
-        return gaussian_blur(x, sigma)
+    # -- batched, on any device -------------------------------------------------------------
+    def apply_batch(self, crops: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """`__call__` for a batch: uint8 crops [B,3,S,S] and their `ViewParams.as_tensor()` rows [B,13]
+        (on the crops' device) -> float32 [B,3,S,S] normalised. Equal to the per-view path up to
+        float rounding (tests/test_views_augment.py)."""
+        x = crops.float().div_(255.0)
+        params = params.to(device=x.device, dtype=torch.float32)
+        jitter = params[:, 0] > 0.5
+        for step in range(4):
+            op_at_step = params[:, 5 + step].round().long()
+            for op in range(4):
+                if self.jitter[op] > 0:
+                    chosen = torch.nonzero(jitter & (op_at_step == op)).flatten()
+                    if len(chosen):
+                        x[chosen] = _ADJUST_BATCH[op](x[chosen], params[chosen, 1 + op])
+        grey = torch.nonzero(params[:, 9] > 0.5).flatten()
+        if len(grey):
+            x[grey] = _grey(x[grey]).expand(-1, 3, -1, -1)
+        blurred = torch.nonzero(params[:, 10] > 0).flatten()
+        if len(blurred):
+            x[blurred] = gaussian_blur_batch(x[blurred], params[blurred, 10])
+        x = torch.where((params[:, 11] > 0.5).view(-1, 1, 1, 1) & (x >= 0.5), 1.0 - x, x)
+        x = torch.where((params[:, 12] > 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return x.sub_(mean).div_(std)
+
+
+class DeferredAugment:
+    """Stands in for a policy's `augment` in the loader's workers when the device augments:
+    returns (the uint8 crop, its drawn parameters [13]) and leaves the pixels alone."""
+
+    def __init__(self, augment: MocoV2Augment):
+        self.augment = augment
+
+    def __call__(self, crop: torch.Tensor, view_index: int, generator: Optional[torch.Generator] = None):
+        return crop, self.augment.draw(view_index, generator).as_tensor()
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """torchvision's rgb_to_grayscale weights: [B,3,H,W] -> [B,1,H,W]."""
+    r, g, b = x.unbind(dim=1)
+    return (r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114)).unsqueeze(1)
+
+
+def _per_sample(factor: torch.Tensor) -> torch.Tensor:
+    return factor.view(-1, 1, 1, 1)
+
+
+def _brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (x * _per_sample(factor)).clamp_(0.0, 1.0)
+
+
+def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    mean = _grey(x).mean(dim=(-3, -2, -1), keepdim=True)
+    f = _per_sample(factor)
+    return (x * f + (1.0 - f) * mean).clamp_(0.0, 1.0)
+
+
+def _saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    f = _per_sample(factor)
+    return (x * f + (1.0 - f) * _grey(x)).clamp_(0.0, 1.0)
+
+
+def _hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """torchvision's adjust_hue (a hue shift in HSV) with one factor per image."""
+    r, g, b = x.unbind(dim=1)
+    value, _ = x.max(dim=1)
+    delta = value - x.min(dim=1)[0]
+    grey = delta == 0  # no hue: H and S are 0 there, as in PIL / torchvision
+    safe = torch.where(grey, torch.ones_like(delta), delta)
+    sector = torch.where(value == r, (g - b) / safe, torch.where(value == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
+    hue = (torch.where(grey, torch.zeros_like(sector), sector) / 6.0 + factor.view(-1, 1, 1)).remainder(1.0)
+    saturation = torch.where(grey, torch.zeros_like(delta), delta / torch.where(value == 0, torch.ones_like(value), value))
+    # HSV -> RGB: channel n (5, 3, 1 for R, G, B) is V - V S clamp(min(k, 4 - k), 0, 1), k = (n + 6H) mod 6
+    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1) + 6.0 * hue.unsqueeze(1)).remainder(6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return (value.unsqueeze(1) * (1.0 - saturation.unsqueeze(1) * ramp)).clamp_(0.0, 1.0)
+
+
+_ADJUST_BATCH = {BRIGHTNESS: _brightness, CONTRAST: _contrast, SATURATION: _saturation, HUE: _hue}
+
+
+def _kernel_size(sigma: float, height: int, width: int) -> int:
+    """An odd kernel covering +-3 sigma, capped below the image size (reflect padding needs it)."""
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    return max(3, min(k, (min(height, width) // 2) * 2 - 1))
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -77,8 +193,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     height, width = x.shape[-2:]
     if min(height, width) < 3 or sigma <= 0:
         return x
-    k = 2 * int(math.ceil(3 * sigma)) + 1
-    k = max(3, min(k, (min(height, width) // 2) * 2 - 1))
+    k = _kernel_size(sigma, height, width)
     half = (k - 1) * 0.5
     t = torch.linspace(-half, half, steps=k, dtype=x.dtype)
     kernel = torch.exp(-0.5 * (t / sigma) ** 2)
@@ -88,3 +203,25 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     y = torch.nn.functional.conv2d(y, kernel.view(1, 1, 1, k).expand(channels, 1, 1, k), groups=channels)
     y = torch.nn.functional.conv2d(y, kernel.view(1, 1, k, 1).expand(channels, 1, k, 1), groups=channels)
     return y[0]
+
+
+def gaussian_blur_batch(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """`gaussian_blur` with one sigma per image: float [B,C,H,W], sigmas [B] (all > 0).
+
+    Every image's kernel sits zero-padded in the largest one, so one grouped convolution blurs the
+    batch; the zero taps make the wider reflect padding invisible."""
+    batch, channels, height, width = x.shape
+    if min(height, width) < 3:
+        return x
+    sizes = [_kernel_size(s, height, width) for s in sigmas.tolist()]
+    k = max(sizes)
+    t = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
+    reach = torch.tensor([(size - 1) / 2 for size in sizes], device=x.device, dtype=x.dtype)
+    sigmas = sigmas.to(x.dtype).view(-1, 1)
+    kernel = torch.exp(-0.5 * (t.view(1, -1) / sigmas) ** 2) * (t.abs().view(1, -1) <= reach.view(-1, 1))
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # [B*C, k]
+    y = torch.nn.functional.pad(x.reshape(1, batch * channels, height, width), [k // 2] * 4, mode="reflect")
+    y = torch.nn.functional.conv2d(y, kernel.view(-1, 1, 1, k), groups=batch * channels)
+    y = torch.nn.functional.conv2d(y, kernel.view(-1, 1, k, 1), groups=batch * channels)
+    return y.view(batch, channels, height, width)
+

@@ -9,6 +9,7 @@ from fvcore.common.config import CfgNode
 
 POLICIES = ("random", "obj-obj", "obj-obj-dilate", "obj-scene")
 BACKGROUNDS = ("grey", "image", "texture")
+AUGMENT_ON = ("worker", "device")
 
 # torchvision's ImageNet statistics: the pretrained backbone and detectron2's MoCo
 # configs (RGB input, torchvision mean/std) expect exactly these.
@@ -60,6 +61,11 @@ def add_views_config(cfg: CfgNode) -> CfgNode:
     v.FLIP_PROB = 0.5
     v.PIXEL_MEAN = TORCHVISION_MEAN
     v.PIXEL_STD = TORCHVISION_STD
+    # Where the augmentations above run during pretraining: "worker" (each view in the loader's
+    # workers) or "device" (the workers only cut the crops and draw each view's parameters; the
+    # trainer applies them to the whole batch on the training device). The same draws and the same
+    # pixels up to float rounding; "device" frees the CPU, which limits a GPU run's throughput.
+    v.AUGMENT_ON = "worker"
 
     # DiLo copy-paste: paste the salient foreground onto another background before cropping.
     v.COPY_PASTE = CfgNode()

@@ -1,0 +1,62 @@
+"""MoCo-v2's augmentations batched on the training device (VIEWS.AUGMENT_ON "device") against the
+per-view path the loader's workers run: same draws, same pixels up to float rounding."""
+import pytest
+import torch
+
+from objcrop.pretrain.views import get_views_cfg
+from objcrop.pretrain.views.augment import DeferredAugment, MocoV2Augment, gaussian_blur, gaussian_blur_batch
+
+
+def random_crops(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    crops = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    crops[: n // 4] = crops[: n // 4, :1]  # some grey crops: hue and saturation have nothing to turn
+    return crops
+
+
+def both_paths(cfg, crops: torch.Tensor, view_index: int = 0):
+    augment = MocoV2Augment(cfg)
+    per_view = torch.stack([augment(c, view_index, torch.Generator().manual_seed(i)) for i, c in enumerate(crops)])
+    deferred = DeferredAugment(augment)
+    shipped = [deferred(c, view_index, torch.Generator().manual_seed(i)) for i, c in enumerate(crops)]
+    assert all(torch.equal(pixels, c) for (pixels, _), c in zip(shipped, crops))  # the worker leaves pixels alone
+    batched = augment.apply_batch(torch.stack([p for p, _ in shipped]), torch.stack([q for _, q in shipped]))
+    return per_view, batched
+
+
+@pytest.mark.parametrize("size", [64, 23])
+def test_batched_equals_per_view_path(size):
+    cfg = get_views_cfg().VIEWS
+    cfg.CROP_SIZE = size
+    cfg.COLOR_JITTER_PROB, cfg.GRAYSCALE_PROB = 0.9, 0.3  # every branch is taken in 64 samples
+    cfg.SOLARIZE_PROB = (0.3, 0.3)
+    cfg.BLUR_SIGMA = (0.1, 8.0)  # kernels of very different sizes in one batch, some capped by the view
+    per_view, batched = both_paths(cfg, random_crops(64, size))
+    assert batched.shape == per_view.shape and batched.dtype == torch.float32
+    assert (batched - per_view).abs().max() < 1e-4
+
+
+def test_batched_respects_disabled_jitter_and_view_specific_probabilities():
+    cfg = get_views_cfg().VIEWS
+    cfg.CROP_SIZE = 32
+    cfg.COLOR_JITTER = (0.4, 0.0, 0.4, 0.0)  # contrast and hue off: not applied, not even as identity
+    cfg.BLUR_PROB, cfg.SOLARIZE_PROB = (1.0, 0.0), (0.0, 1.0)  # BYOL's asymmetry, taken to the limit
+    crops = random_crops(16, 32, seed=1)
+    for view_index in (0, 1):
+        per_view, batched = both_paths(cfg, crops, view_index)
+        assert (batched - per_view).abs().max() < 1e-4
+    params = DeferredAugment(MocoV2Augment(cfg))(crops[0], 1, torch.Generator().manual_seed(0))[1]
+    assert params[10] == 0 and params[11] == 1  # view 2: never blurred, always solarized
+
+
+def test_blur_batch_matches_one_by_one_and_draws_are_the_workers_stream():
+    x = torch.rand(5, 3, 20, 20)
+    sigmas = torch.tensor([0.3, 1.0, 2.5, 6.0, 0.8])
+    one_by_one = torch.stack([gaussian_blur(img, float(s)) for img, s in zip(x, sigmas)])
+    assert (gaussian_blur_batch(x, sigmas) - one_by_one).abs().max() < 1e-5
+    # Deferring consumes the generator exactly as augmenting does: the next draw is the same.
+    augment, crop = MocoV2Augment(get_views_cfg().VIEWS), random_crops(1, 16)[0]
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    augment(crop, 0, g1)
+    DeferredAugment(augment)(crop, 0, g2)
+    assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
