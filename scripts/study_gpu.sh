@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# The study's pretraining and probe at GPU scale (issue 8; eval_configs/pipeline/study_gpu.yaml):
-# ResNet-50 for 100 epochs at batch 256, random crops against obj-obj-dilate on ground-truth
-# boxes at 3 seeds, beside random-init and supervised ResNet-50 references. Needs one CUDA GPU and
+# The study's pretraining and probe at GPU scale (issue 8; docs/results.md). Two presets:
+# * study_gpu (the default): ResNet-50 for 100 epochs at batch 256 on the default variant, random
+#   crops against obj-obj-dilate on ground-truth boxes at 3 seeds, head BN, BYOL, MoCo-v2's lr;
+# * study_plain_gpu: the background-free control's ResNet-18 for 300 epochs at batch 256, the
+#   augmentations batched on the GPU (VIEWS.AUGMENT_ON device).
+# Both beside random-init and supervised references of the same network. Needs one CUDA GPU and
 # PyTorch; not detectron2 (detection stays in the CPU study).
 #
-#   bash scripts/study_gpu.sh [OUT] [MINUTES]    # OUT defaults to output/study_gpu
+#   [PRESET=study_plain_gpu] [JOBS=2] bash scripts/study_gpu.sh [OUT] [MINUTES]   # OUT: output/PRESET
 #
 # MINUTES (default: none) stops the pipeline after that long, as a lent machine's lease requires;
-# what finished is recorded and a rerun, on this or another machine, runs only what is missing
-# (--records). Two runs share the GPU and the cores (JOBS=2, the default); a failed task does not stop the
-# others (--keep-going). The results go to the record docs/results/study_gpu/ (study_records.py),
-# its report to docs/results/study_gpu/report/, and scripts/study_report.py puts the table beside
-# the CPU study's in docs/results.md. GPU use is sampled every 5 s into OUT/gpu_use.csv.
+# what finished is recorded and a rerun, on this or another machine, runs only what is missing and
+# resumes cut runs from their checkpoints (--records). Two runs share the GPU and the cores (JOBS=2,
+# the default); a failed task does not stop the others (--keep-going). The results go to the record
+# docs/results/PRESET/ (study_records.py), its report to docs/results/PRESET/report/, and
+# scripts/study_report.py puts the tables beside the CPU study's in docs/results.md. GPU use is
+# sampled every 5 s into OUT/gpu_use.csv.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-RECORD="$(dirname "$HERE")/docs/results/study_gpu"
-OUT="${1:-output/study_gpu}"
+PRESET="${PRESET:-study_gpu}"
+RECORD="$(dirname "$HERE")/docs/results/$PRESET"
+OUT="${1:-output/$PRESET}"
 MINUTES="${2:-}"
 PY="${PYTHON:-python3}"  # the Python that has objcrop (README: requirements/gpu_study.txt)
 mkdir -p "$OUT" "$RECORD"
@@ -28,7 +33,7 @@ fi
 start=$(date +%s)
 limit=()
 [ -n "$MINUTES" ] && limit=(timeout --signal=TERM --kill-after=60 "${MINUTES}m")
-"${limit[@]}" bash "$HERE/run_pipeline.sh" --preset study_gpu --out "$OUT" --records "$RECORD" \
+"${limit[@]}" bash "$HERE/run_pipeline.sh" --preset "$PRESET" --out "$OUT" --records "$RECORD" \
   --gpus 1 --jobs "${JOBS:-2}" --keep-going
 rc=$?
 [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null

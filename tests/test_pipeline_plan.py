@@ -191,6 +191,25 @@ def test_gpu_study_preset_pretrains_and_probes_on_one_gpu_without_detection(tmp_
     assert rnd[rnd.index("--arch") + 1] == "resnet50"
 
 
+def test_plain_gpu_preset_is_the_plain_control_with_device_augmentation_on_one_gpu(tmp_path):
+    tasks = pipeline.build_plan(pipeline.load_preset("study_plain_gpu"), str(tmp_path))
+    assert {t.stage for t in tasks} == {"data", "proposals", "pretrain", "probe", "report"}
+    data = next(t for t in tasks if t.stage == "data").cmd
+    plain = next(t for t in pipeline.build_plan(pipeline.load_preset("study_plain"), str(tmp_path / "p")) if t.stage == "data").cmd
+    assert data[data.index("--num-images"):] == plain[plain.index("--num-images"):]  # the CPU control's data
+    pre = [t for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised"]
+    assert sorted(t.name for t in pre) == sorted(f"pretrain.moco_v2_{p}_s{s}" for p in ("random_none", "obj-obj-dilate_gt")
+                                                 for s in range(3))
+    assert all(t.gpus == 1 and t.cmd[t.cmd.index("--config-file") + 1] == "pretrain/study_plain_gpu.yaml" for t in pre)
+    sup = next(t for t in tasks if t.name == "pretrain.supervised").cmd
+    assert sup[sup.index("--device") + 1] == "auto" and "--arch" not in sup  # learnability.py's ResNet-18
+    from objcrop.config import merge_config
+    from objcrop.pretrain.config import get_pretrain_cfg
+
+    cfg = merge_config(get_pretrain_cfg, "pretrain/study_plain_gpu.yaml", [])
+    assert cfg.VIEWS.AUGMENT_ON == "device" and cfg.PRETRAIN.ARCH == "resnet18"
+
+
 @pytest.mark.parametrize("run, message", [
     ({"policy": "obj-obj-dilate"}, "needs `proposals`"),
     ({"policy": "random", "copy_paste": True}, "with copy-paste needs `proposals`"),

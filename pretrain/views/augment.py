@@ -97,26 +97,26 @@ class MocoV2Augment:
     # -- batched, on any device -------------------------------------------------------------
     def apply_batch(self, crops: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         """`__call__` for a batch: uint8 crops [B,3,S,S] and their `ViewParams.as_tensor()` rows [B,13]
-        (on the crops' device) -> float32 [B,3,S,S] normalised. Equal to the per-view path up to
-        float rounding (tests/test_views_augment.py)."""
+        -> float32 [B,3,S,S] normalised, on the crops' device. Equal to the per-view path up to float
+        rounding (tests/test_views_augment.py). Every operation runs on the whole batch and a mask keeps
+        it where drawn: indexing by the draws would wait for the GPU at each of them."""
         x = crops.float().div_(255.0)
-        params = params.to(device=x.device, dtype=torch.float32)
-        jitter = params[:, 0] > 0.5
+        p = params.to(device=x.device, dtype=torch.float32)
+        jitter = p[:, 0] > 0.5
         for step in range(4):
-            op_at_step = params[:, 5 + step].round().long()
+            op_at_step = p[:, 5 + step].round().long()
             for op in range(4):
-                if self.jitter[op] > 0:
-                    chosen = torch.nonzero(jitter & (op_at_step == op)).flatten()
-                    if len(chosen):
-                        x[chosen] = _ADJUST_BATCH[op](x[chosen], params[chosen, 1 + op])
-        grey = torch.nonzero(params[:, 9] > 0.5).flatten()
-        if len(grey):
-            x[grey] = _grey(x[grey]).expand(-1, 3, -1, -1)
-        blurred = torch.nonzero(params[:, 10] > 0).flatten()
-        if len(blurred):
-            x[blurred] = gaussian_blur_batch(x[blurred], params[blurred, 10])
-        x = torch.where((params[:, 11] > 0.5).view(-1, 1, 1, 1) & (x >= 0.5), 1.0 - x, x)
-        x = torch.where((params[:, 12] > 0.5).view(-1, 1, 1, 1), x.flip(-1), x)
+                if self.jitter[op] > 0:  # zero strength: never applied, as in `__call__`
+                    x = torch.where(_per_sample(jitter & (op_at_step == op)), _ADJUST_BATCH[op](x, p[:, 1 + op]), x)
+        x = torch.where(_per_sample(p[:, 9] > 0.5), _grey(x).expand_as(x), x)
+        sigma = p[:, 10]
+        if max(self.blur_prob) > 0 and self.blur_sigma[1] > 0:
+            # the unblurred images get any valid sigma: their result is not kept
+            blurred = gaussian_blur_batch(x, torch.where(sigma > 0, sigma, torch.full_like(sigma, self.blur_sigma[1])),
+                                          max_sigma=self.blur_sigma[1])
+            x = torch.where(_per_sample(sigma > 0), blurred, x)
+        x = torch.where(_per_sample(p[:, 11] > 0.5) & (x >= 0.5), 1.0 - x, x)
+        x = torch.where(_per_sample(p[:, 12] > 0.5), x.flip(-1), x)
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return x.sub_(mean).div_(std)
@@ -205,23 +205,23 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return y[0]
 
 
-def gaussian_blur_batch(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """`gaussian_blur` with one sigma per image: float [B,C,H,W], sigmas [B] (all > 0).
+def gaussian_blur_batch(x: torch.Tensor, sigmas: torch.Tensor, max_sigma: Optional[float] = None) -> torch.Tensor:
+    """`gaussian_blur` with one sigma per image: float [B,C,H,W], sigmas [B] (all > 0, at most max_sigma).
 
-    Every image's kernel sits zero-padded in the largest one, so one grouped convolution blurs the
-    batch; the zero taps make the wider reflect padding invisible."""
+    Every image's kernel sits zero-padded in the one `max_sigma` needs (default: the largest sigma,
+    which reads it back from the device), so one grouped convolution blurs the batch; the zero taps
+    make the wider reflect padding invisible."""
     batch, channels, height, width = x.shape
     if min(height, width) < 3:
         return x
-    sizes = [_kernel_size(s, height, width) for s in sigmas.tolist()]
-    k = max(sizes)
+    k = _kernel_size(float(sigmas.max()) if max_sigma is None else max_sigma, height, width)
+    cap = (min(height, width) // 2) - 1  # the largest half-width _kernel_size allows
     t = torch.arange(k, device=x.device, dtype=x.dtype) - (k - 1) / 2
-    reach = torch.tensor([(size - 1) / 2 for size in sizes], device=x.device, dtype=x.dtype)
     sigmas = sigmas.to(x.dtype).view(-1, 1)
-    kernel = torch.exp(-0.5 * (t.view(1, -1) / sigmas) ** 2) * (t.abs().view(1, -1) <= reach.view(-1, 1))
+    reach = torch.ceil(3 * sigmas).clamp(1, cap)  # each image's own half-width
+    kernel = torch.exp(-0.5 * (t.view(1, -1) / sigmas) ** 2) * (t.abs().view(1, -1) <= reach)
     kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # [B*C, k]
     y = torch.nn.functional.pad(x.reshape(1, batch * channels, height, width), [k // 2] * 4, mode="reflect")
     y = torch.nn.functional.conv2d(y, kernel.view(-1, 1, 1, k), groups=batch * channels)
     y = torch.nn.functional.conv2d(y, kernel.view(-1, 1, k, 1), groups=batch * channels)
     return y.view(batch, channels, height, width)
-

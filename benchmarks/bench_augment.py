@@ -1,0 +1,120 @@
+"""Where MoCo-v2's augmentations run: per view in the loader's workers, or batched on the training
+device (VIEWS.AUGMENT_ON device), on the same decoded photos and the same draws.
+
+    python benchmarks/bench_augment.py --out benchmarks/out/augment.md [--quick] [--crop-size 64] [--device auto]
+
+A worker's cost per view pair both ways (one thread, interleaved pair by pair): crop + augment
+against crop + drawing the parameters; then the batched augmentation of a batch of pairs on the CPU
+(one thread) and, where there is one, on the GPU. A GPU run is fed by the workers: with the
+augmentations on the device, each worker core delivers the ratio more pairs per second.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import torch  # noqa: E402
+
+
+def policies(crop_size: int):
+    """The same obj-obj-dilate policy twice: augmenting in the worker, and deferring to the device."""
+    from objcrop.pretrain.views import build_view_policy, defer_augment, get_views_cfg
+
+    cfg = get_views_cfg()
+    cfg.VIEWS.POLICY, cfg.VIEWS.CROP_SIZE = "obj-obj-dilate", crop_size
+    worker, deferred = build_view_policy(cfg), build_view_policy(cfg)
+    return worker, deferred, defer_augment(deferred)
+
+
+def time_workers(worker, deferred, data, pairs_per_image: int, seed: int):
+    """Seconds per pair of each, interleaved pair by pair; and the deferred pairs (crops, params)."""
+    totals, shipped = [0.0, 0.0], []
+    gens = [torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)]
+    n = 0
+    for _, image, boxes, _ in data:
+        for _ in range(pairs_per_image):
+            for k in ((0, 1) if n % 2 == 0 else (1, 0)):
+                start = time.perf_counter()
+                out = (worker, deferred)[k](image, boxes, generator=gens[k])
+                totals[k] += time.perf_counter() - start
+                if k == 1:
+                    shipped.append(out)
+            n += 1
+    return totals[0] / n, totals[1] / n, shipped
+
+
+def time_batched(augment, shipped, batch: int, device: torch.device, repeats: int) -> float:
+    """Seconds per pair of `apply_batch` on both views of `batch` pairs on `device`."""
+    pairs = [shipped[i % len(shipped)] for i in range(batch)]
+    views = [(torch.stack([p[v][0] for p in pairs]).to(device), torch.stack([p[v][1] for p in pairs]).to(device))
+             for v in (0, 1)]
+
+    def run():
+        for crops, params in views:
+            augment.apply_batch(crops, params)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run()  # warm-up: kernels, allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) / batch
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=None, help="write the markdown section here")
+    p.add_argument("--quick", action="store_true", help="few rounds (a smoke run; figures are noisy)")
+    p.add_argument("--crop-size", type=int, default=64, help="view side in pixels (the study's: 64)")
+    p.add_argument("--batch", type=int, default=256, help="pairs per batched call (the GPU study's batch)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="where to time the batched augmentation besides the CPU (auto: a GPU if there is one)")
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA GPU")
+    torch.set_num_threads(1)
+    from _photos import photos
+
+    data = [(name, torch.tensor(rgb).permute(2, 0, 1).contiguous(), torch.from_numpy(boxes), None)
+            for name, rgb, boxes in photos()]
+    rounds, per_image = (2, 4) if args.quick else (7, 20)
+    worker, deferred, augment = policies(args.crop_size)
+    time_workers(worker, deferred, data[:1], 2, 0)  # warm-up
+    full, light, shipped = [], [], []
+    for r in range(rounds):
+        a, b, s = time_workers(worker, deferred, data, per_image, seed=r + 1)
+        full.append(a), light.append(b), shipped.extend(s)
+    full, light = statistics.median(full), statistics.median(light)
+    devices = [torch.device("cpu")]
+    if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
+        devices.append(torch.device("cuda"))
+    batched = {d.type: time_batched(augment, shipped, args.batch, d, 3 if args.quick else 10) for d in devices}
+    lines = [f"## Augmentations in the workers or batched on the device ({args.crop_size}-px views)", "",
+             f"{len(data)} decoded photos, obj-obj-dilate on their boxes, {per_image} pairs each per round, {rounds} rounds, "
+             "the two worker variants interleaved pair by pair, 1 thread; median over rounds. Batched: both views of "
+             f"{args.batch} pairs per call, median of repeated calls.", "",
+             "| where | ms / view pair | pairs / s |", "|---|---:|---:|",
+             f"| worker: crop + augment (VIEWS.AUGMENT_ON worker) | {full * 1e3:.3f} | {1 / full:.0f} per core |",
+             f"| worker: crop + draw (VIEWS.AUGMENT_ON device) | {light * 1e3:.3f} | {1 / light:.0f} per core |"]
+    for name, t in batched.items():
+        where = torch.cuda.get_device_name(0) if name == "cuda" else "CPU, 1 thread"
+        lines.append(f"| batched augmentation on the device ({where}) | {t * 1e3:.4f} | {1 / t:.0f} |")
+    lines += ["", f"A worker core delivers {full / light:.2f}× the view pairs per second with the augmentations on the device."]
+    if "cuda" in batched:
+        lines.append(f"The GPU augments {(1 / batched['cuda']) * light:.0f}× as many pairs per second as one such worker core delivers.")
+    from _report import emit_markdown
+
+    emit_markdown(lines, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
