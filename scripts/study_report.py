@@ -416,6 +416,12 @@ def view_pairs(study: str) -> Optional[float]:
     return statistics.median(seen) if seen else None
 
 
+def _scale(cpu_study: str, gpu_study: str) -> str:
+    """", Nx the view pairs per run" of a GPU study against the CPU study on the same data."""
+    cpu_pairs, gpu_pairs = view_pairs(cpu_study), view_pairs(gpu_study)
+    return f", {gpu_pairs / cpu_pairs:.0f}x the view pairs per run" if cpu_pairs and gpu_pairs else ""
+
+
 def machine_line(study: str) -> str:
     """The machine of a study run elsewhere (scripts/study_gpu.sh): its wall_time.txt and the GPU use
     nvidia-smi sampled every 5 s (gpu_use.csv); empty when the record has neither."""
@@ -529,6 +535,8 @@ def main(argv=None) -> int:
                    help="the background-free control's record (eval_configs/pipeline/study_plain.yaml)")
     p.add_argument("--gpu", default=os.path.join(REPO, "docs", "results", "study_gpu"),
                    help="the GPU-scale study's record (scripts/study_gpu.sh), shown after the CPU study's")
+    p.add_argument("--plain-gpu", default=os.path.join(REPO, "docs", "results", "study_plain_gpu"),
+                   help="the background-free control at GPU scale (PRESET=study_plain_gpu scripts/study_gpu.sh)")
     p.add_argument("--wall-time", default="output/study_wall_time.txt", help="written by scripts/study.sh")
     p.add_argument("--preamble", default=os.path.join(REPO, "docs", "results_preamble.md"),
                    help="the hand-written part (method, commands, discussion); it holds no measured number")
@@ -546,14 +554,15 @@ def main(argv=None) -> int:
             parts.append(f.read().rstrip())
     if wall:
         parts.append(f"**Wall time of scripts/study.sh**: {wall}.")
-    cpu_pairs, gpu_pairs = view_pairs(args.study), view_pairs(args.gpu)
-    scale = f", {gpu_pairs / cpu_pairs:.0f}x the view pairs per run" if cpu_pairs and gpu_pairs else ""
+    scale, plain_scale = _scale(args.study, args.gpu), _scale(args.plain, args.plain_gpu)
     for title, study, preset, same in (("Default variant (`study`)", args.study, "study", ""),
                                        ("Hard variant (`study-hard`)", args.hard, "study_hard", ""),
                                        ("No background to match views by (`study-plain`)", args.plain,
                                         "study_plain", ""),
                                        (f"GPU scale (`study_gpu`): ResNet-50{scale}", args.gpu,
-                                        "study_gpu", "default variant")):
+                                        "study_gpu", "default variant"),
+                                       (f"The background-free control at GPU scale (`study_plain_gpu`): ResNet-18{plain_scale}",
+                                        args.plain_gpu, "study_plain_gpu", "background-free control (`study-plain`)")):
         if os.path.isdir(study):
             parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same))
     text = "\n\n".join(parts) + "\n"

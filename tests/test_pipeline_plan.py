@@ -394,7 +394,8 @@ def test_results_page_is_built_from_the_records_in_the_repository(tmp_path):
     assert _load_script("study_report").main(["--out", str(out), "--wall-time", str(tmp_path / "none.txt")]) == 0
     text = out.read_text()
     for title in ("## Default variant (`study`)", "## Hard variant (`study-hard`)",
-                  "## No background to match views by (`study-plain`)", "## GPU scale (`study_gpu`)"):
+                  "## No background to match views by (`study-plain`)", "## GPU scale (`study_gpu`)",
+                  "## The background-free control at GPU scale (`study_plain_gpu`)"):
         assert title in text
     assert "nan" not in text.replace("nano", "")
 
