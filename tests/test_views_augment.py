@@ -60,3 +60,23 @@ def test_blur_batch_matches_one_by_one_and_draws_are_the_workers_stream():
     augment(crop, 0, g1)
     DeferredAugment(augment)(crop, 0, g2)
     assert torch.equal(torch.rand(3, generator=g1), torch.rand(3, generator=g2))
+
+
+def test_deferred_copy_paste_policy_ships_crops_and_parameters():
+    # DiLo copy-paste wraps the policy that augments: deferring reaches through it
+    from objcrop.pretrain.views import build_view_policy, defer_augment
+
+    cfg = get_views_cfg()
+    cfg.VIEWS.POLICY, cfg.VIEWS.CROP_SIZE = "obj-obj-dilate", 24
+    cfg.VIEWS.COPY_PASTE.ENABLED, cfg.VIEWS.COPY_PASTE.PROB = True, 1.0
+    policy = build_view_policy(cfg)
+    augment = defer_augment(policy)
+    assert defer_augment(policy) is augment  # idempotent
+    image = random_crops(1, 48)[0]
+    mask = torch.zeros(48, 48, dtype=torch.uint8)
+    mask[8:30, 10:40] = 1
+    views = policy(image, torch.tensor([[10.0, 8.0, 40.0, 30.0]]), mask=mask, generator=torch.Generator().manual_seed(0))
+    assert policy.pasted == 1
+    for crop, params in views:
+        assert crop.dtype == torch.uint8 and crop.shape == (3, 24, 24) and params.shape == (13,)
+    assert augment.apply_batch(torch.stack([views[0][0]]), torch.stack([views[0][1]])).dtype == torch.float32
