@@ -12,7 +12,7 @@ The photometric work is most of a view's cost, so on a GPU machine the CPU stops
 """
 import math
 from dataclasses import astuple, dataclass
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torchvision.transforms.v2.functional as F
@@ -139,8 +139,9 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return (r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114)).unsqueeze(1)
 
 
-def _per_sample(factor: torch.Tensor) -> torch.Tensor:
-    return factor.view(-1, 1, 1, 1)
+def _per_sample(values: torch.Tensor) -> torch.Tensor:
+    """[B] -> [B,1,1,1]: one factor or flag per image, broadcast over its pixels."""
+    return values.view(-1, 1, 1, 1)
 
 
 def _brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
