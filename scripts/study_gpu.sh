@@ -10,8 +10,10 @@
 #   [PRESET=study_plain_gpu] [JOBS=2] bash scripts/study_gpu.sh [OUT] [MINUTES]   # OUT: output/PRESET
 #
 # MINUTES (default: none) stops the pipeline after that long, as a lent machine's lease requires;
-# what finished is recorded and a rerun, on this or another machine, runs only what is missing and
-# resumes cut runs from their checkpoints (--records). Two runs share the GPU and the cores (JOBS=2,
+# what finished is recorded, and a rerun, on this or another machine, runs only what is missing
+# (--records). Checkpoints stay in OUT, not in the record: a run cut by the deadline resumes from
+# its last checkpoint only on the same machine with the same OUT, and starts over anywhere else.
+# Two runs share the GPU and the cores (JOBS=2,
 # the default); a failed task does not stop the others (--keep-going). The results go to the record
 # docs/results/PRESET/ (study_records.py), its report to docs/results/PRESET/report/, and
 # scripts/study_report.py puts the tables beside the CPU study's in docs/results.md. GPU use is

@@ -24,16 +24,38 @@ def both_paths(cfg, crops: torch.Tensor, view_index: int = 0):
     return per_view, batched
 
 
-@pytest.mark.parametrize("size", [64, 23])
-def test_batched_equals_per_view_path(size):
+def branchy_cfg(size: int):
     cfg = get_views_cfg().VIEWS
     cfg.CROP_SIZE = size
     cfg.COLOR_JITTER_PROB, cfg.GRAYSCALE_PROB = 0.9, 0.3  # every branch is taken in 64 samples
     cfg.SOLARIZE_PROB = (0.3, 0.3)
-    cfg.BLUR_SIGMA = (0.1, 8.0)  # kernels of very different sizes in one batch, some capped by the view
-    per_view, batched = both_paths(cfg, random_crops(64, size))
+    # sigma up to 100 at 224 px: kernels of very different sizes in one batch, the widest capped by the view
+    cfg.BLUR_SIGMA = (0.1, 100.0)
+    return cfg
+
+
+@pytest.mark.parametrize("size", [64, 23])
+def test_batched_equals_per_view_path(size):
+    per_view, batched = both_paths(branchy_cfg(size), random_crops(64, size))
     assert batched.shape == per_view.shape and batched.dtype == torch.float32
     assert (batched - per_view).abs().max() < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batched_on_the_gpu_equals_per_view_path_and_never_waits_for_it():
+    cfg = branchy_cfg(64)
+    augment, crops = MocoV2Augment(cfg), random_crops(64, 64)
+    per_view = torch.stack([augment(c, 0, torch.Generator().manual_seed(i)) for i, c in enumerate(crops)])
+    params = torch.stack([augment.draw(0, torch.Generator().manual_seed(i)).as_tensor() for i in range(len(crops))])
+    crops_gpu, params_gpu = crops.cuda(), params.cuda()
+    augment.apply_batch(crops_gpu, params_gpu)  # the first call caches the normalisation constants
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation inside raises
+    try:
+        batched = augment.apply_batch(crops_gpu, params_gpu)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert (batched.cpu() - per_view).abs().max() < 1e-4
 
 
 def test_batched_respects_disabled_jitter_and_view_specific_probabilities():
@@ -54,6 +76,7 @@ def test_blur_batch_matches_one_by_one_and_draws_are_the_workers_stream():
     sigmas = torch.tensor([0.3, 1.0, 2.5, 6.0, 0.8])
     one_by_one = torch.stack([gaussian_blur(img, float(s)) for img, s in zip(x, sigmas)])
     assert (gaussian_blur_batch(x, sigmas) - one_by_one).abs().max() < 1e-5
+    assert (gaussian_blur_batch(x, sigmas, max_sigma=20.0) - one_by_one).abs().max() < 1e-5  # wider than any
     # Deferring consumes the generator exactly as augmenting does: the next draw is the same.
     augment, crop = MocoV2Augment(get_views_cfg().VIEWS), random_crops(1, 16)[0]
     g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)

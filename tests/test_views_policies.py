@@ -154,3 +154,5 @@ def test_bad_config_is_rejected_naming_the_key():
         cfg = _cfg("random")
         cfg.VIEWS.COPY_PASTE.BACKGROUNDS = ("sky",)
         build_view_policy(cfg)
+    with pytest.raises(ConfigError, match="VIEWS.COLOR_JITTER: .*hue's at most 0.5"):
+        build_view_policy(_cfg("random", COLOR_JITTER=(0.4, 0.4, 0.4, 0.6)))

@@ -70,6 +70,9 @@ def validate_views_cfg(v: CfgNode) -> None:
         raise ConfigError("VIEWS.BLUR_PROB / VIEWS.SOLARIZE_PROB: expected one probability per view, (view1, view2)")
     if len(v.COLOR_JITTER) != 4:
         raise ConfigError(f"VIEWS.COLOR_JITTER: expected (brightness, contrast, saturation, hue), got {tuple(v.COLOR_JITTER)}")
+    if min(float(x) for x in v.COLOR_JITTER) < 0 or float(v.COLOR_JITTER[3]) > 0.5:
+        raise ConfigError(f"VIEWS.COLOR_JITTER: strengths must be >= 0 and the hue's at most 0.5 (half the colour "
+                          f"circle, torchvision's limit), got {tuple(v.COLOR_JITTER)}")
     if not 0 <= float(v.MIN_BOX_FRACTION) <= 1:
         raise ConfigError(f"VIEWS.MIN_BOX_FRACTION: expected a fraction in [0, 1], got {v.MIN_BOX_FRACTION}")
     unknown = [b for b in v.COPY_PASTE.BACKGROUNDS if b not in BACKGROUNDS]

@@ -57,6 +57,7 @@ class MocoV2Augment:
         self.flip_prob = float(v.FLIP_PROB)
         self.mean = [float(m) for m in v.PIXEL_MEAN]
         self.std = [float(s) for s in v.PIXEL_STD]
+        self._mean_std = {}  # device -> (mean, std) [1,3,1,1]: made once, not copied to the GPU every batch
 
     def draw(self, view_index: int, generator: Optional[torch.Generator] = None) -> ViewParams:
         """This view's random parameters, taken from `generator` in a fixed order."""
@@ -117,8 +118,9 @@ class MocoV2Augment:
             x = torch.where(_per_sample(sigma > 0), blurred, x)
         x = torch.where(_per_sample(p[:, 11] > 0.5) & (x >= 0.5), 1.0 - x, x)
         x = torch.where(_per_sample(p[:, 12] > 0.5), x.flip(-1), x)
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        if x.device not in self._mean_std:
+            self._mean_std[x.device] = tuple(torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (self.mean, self.std))
+        mean, std = self._mean_std[x.device]
         return x.sub_(mean).div_(std)
 
 
@@ -170,7 +172,7 @@ def _hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     hue = (torch.where(grey, torch.zeros_like(sector), sector) / 6.0 + factor.view(-1, 1, 1)).remainder(1.0)
     saturation = torch.where(grey, torch.zeros_like(delta), delta / torch.where(value == 0, torch.ones_like(value), value))
     # HSV -> RGB: channel n (5, 3, 1 for R, G, B) is V - V S clamp(min(k, 4 - k), 0, 1), k = (n + 6H) mod 6
-    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1) + 6.0 * hue.unsqueeze(1)).remainder(6.0)
+    k = torch.stack([(n + 6.0 * hue).remainder_(6.0) for n in (5.0, 3.0, 1.0)], dim=1)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     return (value.unsqueeze(1) * (1.0 - saturation.unsqueeze(1) * ramp)).clamp_(0.0, 1.0)
 
@@ -210,9 +212,9 @@ def gaussian_blur_batch(x: torch.Tensor, sigmas: torch.Tensor, max_sigma: Option
     """`gaussian_blur` with one sigma per image: float [B,C,H,W], sigmas [B] (all > 0, at most max_sigma).
 
     Every image's kernel sits zero-padded in the one `max_sigma` needs (default: the largest sigma,
-    which reads it back from the device), so one grouped convolution blurs the batch; the zero taps
-    make the wider reflect padding invisible."""
-    batch, channels, height, width = x.shape
+    which reads it back from the device), so one pass blurs the batch; the zero taps make the wider
+    reflect padding invisible."""
+    batch, _, height, width = x.shape
     if min(height, width) < 3:
         return x
     k = _kernel_size(float(sigmas.max()) if max_sigma is None else max_sigma, height, width)
@@ -221,8 +223,10 @@ def gaussian_blur_batch(x: torch.Tensor, sigmas: torch.Tensor, max_sigma: Option
     sigmas = sigmas.to(x.dtype).view(-1, 1)
     reach = torch.ceil(3 * sigmas).clamp(1, cap)  # each image's own half-width
     kernel = torch.exp(-0.5 * (t.view(1, -1) / sigmas) ** 2) * (t.abs().view(1, -1) <= reach)
-    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)  # [B*C, k]
-    y = torch.nn.functional.pad(x.reshape(1, batch * channels, height, width), [k // 2] * 4, mode="reflect")
-    y = torch.nn.functional.conv2d(y, kernel.view(-1, 1, 1, k), groups=batch * channels)
-    y = torch.nn.functional.conv2d(y, kernel.view(-1, 1, k, 1), groups=batch * channels)
-    return y.view(batch, channels, height, width)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # [B, k]
+    kernel = kernel.view(batch, 1, 1, 1, k)
+    # Shifted multiply-adds rather than a convolution: on a GPU cuDNN may convolve in TF32 (about
+    # three significant digits), and the blur should match the workers' float32 one.
+    y = torch.nn.functional.pad(x, [k // 2] * 4, mode="reflect")
+    y = sum(kernel[..., j] * y[..., j:j + width] for j in range(k))       # along the rows
+    return sum(kernel[..., j] * y[..., j:j + height, :] for j in range(k))  # then the columns
