@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import torch  # noqa: E402
+from bench_views import samples  # noqa: E402
 
 
 def policies(crop_size: int):
@@ -40,13 +41,6 @@ def dataset_images(spec: str, count: int = 6):
     records, _ = load_dataset(spec)
     return [(os.path.basename(r["file_name"]), torch.tensor(read_image(r["file_name"])).permute(2, 0, 1).contiguous(),
              torch.from_numpy(gt_boxes_xyxy(r)), None) for r in records[:count]]
-
-
-def shipped_photos():
-    from _photos import photos
-
-    return [(name, torch.tensor(rgb).permute(2, 0, 1).contiguous(), torch.from_numpy(boxes), None)
-            for name, rgb, boxes in photos()]
 
 
 def time_workers(worker, deferred, data, pairs_per_image: int, seed: int):
@@ -102,7 +96,7 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA GPU")
     torch.set_num_threads(1)
-    data = dataset_images(args.images) if args.images else shipped_photos()
+    data = dataset_images(args.images) if args.images else samples()  # bench_views' photos
     rounds, per_image = (2, 4) if args.quick else (7, 20)
     worker, deferred, augment = policies(args.crop_size)
     time_workers(worker, deferred, data[:1], 2, 0)  # warm-up

@@ -109,7 +109,7 @@ class MocoV2Augment:
             for op in range(4):
                 if self.jitter[op] > 0:  # zero strength: never applied, as in `__call__`
                     x = torch.where(_per_sample(jitter & (op_at_step == op)), _ADJUST_BATCH[op](x, p[:, 1 + op]), x)
-        x = torch.where(_per_sample(p[:, 9] > 0.5), _grey(x).expand_as(x), x)
+        x = torch.where(_per_sample(p[:, 9] > 0.5), F.rgb_to_grayscale(x, num_output_channels=3), x)
         sigma = p[:, 10]
         if max(self.blur_prob) > 0 and self.blur_sigma[1] > 0:
             # the unblurred images get any valid sigma: their result is not kept
@@ -135,12 +135,6 @@ class DeferredAugment:
         return crop, self.augment.draw(view_index, generator).as_tensor()
 
 
-def _grey(x: torch.Tensor) -> torch.Tensor:
-    """torchvision's rgb_to_grayscale weights: [B,3,H,W] -> [B,1,H,W]."""
-    r, g, b = x.unbind(dim=1)
-    return (r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114)).unsqueeze(1)
-
-
 def _per_sample(values: torch.Tensor) -> torch.Tensor:
     """[B] -> [B,1,1,1]: one factor or flag per image, broadcast over its pixels."""
     return values.view(-1, 1, 1, 1)
@@ -151,14 +145,14 @@ def _brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def _contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    mean = _grey(x).mean(dim=(-3, -2, -1), keepdim=True)
+    mean = F.rgb_to_grayscale(x).mean(dim=(-3, -2, -1), keepdim=True)
     f = _per_sample(factor)
     return (x * f + (1.0 - f) * mean).clamp_(0.0, 1.0)
 
 
 def _saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     f = _per_sample(factor)
-    return (x * f + (1.0 - f) * _grey(x)).clamp_(0.0, 1.0)
+    return (x * f + (1.0 - f) * F.rgb_to_grayscale(x)).clamp_(0.0, 1.0)
 
 
 def _hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
