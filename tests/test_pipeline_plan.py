@@ -201,7 +201,7 @@ def test_plain_gpu_preset_is_the_plain_control_with_device_augmentation_on_one_g
     assert data[data.index("--num-images"):] == plain[plain.index("--num-images"):]  # the CPU control's data
     pre = [t for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised"]
     assert sorted(t.name for t in pre) == sorted(f"pretrain.moco_v2_{p}_s{s}" for p in ("random_none", "obj-obj-dilate_gt")
-                                                 for s in range(3))
+                                                 for s in range(5))
     assert all(t.gpus == 1 and t.cmd[t.cmd.index("--config-file") + 1] == "pretrain/study_plain_gpu.yaml" for t in pre)
     sup = next(t for t in tasks if t.name == "pretrain.supervised").cmd
     assert sup[sup.index("--device") + 1] == "auto" and "--arch" not in sup  # learnability.py's ResNet-18
