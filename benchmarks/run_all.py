@@ -5,7 +5,9 @@ Each benchmark runs in its own process as
 (`--quick` when BENCH_QUICK=1 or --quick is given), with its console output kept in
 benchmarks/out/<name>.log. results.md starts with a header saying when, where and on
 what it ran, then each benchmark's own Markdown (or, for one that failed, its exit
-code and the end of its log). It is written atomically: a half-finished `make bench`
+code and the end of its log). Then the GPU records: benchmarks/gpu/<name>.md, each the output of
+one benchmark run on a GPU machine (this one may have none), with its first line saying where,
+when and by which command; they are copied in as they are, not rerun. It is written atomically: a half-finished `make bench`
 leaves the previous results.md whole. Exit status is non-zero when any benchmark failed.
 """
 import argparse
@@ -138,6 +140,11 @@ def run_one(path: str, out_dir: str, quick: bool, timeout: float) -> dict:
     return {"name": name, "cmd": cmd, "rc": rc, "ok": ok, "wall_s": wall, "out": out_md, "log": log}
 
 
+def demote_headings(body: str) -> str:
+    """A benchmark's own headings, moved one level under the section that holds them."""
+    return "\n".join("##" + line if line.startswith("#") else line for line in body.splitlines())
+
+
 def section(result: dict) -> str:
     title = f"## {result['name']}  ({result['wall_s']:.0f} s)"
     command = "`" + " ".join(os.path.relpath(c, REPO) if os.path.isabs(c) and c.startswith(REPO) else c
@@ -145,15 +152,27 @@ def section(result: dict) -> str:
     if result["ok"]:
         with open(result["out"], encoding="utf-8") as f:
             body = f.read().strip()
-        # demote the benchmark's own top-level headings under this section
-        body = "\n".join("##" + line if line.startswith("#") else line for line in body.splitlines())
-        return f"{title}\n\nCommand: {command}\n\n{body}\n"
+        return f"{title}\n\nCommand: {command}\n\n{demote_headings(body)}\n"
     tail = ""
     if os.path.isfile(result["log"]):
         with open(result["log"], encoding="utf-8", errors="replace") as f:
             tail = "".join(f.readlines()[-20:])
     reason = "no output table" if result["rc"] == 0 else f"exit {result['rc']}"
     return f"{title}\n\n**FAILED** ({reason}). Command: {command}; log `{os.path.relpath(result['log'], REPO)}`:\n\n```\n{tail}```\n"
+
+
+def gpu_records(bench_dir: str) -> str:
+    """The recorded GPU runs (benchmarks/gpu/*.md), their headings demoted under one section."""
+    paths = sorted(glob.glob(os.path.join(bench_dir, "gpu", "*.md")))
+    if not paths:
+        return ""
+    parts = ["## Recorded on a GPU machine (not rerun by this `make bench`)\n"]
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            body = f.read().strip()
+        name = os.path.relpath(path, bench_dir)
+        parts.append(f"From `{name}`:\n\n{demote_headings(body)}")
+    return "\n\n".join(parts) + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -179,6 +198,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = "| benchmark | status | wall (s) |\n|---|---|---:|\n" + "".join(
         f"| {r['name']} | {'ok' if r['ok'] else 'FAILED'} | {r['wall_s']:.0f} |\n" for r in results)
     text = header(quick, started, time.time() - t0) + summary + "\n" + "\n".join(section(r) for r in results)
+    recorded = gpu_records(args.bench_dir)
+    text += ("\n" + recorded) if recorded else ""
     write_text_atomic(results_path, text)
     print(f"[bench] {len(results) - len(failed)}/{len(results)} ok" + (f"; failed: {', '.join(failed)}" if failed else ""))
     print(results_path)

@@ -21,6 +21,8 @@ def test_runs_every_benchmark_and_reports_failures(tmp_path):
     (tmp_path / "bench_good.py").write_text(GOOD)
     (tmp_path / "bench_bad.py").write_text(BAD)
     (tmp_path / "results.md").write_text("old results\n")
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "speed_h100.md").write_text("Recorded on an H100 by bench_good.py.\n\n# speed\n\n| 2.5 |\n")
     env = dict(os.environ, BENCH_QUICK="1")
     r = subprocess.run([sys.executable, RUN_ALL, "--bench-dir", str(tmp_path)], capture_output=True, text=True,
                        env=env)
@@ -33,6 +35,10 @@ def test_runs_every_benchmark_and_reports_failures(tmp_path):
     assert "**FAILED** (exit 3)" in text and "something broke in the benchmark" in text
     assert os.path.isfile(tmp_path / "out" / "good.md") and os.path.isfile(tmp_path / "out" / "bad.log")
     assert r.stdout.strip().endswith("results.md")
+    # a GPU record is copied in after the runs, headings demoted, not rerun
+    recorded = text[text.index("## Recorded on a GPU machine"):]
+    assert "`gpu/speed_h100.md`" in recorded and "Recorded on an H100" in recorded and "### speed" in recorded
+    assert "| 2.5 |" in recorded and "| 2.5 |" not in text[:text.index("## Recorded on a GPU machine")]
 
 
 def test_only_selects_benchmarks(tmp_path):
