@@ -117,6 +117,18 @@ def test_kill9_mid_epoch_then_resume_neither_repeats_nor_skips(synth_dir, tmp_pa
     again = subprocess.run(cmd[:3] + ["--resume"] + cmd[3:], env=_env(1), capture_output=True, text=True, timeout=240)
     assert again.returncode == 0 and "already complete" in again.stdout
     assert json.loads((run / "results.json").read_text()) == final
+    # a finished run whose config changed since (a new key's default) resumes from its final
+    # checkpoint and trains nothing: its throughput is still the whole run's, not 0
+    assert final["throughput"] == pytest.approx(final["images_seen"] / final["train_time_s"], rel=1e-3)
+    (run / "results.json").write_text(json.dumps(dict(final, config_hash="an older config")))
+    refinished = subprocess.run(cmd[:3] + ["--resume"] + cmd[3:], env=_env(1), capture_output=True, text=True,
+                                timeout=240)
+    assert refinished.returncode == 0, refinished.stdout[-3000:] + refinished.stderr[-3000:]
+    again = json.loads((run / "results.json").read_text())
+    assert again["iterations"] == total and again["images_seen"] == final["images_seen"]
+    # the same figure up to the time the last session spent loading and saving (a large share of this tiny run)
+    assert again["throughput"] == pytest.approx(again["images_seen"] / again["train_time_s"], rel=1e-3)
+    assert again["throughput"] > 0.5 * final["throughput"]
 
 
 def test_damaged_or_incomplete_checkpoints_are_reported_and_skipped(tmp_path, caplog):

@@ -221,7 +221,7 @@ class PretrainTrainer:
         writer = self._tensorboard() if ctx.is_main else None
         progress = self._progress_bar(total, iteration)
         recent, metrics_path = extra["recent_losses"], os.path.join(self.output_dir, "metrics.jsonl")
-        no_box, seen_this_session, t_session = 0, 0, time.perf_counter()
+        no_box, t_session = 0, time.perf_counter()
         try:
             for epoch in range(start_epoch, p.EPOCHS):
                 first = start_batch if epoch == start_epoch else 0
@@ -237,7 +237,6 @@ class PretrainTrainer:
                         raise TrainingDiverged(self._diverged_message(loss_value, iteration, lr))
                     recent.append(loss_value)
                     extra["images_seen"] += p.BATCH_SIZE
-                    seen_this_session += p.BATCH_SIZE
                     no_box += int((~has_boxes).sum())
                     now = time.perf_counter()
                     step_time, t_last = now - t_last, now
@@ -260,7 +259,9 @@ class PretrainTrainer:
                 writer.close()
 
         extra["train_time_s"] += time.perf_counter() - t_session
-        throughput = seen_this_session / max(1e-9, time.perf_counter() - t_session)
+        # over the whole run, every session of it: a session resumed from the final checkpoint (a
+        # finished run whose config gained a key since) trains nothing and must not report 0 img/s
+        throughput = extra["images_seen"] / max(1e-9, extra["train_time_s"])
         if no_box and cfg.VIEWS.POLICY != "random":
             self.logger.info(f"{no_box} sampled images (this process) had no boxes: the policy fell back to random crops")
         results = self._finish(method, iteration, extra, recent, wall_start, throughput) if ctx.is_main else None
