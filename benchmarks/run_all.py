@@ -5,10 +5,10 @@ Each benchmark runs in its own process as
 (`--quick` when BENCH_QUICK=1 or --quick is given), with its console output kept in
 benchmarks/out/<name>.log. results.md starts with a header saying when, where and on
 what it ran, then each benchmark's own Markdown (or, for one that failed, its exit
-code and the end of its log). Then the GPU records: benchmarks/gpu/<name>.md, each the output of
-one benchmark run on a GPU machine (this one may have none), with its first line saying where,
-when and by which command; they are copied in as they are, not rerun. It is written atomically: a half-finished `make bench`
-leaves the previous results.md whole. Exit status is non-zero when any benchmark failed.
+code and the end of its log), then the GPU records: benchmarks/gpu/<name>.md, each the
+output of one benchmark run on a GPU machine (this one may have none), its first line saying
+where, when and by which command; they are copied in as they are, not rerun. It is written
+atomically: a half-finished `make bench` leaves the previous results.md whole. Exit status is non-zero when any benchmark failed.
 """
 import argparse
 import datetime
