@@ -174,7 +174,7 @@ def test_plain_study_preset_changes_only_the_data(tmp_path):
                                         "pretrain.moco_v2_obj-obj-dilate-10x_gt_s0"]
                           + [f"pretrain.moco_v2_random-scale0.5_none_s{s}" for s in range(3)]
                           + [f"pretrain.moco_v2_{p}-b256-100e_{b}_s{s}" for p, b in (("random", "none"), ("obj-obj-dilate", "gt"))
-                             for s in range(3)])
+                             for s in range(4)])
     study = {t.name: t for t in pipeline.build_plan(pipeline.load_preset("study"), str(tmp_path / "s"))}
     for t in tasks:
         if t.name in same:
