@@ -13,10 +13,9 @@
 # what finished is recorded, and a rerun, on this or another machine, runs only what is missing
 # (--records). Checkpoints stay in OUT, not in the record: a run cut by the deadline resumes from
 # its last checkpoint only on the same machine with the same OUT, and starts over anywhere else.
-# Two runs share the GPU and the cores (JOBS=2,
-# the default; study_plain_gpu's ResNet-18 leaves the GPU idle often enough for JOBS=3, which its
-# record's later leases used); a failed task does not stop the others (--keep-going). The results go to the record
-# docs/results/PRESET/ (study_records.py), its report to docs/results/PRESET/report/, and
+# Two runs share the GPU and the cores (JOBS=2, the default; study_plain_gpu's ResNet-18 leaves the
+# GPU idle often enough for JOBS=3, which its record's later leases used); a failed task does not
+# stop the others (--keep-going). The results go to the record docs/results/PRESET/ (study_records.py), its report to docs/results/PRESET/report/, and
 # scripts/study_report.py puts the tables beside the CPU study's in docs/results.md. GPU use is
 # sampled every 5 s into OUT/gpu_use.csv.
 set -uo pipefail
