@@ -8,7 +8,8 @@ what it ran, then each benchmark's own Markdown (or, for one that failed, its ex
 code and the end of its log), then the GPU records: benchmarks/gpu/<name>.md, each the
 output of one benchmark run on a GPU machine (this one may have none), its first line saying
 where, when and by which command; they are copied in as they are, not rerun. It is written
-atomically: a half-finished `make bench` leaves the previous results.md whole. Exit status is non-zero when any benchmark failed.
+atomically: a half-finished `make bench` leaves the previous results.md whole. Exit status is
+non-zero when any benchmark failed.
 """
 import argparse
 import datetime

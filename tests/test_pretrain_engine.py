@@ -124,11 +124,11 @@ def test_kill9_mid_epoch_then_resume_neither_repeats_nor_skips(synth_dir, tmp_pa
     refinished = subprocess.run(cmd[:3] + ["--resume"] + cmd[3:], env=_env(1), capture_output=True, text=True,
                                 timeout=240)
     assert refinished.returncode == 0, refinished.stdout[-3000:] + refinished.stderr[-3000:]
-    again = json.loads((run / "results.json").read_text())
-    assert again["iterations"] == total and again["images_seen"] == final["images_seen"]
+    refinalised = json.loads((run / "results.json").read_text())
+    assert refinalised["iterations"] == total and refinalised["images_seen"] == final["images_seen"]
     # the same figure up to the time the last session spent loading and saving (a large share of this tiny run)
-    assert again["throughput"] == pytest.approx(again["images_seen"] / again["train_time_s"], rel=1e-3)
-    assert again["throughput"] > 0.5 * final["throughput"]
+    assert refinalised["throughput"] == pytest.approx(refinalised["images_seen"] / refinalised["train_time_s"], rel=1e-3)
+    assert refinalised["throughput"] > 0.5 * final["throughput"]
 
 
 def test_damaged_or_incomplete_checkpoints_are_reported_and_skipped(tmp_path, caplog):
