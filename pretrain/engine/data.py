@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from objcrop.datasets.boxes import gt_boxes, object_annotations
 from objcrop.errors import ConfigError, DatasetError
 
 
@@ -49,13 +50,7 @@ class ShardedResumableSampler(Sampler):
             yield index, sample_seed(self.seed, self.epoch, index)
 
 
-def gt_boxes_xyxy(record: dict) -> np.ndarray:
-    """Annotated boxes of a record as float32 [n, 4] XYXY (bbox_mode 1 = XYWH_ABS, 0 = XYXY_ABS)."""
-    boxes = []
-    for ann in record.get("annotations", []):
-        x0, y0, a, b = (float(v) for v in ann["bbox"])
-        boxes.append([x0, y0, x0 + a, y0 + b] if ann.get("bbox_mode", 1) == 1 else [x0, y0, a, b])
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+gt_boxes_xyxy = gt_boxes  # the one crowd rule of objcrop.datasets.boxes (crowd regions are no object boxes)
 
 
 class BoxSource:
@@ -110,7 +105,7 @@ class BoxSource:
         if self.spec == "gt":  # the union of the annotated instance masks, as `proposals compute --method gt` stores
             from objcrop.pretrain.proposals.methods import annotation_mask
 
-            return annotation_mask(record.get("annotations", []), height, width)
+            return annotation_mask(object_annotations(record), height, width)
         store = self._open()
         return store.get_mask(record["image_id"]) if record["image_id"] in store else None
 

@@ -8,15 +8,10 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from objcrop.pretrain.proposals.filters import pairwise_iou
-from objcrop.pretrain.proposals.methods import xywh_to_xyxy
+from objcrop.datasets.boxes import gt_boxes  # noqa: F401  (re-exported: one crowd rule)
 from objcrop.pretrain.proposals.store import ProposalStore
 
 SIZE_BINS = (0, 16, 32, 64, 128, 256, 512, float("inf"))  # sqrt(box area) in pixels
-
-
-def gt_boxes(record: dict) -> np.ndarray:
-    anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-    return np.asarray([xywh_to_xyxy(a["bbox"]) for a in anns], np.float32).reshape(-1, 4)
 
 
 def best_iou_per_gt(proposals: np.ndarray, gt: np.ndarray) -> np.ndarray:

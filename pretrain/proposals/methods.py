@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
+from objcrop.datasets.boxes import gt_boxes, object_annotations, xywh_to_xyxy
 from objcrop.errors import ObjcropError
 from objcrop.pretrain.proposals.filters import BoxFilter
 from objcrop.pretrain.proposals.saliency import SALIENCY_METHODS, saliency_boxes
@@ -91,8 +92,8 @@ def propose(spec: MethodSpec, item: Dict[str, Any]) -> Result:
 
 # -- gt and file -----------------------------------------------------------------------
 def gt_proposals(item: Dict[str, Any]):
-    anns = [a for a in item.get("annotations", []) if not a.get("iscrowd", 0)]
-    boxes = np.asarray([xywh_to_xyxy(a["bbox"]) for a in anns], np.float32).reshape(-1, 4)
+    anns = object_annotations(item)
+    boxes = gt_boxes(item)
     scores = np.ones(len(boxes), np.float32)
     return boxes, scores, annotation_mask(anns, int(item["height"]), int(item["width"]))
 
@@ -117,11 +118,6 @@ def annotation_mask(anns: List[dict], height: int, width: int) -> Optional[np.nd
                 cv2.fillPoly(mask, polys, 1)
                 found = True
     return mask if found else None
-
-
-def xywh_to_xyxy(b) -> Tuple[float, float, float, float]:
-    x, y, w, h = (float(v) for v in b[:4])
-    return (x, y, x + w, y + h)
 
 
 def file_proposals(item: Dict[str, Any]):

@@ -1,0 +1,206 @@
+"""The run record every stage writes and the report reads: one format, one place.
+
+* `Provenance` — which pretraining a result belongs to (method, view policy, proposal source,
+  epochs, architecture, data, seed, and a free run `tag`). Every stage carries it under the
+  `"pretrain"` key of its results.json; checkpoints and converted `.pkl` files carry it too.
+* `run_name(...)` — the one name of a pretraining run, encoding method, policy, proposals,
+  arch, batch, epochs, data and seed (and the tag).
+* `dataset_tag` / `dataset_label` — the file-name tag and the short table label of a dataset
+  name or spec (`synth:/abs/dir:test`).
+* `results(...)`, `validate_results`, `write_results`, `read_results` — the versioned
+  results.json schema (docs/INTERFACES.md). Records written before the schema had a version
+  (`"schema"` absent) are read as version 0: their tag may still be glued to the policy
+  (`random-no-colour`), which `Provenance.from_dict` keeps as it is, so old and new records
+  give the same row label.
+
+This module imports nothing from the stages: they all import it (docs/ARCHITECTURE.md).
+"""
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Mapping, Optional
+
+from objcrop.errors import ObjcropError
+
+SCHEMA_VERSION = 1
+STAGES = ("pretrain", "probe", "detection")
+STATUSES = ("ok", "failed")
+REFERENCE_METHODS = ("random_init", "supervised")
+# The dataset spec kinds of objcrop.datasets (kind:PATH[:SPLIT...]).
+SPEC_KINDS = ("coco", "voc", "openimages", "folder", "synth")
+# Fields a results.json must hold, by stage, beside stage/status/pretrain (ok runs only).
+REQUIRED_FIELDS: Dict[str, tuple] = {
+    "pretrain": ("iterations",),
+    "probe": ("dataset", "mAP"),
+    "detection": ("task", "dataset", "box"),
+}
+
+
+class RecordError(ObjcropError):
+    """A results.json (or provenance block) that does not follow docs/INTERFACES.md."""
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which pretraining produced a backbone: the `"pretrain"` block of every record."""
+
+    method: str = "unknown"
+    policy: str = "unknown"
+    proposals: str = "unknown"
+    epochs: Optional[int] = None
+    arch: str = "unknown"
+    dataset: str = "unknown"
+    seed: Optional[int] = None
+    tag: str = ""
+
+    @classmethod
+    def random_init(cls, arch: str, seed: int) -> "Provenance":
+        return cls("random_init", "none", "none", 0, arch, "none", seed)
+
+    @classmethod
+    def supervised(cls, arch: str, dataset: str, seed: Optional[int], epochs: Optional[int] = 0) -> "Provenance":
+        return cls("supervised", "none", "none", epochs, arch, dataset, seed)
+
+    @classmethod
+    def from_dict(cls, block: Any) -> "Provenance":
+        """A provenance from a stored block; missing fields stay 'unknown', unknown fields are dropped."""
+        if not isinstance(block, Mapping):
+            return cls()
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in block.items() if k in known and v is not None}
+        for key in ("epochs", "seed"):
+            if key in values:
+                values[key] = _int_or_none(values[key])
+        for key in ("method", "policy", "proposals", "arch", "dataset", "tag"):
+            if key in values:
+                values[key] = str(values[key])
+        return cls(**values)
+
+    def replace(self, **changes) -> "Provenance":
+        return Provenance.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The stored block. `tag` is written only when set, so untagged records keep their old shape."""
+        block = asdict(self)
+        if not block["tag"]:
+            del block["tag"]
+        return block
+
+    @property
+    def policy_label(self) -> str:
+        """The policy as report rows name it: the tag joins the policy (`random-no-colour`)."""
+        return f"{self.policy}-{self.tag}" if self.tag else self.policy
+
+    @property
+    def is_reference(self) -> bool:
+        return self.method in REFERENCE_METHODS
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def split_dataset_spec(name: str):
+    """(kind, parts) of a dataset spec `kind:A[:B...]`, or (None, [name]) for a plain name."""
+    parts = str(name).split(":")
+    if len(parts) > 1 and parts[0] in SPEC_KINDS:
+        return parts[0], parts[1:]
+    return None, [str(name)]
+
+
+def dataset_tag(spec: str) -> str:
+    """A file-name-safe tag of a dataset name or spec: 'synth:/data/synth_small:train' -> 'synth_small-train'."""
+    _, parts = split_dataset_spec(spec)
+    parts = [os.path.basename(p.rstrip("/")) or p for p in parts]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(p for p in parts if p)) or "data"
+
+
+def dataset_label(name: Any) -> str:
+    """A short table label of a dataset name or spec (`synth:/abs/dir:test` -> `synth:test`)."""
+    if not name:
+        return ""
+    kind, parts = split_dataset_spec(str(name))
+    if kind == "coco" and len(parts) >= 2:
+        return f"coco:{os.path.splitext(os.path.basename(parts[0]))[0]}"
+    if kind in ("synth", "voc", "openimages") and len(parts) >= 2:
+        return f"{kind}:{parts[-1]}"
+    if kind == "folder":
+        return f"folder:{os.path.basename(parts[0].rstrip('/'))}"
+    return str(name)
+
+
+def arch_tag(arch: str) -> str:
+    return str(arch).replace("resnet", "r")
+
+
+def run_name(prov: Provenance, batch_size: Optional[int] = None) -> str:
+    """The directory name of a pretraining run: method, policy (with tag), proposals, arch, batch,
+    epochs, data and seed: `moco_v2_obj-obj-dilate_gt_r18_b256_e100_study-train_s0`."""
+    parts = [prov.method, prov.policy_label, prov.proposals, arch_tag(prov.arch)]
+    if batch_size is not None:
+        parts.append(f"b{int(batch_size)}")
+    parts += [f"e{prov.epochs}", dataset_tag(prov.dataset), f"s{prov.seed}"]
+    return "_".join(str(p) for p in parts)
+
+
+# ----------------------------------------------------------------------------- results.json
+
+
+def results(stage: str, status: str, provenance: Provenance, **fields_) -> Dict[str, Any]:
+    """A results.json dict of the current schema; raises RecordError when it would not validate."""
+    record = {"schema": SCHEMA_VERSION, "stage": stage, "status": status, "pretrain": provenance.to_dict(), **fields_}
+    validate_results(record, where=f"{stage} results")
+    return record
+
+
+def validate_results(record: Any, where: str = "results.json") -> int:
+    """Check a results.json dict against its schema; returns its version (0: written before versions)."""
+    if not isinstance(record, Mapping):
+        raise RecordError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    version = record.get("schema", 0)
+    if not isinstance(version, int) or version < 0 or version > SCHEMA_VERSION:
+        raise RecordError(f"{where}: schema version {version!r} is not one this objcrop reads (0..{SCHEMA_VERSION})")
+    stage = record.get("stage")
+    if stage not in STAGES:
+        raise RecordError(f"{where}: 'stage' is {stage!r}, expected one of {', '.join(STAGES)}")
+    status = record.get("status", "ok")
+    if status not in STATUSES:
+        raise RecordError(f"{where}: 'status' is {status!r}, expected one of {', '.join(STATUSES)}")
+    if version >= 1:
+        block = record.get("pretrain")
+        if not isinstance(block, Mapping) or not block.get("method"):
+            raise RecordError(f"{where}: 'pretrain' must be a provenance block with at least 'method'")
+        if status == "ok":
+            missing = [k for k in REQUIRED_FIELDS[stage] if k not in record]
+            if missing:
+                raise RecordError(f"{where}: a {stage} record with status ok lacks {', '.join(missing)}")
+    return version
+
+
+def write_results(run_dir: str, record: Dict[str, Any]) -> str:
+    """Validate and write RUN/results.json atomically; returns its path."""
+    from objcrop.io import write_json_atomic
+
+    path = os.path.join(run_dir, "results.json")
+    validate_results(record, where=path)
+    write_json_atomic(path, record)
+    return path
+
+
+def read_results(path: str) -> Dict[str, Any]:
+    """A results.json, checked: a malformed one raises RecordError naming the file."""
+    from objcrop.io import read_json
+
+    record = read_json(path)
+    validate_results(record, where=path)
+    return record
+
+
+def provenance_of(record: Mapping) -> Provenance:
+    return Provenance.from_dict(record.get("pretrain"))
