@@ -1,7 +1,7 @@
 """Distribution `objcrop`.
 
 The top-level folders are the pipeline's stages; each is mapped into the
-`objcrop` namespace (DESIGN.md, "Layout") so nothing generic such as
+`objcrop` namespace (docs/ARCHITECTURE.md) so nothing generic such as
 `convert` lands in site-packages.
 """
 import os

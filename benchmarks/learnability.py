@@ -5,12 +5,12 @@ budget, then scores it and a random-init backbone of the same architecture with
 the same linear probe: one-vs-rest logistic regression (scikit-learn) on frozen,
 globally pooled features, its C chosen on the val split, mAP on the test split
 (the supervised model's own head is scored too). A dataset is learnable when
-the supervised backbone clearly beats random init (DESIGN.md: aim >= 0.7 mAP).
+the supervised backbone clearly beats random init (docs/DESIGN.md, "Small-scale data": aim >= 0.7 mAP).
 
     objcrop data synth --out /tmp/synth2k --num-images 2000 --seed 0
     python benchmarks/learnability.py --data /tmp/synth2k --minutes 5 --json /tmp/learnability.json
 
-The recipe follows the calibration in DESIGN.md: ResNet-18, AdamW lr 2e-3,
+The recipe follows the calibration in docs/results.md: ResNet-18, AdamW lr 2e-3,
 wd 0.05, batch 32, images shrunk to 64 px for training and features.
 """
 import argparse
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget of the supervised training")
     p.add_argument("--samples", type=int, default=None,
                    help="stop after this many training samples instead (a budget that does not depend on machine "
-                        "load; DESIGN.md's 5 CPU minutes were about 17,000); --minutes still caps the run")
+                        "load; docs/results.md's 5 CPU minutes were about 17,000); --minutes still caps the run")
     p.add_argument("--arch", default="resnet18", help="torchvision ResNet")
     p.add_argument("--size", type=int, default=64, help="image side for training and features")
     p.add_argument("--batch", type=int, default=32, help="training batch size")

@@ -8,7 +8,7 @@
     DIR/voc/{JPEGImages,Annotations,ImageSets/Main/{train,val,test,trainval}.txt}
     DIR/labels/{split}.txt                   "<image path relative to DIR> <class_id> ..."
 
-Why it looks the way it does (DESIGN.md, "What small-scale runs ... have shown"):
+Why it looks the way it does (docs/DESIGN.md, "Small-scale data"):
 objects must be big enough for a ResNet stem (which divides resolution by 4,
 by 32 at res5) or nothing learns at CPU scale, classes differ by outline and
 never by colour (every instance gets a random colour), and the background is
@@ -16,7 +16,7 @@ smooth with mild texture and clutter so that a random crop mostly shows
 background. The `default` variant is the measured learnable recipe adapted to
 10 classes; `hard` has bigger scenes with more, smaller objects (the paper's
 regime: random crops rarely frame an object). `study` and `study-hard` are the
-small-scale study's data (docs/results.md): DESIGN.md's 6-class recipe, and the
+small-scale study's data (docs/results.md): the measured 6-class recipe, and the
 same objects in pixels in bigger, busier scenes.
 
 Image i depends only on (seed, i), so the same seed gives byte-identical files
@@ -64,7 +64,7 @@ VARIANTS: Dict[str, SynthParams] = {
     "default": SynthParams(),
     "hard": SynthParams(image_size=160, min_objects=2, max_objects=6, object_scale=(0.10, 0.18),
                         clutter=(8, 16), clutter_contrast=0.5, texture_strength=0.2, min_visible=0.5),
-    # The study's data (docs/results.md): DESIGN.md's learnable recipe as measured — 6 very distinct
+    # The study's data (docs/results.md): the learnable recipe as measured — 6 very distinct
     # outlines, 1-3 objects of 25-40 % of a 96-px side, mild clutter.
     "study": SynthParams(min_objects=1, max_objects=3, object_scale=(0.25, 0.40),
                          classes=("circle", "square", "triangle", "star", "cross", "ring")),
