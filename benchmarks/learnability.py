@@ -119,7 +119,7 @@ def probe_map(model: nn.Module, splits: dict, cs=(0.01, 0.1, 1.0)) -> dict:
     return {"val_mAP": best[0], "C": best[1], "test_mAP": best[2]}
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a directory written by `objcrop data synth`")
     p.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget of the supervised training")
@@ -140,6 +140,24 @@ def main(argv=None) -> int:
     p.add_argument("--save-backbone", default=None,
                    help="save the supervised backbone (a torchvision state dict without the fc head) here, "
                         "for `objcrop probe --weights FILE` and the study's 'supervised' reference row")
+    return p
+
+
+def _supervised_head_map(model: torch.nn.Module, x_te: torch.Tensor, y_te: torch.Tensor, device) -> float:
+    with torch.no_grad():
+        model.eval()
+        logits = torch.cat([model(x_te[i:i + 256].to(device)).float().cpu() for i in range(0, len(x_te), 256)])
+    return _map(y_te.numpy(), torch.sigmoid(logits).numpy())
+
+
+def _save_backbone(model: torch.nn.Module, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save({k: v.cpu() for k, v in model.state_dict().items() if not k.startswith("fc.")}, tmp)
+
+
+def main(argv=None) -> int:
+    p = _parser()
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA device (use --device auto or cpu)")
@@ -172,17 +190,12 @@ def main(argv=None) -> int:
                                                       args.lr, args.wd, args.seed, args.samples, device)
     results["supervised_probe"] = probe_map(supervised, splits)
     results["supervised_mAP"] = results["supervised_probe"]["test_mAP"]
-    with torch.no_grad():
-        supervised.eval()
-        logits = torch.cat([supervised(x_te[i:i + 256].to(device)).float().cpu() for i in range(0, len(x_te), 256)])
-        results["supervised_head_mAP"] = _map(y_te.numpy(), torch.sigmoid(logits).numpy())
+    results["supervised_head_mAP"] = _supervised_head_map(supervised, x_te, y_te, device)
     tr = results["supervised_training"]
     print(f"supervised      probe mAP {results['supervised_mAP']:.3f}  ({tr['samples']} samples, "
           f"{tr['epochs']:.1f} epochs in {tr['train_seconds']:.0f}s)", flush=True)
     if args.save_backbone:
-        os.makedirs(os.path.dirname(os.path.abspath(args.save_backbone)), exist_ok=True)
-        with atomic_path(args.save_backbone) as tmp:
-            torch.save({k: v.cpu() for k, v in supervised.state_dict().items() if not k.startswith("fc.")}, tmp)
+        _save_backbone(supervised, args.save_backbone)
     if args.json:
         write_json_atomic(args.json, results)
     print(json.dumps({k: results[k] for k in ("chance_mAP", "random_init_mAP", "supervised_mAP", "supervised_head_mAP")}))
