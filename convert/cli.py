@@ -6,6 +6,7 @@
     objcrop convert --check weights/moco_objobj.pkl --config-file coco/mask_rcnn_R_50_FPN_1x.yaml
 """
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -14,7 +15,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from objcrop.cli import run_stage_main
-from objcrop.convert.formats import FORMATS, Backbone, detect_format, extract_backbone, load_checkpoint
+from objcrop.checkpoints import FORMATS, Backbone, detect_format, extract_backbone, load_checkpoint
 from objcrop.convert.names import (describe_resnet, detectron2_resnet_depth, is_dropped, resnet_depth,
                                    torchvision_to_detectron2)
 from objcrop.convert.verify import (BASIC_BLOCK_VERIFY_CONFIG, DEFAULT_VERIFY_CONFIG, verification_model_for_depth,
@@ -23,6 +24,7 @@ from objcrop.convert.writer import AUTHOR, read_detectron2_pkl, to_detectron2_ar
 from objcrop.errors import CheckpointError, ConfigError
 from objcrop.io import sha256_file
 from objcrop.logger import setup_logger
+from objcrop.records import Provenance
 
 # The default `method` of the pretrain block for checkpoints that do not carry one.
 _METHOD_OF_FORMAT = {"moco": "moco", "byol": "byol", "backbone-prefixed": "unknown", "torchvision": "unknown"}
@@ -167,30 +169,35 @@ def _readable_like_other_files(path: str) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+_PROVENANCE_KEYS = tuple(f.name for f in dataclasses.fields(Provenance))
+
+
 def _parse_pretrain(items: List[str]) -> Dict[str, object]:
     out: Dict[str, object] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--pretrain {item!r}: expected KEY=VALUE")
+        if key not in _PROVENANCE_KEYS:
+            # The block is an objcrop.records.Provenance: another key would be dropped without a word.
+            raise ConfigError(f"--pretrain {item!r}: {key!r} is not a pretrain field; use one of "
+                              f"{', '.join(_PROVENANCE_KEYS)}")
         out[key] = int(value) if value.lstrip("-").isdigit() else value
     return out
 
 
 def _pretrain_block(backbone: Backbone, fmt: str, overrides: Dict[str, object], logger: logging.Logger) -> dict:
-    """The checkpoint's own pretrain block, or one describing a foreign checkpoint, with --pretrain applied."""
-    depth = resnet_depth(backbone.tensors)
-    if backbone.pretrain:
-        block = dict(backbone.pretrain)
-    else:
-        block = {"method": _METHOD_OF_FORMAT.get(fmt, "unknown"), "policy": "unknown", "proposals": "unknown",
-                 "epochs": None, "arch": f"resnet{depth}" if depth else "unknown", "dataset": "unknown", "seed": None}
+    """The checkpoint's own provenance, or one describing a foreign checkpoint, with --pretrain applied."""
+    provenance = backbone.provenance
+    if provenance is None:
+        depth = resnet_depth(backbone.tensors)
+        provenance = Provenance(method=_METHOD_OF_FORMAT.get(fmt, "unknown"),
+                                arch=f"resnet{depth}" if depth else "unknown")
         if not overrides:
             logger.warning("%s checkpoints carry no description of their pretraining; detection results will report "
                            "method=%r. Name it with --pretrain method=... (e.g. supervised) --pretrain dataset=...",
-                           fmt, block["method"])
-    block.update(overrides)
-    return block
+                           fmt, provenance.method)
+    return provenance.replace(**overrides).to_dict()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchvision
 
-from objcrop.convert.formats import detect_format, extract_backbone
+from objcrop.checkpoints import detect_format, extract_backbone
 from objcrop.convert.names import describe_resnet, detectron2_resnet_depth, resnet_depth, torchvision_to_detectron2
 from objcrop.errors import CheckpointError
 

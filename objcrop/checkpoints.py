@@ -1,8 +1,29 @@
-"""Reading checkpoints of several SSL codebases and finding the ResNet backbone in them.
+"""Finding the ResNet backbone in a checkpoint: one implementation, for the probe and the converter.
 
-Each format is a place (a nested dict) and a key prefix under which a
-torchvision-named ResNet sits. Only layouts whose key names were checked
-against the codebase that writes them are listed:
+Pure torch (no detectron2, no stage imports), so pretraining's probe and `objcrop convert` read
+checkpoints the same way. The API:
+
+    read_backbone(path: str, fmt: str = "auto") -> Backbone
+        load_checkpoint(path) + detect_format + extract_backbone in one call.
+    load_checkpoint(path: str) -> object
+        torch.load(map_location="cpu", weights_only=True): tensors and plain containers only, never
+        arbitrary pickled objects; anything unreadable raises CheckpointError naming the file.
+    detect_format(obj, source: str) -> str            one of FORMATS, or CheckpointError
+    extract_backbone(obj, fmt: str, source: str) -> Backbone
+
+    Backbone.format      one of FORMATS
+    Backbone.location    where in the file it sat, for messages: "['state_dict']['module.encoder_q.*']"
+    Backbone.tensors     OrderedDict {torchvision ResNet name: CPU tensor}, e.g. "layer1.0.conv1.weight";
+                         as stored, so it may still hold `fc.*` (classifier or MLP head) and BN
+                         `num_batches_tracked` counters: drop what your model does not have
+    Backbone.provenance  objcrop.records.Provenance stored in an objcrop checkpoint (its "pretrain"
+                         block, else its top-level method/arch); None for foreign files, which carry none
+
+`source` is how the file is named in error messages (usually its path). Every failure is a
+CheckpointError (objcrop.errors) naming it.
+
+Each format is a place (a nested dict) and a key prefix under which a torchvision-named ResNet
+sits. Only layouts whose key names were checked against the codebase that writes them are listed:
 
   objcrop            {"objcrop_checkpoint": 1, "backbone": {conv1.weight, ...}, "pretrain": {...}}
   moco               MoCo v1/v2 (facebookresearch/moco main_moco.py):
@@ -23,8 +44,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from objcrop.convert.names import _map_one, is_dropped
 from objcrop.errors import CheckpointError
+from objcrop.records import Provenance
 
 FORMATS = ("objcrop", "moco", "byol", "backbone-prefixed", "torchvision")
 
@@ -45,12 +66,18 @@ _SEQ_INDEX = re.compile(r"^(\d+)(\..*)$")
 
 @dataclasses.dataclass
 class Backbone:
-    """A ResNet backbone found in a checkpoint, in torchvision names."""
+    """A ResNet backbone found in a checkpoint, in torchvision names (see the module docstring)."""
 
     format: str
-    location: str  # where it was found, for messages, e.g. state_dict['module.encoder_q.*']
+    location: str
     tensors: "OrderedDict[str, torch.Tensor]"
-    pretrain: Optional[dict]
+    provenance: Optional[Provenance]
+
+
+def read_backbone(path: str, fmt: str = "auto") -> Backbone:
+    """The backbone of the checkpoint file `path`, its layout detected (fmt="auto") or forced."""
+    obj = load_checkpoint(path)
+    return extract_backbone(obj, detect_format(obj, path) if fmt == "auto" else fmt, path)
 
 
 def load_checkpoint(path: str) -> object:
@@ -84,8 +111,7 @@ def extract_backbone(obj: object, fmt: str, source: str) -> Backbone:
             raise CheckpointError(f"{source}: not an objcrop checkpoint (no 'backbone' state dict); "
                                   f"top-level keys: {_top_level_keys(obj)}")
         tensors = _tensors(obj["backbone"], "", None, source)
-        pretrain = obj.get("pretrain") if isinstance(obj.get("pretrain"), Mapping) else None
-        return Backbone(fmt, "['backbone']", tensors, dict(pretrain) if pretrain else None)
+        return Backbone(fmt, "['backbone']", tensors, _stored_provenance(obj))
     if fmt not in _LOCATIONS:
         raise CheckpointError(f"{source}: unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     found = _find_location(obj, fmt)
@@ -97,6 +123,15 @@ def extract_backbone(obj: object, fmt: str, source: str) -> Backbone:
     rename = _from_sequential if container == "online_network_state_dict" else None
     where = f"{'' if container is None else f'[{container!r}]'}[{prefix + '*'!r}]"
     return Backbone(fmt, where, _tensors(state, prefix, rename, source), None)
+
+
+def _stored_provenance(obj: Mapping) -> Optional[Provenance]:
+    """The checkpoint's "pretrain" block; a checkpoint without one still names its method and arch."""
+    block = obj.get("pretrain")
+    if isinstance(block, Mapping) and block:
+        return Provenance.from_dict(block)
+    known = {k: obj[k] for k in ("method", "arch") if isinstance(obj.get(k), str) and obj[k]}
+    return Provenance.from_dict(known) if known else None
 
 
 def _find_location(obj: object, fmt: str) -> Optional[Tuple[Optional[str], str]]:
@@ -121,6 +156,9 @@ def _tensors(state: Mapping, prefix: str, rename: Optional[Callable[[str], str]]
             name = rename(name)
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"{source}: {key} is a {type(value).__name__}, not a tensor")
+        if name in out:
+            # Two keys landing on one name would silently keep the later tensor.
+            raise CheckpointError(f"{source}: two entries map to the backbone name {name!r}")
         out[name] = value.detach().cpu()
     return out
 
@@ -138,8 +176,3 @@ def _top_level_keys(obj: object, limit: int = 8) -> str:
         return f"(not a dict but a {type(obj).__name__})"
     keys = [str(k) for k in obj]
     return ", ".join(keys[:limit]) + (f", … ({len(keys)} in all)" if len(keys) > limit else "") if keys else "(empty)"
-
-
-def backbone_names_only(tensors: Mapping[str, torch.Tensor]) -> List[str]:
-    """Names that are backbone parameters (not dropped heads/counters), for messages."""
-    return [n for n in tensors if not is_dropped(n) and _map_one(n)]
