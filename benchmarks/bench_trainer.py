@@ -90,7 +90,7 @@ def trainer_loop(cfg, views1, views2, out_dir):
     import logging
 
     from objcrop.pretrain.engine.data import ShardedResumableSampler, build_loader
-    from objcrop.pretrain.engine.distributed import DistContext
+    from objcrop.pretrain.distributed import DistContext
     from objcrop.pretrain.engine.trainer import PretrainTrainer
 
     class TensorTrainer(PretrainTrainer):
@@ -110,7 +110,7 @@ def trainer_loop(cfg, views1, views2, out_dir):
 
 def loader_throughput(cfg, batches):
     """images/s of the real demo DataLoader alone (reading, proposals, views, collation)."""
-    from objcrop.pretrain.engine.distributed import DistContext
+    from objcrop.pretrain.distributed import DistContext
     from objcrop.pretrain.engine.trainer import PretrainTrainer
 
     trainer = PretrainTrainer(cfg, DistContext(), _quiet_logger())

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup(args):
     from objcrop.pretrain.config import get_pretrain_cfg
-    from objcrop.pretrain.engine.distributed import init_distributed
+    from objcrop.pretrain.distributed import init_distributed
     from objcrop.pretrain.engine.trainer import PretrainTrainer
 
     cfg = merge_config(get_pretrain_cfg, args.config_file, args.opts)
@@ -59,7 +59,7 @@ def setup(args):
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from objcrop.pretrain.engine.distributed import cleanup
+    from objcrop.pretrain.distributed import cleanup
 
     try:
         trainer = setup(args)

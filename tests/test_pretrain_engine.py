@@ -160,7 +160,7 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(synth_dir, tmp_pat
     from objcrop.config import merge_config
     from objcrop.logger import setup_logger
     from objcrop.pretrain.config import get_pretrain_cfg
-    from objcrop.pretrain.engine.distributed import DistContext
+    from objcrop.pretrain.distributed import DistContext
     from objcrop.pretrain.engine.trainer import PretrainTrainer, TrainingDiverged
     from objcrop.pretrain.methods import MoCoV2
 
@@ -192,7 +192,7 @@ def test_byol_run_in_one_process_exports_the_online_backbone(synth_dir, tmp_path
     from objcrop.config import merge_config
     from objcrop.logger import setup_logger
     from objcrop.pretrain.config import get_pretrain_cfg
-    from objcrop.pretrain.engine.distributed import DistContext
+    from objcrop.pretrain.distributed import DistContext
     from objcrop.pretrain.engine.trainer import PretrainTrainer
 
     out = tmp_path / "byol"
@@ -227,7 +227,7 @@ def test_views_augmented_on_the_device_train_like_views_augmented_in_the_workers
     from objcrop.config import merge_config
     from objcrop.logger import setup_logger
     from objcrop.pretrain.config import get_pretrain_cfg
-    from objcrop.pretrain.engine.distributed import DistContext
+    from objcrop.pretrain.distributed import DistContext
     from objcrop.pretrain.engine.trainer import PretrainTrainer
 
     losses = {}

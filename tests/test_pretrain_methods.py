@@ -18,6 +18,31 @@ def tiny_moco(K=10, bn_splits=2, m=0.9):
     return MoCoV2("resnet18", dim=8, K=K, m=m, T=0.2, mlp_hidden=16, bn_splits=bn_splits)
 
 
+def _imported_modules(path):
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+def test_imports_point_one_way_engine_methods_models():
+    """The engine builds methods; methods and the modules below them never import the engine back."""
+    import pathlib
+
+    import objcrop.pretrain.methods as methods
+
+    root = pathlib.Path(methods.__file__).parent
+    below = sorted(root.glob("*.py")) + [root.parent / "models.py", root.parent / "distributed.py"]
+    for path in below:
+        bad = [m for m in _imported_modules(path) if m.startswith("objcrop.pretrain.engine")]
+        assert not bad, f"{path} imports {bad}"
+    for path in (root.parent / "models.py", root.parent / "distributed.py"):
+        assert not [m for m in _imported_modules(path) if m.startswith("objcrop.pretrain.methods")], path
+
+
 def test_methods_dict_names_both_methods():
     assert METHODS["moco_v2"] is MoCoV2 and METHODS["byol"] is BYOL
 
@@ -130,8 +155,8 @@ def test_byol_target_momentum_schedule_and_ema():
 def _ddp_shuffle_worker(rank, world, port, result_dir):
     import os
 
-    from objcrop.pretrain.engine import distributed
-    from objcrop.pretrain.engine.distributed import cleanup
+    from objcrop.pretrain import distributed
+    from objcrop.pretrain.distributed import cleanup
 
     import torch.distributed as dist
 

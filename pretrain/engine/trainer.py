@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from objcrop.config import CfgNode, config_hash
 from objcrop.errors import ConfigError, DatasetError, ObjcropError
 from objcrop.io import append_jsonl, atomic_path, read_json, write_json_atomic, write_text_atomic
-from objcrop.pretrain.engine import distributed as du
+from objcrop.pretrain import distributed as du
 from objcrop.pretrain.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, build_loader,
                                           check_enough_data, iterations_per_epoch)

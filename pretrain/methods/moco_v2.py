@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from objcrop.pretrain.engine.distributed import broadcast_, concat_all_gather, get_rank, get_world_size
+from objcrop.pretrain.distributed import broadcast_, concat_all_gather, get_rank, get_world_size
 from objcrop.pretrain.methods.losses import embedding_spread, moco_logits
 from objcrop.pretrain.models import build_resnet, mlp_head
 

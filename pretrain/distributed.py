@@ -1,5 +1,8 @@
 """Process-group helpers: torchrun's environment, gathers for shuffle-BN, averaged scalars.
 
+It sits below both the engine and the methods (MoCo-v2's shuffle-BN gathers keys with it), so the
+imports point one way: engine -> methods -> models / distributed, and nothing here imports either.
+
 Everything works in a single process without a process group (world size 1), so the same
 trainer code runs under `torchrun` (DDP, gloo on CPU, nccl on GPU, one or many nodes) and alone.
 """
