@@ -1,0 +1,218 @@
+"""A study's record: the small result files of its pipeline outputs, kept beside the code.
+
+A study that takes longer than one machine's lifetime (hours of CPU, a GPU lent for minutes)
+loses its outputs with the machine. Its record keeps what the tables are made of — every run's
+results.json, config.yaml and a summary of its training metrics, the generated data's
+meta.json, the supervised bound's learnability.json, scripts/study_extras.py's measurements
+and each pipeline log — so that `objcrop report` rebuilds the tables from it and
+`run_pipeline.sh --records RECORD` skips every task whose result it holds.
+
+Two layouts answer the same questions through `StudyRecord`:
+
+* the compact record (the current one): ONE file, `RECORD/record.json` (report/record_file.py
+  describes it), plus the pictures (`extras/*.png`) as files beside it;
+* the legacy record directory: the output's files copied as they were (`RECORD/runs/...`).
+
+    record = StudyRecord.open("docs/results/study")
+    record.results("runs/probe/random_init_s0/results.json")   # dict, or None when absent
+    record.has("supervised/learnability.json")
+    record.save_output("output/study")                         # add a pipeline output's results
+"""
+import fnmatch
+import glob
+import hashlib
+import os
+import shutil
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from objcrop.errors import ObjcropError
+from objcrop.io import atomic_path, read_json
+
+from objcrop.report import record_file
+
+RECORD_FILE = record_file.RECORD_FILE
+# beside each results.json: what the report and the study pages read of a run
+RUN_FILES = ("results.json", "config.yaml", "metrics.jsonl", "metrics.json")
+OTHER_PATTERNS = ("data/meta.json", "supervised*/learnability.json", "extras/*.json", "extras/*.png",
+                  "extras/commands.txt")
+# kept as files beside the compact record (binary, and linked from the study pages by path)
+FILE_PATTERNS = ("*.png",)
+
+
+def _log_id(path: str) -> str:
+    """A pipeline log's id: its first line (the run's start) never changes while the log grows."""
+    with open(path, "rb") as f:
+        first = f.readline()
+    return hashlib.sha1(first + os.path.abspath(path).encode()).hexdigest()[:10]
+
+
+def output_files(out: str) -> Iterator[Tuple[str, str]]:
+    """(source, path relative to the record) of every file a record keeps of pipeline output `out`.
+    Pipeline logs are kept one per output directory (logs/pipeline-<id>.log), so that the record's
+    wall times add up over every machine that worked on it."""
+    for result in glob.glob(os.path.join(out, "runs", "**", "results.json"), recursive=True):
+        run_dir = os.path.dirname(result)
+        for name in RUN_FILES:
+            src = os.path.join(run_dir, name)
+            if os.path.isfile(src):
+                yield src, os.path.relpath(src, out)
+    for pattern in OTHER_PATTERNS:
+        for src in glob.glob(os.path.join(out, pattern)):
+            yield src, os.path.relpath(src, out)
+    log = os.path.join(out, "logs", "pipeline.log")
+    if os.path.isfile(log) and os.path.getsize(log) > 0:
+        yield log, os.path.join("logs", f"pipeline-{_log_id(log)}.log")
+
+
+def _is_kept_as_file(rel: str) -> bool:
+    return any(fnmatch.fnmatch(os.path.basename(rel), p) for p in FILE_PATTERNS)
+
+
+class StudyRecord:
+    """One study's record, compact (`record.json`) or legacy (a directory of copied files)."""
+
+    def __init__(self, root: str, data: Optional[Dict[str, Any]] = None):
+        self.root = root  # the record directory: pictures and legacy files lie below it
+        self.data = data  # the compact record's content; None for a legacy directory
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: str) -> "StudyRecord":
+        """A record file, a directory holding record.json, a legacy record directory, or a directory
+        that holds no record yet (a new compact record, written by the first `save_output`)."""
+        if os.path.isfile(path):
+            return cls(os.path.dirname(os.path.abspath(path)) or ".", record_file.load(path))
+        compact = os.path.join(path, RECORD_FILE)
+        if os.path.isfile(compact):
+            return cls(path, record_file.load(compact))
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ObjcropError(f"{path}: not a record file or directory")
+        if os.path.isdir(path) and os.listdir(path) and _looks_legacy(path):
+            return cls(path)
+        return cls(path, record_file.empty())
+
+    @property
+    def compact(self) -> bool:
+        return self.data is not None
+
+    @property
+    def path(self) -> str:
+        """The record file (compact) or the record directory (legacy)."""
+        return os.path.join(self.root, RECORD_FILE) if self.compact else self.root
+
+    # ------------------------------------------------------------------ questions
+
+    def results(self, relpath: str) -> Optional[dict]:
+        """A run's results.json by its path in the output (`runs/pretrain/<name>/results.json`);
+        None when the record does not hold it; a file that is there but unreadable raises."""
+        if not self.compact:
+            full = os.path.join(self.root, relpath)
+            return read_json(full) if os.path.isfile(full) else None
+        run = self._run(os.path.dirname(relpath))
+        if os.path.basename(relpath) == "results.json" and run is not None:
+            return run.get("results")
+        value = self.data["files"].get(_norm(relpath))
+        return value if isinstance(value, dict) else None
+
+    def has(self, relpath: str) -> bool:
+        """Does the record hold this file of the output (a run's results.json or config.yaml,
+        `data/meta.json`, `supervised/learnability.json`, `extras/...`)?"""
+        rel = _norm(relpath)
+        if not self.compact or _is_kept_as_file(rel):
+            return os.path.isfile(os.path.join(self.root, rel))
+        if rel in self.data["files"]:
+            return True
+        run = self._run(os.path.dirname(rel))
+        field = record_file.RUN_FIELDS.get(os.path.basename(rel))
+        return run is not None and field is not None and run.get(field) is not None
+
+    def run_keys(self) -> List[str]:
+        """Every recorded run, as its directory in the output (`runs/probe/random_init_s0`), sorted."""
+        if self.compact:
+            return sorted(self.data["runs"])
+        found = glob.glob(os.path.join(self.root, "runs", "**", "results.json"), recursive=True)
+        return sorted(os.path.relpath(os.path.dirname(p), self.root).replace(os.sep, "/") for p in found)
+
+    def config(self, run_key: str) -> Optional[dict]:
+        """A run's merged config (its config.yaml) as a dict; None when not recorded or unreadable."""
+        if self.compact:
+            run = self._run(run_key)
+            return None if run is None else run.get("config")
+        return record_file.read_yaml(os.path.join(self.root, run_key, "config.yaml"))
+
+    def metrics(self, run_key: str) -> List[Dict[str, Any]]:
+        """A pretraining run's logged steps: iteration, epoch, loss and the pretext scores the
+        report reads (the compact record keeps only those; a legacy one has the whole log)."""
+        if self.compact:
+            run = self._run(run_key)
+            return record_file.metrics_rows(run.get("metrics")) if run else []
+        return record_file.read_metrics_file(os.path.join(self.root, run_key, "metrics.jsonl"))
+
+    def read(self, relpath: str) -> Optional[Any]:
+        """Another recorded file: a .json file's content, else its text; None when absent."""
+        rel = _norm(relpath)
+        if self.compact and not _is_kept_as_file(rel):
+            return record_file.file_value(self.data["files"].get(rel), rel)
+        full = os.path.join(self.root, rel)
+        if not os.path.isfile(full):
+            return None
+        if rel.endswith(".json"):
+            return read_json(full)
+        with open(full, "r", encoding="utf-8") as f:
+            return f.read()
+
+    def files(self, pattern: str) -> List[str]:
+        """Recorded files (not runs) whose path matches a glob, e.g. `extras/views_*.json`, sorted."""
+        if self.compact and not _is_kept_as_file(pattern):
+            return sorted(rel for rel in self.data["files"] if fnmatch.fnmatchcase(rel, pattern))
+        return sorted(os.path.relpath(p, self.root).replace(os.sep, "/")
+                      for p in glob.glob(os.path.join(self.root, pattern)))
+
+    def _run(self, run_key: str) -> Optional[Dict[str, Any]]:
+        key = _norm(run_key)
+        runs = self.data["runs"]
+        return runs.get(key) or runs.get(self.data.get("renamed", {}).get(key, ""))
+
+    # ------------------------------------------------------------------ writing
+
+    def save_output(self, out_dir: str) -> List[str]:
+        """Record the small result files of pipeline output `out_dir`; a run's new result replaces
+        the record's copy of the same run. Returns the record paths written."""
+        if not os.path.isdir(out_dir):
+            raise ObjcropError(f"{out_dir}: no such pipeline output directory")
+        sources = sorted(output_files(out_dir))
+        if not self.compact:
+            for src, rel in sources:
+                _copy(src, os.path.join(self.root, rel))
+            return [rel for _, rel in sources]
+        runs: Dict[str, Dict[str, str]] = {}
+        for src, rel in sources:
+            if rel.startswith("runs" + os.sep) and os.path.basename(rel) in RUN_FILES:
+                runs.setdefault(os.path.dirname(rel).replace(os.sep, "/"), {})[os.path.basename(rel)] = src
+            elif _is_kept_as_file(rel):
+                _copy(src, os.path.join(self.root, rel))
+            else:
+                self.data["files"][_norm(rel)] = record_file.read_file_value(src)
+        for key, found in runs.items():
+            self.data["runs"][key] = record_file.run_entry(found)
+            self.data.get("renamed", {}).pop(key, None)
+        self.write()
+        return [rel for _, rel in sources]
+
+    def write(self) -> str:
+        """Write the compact record atomically; returns its path."""
+        return record_file.dump(self.path, self.data)
+
+
+def _norm(relpath: str) -> str:
+    return os.path.normpath(relpath).replace(os.sep, "/")
+
+
+def _copy(src: str, dst: str) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _looks_legacy(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, d)) for d in ("runs", "data", "supervised", "extras", "logs"))

@@ -1,0 +1,105 @@
+"""StudyRecord: a legacy record directory and the compact record file answer alike; saving an
+output replaces one run's entry; a damaged record file is named in the error."""
+import os
+import shutil
+
+import pytest
+
+from objcrop.io import append_jsonl, write_json_atomic, write_text_atomic
+from objcrop.records import Provenance, RecordError, results, write_results
+from objcrop.report.record import RECORD_FILE, StudyRecord
+
+
+def _output(out, mAP=0.4, loss=6.0):
+    """A pipeline output as the stages leave it: results.json, config.yaml, metrics, data, logs."""
+    prov = Provenance("moco_v2", "random", "none", 3, "resnet18", "synth:/d:train", 0)
+    pre = os.path.join(out, "runs", "pretrain", "moco_v2_random_none_r18_e3_d-train_s0")
+    write_results(pre, results("pretrain", "ok", prov, iterations=4, final_loss=loss))
+    write_text_atomic(os.path.join(pre, "config.yaml"), "PRETRAIN:\n  BATCH_SIZE: 32\n  METHOD: moco_v2\n")
+    for i in range(4):
+        append_jsonl(os.path.join(pre, "metrics.jsonl"), {"iteration": i + 1, "epoch": i // 2, "loss": loss - i,
+                                                           "lr": 0.1, "acc_top1": 0.5})
+    append_jsonl(os.path.join(pre, "metrics.jsonl"), {"iteration": 4, "eval": 1.0})  # a step without a loss
+    probe = os.path.join(out, "runs", "probe", "random_init_s0")
+    write_results(probe, results("probe", "ok", Provenance.random_init("resnet18", 0), dataset="synth:/d:test",
+                                 mAP=mAP))
+    write_json_atomic(os.path.join(out, "data", "meta.json"), {"variant": "study", "num_images": 10})
+    write_json_atomic(os.path.join(out, "supervised", "learnability.json"), {"supervised_mAP": 0.9})
+    write_text_atomic(os.path.join(out, "logs", "pipeline.log"), "[pipeline 10:00:00] start\n"
+                                                                 "[pipeline 10:01:00] done probe.x in 60 s\n")
+    os.makedirs(os.path.join(out, "extras"))
+    with open(os.path.join(out, "extras", "views_random_gt.png"), "wb") as f:
+        f.write(b"\x89PNG not really")
+    return pre
+
+
+def test_legacy_directory_and_compact_file_give_the_same_answers(tmp_path):
+    out = str(tmp_path / "out")
+    pre = _output(out)
+    legacy_dir = str(tmp_path / "legacy")
+    os.makedirs(os.path.join(legacy_dir, "runs"))
+    legacy = StudyRecord.open(legacy_dir)
+    assert not legacy.compact
+    legacy.save_output(out)
+    compact = StudyRecord.open(str(tmp_path / "compact"))
+    assert compact.compact
+    compact.save_output(out)
+    assert os.path.isfile(os.path.join(str(tmp_path / "compact"), RECORD_FILE))
+    reopened = StudyRecord.open(os.path.join(str(tmp_path / "compact"), RECORD_FILE))  # the file itself
+    key = os.path.relpath(pre, out)
+    assert legacy.run_keys() == reopened.run_keys() == [key, "runs/probe/random_init_s0"]
+    for rel in (key + "/results.json", "runs/probe/random_init_s0/results.json", "runs/nothing/results.json"):
+        assert legacy.results(rel) == reopened.results(rel)
+    assert reopened.results("runs/probe/random_init_s0/results.json")["mAP"] == 0.4
+    assert reopened.results("runs/nothing/results.json") is None
+    for rel in ("data/meta.json", "supervised/learnability.json", key + "/config.yaml", "extras/views_random_gt.png",
+                "supervised_40k/learnability.json", "runs/probe/random_init_s0/config.yaml"):
+        assert legacy.has(rel) == reopened.has(rel), rel
+    assert reopened.has("supervised/learnability.json") and not reopened.has("supervised_40k/learnability.json")
+    assert legacy.config(key) == reopened.config(key) == {"PRETRAIN": {"BATCH_SIZE": 32, "METHOD": "moco_v2"}}
+    # the compact record keeps the steps with a loss, and only the columns the report reads
+    want = [{k: v for k, v in r.items() if k != "lr"} for r in legacy.metrics(key) if "loss" in r]
+    assert reopened.metrics(key) == want and len(want) == 4
+    assert legacy.files("logs/pipeline*.log") == reopened.files("logs/pipeline*.log") != []
+    log = reopened.files("logs/pipeline*.log")[0]
+    assert legacy.read(log) == reopened.read(log)
+    assert legacy.read("data/meta.json") == reopened.read("data/meta.json")
+
+
+def test_save_output_replaces_the_same_runs_entry_and_keeps_the_others(tmp_path):
+    out = str(tmp_path / "out")
+    pre = _output(out)
+    record = StudyRecord.open(str(tmp_path / "rec"))
+    record.save_output(out)
+    key = os.path.relpath(pre, out)
+    # a rerun of the probe only: a new number, and the pretraining run is no longer in the output
+    shutil.rmtree(os.path.join(out, "runs", "pretrain"))
+    probe = os.path.join(out, "runs", "probe", "random_init_s0")
+    write_results(probe, results("probe", "ok", Provenance.random_init("resnet18", 0), dataset="synth:/d:test",
+                                 mAP=0.25))
+    record.save_output(out)
+    again = StudyRecord.open(str(tmp_path / "rec"))
+    assert again.results("runs/probe/random_init_s0/results.json")["mAP"] == 0.25
+    assert again.results(key + "/results.json")["final_loss"] == 6.0  # the other run stays
+    with open(os.path.join(str(tmp_path / "rec"), RECORD_FILE), "rb") as f:
+        first = f.read()
+    again.save_output(out)  # the same output twice: the same bytes
+    with open(os.path.join(str(tmp_path / "rec"), RECORD_FILE), "rb") as f:
+        assert f.read() == first
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"format": "something else", "runs": {}, "files": {}}',
+                                     '{"format": "objcrop-study-record", "version": 1, "runs": {"r": {}}, "files": {}}'])
+def test_a_damaged_record_file_is_named_in_the_error(tmp_path, content):
+    path = tmp_path / "rec" / RECORD_FILE
+    path.parent.mkdir()
+    path.write_text(content)
+    with pytest.raises(RecordError, match=str(path)):
+        StudyRecord.open(str(path.parent))
+
+
+def test_save_output_refuses_a_missing_output(tmp_path):
+    from objcrop.errors import ObjcropError
+
+    with pytest.raises(ObjcropError, match="nowhere"):
+        StudyRecord.open(str(tmp_path / "rec")).save_output(str(tmp_path / "nowhere"))
