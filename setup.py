@@ -39,6 +39,31 @@ def _config_files():
     ]
 
 
+# Everything objcrop imports except what the user brings (torch, torchvision, detectron2: checked
+# when a stage is imported, see objcrop/requirements.py), with the ranges the code works with.
+# `make` installs requirements/pinned.txt instead and this package with --no-deps.
+INSTALL_REQUIRES = [
+    "numpy>=1.21",
+    "fvcore>=0.1.5",           # CfgNode: every stage's config
+    "iopath>=0.1.7",
+    "pyyaml>=5.1",
+    "pillow>=8",
+    "tqdm>=4.50",
+    "scipy>=1.7",
+    "scikit-image>=0.19",
+    "scikit-learn>=1.0",
+    "matplotlib>=3.4",
+    # contrib: selective search and the saliency proposals (a plain opencv-python must be uninstalled first)
+    "opencv-contrib-python-headless>=4.5",
+]
+EXTRAS_REQUIRE = {
+    "detection": ["pycocotools>=2.0.2"],      # plus detectron2 >= 0.6, which the user brings
+    "slurm": ["submitit>=1.2"],               # `--launcher slurm`
+    "study": ["tensorboard>=2.8", "imgviz>=1.2"],
+    "dev": ["pytest>=7", "pytest-timeout>=2", "build"],
+}
+EXTRAS_REQUIRE["all"] = sorted({r for reqs in EXTRAS_REQUIRE.values() for r in reqs})
+
 packages, package_dir = _stage_packages()
 packages.append("objcrop.eval_configs")
 package_dir["objcrop.eval_configs"] = "eval_configs"
@@ -48,6 +73,8 @@ setup(
     version="0.1.0",
     description="Benchmark suite for self-supervised pretraining with object-aware cropping",
     python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
     packages=packages,
     package_dir=package_dir,
     package_data={"objcrop.eval_configs": _config_files()},

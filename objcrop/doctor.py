@@ -69,9 +69,20 @@ def check_package(r: Report, module: str, component: str, required: bool, hint: 
     return mod
 
 
+def check_user_package(r: Report, module: str, required: bool) -> Optional[object]:
+    """torch, torchvision, detectron2: not installed by pip (objcrop/requirements.py), so checked here."""
+    from objcrop.requirements import check
+
+    problem = check(module)
+    if problem:
+        r.add("FAIL" if required else "info", module, problem)
+        return None
+    return check_package(r, module, module, required, "")
+
+
 def check_torch(r: Report, require_cuda: bool) -> None:
-    torch = check_package(r, "torch", "torch", True, "install the pinned set with `make setup`")
-    check_package(r, "torchvision", "torchvision", True, "install the pinned set with `make setup`")
+    torch = check_user_package(r, "torch", True)
+    check_user_package(r, "torchvision", True)
     if torch is None:
         return
     if torch.cuda.is_available():
@@ -84,13 +95,9 @@ def check_torch(r: Report, require_cuda: bool) -> None:
 
 
 def check_detectron2(r: Report, required: bool) -> None:
-    d2 = check_package(r, "detectron2", "detectron2", required,
-                       "pip install sal-detectron2==0.7.2 (Python 3.10, torch 2.3) or build detectron2 >= 0.6")
+    d2 = check_user_package(r, "detectron2", required)
     if d2 is None:
         return
-    major_minor = tuple(int(x) for x in _version(d2).split(".")[:2] if x.isdigit())
-    if len(major_minor) == 2 and major_minor < (0, 6):
-        r.add("FAIL" if required else "info", "detectron2", f"{_version(d2)} is older than 0.6, which objcrop needs")
     # The one place objcrop imports the compiled extension: everything else uses detectron2's public ops,
     # which fall back to torchvision where `_C` is missing.
     try:
