@@ -121,7 +121,29 @@ def test_moco_loss_prefers_the_positive_key():
     logits, labels = moco_logits(q, q, queue, 0.2)
     assert logits.shape == (5, 21) and torch.all(labels == 0)
     torch.testing.assert_close(logits[:, 0], torch.full((5,), 5.0))  # cos = 1 over T = 0.2
-    assert moco_loss(q, q, queue, 0.2) < moco_loss(q, F.normalize(torch.randn(5, 8), dim=1), queue, 0.2)
+    loss_own, acc_own = moco_loss(q, q, queue, 0.2)
+    loss_other, acc_other = moco_loss(q, F.normalize(torch.randn(5, 8), dim=1), queue, 0.2)
+    assert loss_own < loss_other and float(acc_own) == 1.0 and float(acc_other) < 1.0
+    torch.testing.assert_close(loss_own, F.cross_entropy(logits, labels))
+
+
+def test_moco_forward_reports_the_tested_loss(monkeypatch):
+    """One code path: MoCoV2.forward's loss and accuracy are moco_loss's, on its queries, keys and queue."""
+    import objcrop.pretrain.methods.moco_v2 as moco_module
+
+    model = tiny_moco()
+    seen = []
+
+    def spy(q, k, queue, temperature):
+        seen.append((q.detach().clone(), k.clone(), queue.clone(), temperature))
+        return moco_loss(q, k, queue, temperature)
+
+    monkeypatch.setattr(moco_module, "moco_loss", spy)
+    out = model(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
+    assert len(seen) == 1 and seen[0][3] == model.T
+    loss, acc = moco_loss(*seen[0])
+    torch.testing.assert_close(out["loss"].detach(), loss)
+    torch.testing.assert_close(out["acc_top1"], acc)
 
 
 def test_byol_loss_is_two_minus_two_cosine():

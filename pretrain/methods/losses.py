@@ -17,10 +17,14 @@ def moco_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperatu
     return logits, labels
 
 
-def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy of picking the positive key among K+1 (InfoNCE)."""
+def moco_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(InfoNCE loss, top-1 accuracy): the cross-entropy of picking the positive key among K+1, and
+    how often the positive has the largest logit (no gradient). MoCoV2.forward calls this very function."""
     logits, labels = moco_logits(q, k, queue, temperature)
-    return F.cross_entropy(logits, labels)
+    loss = F.cross_entropy(logits, labels)
+    with torch.no_grad():
+        acc_top1 = (logits.argmax(dim=1) == labels).float().mean()
+    return loss, acc_top1
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

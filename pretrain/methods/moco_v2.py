@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from objcrop.pretrain.distributed import broadcast_, concat_all_gather, get_rank, get_world_size
-from objcrop.pretrain.methods.losses import embedding_spread, moco_logits
+from objcrop.pretrain.methods.losses import embedding_spread, moco_loss
 from objcrop.pretrain.models import build_resnet, mlp_head
 
 
@@ -103,11 +103,8 @@ class MoCoV2(nn.Module):
         with torch.no_grad():
             self._momentum_update_key_encoder()
             k = self._keys_with_shuffled_bn(im_k)  # keys: NxC
-        logits, labels = moco_logits(q, k, self.queue.clone().detach(), self.T)
-        loss = F.cross_entropy(logits, labels)
+        loss, acc = moco_loss(q, k, self.queue.clone().detach(), self.T)
         self._dequeue_and_enqueue(k)
-        with torch.no_grad():
-            acc = (logits.argmax(dim=1) == labels).float().mean()
         return {"loss": loss, "acc_top1": acc, "embedding_spread": embedding_spread(q)}
 
     def after_step(self, progress: float) -> None:
