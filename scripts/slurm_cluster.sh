@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# A throwaway single-node SLURM cluster in a folder of its own, to try `--launcher slurm` on one machine.
+#
+#   sudo bash scripts/slurm_cluster.sh [--install] start DIR   # then: export SLURM_CONF=DIR/etc/slurm.conf
+#   sudo bash scripts/slurm_cluster.sh status DIR
+#   sudo bash scripts/slurm_cluster.sh stop DIR
+#
+# start: writes DIR/etc/slurm.conf (one node: this machine's CPUs and memory from `slurmd -C`, one
+#   partition `debug`, free ports), a random munge key, and starts munged, slurmctld and slurmd as root
+#   with their state, spool, logs (DIR/log) and pid files (DIR/run) in DIR; returns once `srun hostname`
+#   answers. Already running: says so and returns 0. A second DIR is a second, independent cluster.
+# stop: cancels the cluster's jobs, then stops only the daemons whose pid files are in DIR (checking
+#   that each pid still is that daemon). Nothing running: returns 0.
+# status: which daemons run, and `sinfo`; exit 0 when all three run, 3 when none, 1 when some.
+# --install: apt-get install the Debian packages (slurmctld slurmd slurm-client munge, 22.05 on
+#   Debian 12) when a command is missing; without it a missing command is an error that says so.
+#
+# The munge socket lives in DIR/munge-socket when every folder above DIR may be entered by all (munged
+# requires it); otherwise in a folder made with mktemp under /tmp, named in DIR/munge/socket_path.
+# Dependent jobs of a failed job are cancelled (DependencyParameters=kill_invalid_depend), as on most
+# clusters; without it they would stay pending forever. No accounting database: `sacct` answers nothing.
+set -euo pipefail
+
+PACKAGES="slurmctld slurmd slurm-client munge"
+COMMANDS="munged munge slurmctld slurmd srun sbatch squeue scancel scontrol sinfo"
+DAEMONS="slurmd slurmctld munged"  # the order they are stopped in
+
+die() { echo "slurm_cluster: $*" >&2; exit 2; }
+
+usage() { sed -n '2,23s/^# \{0,1\}//p' "$0"; }
+
+# The pid in DIR/run/NAME.pid when that process is still NAME (a stale file, or a reused pid, is not).
+daemon_pid() {
+  local pidfile="$DIR/run/$1.pid" pid
+  [ -s "$pidfile" ] || return 1
+  pid="$(cat "$pidfile")"
+  [ -d "/proc/$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$1" ] && echo "$pid"
+}
+
+ensure_packages() {
+  local missing=() c
+  for c in $COMMANDS; do command -v "$c" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$INSTALL" != 1 ]; then
+    die "missing command(s): ${missing[*]}. Install the packages ($PACKAGES), e.g. rerun with --install (apt-get, as root)."
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get here: install SLURM and munge yourself."
+  echo "slurm_cluster: installing $PACKAGES with apt-get (missing: ${missing[*]})"
+  apt-get update -qq
+  # the packages' own services must not start: this cluster runs its daemons from DIR
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends $PACKAGES >/dev/null
+}
+
+# A TCP port nobody listens on (bash's /dev/tcp connects when someone does).
+free_port() {
+  local port
+  for _ in $(seq 1 50); do
+    port=$(( 20000 + RANDOM % 20000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return 0; fi
+  done
+  die "no free TCP port found"
+}
+
+# munged refuses a socket in a folder that not everybody may enter, all the way up.
+socket_dir() {
+  local d="$DIR"
+  while [ "$d" != "/" ]; do
+    [ "$(( 0$(stat -c %a "$d") & 01 ))" -eq 1 ] || { mktemp -d /tmp/objcrop-munge.XXXXXX; return; }
+    d="$(dirname "$d")"
+  done
+  mkdir -p "$DIR/munge-socket"; echo "$DIR/munge-socket"
+}
+
+write_config() {
+  local node sdir
+  mkdir -p "$DIR/etc" "$DIR/state" "$DIR/spool" "$DIR/log" "$DIR/run" "$DIR/munge"
+  chmod 700 "$DIR/munge"
+  if [ ! -s "$DIR/munge/munge.key" ]; then
+    head -c 1024 /dev/urandom > "$DIR/munge/munge.key.tmp" && chmod 400 "$DIR/munge/munge.key.tmp"
+    mv "$DIR/munge/munge.key.tmp" "$DIR/munge/munge.key"
+  fi
+  [ -s "$DIR/etc/slurm.conf" ] && return 0
+  sdir="$(socket_dir)"; chmod 755 "$sdir"
+  echo "$sdir/munge.socket" > "$DIR/munge/socket_path"
+  # "NodeName=vm CPUs=2 Boards=1 ... RealMemory=24105": the machine as slurmd sees it
+  node="$(slurmd -C | head -n 1)"
+  cat > "$DIR/etc/slurm.conf.tmp" <<EOF
+# A single-node cluster written by scripts/slurm_cluster.sh; everything it keeps is under $DIR.
+ClusterName=objcrop
+SlurmctldHost=$(hostname -s)(127.0.0.1)
+SlurmctldPort=$(free_port)
+SlurmdPort=$(free_port)
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$sdir/munge.socket
+StateSaveLocation=$DIR/state
+SlurmdSpoolDir=$DIR/spool
+SlurmctldPidFile=$DIR/run/slurmctld.pid
+SlurmdPidFile=$DIR/run/slurmd.pid
+SlurmctldLogFile=$DIR/log/slurmctld.log
+SlurmdLogFile=$DIR/log/slurmd.log
+# no cgroups in a container: processes tracked by their parent pids, no task binding
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+DependencyParameters=kill_invalid_depend
+ReturnToService=2
+KillWait=10
+$node NodeAddr=127.0.0.1 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+EOF
+  mv "$DIR/etc/slurm.conf.tmp" "$DIR/etc/slurm.conf"
+}
+
+# Every client command of this cluster (srun, sbatch, squeue, ...) reads SLURM_CONF.
+client() { SLURM_CONF="$DIR/etc/slurm.conf" "$@"; }
+
+start() {
+  local sock
+  mkdir -p "$DIR"; DIR="$(cd "$DIR" && pwd)"
+  [ "$(id -u)" = 0 ] || die "start needs root: slurmd runs jobs as their users and munged/slurmctld run as root here."
+  ensure_packages
+  write_config
+  sock="$(cat "$DIR/munge/socket_path")"
+  mkdir -p "$(dirname "$sock")"; chmod 755 "$(dirname "$sock")"
+  if ! daemon_pid munged >/dev/null; then
+    munged --force --key-file="$DIR/munge/munge.key" --socket="$sock" --pid-file="$DIR/run/munged.pid" \
+      --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" \
+      || die "munged did not start; see $DIR/log/munged.log"
+  fi
+  # -i: ignore the state of an earlier run of this DIR (its jobs are gone)
+  daemon_pid slurmctld >/dev/null || slurmctld -f "$DIR/etc/slurm.conf" -i \
+    || die "slurmctld did not start; see $DIR/log/slurmctld.log"
+  daemon_pid slurmd >/dev/null || slurmd -f "$DIR/etc/slurm.conf" \
+    || die "slurmd did not start; see $DIR/log/slurmd.log"
+  for _ in $(seq 1 60); do
+    if out="$(client timeout 10 srun --quiet --time=1 hostname 2>/dev/null)" && [ -n "$out" ]; then
+      echo "slurm_cluster: running in $DIR (srun hostname: $out)"
+      echo "export SLURM_CONF=$DIR/etc/slurm.conf"
+      return 0
+    fi
+    sleep 1
+  done
+  die "the cluster in $DIR started but 'srun hostname' did not answer in 60 s; logs: $DIR/log/"
+}
+
+stop() {
+  local name pid jobs sock
+  [ -d "$DIR" ] || { echo "slurm_cluster: no cluster in $DIR"; return 0; }
+  DIR="$(cd "$DIR" && pwd)"
+  if daemon_pid slurmctld >/dev/null; then
+    # the jobs first: their processes (slurmstepd) would outlive slurmd
+    client scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
+    client scancel --quiet --state=PENDING 2>/dev/null || true
+    for _ in $(seq 1 30); do
+      jobs="$(client squeue -h -o %i 2>/dev/null || true)"
+      [ -z "$jobs" ] && break
+      sleep 1
+    done
+    [ -z "$jobs" ] || echo "slurm_cluster: jobs still listed after 30 s: $jobs" >&2
+  fi
+  for name in $DAEMONS; do
+    pid="$(daemon_pid "$name")" || continue
+    kill -TERM "$pid"
+    for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
+    if [ -d "/proc/$pid" ]; then kill -KILL "$pid"; fi
+    echo "slurm_cluster: stopped $name ($pid)"
+  done
+  if [ -s "$DIR/munge/socket_path" ]; then
+    sock="$(cat "$DIR/munge/socket_path")"
+    # a socket folder under /tmp is made again at the same path by the next start
+    case "$sock" in /tmp/objcrop-munge.*) rm -rf "$(dirname "$sock")" ;; esac
+  fi
+  return 0
+}
+
+status() {
+  local name pid up=0
+  [ -d "$DIR" ] || { echo "slurm_cluster: no cluster in $DIR"; return 3; }
+  for name in munged slurmctld slurmd; do
+    if pid="$(daemon_pid "$name")"; then echo "$name: running ($pid)"; up=$((up + 1)); else echo "$name: not running"; fi
+  done
+  [ "$up" = 3 ] && client sinfo
+  [ "$up" = 3 ] && return 0
+  [ "$up" = 0 ] && return 3
+  return 1
+}
+
+INSTALL=0
+args=()
+for a in "$@"; do
+  case "$a" in
+    --install) INSTALL=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) args+=("$a") ;;
+  esac
+done
+[ ${#args[@]} = 2 ] || { usage >&2; exit 2; }
+DIR="${args[1]}"
+case "${args[0]}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) usage >&2; exit 2 ;;
+esac
