@@ -1,4 +1,4 @@
-"""`objcrop data …` end to end: synth, list, info, crop-stats, and one-line errors."""
+"""`objcrop data …` end to end: synth, list, info, and one-line errors."""
 import json
 import os
 
@@ -19,7 +19,7 @@ def test_synth_command_writes_a_dataset_with_the_options(tmp_path, capsys):
     assert meta["num_objects"] == 16
 
 
-def test_info_and_crop_stats(synth_dir, tmp_path, capsys):
+def test_info(synth_dir, tmp_path, capsys):
     assert main(["info", f"synth:{synth_dir}:train", "--json", str(tmp_path / "info.json")]) == 0
     out = capsys.readouterr().out
     assert "boxes/image" in out and "object size" in out and "circle" in out
@@ -27,29 +27,18 @@ def test_info_and_crop_stats(synth_dir, tmp_path, capsys):
     assert info["images"] == sum(info["boxes_per_image"]["histogram"]) and info["annotations"] > 0
     assert sum(info["object_size_histogram"]) == info["annotations"]
 
-    assert main(["crop-stats", f"synth:{synth_dir}:train", "--samples-per-image", "4",
-                 "--json", str(tmp_path / "crops.json")]) == 0
-    stats = json.loads((tmp_path / "crops.json").read_text())
-    for view in ("random", "gt-box", "gt-dilate"):
-        s = stats[view]
-        assert 0 <= s["holds_whole_object"] <= s["holds_half_object"] <= 1 and 0 < s["object_cover"] < 1
-    assert stats["gt-box"]["holds_half_object"] == 1.0
-    # The premise of object-aware cropping, measured on the data: object crops are mostly object.
-    assert stats["gt-box"]["object_cover"] > 2 * stats["random"]["object_cover"]
+
+def test_crop_stats_points_to_views_stats(synth_dir, capsys):
+    # View statistics come from the real policies now (issue 19); the old name says where they went.
+    assert objcrop_main(["data", "crop-stats", f"synth:{synth_dir}:train"]) == 2
+    err = capsys.readouterr().err
+    assert "objcrop views stats" in err and err.startswith("objcrop data: error:")
 
 
-def test_crop_stats_on_a_hand_made_record_is_exact():
-    from objcrop.datasets.stats import crop_stats
+def test_the_core_holds_no_view_sampling():
+    import objcrop.datasets.stats as core_stats
 
-    # One 10x10 box filling the image: every view is entirely object.
-    rec = {"file_name": "x", "image_id": 0, "height": 10, "width": 10,
-           "annotations": [{"bbox": [0, 0, 10, 10], "bbox_mode": 1, "category_id": 0, "iscrowd": 0}]}
-    s = crop_stats([rec], samples_per_image=20, progress=False)
-    assert s["random"]["object_cover"] == 1.0 and s["gt-box"]["holds_whole_object"] == 1.0
-    # A 2x2 box in a 100x100 image is at most 4 / 2000 of a random crop (>= 20 % of the area).
-    rec = dict(rec, height=100, width=100, annotations=[dict(rec["annotations"][0], bbox=[49, 49, 2, 2])])
-    s = crop_stats([rec], samples_per_image=50, progress=False)
-    assert s["random"]["object_cover"] <= 0.002 and s["gt-box"]["object_cover"] == 1.0
+    assert not any(hasattr(core_stats, name) for name in ("crop_stats", "random_resized_crop", "object_masks"))
 
 
 def test_list_shows_dataset_root(tmp_path, monkeypatch, capsys):

@@ -4,7 +4,9 @@
     objcrop data synth --out datasets/synth_hard --num-images 2000 --variant hard
     objcrop data list
     objcrop data info synth:datasets/objcrop_synth:train
-    objcrop data crop-stats synth:datasets/objcrop_synth:train --json stats.json
+
+What crops of a dataset see is measured by the view policies themselves:
+    objcrop views stats --dataset synth:datasets/objcrop_synth:train --policy random obj-obj obj-obj-dilate
 """
 import argparse
 import os
@@ -14,8 +16,11 @@ from typing import List, Optional
 from objcrop.cli import run_stage_main
 from objcrop.datasets.catalog import SPEC_FORMS, builtin_available, builtin_specs, dataset_root, load_dataset
 from objcrop.datasets.synth import BACKGROUNDS, VARIANTS
+from objcrop.errors import ObjcropError
 from objcrop.io import write_json_atomic
 
+MOVED = ("`objcrop data crop-stats` moved to `objcrop views stats`, which measures the real view policies: "
+         "objcrop views stats --dataset NAME --policy random obj-obj obj-obj-dilate --proposals gt")
 NAME_HELP = f"a built-in name (see `objcrop data list`) or a spec: {', '.join(SPEC_FORMS)}"
 
 
@@ -63,17 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("name", help=NAME_HELP)
     info.add_argument("--strict", action="store_true", help="an unreadable image in a plain folder is an error, not skipped")
     info.add_argument("--json", default=None, metavar="FILE", help="also write the numbers to this json file")
-    cs = sub.add_parser("crop-stats", help="how often random / object crops hold an object, and how much of the view",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                        description="Sample views of each image - a random RandomResizedCrop(0.2-1), a ground-truth "
-                                    "box, and a RandomResizedCrop(0.2-1) in a box dilated by 10-20% of the image - and "
-                                    "report the fraction holding >= 50% / >= 95% of some object and the mean fraction "
-                                    "of the view covered by objects (instance masks when present, else boxes).")
-    cs.add_argument("name", help=NAME_HELP)
-    cs.add_argument("--samples-per-image", type=int, default=10, help="views of each kind per image")
-    cs.add_argument("--max-images", type=int, default=None, help="use only the first N images")
-    cs.add_argument("--seed", type=int, default=0, help="seed of the view sampling")
-    cs.add_argument("--json", default=None, metavar="FILE", help="also write the numbers to this json file")
+    # Moved (issue 19): view statistics come from the real policies, which live in a stage the core
+    # must not import. The name stays so that old scripts get a pointer, not "invalid choice".
+    moved = sub.add_parser("crop-stats", help="moved: use `objcrop views stats` (the real view policies)",
+                           description=MOVED)
+    moved.add_argument("args", nargs=argparse.REMAINDER, help="ignored")
     return p
 
 
@@ -112,18 +111,7 @@ def _info(args) -> int:
 
 
 def _crop_stats(args) -> int:
-    from objcrop.datasets.stats import crop_stats, format_crop_stats
-
-    records, metadata = load_dataset(args.name)
-    if args.max_images:
-        records = records[: args.max_images]
-    stats = crop_stats(records, samples_per_image=args.samples_per_image, seed=args.seed)
-    stats.update(dataset=args.name, samples_per_image=args.samples_per_image, seed=args.seed, images=len(records))
-    print(format_crop_stats(stats))
-    print(f"({stats['images_with_objects']} of {len(records)} images have objects)")
-    if args.json:
-        write_json_atomic(args.json, stats)
-    return 0
+    raise ObjcropError(MOVED)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

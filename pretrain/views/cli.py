@@ -6,6 +6,7 @@ pair the image with the two crop boxes (view 1 green, view 2 magenta, the chosen
 yellow) followed by the two augmented views, de-normalised.
 """
 import argparse
+import logging
 import os
 import sys
 from typing import List, Optional
@@ -18,6 +19,7 @@ from objcrop.config import merge_config
 from objcrop.errors import ObjcropError
 from objcrop.logger import setup_logger
 
+logger = logging.getLogger("objcrop.views")
 CROP1, CROP2, SOURCE = (40, 220, 40), (230, 40, 230), (250, 220, 0)
 
 
@@ -41,18 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cell", type=int, default=128, help="size of each grid cell, pixels")
     s.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs overriding the config, "
                    "e.g. VIEWS.CROP_SIZE 64 VIEWS.MIN_BOX_FRACTION 0.25")
-    t = sub.add_parser("stats", help="measure a policy's view pairs against the annotated objects "
-                       "(objcrop.pretrain.views.stats): views holding half an object, pairs showing the same "
-                       "object, object cover", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = sub.add_parser("stats", help="measure policies' view pairs against the annotated objects "
+                       "(objcrop.pretrain.views.stats): views holding half / all of an object, pairs showing the "
+                       "same object, object cover", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Sample view pairs with the real policies (boxes as pretraining gets them) and "
+                                   "measure them against the objects (instance masks when present, else boxes). "
+                                   "Several --policy values give one table row each, e.g. --policy random obj-obj "
+                                   "obj-obj-dilate (what `objcrop data crop-stats` used to compare).")
     t.add_argument("--dataset", required=True, help="dataset with instance annotations (masks or boxes)")
-    t.add_argument("--policy", default=None, help="view policy; default: VIEWS.POLICY of --config")
+    t.add_argument("--policy", nargs="+", default=None, help="view policy or policies; default: VIEWS.POLICY of --config")
     t.add_argument("--proposals", default=None, help="proposal store, or 'gt'; default: DATA.PROPOSALS of "
                    "--config, else 'gt'")
     t.add_argument("--config", default=None, help="a pretraining YAML (its VIEWS and DATA keys are used)")
     t.add_argument("--num-images", type=int, default=500, help="first N images of the dataset (0 = all)")
     t.add_argument("--pairs", type=int, default=10, help="view pairs sampled per image")
     t.add_argument("--seed", type=int, default=0, help="seeds the views")
-    t.add_argument("--json", default=None, help="also write the numbers to this json file")
+    t.add_argument("--json", default=None, help="also write the numbers to this json file: one policy's numbers, "
+                   "or a list of them (one per --policy) when several were given")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs overriding the config")
     return p
@@ -61,39 +68,53 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_stats(args, log) -> int:
     from objcrop.datasets import load_dataset
     from objcrop.io import write_json_atomic
-    from objcrop.pretrain.views import build_view_policy
-    from objcrop.pretrain.views.stats import format_view_stats, policy_view_stats
+    from objcrop.pretrain.views.stats import format_view_stats
 
-    cfg = _config(args)  # crop geometry only: `stats` has no --copy-paste
     records, _ = load_dataset(args.dataset)
     if not records:
         raise ObjcropError(f"--dataset {args.dataset}: no images")
     records = records[:args.num_images] if args.num_images > 0 else records
-    source, get_boxes, _ = _box_source(args, cfg)
-    policy = build_view_policy(cfg)
-    stats = policy_view_stats(records, policy, lambda r: get_boxes(r)[0], args.pairs, args.seed,
-                              progress=not args.no_progress)
-    if stats["images"] == 0:
-        raise ObjcropError(f"--dataset {args.dataset}: no image has annotated objects to measure views against")
-    source = source if policy.uses_boxes else "none"  # random crops never look at the boxes
-    stats.update({"policy": cfg.VIEWS.POLICY, "proposals": source, "dataset": args.dataset})
-    print(format_view_stats({f"{cfg.VIEWS.POLICY} ({os.path.basename(source)})": stats}))
+    rows = {}
+    for policy in args.policy or [None]:
+        stats = _policy_stats(args, policy, records)
+        rows[f"{stats['policy']} ({os.path.basename(stats['proposals'])})"] = stats
+    print(format_view_stats(rows))
     if args.json:
-        write_json_atomic(args.json, stats)
-    log.info("views stats: policy %s, boxes from %s, %d images x %d pairs", cfg.VIEWS.POLICY, source,
-             stats["images"], args.pairs)
+        values = list(rows.values())
+        write_json_atomic(args.json, values[0] if len(values) == 1 else values)
     return 0
 
 
-def _config(args, copy_paste: bool = False):
-    """The views config of `args` (--config, --opts, --policy); copy_paste wraps the policy in DiLo copy-paste."""
+def _policy_stats(args, policy: Optional[str], records) -> dict:
+    from objcrop.pretrain.views import build_view_policy
+    from objcrop.pretrain.views.stats import policy_view_stats
+
+    cfg = _config(args, policy=policy)  # crop geometry only: `stats` has no --copy-paste
+    source, get_boxes, _ = _box_source(args, cfg)
+    view_policy = build_view_policy(cfg)
+    stats = policy_view_stats(records, view_policy, lambda r: get_boxes(r)[0], args.pairs, args.seed,
+                              progress=not args.no_progress)
+    if stats["images"] == 0:
+        raise ObjcropError(f"--dataset {args.dataset}: no image has annotated objects to measure views against")
+    source = source if view_policy.uses_boxes else "none"  # random crops never look at the boxes
+    stats.update({"policy": cfg.VIEWS.POLICY, "geometry": cfg.VIEWS.get("GEOMETRY", "objcrop"), "proposals": source,
+                  "dataset": args.dataset})
+    logger.info("views stats: policy %s, boxes from %s, %d images x %d pairs", cfg.VIEWS.POLICY, source,
+                stats["images"], args.pairs)
+    return stats
+
+
+def _config(args, copy_paste: bool = False, policy: Optional[str] = None):
+    """The views config of `args` (--config, --opts, and `policy` or --policy); copy_paste wraps the
+    policy in DiLo copy-paste."""
     try:
         from objcrop.pretrain.config import get_pretrain_cfg as defaults
     except ImportError:  # pragma: no cover - the views package alone
         from objcrop.pretrain.views.config import get_views_cfg as defaults
     opts = list(args.opts or [])
-    if args.policy:
-        opts += ["VIEWS.POLICY", args.policy]
+    policy = policy or (args.policy if isinstance(getattr(args, "policy", None), str) else None)
+    if policy:
+        opts += ["VIEWS.POLICY", policy]
     if copy_paste:
         opts += ["VIEWS.COPY_PASTE.ENABLED", "True"]
     return merge_config(defaults, args.config, opts)
