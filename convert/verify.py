@@ -98,8 +98,7 @@ def build_model_for_verification(config_file: str, opts: Optional[List[str]] = N
     """(model, cfg): the detectron2 model of `config_file` on CPU, one process (SyncBN as BN), in eval mode."""
     from detectron2.modeling import build_model
 
-    import objcrop.detection.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
-    from objcrop.detection.config import adapt_norms_to_world_size, load_config
+    from objcrop.convert.detectron2_model import adapt_norms_to_world_size, load_config
 
     cfg = load_config(config_file, opts).clone()
     cfg.defrost()

@@ -1,81 +1,14 @@
-"""detectron2 config for objcrop's detection runs: one `add_objcrop_config`, plus the
-adjustments a run makes to fit the machines it actually has (norms, batch scaling).
+"""Adjustments a detection run makes to fit the machines it actually has: the linear batch scaling rule.
+
+The model's config itself (objcrop's keys, `load_config`, SyncBN -> BN for one process) is
+objcrop.convert.detectron2_model, shared with the converter's verification.
 """
 import logging
-from typing import List, Optional
+from typing import Optional
 
 from detectron2.config import CfgNode as CN
-from detectron2.config import get_cfg as d2_get_cfg
 
-from objcrop.config import merge_config
-
-# Every config key that chooses a norm layer by name.
-NORM_KEYS = ("MODEL.RESNETS.NORM", "MODEL.FPN.NORM", "MODEL.ROI_BOX_HEAD.NORM", "MODEL.ROI_MASK_HEAD.NORM",
-             "MODEL.SEM_SEG_HEAD.NORM")
-_SYNC_NORMS = ("SyncBN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N")
-
-
-def add_objcrop_config(cfg: CN) -> None:
-    """objcrop's keys, added before any YAML is merged (detectron2's project idiom)."""
-    cfg.OBJCROP = CN()
-    # voc_det | coco_det | coco_instseg; "" infers it from the test set's evaluator and MODEL.MASK_ON.
-    cfg.OBJCROP.TASK = ""
-    # An empty MODEL.WEIGHTS means random init in detectron2. objcrop refuses that
-    # unless the config (or --weights none) says it is meant: a forgotten weights
-    # path must not quietly become a random-init baseline.
-    cfg.OBJCROP.RANDOM_INIT = False
-    # Take ROI_HEADS.NUM_CLASSES from the training set's thing_classes, so that
-    # --dataset-train can point the same config at another dataset.
-    cfg.OBJCROP.NUM_CLASSES_FROM_DATASET = True
-    # metrics.jsonl gets one line every this many iterations (and at the last one).
-    cfg.OBJCROP.METRICS_PERIOD = 20
-
-
-def get_cfg() -> CN:
-    cfg = d2_get_cfg()
-    add_objcrop_config(cfg)
-    return cfg
-
-
-def load_config(config_file: Optional[str], opts: Optional[List[str]] = None) -> CN:
-    """get_cfg() <- YAML (a path, or a file shipped in eval_configs/) <- opts; frozen. Bad keys → ConfigError."""
-    return merge_config(get_cfg, config_file, opts)
-
-
-def _get(cfg: CN, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, CN) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _set(cfg: CN, dotted: str, value) -> None:
-    node = cfg
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        node = node[part]
-    node[parts[-1]] = value
-
-
-def adapt_norms_to_world_size(cfg: CN, world_size: int, logger: logging.Logger) -> List[str]:
-    """SyncBN (any synchronised norm) -> BN when a single process trains. cfg must be mutable.
-
-    With one process there is nothing to synchronise with and plain BN computes
-    the same statistics, without needing an initialised process group.
-    """
-    if world_size != 1:
-        return []
-    changes = []
-    for key in NORM_KEYS:
-        norm = _get(cfg, key)
-        if norm in _SYNC_NORMS:
-            _set(cfg, key, "BN")
-            changes.append(f"{key}: {norm} -> BN")
-    if changes:
-        logger.info("norm layers adapted (one process, nothing to synchronise with): %s", "; ".join(changes))
-    return changes
+from objcrop.errors import ConfigError
 
 
 def scale_to_world_size(cfg: CN, world_size: int, logger: logging.Logger, enabled: bool = True) -> Optional[float]:
@@ -99,8 +32,6 @@ def scale_to_world_size(cfg: CN, world_size: int, logger: logging.Logger, enable
                        cfg.SOLVER.IMS_PER_BATCH / ref)
         cfg.SOLVER.REFERENCE_WORLD_SIZE = 0
         return None
-    from objcrop.errors import ConfigError
-
     if cfg.SOLVER.IMS_PER_BATCH % ref:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by "
                           f"SOLVER.REFERENCE_WORLD_SIZE={ref}; cannot keep the images per device fixed")

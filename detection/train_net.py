@@ -26,7 +26,8 @@ from detectron2.utils.logger import setup_logger as d2_setup_logger
 from objcrop.config import config_hash, write_config
 from objcrop.convert.verify import compare_backbone
 from objcrop.convert.writer import read_detectron2_pkl
-from objcrop.detection.config import adapt_norms_to_world_size, load_config, scale_to_world_size
+from objcrop.convert.detectron2_model import adapt_norms_to_world_size, load_config
+from objcrop.detection.config import scale_to_world_size
 from objcrop.detection.trainer import MetricsJsonlHook, Trainer
 from objcrop.errors import CheckpointError, ConfigError
 from objcrop.io import read_json, sha256_file, write_json_atomic

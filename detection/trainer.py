@@ -16,7 +16,7 @@ from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.evaluation.pascal_voc_evaluation import parse_rec, voc_eval
 from detectron2.utils import comm
 
-import objcrop.detection.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+import objcrop.convert.roi_heads  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from objcrop.errors import ConfigError
 from objcrop.io import append_jsonl
 

@@ -39,8 +39,8 @@ def _detectron2_r50_c4_loaded_with(pkl_path):
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.modeling import build_model
 
-    from objcrop.detection.config import load_config
-    from objcrop.detection.roi_heads import Res5ROIHeadsExtraNorm
+    from objcrop.convert.detectron2_model import load_config
+    from objcrop.convert.roi_heads import Res5ROIHeadsExtraNorm
 
     cfg = load_config(VOC_C4).clone()
     cfg.defrost()

@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from objcrop.detection.config import adapt_norms_to_world_size, load_config, scale_to_world_size
+from objcrop.convert.detectron2_model import adapt_norms_to_world_size, load_config
+from objcrop.detection.config import scale_to_world_size
 from objcrop.errors import CheckpointError, ConfigError
 
 LOG = logging.getLogger("test")

@@ -132,7 +132,7 @@ import sys
 sys.modules["detectron2._C"] = None  # import of the compiled extension now fails
 from objcrop.detection.trainer import build_evaluator_for, compiled_coco_eval_available
 from objcrop.detection.datasets import register
-from objcrop.detection.config import load_config
+from objcrop.convert.detectron2_model import load_config
 from objcrop.convert.verify import build_model_for_verification
 assert not compiled_coco_eval_available()
 cfg = load_config("demo/mask_rcnn_R_50_FPN_coco.yaml")

@@ -12,7 +12,7 @@ __all__ = ["Res5ROIHeadsExtraNorm"]
 
 
 def _register(cls):
-    # Importing this module twice (e.g. as objcrop.detection.roi_heads and by
+    # Importing this module twice (e.g. as objcrop.convert.roi_heads and by
     # a user script) must not trip the registry's duplicate-name assertion.
     if cls.__name__ not in ROI_HEADS_REGISTRY:
         ROI_HEADS_REGISTRY.register(cls)
