@@ -1,0 +1,105 @@
+"""The probe's defaults, in detectron2's idiom: a CfgNode in code that YAML and `--opts` override.
+
+`get_probe_cfg()` returns every key with its default; `eval_configs/probe/*.yaml` (or any YAML, or
+the config.yaml a probe run wrote) overrides it, the command-line flags (`PROBE_FLAGS`, each a
+shortcut for one key) override the file, and `--opts KEY VALUE` overrides them all
+(objcrop.pretrain.cli_flags). The run's config.yaml is the merged config with DATA.IMAGE_SIZE
+resolved, so it names exactly what ran.
+"""
+import os
+
+from objcrop.config import CfgNode
+from objcrop.errors import ConfigError
+from objcrop.pretrain.cli_flags import Flag
+
+
+def get_probe_cfg() -> CfgNode:
+    cfg = CfgNode()
+
+    cfg.PROBE = CfgNode()
+    # The frozen backbone: an objcrop checkpoint (model_final.pth), a torchvision ResNet state dict file
+    # (e.g. the supervised ImageNet baseline, supplied locally) or "random" (random init). Required.
+    cfg.PROBE.WEIGHTS = ""
+    # ResNet to build; "" = the checkpoint's own (resnet50 for "random").
+    cfg.PROBE.ARCH = ""
+    # Seed of the linear classifier (its init and data order) and of "random" weights.
+    cfg.PROBE.SEED = 0
+    # Where features are computed and the classifier trained: "auto" (cuda when available), "cpu", "cuda".
+    cfg.PROBE.DEVICE = "auto"
+
+    cfg.DATA = CfgNode()
+    # Dataset names or specs for objcrop.datasets.load_dataset: the classifier is trained on TRAIN and
+    # scored on TEST; both must have the same classes. Required.
+    cfg.DATA.TRAIN = ""
+    cfg.DATA.TEST = ""
+    # Images are resized whole (no crop, every object stays in) to this square size; 0 = the images'
+    # own size (median longer side of TRAIN) capped at 224, the paper's probe resolution. The written
+    # config holds the resolved size.
+    cfg.DATA.IMAGE_SIZE = 0
+
+    cfg.FEATURES = CfgNode()
+    # Feature-extraction batch and DataLoader workers (they change speed, not the features).
+    cfg.FEATURES.BATCH_SIZE = 64
+    cfg.FEATURES.NUM_WORKERS = 2
+    # Feature cache, keyed by the weights' sha256, the dataset and the image size: a sweep of probe
+    # settings costs one forward pass.
+    cfg.FEATURES.CACHE_DIR = os.path.join("output", "cache", "probe_features")
+
+    cfg.LINEAR = CfgNode()
+    # The linear classifier: BCE per class, SGD (momentum 0.9) with a cosine schedule on standardised
+    # features. The paper: 100 epochs, batch 256 (its lr of 30 is for raw features; 0.1 here is the
+    # same optimum on standardised ones).
+    cfg.LINEAR.EPOCHS = 100
+    cfg.LINEAR.LR = 0.1
+    cfg.LINEAR.BATCH_SIZE = 256
+    cfg.LINEAR.WEIGHT_DECAY = 0.0
+
+    cfg.KNN = CfgNode()
+    # kNN score (Wu et al. 2018): K neighbours by cosine similarity, votes weighted by exp(cos / T).
+    cfg.KNN.K = 20
+    cfg.KNN.T = 0.07
+
+    # Run directory for results.json, config.yaml, metrics.jsonl and log.txt. Required.
+    cfg.OUTPUT_DIR = ""
+    return cfg
+
+
+PROBE_FLAGS = (
+    Flag("--weights", "PROBE.WEIGHTS", "objcrop checkpoint, torchvision ResNet state dict file, or 'random'"),
+    Flag("--dataset-train", "DATA.TRAIN", "dataset name/spec the linear layer is trained on"),
+    Flag("--dataset-test", "DATA.TEST", "dataset name/spec it is scored on"),
+    Flag("--out", "OUTPUT_DIR", "run directory for results.json, config.yaml, metrics.jsonl, log"),
+    Flag("--arch", "PROBE.ARCH", "ResNet to build ('' = from the checkpoint; resnet50 for 'random')"),
+    Flag("--image-size", "DATA.IMAGE_SIZE", "images are resized whole to this square size; 0 = the images' "
+         "own size (median longer side), at most 224", {"type": int}),
+    Flag("--epochs", "LINEAR.EPOCHS", "linear-classifier epochs (the paper: 100)", {"type": int}),
+    Flag("--lr", "LINEAR.LR", "SGD lr on standardised features (cosine schedule)", {"type": float}),
+    Flag("--probe-batch-size", "LINEAR.BATCH_SIZE", "linear-classifier batch (the paper: 256)", {"type": int}),
+    Flag("--weight-decay", "LINEAR.WEIGHT_DECAY", "linear-classifier weight decay", {"type": float}),
+    Flag("--knn-k", "KNN.K", "neighbours of the kNN score", {"type": int}),
+    Flag("--knn-t", "KNN.T", "temperature of the kNN vote weights exp(cos/T)", {"type": float}),
+    Flag("--batch-size", "FEATURES.BATCH_SIZE", "feature-extraction batch", {"type": int}),
+    Flag("--num-workers", "FEATURES.NUM_WORKERS", "feature-extraction DataLoader workers", {"type": int}),
+    Flag("--device", "PROBE.DEVICE", "where features are computed", {"choices": ["auto", "cpu", "cuda"]}),
+    Flag("--seed", "PROBE.SEED", "seed of the classifier (and of 'random' weights)", {"type": int}),
+    Flag("--cache-dir", "FEATURES.CACHE_DIR", "feature cache, keyed by weights sha256 + dataset + image size"),
+)
+
+# key -> the flag that sets it, for "missing" messages
+REQUIRED = {"PROBE.WEIGHTS": "--weights", "DATA.TRAIN": "--dataset-train", "DATA.TEST": "--dataset-test",
+            "OUTPUT_DIR": "--out"}
+
+
+def check_probe_cfg(cfg: CfgNode, source: str) -> None:
+    """The keys a probe cannot run without; ConfigError naming the key, its flag and where the config came from."""
+    from objcrop.pretrain.cli_flags import cfg_get
+
+    missing = [f"{key} ({flag})" for key, flag in REQUIRED.items() if not str(cfg_get(cfg, key)).strip()]
+    if missing:
+        raise ConfigError(f"{source}: no value for {', '.join(missing)}; give the flag, set the key in "
+                          f"--config-file or pass --opts KEY VALUE")
+    if cfg.PROBE.DEVICE not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"{source}: PROBE.DEVICE is {cfg.PROBE.DEVICE!r}; expected auto, cpu or cuda")
+    if cfg.DATA.IMAGE_SIZE < 0 or cfg.LINEAR.EPOCHS < 0 or cfg.KNN.K < 1 or cfg.KNN.T <= 0:
+        raise ConfigError(f"{source}: DATA.IMAGE_SIZE and LINEAR.EPOCHS must be >= 0, KNN.K >= 1 and KNN.T > 0; "
+                          f"got {cfg.DATA.IMAGE_SIZE}, {cfg.LINEAR.EPOCHS}, {cfg.KNN.K}, {cfg.KNN.T}")
