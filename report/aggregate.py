@@ -9,14 +9,15 @@ disappears either: it is kept as a `Flag` on its cell (or its row, for a failed
 pretraining run) so the tables can mark it and list the run directory.
 """
 import math
-import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from objcrop.records import Provenance, dataset_label
+from objcrop.report.baseline import BASELINE_POLICY, baseline_policy
+
 # Row order: reference rows first, then the self-supervised methods.
 METHOD_ORDER = ["random_init", "supervised", "moco_v2", "byol"]
-BASELINE_POLICY = "random"
 
 # task -> (short label, [(result section, metric)]) in the column order of the paper's tables.
 TASKS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
@@ -161,44 +162,20 @@ def _merge_reasons(reasons: List[str]) -> List[str]:
     return other + merged
 
 
-def dataset_label(name: Any) -> str:
-    """A short label for a dataset name or path spec (`synth:/abs/dir:test` -> `synth:test`)."""
-    if not name:
-        return ""
-    name = str(name)
-    parts = name.split(":")
-    if len(parts) < 2:
-        return name
-    kind = parts[0]
-    if kind == "coco" and len(parts) >= 3:
-        return f"coco:{os.path.splitext(os.path.basename(parts[1]))[0]}"
-    if kind in ("synth", "voc", "openimages") and len(parts) >= 3:
-        return f"{kind}:{parts[-1]}"
-    if kind == "folder":
-        return f"folder:{os.path.basename(parts[1].rstrip('/'))}"
-    return name
-
-
 def row_key(pretrain: Any) -> RowKey:
-    """The row of a run from its results.json "pretrain" block (None -> an 'unknown' row)."""
-    if not isinstance(pretrain, dict):
-        pretrain = {}
-    epochs = pretrain.get("epochs")
-    try:
-        epochs = int(epochs) if epochs is not None else None
-    except (TypeError, ValueError):
-        epochs = None
-    method = str(pretrain.get("method") or "unknown")
-    reference = method in ("random_init", "supervised")
-    policy = pretrain.get("policy") or ("—" if reference else "random")
-    proposals = pretrain.get("proposals") or ("—" if reference else "none")
+    """The row of a run from its results.json "pretrain" block (None -> an 'unknown' row). The
+    policy is `Provenance.policy_label`: a run tag, stored on its own or (records of schema 0)
+    already joined to the policy, gives the same row."""
+    block = pretrain if isinstance(pretrain, dict) else {}
+    prov = Provenance.from_dict(block)
+    reference = prov.is_reference
     return RowKey(
-        method=method,
-        policy=str(policy),
-        proposals=str(proposals),
-        epochs=None if reference and epochs in (None, 0) else epochs,
-        arch=str(pretrain.get("arch") or ""),
-        dataset=dataset_label(pretrain.get("dataset")),
+        method=prov.method if block.get("method") else "unknown",
+        policy=prov.policy_label if block.get("policy") else ("—" if reference else "random"),
+        proposals=prov.proposals if block.get("proposals") else ("—" if reference else "none"),
+        epochs=None if reference and prov.epochs in (None, 0) else prov.epochs,
+        arch=prov.arch if block.get("arch") else "",
+        dataset=dataset_label(block.get("dataset")),
     )
 
 
@@ -272,15 +249,17 @@ def _row_sort_key(row: RowKey):
 
 
 def find_baselines(rows: List[RowKey]) -> Dict[RowKey, RowKey]:
-    """row -> the random-crop row of the same method, epochs, architecture and data."""
-    by_setting = {
-        (r.method, r.epochs, r.arch, r.dataset): r for r in rows if r.policy == BASELINE_POLICY
-    }
+    """row -> the random-crop row it is read against (report/baseline.py): same method, epochs,
+    architecture and data, and for a tagged row the random-crop row with the same tag if any."""
+    by_setting: Dict[tuple, Dict[str, RowKey]] = {}
+    for r in sorted(rows, key=lambda r: r.proposals != "none"):  # a random-crop row has no proposals
+        by_setting.setdefault((r.method, r.epochs, r.arch, r.dataset), {}).setdefault(r.policy, r)
     out = {}
     for r in rows:
-        base = by_setting.get((r.method, r.epochs, r.arch, r.dataset))
-        if base is not None and base != r:
-            out[r] = base
+        setting = by_setting[(r.method, r.epochs, r.arch, r.dataset)]
+        policy = baseline_policy(r.policy, setting)
+        if policy is not None and setting[policy] != r:
+            out[r] = setting[policy]
     return out
 
 

@@ -78,7 +78,7 @@ def loss_curves(collection: Collection):
     for r in collection.runs:
         if r.stage != "pretrain":
             continue
-        its, losses = loss_curve(r.run_dir)
+        its, losses = loss_curve(r)
         if its:
             curves.append((row_key(r.data.get("pretrain")), os.path.basename(r.run_dir), its, losses))
     return curves

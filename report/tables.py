@@ -90,6 +90,10 @@ def legend(table: Table, decimals: int) -> str:
              "(pretraining seeds × fine-tuning seeds); probe mAP and AP in %."]
     if table.baselines:
         parts.append(f"Δ: difference to the `{BASELINE_POLICY}`-crop row of the same method, epochs and data.")
+        tagged = sorted({b.policy for b in table.baselines.values() if b.policy != BASELINE_POLICY})
+        if tagged:  # report/baseline.py: a tagged row against the random crops with its tag
+            parts.append("A tagged row is read against the random-crop row with its tag ("
+                         + ", ".join(f"`{p}`" for p in tagged) + ").")
     parts.append("Bold: best mean of the column. " + MISSING + ": not run.")
     return " ".join(parts)
 

@@ -75,14 +75,12 @@ def _fmt(values: List[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f} (n={len(values)})"
 
 
-def _baseline_policy(values, method: str, policy: str) -> str:
-    """The random-crop row a policy is read against: a tagged run (`obj-obj-dilate-no-colour`)
-    against the random-crop run with the same tag (`random-no-colour`) when there is one."""
-    for (m, other, _, _) in values:
-        tag = other[len("random-"):] if m == method and other.startswith("random-") else None
-        if tag and policy.endswith("-" + tag):
-            return other
-    return "random"
+def _baseline_policy(values, method: str, policy: str, epochs: str) -> str:
+    """The random-crop row a policy is read against: report/baseline.py's rule."""
+    from objcrop.report.baseline import BASELINE_POLICY, baseline_policy
+
+    candidates = [p for (m, p, proposals, e) in values if m == method and e == epochs and proposals == "none"]
+    return baseline_policy(policy, candidates) or BASELINE_POLICY
 
 
 def reading_rows(values, column: str) -> List[dict]:
@@ -91,7 +89,7 @@ def reading_rows(values, column: str) -> List[dict]:
     for (method, policy, proposals, epochs), cols in sorted(values.items()):
         if method in ("random_init", "supervised") or policy.startswith("random") or column not in cols:
             continue
-        baseline = _baseline_policy(values, method, policy)
+        baseline = _baseline_policy(values, method, policy, epochs)
         base = values.get((method, baseline, "none", epochs), {}).get(column, [])
         mine = cols[column]
         if not base:

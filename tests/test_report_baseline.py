@@ -1,0 +1,63 @@
+"""The one baseline rule (report/baseline.py): a tagged run's Δ is against the random crops with its
+tag, in the report's table and on the study pages alike; a tag stored on its own or joined to the
+policy gives the same row."""
+import statistics
+
+import pytest
+
+from objcrop.records import Provenance, results
+from objcrop.report.aggregate import Column, build_table
+from objcrop.report.baseline import baseline_policy
+
+PROBE = Column("probe", "", "mAP", "synth:test")
+# policy label -> probe mAPs of its seeds
+SCORES = {"random": [0.40, 0.42], "random-grey": [0.30, 0.34], "obj-obj-dilate": [0.45, 0.47],
+          "obj-obj-dilate-grey": [0.36, 0.38]}
+
+
+def _probe(policy: str, tag: str, seed: int, mAP: float, glued: bool) -> dict:
+    if glued and tag:  # a record written before the tag had its own field
+        policy, tag = f"{policy}-{tag}", ""
+    prov = Provenance("moco_v2", policy, "none" if policy.startswith("random") else "gt", 3, "resnet18",
+                      "synth:/d:train", seed, tag)
+    return results("probe", "ok", prov, dataset="synth:/d:test", mAP=mAP)
+
+
+def _runs(glued: bool):
+    runs = []
+    for label, values in SCORES.items():
+        policy, _, tag = label.partition("-grey")
+        tag = "grey" if label.endswith("-grey") else ""
+        for seed, v in enumerate(values):
+            runs.append((_probe(policy, tag, seed, v, glued), f"/runs/{label}_s{seed}"))
+    return runs
+
+
+def _delta(table, policy):
+    row = next(r for r in table.rows if r.policy == policy)
+    return table.cell(row, PROBE).delta
+
+
+@pytest.mark.parametrize("glued", [False, True])
+def test_a_tagged_run_is_read_against_the_random_crops_with_its_tag(glued):
+    table = build_table(_runs(glued))
+    mean = {k: 100 * statistics.fmean(v) for k, v in SCORES.items()}
+    assert _delta(table, "obj-obj-dilate-grey") == pytest.approx(mean["obj-obj-dilate-grey"] - mean["random-grey"])
+    assert _delta(table, "obj-obj-dilate") == pytest.approx(mean["obj-obj-dilate"] - mean["random"])
+    # the tagged random crops: what the tag alone changes
+    assert _delta(table, "random-grey") == pytest.approx(mean["random-grey"] - mean["random"])
+    assert _delta(table, "random") is None
+
+
+def test_tag_field_and_glued_policy_give_the_same_rows():
+    assert build_table(_runs(False)).rows == build_table(_runs(True)).rows
+
+
+def test_baseline_policy_rule():
+    candidates = ["random", "random-grey", "random-lr-moco", "obj-obj-dilate"]
+    assert baseline_policy("obj-obj-dilate-grey", candidates) == "random-grey"
+    assert baseline_policy("obj-obj-dilate-lr-moco", candidates) == "random-lr-moco"
+    assert baseline_policy("obj-obj-dilate-4x", candidates) == "random"  # no random-4x: plain random crops
+    assert baseline_policy("random-grey", candidates) == "random"
+    assert baseline_policy("random", candidates) is None
+    assert baseline_policy("obj-obj-dilate", ["obj-obj-dilate"]) is None
