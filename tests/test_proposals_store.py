@@ -152,3 +152,70 @@ def test_large_store_opens_without_reading_everything(tmp_path):
         got, scores = store.get(image_id)
         np.testing.assert_array_equal(got, boxes[starts[i]:starts[i + 1]])
         np.testing.assert_array_equal(scores, np.arange(starts[i], starts[i + 1], dtype=np.float32))
+
+
+def _soft_map(height, width):
+    ys, xs = np.mgrid[0:height, 0:width]
+    return np.clip(255 - 8 * np.hypot(ys - height / 2, xs - width / 2), 0, 255).astype(np.uint8)
+
+
+def test_saliency_maps_are_kept_beside_their_masks(tmp_path):
+    from objcrop.pretrain.proposals.store import SaliencyMask
+
+    sal = _soft_map(12, 16)
+    binary = (sal > 128).astype(np.uint8)
+    masks = {"soft": SaliencyMask(binary, sal), "hard": binary, "none": None}
+    path = ProposalStore.write(str(tmp_path / "s.ocp"), {k: ([[0, 0, 4, 4]], [1.0]) for k in masks}, {}, masks=masks)
+    store = ProposalStore.open(path)
+    assert store.has_soft_masks
+    np.testing.assert_array_equal(store.get_mask("soft"), binary)  # readers of the mask see the binary mask
+    np.testing.assert_allclose(store.get_alpha("soft"), sal / 255.0, atol=1e-6)  # the map, losslessly
+    np.testing.assert_array_equal(store.get_alpha("hard"), binary.astype(np.float32))
+    assert store.get_alpha("none") is None and store.get_alpha("hard").dtype == np.float32
+
+
+def test_a_saliency_map_computed_small_is_upsampled_smoothly(tmp_path):
+    from objcrop.pretrain.proposals.store import SaliencyMask
+
+    sal = _soft_map(10, 10)
+    encoded = (encode_mask_rle(SaliencyMask(sal > 100, sal)), (10, 10), (40, 40))
+    store = ProposalStore.open(ProposalStore.write(str(tmp_path / "u.ocp"), {0: ([[0, 0, 1, 1]], [1])}, {},
+                                                   masks={0: encoded}))
+    alpha = store.get_alpha(0)
+    assert alpha.shape == (40, 40) and store.get_mask(0).shape == (40, 40)
+    assert len(np.unique(alpha)) > len(np.unique(sal))  # interpolated, not blocks of nearest pixels
+
+
+def test_binary_mask_files_are_unchanged_version_one(tmp_path):
+    # Stores without saliency maps are written exactly as before, so older objcrop reads them.
+    path = _store(tmp_path, masks=True)
+    header = open(mask_path(path), "rb").read(12)
+    assert header[:8] == b"OBJCMSK\0" and int.from_bytes(header[8:12], "little") == 1
+    store = ProposalStore.open(path)
+    assert not store.has_soft_masks
+    np.testing.assert_array_equal(store.get_alpha(0), store.get_mask(0).astype(np.float32))
+
+
+def test_a_damaged_saliency_map_names_the_file(tmp_path):
+    from objcrop.pretrain.proposals.store import SaliencyMask
+
+    sal = _soft_map(8, 8)
+    runs = encode_mask_rle(SaliencyMask(sal > 100, sal))
+    runs[-1] ^= 0x5A5A5A5A  # corrupt the compressed bytes
+    path = ProposalStore.write(str(tmp_path / "d.ocp"), {0: ([[0, 0, 1, 1]], [1])}, {}, masks={0: (runs, (8, 8), (8, 8))})
+    with pytest.raises(ProposalStoreError, match=r"d\.ocp\.masks: image 0: saliency map"):
+        ProposalStore.open(path).get_alpha(0)
+
+
+def test_saliency_proposals_keep_their_continuous_map(tmp_path):
+    # The path `proposals compute --method saliency-*` takes: saliency_boxes -> encode_mask_rle -> store.
+    from objcrop.pretrain.proposals.saliency import saliency_boxes
+
+    sal = _soft_map(30, 40).astype(np.float32) / 255.0
+    boxes, scores, mask = saliency_boxes(sal)
+    encoded = (encode_mask_rle(mask), tuple(mask.shape), (30, 40))
+    store = ProposalStore.open(ProposalStore.write(str(tmp_path / "sal.ocp"), {0: (boxes, scores)}, {},
+                                                   masks={0: encoded}))
+    np.testing.assert_array_equal(store.get_mask(0), np.asarray(mask))
+    np.testing.assert_allclose(store.get_alpha(0), np.round(sal * 255) / 255.0, atol=1e-6)
+    assert 0 < store.get_mask(0).mean() < 1 and len(np.unique(store.get_alpha(0))) > 2

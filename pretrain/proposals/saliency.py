@@ -22,6 +22,8 @@ import numpy as np
 from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
+from objcrop.pretrain.proposals.store import SaliencyMask
+
 
 @dataclass
 class SuperpixelGraph:
@@ -183,7 +185,9 @@ def saliency_boxes(saliency: np.ndarray, min_area_fraction: float = 0.002,
     """Threshold (Otsu, then `levels`) -> connected components -> one box per component.
 
     Returns (boxes float32 [n, 4] XYXY, scores float32 [n] = mean saliency inside the
-    component, mask uint8 [H, W] = the Otsu foreground, kept for copy-paste). Boxes found at
+    component, mask uint8 [H, W] = the Otsu foreground, kept for copy-paste). The mask is a
+    `SaliencyMask` carrying the map itself (uint8 0..255), which the proposal store keeps beside
+    it as DiLo's soft alpha (`ProposalStore.get_alpha`). Boxes found at
     several levels are kept once, with their best score; a component smaller than
     `min_area_fraction` of the image is dropped as noise.
     """
@@ -202,7 +206,7 @@ def saliency_boxes(saliency: np.ndarray, min_area_fraction: float = 0.002,
     ordered = sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))
     boxes = np.asarray([b for b, _ in ordered], np.float32).reshape(-1, 4)
     scores = np.asarray([s for _, s in ordered], np.float32)
-    return boxes, scores, mask.astype(np.uint8)
+    return boxes, scores, SaliencyMask(mask, sal8)
 
 
 def _components(mask: np.ndarray, saliency: np.ndarray, min_area: float):

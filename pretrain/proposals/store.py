@@ -22,78 +22,43 @@ Saliency masks (for DiLo copy-paste) live in an optional sibling file `<path>.ma
     offsets  (n_images + 1) x int64 into runs
     runs     n_runs uint32: row-major run lengths, alternating 0s and 1s, starting with 0s
 
+A mask may carry the continuous saliency map it was thresholded from, DiLo's soft alpha
+(`SaliencyMask`; `get_alpha`): its runs are then followed by ALPHA_MARK (0xFFFFFFFF, longer than
+any run of a stored mask), the byte length of the zlib-compressed uint8 map (0..255, the mask's
+size; a PNG's worth of data, as DiLo stores its maps) and those bytes packed into uint32 words.
+A mask file holding any such map is version 2; files without one are written as version 1, byte
+for byte as before, and both versions are read.
+
 Writing is atomic (objcrop.io), masks first, so a store file always has its masks beside it.
 """
 import hashlib
 import json
-import mmap
 import os
 import struct
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from objcrop.errors import ObjcropError
 from objcrop.io import atomic_path
+from objcrop.pretrain.proposals.store_format import (ALPHA_MARK, FORMAT_VERSION, MASK_VERSION_ALPHA,  # noqa: F401
+                                                     ProposalStoreError, SaliencyMask, _aligned, _map_file, _open_masks,
+                                                     _pad, _resize_nearest, _section, _write_masks, decode_mask_rle,
+                                                     decode_saliency, encode_mask_rle, mask_path, split_runs)
 
-__all__ = ["ProposalStore", "ProposalStoreError", "encode_mask_rle", "decode_mask_rle", "FORMAT_VERSION"]
+__all__ = ["ProposalStore", "ProposalStoreError", "SaliencyMask", "encode_mask_rle", "decode_mask_rle",
+           "FORMAT_VERSION"]
 
 MAGIC = b"OBJCPRP\0"
-MASK_MAGIC = b"OBJCMSK\0"
-FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIIQQQI4x8s")      # magic, version, flags, n_images, n_boxes, meta_len, id_width, token
-_MASK_HEADER = struct.Struct("<8sIxxxxQQ8s")  # magic, version, n_images, n_runs, token
-_ALIGN = 64
 _FLAG_STR_IDS = 1
 _FLAG_MASKS = 2
 
 ImageId = Union[int, str]
 
 
-class ProposalStoreError(ObjcropError):
-    """A proposal store file that is missing, truncated, foreign or inconsistent."""
-
-
 class MissingImageError(ProposalStoreError, KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
-
-
-def _pad(n: int) -> int:
-    return (-n) % _ALIGN
-
-
-def _aligned(n: int) -> int:
-    return n + _pad(n)
-
-
-# -- masks as run lengths ---------------------------------------------------------------
-def encode_mask_rle(mask: np.ndarray) -> np.ndarray:
-    """Row-major run lengths (uint32) of a binary mask, alternating 0s and 1s, starting with 0s."""
-    flat = np.asarray(mask).ravel() != 0
-    if flat.size == 0:
-        return np.zeros(0, np.uint32)
-    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
-    runs = np.diff(np.concatenate([[0], change, [flat.size]]))
-    if flat[0]:
-        runs = np.concatenate([[0], runs])
-    return runs.astype(np.uint32)
-
-
-def decode_mask_rle(runs: np.ndarray, height: int, width: int) -> np.ndarray:
-    values = (np.arange(len(runs)) % 2).astype(np.uint8)
-    flat = np.repeat(values, np.asarray(runs, dtype=np.int64))
-    if flat.size != height * width:
-        raise ProposalStoreError(f"mask runs cover {flat.size} pixels, expected {height}x{width}")
-    return flat.reshape(height, width)
-
-
-def _resize_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    if mask.shape == (height, width):
-        return mask
-    rows = (np.arange(height) * mask.shape[0]) // height
-    cols = (np.arange(width) * mask.shape[1]) // width
-    return mask[rows][:, cols]
 
 
 # -- ids ----------------------------------------------------------------------------------
@@ -239,6 +204,38 @@ class ProposalStore:
         a, b = int(masks["offsets"][row]), int(masks["offsets"][row + 1])
         return _resize_nearest(decode_mask_rle(masks["runs"][a:b], mh, mw), height, width)
 
+    def get_alpha(self, image_id: ImageId) -> Optional[np.ndarray]:
+        """DiLo's alpha, float32 [H, W] in [0, 1] at the original image size, or None without a mask:
+        the continuous saliency map where the store kept one (bilinear upsampling), else the
+        binary mask as 0/1 (ground-truth masks; stores written before soft maps were kept)."""
+        if not self.has_masks:
+            return None
+        row = self.index_of(image_id)
+        if row is None:
+            raise MissingImageError(f"{self.path}: no proposals for image id {image_id!r}")
+        masks = self._mask_sections()
+        mh, mw, height, width = (int(x) for x in masks["shapes"][row])
+        if mh == 0 or mw == 0:
+            return None
+        a, b = int(masks["offsets"][row]), int(masks["offsets"][row + 1])
+        runs, words = split_runs(masks["runs"][a:b])
+        if words is None:
+            return _resize_nearest(decode_mask_rle(runs, mh, mw), height, width).astype(np.float32)
+        try:
+            saliency = decode_saliency(words, mh, mw)
+        except ProposalStoreError as e:
+            raise ProposalStoreError(f"{mask_path(self.path)}: image {image_id!r}: {e}") from e
+        if (mh, mw) != (height, width):
+            import cv2
+
+            saliency = cv2.resize(saliency, (width, height), interpolation=cv2.INTER_LINEAR)
+        return saliency.astype(np.float32) / 255.0
+
+    @property
+    def has_soft_masks(self) -> bool:
+        """Whether the mask file holds continuous saliency maps (a version-2 mask file)."""
+        return self.has_masks and int(self._mask_sections()["version"]) >= MASK_VERSION_ALPHA
+
     def _key(self, image_id: ImageId):
         if self._flags & _FLAG_STR_IDS:
             return str(image_id).encode("utf-8")
@@ -334,10 +331,6 @@ class ProposalStore:
         return path
 
 
-def mask_path(path: str) -> str:
-    return os.fspath(path) + ".masks"
-
-
 def _layout(n: int, n_boxes: int, meta_len: int, id_width: int) -> Dict[str, int]:
     pos = _aligned(_HEADER.size + meta_len)
     out = {}
@@ -349,78 +342,3 @@ def _layout(n: int, n_boxes: int, meta_len: int, id_width: int) -> Dict[str, int
     return out
 
 
-def _map_file(path: str):
-    """The whole file, read-only memory-mapped (pages are read only when touched)."""
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return b""
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-
-
-def _section(mm, start: int, dtype, shape) -> np.ndarray:
-    # Plain ndarrays over the mmap (np.frombuffer), not np.memmap slices: every operation on an
-    # np.memmap builds a memmap subclass object, which roughly doubled the time of one lookup.
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape)) if shape else 1
-    return np.frombuffer(mm, dtype=dtype, count=count, offset=start).reshape(shape)
-
-
-def _encoded_mask(image_id, value) -> Tuple[np.ndarray, Tuple[int, int], Tuple[int, int]]:
-    if value is None:
-        return np.zeros(0, np.uint32), (0, 0), (0, 0)
-    if isinstance(value, tuple) and len(value) == 3:
-        runs, shape, size = value
-        return np.asarray(runs, np.uint32), tuple(int(x) for x in shape), tuple(int(x) for x in size)
-    mask = np.asarray(value)
-    if mask.ndim != 2:
-        raise ProposalStoreError(f"mask of image {image_id!r}: expected [H, W], got shape {mask.shape}")
-    return encode_mask_rle(mask), mask.shape, mask.shape
-
-
-def _write_masks(path: str, sorted_ids: List[ImageId], masks: Mapping[ImageId, Any], token: bytes) -> None:
-    shapes = np.zeros((len(sorted_ids), 4), np.int32)
-    runs_list = []
-    for row, image_id in enumerate(sorted_ids):
-        runs, shape, size = _encoded_mask(image_id, masks.get(image_id))
-        if runs.size and int(runs.sum()) != shape[0] * shape[1]:
-            raise ProposalStoreError(f"{path}: mask runs of image {image_id!r} do not cover {shape[0]}x{shape[1]} pixels")
-        shapes[row] = (*shape, *size)
-        runs_list.append(runs)
-    offsets = np.concatenate([[0], np.cumsum([len(r) for r in runs_list])]).astype(np.int64)
-    runs = np.concatenate(runs_list).astype(np.uint32) if runs_list else np.zeros(0, np.uint32)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(_MASK_HEADER.pack(MASK_MAGIC, FORMAT_VERSION, len(sorted_ids), len(runs), token))
-            f.write(b"\0" * _pad(_MASK_HEADER.size))
-            for array in (shapes, offsets, runs):
-                data = array.tobytes()
-                f.write(data + b"\0" * _pad(len(data)))
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _open_masks(path: str, n: int, token: bytes) -> Dict[str, np.ndarray]:
-    if not os.path.isfile(path):
-        raise ProposalStoreError(f"{path}: the store's mask file is missing")
-    size = os.path.getsize(path)
-    if size < _MASK_HEADER.size:
-        raise ProposalStoreError(f"{path}: truncated or foreign mask file ({size} bytes)")
-    with open(path, "rb") as f:
-        magic, version, n_images, n_runs, file_token = _MASK_HEADER.unpack(f.read(_MASK_HEADER.size))
-    if magic != MASK_MAGIC:
-        raise ProposalStoreError(f"{path}: not an objcrop proposal mask file (bad magic {magic!r})")
-    if version != FORMAT_VERSION:
-        raise ProposalStoreError(f"{path}: mask file format version {version}; this objcrop reads version {FORMAT_VERSION}")
-    if n_images != n or file_token != token:
-        raise ProposalStoreError(f"{path}: mask file belongs to another proposal store (rewrite the store)")
-    pos = _aligned(_MASK_HEADER.size)
-    starts = {}
-    for name, nbytes in (("shapes", n * 16), ("offsets", (n + 1) * 8), ("runs", n_runs * 4)):
-        starts[name] = pos
-        pos += _aligned(nbytes)
-    if size != pos:
-        raise ProposalStoreError(f"{path}: truncated or damaged mask file ({size} bytes, its header describes {pos})")
-    mm = _map_file(path)
-    return {"shapes": _section(mm, starts["shapes"], np.int32, (n, 4)),
-            "offsets": _section(mm, starts["offsets"], np.int64, (n + 1,)),
-            "runs": _section(mm, starts["runs"], np.uint32, (n_runs,))}
