@@ -8,6 +8,7 @@ import torchvision
 
 from objcrop.cli import run_stage_main
 from objcrop.errors import CheckpointError
+from objcrop.records import SCHEMA_VERSION, Provenance, read_results
 from objcrop.pretrain import probe
 from objcrop.pretrain.probe import (feature_spectrum, is_single_label, knn_scores, load_backbone,
                                     mean_average_precision, train_linear_probe)
@@ -72,7 +73,7 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     assert str(path) in msg and "resnet18" in msg and "layer1.0.conv1.weight (64, 64, 3, 3) vs (64, 64, 1, 1)" in msg
     assert "missing keys" in msg
     model, arch, block, _ = load_backbone(str(path))  # the architecture is inferred from the keys
-    assert arch == "resnet18" and block["method"] == "supervised"
+    assert arch == "resnet18" and block == Provenance.supervised("resnet18", path.name, 0)
     sd = torchvision.models.resnet18(weights=None).state_dict()
     torch.testing.assert_close(model.state_dict()["layer4.1.conv2.weight"], torch.load(path, weights_only=True)["layer4.1.conv2.weight"])
     assert "layer4.1.conv2.weight" in sd
@@ -84,8 +85,12 @@ def test_probe_cli_random_weights_writes_results_and_reuses_cache(synth_dir, tmp
             "--dataset-test", f"synth:{synth_dir}:val", "--out", str(out), "--image-size", "32", "--epochs", "5",
             "--num-workers", "0", "--cache-dir", str(cache)]
     assert run_stage_main(probe.main, argv, "objcrop probe") == 0
-    results = json.loads((out / "results.json").read_text())
-    assert results["stage"] == "probe" and results["status"] == "ok"
+    results = read_results(str(out / "results.json"))  # validates the schema
+    assert results["schema"] == SCHEMA_VERSION and results["stage"] == "probe" and results["status"] == "ok"
+    assert results["pretrain"] == Provenance.random_init("resnet18", 0).to_dict()
+    # every field results.json had before the shared schema is still there
+    assert {"seed", "config_hash", "dataset", "dataset_train", "mAP", "knn_mAP", "classes_scored", "num_train",
+            "num_test", "weights", "weights_id", "arch", "features", "wall_time_s"} <= set(results)
     assert results["pretrain"]["method"] == "random_init" and 0 <= results["mAP"] <= 1 and 0 <= results["knn_mAP"] <= 1
     assert 1 <= results["features"]["effective_rank"] <= 512 and 0 < results["features"]["top_pc_share"] <= 1
     assert (out / "config.yaml").exists() and len(list(cache.glob("feats_*.pt"))) == 2
@@ -104,3 +109,35 @@ def test_probe_cli_reports_mismatched_checkpoint_in_one_line(synth_dir, tmp_path
     assert run_stage_main(probe.main, argv, "objcrop probe") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"objcrop probe: error: {path}: weights look like resnet18") and err.count("\n") == 1
+
+
+def _objcrop_and_moco_twins(tmp_path):
+    """The same ResNet-18 backbone saved as an objcrop checkpoint and in MoCo's main_moco.py layout."""
+    torch.manual_seed(5)
+    model = torchvision.models.resnet18(weights=None)
+    backbone = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    provenance = Provenance("moco_v2", "random", "none", 1, "resnet18", "synth", 0)
+    objcrop_file, moco_file = tmp_path / "objcrop.pth", tmp_path / "moco.pth.tar"
+    torch.save({"objcrop_checkpoint": 1, "arch": "resnet18", "backbone": backbone, "pretrain": provenance.to_dict()},
+               objcrop_file)
+    # MoCo keeps the query encoder with its MLP head (fc.0/fc.2) and a key encoder beside it, under DDP's module.
+    moco = {f"module.encoder_q.{k}": v for k, v in backbone.items()}
+    moco.update({"module.encoder_q.fc.0.weight": torch.zeros(512, 512), "module.encoder_q.fc.2.weight": torch.zeros(128, 512)})
+    moco.update({f"module.encoder_k.{k}": torch.zeros_like(v) for k, v in backbone.items()})
+    torch.save({"epoch": 1, "arch": "resnet18", "state_dict": moco}, moco_file)
+    return objcrop_file, moco_file, provenance
+
+
+def test_moco_layout_checkpoint_probes_like_its_objcrop_twin(synth_dir, tmp_path):
+    objcrop_file, moco_file, provenance = _objcrop_and_moco_twins(tmp_path)
+    common = ["--dataset-train", f"synth:{synth_dir}:train", "--dataset-test", f"synth:{synth_dir}:val",
+              "--image-size", "32", "--epochs", "5", "--num-workers", "0", "--cache-dir", str(tmp_path / "cache")]
+    for name, path in (("objcrop", objcrop_file), ("moco", moco_file)):
+        assert run_stage_main(probe.main, ["--weights", str(path), "--out", str(tmp_path / name)] + common,
+                              "objcrop probe") == 0
+    a, b = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("objcrop", "moco"))
+    assert a["weights_id"] != b["weights_id"]  # two files, two feature-cache entries: the features were computed twice
+    for key in ("mAP", "knn_mAP", "features", "arch", "classes_scored"):
+        assert a[key] == b[key], key
+    assert a["pretrain"] == provenance.to_dict()  # the objcrop file carries its pretraining
+    assert b["pretrain"]["method"] == "moco" and b["pretrain"]["arch"] == "resnet18"  # a MoCo file only its layout

@@ -13,7 +13,7 @@ import torch
 
 from objcrop.config import CfgNode, config_hash, merge_config, write_config
 from objcrop.errors import DatasetError
-from objcrop.io import append_jsonl, write_json_atomic
+from objcrop.io import append_jsonl
 from objcrop.logger import setup_logger
 from objcrop.pretrain.cli_flags import PRECEDENCE, add_config_args, add_flags, flag_opts
 from objcrop.pretrain.probe.config import PROBE_FLAGS, check_probe_cfg, get_probe_cfg
@@ -21,6 +21,7 @@ from objcrop.pretrain.probe.features import cached_features, native_size
 from objcrop.pretrain.probe.linear import train_linear_probe
 from objcrop.pretrain.probe.scores import feature_spectrum, is_single_label, knn_scores, mean_average_precision
 from objcrop.pretrain.probe.weights import load_backbone
+from objcrop.records import results, write_results
 
 DESCRIPTION = "linear-probe (mAP) and kNN evaluation of a frozen ResNet backbone"
 
@@ -99,8 +100,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.perf_counter()
     logger = setup_logger("objcrop.probe", cfg.OUTPUT_DIR)
     device = _device(cfg.PROBE.DEVICE)
-    model, arch, block, weights_id = load_backbone(cfg.PROBE.WEIGHTS, cfg.PROBE.ARCH, cfg.PROBE.SEED)
-    logger.info(f"backbone: {arch} from {cfg.PROBE.WEIGHTS} ({block.get('method')}); features on {device}")
+    model, arch, provenance, weights_id = load_backbone(cfg.PROBE.WEIGHTS, cfg.PROBE.ARCH, cfg.PROBE.SEED)
+    logger.info(f"backbone: {arch} from {cfg.PROBE.WEIGHTS} ({provenance.method}); features on {device}")
     train_records, test_records, classes = _load_data(cfg)
     cfg = resolve_cfg(cfg, train_records)
     logger.info(f"images resized whole to {cfg.DATA.IMAGE_SIZE}x{cfg.DATA.IMAGE_SIZE}")
@@ -110,11 +111,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     train_x = cached_features(model, weights_id, arch, cfg.DATA.TRAIN, train_records, cfg, device, logger)
     test_x = cached_features(model, weights_id, arch, cfg.DATA.TEST, test_records, cfg, device, logger)
     scores = score(cfg, train_x, train_y, test_x, test_y, device)
-    results = {"stage": "probe", "status": "ok", "pretrain": block, "seed": cfg.PROBE.SEED,
-               "config_hash": config_hash(cfg), "dataset": cfg.DATA.TEST, "dataset_train": cfg.DATA.TRAIN,
-               **scores, "num_train": len(train_records), "num_test": len(test_records),
-               "weights": cfg.PROBE.WEIGHTS, "weights_id": weights_id, "arch": arch,
-               "wall_time_s": round(time.perf_counter() - start, 3)}
-    write_json_atomic(os.path.join(cfg.OUTPUT_DIR, "results.json"), results)
-    logger.info("probe: " + json.dumps({k: results[k] for k in ("mAP", "knn_mAP", "top1", "features") if k in results}))
+    record = results("probe", "ok", provenance, seed=cfg.PROBE.SEED, config_hash=config_hash(cfg),
+                     dataset=cfg.DATA.TEST, dataset_train=cfg.DATA.TRAIN, **scores, num_train=len(train_records),
+                     num_test=len(test_records), weights=cfg.PROBE.WEIGHTS, weights_id=weights_id, arch=arch,
+                     wall_time_s=round(time.perf_counter() - start, 3))
+    write_results(cfg.OUTPUT_DIR, record)
+    logger.info("probe: " + json.dumps({k: record[k] for k in ("mAP", "knn_mAP", "top1", "features") if k in record}))
     return 0
