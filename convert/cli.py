@@ -59,8 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="only verify an existing detectron2 .pkl against --config-file, write nothing")
     p.add_argument("--pretrain", action="append", default=[], metavar="KEY=VALUE",
                    help="set a field of the pretrain block stored in the .pkl (and reported with detection results), "
-                        "e.g. --pretrain method=supervised --pretrain dataset=imagenet; repeatable. objcrop "
-                        "checkpoints carry their own block; for others this names the pretraining")
+                        "e.g. --pretrain method=supervised --pretrain dataset=imagenet; repeatable. KEY is a field of "
+                        f"objcrop.records.Provenance ({', '.join(_PROVENANCE_KEYS)}). objcrop checkpoints carry their "
+                        "own block; for others this names the pretraining")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="detectron2 config overrides for the verification model, e.g. MODEL.RESNETS.DEPTH 18 "
                         "MODEL.RESNETS.RES2_OUT_CHANNELS 64 (must come last)")

@@ -103,7 +103,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _summarise(run_dirs: List[str]) -> int:
     """One line per seed from its results.json; non-zero exit when any run failed or wrote nothing."""
-    from objcrop.io import read_json
+    from objcrop.records import read_results
 
     failed = 0
     for d in run_dirs:
@@ -112,7 +112,7 @@ def _summarise(run_dirs: List[str]) -> int:
             print(f"{d}: no results.json (the run did not finish)")
             failed += 1
             continue
-        r = read_json(path)
+        r = read_results(path)
         mask = f"  mask {r['mask']}" if r.get("mask") else ""
         print(f"{d}: {r['status']}  {r['task']} on {r['dataset']}  box {r['box']}{mask}")
         failed += r["status"] != "ok"

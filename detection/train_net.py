@@ -11,10 +11,9 @@ The shape of detectron2's tools/train_net.py: `setup()` builds the config,
 """
 import contextlib
 import logging
-import math
 import os
 import time
-from typing import Dict, Iterator, List, Optional
+from typing import Iterator, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -23,14 +22,14 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger as d2_setup_logger
 
-from objcrop.config import config_hash, write_config
-from objcrop.convert.verify import compare_backbone
-from objcrop.convert.writer import read_detectron2_pkl
+from objcrop.config import write_config
 from objcrop.convert.detectron2_model import adapt_norms_to_world_size, load_config
 from objcrop.detection.config import scale_to_world_size
+from objcrop.detection.results import check_backbone_loaded, provenance_of_weights, results_record
 from objcrop.detection.trainer import MetricsJsonlHook, Trainer
 from objcrop.errors import CheckpointError, ConfigError
-from objcrop.io import read_json, sha256_file, write_json_atomic
+from objcrop.io import sha256_file
+from objcrop.records import read_results, write_results
 
 logger = logging.getLogger("objcrop.detect")
 
@@ -122,94 +121,6 @@ def output_root(args) -> str:
     return os.path.join("output", "detection", f"{config_name}__{weights_name}")
 
 
-def task_of(cfg) -> str:
-    if cfg.OBJCROP.TASK:
-        return cfg.OBJCROP.TASK
-    evaluator_type = MetadataCatalog.get(cfg.DATASETS.TEST[0]).get("evaluator_type", None)
-    if evaluator_type == "pascal_voc":
-        return "voc_det"
-    return "coco_instseg" if cfg.MODEL.MASK_ON else "coco_det"
-
-
-# ----------------------------------------------------------------------------- weights
-
-
-def pretrain_block(cfg) -> dict:
-    """The pretraining a run starts from: the .pkl's __objcrop__ block, or random init."""
-    depth = int(cfg.MODEL.RESNETS.DEPTH)
-    if not cfg.MODEL.WEIGHTS:
-        return {"method": "random_init", "policy": "none", "proposals": "none", "epochs": 0,
-                "arch": f"resnet{depth}", "dataset": "none", "seed": None}
-    if cfg.MODEL.WEIGHTS.endswith(".pkl"):
-        block = read_detectron2_pkl(cfg.MODEL.WEIGHTS).get("__objcrop__") or {}
-        if block:
-            return dict(block)
-    logger.warning("%s was not written by `objcrop convert`: its pretraining is reported as unknown", cfg.MODEL.WEIGHTS)
-    return {"method": "unknown", "policy": "unknown", "proposals": "unknown", "epochs": None,
-            "arch": f"resnet{depth}", "dataset": "unknown", "seed": None}
-
-
-def check_backbone_loaded(model: torch.nn.Module, weights: str) -> None:
-    """After loading a converted .pkl, every backbone tensor of the model must equal the file's."""
-    if not weights.endswith(".pkl"):
-        return
-    data = read_detectron2_pkl(weights)
-    result = compare_backbone(_unwrap(model), data["model"])
-    if not result.ok:
-        raise CheckpointError(f"{weights}: the backbone did not load into the model: {result.describe()}")
-    logger.info("weights check: %s", result.describe())
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
-# ----------------------------------------------------------------------------- results
-
-
-def _finite(value) -> Optional[float]:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _ap_triplet(metrics: Optional[dict]) -> Optional[Dict[str, Optional[float]]]:
-    if not metrics:
-        return None
-    return {k: _finite(metrics.get(k)) for k in ("AP", "AP50", "AP75")}
-
-
-def results_record(cfg, eval_results: dict, *, status: str, seed: int, pretrain: dict, weights_sha256: Optional[str],
-                   iterations: int, wall_time_s: float, error: Optional[str] = None) -> dict:
-    task = task_of(cfg)
-    dataset = cfg.DATASETS.TEST[0]
-    # DefaultTrainer.test returns {task: metrics} for one test set, {dataset: {task: metrics}} for several.
-    first = eval_results.get(dataset, eval_results) if len(cfg.DATASETS.TEST) > 1 else eval_results
-    record = {
-        "stage": "detection", "status": status, "task": task, "dataset": dataset,
-        "train_datasets": list(cfg.DATASETS.TRAIN),
-        "box": _ap_triplet(first.get("bbox")) if first else None,
-        "seed": seed, "config_hash": config_hash(cfg), "weights": cfg.MODEL.WEIGHTS or None,
-        "weights_sha256": weights_sha256, "iterations": iterations, "wall_time_s": round(wall_time_s, 2),
-        "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "world_size": comm.get_world_size(),
-        "pretrain": pretrain,
-        "metrics": _all_finite(eval_results),
-    }
-    if task == "coco_instseg":
-        record["mask"] = _ap_triplet(first.get("segm")) if first else None
-    if error:
-        record["error"] = error
-    return record
-
-
-def _all_finite(tree):
-    if isinstance(tree, dict):
-        return {str(k): _all_finite(v) for k, v in tree.items()}
-    return _finite(tree)
-
-
 # ----------------------------------------------------------------------------- running
 
 
@@ -245,13 +156,13 @@ def run_seed(args, seed: int) -> dict:
         results_path = os.path.join(cfg.OUTPUT_DIR, "results.json")
         if args.resume and not args.eval_only and _finished(results_path):
             logger.info("seed %d: %s already holds a finished run; skipping (delete it to rerun)", seed, results_path)
-            return read_json(results_path)
+            return read_results(results_path)
         logger.info("seed %d: run directory %s (world size %d, %d images per batch, %d iterations)",
                     seed, cfg.OUTPUT_DIR, world, cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.MAX_ITER)
         if comm.is_main_process():
             write_config(cfg, cfg.OUTPUT_DIR)
         seed_all_rng(seed + rank)
-        pretrain = pretrain_block(cfg)
+        provenance = provenance_of_weights(cfg)
         weights_sha = sha256_file(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
         start = time.time()
         status, error, iterations = "ok", None, 0
@@ -263,7 +174,7 @@ def run_seed(args, seed: int) -> dict:
         except FloatingPointError as e:  # detectron2's loss check: the run diverged
             status, error, eval_results = "failed", f"training diverged: {e}", {}
             logger.error("seed %d failed: %s", seed, error)
-        record = results_record(cfg, eval_results or {}, status=status, seed=seed, pretrain=pretrain,
+        record = results_record(cfg, eval_results or {}, status=status, seed=seed, provenance=provenance,
                                 weights_sha256=weights_sha, iterations=iterations,
                                 wall_time_s=time.time() - start, error=error)
         undefined = [f"{kind} {k}" for kind in ("box", "mask") for k, v in (record.get(kind) or {}).items() if v is None]
@@ -271,14 +182,14 @@ def run_seed(args, seed: int) -> dict:
             logger.warning("seed %d: undefined (NaN) metrics: %s — the model made no usable predictions "
                            "(too short a schedule?)", seed, ", ".join(undefined))
         if comm.is_main_process():
-            write_json_atomic(results_path, record)
+            write_results(cfg.OUTPUT_DIR, record)
             logger.info("seed %d: %s box %s%s -> %s", seed, record["task"], record["box"],
                         f" mask {record['mask']}" if "mask" in record else "", results_path)
         return record
 
 
 def _finished(results_path: str) -> bool:
-    return os.path.isfile(results_path) and read_json(results_path).get("status") == "ok"
+    return os.path.isfile(results_path) and read_results(results_path).get("status") == "ok"
 
 
 def _train(cfg, resume: bool):

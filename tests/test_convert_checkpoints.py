@@ -115,3 +115,19 @@ def test_python_objects_in_a_checkpoint_are_refused(tmp_path):
     torch.save({"state_dict": _Payload()}, tmp_path / "obj.pth")
     with pytest.raises(CheckpointError, match=r"obj\.pth: cannot be read with torch\.load\(weights_only=True\)"):
         read_backbone(str(tmp_path / "obj.pth"))
+
+
+def test_pretrain_overrides_are_provenance_fields(tmp_path, r18_state, capsys):
+    from objcrop.cli import run_stage_main
+    from objcrop.convert.cli import main
+
+    torch.save(r18_state, tmp_path / "sup.pth")
+    argv = [str(tmp_path / "sup.pth"), str(tmp_path / "sup.pkl"), "--no-verify", "--pretrain", "method=supervised",
+            "--pretrain", "tag=in1k", "--pretrain", "epochs=90"]
+    assert run_stage_main(main, argv, "objcrop convert") == 0
+    with open(tmp_path / "sup.pkl", "rb") as f:
+        block = pickle.load(f)["__objcrop__"]
+    assert block == Provenance(method="supervised", arch="resnet18", epochs=90, tag="in1k").to_dict()
+    # A key outside the block would vanish from the record: refused instead, naming the option.
+    assert run_stage_main(main, argv + ["--pretrain", "lr=0.1"], "objcrop convert") == 2
+    assert "--pretrain 'lr=0.1': 'lr' is not a pretrain field" in capsys.readouterr().err

@@ -88,7 +88,8 @@ def _args(**kw):
 
 
 def test_weights_must_be_given_local_or_explicitly_none(tmp_path):
-    from objcrop.detection.train_net import pretrain_block, setup
+    from objcrop.detection.results import provenance_of_weights
+    from objcrop.detection.train_net import setup
 
     with pytest.raises(ConfigError, match="--weights none"):
         setup(_args(), 0, 1)
@@ -103,7 +104,7 @@ def test_weights_must_be_given_local_or_explicitly_none(tmp_path):
     cfg = setup(_args(weights="none", output_dir=str(tmp_path)), 3, 1)
     assert cfg.MODEL.WEIGHTS == "" and cfg.SEED == 3 and cfg.OUTPUT_DIR == str(tmp_path / "seed3")
     assert cfg.SOLVER.IMS_PER_BATCH == 2 and cfg.MODEL.RESNETS.NORM == "BN"
-    assert pretrain_block(cfg)["method"] == "random_init"
+    assert provenance_of_weights(cfg).method == "random_init"
     scratch = setup(_args(config_file="voc/faster_rcnn_R_50_C4_24k_scratch.yaml"), 0, 1)
     assert scratch.OBJCROP.RANDOM_INIT and scratch.MODEL.WEIGHTS == ""
 
@@ -115,3 +116,36 @@ def test_cli_reports_a_missing_weights_option_in_one_line(capsys):
     assert run_stage_main(main, ["train", "--config-file", "voc/faster_rcnn_R_50_C4_24k.yaml"], "objcrop detect") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("objcrop detect: error: no weights") and len(err.splitlines()) == 1
+
+
+def test_provenance_of_weights_is_the_pkl_block_random_init_or_unknown(tmp_path):
+    """The `pretrain` block of detection results: what convert stored, the random-init block, or unknown."""
+    from objcrop.convert.writer import write_detectron2_pkl
+    from objcrop.detection.results import provenance_of_weights
+    from objcrop.records import Provenance
+
+    stored = {"method": "moco_v2", "policy": "obj-obj-dilate", "proposals": "gt", "epochs": 2, "arch": "resnet50",
+              "dataset": "synth:x:train", "seed": 1, "tag": "no-colour"}
+    write_detectron2_pkl(str(tmp_path / "ours.pkl"), {}, stored)
+    write_detectron2_pkl(str(tmp_path / "foreign.pkl"), {}, None)
+    cfg = load_config("voc/faster_rcnn_R_50_C4_24k.yaml").clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(tmp_path / "ours.pkl")
+    assert provenance_of_weights(cfg).to_dict() == stored
+    cfg.MODEL.WEIGHTS = str(tmp_path / "foreign.pkl")
+    assert provenance_of_weights(cfg) == Provenance(arch="resnet50")
+    cfg.MODEL.WEIGHTS, cfg.MODEL.RESNETS.DEPTH = "", 18
+    assert provenance_of_weights(cfg).to_dict() == {"method": "random_init", "policy": "none", "proposals": "none",
+                                                    "epochs": 0, "arch": "resnet18", "dataset": "none", "seed": None}
+
+
+def test_a_failed_run_still_writes_a_valid_record(tmp_path):
+    from objcrop.detection.results import results_record
+    from objcrop.records import Provenance, read_results, write_results
+
+    cfg = load_config("voc/faster_rcnn_R_50_C4_24k.yaml", ["OBJCROP.TASK", "voc_det"])
+    record = results_record(cfg, {}, status="failed", seed=2, provenance=Provenance(method="byol"),
+                            weights_sha256=None, iterations=0, wall_time_s=1.0, error="training diverged: nan")
+    back = read_results(write_results(str(tmp_path), record))
+    assert back["status"] == "failed" and back["box"] is None and back["pretrain"]["method"] == "byol"
+    assert back["error"] == "training diverged: nan" and back["seed"] == 2

@@ -15,6 +15,7 @@ import torchvision
 from objcrop.cli import run_stage_main
 from objcrop.detection.cli import main
 from objcrop.io import sha256_file
+from objcrop.records import SCHEMA_VERSION, read_results
 
 FAST = ["SOLVER.IMS_PER_BATCH", "1", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "(2,)",
         "DATALOADER.NUM_WORKERS", "0", "TEST.DETECTIONS_PER_IMAGE", "10",
@@ -55,8 +56,10 @@ def _run(argv):
 
 
 def _results(run_dir):
-    with open(os.path.join(run_dir, "results.json")) as f:
-        return json.load(f)
+    """The run's results.json, validated against objcrop.records' schema."""
+    record = read_results(os.path.join(run_dir, "results.json"))
+    assert record["schema"] == SCHEMA_VERSION
+    return record
 
 
 def _finite_triplet(block):
