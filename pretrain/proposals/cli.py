@@ -7,11 +7,15 @@ from typing import List, Optional
 import numpy as np
 
 from objcrop.cli import run_stage_main
+from objcrop.config import CfgNode, merge_config
 from objcrop.errors import ObjcropError
+from objcrop.io import write_text_atomic
 from objcrop.logger import setup_logger
-from objcrop.pretrain.proposals.compute import compute_store, default_filter_for, load_file_boxes, work_items
-from objcrop.pretrain.proposals.filters import BoxFilter
-from objcrop.pretrain.proposals.methods import METHODS, MethodSpec, check_method
+from objcrop.pretrain.cli_flags import PRECEDENCE, add_config_args, add_flags, flag_opts
+from objcrop.pretrain.proposals.compute import compute_store, load_file_boxes, work_items
+from objcrop.pretrain.proposals.config import (COMPUTE_FLAGS, FILTER_FLAGS, check_proposals_cfg, get_proposals_cfg,
+                                               method_spec)
+from objcrop.pretrain.proposals.methods import check_method
 from objcrop.pretrain.proposals.store import ProposalStore
 
 DESCRIPTION = __doc__
@@ -21,38 +25,20 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="objcrop proposals", description=DESCRIPTION,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     sub = p.add_subparsers(dest="command", metavar="command")
+    defaults = get_proposals_cfg()
     c = sub.add_parser("compute", help="compute proposals for every image of a dataset into a store",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Compute proposals for every image of a dataset and write a proposal store "
-                                   "(boxes in original image pixels). Resumable with --resume.")
-    c.add_argument("--dataset", required=True, help="dataset name or spec, as objcrop.datasets.load_dataset takes it "
-                   "(e.g. synth:DIR:train, coco_2017_train, voc:DIR:trainval, folder:DIR)")
-    c.add_argument("--method", required=True, choices=METHODS, help="proposal method (see the module docstring of "
-                   "objcrop.pretrain.proposals.methods); gt = annotation boxes, the upper bound")
-    c.add_argument("--out", required=True, help="the store file to write (masks, when the method has them, go to OUT.masks)")
-    c.add_argument("--workers", type=int, default=1, help="worker processes (one image per process at a time)")
-    c.add_argument("--max-side", type=int, default=500, help="image methods run on a copy whose longer side is at "
-                   "most this (boxes are mapped back to the original); 0 = full resolution")
+                                   "(boxes in original image pixels) and, beside it, STORE.config.yaml (the merged "
+                                   "config). Resumable with --resume.",
+                       epilog=f"{PRECEDENCE}. Every key is documented in objcrop/pretrain/proposals/config.py; "
+                              "presets ship in eval_configs/proposals/. Required: DATA.DATASET, PROPOSALS.METHOD "
+                              "and OUTPUT_FILE, from flags, the file or --opts.")
+    add_config_args(c, "proposals/selective_search.yaml", "FILTER.TOP_K 10 COMPUTE.WORKERS 4")
     c.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.parts/ (same settings "
                    "required); the result is identical to an uninterrupted run")
-    c.add_argument("--limit", type=int, default=None, help="only the first N images of the dataset (quick trials)")
-    c.add_argument("--ss-mode", choices=("fast", "quality"), default="fast", help="selective search strategy")
-    c.add_argument("--superpixels", type=int, default=200, help="SLIC segments for saliency-rbd / -gs / -mc")
-    c.add_argument("--bing-model", default=None, help="folder with OpenCV's trained BING model "
-                   "(opencv_contrib modules/saliency/samples/ObjectnessTrainedModel); required by --method bing")
-    c.add_argument("--file", default=None, help="--method file: COCO detections json ([{image_id, bbox, score}]) "
-                   "or {image id or file name: [[x, y, w, h(, score)], ...]}")
-    f = c.add_argument_group("filters", "applied in original pixels; defaults: SoCo's for unsupervised methods, "
-                                        "none for gt and file")
-    f.add_argument("--min-size", type=float, default=None, help="minimum width and height in pixels (32)")
-    f.add_argument("--min-size-fraction", type=float, default=None,
-                   help="cap --min-size at this fraction of the image's shorter side, for small images (0.1; 0 = no cap)")
-    f.add_argument("--aspect-ratio", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
-                   help="allowed width/height range (1/3 3)")
-    f.add_argument("--area", type=float, nargs=2, metavar=("MIN", "MAX"), default=None,
-                   help="allowed box area as a fraction of the image area (0 1)")
-    f.add_argument("--nms", type=float, default=None, help="non-maximum suppression IoU threshold (off)")
-    f.add_argument("--top-k", type=int, default=None, help="keep the K best-scored boxes per image (all)")
+    add_flags(c, COMPUTE_FLAGS, defaults)
+    add_flags(c.add_argument_group("filters", "applied in original pixels; none = the method's default: SoCo's "
+                                              "for unsupervised methods, none for gt and file"), FILTER_FLAGS, defaults)
 
     s = sub.add_parser("stats", help="boxes per image, size histogram, recall against ground truth",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -87,30 +73,36 @@ def _load(dataset: str, limit: Optional[int] = None):
     return records, meta
 
 
-def _filter(args) -> BoxFilter:
-    base = default_filter_for(args.method)
-    return BoxFilter(min_size=base.min_size if args.min_size is None else args.min_size,
-                     min_size_fraction=(base.min_size_fraction if args.min_size_fraction is None
-                                        else args.min_size_fraction),
-                     aspect_ratio=base.aspect_ratio if args.aspect_ratio is None else tuple(args.aspect_ratio),
-                     area=base.area if args.area is None else tuple(args.area),
-                     nms_iou=args.nms, top_k=args.top_k)
+def compute_cfg(args) -> CfgNode:
+    """defaults <- --config-file <- flags <- --opts, frozen and checked."""
+    cfg = merge_config(get_proposals_cfg, args.config_file, flag_opts(args, COMPUTE_FLAGS + FILTER_FLAGS)
+                       + list(args.opts))
+    check_proposals_cfg(cfg, args.config_file or "objcrop proposals compute")
+    return cfg
+
+
+def config_path(store: str) -> str:
+    """Where the merged config of a store is written: beside it, so the store's own format is untouched."""
+    return store + ".config.yaml"
 
 
 def cmd_compute(args, log: logging.Logger) -> int:
-    spec = MethodSpec(name=args.method, max_side=args.max_side, ss_mode=args.ss_mode, superpixels=args.superpixels,
-                      bing_model=args.bing_model, filter=_filter(args))
+    cfg = compute_cfg(args)
+    spec = method_spec(cfg)
     check_method(spec)
-    if args.workers < 1:
-        raise ObjcropError(f"--workers: expected at least 1, got {args.workers}")
-    if args.method == "file" and not args.file:
+    workers, method, dataset, out = cfg.COMPUTE.WORKERS, cfg.PROPOSALS.METHOD, cfg.DATA.DATASET, cfg.OUTPUT_FILE
+    if workers < 1:
+        raise ObjcropError(f"--workers: expected at least 1, got {workers}")
+    if method == "file" and not cfg.PROPOSALS.FILE:
         raise ObjcropError("--file: required by --method file")
-    records, _ = _load(args.dataset, args.limit)
-    file_boxes = load_file_boxes(args.file, records) if args.method == "file" else None
+    records, _ = _load(dataset, cfg.DATA.LIMIT)
+    file_boxes = load_file_boxes(cfg.PROPOSALS.FILE, records) if method == "file" else None
     items = work_items(records, spec, file_boxes)
-    log.info("proposals %s for %s (%d images) -> %s; filters %s", args.method, args.dataset, len(items), args.out,
+    log.info("proposals %s for %s (%d images) -> %s; filters %s", method, dataset, len(items), out,
              spec.filter.as_dict())
-    compute_store(items, spec, args.out, workers=args.workers, resume=args.resume, dataset=args.dataset)
+    compute_store(items, spec, out, workers=workers, resume=args.resume, dataset=dataset)
+    write_text_atomic(config_path(out), cfg.dump())
+    log.info("config: %s", config_path(out))
     return 0
 
 
