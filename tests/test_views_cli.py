@@ -9,11 +9,13 @@ from objcrop.errors import ConfigError
 from objcrop.pretrain.views import cli
 
 
-@pytest.mark.parametrize("policy,extra", [("obj-obj-dilate", []), ("obj-scene", ["--copy-paste"])])
-def test_views_show_writes_the_grid(synth_dir, tmp_path, policy, extra):
+@pytest.mark.parametrize("policy,extra,mode", [("obj-obj-dilate", [], "shared"), ("obj-scene", ["--copy-paste"], "shared"),
+                                               ("obj-obj", ["--copy-paste"], "dilo")])
+def test_views_show_writes_the_grid(synth_dir, tmp_path, policy, extra, mode):
     out = str(tmp_path / "grid.png")
     argv = ["show", "--dataset", f"synth:{synth_dir}:train", "--policy", policy, "--out", out, "--num-images", "2",
-            "--pairs", "2", "--cell", "64"] + extra + ["--opts", "VIEWS.CROP_SIZE", "32", "VIEWS.COPY_PASTE.PROB", "1.0"]
+            "--pairs", "2", "--cell", "64"] + extra + ["--opts", "VIEWS.CROP_SIZE", "32", "VIEWS.COPY_PASTE.PROB", "1.0",
+                                                      "VIEWS.COPY_PASTE.MODE", mode]
     assert cli.main(argv) == 0
     img = cv2.imread(out)
     # 2 rows; 1 image cell + 2 pairs x (crops drawn + 2 views) = 7 cells of 64 px with 4 px padding

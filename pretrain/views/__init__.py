@@ -9,7 +9,8 @@ from fvcore.common.config import CfgNode
 
 from objcrop.errors import ConfigError
 from objcrop.pretrain.views.augment import DeferredAugment, MocoV2Augment
-from objcrop.pretrain.views.config import AUGMENT_ON, BACKGROUNDS, POLICIES, add_views_config, get_views_cfg
+from objcrop.pretrain.views.config import (AUGMENT_ON, BACKGROUNDS, COPY_PASTE_MODES, GEOMETRIES, MODE_BACKGROUNDS,
+                                          POLICIES, add_views_config, get_views_cfg)
 from objcrop.pretrain.views.policies import POLICY_CLASSES, ViewPlan, ViewPolicy
 
 __all__ = ["add_views_config", "get_views_cfg", "build_view_policy", "defer_augment", "ViewPolicy", "ViewPlan", "POLICIES"]
@@ -28,8 +29,10 @@ def build_view_policy(cfg: CfgNode, background_fn: Optional[Callable] = None):
     if v.COPY_PASTE.ENABLED:
         from objcrop.pretrain.views.copy_paste import CopyPaste
 
-        policy = CopyPaste(policy, prob=v.COPY_PASTE.PROB, blur_prob=v.COPY_PASTE.BLUR_PROB,
-                           backgrounds=v.COPY_PASTE.BACKGROUNDS, background_fn=background_fn)
+        cp = v.COPY_PASTE
+        policy = CopyPaste(policy, prob=cp.PROB, blur_prob=cp.BLUR_PROB,
+                           backgrounds=tuple(cp.BACKGROUNDS) or MODE_BACKGROUNDS[cp.MODE],
+                           background_fn=background_fn, mode=cp.MODE, edge_sigma=cp.EDGE_SIGMA)
     return policy
 
 
@@ -75,6 +78,22 @@ def validate_views_cfg(v: CfgNode) -> None:
                           f"circle, torchvision's limit), got {tuple(v.COLOR_JITTER)}")
     if not 0 <= float(v.MIN_BOX_FRACTION) <= 1:
         raise ConfigError(f"VIEWS.MIN_BOX_FRACTION: expected a fraction in [0, 1], got {v.MIN_BOX_FRACTION}")
-    unknown = [b for b in v.COPY_PASTE.BACKGROUNDS if b not in BACKGROUNDS]
-    if unknown or not v.COPY_PASTE.BACKGROUNDS:
-        raise ConfigError(f"VIEWS.COPY_PASTE.BACKGROUNDS: expected a non-empty subset of {BACKGROUNDS}, got {tuple(v.COPY_PASTE.BACKGROUNDS)}")
+    _validate_copy_paste(v.COPY_PASTE)
+    if v.GEOMETRY not in GEOMETRIES:
+        raise ConfigError(f"VIEWS.GEOMETRY: expected one of {', '.join(GEOMETRIES)}, got {v.GEOMETRY!r}")
+    if not 0 <= float(v.RELEASED_DILATION) < 1:
+        raise ConfigError(f"VIEWS.RELEASED_DILATION: expected a fraction in [0, 1), got {v.RELEASED_DILATION}")
+    if v.GEOMETRY == "released" and float(v.MIN_BOX_FRACTION) > 0:
+        raise ConfigError("VIEWS.MIN_BOX_FRACTION: not part of the released geometry (VIEWS.GEOMETRY released grows "
+                          f"small boxes by MIN_BOX_SIZE / 2 per side, as the released code); got {v.MIN_BOX_FRACTION}")
+
+
+def _validate_copy_paste(cp: CfgNode) -> None:
+    unknown = [b for b in cp.BACKGROUNDS if b not in BACKGROUNDS]
+    if unknown:
+        raise ConfigError(f"VIEWS.COPY_PASTE.BACKGROUNDS: expected a subset of {BACKGROUNDS} (empty: the mode's own), "
+                          f"got {tuple(cp.BACKGROUNDS)}")
+    if cp.MODE not in COPY_PASTE_MODES:
+        raise ConfigError(f"VIEWS.COPY_PASTE.MODE: expected one of {', '.join(COPY_PASTE_MODES)}, got {cp.MODE!r}")
+    if float(cp.EDGE_SIGMA) <= 0:
+        raise ConfigError(f"VIEWS.COPY_PASTE.EDGE_SIGMA: a blur sigma in pixels must be positive, got {cp.EDGE_SIGMA}")

@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--proposals", default=None, help="proposal store, or 'gt' for annotated boxes; default: "
                    "DATA.PROPOSALS of --config, else 'gt'")
     s.add_argument("--config", default=None, help="a pretraining YAML (its VIEWS and DATA keys are used)")
-    s.add_argument("--copy-paste", action="store_true", help="wrap the policy in DiLo copy-paste (needs masks)")
+    s.add_argument("--copy-paste", action="store_true", help="wrap the policy in DiLo copy-paste (needs masks; "
+                   "VIEWS.COPY_PASTE.MODE dilo draws it per view, shared once per pair)")
     s.add_argument("--out", required=True, help="PNG file to write")
     s.add_argument("--num-images", type=int, default=4, help="rows (images)")
     s.add_argument("--pairs", type=int, default=3, help="view pairs sampled per image")
@@ -132,7 +133,10 @@ def _box_source(args, cfg):
 
     store = ProposalStore.open(spec)
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
-    return spec, (lambda r: store.get(r["image_id"], empty)), (lambda r: store.get_mask(r["image_id"]) if r["image_id"] in store else None)
+    # DiLo composites with the continuous saliency map; the shared variant with the binary mask.
+    soft = "VIEWS" in cfg and cfg.VIEWS.COPY_PASTE.MODE == "dilo"
+    read_mask = store.get_alpha if soft else store.get_mask
+    return spec, (lambda r: store.get(r["image_id"], empty)), (lambda r: read_mask(r["image_id"]) if r["image_id"] in store else None)
 
 
 def _to_uint8(view: torch.Tensor, mean, std) -> np.ndarray:

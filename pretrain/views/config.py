@@ -9,6 +9,12 @@ from fvcore.common.config import CfgNode
 
 POLICIES = ("random", "obj-obj", "obj-obj-dilate", "obj-scene")
 BACKGROUNDS = ("grey", "image", "texture")
+# VIEWS.COPY_PASTE.MODE: "dilo" (DiLo's released code: a draw per view) or "shared" (one draw per
+# pair, the variant the study measured); the backgrounds each mode uses when BACKGROUNDS is empty.
+COPY_PASTE_MODES = ("dilo", "shared")
+MODE_BACKGROUNDS = {"dilo": ("grey",), "shared": BACKGROUNDS}
+# VIEWS.GEOMETRY: where the object-aware crops come from (see pretrain/views/released.py).
+GEOMETRIES = ("objcrop", "released")
 AUGMENT_ON = ("worker", "device")
 
 # torchvision's ImageNet statistics: the pretrained backbone and detectron2's MoCo
@@ -44,6 +50,15 @@ def add_views_config(cfg: CfgNode) -> CfgNode:
     # minimum is min(MIN_BOX_SIZE, image side, MIN_BOX_FRACTION * image side): the 224-px
     # rule assumes ~640-px images and on small images turns every box into half the image.
     v.MIN_BOX_FRACTION = 0.0
+    # "objcrop": the geometry above (dilation d ~ U(DILATION) x image side, clipped; small boxes grown
+    # to MIN_BOX_SIZE about their centre and shifted into the image). "released": object-cropping-ssl's
+    # datasets/openimages_dataset_bing.py exactly (pretrain/views/released.py): each edge moved by
+    # RELEASED_DILATION x the coordinate itself, a side shorter than MIN_BOX_SIZE grown by half of it on
+    # each side with the released border handling (the crop may reach past the image: black), then
+    # RandomResizedCrop(SCALE_OBJ / SCALE_DILATE) with no SCALE_EPS, as torchvision draws it.
+    v.GEOMETRY = "objcrop"
+    # The released code's --dilation (fixed, not drawn); used by GEOMETRY "released".
+    v.RELEASED_DILATION = 0.2
     # RandomResizedCrop area range of whole-image crops ("random" policy, obj-scene's scene view,
     # and the fallback for images without proposals).
     v.RANDOM_SCALE = (0.2, 1.0)
@@ -70,12 +85,21 @@ def add_views_config(cfg: CfgNode) -> CfgNode:
     # DiLo copy-paste: paste the salient foreground onto another background before cropping.
     v.COPY_PASTE = CfgNode()
     v.COPY_PASTE.ENABLED = False
+    # "dilo": DiLo's released saliency_dataset.py: each view draws its own paste (p PROB), its own
+    # background and its own edge blur, and the alpha is the continuous saliency map (the store's
+    # soft map when it has one). "shared": one draw for the pair, so both views show the same pasted
+    # image on the same background; the study's copy-paste rows measured this variant.
+    v.COPY_PASTE.MODE = "shared"
     v.COPY_PASTE.PROB = 0.3
     # Probability of softening the mask edge with a Gaussian blur.
     v.COPY_PASTE.BLUR_PROB = 0.5
+    # "dilo": the edge blur's sigma in pixels of the image the policy gets (DiLo: GaussianBlur(5)).
+    # "shared" draws 1-3 px per 224 px of the image instead.
+    v.COPY_PASTE.EDGE_SIGMA = 5.0
     # Backgrounds drawn uniformly from: "grey" (random intensity), "image" (another image of
-    # the dataset, supplied by the dataset as a callable), "texture" (generated).
-    v.COPY_PASTE.BACKGROUNDS = BACKGROUNDS
+    # the dataset, supplied by the dataset as a callable), "texture" (generated). Empty: the
+    # mode's own, MODE_BACKGROUNDS (dilo: grey, as DiLo; shared: all three).
+    v.COPY_PASTE.BACKGROUNDS = ()
 
     cfg.VIEWS = v
     return cfg

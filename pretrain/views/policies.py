@@ -37,6 +37,7 @@ class ViewPlan:
     dilated_box: Optional[geo.Box] = None      # ... dilated (obj-obj-dilate)
     swapped: bool = False
     fallback: bool = False
+    pasted: Tuple[bool, bool] = (False, False)  # DiLo copy-paste: which views were pasted
 
 
 def as_image(image) -> torch.Tensor:
