@@ -27,7 +27,8 @@ from objcrop.logger import setup_logger
 from objcrop.records import Provenance
 
 # The default `method` of the pretrain block for checkpoints that do not carry one.
-_METHOD_OF_FORMAT = {"moco": "moco", "byol": "byol", "backbone-prefixed": "unknown", "torchvision": "unknown"}
+_METHOD_OF_FORMAT = {"moco": "moco", "byol": "byol", "backbone-prefixed": "unknown", "torchvision": "unknown",
+                     "lightly": "unknown"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +43,10 @@ def _parser() -> argparse.ArgumentParser:
                "  byol               'online_encoder.net.*' (lucidrains/byol-pytorch), "
                "{'online_network_state_dict': {'encoder.N.*'}} (sthalles/PyTorch-BYOL)\n"
                "  backbone-prefixed  'backbone.*' (mmselfsup, solo-learn)\n"
-               "  torchvision        a plain torchvision ResNet state_dict (e.g. torchvision's ImageNet files)\n",
+               "  torchvision        a plain torchvision ResNet state_dict (e.g. torchvision's ImageNet files)\n"
+               "  lightly            'backbone.N.*' = nn.Sequential(*resnet.children()[:-1]) (lightly's examples), "
+               "or that Sequential's own state_dict\n"
+               "The layouts are objcrop.checkpoints'; the first that holds a ResNet stem is taken.\n",
     )
     p.add_argument("input", nargs="?", help="checkpoint to convert (read with torch.load(weights_only=True))")
     p.add_argument("output", nargs="?", help="detectron2 .pkl to write (atomically, only once verified)")

@@ -36,6 +36,13 @@ sits. Only layouts whose key names were checked against the codebase that writes
                      Lightning checkpoints: {"state_dict": {"backbone.conv1.weight", ...}}
   torchvision        a plain ResNet state dict (torchvision's ImageNet files, `torch.save(resnet.state_dict())`),
                      also under "state_dict"/"model" or with a DDP "module." prefix
+  lightly            lightly's examples (examples/pytorch_lightning/moco.py, ...) keep the ResNet as
+                     backbone = nn.Sequential(*resnet.children()[:-1]): a Lightning checkpoint
+                     {"state_dict": {"backbone.0.weight", "backbone.4.0.conv1.weight", ...}}, or
+                     `torch.save(backbone.state_dict())` with keys "0.weight", "4.0.conv1.weight", ...
+
+Detection tries the formats in this order and takes the first that holds a ResNet stem
+(conv1.weight), so the momentum/target copies (encoder_k, backbone_momentum, ...) are never read.
 """
 import dataclasses
 import re
@@ -47,7 +54,7 @@ import torch
 from objcrop.errors import CheckpointError
 from objcrop.records import Provenance
 
-FORMATS = ("objcrop", "moco", "byol", "backbone-prefixed", "torchvision")
+FORMATS = ("objcrop", "moco", "byol", "backbone-prefixed", "torchvision", "lightly")
 
 # format -> [(container key or None for the top level, key prefix), ...], tried in order.
 _LOCATIONS: Dict[str, List[Tuple[Optional[str], str]]] = {
@@ -57,7 +64,11 @@ _LOCATIONS: Dict[str, List[Tuple[Optional[str], str]]] = {
             + [("online_network_state_dict", "encoder."), ("online_network_state_dict", "module.encoder.")],
     "backbone-prefixed": [(c, p) for c in ("state_dict", None, "model") for p in ("module.backbone.", "backbone.")],
     "torchvision": [(c, p) for c in (None, "state_dict", "model") for p in ("", "module.")],
+    # Last: a bare "0.weight" key is too common to be tried before the named layouts.
+    "lightly": [("state_dict", "backbone."), ("state_dict", "module.backbone."), (None, "backbone."), (None, "")],
 }
+# Locations that hold nn.Sequential(*resnet.children()[:-1]) rather than a ResNet module.
+_SEQUENTIAL = {("byol", "online_network_state_dict"), ("lightly", "state_dict"), ("lightly", None)}
 
 # sthalles/PyTorch-BYOL keeps the ResNet as nn.Sequential(conv1, bn1, relu, maxpool, layer1..4, avgpool).
 _SEQUENTIAL_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
@@ -120,7 +131,7 @@ def extract_backbone(obj: object, fmt: str, source: str) -> Backbone:
                               f"{', '.join(sorted({p + '*' for _, p in _LOCATIONS[fmt]}))}); top-level keys: {_top_level_keys(obj)}")
     container, prefix = found
     state = obj if container is None else obj[container]
-    rename = _from_sequential if container == "online_network_state_dict" else None
+    rename = _from_sequential if (fmt, container) in _SEQUENTIAL else None
     where = f"{'' if container is None else f'[{container!r}]'}[{prefix + '*'!r}]"
     return Backbone(fmt, where, _tensors(state, prefix, rename, source), None)
 
@@ -139,7 +150,7 @@ def _find_location(obj: object, fmt: str) -> Optional[Tuple[Optional[str], str]]
         state = obj if container is None else (obj.get(container) if isinstance(obj, Mapping) else None)
         if not isinstance(state, Mapping):
             continue
-        rename = _from_sequential if container == "online_network_state_dict" else (lambda n: n)
+        rename = _from_sequential if (fmt, container) in _SEQUENTIAL else (lambda n: n)
         stem = [k for k in state if isinstance(k, str) and k.startswith(prefix) and rename(k[len(prefix):]) == "conv1.weight"]
         if stem:
             return container, prefix

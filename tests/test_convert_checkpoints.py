@@ -41,13 +41,24 @@ def _layouts(state):
         "byol_lucidrains": ({**{f"online_encoder.net.{k}": v for k, v in state.items()},
                              **{f"target_encoder.net.{k}": v for k, v in other.items()}}, "byol"),
         "byol_sthalles": ({"online_network_state_dict": {
-            f"encoder.{_CHILDREN.index(k.split('.')[0])}.{k.split('.', 1)[1]}": v for k, v in no_fc.items()}}, "byol"),
+            **_sequential("encoder.", no_fc), "projetion.net.0.weight": torch.zeros(4, 512)}}, "byol"),
         "backbone_prefixed": ({"meta": {}, "state_dict": {**{f"backbone.{k}": v for k, v in no_fc.items()},
                                                           "neck.mlp.0.weight": torch.zeros(4, 512)}},
                               "backbone-prefixed"),
         "torchvision": (state, "torchvision"),
         "torchvision_ddp": ({"model": {f"module.{k}": v for k, v in state.items()}}, "torchvision"),
+        "lightly_lightning": ({"epoch": 9, "state_dict": {**_sequential("backbone.", no_fc),
+                                                          **_sequential("backbone_momentum.", other),
+                                                          "projection_head.layers.0.weight": torch.zeros(4, 512)}},
+                              "lightly"),
+        "lightly_backbone": (_sequential("", no_fc), "lightly"),
     }
+
+
+def _sequential(prefix, state):
+    """Keys of nn.Sequential(*resnet.children()[:-1]): conv1 -> 0, bn1 -> 1, layer1 -> 4, ..."""
+    return {f"{prefix}{_CHILDREN.index(k.split('.')[0])}.{k.split('.', 1)[1]}": v for k, v in state.items()
+            if not k.startswith("fc.")}
 
 
 def test_every_documented_format_has_a_layout_here(r18_state):
@@ -55,7 +66,8 @@ def test_every_documented_format_has_a_layout_here(r18_state):
 
 
 @pytest.mark.parametrize("layout", ["objcrop", "moco_v2", "moco_v3", "byol_lucidrains", "byol_sthalles",
-                                    "backbone_prefixed", "torchvision", "torchvision_ddp"])
+                                    "backbone_prefixed", "torchvision", "torchvision_ddp", "lightly_lightning",
+                                    "lightly_backbone"])
 def test_core_reader_and_converter_read_the_same_backbone(tmp_path, r18_state, layout):
     obj, fmt = _layouts(r18_state)[layout]
     src = tmp_path / f"{layout}.pth"
@@ -95,8 +107,8 @@ def test_forced_format_and_unreadable_files_fail_naming_the_file(tmp_path, r18_s
     assert read_backbone(str(tmp_path / "plain.pth"), "torchvision").location == "['*']"
     with pytest.raises(CheckpointError, match=r"plain\.pth: no ResNet backbone in the moco layout"):
         read_backbone(str(tmp_path / "plain.pth"), "moco")
-    with pytest.raises(CheckpointError, match=r"plain\.pth: unknown format 'lightly'"):
-        read_backbone(str(tmp_path / "plain.pth"), "lightly")
+    with pytest.raises(CheckpointError, match=r"plain\.pth: unknown format 'vissl'"):
+        read_backbone(str(tmp_path / "plain.pth"), "vissl")
     (tmp_path / "cut.pth").write_bytes((tmp_path / "plain.pth").read_bytes()[:1000])
     with pytest.raises(CheckpointError, match=r"cut\.pth: cannot be read"):
         read_backbone(str(tmp_path / "cut.pth"))
