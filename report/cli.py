@@ -1,4 +1,6 @@
 """`objcrop report RUNS… --out DIR`: every results.json below RUNS → tables and plots.
+`objcrop report study …`: the study page (docs/results.md) from the study records (report/study_page.py).
+`objcrop report record OUT RECORD`: add a pipeline output's results to a study record (report/record.py).
 
 Writes DIR/results.md, DIR/results.csv, DIR/results.tex (booktabs), DIR/runs.csv (one
 line per results.json, for anyone who wants to re-aggregate) and PNG plots in
@@ -19,7 +21,9 @@ from objcrop.io import write_text_atomic
 from objcrop.logger import setup_logger
 from objcrop.report.aggregate import Flag, Table, build_table, measurements_of, pretrain_flag, row_key
 from objcrop.report.collect import Collection, collect, loss_curve
+from objcrop.report import study_page
 from objcrop.report.plots import write_plots
+from objcrop.report.record import StudyRecord
 from objcrop.report.tables import to_csv, to_latex, to_markdown
 
 logger = logging.getLogger("objcrop.report")
@@ -33,11 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
             "and write tables (Markdown, CSV, LaTeX booktabs) and PNG plots. Rows are pretraining "
             "settings (method, view policy, proposals, epochs), columns are benchmarks; seeds are "
             "aggregated as mean ± sample std with n, with Δ against the random-crop baseline. Failed "
-            "or NaN runs are flagged with † and listed, never dropped."
+            "or NaN runs are flagged with † and listed, never dropped. A RUNS path may be a study record "
+            "(record.json, or a directory holding one) or a path inside one (RECORD/runs). Subcommands: "
+            "`objcrop report study --help` (the study page, docs/results.md, from the study records) and "
+            "`objcrop report record --help` (add a pipeline output's results to a study record)."
         ),
     )
     p.add_argument("runs", nargs="+", metavar="RUNS",
-                   help="run directories (searched recursively for results.json) or results.json files")
+                   help="run directories (searched recursively for results.json), results.json files, or study "
+                        "records (record.json, a directory holding one, or RECORD/runs)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory for the tables and plots/")
     p.add_argument("--decimals", type=int, default=1, help="decimals shown in md/tex tables (default: 1)")
     p.add_argument("--title", default="objcrop results", help="title of results.md (default: %(default)s)")
@@ -126,7 +134,40 @@ def write_report(roots: List[str], out_dir: str, decimals: int = 1, title: str =
     return {"paths": paths, "plots": plot_paths, "table": table, "collection": collection}
 
 
+def study_main(argv: List[str]) -> int:
+    p = argparse.ArgumentParser(prog="objcrop report study", description=study_page.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    study_page.add_arguments(p)
+    print(study_page.write_page(p.parse_args(argv)))
+    return 0
+
+
+def record_main(argv: List[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="objcrop report record",
+        description="Add the small result files of a pipeline output (every run's results.json, config and "
+                    "metrics summary, data/meta.json, learnability.json, extras/, the pipeline log) to a study "
+                    "record; a run's new result replaces the record's copy of the same run. Checkpoints, "
+                    "caches and data stay out. `run_pipeline.sh --records RECORD` then skips every task "
+                    "whose result the record holds.")
+    p.add_argument("out", help="a pipeline output directory (run_pipeline.sh --out)")
+    p.add_argument("record", help="the record: a directory holding record.json (created when missing), "
+                                  "the record file itself, or a legacy record directory")
+    args = p.parse_args(argv)
+    record = StudyRecord.open(args.record)
+    written = record.save_output(args.out)
+    runs = sum(1 for rel in written if rel.endswith("results.json"))
+    print(f"objcrop report record: {len(written)} files ({runs} results) from {args.out} recorded in {record.path}")
+    return 0
+
+
+SUBCOMMANDS = {"study": study_main, "record": record_main}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:  # a runs directory named like one: pass it as ./study
+        return SUBCOMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     if args.decimals < 0:
         raise ObjcropError(f"--decimals must be ≥ 0, got {args.decimals}")

@@ -11,14 +11,15 @@
 # by their background?), two tasks at a time.
 # Then the extras docs/results.md quotes (view statistics, proposal recall) are measured by
 # scripts/study_extras.py, every result is added to the study's record in the repository
-# (docs/results/study*/, scripts/study_records.py), the report is built from the record, and
-# scripts/study_report.py writes docs/results.md from it.
+# (docs/results/study*/record.json, `objcrop report record`), the report is built from the record,
+# and `objcrop report study` writes docs/results.md from it.
 # The record is what makes the study resumable on another machine: the pipeline skips every task
 # whose result the record holds (--records), so a rerun anywhere runs only what is missing.
 # Wall time: OUT/study_wall_time.txt. `make study` runs this with the repository's .venv.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-RECORDS="$(dirname "$HERE")/docs/results"
+DOCS="$(dirname "$HERE")/docs"
+RECORDS="$DOCS/results"
 OUT="${1:-output}"
 mkdir -p "$OUT" "$RECORDS/study" "$RECORDS/study_hard" "$RECORDS/study_plain"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -35,9 +36,10 @@ echo "$(( $(date +%s) - start )) s on $(nproc) cores (exit codes: study $rc_main
 PY="${PYTHON:-$(dirname "$HERE")/.venv/bin/python}"  # the Python run_pipeline.sh would pick in `make study`
 for v in study study_hard study_plain; do
   "$PY" "$HERE/study_extras.py" "$OUT/$v" || exit 1
-  "$PY" "$HERE/study_records.py" "$OUT/$v" "$RECORDS/$v" || exit 1
+  "$PY" -m objcrop report record "$OUT/$v" "$RECORDS/$v" || exit 1
   "$PY" -m objcrop report "$RECORDS/$v/runs" --out "$RECORDS/$v/report" || exit 1
 done
-"$PY" "$HERE/study_report.py" --study "$RECORDS/study" --hard "$RECORDS/study_hard" --plain "$RECORDS/study_plain" \
-  --wall-time "$OUT/study_wall_time.txt"
+"$PY" -m objcrop report study --study "$RECORDS/study" --hard "$RECORDS/study_hard" --plain "$RECORDS/study_plain" \
+  --gpu "$RECORDS/study_gpu" --plain-gpu "$RECORDS/study_plain_gpu" --wall-time "$OUT/study_wall_time.txt" \
+  --preamble "$DOCS/results_preamble.md" --discussion "$DOCS/results_discussion.md" --out "$DOCS/results.md"
 [ $rc_main -eq 0 ] && [ $rc_hard -eq 0 ] && [ $rc_plain -eq 0 ] || exit 1

@@ -15,8 +15,9 @@
 # its last checkpoint only on the same machine with the same OUT, and starts over anywhere else.
 # Two runs share the GPU and the cores (JOBS=2, the default; study_plain_gpu's ResNet-18 leaves the
 # GPU idle often enough for JOBS=3, which its record's later leases used); a failed task does not
-# stop the others (--keep-going). The results go to the record docs/results/PRESET/ (study_records.py), its report to docs/results/PRESET/report/, and
-# scripts/study_report.py puts the tables beside the CPU study's in docs/results.md. GPU use is
+# stop the others (--keep-going). The results go to the record docs/results/PRESET/record.json
+# (`objcrop report record`), its report to docs/results/PRESET/report/, and `objcrop report study`
+# puts the tables beside the CPU study's in docs/results.md. GPU use is
 # sampled every 5 s into OUT/gpu_use.csv.
 set -uo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,7 +42,7 @@ rc=$?
 [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
 echo "$(( $(date +%s) - start )) s on $(nproc) cores and $("$PY" -c 'import torch; print(torch.cuda.get_device_name(0))') (pipeline exit code $rc)" \
   | tee "$OUT/study_wall_time.txt"
-"$PY" "$HERE/study_records.py" "$OUT" "$RECORD" || exit 1
+"$PY" -m objcrop report record "$OUT" "$RECORD" || exit 1
 cp "$OUT/study_wall_time.txt" "$RECORD/wall_time.txt"
 # every call's line, dated: the GPU time the record cost over all leases (wall_time.txt: the last)
 echo "$(date -u '+%Y-%m-%d %H:%M UTC') $(cat "$OUT/study_wall_time.txt")" >> "$RECORD/wall_times.txt"

@@ -1,0 +1,176 @@
+"""`objcrop report study`: write docs/results.md from the study's records; every number in it comes
+from them.
+
+Per study record (report/record.py; a pipeline output directory works too) it reads the record's
+report (`objcrop report`: report/results.md, runs.csv, plots/), the generated data's meta.json,
+one pretraining run's config, the supervised bound's learnability.json, extras/
+(scripts/study_extras.py: view statistics, proposal recall, view grids) and the pipeline logs
+(wall time per task). Pictures are linked where they lie. The reading (Δ against random crops,
+Welch's t-test over seeds) is computed here too (report/study_tables.py).
+"""
+import glob
+import os
+from typing import List, Optional
+
+from objcrop.io import write_text_atomic
+from objcrop.report.record import StudyRecord
+from objcrop.report.study_runs import pretext_table, recall_table, view_pairs, view_stats_table
+from objcrop.report.study_setup import machine_line, not_run, setup_summary
+from objcrop.report.study_tables import (KNN, PROBE, detection_readings, gate_table, learnability_line, reading_table,
+                                         study_values)
+
+RESULTS = os.path.join("docs", "results")
+# (option, its record, help): the studies the page shows, in order
+STUDIES = [
+    ("study", os.path.join(RESULTS, "study"), "the default variant's record or pipeline output"),
+    ("hard", os.path.join(RESULTS, "study_hard"), "the hard variant's record or pipeline output"),
+    ("plain", os.path.join(RESULTS, "study_plain"),
+     "the background-free control's record (eval_configs/pipeline/study_plain.yaml)"),
+    ("gpu", os.path.join(RESULTS, "study_gpu"),
+     "the GPU-scale study's record (scripts/study_gpu.sh), shown after the CPU study's"),
+    ("plain_gpu", os.path.join(RESULTS, "study_plain_gpu"),
+     "the background-free control at GPU scale (PRESET=study_plain_gpu scripts/study_gpu.sh)"),
+]
+
+
+def add_arguments(p) -> None:
+    for name, default, help_ in STUDIES:
+        p.add_argument("--" + name.replace("_", "-"), default=default, help=f"{help_} (default: %(default)s)")
+    p.add_argument("--wall-time", default="output/study_wall_time.txt",
+                   help="scripts/study.sh's wall time line (default: %(default)s; left out when missing)")
+    p.add_argument("--preamble", default=os.path.join("docs", "results_preamble.md"),
+                   help="the hand-written part (method, commands); it holds no measured number (default: %(default)s)")
+    p.add_argument("--discussion", default=os.path.join("docs", "results_discussion.md"),
+                   help="the hand-written reading of the tables; it holds no measured number either "
+                        "(default: %(default)s)")
+    p.add_argument("--out", default=os.path.join("docs", "results.md"), help="the page to write (default: %(default)s)")
+
+
+def _pictures(pattern: str, doc_dir: str) -> str:
+    """Markdown links, relative to the document, to the pictures a glob finds."""
+    paths = sorted(glob.glob(pattern))
+    return "\n".join(f"![{os.path.basename(p)}]({os.path.relpath(p, doc_dir)})" for p in paths)
+
+
+def report_table(study: str) -> str:
+    path = os.path.join(study, "report", "results.md")
+    if not os.path.isfile(path):
+        return "_(no report: the study has not run)_"
+    with open(path, "r", encoding="utf-8") as f:
+        text = f.read()
+    # drop the report's title and its picture links (the plots are shown below); keep its
+    # provenance line, the table and its notes
+    return "\n".join(line for line in text.splitlines() if not line.startswith(("# ", "!["))).strip()
+
+
+def _views_part(record: StudyRecord, doc_dir: str, same_data_as: str) -> str:
+    if same_data_as:
+        return f"""The data, the views' contents and the proposals are those of the {same_data_as} (the same
+generator, seed and crops): see there.
+"""
+    grids = _pictures(os.path.join(record.root, "extras", "views_*.png"), doc_dir)
+    return f"""### What the views contain (`objcrop views stats`, the policies as pretraining ran them)
+
+{view_stats_table(record)}
+
+Sampled view pairs (per image: proposals; then each pair's crop boxes — view 1 green, view 2 magenta,
+the chosen box yellow — and the two augmented views):
+
+{grids or '_(none)_'}
+
+### Proposal recall (`objcrop proposals stats`, train split)
+
+{recall_table(record)}
+"""
+
+
+def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str = "") -> str:
+    """One study's part of docs/results.md. `same_data_as`: the title of a section whose data this
+    study shares; its view statistics and proposal recall are not repeated here."""
+    record = StudyRecord.open(study)
+    values, arches = study_values(study)
+    s = setup_summary(record)
+    plots = _pictures(os.path.join(study, "report", "plots", "*.png"), doc_dir)
+    machine = machine_line(study)
+    machine = f"\n* **Machine**: {machine}." if machine else ""
+    return f"""## {title}
+
+* **Data**: variant `{s['variant']}`: {s['data']}.
+* **Pretraining**: {s['pretrain']}.
+* **Learnable?** Suite's probe (mAP %, test split): {learnability_line(values)}. {s['learnability']}.
+* **Time per task** (from the pipeline logs): {s['times']}.{machine}
+
+### Results (`objcrop report`)
+
+{report_table(study)}
+
+{not_run(record, preset)}
+
+### Did pretraining learn anything? Each backbone against random init
+
+Probe mAP:
+
+{gate_table(values, PROBE, arches)}
+
+kNN mAP:
+
+{gate_table(values, KNN, arches)}
+
+### Reading: each policy against random crops of the same method
+
+Probe mAP:
+
+{reading_table(values, PROBE)}
+
+kNN mAP:
+
+{reading_table(values, KNN)}
+{detection_readings(values)}
+### Did the pretext task learn? (each run's metrics.jsonl)
+
+BYOL's loss is a regression loss (no chance level, no ranking).
+
+{pretext_table(record)}
+
+### Plots
+
+{plots or '_(none)_'}
+
+{_views_part(record, doc_dir, same_data_as)}"""
+
+
+def _scale(cpu_study: str, gpu_study: str) -> str:
+    """", Nx the view pairs per run" of a GPU study against the CPU study on the same data."""
+    if not (os.path.isdir(cpu_study) and os.path.isdir(gpu_study)):
+        return ""
+    cpu_pairs, gpu_pairs = view_pairs(StudyRecord.open(cpu_study)), view_pairs(StudyRecord.open(gpu_study))
+    return f", {gpu_pairs / cpu_pairs:.0f}x the view pairs per run" if cpu_pairs and gpu_pairs else ""
+
+
+def _read(path: str) -> Optional[str]:
+    if not os.path.isfile(path):
+        return None
+    with open(path, "r", encoding="utf-8") as f:
+        return f.read().rstrip()
+
+
+def write_page(args) -> str:
+    """docs/results.md from the records named by `args` (add_arguments); returns its path."""
+    doc_dir = os.path.dirname(os.path.abspath(args.out))
+    parts: List[str] = [p for p in (_read(args.preamble), _read(args.discussion)) if p is not None]
+    wall = (_read(args.wall_time) or "").strip()
+    if wall:
+        parts.append(f"**Wall time of scripts/study.sh**: {wall}.")
+    scale, plain_scale = _scale(args.study, args.gpu), _scale(args.plain, args.plain_gpu)
+    for title, study, preset, same in (("Default variant (`study`)", args.study, "study", ""),
+                                       ("Hard variant (`study-hard`)", args.hard, "study_hard", ""),
+                                       ("No background to match views by (`study-plain`)", args.plain,
+                                        "study_plain", ""),
+                                       (f"GPU scale (`study_gpu`): ResNet-50{scale}", args.gpu,
+                                        "study_gpu", "default variant"),
+                                       (f"The background-free control at GPU scale (`study_plain_gpu`): ResNet-18{plain_scale}",
+                                        args.plain_gpu, "study_plain_gpu", "background-free control (`study-plain`)")):
+        if os.path.isdir(study):
+            parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same))
+    write_text_atomic(args.out, "\n\n".join(parts) + "\n")
+    return args.out

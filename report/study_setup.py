@@ -1,0 +1,154 @@
+"""The study page's setup lines: the data, the pretraining settings, the time per task (from the
+pipeline logs), the machine of a GPU study, and the preset's tasks the record does not hold yet.
+"""
+import csv
+import os
+import re
+import statistics
+from collections import defaultdict
+from typing import Dict, List, Optional
+
+from objcrop.records import Provenance
+from objcrop.report.record import StudyRecord
+from objcrop.report.study_runs import learnability_budgets, pretrain_keys
+
+
+def _pipeline_logs(record: StudyRecord) -> List[str]:
+    """The texts of a study's pipeline logs: one per machine in a record (logs/pipeline-<id>.log),
+    or an output directory's own logs/pipeline.log."""
+    return [record.read(rel) or "" for rel in record.files("logs/pipeline*.log")]
+
+
+def task_times(record: StudyRecord) -> Dict[str, float]:
+    """Seconds per finished task, from the pipeline logs' `done TASK in N s` lines (the last
+    log that finished a task wins)."""
+    out = {}
+    for text in _pipeline_logs(record):
+        for m in re.finditer(r"done (\S+) in (\d+) s", text):
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def elapsed(record: StudyRecord) -> Optional[float]:
+    """Seconds from each pipeline log's first line to its last, summed over the logs (reruns
+    included; times of day that go backwards are taken as the next day)."""
+    total, found = 0.0, False
+    for text in _pipeline_logs(record):
+        stamps = [int(h) * 3600 + int(m) * 60 + int(sec) for h, m, sec in
+                  re.findall(r"^\[pipeline (\d\d):(\d\d):(\d\d)\]", text, re.M)]
+        found = found or bool(stamps)
+        for prev, cur in zip(stamps, stamps[1:]):
+            total += (cur - prev) % 86400
+    return total if found else None
+
+
+def time_summary(record: StudyRecord) -> str:
+    times = task_times(record)
+    if not times:
+        return "—"
+    by_stage = defaultdict(list)
+    for name, secs in times.items():
+        by_stage[name.split(".")[0]].append(secs)
+    parts = [f"{stage} {len(v)} task(s), median {statistics.median(v) / 60:.1f} min"
+             for stage, v in sorted(by_stage.items())]
+    wall, logs = elapsed(record), len(record.files("logs/pipeline*.log"))
+    return "; ".join(parts) + (f"; pipeline logs span {wall / 60:.0f} min ({logs} log(s), one per machine)" if wall else "")
+
+
+def describing_config(record: StudyRecord) -> dict:
+    """The config of the MoCo-v2 run that describes the study best: an untagged object-aware run on
+    ground-truth boxes (its box keys matter; tagged runs, e.g. `-4x`, change only what their tag
+    says), else plain random crops, else any."""
+    def order(key: str):
+        prov = Provenance.from_dict((record.results(key + "/results.json") or {}).get("pretrain"))
+        return (prov.policy_label != "obj-obj-dilate" or prov.proposals != "gt",
+                prov.policy_label != "random" or prov.proposals != "none", key)
+
+    keys = [k for k in pretrain_keys(record) if record.config(k) is not None
+            and Provenance.from_dict((record.results(k + "/results.json") or {}).get("pretrain")).method == "moco_v2"]
+    return record.config(min(keys, key=order)) if keys else {}
+
+
+def _data_line(meta: dict) -> str:
+    params = meta.get("params", {})
+    return (f"{meta.get('num_images', '?')} images ({', '.join(f'{k} {v}' for k, v in meta.get('splits', {}).items())}), "
+            f"{params.get('image_size', '?')} px, {len(meta.get('classes', []))} classes "
+            f"({', '.join(meta.get('classes', []))}), {params.get('min_objects', '?')}–{params.get('max_objects', '?')} "
+            f"objects of {params.get('object_scale', '?')} of the side, clutter {params.get('clutter', '?')}")
+
+
+def _pretrain_line(cfg: dict) -> str:
+    pre, views = cfg.get("PRETRAIN", {}), cfg.get("VIEWS", {})
+    moco = pre.get("MOCO", {})
+    return (f"{pre.get('ARCH', '?')}, {pre.get('EPOCHS', '?')} epochs, batch {pre.get('BATCH_SIZE', '?')}, "
+            f"base lr {pre.get('BASE_LR', '?')} per {pre.get('BASE_BATCH_SIZE', '?')}, MoCo K "
+            f"{moco.get('K', '?')}, m {moco.get('M', '?')}, "
+            f"T {moco.get('T', '?')}; {views.get('CROP_SIZE', '?')}-px crops, boxes grown to "
+            f"min({views.get('MIN_BOX_SIZE', '?')} (-1 = crop size), {views.get('MIN_BOX_FRACTION', '?')} × side)")
+
+
+def setup_summary(record: StudyRecord) -> Dict[str, str]:
+    meta = record.read("data/meta.json") or {}
+    return {"variant": str(meta.get("variant", "?")), "data": _data_line(meta),
+            "pretrain": _pretrain_line(describing_config(record)),
+            "learnability": learnability_budgets(record), "times": time_summary(record)}
+
+
+def _holds(record: StudyRecord, relpath: str) -> bool:
+    """Does the record hold a task's result (a results.json: with status ok)?"""
+    if relpath.endswith("results.json"):
+        return (record.results(relpath) or {}).get("status") == "ok"
+    return record.has(relpath)
+
+
+def not_run(record: StudyRecord, preset: str) -> str:
+    """The preset's tasks whose results the record does not hold: what rerunning it runs next."""
+    from objcrop.pipeline.plan import build_plan
+    from objcrop.pipeline.presets import load_preset
+    from objcrop.pipeline.tasks import STAGE_ORDER
+
+    out = os.path.abspath(record.root)
+    missing = defaultdict(list)
+    for t in build_plan(load_preset(preset), out):
+        if t.results and not all(_holds(record, os.path.relpath(r, out)) for r in t.results):
+            missing[t.stage].append(t.name.split(".", 1)[1] if "." in t.name else t.name)
+    if not missing:
+        return "Every task of the preset has its result."
+    lines = [f"Not run yet — `{preset}` preset tasks without a result ({sum(map(len, missing.values()))}), "
+             f"in the order a rerun takes them:", ""]
+    for stage in STAGE_ORDER:
+        if missing.get(stage):
+            lines.append(f"* {stage} ({len(missing[stage])}): " + ", ".join(f"`{n}`" for n in missing[stage]))
+    return "\n".join(lines)
+
+
+def _gpu_use(path: str) -> str:
+    util, mem = [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in list(csv.reader(f))[1:]:
+            if len(row) >= 3:
+                util.append(float(row[1].strip().rstrip("%").strip() or 0))
+                mem.append(float(row[2].strip().split()[0] or 0))
+    busy = [u for u in util if u > 0]
+    if not util:
+        return ""
+    return (f"GPU use sampled every 5 s over that run ({len(util)} samples): mean {statistics.mean(util):.0f} % "
+            f"({statistics.mean(busy) if busy else 0:.0f} % while busy), at most {max(mem):.0f} MiB of memory")
+
+
+def machine_line(study: str) -> str:
+    """The machine of a study run elsewhere (scripts/study_gpu.sh): its wall_time.txt and the GPU use
+    nvidia-smi sampled every 5 s (gpu_use.csv); empty when the record has neither."""
+    parts = []
+    wall = os.path.join(study, "wall_time.txt")
+    if os.path.isfile(wall):
+        parts.append(f"last run of scripts/study_gpu.sh: {open(wall, encoding='utf-8').read().strip()}")
+    history = os.path.join(study, "wall_times.txt")
+    if os.path.isfile(history):
+        seconds = [int(m.group(1)) for line in open(history, encoding="utf-8")
+                   for m in [re.search(r"UTC (\d+) s on", line)] if m]
+        parts.append(f"{len(seconds)} runs of it recorded in wall_times.txt, {sum(seconds)} s in all")
+    use = os.path.join(study, "gpu_use.csv")
+    if os.path.isfile(use):
+        parts.append(_gpu_use(use))
+    return "; ".join(p for p in parts if p)

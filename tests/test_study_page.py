@@ -1,0 +1,112 @@
+"""`objcrop report study` / `objcrop report record` (report/study_*.py): the study page from the
+records, the pretext table, the machine line, the gate and reading tables."""
+import os
+
+import pytest
+
+from objcrop.io import append_jsonl, write_text_atomic
+from objcrop.records import Provenance, results, write_results
+from objcrop.report import study_tables
+from objcrop.report.cli import main as report_main
+from objcrop.report.record import StudyRecord
+from objcrop.report.study_runs import pretext_table, run_tail
+from objcrop.report.study_setup import machine_line
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDIES = ("study", "study_hard", "study_plain", "study_gpu", "study_plain_gpu")
+
+
+def test_run_tail_finds_a_moco_loss_that_climbs_back_after_the_queue_fills():
+    rows = [{"iteration": i, "epoch": e, "loss": loss, "acc_top1": 0.5}
+            for i, (e, loss) in enumerate([(0, 3.0), (0, 3.1), (1, 6.5), (1, 6.4), (2, 6.8), (2, 6.9)])]
+    tail = run_tail(rows, last=2)
+    # the first epoch (queue filling) is not the lowest; epoch 2 is, and the end is above it
+    assert tail["first"] == pytest.approx(3.05) and tail["lowest_epoch"] == 2 and tail["lowest"] == pytest.approx(6.45)
+    assert tail["last"] == pytest.approx(6.85) and tail["epochs"] == 3 and tail["spread"] is None
+
+
+def _pretrain_output(out, name="moco_v2_random_none_r18_b32_e2_d-train_s0"):
+    prov = Provenance("moco_v2", "random", "none", 2, "resnet18", "synth:/d:train", 0)
+    run = os.path.join(out, "runs", "pretrain", name)
+    write_results(run, results("pretrain", "ok", prov, iterations=4, final_loss=2.0))
+    write_text_atomic(os.path.join(run, "config.yaml"), "PRETRAIN:\n  METHOD: moco_v2\n  MOCO:\n    K: 63\n")
+    for i in range(4):
+        append_jsonl(os.path.join(run, "metrics.jsonl"), {"iteration": i, "epoch": i // 2, "loss": 5.0 - i})
+    spectrum = {"effective_rank": 123.4, "top_pc_share": 0.456}
+    write_results(os.path.join(out, "runs", "probe", name),
+                  results("probe", "ok", prov, dataset="synth:/d:test", mAP=0.5, features=spectrum))
+    write_results(os.path.join(out, "runs", "probe", "random_init_s0"),  # probed before the spectrum existed
+                  results("probe", "ok", Provenance.random_init("resnet18", 0), dataset="synth:/d:test", mAP=0.5))
+    return name
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_pretext_table_shows_the_probe_feature_spectrum_and_the_reference_rows(tmp_path, compact):
+    out = str(tmp_path / "out")
+    name = _pretrain_output(out)
+    record = StudyRecord.open(out)
+    if compact:  # the same table from the record file the output is saved into
+        assert report_main(["record", out, str(tmp_path / "rec")]) == 0
+        record = StudyRecord.open(str(tmp_path / "rec"))
+        assert record.compact
+    table = pretext_table(record)
+    mine = next(line for line in table.splitlines() if line.startswith(f"| {name} "))
+    assert mine.startswith(f"| {name} | 4 | 4.50 | 2.50 (2 of 2) | 3.50 | {'%.2f' % __import__('math').log(64)} |")
+    assert mine.endswith("| 50.0 | 123 / 0.46 |")
+    reference = next(line for line in table.splitlines() if line.startswith("| random_init_s0 "))
+    assert "reference" in reference and reference.endswith("| 50.0 | — |")
+
+
+def test_machine_line_summarises_a_lent_machine(tmp_path):
+    assert machine_line(str(tmp_path)) == ""
+    (tmp_path / "wall_time.txt").write_text("300 s on 16 cores and NVIDIA H200 (pipeline exit code 124)\n")
+    (tmp_path / "gpu_use.csv").write_text("timestamp, utilization.gpu [%], memory.used [MiB]\n"
+                                          "2026/11/26 04:05:33.543, 0 %, 0 MiB\n"
+                                          "2026/11/26 04:05:38.547, 60 %, 4000 MiB\n"
+                                          "2026/11/26 04:05:43.547, 40 %, 4500 MiB\n")
+    line = machine_line(str(tmp_path))
+    assert "NVIDIA H200" in line and "(3 samples): mean 33 % (50 % while busy), at most 4500 MiB" in line
+    (tmp_path / "wall_times.txt").write_text("2026-11-26 06:44 UTC 480 s on 16 cores and NVIDIA H200 (pipeline exit code 124)\n"
+                                             "2026-11-26 06:46 UTC 147 s on 16 cores and NVIDIA H200 (pipeline exit code 0)\n")
+    assert "2 runs of it recorded in wall_times.txt, 627 s in all" in machine_line(str(tmp_path))
+
+
+def test_gate_compares_a_backbone_only_with_random_init_of_its_architecture():
+    col = study_tables.PROBE
+    values = {("random_init", "none", "none", ""): {col: [30.0, 32.0]},
+              ("moco_v2", "random", "none", "3"): {col: [35.0, 37.0]},
+              ("moco_v2", "random-r50", "none", "20"): {col: [29.0]}}
+    arches = {("random_init", "none", "none", ""): "resnet18", ("moco_v2", "random", "none", "3"): "resnet18",
+              ("moco_v2", "random-r50", "none", "20"): "resnet50"}
+    table = study_tables.gate_table(values, col, arches)
+    assert "| moco_v2 random | 3 | 36.0 ± 1.4 (n=2) | +5.0 |" in table
+    assert "| moco_v2 random-r50 (resnet50) | 20 | 29.0 (n=1) | — (the reference is a resnet18) | — |" in table
+
+
+def test_reading_reads_a_tagged_run_against_the_random_crops_with_its_tag():
+    col = study_tables.PROBE
+    values = {("moco_v2", "random", "none", "3"): {col: [40.0, 42.0]},
+              ("moco_v2", "random-grey", "none", "3"): {col: [30.0, 34.0]},
+              ("moco_v2", "obj-obj-dilate-grey", "gt", "3"): {col: [36.0, 38.0]}}
+    (row,) = study_tables.reading_rows(values, col)
+    assert row["baseline"] == "random-grey" and row["delta"] == pytest.approx(37.0 - 32.0)
+
+
+def test_results_page_is_built_from_the_compact_records_in_the_repository(tmp_path):
+    for study in STUDIES:
+        assert os.path.isfile(os.path.join(REPO, "docs", "results", study, "record.json")), study
+        assert not os.path.isdir(os.path.join(REPO, "docs", "results", study, "runs")), study
+    out = tmp_path / "results.md"
+    argv = ["study", "--out", str(out), "--wall-time", str(tmp_path / "none.txt")]
+    for option, study in zip(("--study", "--hard", "--plain", "--gpu", "--plain-gpu"), STUDIES):
+        argv += [option, os.path.join(REPO, "docs", "results", study)]
+    argv += ["--preamble", os.path.join(REPO, "docs", "results_preamble.md"),
+             "--discussion", os.path.join(REPO, "docs", "results_discussion.md")]
+    assert report_main(argv) == 0
+    text = out.read_text()
+    for title in ("## Default variant (`study`)", "## Hard variant (`study-hard`)",
+                  "## No background to match views by (`study-plain`)", "## GPU scale (`study_gpu`)",
+                  "## The background-free control at GPU scale (`study_plain_gpu`)"):
+        assert title in text
+    assert "nan" not in text.replace("nano", "")
+    assert "_(no finished pretraining run)_" not in text  # every record's runs and metrics were found
