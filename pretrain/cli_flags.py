@@ -70,7 +70,8 @@ def add_config_args(parser, file_example: str, opts_example: str) -> None:
                         help="YAML that overrides the defaults: a path, or a name under eval_configs/ "
                              f"(e.g. {file_example}); a config.yaml written by a run repeats that run")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
-                        help=f"override config keys, after the file and the flags; must come last, e.g. --opts {opts_example}")
+                        help="override config keys, after the file and the flags; must come last, "
+                             f"e.g. --opts {opts_example}")
 
 
 def _dest(f: Flag) -> str:

@@ -1,4 +1,5 @@
-"""The probe's config idiom: defaults <- YAML <- flags <- --opts, clear errors, and a config.yaml that repeats the run."""
+"""The probe's config idiom: defaults <- YAML <- flags <- --opts, clear errors, and a config.yaml that
+repeats the run."""
 import json
 
 import pytest

@@ -122,7 +122,8 @@ def _objcrop_and_moco_twins(tmp_path):
                objcrop_file)
     # MoCo keeps the query encoder with its MLP head (fc.0/fc.2) and a key encoder beside it, under DDP's module.
     moco = {f"module.encoder_q.{k}": v for k, v in backbone.items()}
-    moco.update({"module.encoder_q.fc.0.weight": torch.zeros(512, 512), "module.encoder_q.fc.2.weight": torch.zeros(128, 512)})
+    moco.update({"module.encoder_q.fc.0.weight": torch.zeros(512, 512),
+                 "module.encoder_q.fc.2.weight": torch.zeros(128, 512)})
     moco.update({f"module.encoder_k.{k}": torch.zeros_like(v) for k, v in backbone.items()})
     torch.save({"epoch": 1, "arch": "resnet18", "state_dict": moco}, moco_file)
     return objcrop_file, moco_file, provenance

@@ -64,7 +64,8 @@ def test_written_config_repeats_the_store(synth_dir, tmp_path):
 
 
 def test_a_yaml_integer_for_a_float_filter_writes_the_flags_store(synth_dir, tmp_path):
-    """YAML says `MIN_SIZE: 8` where the flag gave 8.0: the store's meta (and its resume check) must not tell them apart."""
+    """YAML says `MIN_SIZE: 8` where the flag gave 8.0: the store's meta (and its resume check) must not
+    tell them apart."""
     by_flag, by_yaml = str(tmp_path / "flag.ocp"), str(tmp_path / "yaml.ocp")
     common = ["compute", "--dataset", f"synth:{synth_dir}:train", "--method", "gt", "--limit", "3"]
     assert cli.main(common + ["--out", by_flag, "--min-size", "8"]) == 0

@@ -44,8 +44,8 @@ def load_backbone(weights: str, arch: str = "", seed: int = 0) -> Tuple[nn.Modul
     elif found.format == "torchvision":
         provenance = Provenance.supervised(file_arch or arch, os.path.basename(weights), seed)
     else:
-        provenance = Provenance(method=_FOREIGN_METHOD.get(found.format, "unknown"), arch=file_arch or arch or "unknown",
-                                dataset=os.path.basename(weights))
+        provenance = Provenance(method=_FOREIGN_METHOD.get(found.format, "unknown"),
+                                arch=file_arch or arch or "unknown", dataset=os.path.basename(weights))
     arch = arch or file_arch or "resnet50"
     model, _ = build_resnet(arch)
     load_backbone_weights(model, found.tensors, weights)  # CheckpointError naming keys/shapes on a mismatch

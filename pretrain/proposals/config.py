@@ -30,7 +30,8 @@ def get_proposals_cfg() -> CfgNode:
     # Folder with OpenCV's trained BING model (opencv_contrib modules/saliency/samples/
     # ObjectnessTrainedModel); required by METHOD bing.
     cfg.PROPOSALS.BING_MODEL = ""
-    # METHOD file: COCO detections json ([{image_id, bbox, score}]) or {image id or file name: [[x, y, w, h(, score)], ...]}.
+    # METHOD file: COCO detections json ([{image_id, bbox, score}]) or
+    # {image id or file name: [[x, y, w, h(, score)], ...]}.
     cfg.PROPOSALS.FILE = ""
 
     cfg.DATA = CfgNode()
