@@ -6,24 +6,27 @@
 #   sudo bash scripts/slurm_cluster.sh stop DIR
 #
 # start: writes DIR/etc/slurm.conf (one node: this machine's CPUs and memory from `slurmd -C`, one
-#   partition `debug`, free ports), a random munge key, and starts munged, slurmctld and slurmd as root
-#   with their state, spool, logs (DIR/log) and pid files (DIR/run) in DIR; returns once `srun hostname`
-#   answers. Already running: says so and returns 0. A second DIR is a second, independent cluster.
+#   partition `debug`, free ports) and slurmdbd.conf, a random munge key, and starts munged, a MariaDB
+#   server (DIR/db) with slurmdbd for accounting, slurmctld and slurmd, all as root, with their state,
+#   spool, logs (DIR/log) and pid files (DIR/run) in DIR; returns once `srun hostname` answers.
+#   Already running: says so and returns 0. A second DIR is a second, independent cluster.
+#   Accounting is there because submitit (the pipeline's SLURM launcher) learns a job's end from
+#   `sacct`: without it, a job that failed or was cancelled before writing its result is waited for forever.
 # stop: cancels the cluster's jobs, then stops only the daemons whose pid files are in DIR (checking
 #   that each pid still is that daemon). Nothing running: returns 0.
-# status: which daemons run, and `sinfo`; exit 0 when all three run, 3 when none, 1 when some.
+# status: which daemons run, and `sinfo`; exit 0 when all five run, 3 when none, 1 when some.
 # --install: apt-get install the Debian packages (slurmctld slurmd slurm-client munge, 22.05 on
 #   Debian 12) when a command is missing; without it a missing command is an error that says so.
 #
 # The munge socket lives in DIR/munge-socket when every folder above DIR may be entered by all (munged
 # requires it); otherwise in a folder made with mktemp under /tmp, named in DIR/munge/socket_path.
 # Dependent jobs of a failed job are cancelled (DependencyParameters=kill_invalid_depend), as on most
-# clusters; without it they would stay pending forever. No accounting database: `sacct` answers nothing.
+# clusters; without it they would stay pending forever.
 set -euo pipefail
 
-PACKAGES="slurmctld slurmd slurm-client munge"
-COMMANDS="munged munge slurmctld slurmd srun sbatch squeue scancel scontrol sinfo"
-DAEMONS="slurmd slurmctld munged"  # the order they are stopped in
+PACKAGES="slurmctld slurmd slurmdbd slurm-client munge mariadb-server"
+COMMANDS="munged munge mariadbd mariadb-install-db mariadb slurmdbd slurmctld slurmd srun sbatch squeue scancel scontrol sinfo sacct sacctmgr"
+DAEMONS="slurmd slurmctld slurmdbd mariadbd munged"  # the order they are stopped in
 
 die() { echo "slurm_cluster: $*" >&2; exit 2; }
 
@@ -61,6 +64,16 @@ free_port() {
   die "no free TCP port found"
 }
 
+# N distinct free ports, one a line.
+free_ports() {
+  local ports=() p
+  while [ ${#ports[@]} -lt "$1" ]; do
+    p="$(free_port)"
+    [[ " ${ports[*]} " == *" $p "* ]] || ports+=("$p")
+  done
+  printf '%s\n' "${ports[@]}"
+}
+
 # munged refuses a socket in a folder that not everybody may enter, all the way up.
 socket_dir() {
   local d="$DIR"
@@ -82,14 +95,16 @@ write_config() {
   [ -s "$DIR/etc/slurm.conf" ] && return 0
   sdir="$(socket_dir)"; chmod 755 "$sdir"
   echo "$sdir/munge.socket" > "$DIR/munge/socket_path"
+  local ports; mapfile -t ports < <(free_ports 4)  # slurmctld, slurmd, slurmdbd, MariaDB
+  write_dbd_config "$sdir/munge.socket" "${ports[2]}" "${ports[3]}"
   # "NodeName=vm CPUs=2 Boards=1 ... RealMemory=24105": the machine as slurmd sees it
   node="$(slurmd -C | head -n 1)"
   cat > "$DIR/etc/slurm.conf.tmp" <<EOF
 # A single-node cluster written by scripts/slurm_cluster.sh; everything it keeps is under $DIR.
 ClusterName=objcrop
 SlurmctldHost=$(hostname -s)(127.0.0.1)
-SlurmctldPort=$(free_port)
-SlurmdPort=$(free_port)
+SlurmctldPort=${ports[0]}
+SlurmdPort=${ports[1]}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -105,7 +120,11 @@ SlurmdLogFile=$DIR/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+AccountingStoragePort=${ports[2]}
+# for connections to slurmdbd the munge socket is given here (slurm.conf(5), AccountingStoragePass)
+AccountingStoragePass=$sdir/munge.socket
 JobCompType=jobcomp/none
 MpiDefault=none
 SelectType=select/cons_tres
@@ -117,6 +136,58 @@ $node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
   mv "$DIR/etc/slurm.conf.tmp" "$DIR/etc/slurm.conf"
+}
+
+# slurmdbd finds its config next to $SLURM_CONF; it must be readable by SlurmUser only.
+write_dbd_config() {
+  cat > "$DIR/etc/slurmdbd.conf.tmp" <<EOF
+AuthType=auth/munge
+AuthInfo=socket=$1
+DbdHost=localhost
+DbdPort=$2
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=127.0.0.1
+StoragePort=$3
+StorageUser=root
+StorageLoc=slurm_acct_db
+PidFile=$DIR/run/slurmdbd.pid
+LogFile=$DIR/log/slurmdbd.log
+EOF
+  chmod 600 "$DIR/etc/slurmdbd.conf.tmp"
+  mv "$DIR/etc/slurmdbd.conf.tmp" "$DIR/etc/slurmdbd.conf"
+}
+
+# Wait up to $1 seconds for a command to succeed.
+wait_for() {
+  local n="$1"; shift
+  for _ in $(seq 1 "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+  return 1
+}
+
+# MariaDB for slurmdbd: its own data folder, TCP on 127.0.0.1 only, root without password.
+start_database() {
+  local port; port="$(sed -n 's/^StoragePort=//p' "$DIR/etc/slurmdbd.conf")"
+  if [ ! -d "$DIR/db/mysql" ]; then
+    mariadb-install-db --no-defaults --datadir="$DIR/db" --user=root --auth-root-authentication-method=normal \
+      --skip-test-db >"$DIR/log/mariadb-install.log" 2>&1 || die "mariadb-install-db failed; see $DIR/log/mariadb-install.log"
+  fi
+  if ! daemon_pid mariadbd >/dev/null; then
+    setsid mariadbd --no-defaults --datadir="$DIR/db" --socket="$DIR/run/mariadb.sock" --port="$port" \
+      --bind-address=127.0.0.1 --pid-file="$DIR/run/mariadbd.pid" --log-error="$DIR/log/mariadb.log" --user=root \
+      --skip-log-bin --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 </dev/null >/dev/null 2>&1 &
+  fi
+  wait_for 60 mariadb --no-defaults -h 127.0.0.1 -P "$port" -u root -e "select 1" \
+    || die "MariaDB did not answer in 60 s; see $DIR/log/mariadb.log"
+}
+
+start_accounting() {
+  start_database
+  daemon_pid slurmdbd >/dev/null || client slurmdbd || die "slurmdbd did not start; see $DIR/log/slurmdbd.log"
+  wait_for 30 client sacctmgr -n list cluster || die "slurmdbd did not answer in 30 s; see $DIR/log/slurmdbd.log"
+  if [ -z "$(client sacctmgr -n -P list cluster format=cluster)" ]; then
+    client sacctmgr -i -Q add cluster objcrop >/dev/null
+  fi
 }
 
 # Every client command of this cluster (srun, sbatch, squeue, ...) reads SLURM_CONF.
@@ -131,12 +202,14 @@ start() {
   sock="$(cat "$DIR/munge/socket_path")"
   mkdir -p "$(dirname "$sock")"; chmod 755 "$(dirname "$sock")"
   if ! daemon_pid munged >/dev/null; then
-    munged --force --key-file="$DIR/munge/munge.key" --socket="$sock" --pid-file="$DIR/run/munged.pid" \
+    munged --force --num-threads=10 --key-file="$DIR/munge/munge.key" --socket="$sock" --pid-file="$DIR/run/munged.pid" \
       --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" \
       || die "munged did not start; see $DIR/log/munged.log"
   fi
-  # -i: ignore the state of an earlier run of this DIR (its jobs are gone)
-  daemon_pid slurmctld >/dev/null || slurmctld -f "$DIR/etc/slurm.conf" -i \
+  start_accounting
+  # a restart recovers the state of the last run (stop cancelled its jobs): job ids go on, and the
+  # accounting database never sees one id twice
+  daemon_pid slurmctld >/dev/null || slurmctld -f "$DIR/etc/slurm.conf" \
     || die "slurmctld did not start; see $DIR/log/slurmctld.log"
   daemon_pid slurmd >/dev/null || slurmd -f "$DIR/etc/slurm.conf" \
     || die "slurmd did not start; see $DIR/log/slurmd.log"
@@ -184,11 +257,11 @@ stop() {
 status() {
   local name pid up=0
   [ -d "$DIR" ] || { echo "slurm_cluster: no cluster in $DIR"; return 3; }
-  for name in munged slurmctld slurmd; do
+  for name in munged mariadbd slurmdbd slurmctld slurmd; do
     if pid="$(daemon_pid "$name")"; then echo "$name: running ($pid)"; up=$((up + 1)); else echo "$name: not running"; fi
   done
-  [ "$up" = 3 ] && client sinfo
-  [ "$up" = 3 ] && return 0
+  [ "$up" = 5 ] && client sinfo
+  [ "$up" = 5 ] && return 0
   [ "$up" = 0 ] && return 3
   return 1
 }
