@@ -106,3 +106,24 @@ def test_crops_past_the_image_count_as_area_without_objects():
 
     ii = integral_image(np.ones((4, 4), bool))
     assert pixels_inside(ii, (-2, -2, 2, 2)) == 4 and pixels_inside(ii, (2, 2, 9, 9)) == 4
+
+
+def test_views_show_draws_both_geometries_side_by_side(synth_dir, tmp_path):
+    out = str(tmp_path / "both.png")
+    assert cli.main(["show", "--dataset", f"synth:{synth_dir}:train", "--policy", "obj-obj-dilate", "--geometry", "both",
+                     "--out", out, "--num-images", "2", "--pairs", "1", "--cell", "48",
+                     "--opts", "VIEWS.CROP_SIZE", "32"]) == 0
+    img = cv2.imread(out)
+    # 2 images x 2 geometries = 4 rows; 1 image cell + 1 pair x 3 cells = 4 columns of 48 px with 4 px padding
+    assert img.shape[:2] == (4 * 52 + 4, 4 * 52 + 4)
+    objcrop_row, released_row = img[4:52], img[56:104]
+    assert not np.array_equal(objcrop_row, released_row)  # the two geometries crop differently
+
+
+def test_views_stats_measure_the_released_geometry(synth_dir, tmp_path):
+    out = tmp_path / "released.json"
+    assert cli.main(["stats", "--dataset", f"synth:{synth_dir}:train", "--policy", "obj-obj-dilate", "--num-images", "4",
+                     "--pairs", "3", "--json", str(out), "--no-progress",
+                     "--opts", "VIEWS.GEOMETRY", "released", "VIEWS.MIN_BOX_SIZE", "32"]) == 0
+    s = json.loads(out.read_text())
+    assert s["geometry"] == "released" and all(0.0 <= s[k] <= 1.0 for k in s if k.startswith(("view", "pair_")))

@@ -220,3 +220,11 @@ def test_each_mode_has_its_own_default_backgrounds():
 
     assert build_view_policy(_cfg("random", MODE="dilo")).backgrounds == ["grey"] == list(MODE_BACKGROUNDS["dilo"])
     assert build_view_policy(_cfg("random")).backgrounds == ["grey", "texture"]  # no image source given
+
+
+def test_a_crop_past_the_image_is_black_background_included():
+    from objcrop.pretrain.views.copy_paste import Background, _alpha, composite
+
+    image, mask = _scene()  # 60 x 80
+    out = composite(image, _alpha(mask, (60, 80)), Background("grey", level=128), (-20, 0, 80, 60), (60, 100), None)
+    assert (out[:, :, :18] == 0).all() and (out[:, :5, 25:] == 128).all()  # padding black, the grey inside

@@ -3,7 +3,8 @@
 
 In `show`, each row is one image: first with its proposals (red = best scored), then for every sampled
 pair the image with the two crop boxes (view 1 green, view 2 magenta, the chosen proposal
-yellow) followed by the two augmented views, de-normalised.
+yellow) followed by the two augmented views, de-normalised. With --geometry both, each image has two
+rows drawn with the same seeds: objcrop's crop geometry, then the released code's (VIEWS.GEOMETRY).
 """
 import argparse
 import logging
@@ -37,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None, help="a pretraining YAML (its VIEWS and DATA keys are used)")
     s.add_argument("--copy-paste", action="store_true", help="wrap the policy in DiLo copy-paste (needs masks; "
                    "VIEWS.COPY_PASTE.MODE dilo draws it per view, shared once per pair)")
+    s.add_argument("--geometry", choices=["objcrop", "released", "both"], default=None,
+                   help="crop geometry (VIEWS.GEOMETRY): objcrop's, the released code's (object-cropping-ssl), or "
+                        "both, one row each per image with the same seeds; default: VIEWS.GEOMETRY of --config")
     s.add_argument("--out", required=True, help="PNG file to write")
     s.add_argument("--num-images", type=int, default=4, help="rows (images)")
     s.add_argument("--pairs", type=int, default=3, help="view pairs sampled per image")
@@ -105,9 +109,9 @@ def _policy_stats(args, policy: Optional[str], records) -> dict:
     return stats
 
 
-def _config(args, copy_paste: bool = False, policy: Optional[str] = None):
+def _config(args, copy_paste: bool = False, policy: Optional[str] = None, geometry: Optional[str] = None):
     """The views config of `args` (--config, --opts, and `policy` or --policy); copy_paste wraps the
-    policy in DiLo copy-paste."""
+    policy in DiLo copy-paste; geometry sets VIEWS.GEOMETRY."""
     try:
         from objcrop.pretrain.config import get_pretrain_cfg as defaults
     except ImportError:  # pragma: no cover - the views package alone
@@ -118,6 +122,8 @@ def _config(args, copy_paste: bool = False, policy: Optional[str] = None):
         opts += ["VIEWS.POLICY", policy]
     if copy_paste:
         opts += ["VIEWS.COPY_PASTE.ENABLED", "True"]
+    if geometry:
+        opts += ["VIEWS.GEOMETRY", geometry]
     return merge_config(defaults, args.config, opts)
 
 
@@ -146,40 +152,54 @@ def _to_uint8(view: torch.Tensor, mean, std) -> np.ndarray:
 
 def cmd_show(args, log) -> int:
     from objcrop.datasets import load_dataset, read_image
-    from objcrop.pretrain.proposals.draw import draw_boxes, grid, label, write_png
+    from objcrop.pretrain.proposals.draw import grid, write_png
     from objcrop.pretrain.views import build_view_policy
 
-    cfg = _config(args, copy_paste=args.copy_paste)
     records, _ = load_dataset(args.dataset)
     if not records:
         raise ObjcropError(f"--dataset {args.dataset}: no images")
-    source, get_boxes, get_mask = _box_source(args, cfg)
-    policy = build_view_policy(cfg)
-    v = cfg.VIEWS
+    geometries = {"both": ["objcrop", "released"], None: [None]}.get(args.geometry, [args.geometry])
+    # one policy per geometry; the same seeds draw the same boxes, so rows of one image compare
+    cfgs = [_config(args, copy_paste=args.copy_paste, geometry=geometry) for geometry in geometries]
+    policies = [build_view_policy(cfg) for cfg in cfgs]
+    source, get_boxes, get_mask = _box_source(args, cfgs[0])
     picked = sorted(np.random.default_rng(args.seed).permutation(len(records))[: max(1, args.num_images)].tolist())
     rows: List[List[np.ndarray]] = []
     for row_index, i in enumerate(picked):
         r = records[i]
         rgb = read_image(r["file_name"])
         boxes, _ = get_boxes(r)
-        mask = get_mask(r) if v.COPY_PASTE.ENABLED else None
-        thick = max(1, int(round(max(rgb.shape[:2]) / 200)))
-        row = [label(draw_boxes(rgb, boxes[:20], thickness=thick), f"{r['image_id']}: {len(boxes)} boxes")]
-        image = torch.tensor(rgb).permute(2, 0, 1).contiguous()  # a writable copy
-        for k in range(args.pairs):
-            g = torch.Generator().manual_seed(args.seed * 1_000_003 + row_index * 1009 + k)
-            used, plan, views = policy.sample(image, boxes, mask, g, render_image=True)
-            canvas = used.permute(1, 2, 0).numpy()
-            drawn = [plan.source_box] if plan.source_box is not None else []
-            canvas = draw_boxes(canvas, np.asarray(drawn + list(plan.crops), np.float32).reshape(-1, 4),
-                                [SOURCE] * len(drawn) + [CROP1, CROP2], thickness=thick)
-            tag = "fallback" if plan.fallback else ("swapped" if plan.swapped else "")
-            row += [label(canvas, f"pair {k + 1} {tag}".strip())] + [_to_uint8(x, v.PIXEL_MEAN, v.PIXEL_STD) for x in views]
-        rows.append(row)
+        mask = get_mask(r) if cfgs[0].VIEWS.COPY_PASTE.ENABLED else None
+        for cfg, policy in zip(cfgs, policies):
+            name = f" ({cfg.VIEWS.GEOMETRY})" if len(cfgs) > 1 else ""
+            rows.append(_show_row(args, cfg.VIEWS, policy, r, rgb, boxes, mask, row_index, name))
     write_png(args.out, grid(rows, cell=args.cell))
-    log.info("views show: policy %s, boxes from %s, %d images x %d pairs -> %s (fallbacks: %d)",
-             getattr(policy, "name", v.POLICY), source, len(rows), args.pairs, args.out, policy.fallbacks)
+    log.info("views show: policy %s, geometry %s, boxes from %s, %d rows x %d pairs -> %s (fallbacks: %d)",
+             getattr(policies[0], "name", cfgs[0].VIEWS.POLICY), "/".join(c.VIEWS.GEOMETRY for c in cfgs), source,
+             len(rows), args.pairs, args.out, sum(p.fallbacks for p in policies))
     return 0
+
+
+def _show_row(args, v, policy, record, rgb, boxes, mask, row_index: int, name: str) -> List[np.ndarray]:
+    """One grid row: the image with its proposals, then per pair the crops drawn on it and the two views."""
+    from objcrop.pretrain.proposals.draw import draw_boxes, label
+
+    thick = max(1, int(round(max(rgb.shape[:2]) / 200)))
+    row = [label(draw_boxes(rgb, boxes[:20], thickness=thick), f"{record['image_id']}: {len(boxes)} boxes{name}")]
+    image = torch.tensor(rgb).permute(2, 0, 1).contiguous()  # a writable copy
+    for k in range(args.pairs):
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + row_index * 1009 + k)
+        used, plan, views = policy.sample(image, boxes, mask, g, render_image=True)
+        canvas = used.permute(1, 2, 0).numpy()
+        drawn = [plan.source_box] if plan.source_box is not None else []
+        # released crops may reach past the image: drawn clipped to it
+        crops = np.asarray(drawn + list(plan.crops), np.float32).reshape(-1, 4)
+        crops[:, 0::2] = crops[:, 0::2].clip(0, rgb.shape[1] - 1)
+        crops[:, 1::2] = crops[:, 1::2].clip(0, rgb.shape[0] - 1)
+        canvas = draw_boxes(canvas, crops, [SOURCE] * len(drawn) + [CROP1, CROP2], thickness=thick)
+        tag = "fallback" if plan.fallback else ("swapped" if plan.swapped else "")
+        row += [label(canvas, f"pair {k + 1} {tag}".strip())] + [_to_uint8(x, v.PIXEL_MEAN, v.PIXEL_STD) for x in views]
+    return row
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -22,6 +22,7 @@ from torchvision import tv_tensors
 
 from objcrop.errors import ObjcropError
 from objcrop.pretrain.views import geometry as geo
+from objcrop.pretrain.views import released
 from objcrop.pretrain.views.augment import MocoV2Augment
 
 logger = logging.getLogger("objcrop.views")
@@ -29,12 +30,14 @@ logger = logging.getLogger("objcrop.views")
 
 @dataclass
 class ViewPlan:
-    crops: Tuple[geo.IntBox, geo.IntBox]       # integer XYXY crop boxes of view 1 and view 2
+    # integer XYXY crop boxes of view 1 and view 2: inside the image, except with VIEWS.GEOMETRY
+    # "released", whose regions may reach past it (read as black, as the released code's PIL crop)
+    crops: Tuple[geo.IntBox, geo.IntBox]
     regions: Tuple[geo.Box, geo.Box]           # the regions each crop was sampled inside
     box_index: Optional[int] = None            # the proposal used (None: random two-crop)
     source_box: Optional[geo.Box] = None       # that proposal, clipped to the image
-    grown_box: Optional[geo.Box] = None        # ... grown to the minimum box size
-    dilated_box: Optional[geo.Box] = None      # ... dilated (obj-obj-dilate)
+    grown_box: Optional[geo.Box] = None        # ... grown to the minimum box size (released: the object region)
+    dilated_box: Optional[geo.Box] = None      # ... dilated (obj-obj-dilate; released: before the small-box rule)
     swapped: bool = False
     fallback: bool = False
     pasted: Tuple[bool, bool] = (False, False)  # DiLo copy-paste: which views were pasted
@@ -88,6 +91,8 @@ class ViewPolicy:
         self.min_box_size = float(self.crop_size if int(v.MIN_BOX_SIZE) < 0 else v.MIN_BOX_SIZE)
         self.min_box_fraction = float(v.MIN_BOX_FRACTION)
         self.random_scale = tuple(float(s) for s in v.RANDOM_SCALE)
+        self.geometry = str(v.get("GEOMETRY", "objcrop"))
+        self.released_dilation = float(v.get("RELEASED_DILATION", 0.2))
         self.augment = MocoV2Augment(v)
         self.calls = 0
         self.fallbacks = 0
@@ -106,17 +111,25 @@ class ViewPolicy:
             return plan
         index = int(torch.randint(len(boxes), (1,), generator=generator)) if len(boxes) > 1 else 0
         source = tuple(float(c) for c in boxes[index].tolist())
-        grown = geo.grow_box(source,
-                             geo.min_box_side(width, self.min_box_size, self.min_box_fraction),
-                             geo.min_box_side(height, self.min_box_size, self.min_box_fraction),
-                             width, height)
-        plan = self._plan_with_box(grown, width, height, generator)
-        plan.box_index, plan.source_box, plan.grown_box = index, source, grown
+        if self.geometry == "released":
+            plan = self._released_plan(source, width, height, generator)
+        else:
+            grown = geo.grow_box(source,
+                                 geo.min_box_side(width, self.min_box_size, self.min_box_fraction),
+                                 geo.min_box_side(height, self.min_box_size, self.min_box_fraction),
+                                 width, height)
+            plan = self._plan_with_box(grown, width, height, generator)
+            plan.grown_box = grown
+        plan.box_index, plan.source_box = index, source
         if float(torch.rand(1, generator=generator)) < self.swap_prob:
             plan.crops, plan.regions, plan.swapped = plan.crops[::-1], plan.regions[::-1], True
         return plan
 
     def _plan_with_box(self, box: geo.Box, width: int, height: int, generator) -> ViewPlan:
+        raise NotImplementedError
+
+    def _released_plan(self, box: geo.Box, width: int, height: int, generator) -> ViewPlan:
+        """The released code's geometry (pretrain/views/released.py) for this policy."""
         raise NotImplementedError
 
     def _random_plan(self, width: int, height: int, generator) -> ViewPlan:
@@ -174,6 +187,19 @@ class ObjObjDilate(ViewPolicy):
                  self._crop_in(dilated, self.scale_dilate, width, height, generator))
         return ViewPlan(crops=crops, regions=(box, dilated), dilated_box=dilated)
 
+    def _released_delta(self) -> float:
+        return self.released_dilation
+
+    def _released_plan(self, box, width, height, generator):
+        # object view: extract_bb(dilation=0) then RandomResizedCrop(224, scale=(rescale_parameter, 1));
+        # dilated view: extract_bb(dilation=delta) then RandomResizedCrop(224, scale=(0.2, 1))
+        _, obj_region = released.region(box, width, height, 0.0, int(self.min_box_size))
+        dilated, dil_region = released.region(box, width, height, self._released_delta(), int(self.min_box_size))
+        # scale_eps 0: torchvision's RandomResizedCrop draws from (0, 1) and rejects empty crops
+        crops = (geo.random_resized_crop_in(obj_region, self.scale_obj, self.ratio, generator, 0.0),
+                 geo.random_resized_crop_in(dil_region, self.scale_dilate, self.ratio, generator, 0.0))
+        return ViewPlan(crops=crops, regions=(obj_region, dil_region), grown_box=obj_region, dilated_box=dilated)
+
 
 class ObjObj(ObjObjDilate):
     """Obj-Obj: both views inside the same (undilated) proposal."""
@@ -181,6 +207,9 @@ class ObjObj(ObjObjDilate):
     name = "obj-obj"
 
     def _dilation(self, generator) -> float:
+        return 0.0
+
+    def _released_delta(self) -> float:
         return 0.0
 
 
@@ -194,6 +223,14 @@ class ObjScene(ViewPolicy):
         scene = geo.random_resized_crop_in(whole, self.random_scale, self.ratio, generator, self.scale_eps)
         obj = geo.integer_region(box, width, height)
         return ViewPlan(crops=(scene, obj), regions=(whole, box))
+
+    def _released_plan(self, box, width, height, generator):
+        # openimages_dataset_bing_object_scene.py: RandomResizedCrop(224, (0.2, 1)) of the image, and
+        # the small-box-ruled box resized to 224 x 224
+        whole = (0, 0, width, height)
+        scene = geo.random_resized_crop_in(whole, self.random_scale, self.ratio, generator, 0.0)
+        _, obj = released.region(box, width, height, 0.0, int(self.min_box_size))
+        return ViewPlan(crops=(scene, obj), regions=(whole, obj), grown_box=obj)
 
 
 POLICY_CLASSES = {cls.name: cls for cls in (RandomTwoCrop, ObjObj, ObjObjDilate, ObjScene)}
