@@ -3,8 +3,8 @@
 A study that takes longer than one machine's lifetime (hours of CPU, a GPU lent for minutes)
 loses its outputs with the machine. Its record keeps what the tables are made of — every run's
 results.json, config.yaml and a summary of its training metrics, the generated data's
-meta.json, the supervised bound's learnability.json, scripts/study_extras.py's measurements
-and each pipeline log — so that `objcrop report` rebuilds the tables from it and
+meta.json, the supervised bound's learnability.json, scripts/study_extras.py's measurements and
+the preset's plan (plan.json), and each pipeline log — so that `objcrop report` rebuilds the tables from it and
 `run_pipeline.sh --records RECORD` skips every task whose result it holds.
 
 Two layouts answer the same questions through `StudyRecord`:
@@ -34,7 +34,7 @@ RECORD_FILE = record_file.RECORD_FILE
 # beside each results.json: what the report and the study pages read of a run
 RUN_FILES = ("results.json", "config.yaml", "metrics.jsonl", "metrics.json")
 OTHER_PATTERNS = ("data/meta.json", "supervised*/learnability.json", "extras/*.json", "extras/*.png",
-                  "extras/commands.txt")
+                  "extras/commands.txt", "plan.json")
 # kept as files beside the compact record (binary, and linked from the study pages by path)
 FILE_PATTERNS = ("*.png",)
 

@@ -114,12 +114,26 @@ def _source_name(proposals: str) -> str:
     return os.path.splitext(os.path.basename(proposals))[0] if os.sep in proposals else proposals
 
 
+VIEW_STATS_HEADER = [
+    "| policy (boxes) | view 1 holds ≥50 % of an object | view 2 holds ≥50 % | both views: same object "
+    "| object cover view 1 | object cover view 2 | pairs |", "|---|---|---|---|---|---|---|"]
+
+
+def format_view_stats(rows: Dict[str, Dict[str, float]]) -> str:
+    """The view statistics `objcrop views stats --json` wrote, one row per (policy, boxes) label
+    (the same table the command prints; the report reads the files, it does not import the stage)."""
+    lines = list(VIEW_STATS_HEADER)
+    for label, s in rows.items():
+        lines.append(f"| {label} | {s['view1_holds_half_object']:.3f} | {s['view2_holds_half_object']:.3f} | "
+                     f"{s['pair_same_object']:.3f} | {s['view1_object_cover']:.3f} | {s['view2_object_cover']:.3f} | "
+                     f"{s['pairs']} |")
+    return "\n".join(lines)
+
+
 def view_stats_table(record: StudyRecord) -> str:
     rows = [s for s in (record.read(rel) for rel in record.files("extras/views_*.json")) if s]
     if not rows:
         return "_(no view statistics: run scripts/study_extras.py)_"
-    from objcrop.pretrain.views.stats import format_view_stats
-
     order = {"random": 0, "obj-obj": 1, "obj-obj-dilate": 2, "obj-scene": 3}
     rows.sort(key=lambda s: (order.get(s["policy"], 9), s["proposals"] != "gt", _source_name(s["proposals"])))
     return format_view_stats({f"{s['policy']} ({_source_name(s['proposals'])})": s for s in rows})

@@ -102,21 +102,20 @@ def _holds(record: StudyRecord, relpath: str) -> bool:
 
 
 def not_run(record: StudyRecord, preset: str) -> str:
-    """The preset's tasks whose results the record does not hold: what rerunning it runs next."""
-    from objcrop.pipeline.plan import build_plan
-    from objcrop.pipeline.presets import load_preset
-    from objcrop.pipeline.tasks import STAGE_ORDER
-
-    out = os.path.abspath(record.root)
+    """The preset's tasks whose results the record does not hold: what rerunning it runs next. The
+    tasks come from the record's plan.json (scripts/study_extras.py writes the pipeline's plan)."""
+    plan = record.read("plan.json")
+    if not isinstance(plan, dict):
+        return f"_(no plan recorded: `python scripts/study_extras.py --plan-only OUT` beside the `{preset}` run)_"
     missing = defaultdict(list)
-    for t in build_plan(load_preset(preset), out):
-        if t.results and not all(_holds(record, os.path.relpath(r, out)) for r in t.results):
-            missing[t.stage].append(t.name.split(".", 1)[1] if "." in t.name else t.name)
+    for t in plan.get("tasks", []):
+        if t.get("results") and not all(_holds(record, r) for r in t["results"]):
+            missing[t["stage"]].append(t["name"].split(".", 1)[1] if "." in t["name"] else t["name"])
     if not missing:
         return "Every task of the preset has its result."
-    lines = [f"Not run yet — `{preset}` preset tasks without a result ({sum(map(len, missing.values()))}), "
-             f"in the order a rerun takes them:", ""]
-    for stage in STAGE_ORDER:
+    lines = [f"Not run yet — `{plan.get('preset', preset)}` preset tasks without a result "
+             f"({sum(map(len, missing.values()))}), in the order a rerun takes them:", ""]
+    for stage in plan.get("stage_order") or sorted(missing):
         if missing.get(stage):
             lines.append(f"* {stage} ({len(missing[stage])}): " + ", ".join(f"`{n}`" for n in missing[stage]))
     return "\n".join(lines)

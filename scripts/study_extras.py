@@ -1,12 +1,16 @@
 """The measurements docs/results.md quotes besides the report tables, for one study output.
 
     python scripts/study_extras.py OUT/study        # after the pipeline; writes OUT/study/extras/
+    python scripts/study_extras.py --plan-only OUT/study_gpu   # only OUT/study_gpu/plan.json
 
 * view statistics of every policy the study pretrained with (`objcrop views stats`: views
   holding half an object, pairs showing the same object, object cover), with the boxes
   the runs used (ground truth, each proposal store);
 * proposal recall of every store against the annotations (`objcrop proposals stats`);
-* a grid of sampled view pairs per policy (`objcrop views show`).
+* a grid of sampled view pairs per policy (`objcrop views show`);
+* the preset's plan, OUT/plan.json: every task with the results it writes (relative to OUT), so
+  that the study page (`objcrop report study`, which reads files only) can list what a rerun of
+  the preset would still run. It is the plan of the preset as it is now: recorded with the results.
 
 Each measurement is one `objcrop` command (its exact argv is kept in extras/commands.txt);
 one that already has its output is not repeated.
@@ -35,14 +39,34 @@ def _run(argv: List[str], output: str, log: List[str]) -> None:
                    stdout=subprocess.DEVNULL)
 
 
+def write_plan(study: str, preset: str) -> str:
+    """OUT/plan.json: the preset's tasks (objcrop.pipeline's plan for this output directory)."""
+    from objcrop.io import write_json_atomic
+    from objcrop.pipeline.plan import build_plan
+    from objcrop.pipeline.presets import load_preset
+    from objcrop.pipeline.tasks import STAGE_ORDER
+
+    tasks = [{"name": t.name, "stage": t.stage, "results": [os.path.relpath(r, study) for r in t.results]}
+             for t in build_plan(load_preset(preset), study)]
+    path = os.path.join(study, "plan.json")
+    write_json_atomic(path, {"preset": preset, "stage_order": STAGE_ORDER, "tasks": tasks})
+    return path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", help="a study output directory (the pipeline's --out)")
     p.add_argument("--num-images", type=int, default=300, help="images measured per policy")
     p.add_argument("--pairs", type=int, default=10, help="view pairs per image")
+    p.add_argument("--preset", help="the pipeline preset of the output, for plan.json (default: the output "
+                                    "directory's name, e.g. study_hard)")
+    p.add_argument("--plan-only", action="store_true", help="write plan.json and measure nothing")
     args = p.parse_args(argv)
 
     study = os.path.abspath(args.study)
+    print(write_plan(study, args.preset or os.path.basename(study.rstrip(os.sep))))
+    if args.plan_only:
+        return 0
     data = os.path.join(study, "data")
     if not os.path.isfile(os.path.join(data, "meta.json")):
         # a rerun on a new machine that found every result in the study's record made no data:

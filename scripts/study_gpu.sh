@@ -42,6 +42,7 @@ rc=$?
 [ -n "${smi:-}" ] && kill "$smi" 2>/dev/null
 echo "$(( $(date +%s) - start )) s on $(nproc) cores and $("$PY" -c 'import torch; print(torch.cuda.get_device_name(0))') (pipeline exit code $rc)" \
   | tee "$OUT/study_wall_time.txt"
+"$PY" "$HERE/study_extras.py" --plan-only --preset "$PRESET" "$OUT" > /dev/null || exit 1  # what is still to run
 "$PY" -m objcrop report record "$OUT" "$RECORD" || exit 1
 cp "$OUT/study_wall_time.txt" "$RECORD/wall_time.txt"
 # every call's line, dated: the GPU time the record cost over all leases (wall_time.txt: the last)

@@ -57,6 +57,28 @@ def test_pretext_table_shows_the_probe_feature_spectrum_and_the_reference_rows(t
     assert "reference" in reference and reference.endswith("| 50.0 | — |")
 
 
+def test_not_run_lists_the_planned_tasks_the_record_lacks(tmp_path):
+    from objcrop.io import write_json_atomic
+    from objcrop.report.study_setup import not_run
+
+    out = str(tmp_path / "out")
+    name = _pretrain_output(out)
+    record = StudyRecord.open(str(tmp_path / "rec"))
+    assert not_run(record, "study").startswith("_(no plan recorded")
+    tasks = [{"name": f"pretrain.{name}", "stage": "pretrain", "results": [f"runs/pretrain/{name}/results.json"]},
+             {"name": f"probe.{name}", "stage": "probe", "results": [f"runs/probe/{name}/results.json"]},
+             {"name": "probe.random_init_s1", "stage": "probe", "results": ["runs/probe/random_init_s1/results.json"]},
+             {"name": "report", "stage": "report", "results": []}]
+    write_json_atomic(os.path.join(out, "plan.json"), {"preset": "study", "stage_order": ["pretrain", "probe"],
+                                                        "tasks": tasks})
+    record.save_output(out)
+    assert not_run(record, "study").endswith("* probe (1): `random_init_s1`")
+    tasks.pop(2)
+    write_json_atomic(os.path.join(out, "plan.json"), {"preset": "study", "tasks": tasks})
+    record.save_output(out)
+    assert not_run(StudyRecord.open(str(tmp_path / "rec")), "study") == "Every task of the preset has its result."
+
+
 def test_machine_line_summarises_a_lent_machine(tmp_path):
     assert machine_line(str(tmp_path)) == ""
     (tmp_path / "wall_time.txt").write_text("300 s on 16 cores and NVIDIA H200 (pipeline exit code 124)\n")
