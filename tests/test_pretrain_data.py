@@ -1,8 +1,11 @@
 """The pretraining sampler (sharding, resume position, per-sample seeds) and the image pre-shrink."""
+import os
+
 import torch
 
 from objcrop.pretrain.engine.data import ShardedResumableSampler, gt_boxes_xyxy, shrink_to_short_side
-from objcrop.pretrain.engine.trainer import dataset_tag, lr_at
+from objcrop.pretrain.engine.optim import lr_at
+from objcrop.records import dataset_tag
 
 
 def _batches(sampler, epoch, start=0):
@@ -52,6 +55,28 @@ def test_gt_boxes_and_names_and_schedule():
     assert dataset_tag("coco_2017_train") == "coco_2017_train"
     assert lr_at(0, 100, 1.0, 0) == 1.0 and abs(lr_at(50, 100, 1.0, 0) - 0.5) < 1e-9 and lr_at(99, 100, 1.0, 0) < 0.01
     assert lr_at(0, 100, 1.0, 10) == 0.1 and lr_at(9, 100, 1.0, 10) == 1.0
+
+
+def test_default_run_dir_keeps_its_name_and_the_tag_is_its_own_field():
+    """The run directory is objcrop.records.run_name of the run's provenance; the name is the one runs had
+    before the records module (a tagged policy reads `obj-obj-dilate-short`, copy-paste stays in the policy),
+    so existing run directories resume."""
+    from objcrop.pretrain.config import get_pretrain_cfg
+    from objcrop.pretrain.engine.results import default_run_dir, pretrain_provenance
+    from objcrop.records import Provenance, run_name
+
+    cfg = get_pretrain_cfg()
+    cfg.merge_from_list(["PRETRAIN.ARCH", "resnet18", "PRETRAIN.EPOCHS", "2", "PRETRAIN.BATCH_SIZE", "8",
+                         "VIEWS.POLICY", "obj-obj-dilate", "PRETRAIN.TAG", "short", "DATA.DATASET", "synth:/d/data:train"])
+    prov = pretrain_provenance(cfg, "gt")
+    assert (prov.policy, prov.tag, prov.policy_label) == ("obj-obj-dilate", "short", "obj-obj-dilate-short")
+    assert Provenance.from_dict(prov.to_dict()) == prov
+    assert default_run_dir(cfg, "gt") == os.path.join("output", "pretrain", run_name(prov, 8))
+    assert default_run_dir(cfg, "gt") == os.path.join("output", "pretrain", "moco_v2_obj-obj-dilate-short_gt_r18_b8_e2_data-train_s0")
+    cfg.merge_from_list(["PRETRAIN.TAG", "", "VIEWS.COPY_PASTE.ENABLED", "True"])
+    prov = pretrain_provenance(cfg, "gt")
+    assert prov.policy == "obj-obj-dilate+copy-paste" and "tag" not in prov.to_dict()
+    assert os.path.basename(default_run_dir(cfg, "gt")) == "moco_v2_obj-obj-dilate+copy-paste_gt_r18_b8_e2_data-train_s0"
 
 
 def test_gt_box_source_gives_copy_paste_the_annotated_masks_only_when_asked(synth_dir):

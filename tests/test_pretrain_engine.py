@@ -1,6 +1,7 @@
 """The pretraining engine end to end: real DDP (gloo, 2 processes), kill -9 + --resume, damaged
 checkpoints, NaN stop. ResNet-18 on 32-px crops of the small generated dataset keeps it quick."""
 import json
+import math
 import os
 import re
 import signal
@@ -161,7 +162,9 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(synth_dir, tmp_pat
     from objcrop.logger import setup_logger
     from objcrop.pretrain.config import get_pretrain_cfg
     from objcrop.pretrain.distributed import DistContext
-    from objcrop.pretrain.engine.trainer import PretrainTrainer, TrainingDiverged
+    from objcrop.pretrain.engine.hooks import TrainingDiverged
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+    from objcrop.records import read_results
     from objcrop.pretrain.methods import MoCoV2
 
     out = tmp_path / "nan"
@@ -182,10 +185,64 @@ def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(synth_dir, tmp_pat
     trainer = PretrainTrainer(cfg, DistContext(), setup_logger("objcrop.pretrain.test", str(out)))
     with pytest.raises(TrainingDiverged, match=r"loss became nan at iter=3.*ckpt_00000002\.pth"):
         trainer.train()
-    results = json.loads((out / "results.json").read_text())
+    results = read_results(str(out / "results.json"))  # a valid record of the current schema
     assert results["status"] == "failed" and "nan" in results["error"]
+    # the guard runs before the counters: the diverged step is neither counted nor averaged in
+    assert results["images_seen"] == 2 * 4 and math.isfinite(results["final_loss"])
     assert [n for n in os.listdir(out / "checkpoints") if n.endswith(".pth")] == ["ckpt_00000002.pth"]
     assert not (out / "model_final.pth").exists()
+
+
+def test_hooks_run_in_detectron2_order_after_the_built_in_ones(synth_dir, tmp_path):
+    """before_train, (before_step, after_step) per batch, after_epoch per epoch, after_train; a hook
+    registered after the built-in ones sees the step's loss, its metrics line and, at the end, results.json."""
+    from objcrop.config import merge_config
+    from objcrop.logger import setup_logger
+    from objcrop.pretrain.config import get_pretrain_cfg
+    from objcrop.pretrain.distributed import DistContext
+    from objcrop.pretrain.engine.hooks import HookBase
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    out = tmp_path / "hooks"
+    cfg = merge_config(get_pretrain_cfg, None, TINY + ["DATA.DATASET", f"synth:{synth_dir}:train", "OUTPUT_DIR", str(out),
+                                                        "PRETRAIN.EPOCHS", "2", "PRETRAIN.BATCH_SIZE", "4",
+                                                        "DATA.NUM_WORKERS", "0"])
+
+    class Recorder(HookBase):
+        calls = []
+
+        def before_train(self):
+            self.calls.append(("before_train", self.trainer.state.iteration))
+
+        def before_step(self):
+            self.calls.append(("before_step", self.trainer.state.iteration))
+
+        def after_step(self):
+            logged = _iterations(out)[-1]
+            assert logged["iteration"] == self.trainer.state.iteration and logged["loss"] == self.trainer.step.loss
+            self.calls.append(("after_step", self.trainer.state.iteration))
+
+        def after_epoch(self):
+            self.calls.append(("after_epoch", self.trainer.state.epoch))
+
+        def after_train(self):
+            assert (out / "results.json").exists() and (out / "model_final.pth").exists()
+            self.calls.append(("after_train", self.trainer.error))
+
+    class RecordingTrainer(PretrainTrainer):
+        def build_hooks(self):
+            return super().build_hooks() + [Recorder()]
+
+    trainer = RecordingTrainer(cfg, DistContext(), setup_logger("objcrop.pretrain.test.hooks", str(out)))
+    results = trainer.train()
+    per_epoch = trainer.per_epoch
+    expected = [("before_train", 0)]
+    for epoch in range(cfg.PRETRAIN.EPOCHS):
+        for i in range(epoch * per_epoch, (epoch + 1) * per_epoch):
+            expected += [("before_step", i), ("after_step", i + 1)]
+        expected.append(("after_epoch", epoch + 1))
+    assert Recorder.calls == expected + [("after_train", None)]
+    assert results["iterations"] == cfg.PRETRAIN.EPOCHS * per_epoch
 
 
 def test_byol_run_in_one_process_exports_the_online_backbone(synth_dir, tmp_path):
@@ -195,6 +252,8 @@ def test_byol_run_in_one_process_exports_the_online_backbone(synth_dir, tmp_path
     from objcrop.pretrain.distributed import DistContext
     from objcrop.pretrain.engine.trainer import PretrainTrainer
 
+    from objcrop.records import provenance_of
+
     out = tmp_path / "byol"
     cfg = merge_config(get_pretrain_cfg, "pretrain/byol_demo.yaml",
                        TINY + ["DATA.DATASET", f"synth:{synth_dir}:train", "OUTPUT_DIR", str(out), "PRETRAIN.EPOCHS", "1",
@@ -202,8 +261,11 @@ def test_byol_run_in_one_process_exports_the_online_backbone(synth_dir, tmp_path
                                "PRETRAIN.TAG", "short"])
     results = PretrainTrainer(cfg, DistContext(), setup_logger("objcrop.pretrain.test", str(out))).train()
     assert results["status"] == "ok" and results["pretrain"]["method"] == "byol" and results["final_loss"] > 0
-    assert results["pretrain"]["policy"] == "obj-obj-dilate-short"  # a tagged run gets its own report row
+    # the tag is a field of its own; the report's row label (policy_label) still joins it to the policy
+    assert results["pretrain"]["policy"] == "obj-obj-dilate" and results["pretrain"]["tag"] == "short"
+    assert provenance_of(results).policy_label == "obj-obj-dilate-short"
     final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)
+    assert final["pretrain"] == results["pretrain"]  # the weights carry the same provenance block
     torch.testing.assert_close(final["backbone"]["conv1.weight"], final["model"]["online.conv1.weight"])
     assert 0.996 <= float(final["model"]["momentum"]) <= 1.0  # the target EMA rate was scheduled
 

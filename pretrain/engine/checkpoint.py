@@ -15,8 +15,9 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from objcrop.errors import CheckpointError
+from objcrop.errors import CheckpointError, ConfigError
 from objcrop.io import atomic_path, sha256_file, write_text_atomic
+from objcrop.pretrain.engine.hooks import HookBase
 
 RESUME_KEYS = ("objcrop_checkpoint", "arch", "method", "backbone", "model", "optimizer", "iteration",
                "epoch", "batch_in_epoch", "rng")
@@ -118,3 +119,90 @@ class Checkpointer:
             except CheckpointError as e:
                 self.logger.warning(f"skipping checkpoint: {e}")
         return None, None
+
+
+def model_and_backbone(method: torch.nn.Module) -> dict:
+    """The method's state dict and the backbone's (torchvision names, no `fc.*`) on the CPU.
+
+    The backbone entries are the very tensors of the model entries, so torch.save stores them once.
+    """
+    model = {k: v.detach().cpu() for k, v in method.state_dict().items()}
+    prefix = method.BACKBONE_PREFIX
+    backbone = {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix) and not k.startswith(prefix + "fc.")}
+    return {"model": model, "backbone": backbone}
+
+
+def weights_record(trainer) -> dict:
+    """What both a resume checkpoint and model_final.pth hold: weights, provenance, config, iteration."""
+    p = trainer.cfg.PRETRAIN
+    return {"objcrop_checkpoint": 1, "arch": p.ARCH, "method": p.METHOD, **model_and_backbone(trainer.method),
+            "pretrain": trainer.provenance.to_dict(), "config": trainer.cfg.dump(), "iteration": trainer.state.iteration}
+
+
+def restore_training_state(trainer, state: dict, path: str) -> None:
+    """Load a resume checkpoint into the trainer's method, optimiser, loss scaler and the RNGs; a
+    checkpoint of another method or architecture is refused."""
+    cfg, ctx, log = trainer.cfg, trainer.ctx, trainer.logger
+    if state["arch"] != cfg.PRETRAIN.ARCH or state["method"] != cfg.PRETRAIN.METHOD:
+        raise ConfigError(f"{path}: checkpoint of {state['method']}/{state['arch']}, but the config asks for "
+                          f"{cfg.PRETRAIN.METHOD}/{cfg.PRETRAIN.ARCH}")
+    trainer.method.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.scaler and state.get("scaler"):
+        trainer.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    if state.get("config") and state["config"] != cfg.dump():
+        log.warning(f"{path}: was written with a different config; continuing with the current one")
+    if state.get("world_size", ctx.world_size) != ctx.world_size:
+        log.info(f"resuming a {state['world_size']}-process run on {ctx.world_size} processes (same global batches)")
+
+
+def training_state(trainer) -> dict:
+    """A resume checkpoint: weights, optimiser, loss scaler, position (the next batch to train), RNG
+    and the run's counters. Everything is a tensor or a primitive (weights_only-loadable)."""
+    s = trainer.state
+    return {**weights_record(trainer), "optimizer": trainer.optimizer.state_dict(),
+            "scaler": trainer.scaler.state_dict() if trainer.scaler else {},
+            "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "world_size": trainer.ctx.world_size,
+            "rng": rng_state(), "images_seen": s.images_seen,
+            "train_time_s": s.train_time_s + trainer.session_seconds(),
+            "recent_losses": [float(v) for v in s.recent_losses]}
+
+
+class CheckpointHook(HookBase):
+    """Resume checkpoints every CHECKPOINT.PERIOD iterations inside an epoch and at the end of every
+    CHECKPOINT.EPOCH_PERIOD-th epoch (and the last), then model_final.pth (no optimiser state) when
+    the run ends normally. Rank 0 only. A fresh start removes an earlier run's checkpoints."""
+
+    def before_train(self):
+        t = self.trainer
+        if t.state.iteration == 0:
+            removed = t.checkpointer.remove_all()
+            if removed:
+                t.logger.warning(f"starting afresh: removed {removed} checkpoint(s) of an earlier run in {t.output_dir}")
+
+    def after_step(self):
+        t, period = self.trainer, self.trainer.cfg.CHECKPOINT.PERIOD
+        inside_epoch = t.state.batch_in_epoch < t.per_epoch  # the epoch's last batch is saved by after_epoch
+        if period and t.state.iteration % period == 0 and inside_epoch:
+            self._save()
+
+    def after_epoch(self):
+        t = self.trainer
+        epochs_done = t.state.epoch
+        if epochs_done % max(1, t.cfg.CHECKPOINT.EPOCH_PERIOD) == 0 or epochs_done == t.cfg.PRETRAIN.EPOCHS:
+            self._save()
+
+    def after_train(self):
+        t = self.trainer
+        if t.error is not None:
+            return
+        path = os.path.join(t.output_dir, "model_final.pth")
+        with atomic_path(path) as tmp:
+            torch.save(weights_record(t), tmp)
+        t.final_weights = path
+
+    def _save(self):
+        t = self.trainer
+        path = t.checkpointer.save(training_state(t), t.state.iteration)
+        t.logger.debug(f"checkpoint {path}")

@@ -23,6 +23,7 @@ class BYOL(nn.Module):
     """proj_hidden / proj_dim: projector and predictor sizes (4096 / 256); base_momentum: tau_base (0.996)."""
 
     BACKBONE_PREFIX = "online."  # state-dict prefix of the exported ResNet
+    SYNC_BN = True  # under DDP the trainer converts BN to SyncBN (on CUDA): BYOL's batches are per process
 
     def __init__(self, arch: str = "resnet50", proj_hidden: int = 4096, proj_dim: int = 256, base_momentum: float = 0.996):
         super().__init__()
@@ -39,6 +40,10 @@ class BYOL(nn.Module):
     def from_config(cls, cfg, world_size: int, per_process_batch: int) -> "BYOL":
         c = cfg.PRETRAIN.BYOL
         return cls(cfg.PRETRAIN.ARCH, c.PROJ_HIDDEN, c.PROJ_DIM, c.BASE_MOMENTUM)
+
+    def log_setup(self, logger, world_size: int) -> None:
+        """State the target's EMA schedule once, at the start of a run."""
+        logger.info(f"BYOL: target EMA rate from {self.base_momentum} to 1 on a cosine over the run")
 
     @property
     def backbone(self) -> nn.Module:

@@ -27,6 +27,7 @@ class MoCoV2(nn.Module):
     """
 
     BACKBONE_PREFIX = "encoder_q."  # state-dict prefix of the exported ResNet (as in MoCo's checkpoints)
+    SYNC_BN = False  # shuffle-BN keeps a query's and its key's statistics apart; SyncBN would share them
 
     def __init__(self, arch: str = "resnet50", dim: int = 128, K: int = 65536, m: float = 0.999,
                  T: float = 0.2, mlp_hidden: int = 2048, bn_splits: int = 1,
@@ -49,6 +50,14 @@ class MoCoV2(nn.Module):
         c = cfg.PRETRAIN.MOCO
         splits = c.BN_SPLITS or (1 if world_size > 1 else max(2, per_process_batch // 32))
         return cfg_cls(cfg.PRETRAIN.ARCH, c.DIM, c.K, c.M, c.T, c.MLP_HIDDEN, splits, c.HEAD_BN)
+
+    def log_setup(self, logger, world_size: int) -> None:
+        """State the queue, momentum, temperature and shuffle-BN groups once, at the start of a run."""
+        logger.info(f"MoCo-v2: K={self.K} m={self.m} T={self.T}; shuffle-BN with {self.bn_splits} "
+                    f"BN group(s) per process x {world_size} process(es)")
+        if self.bn_splits == 1 and world_size == 1:
+            logger.warning("MoCo-v2 in one process with PRETRAIN.MOCO.BN_SPLITS 1: queries and keys share "
+                           "BN statistics (no shuffle-BN); use BN_SPLITS >= 2")
 
     @property
     def backbone(self) -> nn.Module:

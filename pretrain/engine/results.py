@@ -1,0 +1,87 @@
+"""A pretraining run's record: its provenance, its default run directory and results.json.
+
+All three go through objcrop.records (the one results.json schema, Provenance and run_name of
+every stage); this module only says how a pretraining config maps onto them.
+"""
+import os
+import time
+from typing import Optional
+
+from objcrop import records
+from objcrop.config import CfgNode, config_hash
+from objcrop.errors import ObjcropError
+from objcrop.pretrain.engine.hooks import HookBase, TrainingDiverged
+
+
+def view_policy(cfg: CfgNode) -> str:
+    """The view policy as runs name it: DiLo copy-paste on top is part of it (`obj-obj-dilate+copy-paste`),
+    so those runs get their own report row. The run tag (PRETRAIN.TAG) is a field of its own."""
+    if "VIEWS" not in cfg or "POLICY" not in cfg.VIEWS:
+        return "random"
+    name = str(cfg.VIEWS.POLICY)
+    if "COPY_PASTE" in cfg.VIEWS and cfg.VIEWS.COPY_PASTE.ENABLED:
+        name += "+copy-paste"
+    return name
+
+
+def pretrain_provenance(cfg: CfgNode, proposals: str) -> records.Provenance:
+    """The `"pretrain"` block of this run's results.json, checkpoints and everything made from them."""
+    p = cfg.PRETRAIN
+    return records.Provenance(method=p.METHOD, policy=view_policy(cfg), proposals=proposals, epochs=int(p.EPOCHS),
+                              arch=p.ARCH, dataset=cfg.DATA.DATASET, seed=int(p.SEED), tag=str(p.get("TAG", "")))
+
+
+def default_run_dir(cfg: CfgNode, proposals: str) -> str:
+    """output/pretrain/<records.run_name>: method, policy and tag, proposals, arch, batch, epochs, data, seed."""
+    return os.path.join("output", "pretrain", records.run_name(pretrain_provenance(cfg, proposals), cfg.PRETRAIN.BATCH_SIZE))
+
+
+def completed_results(output_dir: str, cfg: CfgNode) -> Optional[dict]:
+    """results.json of this run directory if it says this very config finished, model_final.pth beside it."""
+    path = os.path.join(output_dir, "results.json")
+    if not os.path.exists(path) or not os.path.exists(os.path.join(output_dir, "model_final.pth")):
+        return None
+    try:
+        done = records.read_results(path)
+    except ObjcropError:  # unreadable or not a record: train again
+        return None
+    return done if done.get("status") == "ok" and done.get("config_hash") == config_hash(cfg) else None
+
+
+class ResultsWriter(HookBase):
+    """results.json: removed on a fresh start; written "ok" after a normal end (after model_final.pth,
+    so a results.json with status ok means the weights are there) or "failed" when the run diverged.
+    Rank 0 only; the trainer returns the record it wrote."""
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.trainer.output_dir, "results.json")
+
+    def before_train(self):
+        if self.trainer.state.iteration == 0 and os.path.exists(self.path):
+            os.remove(self.path)
+
+    def after_train(self):
+        t = self.trainer
+        if t.error is None:
+            # over the whole run, every session of it: a session resumed from the final checkpoint (a
+            # finished run whose config gained a key since) trains nothing and must not report 0 img/s
+            throughput = t.state.images_seen / max(1e-9, t.state.train_time_s)
+            t.results = self.write("ok", throughput=round(throughput, 3))
+            t.logger.info(f"done: iter={t.state.iteration}, {t.state.images_seen} images seen, {throughput:.1f} img/s; "
+                          f"weights in {t.final_weights}")
+        elif isinstance(t.error, TrainingDiverged):
+            t.results = self.write("failed", throughput=None, error=str(t.error))
+
+    def write(self, status: str, **fields) -> dict:
+        t, s = self.trainer, self.trainer.state
+        recent = list(s.recent_losses)
+        record = records.results(
+            "pretrain", status, t.provenance, seed=int(t.cfg.PRETRAIN.SEED), config_hash=config_hash(t.cfg),
+            wall_time_s=round(time.perf_counter() - t.wall_start, 3), images_seen=int(s.images_seen),
+            iterations=int(s.iteration), throughput=fields.pop("throughput"),
+            final_loss=(sum(recent) / len(recent)) if recent else None,
+            batch_size=int(t.cfg.PRETRAIN.BATCH_SIZE), world_size=t.ctx.world_size,
+            train_time_s=round(s.train_time_s, 3), **fields)
+        records.write_results(t.output_dir, record)
+        return record
