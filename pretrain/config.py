@@ -29,9 +29,10 @@ def get_pretrain_cfg() -> CfgNode:
     cfg.PRETRAIN.WARMUP_EPOCHS = 0.0
     # Seed for model init, data order and per-sample augmentations (runs with one seed repeat exactly).
     cfg.PRETRAIN.SEED = 0
-    # A name for a variant of a setting (e.g. "no-colour" for a run without colour jitter): appended to
-    # the policy everywhere the run is named (`random-no-colour`), so reports give it its own row
-    # instead of averaging it into the plain setting's.
+    # A name for a variant of a setting (e.g. "no-colour" for a run without colour jitter): the `tag`
+    # field of the run's provenance (objcrop.records). Run directories and report rows join it to the
+    # policy (`random-no-colour`), so reports give it its own row instead of averaging it into the
+    # plain setting's.
     cfg.PRETRAIN.TAG = ""
     # "auto" (cuda when available, else cpu), "cpu" or "cuda".
     cfg.PRETRAIN.DEVICE = "auto"

@@ -92,3 +92,13 @@ def test_gt_box_source_gives_copy_paste_the_annotated_masks_only_when_asked(synt
     for x0, y0, x1, y1 in gt_boxes_xyxy(record).astype(int):
         assert mask[y0:y1 + 1, x0:x1 + 1].any()  # every annotated object is in the foreground
     assert mask.mean() < 0.9  # and the background is not
+
+
+def test_the_run_record_helpers_import_without_torch():
+    """The pipeline names pretraining runs before any runs; it may use these without loading torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, objcrop.pretrain.engine.results; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

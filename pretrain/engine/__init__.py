@@ -1,1 +1,1 @@
-"""The pretraining engine: data, distributed helpers, checkpoints and the training loop."""
+"""The pretraining engine: data, checkpoints, the optimiser, the training loop and its hooks, the run record."""
