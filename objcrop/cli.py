@@ -22,6 +22,7 @@ STAGES = {
     "convert": ("objcrop.convert.cli", "convert a checkpoint to detectron2 format and verify it loads"),
     "detect": ("objcrop.detection.cli", "detectron2 fine-tuning and evaluation over several seeds"),
     "report": ("objcrop.report.cli", "collect results.json files into tables and plots"),
+    "pipeline": ("objcrop.pipeline.cli", "every stage above from a preset, locally or on SLURM (scripts/run_pipeline.sh)"),
 }
 
 

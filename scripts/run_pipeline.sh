@@ -8,8 +8,10 @@
 #
 # A rerun skips every stage whose outputs are complete and continues where the last run stopped;
 # a failing stage stops the pipeline and names its log (OUT/logs/<stage>.log). The last line
-# printed is the path of the report (OUT/report/results.md). The stage graph, presets and
-# launchers live in scripts/pipeline.py; this wrapper only finds the Python that has objcrop.
+# printed is the path of the report (OUT/report/results.md). This wrapper only finds the Python
+# that has objcrop and runs `python -m objcrop.pipeline` (the same as `objcrop pipeline`) with the
+# same flags and OBJCROP_* environment variables; the stage graph, presets and launchers live in
+# objcrop/pipeline/.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -33,4 +35,4 @@ if [ -z "$PY" ]; then
 fi
 # Stages must be able to find each other's commands (`objcrop`, torchrun) next to that Python.
 export PATH="$(dirname "$PY"):$PATH"
-exec "$PY" "$HERE/pipeline.py" "$@"
+exec "$PY" -m objcrop.pipeline "$@"

@@ -6,6 +6,8 @@ import stat
 import subprocess
 import sys
 
+import objcrop.pipeline as pipeline
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PIPELINE = os.path.join(REPO, "scripts", "run_pipeline.sh")
 
@@ -50,8 +52,10 @@ def test_slurm_submits_every_stage_with_afterok_dependencies(tmp_path):
                        capture_output=True, text=True, env=_env(str(bin_dir)))
     assert r.returncode == 0, r.stdout + r.stderr
     jobs = _sbatch_files(bin_dir)
-    assert set(jobs) >= {"data", "proposals.gt", "pretrain.moco_v2_random_none_s0", "report",
-                         "detect.voc.moco_v2_obj-obj-dilate_gt_s0.seed0"}
+    plan = pipeline.build_plan(pipeline.load_preset("tiny"), str(out))
+    rnd, dil = (next(t.name.split(".", 1)[1] for t in plan if t.name.startswith(f"pretrain.moco_v2_{p}_"))
+                for p in ("random_none", "obj-obj-dilate_gt"))
+    assert set(jobs) == {t.name for t in plan}
     ids = {name: job_id for name, (job_id, _) in jobs.items()}
 
     def deps(name):
@@ -59,11 +63,11 @@ def test_slurm_submits_every_stage_with_afterok_dependencies(tmp_path):
         return set(m.group(1).split(":")) if m else set()
 
     assert deps("data") == set()
-    pre = "pretrain.moco_v2_obj-obj-dilate_gt_s0"
+    pre = f"pretrain.{dil}"
     assert deps(pre) == {ids["data"], ids["proposals.gt"]}
-    assert deps("convert.moco_v2_obj-obj-dilate_gt_s0") == {ids[pre]}
-    assert deps("detect.coco.moco_v2_obj-obj-dilate_gt_s0.seed0") == {ids["convert.moco_v2_obj-obj-dilate_gt_s0"]}
-    assert ids["detect.coco.moco_v2_random_none_s0.seed0"] in deps("report")
+    assert deps(f"convert.{dil}") == {ids[pre]}
+    assert deps(f"detect.coco.{dil}.seed0") == {ids[f"convert.{dil}"]}
+    assert ids[f"detect.coco.{rnd}.seed0"] in deps("report")
     pre_text = jobs[pre][1]
     assert "#SBATCH --nodes=2" in pre_text and "#SBATCH --gpus-per-node=4" in pre_text
     assert "#SBATCH --partition=gpu" in pre_text
@@ -72,9 +76,7 @@ def test_slurm_submits_every_stage_with_afterok_dependencies(tmp_path):
 
 
 def test_cluster_command_is_multinode_torchrun_and_d2_launch(tmp_path):
-    from _repo_files import load_repo_module
-
-    mod = load_repo_module(os.path.join("scripts", "pipeline.py"))
+    mod = pipeline
     pre = mod.Task("pretrain.x", "pretrain", ["pretrain", "--config-file", "c.yaml", "--opts", "A", "1"], [],
                    gpus=8, nodes=4, distributed="torchrun")
     cmd = mod.cluster_shell_command(pre, "/l/pretrain.x.log")
@@ -98,10 +100,14 @@ def test_cluster_command_is_multinode_torchrun_and_d2_launch(tmp_path):
 
 
 def test_slurm_without_a_cluster_is_one_line(tmp_path):
+    """No SLURM: no srun (submitit refuses), or SLURM's commands installed without a controller
+    (sbatch refuses the first job). Either way one line of ours says so, without a traceback."""
     r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "tiny", "--out", str(tmp_path), "--launcher", "slurm"],
                        capture_output=True, text=True, env=_env())
-    assert r.returncode == 2
-    assert r.stderr.startswith("run_pipeline: error: --launcher slurm:") and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    ours = [line for line in r.stderr.splitlines() if line.startswith("objcrop pipeline: error:")]
+    assert len(ours) == 1 and ours[0].startswith(("objcrop pipeline: error: --launcher slurm:",
+                                                  "objcrop pipeline: error: submitting data failed:"))
 
 
 def test_submitit_local_runs_stages_in_dependency_order(tmp_path):

@@ -37,7 +37,13 @@ def _missing_stages():
 
 pytestmark = pytest.mark.skipif(bool(_missing_stages()), reason=f"stage modules not importable yet: {_missing_stages()}")
 
-RUN = "moco_v2_obj-obj-dilate_gt_s0"
+
+def _run_name(out):
+    """The obj-obj-dilate run's directory name, as the plan gives it (objcrop.records.run_name)."""
+    import objcrop.pipeline as pipeline
+
+    tasks = pipeline.build_plan(pipeline.load_preset("tiny"), str(out))
+    return next(t.name.split(".", 1)[1] for t in tasks if t.name.startswith("pretrain.moco_v2_obj-obj-dilate_gt_"))
 
 
 def _env():
@@ -71,6 +77,8 @@ def _wait_for(predicate, proc, timeout):
 @pytest.mark.timeout(1500)
 def test_pipeline_interrupted_resumes_and_produces_every_stage(tmp_path):
     out = tmp_path / "run"
+    RUN = _run_name(out)
+    assert RUN.endswith("_r50_b8_e1_data-train_s0")  # tiny.yaml's ResNet-50, batch 8, 1 epoch, seed 0
     pipeline_log = out / "logs" / "pipeline.log"
     pretrain_dir = out / "runs" / "pretrain" / RUN
 

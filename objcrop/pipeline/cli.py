@@ -1,0 +1,123 @@
+"""`objcrop pipeline` (also `python -m objcrop.pipeline` and scripts/run_pipeline.sh): options, each
+with an environment-variable default, and the run from preset to report."""
+import argparse
+import os
+import sys
+import time
+from typing import List, Optional
+
+from objcrop.pipeline.local import PROG, Pipeline
+from objcrop.pipeline.plan import build_plan
+from objcrop.pipeline.presets import PipelineError, apply_overrides, load_preset, words
+from objcrop.pipeline.recorded import open_record, recorded_tasks
+from objcrop.pipeline.tasks import STAGE_ORDER, select_stages
+
+LAUNCHERS = ["local", "slurm", "submitit-local"]
+
+DESCRIPTION = """\
+The full objcrop pipeline as a graph of stage commands, run locally or through submitit:
+
+    data → proposals → pretrain (method × policy × proposals × seed) → probe
+                                                                      → convert → detect (VOC, COCO) × seed
+                                                                                              → report
+
+Every task is one `objcrop <stage> …` command with its own log (OUT/logs/<task>.log) and a check of
+its outputs. A task whose outputs are complete is skipped, so a rerun continues where the last run
+stopped; pretraining always runs with --resume. The first failing task stops the pipeline with its
+name and log path. Pretraining runs are named by objcrop.records.run_name
+(method_policy[-tag]_proposals_arch_b<batch>_e<epochs>_<data>_s<seed>), as `objcrop pretrain` names them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION,
+        epilog="Every option also reads an environment variable (shown in brackets); flags win.\n"
+               "Presets live in eval_configs/pipeline/ (demo, paper, tiny, study*); a path to your own YAML works too.\n"
+               "Logs: OUT/logs/pipeline.log and OUT/logs/<task>.log. The report ends up in OUT/report/results.md.")
+    p.add_argument("--preset", default=env("OBJCROP_PRESET", "demo"),
+                   help="demo (embedded data, CPU), paper (real data under $DETECTRON2_DATASETS, GPUs), tiny "
+                        "(the test's seconds-long run), or a YAML path [OBJCROP_PRESET; default demo]")
+    p.add_argument("--out", default=env("OBJCROP_OUT"),
+                   help="output directory [OBJCROP_OUT; default output/pipeline_<preset>]")
+    p.add_argument("--policies", default=env("OBJCROP_POLICIES"),
+                   help='view policies, e.g. "random obj-obj-dilate" [OBJCROP_POLICIES; default from the preset]')
+    p.add_argument("--methods", default=env("OBJCROP_METHODS"),
+                   help='SSL methods, e.g. "moco_v2 byol" [OBJCROP_METHODS; default from the preset]')
+    p.add_argument("--proposals", default=env("OBJCROP_PROPOSALS"),
+                   help='proposal sources for object-aware policies, e.g. "gt selective-search" [OBJCROP_PROPOSALS]')
+    p.add_argument("--seeds", default=env("OBJCROP_SEEDS"), help='pretraining seeds, e.g. "0 1" [OBJCROP_SEEDS]')
+    p.add_argument("--det-seeds", default=env("OBJCROP_DET_SEEDS"),
+                   help='detection fine-tuning seeds per checkpoint, e.g. "0 1 2" [OBJCROP_DET_SEEDS]')
+    p.add_argument("--det-tasks", default=env("OBJCROP_DET_TASKS"),
+                   help='detection benchmarks of the preset to run, e.g. "voc" [OBJCROP_DET_TASKS; default all]')
+    p.add_argument("--gpus", type=int, default=env("OBJCROP_GPUS"),
+                   help="GPUs per node for pretraining and detection; 0 = CPU [OBJCROP_GPUS; default from the preset]")
+    p.add_argument("--nodes", type=int, default=env("OBJCROP_NODES"),
+                   help="nodes per pretraining/detection job (slurm launcher) [OBJCROP_NODES; default 1]")
+    p.add_argument("--launcher", choices=LAUNCHERS, default=env("OBJCROP_LAUNCHER", "local"),
+                   help="local: one task after another here; slurm: submit every task through submitit with "
+                        "dependencies; submitit-local: submitit's local executor (testing) [OBJCROP_LAUNCHER]")
+    p.add_argument("--slurm-partition", default=env("OBJCROP_SLURM_PARTITION"), help="SLURM partition [OBJCROP_SLURM_PARTITION]")
+    p.add_argument("--slurm-account", default=env("OBJCROP_SLURM_ACCOUNT"), help="SLURM account [OBJCROP_SLURM_ACCOUNT]")
+    p.add_argument("--stages", default=env("OBJCROP_STAGES"),
+                   help=f'run only these stages, e.g. "probe report" (their other inputs must be complete); '
+                        f'stages: {" ".join(STAGE_ORDER)} [OBJCROP_STAGES]')
+    p.add_argument("--jobs", type=int, default=int(env("OBJCROP_JOBS", "1")),
+                   help="local launcher: run up to this many independent tasks at once, the CPU threads split "
+                        "between them (OMP_NUM_THREADS = cores / jobs unless set) [OBJCROP_JOBS; default 1]")
+    p.add_argument("--wait", action="store_true",
+                   help="slurm launcher: stay until the last job has ended (default: submit and return)")
+    p.add_argument("--records", default=env("OBJCROP_RECORDS"),
+                   help="a record of earlier runs' results (a study record, e.g. docs/results/study: the small "
+                        "result files, no checkpoints): tasks whose results it holds are not run again, unless a "
+                        "task that runs needs their outputs [OBJCROP_RECORDS]")
+    p.add_argument("--keep-going", action="store_true", default=env("OBJCROP_KEEP_GOING", "") not in ("", "0"),
+                   help="local launcher: after a failed task, go on with every task that does not need it (like "
+                        "make -k) instead of stopping; the exit status still says that one failed [OBJCROP_KEEP_GOING]")
+    p.add_argument("--dry-run", action="store_true", help="print what would run and what is skipped, run nothing")
+    return p
+
+
+def prepare(args: argparse.Namespace):
+    """(preset name, preset, out, tasks, pipeline) from the parsed options; PipelineError on bad input."""
+    preset = apply_overrides(load_preset(args.preset), args)
+    name = os.path.splitext(os.path.basename(preset["_path"]))[0]
+    out = os.path.abspath(args.out or os.path.join("output", f"pipeline_{name}"))
+    tasks = build_plan(preset, out)
+    stages = words(args.stages) or None
+    recorded = recorded_tasks(tasks, out, open_record(args.records), stages) if args.records else set()
+    tasks = select_stages(tasks, stages, recorded)
+    slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
+    pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=args.jobs,
+                        recorded=recorded, records=args.records or "", keep_going=args.keep_going)
+    return name, preset, out, tasks, pipeline
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        name, preset, out, tasks, pipeline = prepare(args)
+    except PipelineError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    start = time.time()
+    pipeline.say(f"preset {name} ({preset['_path']})")
+    try:
+        rc = pipeline.run()
+    except KeyboardInterrupt:
+        pipeline.say("interrupted; rerun the same command to continue where it stopped")
+        return 130
+    except PipelineError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    if rc != 0 or args.dry_run:
+        return rc
+    report = os.path.join(out, "report", "results.md")
+    if args.launcher == "slurm" and not args.wait:
+        pipeline.say(f"the report will be written to {report} by the last job")
+        return 0
+    pipeline.say(f"finished in {time.time() - start:.0f} s")
+    if os.path.isfile(report) and any(t.stage == "report" for t in tasks):
+        print(report)  # the last line: where the table is
+    return 0

@@ -1,0 +1,188 @@
+"""Preset -> task graph: data → proposals → pretrain (method × policy × proposals × seed) → probe
+→ convert → detect (VOC, COCO) × seed → report.
+
+Every pretraining run directory is named by `objcrop.records.run_name`, from the run's merged
+pretraining config (YAML + the preset's opts + the run's own), exactly as `objcrop pretrain`
+names a run it is given no OUTPUT_DIR for; probe, detection and weights paths reuse that name.
+"""
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+from objcrop.pipeline.naming import RunNamer
+from objcrop.pipeline.presets import PipelineError, RunSpec, fill, pretrain_specs, words
+from objcrop.pipeline.tasks import STAGE_ORDER, Task, check_graph
+
+
+@dataclass
+class Context:
+    """A preset with its placeholders filled, and where its outputs go."""
+
+    p: Dict[str, Any]
+    out: str
+    data_dir: str
+    data_deps: List[str]
+    stores: Dict[str, str]  # proposal source -> store file
+
+    @property
+    def runs(self) -> str:
+        return os.path.join(self.out, "runs")
+
+    @property
+    def gpus(self) -> int:
+        return int(self.p.get("gpus", 0) or 0)
+
+    @property
+    def nodes(self) -> int:
+        return int(self.p.get("nodes", 1) or 1)
+
+    def section(self, key: str) -> Dict[str, Any]:
+        return self.p.get(key) or {}
+
+
+def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
+    """The task graph of a preset, in an order that respects every dependency."""
+    ctx = _context(preset, out)
+    tasks = _data_tasks(ctx)
+    specs = pretrain_specs(ctx.section("pretrain"), words(ctx.section("proposals").get("methods", ["gt"])))
+    tasks += _proposal_tasks(ctx, specs)
+    tasks += _supervised_tasks(ctx)
+    namer = RunNamer(ctx.p["datasets"]["pretrain"], ctx.section("pretrain").get("opts", []))
+    for spec in specs:
+        for seed in spec.seeds:
+            tasks += _run_tasks(ctx, spec, seed, namer)
+    tasks += _reference_probes(ctx)
+    report_dir = os.path.join(ctx.out, "report")
+    deps = [t.name for t in tasks if t.stage in ("probe", "detect", "pretrain")]
+    tasks.append(Task("report", "report", ["report", ctx.runs, "--out", report_dir],
+                      [["file", os.path.join(report_dir, "results.md")]], deps=deps, always=True))
+    # stage by stage (all pretraining runs, then every probe, ...): the order the logs read in
+    tasks.sort(key=lambda t: STAGE_ORDER.index(t.stage))
+    check_graph(tasks)
+    return tasks
+
+
+def _context(preset: Dict[str, Any], out: str) -> Context:
+    out = os.path.abspath(out)
+    datasets_root = os.path.abspath(os.environ.get("DETECTRON2_DATASETS", "datasets"))
+    data_cfg = preset.get("data") or {}
+    data_dir = os.path.abspath(fill(data_cfg.get("dir", "{out}/data"), {"out": out, "datasets": datasets_root}))
+    values = {"out": out, "data": data_dir, "datasets": datasets_root}
+    p = fill({k: v for k, v in preset.items() if not k.startswith("_")}, values)
+    return Context(p, out, data_dir, [], {})
+
+
+def _data_tasks(ctx: Context) -> List[Task]:
+    s = (ctx.p.get("data") or {}).get("synth")
+    if not s:
+        return []
+    cmd = ["data", "synth", "--out", ctx.data_dir, "--num-images", str(s.get("num_images", 600)),
+           "--seed", str(s.get("seed", 0))]
+    if s.get("variant"):
+        cmd += ["--variant", str(s["variant"])]
+    cmd += [str(a) for a in s.get("args", [])]
+    meta = os.path.join(ctx.data_dir, "meta.json")
+    ctx.data_deps = ["data"]
+    return [Task("data", "data", cmd, [["file", meta]], results=[meta])]
+
+
+def _proposal_tasks(ctx: Context, specs: List[RunSpec]) -> List[Task]:
+    prop, tasks = ctx.section("proposals"), []
+    for m in dict.fromkeys(s.proposals for s in specs if s.proposals != "none"):
+        store = os.path.join(ctx.out, "proposals", f"{m}{prop.get('suffix', '.store')}")
+        # --resume: continue an interrupted computation from its shards (a fresh start when there are none)
+        cmd = ["proposals", "compute", "--dataset", str(prop.get("dataset", ctx.p["datasets"]["pretrain"])),
+               "--method", m, "--out", store, "--resume"] + [str(a) for a in (prop.get("args") or {}).get(m, [])]
+        tasks.append(Task(f"proposals.{m}", "proposals", cmd, [["file", store]], deps=list(ctx.data_deps)))
+        ctx.stores[m] = store
+    return tasks
+
+
+def _supervised_tasks(ctx: Context) -> List[Task]:
+    """The supervised bound: it answers whether the data is learnable at this budget at all."""
+    sup = ctx.p.get("supervised")
+    if not sup:
+        return []
+    sup_dir = os.path.join(ctx.out, "supervised")
+    cmd = ["benchmarks/learnability.py", "--data", ctx.data_dir, "--save-backbone", os.path.join(sup_dir, "backbone.pth"),
+           "--json", os.path.join(sup_dir, "learnability.json")] + [str(a) for a in sup.get("args", [])]
+    return [Task("pretrain.supervised", "pretrain", cmd, [["file", os.path.join(sup_dir, "backbone.pth")]],
+                 deps=list(ctx.data_deps), raw=True, results=[os.path.join(sup_dir, "learnability.json")])]
+
+
+def _run_tasks(ctx: Context, spec: RunSpec, seed: int, namer: RunNamer) -> List[Task]:
+    """Pretraining of one run and seed, its probe, and (when the preset asks) conversion and detection."""
+    opts = namer.opts(spec, seed, ctx.stores.get(spec.proposals, ""))
+    name = namer.name(spec, opts)
+    run_dir = os.path.join(ctx.runs, "pretrain", name)
+    cmd = ["pretrain", "--config-file", namer.config_arg(spec.config_file), "--resume",
+           "--opts", "OUTPUT_DIR", run_dir] + opts
+    deps = list(ctx.data_deps) + ([f"proposals.{spec.proposals}"] if spec.proposals in ctx.stores else [])
+    final, results = os.path.join(run_dir, "model_final.pth"), os.path.join(run_dir, "results.json")
+    pre = ctx.section("pretrain")
+    tasks = [Task(f"pretrain.{name}", "pretrain", cmd, [["results_ok", results], ["file", final]],
+                  deps=deps, gpus=ctx.gpus, nodes=ctx.nodes, distributed="torchrun",
+                  timeout_min=int(pre.get("timeout_min", 24 * 60)), results=[results])]
+    probe = ctx.section("probe")
+    if probe.get("enabled", True):
+        tasks.append(probe_task(ctx, name, final, [f"pretrain.{name}"]))
+    det = ctx.section("detection")
+    # detection is the costly part: a preset may fine-tune only some pretraining seeds
+    det_pre_seeds = det.get("pretrain_seeds")
+    if spec.detect and det.get("tasks") and (det_pre_seeds is None or seed in [int(x) for x in det_pre_seeds]):
+        tasks += _detection_tasks(ctx, name, final)
+    return tasks
+
+
+def probe_task(ctx: Context, name: str, weights: str, deps: List[str], extra: Optional[List[str]] = None) -> Task:
+    probe = ctx.section("probe")
+    probe_dir = os.path.join(ctx.runs, "probe", name)
+    cmd = ["probe", "--weights", weights, "--dataset-train", ctx.p["datasets"]["probe_train"],
+           "--dataset-test", ctx.p["datasets"]["probe_test"], "--out", probe_dir]
+    cmd += [str(a) for a in probe.get("args", [])] + list(extra or [])
+    results = os.path.join(probe_dir, "results.json")
+    return Task(f"probe.{name}", "probe", cmd, [["results_ok", results]], deps=deps, gpus=min(ctx.gpus, 1),
+                results=[results])
+
+
+def _detection_tasks(ctx: Context, name: str, final: str) -> List[Task]:
+    det = ctx.section("detection")
+    pkl = os.path.join(ctx.out, "weights", f"{name}.pkl")
+    cmd = ["convert", final, pkl] + [str(a) for a in ctx.section("convert").get("args", [])]
+    tasks = [Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{name}"])]
+    for task_name, dspec in det["tasks"].items():
+        for dseed in [int(s) for s in det.get("seeds", [0])]:
+            # `objcrop detect train` puts seed k in OUTPUT_DIR/seed<k>; --resume continues it
+            det_dir = os.path.join(ctx.runs, f"detect_{task_name}", name)
+            cmd = ["detect", "train", "--config-file", str(dspec["config_file"]), "--weights", pkl,
+                   "--seeds", str(dseed), "--output-dir", det_dir, "--resume"]
+            if dspec.get("dataset_train"):
+                cmd += ["--dataset-train", str(dspec["dataset_train"])]
+            if dspec.get("dataset_test"):
+                cmd += ["--dataset-test", str(dspec["dataset_test"])]
+            cmd += [str(a) for a in dspec.get("args", [])]
+            tail = ["--opts"] + [str(o) for o in dspec["opts"]] if dspec.get("opts") else []
+            results = os.path.join(det_dir, f"seed{dseed}", "results.json")
+            tasks.append(Task(f"detect.{task_name}.{name}.seed{dseed}", "detect", cmd, [["results_ok", results]],
+                              tail=tail, results=[results], deps=[f"convert.{name}"], gpus=ctx.gpus,
+                              nodes=ctx.nodes, distributed="d2", timeout_min=int(det.get("timeout_min", 24 * 60))))
+    return tasks
+
+
+def _reference_probes(ctx: Context) -> List[Task]:
+    """Reference backbones probed exactly like the pretrained ones: random init (one per seed),
+    and "supervised" (the model of the `supervised` task) or any torchvision state dict file."""
+    probe, tasks = ctx.section("probe"), []
+    if not probe.get("enabled", True):
+        return []
+    for ref_name, weights in (probe.get("references") or {}).items():
+        deps = list(ctx.data_deps)
+        if weights == "supervised":
+            if not ctx.p.get("supervised"):
+                raise PipelineError("probe.references: 'supervised' needs a `supervised:` section in the preset")
+            weights, deps = os.path.join(ctx.out, "supervised", "backbone.pth"), deps + ["pretrain.supervised"]
+        seeds = [int(x) for x in ctx.section("pretrain").get("seeds", [0])] if weights == "random" else [0]
+        for seed in seeds:
+            extra = ["--seed", str(seed)] + [str(a) for a in probe.get("reference_args", [])]
+            tasks.append(probe_task(ctx, f"{ref_name}_s{seed}", str(weights), deps, extra=extra))
+    return tasks

@@ -1,0 +1,152 @@
+"""Pipeline presets (eval_configs/pipeline/<name>.yaml): loading, command-line overrides,
+`{out}` placeholders, and the list of pretraining runs a preset asks for.
+
+A preset is plain YAML (not a CfgNode): it describes a grid of stage commands, not one model.
+Each pretraining run of `pretrain.runs` names its own pretraining YAML (`config_file:`, a leaf
+such as eval_configs/pretrain/study/r18_b32_e12.yaml whose `_BASE_` is the study's preset) instead
+of carrying a list of `--opts`, so a run's setting is a file that `objcrop pretrain` reads as is.
+"""
+import argparse
+import copy
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List
+
+from objcrop.errors import ObjcropError
+
+
+class PipelineError(ObjcropError):
+    """A problem the user can fix (bad preset, bad option): printed as one line."""
+
+
+def preset_dir() -> str:
+    """eval_configs/pipeline, wherever objcrop's configs are installed."""
+    import objcrop.eval_configs as pkg
+
+    return os.path.join(os.path.dirname(pkg.__file__), "pipeline")
+
+
+def load_preset(name_or_path: str) -> Dict[str, Any]:
+    """A preset by name (eval_configs/pipeline/<name>.yaml) or path; `_path` says which file."""
+    import yaml
+
+    folder = preset_dir()
+    path = name_or_path if os.path.isfile(name_or_path) else os.path.join(folder, f"{name_or_path}.yaml")
+    if not os.path.isfile(path):
+        known = sorted(os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith(".yaml"))
+        raise PipelineError(f"--preset {name_or_path}: no such preset (known: {', '.join(known)}; or a YAML path)")
+    with open(path, "r", encoding="utf-8") as f:
+        try:
+            preset = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise PipelineError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(preset, dict):
+        raise PipelineError(f"{path}: a preset is a YAML mapping")
+    preset["_path"] = path
+    return preset
+
+
+def words(value) -> List[str]:
+    """A list from YAML or a space/comma-separated string (flags and env vars)."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return [w for w in str(value).replace(",", " ").split() if w]
+
+
+def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+    """The preset with the command line's --policies/--methods/--seeds/... applied (a copy)."""
+    p = copy.deepcopy(preset)
+    pre = p.setdefault("pretrain", {})
+    if args.policies:
+        pre["policies"] = words(args.policies)
+    if args.methods:
+        pre["methods"] = words(args.methods)
+    if args.seeds:
+        pre["seeds"] = [int(s) for s in words(args.seeds)]
+    if args.proposals:
+        p.setdefault("proposals", {})["methods"] = words(args.proposals)
+    det = p.setdefault("detection", {})
+    if args.det_seeds:
+        det["seeds"] = [int(s) for s in words(args.det_seeds)]
+    if args.det_tasks:
+        wanted = words(args.det_tasks)
+        unknown = set(wanted) - set(det.get("tasks", {}))
+        if unknown:
+            raise PipelineError(f"--det-tasks: {', '.join(sorted(unknown))} not in the preset "
+                                f"(it has: {', '.join(det.get('tasks', {})) or 'none'})")
+        det["tasks"] = {k: v for k, v in det.get("tasks", {}).items() if k in wanted}
+    if args.gpus is not None:
+        p["gpus"] = int(args.gpus)
+    if args.nodes is not None:
+        p["nodes"] = int(args.nodes)
+    return p
+
+
+def fill(value, ctx: Dict[str, str]):
+    """Replace `{out}`, `{data}`, `{datasets}` in every string of a (nested) preset value."""
+    if isinstance(value, str):
+        try:
+            return value.format(**ctx)
+        except (KeyError, IndexError) as e:
+            raise PipelineError(f"preset value {value!r}: unknown placeholder {e} (known: {', '.join(ctx)})") from e
+    if isinstance(value, list):
+        return [fill(v, ctx) for v in value]
+    if isinstance(value, dict):
+        return {k: fill(v, ctx) for k, v in value.items()}
+    return value
+
+
+@dataclass
+class RunSpec:
+    """One pretraining setting of a preset, run once per seed."""
+
+    method: str
+    policy: str
+    proposals: str  # a proposal source (gt, selective-search, ...) or "none"
+    copy_paste: bool
+    seeds: List[int]
+    config_file: str  # the pretraining YAML: the preset's, or the run's own leaf
+    detect: bool = True
+    tag: str = ""  # the run's own report row (PRETRAIN.TAG); part of its name
+
+
+RUN_KEYS = {"method", "policy", "proposals", "copy_paste", "seeds", "config_file", "detect", "tag"}
+DEFAULT_PRETRAIN_CONFIG = "pretrain/demo.yaml"
+
+
+def pretrain_specs(pre: Dict[str, Any], prop_methods: List[str]) -> List[RunSpec]:
+    """The pretraining runs of a preset: the cross product methods × policies × proposal sources
+    × seeds, or — when `pretrain.runs` lists them — exactly those runs (a study rarely wants
+    every combination: copy-paste on one policy, BYOL on two)."""
+    seeds = [int(s) for s in pre.get("seeds", [0])]
+    config_file = str(pre.get("config_file", DEFAULT_PRETRAIN_CONFIG))
+    if not pre.get("runs"):
+        policies = words(pre.get("policies", ["random"]))
+        if any(pol != "random" for pol in policies) and not prop_methods:
+            raise PipelineError("object-aware policies need proposals: set proposals.methods in the preset or --proposals")
+        return [RunSpec(m, pol, src, False, seeds, config_file)
+                for m in words(pre.get("methods", ["moco_v2"])) for pol in policies
+                for src in (["none"] if pol == "random" else prop_methods)]
+    return [_run_spec(run, f"pretrain.runs[{i}]", seeds, config_file) for i, run in enumerate(pre["runs"])]
+
+
+def _run_spec(run: Any, where: str, seeds: List[int], config_file: str) -> RunSpec:
+    if not isinstance(run, dict) or "policy" not in run:
+        raise PipelineError(f"{where}: a run is a mapping with at least `policy` (keys: {', '.join(sorted(RUN_KEYS))})")
+    if "opts" in run:
+        raise PipelineError(f"{where}: a run takes no `opts`; put them in a leaf pretraining YAML "
+                            f"(e.g. eval_configs/pretrain/study/) and name it with `config_file`")
+    unknown = set(run) - RUN_KEYS
+    if unknown:
+        raise PipelineError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(RUN_KEYS))})")
+    spec = RunSpec(method=str(run.get("method", "moco_v2")), policy=str(run["policy"]),
+                   proposals=str(run.get("proposals") or "none"), copy_paste=bool(run.get("copy_paste", False)),
+                   seeds=[int(s) for s in run.get("seeds", seeds)],
+                   config_file=str(run.get("config_file") or config_file),
+                   detect=bool(run.get("detect", True)), tag=str(run.get("tag") or ""))
+    if spec.proposals == "none" and (spec.policy != "random" or spec.copy_paste):
+        raise PipelineError(f"{where}: policy {spec.policy}{' with copy-paste' if spec.copy_paste else ''} "
+                            f"needs `proposals` (gt or a proposal method)")
+    return spec

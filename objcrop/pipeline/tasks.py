@@ -1,0 +1,111 @@
+"""A pipeline task: one stage command, the checks that say its outputs are complete, and its argv."""
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import List, Optional, Set
+
+from objcrop.pipeline.presets import PipelineError
+
+STAGE_ORDER = ["data", "proposals", "pretrain", "probe", "convert", "detect", "report"]
+# the repository: the stages run from here, and `raw` tasks are its scripts (benchmarks/learnability.py)
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@dataclass
+class Task:
+    """One stage command. `checks` say when its outputs are complete (then it is skipped)."""
+
+    name: str  # unique; also the log file name
+    stage: str  # one of STAGE_ORDER
+    cmd: List[str]  # argv after `objcrop` (or a full argv when `raw`)
+    checks: List[List[str]]  # [["results_ok", path], ["file", path], ["dir", path]]
+    deps: List[str] = field(default_factory=list)
+    always: bool = False  # the report: cheap, and must see every new result
+    gpus: int = 0  # per node
+    nodes: int = 1
+    distributed: str = ""  # "torchrun" (pretrain) or "d2" (detectron2 launch) when gpus > 1 or nodes > 1
+    timeout_min: int = 60
+    tail: List[str] = field(default_factory=list)  # arguments that must come last (detectron2's --opts)
+    raw: bool = False  # cmd is a script of this repository and its arguments, run with this Python
+    # the small files that hold the task's result, relative to OUT (a record keeps them, not the
+    # checkpoints); empty for the stages whose outputs only feed others (proposals, convert, report)
+    results: List[str] = field(default_factory=list)
+
+    def complete(self) -> bool:
+        """Can the task be skipped: it has outputs, they are all there, and it is not always rerun."""
+        return (not self.always) and bool(self.checks) and self.outputs_complete()
+
+    def outputs_complete(self) -> bool:
+        return all(check(c) for c in self.checks)
+
+    def incomplete_outputs(self) -> List[str]:
+        return [c[1] for c in self.checks if not check(c)]
+
+
+def results_ok(path: str) -> bool:
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("status") == "ok"
+
+
+def result_recorded(path: str) -> bool:
+    """Is this result file there (a results.json: with status ok)?"""
+    return results_ok(path) if path.endswith("results.json") else os.path.isfile(path)
+
+
+def check(spec: List[str]) -> bool:
+    kind = spec[0]
+    if kind == "results_ok":
+        return results_ok(spec[1])
+    if kind == "file":
+        return os.path.isfile(spec[1]) and os.path.getsize(spec[1]) > 0
+    if kind == "dir":
+        return os.path.isdir(spec[1])
+    raise PipelineError(f"unknown output check {spec!r}")
+
+
+def check_graph(tasks: List[Task]) -> None:
+    """Names are unique and every dependency comes earlier in the list."""
+    names = set()
+    for t in tasks:
+        if t.name in names:
+            raise PipelineError(f"two tasks named {t.name}: check the preset for repeated policies, methods or seeds")
+        missing = [d for d in t.deps if d not in names]
+        if missing:
+            raise PipelineError(f"task {t.name} depends on {missing}, which come later or not at all")
+        names.add(t.name)
+
+
+def select_stages(tasks: List[Task], stages: Optional[List[str]], recorded: Optional[Set[str]] = None) -> List[Task]:
+    """Keep only the given stages; every dependency outside them must already be complete (or recorded)."""
+    if not stages:
+        return tasks
+    unknown = set(stages) - set(STAGE_ORDER)
+    if unknown:
+        raise PipelineError(f"--stages: unknown stage(s) {', '.join(sorted(unknown))} (known: {' '.join(STAGE_ORDER)})")
+    chosen = [t for t in tasks if t.stage in stages]
+    chosen_names = {t.name for t in chosen}
+    by_name = {t.name: t for t in tasks}
+    for t in chosen:
+        for d in t.deps:
+            if d not in chosen_names and not by_name[d].complete() and d not in (recorded or ()):
+                raise PipelineError(f"--stages: {t.name} needs {d}, which is neither selected nor complete")
+        t.deps = [d for d in t.deps if d in chosen_names]
+    return chosen
+
+
+def objcrop_argv(task: Task) -> List[str]:
+    """The argv of a task on one machine (multi-process when it has several GPUs)."""
+    if task.stage == "pretrain" and task.gpus > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={task.gpus}",
+                "-m", "objcrop.pretrain.train_net"] + task.cmd[1:]
+    if task.raw:
+        return [sys.executable, os.path.join(REPO, task.cmd[0])] + task.cmd[1:] + task.tail
+    argv = [sys.executable, "-m", "objcrop"] + task.cmd
+    if task.stage == "detect" and task.gpus > 0:
+        argv += ["--num-gpus", str(task.gpus)]
+    return argv + task.tail

@@ -1,0 +1,231 @@
+"""objcrop.pipeline's running side: the CLI and its wrapper, dry runs, failures naming their log,
+--jobs, --keep-going and --records (objcrop.pipeline.local, .recorded, .cli)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import objcrop.pipeline as pipeline
+from objcrop.pipeline import tasks as tasks_mod
+from objcrop.pipeline.naming import provenance
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_PIPELINE = os.path.join(REPO, "scripts", "run_pipeline.sh")
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env["PYTHON"] = sys.executable
+    return env
+
+
+def _plan(out, **overrides):
+    args = pipeline.build_parser().parse_args(["--preset", "demo"] + [x for k, v in overrides.items()
+                                                                       for x in (f"--{k.replace('_', '-')}", v)])
+    return pipeline.build_plan(pipeline.apply_overrides(pipeline.load_preset("demo"), args), str(out))
+
+
+def _name(tasks, prefix, seed, stage="pretrain"):
+    found = [t.name for t in tasks if t.stage == stage and t.name.startswith(f"{stage}.{prefix}_")
+             and t.name.endswith(f"_s{seed}")]
+    assert len(found) == 1, (prefix, seed)
+    return found[0]
+
+
+def test_every_entry_point_explains_every_option(tmp_path):
+    """scripts/run_pipeline.sh, `objcrop pipeline` and `python -m objcrop.pipeline` are one CLI."""
+    texts = []
+    for argv in (["bash", RUN_PIPELINE, "--help"], [sys.executable, "-m", "objcrop", "pipeline", "--help"],
+                 [sys.executable, "-m", "objcrop.pipeline", "--help"]):
+        r = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        texts.append(r.stdout)
+    assert texts[0] == texts[1] == texts[2]
+    for action in pipeline.build_parser()._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help and action.option_strings[-1] in texts[0], action.dest
+            # every option but the pure switches reads an environment variable, named in its help
+            assert action.dest in ("wait", "dry_run") or "[OBJCROP_" in action.help, action.dest
+
+
+def test_dry_run_lists_skips_and_environment_variables_are_defaults(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.json").write_text("{}")
+    env = dict(_env(), OBJCROP_PRESET="demo", OBJCROP_SEEDS="0")
+    r = subprocess.run(["bash", RUN_PIPELINE, "--out", str(tmp_path), "--dry-run"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "skip data: outputs complete" in r.stdout
+    assert "would run proposals.gt: objcrop proposals compute" in r.stdout
+    assert os.path.isfile(tmp_path / "logs" / "pipeline.log")
+    assert r.stdout.count("would run pretrain.") == 2  # OBJCROP_SEEDS=0: one seed of each policy
+    r = subprocess.run(["bash", RUN_PIPELINE, "--out", str(tmp_path), "--dry-run", "--seeds", "0 1"],
+                       capture_output=True, text=True, env=env)
+    assert r.stdout.count("would run pretrain.") == 4  # the flag wins
+
+
+def test_failing_stage_stops_with_its_name_and_log(tmp_path):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text("data:\n  synth: {num_images: 0}\ndatasets: {pretrain: 'synth:{data}:train', probe_train: x, "
+                      "probe_test: y}\npretrain: {policies: [random], seeds: [0]}\n")
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", str(preset), "--out", str(out)],
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 1
+    log = out / "logs" / "data.log"
+    assert f"stage data failed; see its log: {log}" in r.stderr
+    assert "num-images" in log.read_text()  # the stage's own one-line error is in its log ...
+    assert "num-images" in r.stderr  # ... and its tail is shown
+    assert "run pretrain" not in r.stdout  # nothing after the failure ran
+
+
+def test_bad_preset_is_one_line(tmp_path):
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "no_such_preset"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and r.stderr.startswith("objcrop pipeline: error: --preset no_such_preset")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("datasets: {pretrain: x, probe_train: x, probe_test: y}\n"
+                   "pretrain: {config_file: pretrain/no_such.yaml, policies: [random]}\n")
+    r = subprocess.run([sys.executable, "-m", "objcrop", "pipeline", "--preset", str(bad), "--dry-run",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and "pretrain/no_such.yaml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_jobs_run_independent_tasks_side_by_side_and_respect_dependencies(tmp_path, monkeypatch):
+    # stand-in stages: each writes its start and end time, so overlap and order can be checked
+    script = tmp_path / "stage.py"
+    script.write_text("import json, sys, time, os\nname, secs, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]\n"
+                      "t0 = time.time(); time.sleep(secs)\n"
+                      "json.dump({'start': t0, 'end': time.time(), 'threads': os.environ.get('OMP_NUM_THREADS')}, "
+                      "open(os.path.join(out, name + '.json'), 'w'))\n"
+                      "if name == 'a': open(os.path.join(out, 'late.json'), 'w').write('{}')\n"
+                      "sys.exit(1 if name == 'bad' else 0)\n")
+    monkeypatch.setattr(tasks_mod, "REPO", str(tmp_path))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    def task(name, secs, deps=()):
+        return pipeline.Task(name, "pretrain", ["stage.py", name, str(secs), str(tmp_path)],
+                             [["file", str(tmp_path / f"{name}.json")]], deps=list(deps), raw=True)
+
+    tasks = [task("a", 1.5), task("b", 1.5), task("c", 0.1, deps=["a"]), task("late", 5, deps=["a"])]
+    assert pipeline.Pipeline(tasks, str(tmp_path / "out"), jobs=2).run() == 0
+    # "late" had its output written by "a": complete by the time it could start, so skipped
+    assert "skip late: outputs complete" in (tmp_path / "out" / "logs" / "pipeline.log").read_text()
+    t = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in "abc"}
+    assert t["a"]["start"] < t["b"]["end"] and t["b"]["start"] < t["a"]["end"]  # a and b overlapped
+    assert t["c"]["start"] >= t["a"]["end"]  # c waited for a
+    assert t["a"]["threads"] == str(max(1, (os.cpu_count() or 1) // 2))
+
+    # a failure stops new tasks from starting and names the task
+    for n in "abc":
+        (tmp_path / f"{n}.json").unlink()
+    tasks = [task("bad", 0.1), task("a", 0.1, deps=["bad"]), task("b", 0.1, deps=["bad"])]
+    assert pipeline.Pipeline(tasks, str(tmp_path / "out2"), jobs=2).run() == 1
+    assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
+    assert "FAILED stage bad" in (tmp_path / "out2" / "logs" / "pipeline.log").read_text()
+
+    # --keep-going: what does not need the failed task still runs; what needs it (directly or not) does not
+    (tmp_path / "bad.json").unlink()  # written before its exit code 1: it would count as complete
+    tasks = [task("bad", 0.1), task("a", 0.1, deps=["bad"]), task("c", 0.1, deps=["a"]), task("b", 0.1)]
+    assert pipeline.Pipeline(tasks, str(tmp_path / "out3"), jobs=1, keep_going=True).run() == 1
+    assert (tmp_path / "b.json").exists() and not (tmp_path / "a.json").exists() and not (tmp_path / "c.json").exists()
+    log = (tmp_path / "out3" / "logs" / "pipeline.log").read_text()
+    assert "not run a: it needs bad, which failed" in log and "not run c: it needs a, which failed" in log
+
+
+
+
+def _record(tasks, out, record, keep=lambda t: True, status="ok"):
+    """Write into `record` the result files of the tasks `keep` selects, as study_records would."""
+    for t in tasks:
+        if not keep(t):
+            continue
+        for path in t.results:
+            dest = record / os.path.relpath(path, out)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(json.dumps({"status": status}))
+
+
+def test_a_record_skips_recorded_results_but_reruns_what_a_missing_result_needs(tmp_path):
+    out, record = tmp_path / "out", tmp_path / "record"
+    tasks = _plan(out, seeds="0 1")  # detection fine-tunes the seed-0 checkpoints only
+    rnd = {s: _name(tasks, "moco_v2_random_none", s).split(".", 1)[1] for s in (0, 1)}
+    dil1 = _name(tasks, "moco_v2_obj-obj-dilate_gt", 1).split(".", 1)[1]
+    _record(tasks, out, record, keep=lambda t: t.stage != "detect")
+    skipped = pipeline.recorded_tasks(tasks, str(out), str(record))
+    # seed 1: pretraining and probe are recorded and nothing else needs the checkpoint
+    assert {f"pretrain.{rnd[1]}", f"probe.{rnd[1]}", f"pretrain.{dil1}", f"probe.{dil1}"} <= skipped
+    # seed 0: detection is missing and needs the checkpoint, which a record does not keep; the
+    # rerun pretraining makes a new checkpoint, so its recorded probe is redone as well
+    for name in (f"pretrain.{rnd[0]}", f"probe.{rnd[0]}", f"convert.{rnd[0]}", "data", "proposals.gt", "report"):
+        assert name not in skipped
+    # with detection recorded too, only the report runs
+    _record(tasks, out, record, keep=lambda t: t.stage == "detect")
+    skipped = pipeline.recorded_tasks(tasks, str(out), str(record))
+    assert {t.name for t in tasks} - skipped == {"report"}
+    # a failed result is no result
+    _record(tasks, out, record, keep=lambda t: t.name == f"probe.{rnd[1]}", status="failed")
+    skipped = pipeline.recorded_tasks(tasks, str(out), str(record))
+    assert f"probe.{rnd[1]}" not in skipped and f"pretrain.{rnd[1]}" not in skipped
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "demo", "--seeds", "0 1", "--out", str(out),
+                        "--records", str(record), "--dry-run"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert f"skip probe.{dil1}: its result is recorded in {record}" in r.stdout
+    assert f"would run pretrain.{rnd[1]}" in r.stdout
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "demo", "--out", str(out), "--records", str(tmp_path / "nope"),
+                        "--dry-run"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and "--records" in r.stderr and "no such directory" in r.stderr
+
+
+def test_a_record_with_stages_retrains_nothing_for_a_stage_that_does_not_run(tmp_path):
+    out, record = tmp_path / "out", tmp_path / "record"
+    tasks = _plan(out, seeds="0")
+    pre = _name(tasks, "moco_v2_random_none", 0)
+    _record(tasks, out, record, keep=lambda t: t.stage != "detect")
+    assert pre not in pipeline.recorded_tasks(tasks, str(out), str(record))
+    skipped = pipeline.recorded_tasks(tasks, str(out), str(record), ["pretrain", "probe"])
+    assert {pre, "probe." + pre.split(".", 1)[1]} <= skipped
+
+
+def test_a_record_of_runs_named_before_run_name_is_read_under_the_new_names(tmp_path):
+    """A record directory whose runs have the short names of before (`moco_v2_random_none_s0`)
+    still lets a run skip them: each name is rebuilt from the run's results.json and config.yaml."""
+    from objcrop.config import merge_config
+    from objcrop.pretrain.config import get_pretrain_cfg
+
+    out, record = tmp_path / "out", tmp_path / "record"
+    (record / "data").mkdir(parents=True)
+    tasks = _plan(out, seeds="0", det_tasks="voc")
+    for t in (t for t in tasks if t.stage == "pretrain"):
+        opts = t.cmd[t.cmd.index("--opts") + 1:]
+        cfg = merge_config(get_pretrain_cfg, t.cmd[t.cmd.index("--config-file") + 1], opts)
+        prov = provenance(cfg, "gt" if cfg.DATA.PROPOSALS else "none")
+        old = f"{prov.method}_{prov.policy}_{prov.proposals}_s{prov.seed}"
+        new = t.name.split(".", 1)[1]
+        assert old != new
+        for rel in (f"runs/pretrain/{old}", f"runs/probe/{old}", f"runs/detect_voc/{old}/seed0"):
+            (record / rel).mkdir(parents=True)
+            (record / rel / "results.json").write_text(json.dumps({"status": "ok", "pretrain": prov.to_dict()}))
+        (record / f"runs/pretrain/{old}/config.yaml").write_text(cfg.dump())
+    (record / "data" / "meta.json").write_text("{}")
+    assert {t.name for t in tasks} - pipeline.recorded_tasks(tasks, str(out), str(record)) == {"report"}
+    # a batch the name does not carry is another run: nothing of it is skipped
+    for config in record.glob("runs/pretrain/*/config.yaml"):
+        config.write_text(config.read_text().replace("BATCH_SIZE: 32", "BATCH_SIZE: 64"))
+    assert pipeline.recorded_tasks(tasks, str(out), str(record)) == set()
+
+
+@pytest.mark.parametrize("study", ["study_hard"])
+def test_the_repositorys_study_record_leaves_only_the_report_to_run(tmp_path, study):
+    """--records on the study's own record (docs/results/): every task of the preset is recorded."""
+    record = os.path.join(REPO, "docs", "results", study)
+    if not os.path.exists(record):
+        pytest.skip(f"{record} is not in this checkout")
+    r = subprocess.run([sys.executable, "-m", "objcrop.pipeline", "--preset", study, "--out", str(tmp_path),
+                        "--records", record, "--dry-run"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    runs = [line.split("would run ")[1].split(":")[0] for line in r.stdout.splitlines() if "would run " in line]
+    assert runs == ["report"]
+    plan = pipeline.build_plan(pipeline.load_preset(study), str(tmp_path))
+    assert r.stdout.count(f"its result is recorded in {record}") == len(plan) - 1
