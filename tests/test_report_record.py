@@ -103,3 +103,27 @@ def test_save_output_refuses_a_missing_output(tmp_path):
 
     with pytest.raises(ObjcropError, match="nowhere"):
         StudyRecord.open(str(tmp_path / "rec")).save_output(str(tmp_path / "nowhere"))
+
+
+def test_the_report_reads_a_record_as_it_reads_the_output(tmp_path):
+    """`objcrop report RECORD/runs` (the path the output's runs had) gives the output's tables."""
+    from objcrop.report.cli import write_report
+
+    out = str(tmp_path / "out")
+    _output(out)
+    # a malformed results.json (schema 1 without its provenance): flagged under its path, in both
+    write_json_atomic(os.path.join(out, "runs", "probe", "broken", "results.json"),
+                      {"schema": 1, "stage": "probe", "status": "ok", "mAP": 0.3})
+    StudyRecord.open(str(tmp_path / "rec")).save_output(out)
+    a = write_report([os.path.join(out, "runs")], str(tmp_path / "a"), plots=False)
+    b = write_report([str(tmp_path / "rec" / "runs")], str(tmp_path / "b"), plots=False)
+    for name in ("results.csv", "results.tex"):
+        with open(a["paths"][name.split(".")[1]]) as fa, \
+                open(b["paths"][name.split(".")[1]]) as fb:
+            assert fa.read().replace("/out/runs/", "/rec/runs/") == fb.read()  # the flagged run's path aside
+    assert [r.data for r in a["collection"].runs] == [r.data for r in b["collection"].runs] != []
+    for report, root in ((a, out), (b, str(tmp_path / "rec"))):
+        (bad,) = report["collection"].unreadable
+        assert bad.path == os.path.join(root, "runs", "probe", "broken", "results.json") and "pretrain" in bad.reason
+        with open(report["paths"]["md"]) as f:
+            assert "broken/results.json" in f.read()
