@@ -1,0 +1,169 @@
+"""`--launcher slurm` against a real single-node SLURM (scripts/slurm_cluster.sh), not stand-ins.
+
+One cluster per session, in a temporary folder, stopped in the fixture's teardown (also when a test
+fails). Every pipeline run goes through the product's entry point, `bash scripts/run_pipeline.sh`.
+Skipped with the reason where SLURM cannot start (not root, packages missing); `.ci/run` installs the
+packages and sets OBJCROP_REQUIRE_SLURM=1, which turns that skip into a failure.
+
+Runs use one thread per process (OMP_NUM_THREADS=1), so a result computed in a SLURM job and the same
+computation run here add their floats in the same order: equal to the last bit, not merely close.
+"""
+import glob
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_PIPELINE = os.path.join(REPO, "scripts", "run_pipeline.sh")
+CLUSTER = os.path.join(REPO, "scripts", "slurm_cluster.sh")
+TINY = os.path.join(REPO, "eval_configs", "pipeline", "tiny.yaml")
+COMMANDS = ["munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd", "srun", "sbatch", "sacct", "squeue", "scancel"]
+# per-iteration numbers that depend on the clock, not on the computation
+TIMING_KEYS = {"images_per_s", "throughput", "train_time_s", "wall_time_s", "data_time", "time"}
+
+
+def _unavailable(reason: str):
+    if os.environ.get("OBJCROP_REQUIRE_SLURM") == "1":
+        pytest.fail(f"{reason} (OBJCROP_REQUIRE_SLURM=1: these tests must run here)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """The environment of a running single-node cluster (SLURM_CONF set); stopped after the session."""
+    if os.geteuid() != 0:
+        _unavailable("a single-node SLURM runs munged, slurmctld and slurmd as root; this user is not root")
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    missing = [c for c in COMMANDS if shutil.which(c, path=path) is None]
+    if missing:
+        _unavailable(f"SLURM is not installed (missing {' '.join(missing)}); "
+                     f"`bash scripts/slurm_cluster.sh --install start DIR` or .ci/run installs it")
+    folder = str(tmp_path_factory.mktemp("slurm_cluster"))
+    try:
+        r = subprocess.run(["bash", CLUSTER, "start", folder], capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            _unavailable(f"the single-node SLURM did not start: {r.stderr.strip()}")
+        env = dict(os.environ, SLURM_CONF=os.path.join(folder, "etc", "slurm.conf"), PYTHON=sys.executable,
+                   OMP_NUM_THREADS="1", PATH=os.pathsep.join([os.path.dirname(sys.executable), path]))
+        yield env
+    finally:
+        subprocess.run(["bash", CLUSTER, "stop", folder], capture_output=True, text=True, timeout=300)
+    status = subprocess.run(["bash", CLUSTER, "status", folder], capture_output=True, text=True)
+    assert status.returncode == 3, "daemons left running after stop:\n" + status.stdout
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _pipeline(env, *args, timeout=900):
+    return subprocess.run(["bash", RUN_PIPELINE, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _submitted(stdout: str) -> dict:
+    """{task: SLURM job id} from a run's "submitted TASK as job ID" lines."""
+    return dict(re.findall(r"submitted (\S+) as job (\d+)", stdout))
+
+
+def _wait_idle(env, timeout=300):
+    """Until the cluster has no job left (pending, running or completing)."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if not subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=env).stdout.strip():
+            return
+        time.sleep(1)
+    raise AssertionError("jobs still queued after %d s" % timeout)
+
+
+def _states(env, job_ids) -> dict:
+    """{job id: SLURM state} from the accounting database (what submitit reads)."""
+    r = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                       capture_output=True, text=True, env=env, check=True)
+    return {j: s.split()[0] for j, s in (ln.split("|") for ln in r.stdout.splitlines() if ln)}
+
+
+def _preset(tmp_path, name, change) -> str:
+    """The tiny preset with `change(preset)` applied, as a YAML file of its own."""
+    with open(TINY) as f:
+        preset = yaml.safe_load(f)
+    change(preset)
+    path = os.path.join(str(tmp_path), f"{name}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(preset, f)
+    return path
+
+
+def _set_opt(opts: list, key: str, value) -> None:
+    i = opts.index(key)
+    opts[i + 1] = value
+
+
+def _run_dirs(out: str, stage: str) -> dict:
+    return {os.path.basename(d): d for d in sorted(glob.glob(os.path.join(out, "runs", stage, "*")))}
+
+
+def _metrics(run_dir: str) -> list:
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        rows = [json.loads(ln) for ln in f if ln.strip()]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def _results(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, "results.json")) as f:
+        return json.load(f)
+
+
+def _assert_same_pretraining(a: str, b: str) -> None:
+    """Same per-iteration loss/accuracy/lr, same final loss and the same weights, bit for bit."""
+    import torch
+
+    assert _metrics(a) == _metrics(b)
+    ra, rb = _results(a), _results(b)
+    for key in ("final_loss", "iterations", "images_seen", "world_size"):
+        assert ra[key] == rb[key], key
+    wa = torch.load(os.path.join(a, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
+    wb = torch.load(os.path.join(b, "model_final.pth"), map_location="cpu", weights_only=False)["model"]
+    assert wa.keys() == wb.keys()
+    differ = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not differ, f"{len(differ)} tensors differ, e.g. {differ[:3]}"
+
+
+# --------------------------------------------------------------------------- tests
+
+def test_tiny_preset_through_slurm_ends_with_the_report_and_matches_local(slurm, tmp_path):
+    """Every task a SLURM job with afterok dependencies; the report at the end; pretraining and probe
+    numbers equal to a local run's (the detection stages are not compared: not run locally, to save time)."""
+    out = str(tmp_path / "slurm")
+    r = _pipeline(slurm, "--preset", "tiny", "--out", out, "--launcher", "slurm", "--wait")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = os.path.join(out, "report", "results.md")
+    assert r.stdout.strip().splitlines()[-1] == report and os.path.getsize(report) > 0
+    jobs = _submitted(r.stdout)
+    assert {"data", "report"} <= set(jobs) and any(t.startswith("detect.") for t in jobs)
+    _wait_idle(slurm)
+    states = _states(slurm, jobs.values())
+    assert all(states[j] == "COMPLETED" for j in jobs.values()), states
+    names = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobName", "-j", ",".join(jobs.values())],
+                           capture_output=True, text=True, env=slurm).stdout.split()
+    assert sorted(names) == sorted(f"objcrop.{t}" for t in jobs)  # job names say what runs
+
+    local = str(tmp_path / "local")
+    r = _pipeline(slurm, "--preset", "tiny", "--out", local, "--launcher", "local",
+                  "--stages", "data proposals pretrain probe")
+    assert r.returncode == 0, r.stdout + r.stderr
+    pre_slurm, pre_local = _run_dirs(out, "pretrain"), _run_dirs(local, "pretrain")
+    assert pre_slurm.keys() == pre_local.keys() and len(pre_slurm) == 2
+    for name in pre_slurm:
+        _assert_same_pretraining(pre_slurm[name], pre_local[name])
+    probe_slurm, probe_local = _run_dirs(out, "probe"), _run_dirs(local, "probe")
+    assert probe_slurm.keys() == probe_local.keys()
+    for name in probe_slurm:
+        a, b = _results(probe_slurm[name]), _results(probe_local[name])
+        for key in ("mAP", "knn_mAP", "features", "num_train", "num_test"):
+            assert a[key] == b[key], (name, key)
