@@ -167,3 +167,36 @@ def test_tiny_preset_through_slurm_ends_with_the_report_and_matches_local(slurm,
         a, b = _results(probe_slurm[name]), _results(probe_local[name])
         for key in ("mAP", "knn_mAP", "features", "num_train", "num_test"):
             assert a[key] == b[key], (name, key)
+
+
+def test_failed_stage_cancels_its_dependents_and_a_rerun_submits_only_what_is_missing(slurm, tmp_path):
+    """A conversion that fails (an argument planted through the preset): SLURM cancels what needs it
+    (afterok), the probe that does not need it still runs, the pipeline names the failed task and its
+    log; the rerun with the mistake fixed submits exactly the tasks that did not complete."""
+    def planted(p):
+        p["pretrain"]["policies"] = ["random"]
+        p["convert"] = {"args": ["--planted-failure"]}
+
+    out = str(tmp_path / "out")
+    r = _pipeline(slurm, "--preset", _preset(tmp_path, "failing", planted), "--out", out, "--launcher", "slurm", "--wait")
+    assert r.returncode != 0
+    jobs = _submitted(r.stdout)
+    convert = next(t for t in jobs if t.startswith("convert."))
+    log = os.path.join(out, "logs", f"{convert}.log")
+    assert f"FAILED stage {convert}" in r.stdout and log in r.stdout and log in r.stderr
+    assert "--planted-failure" in open(log).read()
+    _wait_idle(slurm)
+    states = _states(slurm, jobs.values())
+    dependents = {t for t in jobs if t.startswith("detect.") or t == "report"}
+    assert len(dependents) == 3
+    assert states[jobs[convert]] == "FAILED"
+    assert {t: states[jobs[t]] for t in dependents} == {t: "CANCELLED" for t in dependents}
+    assert {t: states[jobs[t]] for t in jobs if t not in dependents | {convert}} == \
+        {t: "COMPLETED" for t in jobs if t not in dependents | {convert}}
+
+    fixed = _preset(tmp_path, "fixed", lambda p: p["pretrain"].update(policies=["random"]))
+    r = _pipeline(slurm, "--preset", fixed, "--out", out, "--launcher", "slurm", "--wait")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(_submitted(r.stdout)) == dependents | {convert}
+    assert os.path.isfile(os.path.join(out, "report", "results.md"))
+    _wait_idle(slurm)
