@@ -3,8 +3,8 @@ loader against the training step, at the demo settings (eval_configs/pretrain/de
 
 1. Trainer overhead: the same MoCo-v2 model, batch and pre-computed view tensors, trained for the
    same number of steps by (a) a minimal loop (forward, zero_grad, backward, step) and (b) the objcrop
-   trainer (sampler, DataLoader, lr schedule, NaN check, metrics.jsonl, TensorBoard, progress bar,
-   checkpoint at the end). Compared by the median step time (the first steps are warm-up), in one
+   trainer (sampler, DataLoader, lr schedule and its hooks: divergence guard, counters, metrics.jsonl,
+   TensorBoard, progress bar, checkpoint at the end, model_final.pth, results.json). Compared by the median step time (the first steps are warm-up), in one
    process, alternating plain / trainer / plain so that drifting machine load shows up. Target: <= 5 %.
 2. Loader vs step: images/s of the demo's DataLoader (real images, proposals, the view policy) on
    its own, against images/s of training steps. Target: ratio >= 2 (the loader is never the bottleneck).
