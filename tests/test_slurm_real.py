@@ -200,3 +200,44 @@ def test_failed_stage_cancels_its_dependents_and_a_rerun_submits_only_what_is_mi
     assert set(_submitted(r.stdout)) == dependents | {convert}
     assert os.path.isfile(os.path.join(out, "report", "results.md"))
     _wait_idle(slurm)
+
+
+def test_pretraining_cancelled_by_scancel_resumes_from_its_checkpoint(slurm, tmp_path):
+    """scancel once pretraining has a checkpoint at iteration >= 2; the rerun's job continues from the
+    newest checkpoint: the log says where it resumed, and no iteration before it is trained again."""
+    def longer(p):
+        p["pretrain"]["policies"] = ["random"]
+        _set_opt(p["pretrain"]["opts"], "PRETRAIN.EPOCHS", 4)  # 4 x 3 iterations, a checkpoint after each
+
+    preset, out = _preset(tmp_path, "longer", longer), str(tmp_path / "out")
+    args = ["--preset", preset, "--out", out, "--launcher", "slurm", "--stages", "data pretrain"]
+    r = _pipeline(slurm, *args)  # submit and return
+    assert r.returncode == 0, r.stdout + r.stderr
+    task = next(t for t in _submitted(r.stdout) if t.startswith("pretrain."))
+    job = _submitted(r.stdout)[task]
+    run_dir = os.path.join(out, "runs", "pretrain", task[len("pretrain."):])
+    end = time.time() + 600
+    while not any(int(re.search(r"ckpt_(\d+)", p).group(1)) >= 2
+                  for p in glob.glob(os.path.join(run_dir, "checkpoints", "ckpt_*.pth.sha256"))):
+        assert time.time() < end, "no checkpoint at iteration 2 after 600 s"
+        assert job in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=slurm).stdout, \
+            "the pretraining job ended before it could be cancelled"
+        time.sleep(0.5)
+    subprocess.run(["scancel", job], env=slurm, check=True)
+    _wait_idle(slurm)
+    assert _states(slurm, [job])[job] == "CANCELLED"
+    assert not os.path.isfile(os.path.join(run_dir, "model_final.pth"))
+    before = [row["iteration"] for row in _metrics(run_dir)]
+
+    r = _pipeline(slurm, *args, "--wait")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(_submitted(r.stdout)) == {task}  # the data is complete: only the pretraining again
+    resumed = re.findall(r"resumed from \S+ckpt_\d+\.pth: iter=(\d+)", open(os.path.join(run_dir, "log.txt")).read())
+    assert len(resumed) == 1 and 2 <= int(resumed[0]) < 12, resumed
+    k = int(resumed[0])
+    after = [row["iteration"] for row in _metrics(run_dir)]
+    total = _results(run_dir)["iterations"]
+    assert total == 12 and _results(run_dir)["status"] == "ok"
+    # the second session wrote k+1 .. 12 and never iteration 1 again (a restart would)
+    assert after[-(total - k):] == list(range(k + 1, total + 1)) and after.count(1) == 1, (before, after)
+    _wait_idle(slurm)
