@@ -241,3 +241,39 @@ def test_pretraining_cancelled_by_scancel_resumes_from_its_checkpoint(slurm, tmp
     # the second session wrote k+1 .. 12 and never iteration 1 again (a restart would)
     assert after[-(total - k):] == list(range(k + 1, total + 1)) and after.count(1) == 1, (before, after)
     _wait_idle(slurm)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_pretraining_through_srun_equals_the_local_two_process_run(slurm, tmp_path):
+    """Two pretraining processes (DDP, gloo on CPU) launched by srun from SLURM's own task variables
+    give the local launcher's 2-process result (torchrun --standalone) bit for bit.
+
+    The pipeline's slurm launcher cannot start this itself: its processes per node come from --gpus,
+    which it also asks of SLURM (--gpus-per-node), and a node without GPUs refuses that; the refusal
+    is one clear line. So srun runs the local run's own config.yaml, with another output folder."""
+    args = ["--preset", "tiny", "--policies", "random", "--stages", "data pretrain", "--gpus", "2"]
+    r = _pipeline(slurm, *args, "--out", str(tmp_path / "refused"), "--launcher", "slurm")
+    assert r.returncode == 2 and "gres" in r.stderr and "Traceback" not in r.stderr, r.stdout + r.stderr
+    _wait_idle(slurm)  # the data job it had submitted before the refusal
+
+    local = str(tmp_path / "local")
+    r = _pipeline(slurm, *args, "--out", local, "--launcher", "local")
+    assert r.returncode == 0, r.stdout + r.stderr
+    (name, run_dir), = _run_dirs(local, "pretrain").items()
+    assert _results(run_dir)["world_size"] == 2
+
+    out = str(tmp_path / "srun" / name)
+    rank_env = ("export RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID "
+                f"MASTER_ADDR=127.0.0.1 MASTER_PORT={_free_port()}")
+    train = f"exec {sys.executable} -m objcrop.pretrain.train_net --config-file {run_dir}/config.yaml --opts OUTPUT_DIR {out}"
+    r = subprocess.run(["srun", "--ntasks=2", "--cpus-per-task=1", "--kill-on-bad-exit=1", "--time=15",
+                        "--job-name=objcrop.test.pretrain-2proc", "bash", "-c", f"{rank_env}; {train}"],
+                       capture_output=True, text=True, env=slurm, cwd=REPO, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rank 0/2 on cpu (gloo)" in open(os.path.join(out, "log.txt")).read()
+    _assert_same_pretraining(out, run_dir)
