@@ -26,7 +26,9 @@ set -euo pipefail
 
 PACKAGES="slurmctld slurmd slurmdbd slurm-client munge mariadb-server"
 COMMANDS="munged munge mariadbd mariadb-install-db mariadb slurmdbd slurmctld slurmd srun sbatch squeue scancel scontrol sinfo sacct sacctmgr"
-DAEMONS="slurmd slurmctld slurmdbd mariadbd munged"  # the order they are stopped in
+# the order they are stopped in, each group together: slurmctld and slurmdbd write their last
+# records on the way out, so the database and munged go last
+STOP_GROUPS=("slurmd slurmctld" "slurmdbd" "mariadbd munged")
 
 die() { echo "slurm_cluster: $*" >&2; exit 2; }
 
@@ -224,14 +226,29 @@ start() {
   die "the cluster in $DIR started but 'srun hostname' did not answer in 60 s; logs: $DIR/log/"
 }
 
+# TERM to each daemon named (if running), wait up to 10 s, then KILL.
+stop_daemons() {
+  local name pid pids=() names=()
+  for name in "$@"; do
+    pid="$(daemon_pid "$name")" || continue
+    kill -TERM "$pid"; pids+=("$pid"); names+=("$name")
+  done
+  for i in "${!pids[@]}"; do
+    for _ in $(seq 1 100); do [ -d "/proc/${pids[$i]}" ] || break; sleep 0.1; done
+    if [ -d "/proc/${pids[$i]}" ]; then kill -KILL "${pids[$i]}"; fi
+    echo "slurm_cluster: stopped ${names[$i]} (${pids[$i]})"
+  done
+}
+
 stop() {
-  local name pid jobs sock
+  local group jobs sock
   [ -d "$DIR" ] || { echo "slurm_cluster: no cluster in $DIR"; return 0; }
   DIR="$(cd "$DIR" && pwd)"
   if daemon_pid slurmctld >/dev/null; then
     # the jobs first: their processes (slurmstepd) would outlive slurmd
-    client scancel --full --quiet --user="$(id -un)" 2>/dev/null || true
-    client scancel --quiet --state=PENDING 2>/dev/null || true
+    jobs="$(client squeue -h -o %i 2>/dev/null || true)"
+    # shellcheck disable=SC2086  # one argument per job id
+    [ -z "$jobs" ] || client scancel --full $jobs 2>/dev/null || true
     for _ in $(seq 1 30); do
       jobs="$(client squeue -h -o %i 2>/dev/null || true)"
       [ -z "$jobs" ] && break
@@ -239,13 +256,7 @@ stop() {
     done
     [ -z "$jobs" ] || echo "slurm_cluster: jobs still listed after 30 s: $jobs" >&2
   fi
-  for name in $DAEMONS; do
-    pid="$(daemon_pid "$name")" || continue
-    kill -TERM "$pid"
-    for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
-    if [ -d "/proc/$pid" ]; then kill -KILL "$pid"; fi
-    echo "slurm_cluster: stopped $name ($pid)"
-  done
+  for group in "${STOP_GROUPS[@]}"; do stop_daemons $group; done
   if [ -s "$DIR/munge/socket_path" ]; then
     sock="$(cat "$DIR/munge/socket_path")"
     # a socket folder under /tmp is made again at the same path by the next start
