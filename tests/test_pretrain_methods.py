@@ -247,3 +247,38 @@ def test_moco_head_bn_comes_from_the_config_in_both_encoders():
     for encoder in (model.encoder_q, model.encoder_k):
         assert any(isinstance(m, torch.nn.BatchNorm1d) for m in encoder.fc)
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in tiny_moco().encoder_q.fc)  # MoCo-v2's default head
+
+
+def test_queue_receives_the_momentum_keys_not_the_queries():
+    """Guards against `forward` enqueuing the queries (or the keys before the unshuffle, or anything
+    but this step's momentum keys): the K newest queue columns must be the L2-normalised outputs of the
+    momentum-updated key encoder on im_k, in batch order. Eval-mode BN makes every output per-sample,
+    so the keys can be recomputed independently of the shuffle."""
+    model = tiny_moco(K=12)
+    model.eval()
+    im_q, im_k = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        model(im_q, im_k)
+        keys = F.normalize(model.encoder_k(im_k), dim=1)  # the key encoder after this step's momentum update
+        queries = F.normalize(model.encoder_q(im_q), dim=1)
+    assert int(model.queue_ptr) == 4
+    torch.testing.assert_close(model.queue[:, :4], keys.T, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(model.queue[:, :4], queries.T, atol=1e-3)  # the test can tell them apart
+
+
+def test_byol_regresses_each_prediction_onto_the_other_views_target():
+    """Guards against same-view pairing (p1 regressing z1 and p2 regressing z2), which is a trivial task
+    at the start (online = target): the loss must be byol_loss(p1, z2) + byol_loss(p2, z1), with the
+    predictions from the online network + predictor and the targets from the target network."""
+    torch.manual_seed(0)
+    model = BYOL("resnet18", proj_hidden=16, proj_dim=8, base_momentum=0.9)
+    # train-mode BN: forward runs each view through each network as one batch, as the lines below do
+    x1, x2 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        loss = model(x1, x2)["loss"]
+        p1, p2 = model.predictor(model.online(x1)), model.predictor(model.online(x2))
+        z1, z2 = model.target(x1), model.target(x2)
+    cross = byol_loss(p1, z2) + byol_loss(p2, z1)
+    same = byol_loss(p1, z1) + byol_loss(p2, z2)
+    torch.testing.assert_close(loss, cross, rtol=1e-5, atol=1e-6)
+    assert abs(float(same) - float(cross)) > 1e-2  # the two pairings give different losses here
