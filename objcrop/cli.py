@@ -25,6 +25,16 @@ STAGES = {
     "pipeline": ("objcrop.pipeline.cli", "every stage above from a preset, locally or on SLURM (scripts/run_pipeline.sh)"),
 }
 
+# What each stage needs of the packages the user brings (objcrop/requirements.py): checked before
+# the stage is imported, so a missing or too old torch / detectron2 is one line, not a traceback.
+STAGE_NEEDS = {
+    "views": ("torch", "torchvision"),
+    "pretrain": ("torch", "torchvision"),
+    "probe": ("torch", "torchvision"),
+    "convert": ("torch",),
+    "detect": ("torch", "torchvision", "detectron2"),
+}
+
 
 def _parser() -> argparse.ArgumentParser:
     width = max(len(s) for s in STAGES)
@@ -63,8 +73,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.stage:
         _parser().print_help()
         return 1
+    prog = f"objcrop {args.stage}"
+    needs = STAGE_NEEDS.get(args.stage, ())
+    if needs and not ({"-h", "--help"} & set(args.args)):
+        from objcrop.requirements import require
+
+        status = run_stage_main(lambda _argv: require(*needs), None, prog)
+        if status:
+            return status
     module = importlib.import_module(STAGES[args.stage][0])
-    return run_stage_main(module.main, args.args, f"objcrop {args.stage}")
+    return run_stage_main(module.main, args.args, prog)
 
 
 if __name__ == "__main__":

@@ -68,3 +68,14 @@ def test_wheel_runs_outside_the_source_tree(wheel, tmp_path):
         helped = subprocess.run([sys.executable, "-m", "objcrop", stage, "--help"], env=env, cwd=str(tmp_path),
                                 capture_output=True, text=True)
         assert helped.returncode == 0 and "usage" in helped.stdout, (stage, helped.stderr)
+
+
+def test_a_stage_without_its_user_package_stops_with_one_line(tmp_path):
+    """`objcrop detect` where detectron2 cannot be imported: one line naming it, exit 2, no traceback."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text("import sys\nsys.modules['detectron2'] = None\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "objcrop", "detect", "train"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("objcrop detect: error: objcrop needs detectron2 >= 0.6")
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
