@@ -4,6 +4,7 @@
 #   sudo bash scripts/slurm_cluster.sh [--install] start DIR   # then: export SLURM_CONF=DIR/etc/slurm.conf
 #   sudo bash scripts/slurm_cluster.sh status DIR
 #   sudo bash scripts/slurm_cluster.sh stop DIR
+#   sudo bash scripts/slurm_cluster.sh install         # only the packages, when missing (.ci/run)
 #
 # start: writes DIR/etc/slurm.conf (one node: this machine's CPUs and memory from `slurmd -C`, one
 #   partition `debug`, free ports) and slurmdbd.conf, a random munge key, and starts munged, a MariaDB
@@ -15,8 +16,9 @@
 # stop: cancels the cluster's jobs, then stops only the daemons whose pid files are in DIR (checking
 #   that each pid still is that daemon). Nothing running: returns 0.
 # status: which daemons run, and `sinfo`; exit 0 when all five run, 3 when none, 1 when some.
-# --install: apt-get install the Debian packages (slurmctld slurmd slurm-client munge, 22.05 on
-#   Debian 12) when a command is missing; without it a missing command is an error that says so.
+# install / --install: apt-get install the Debian packages (slurmctld slurmd slurmdbd slurm-client munge
+#   mariadb-server; SLURM 22.05 on Debian 12, about a minute) when a command is missing; without it a
+#   missing command is an error that says so.
 #
 # The munge socket lives in DIR/munge-socket when every folder above DIR may be entered by all (munged
 # requires it); otherwise in a folder made with mktemp under /tmp, named in DIR/munge/socket_path.
@@ -32,7 +34,7 @@ STOP_GROUPS=("slurmd slurmctld" "slurmdbd" "mariadbd munged")
 
 die() { echo "slurm_cluster: $*" >&2; exit 2; }
 
-usage() { sed -n '2,23s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//p}' "$0"; }
 
 # The pid in DIR/run/NAME.pid when that process is still NAME (a stale file, or a reused pid, is not).
 daemon_pid() {
@@ -286,6 +288,10 @@ for a in "$@"; do
     *) args+=("$a") ;;
   esac
 done
+if [ "${args[0]:-}" = install ] && [ ${#args[@]} = 1 ]; then
+  [ "$(id -u)" = 0 ] || die "install needs root (apt-get)."
+  INSTALL=1; ensure_packages; exit 0
+fi
 [ ${#args[@]} = 2 ] || { usage >&2; exit 2; }
 DIR="${args[1]}"
 case "${args[0]}" in
