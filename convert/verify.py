@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from objcrop.convert.names import D2_BACKBONE_NAME
+from objcrop.convert.writer import use_restricted_pkl_reader
 from objcrop.errors import CheckpointError
 
 DEFAULT_VERIFY_CONFIG = "voc/faster_rcnn_R_50_C4_24k.yaml"
@@ -117,7 +118,10 @@ def load_into(model: torch.nn.Module, pkl_path: str) -> None:
     try:
         for name in _LOADING_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
-        DetectionCheckpointer(model).load(pkl_path)
+        # detectron2 unpickles a .pkl with plain pickle.load: read it with objcrop's restricted unpickler instead.
+        use_restricted_pkl_reader(DetectionCheckpointer(model)).load(pkl_path)
+    except CheckpointError:
+        raise
     except Exception as e:  # detectron2 raises ValueError/KeyError/AssertionError on unusable files
         raise CheckpointError(f"{pkl_path}: detectron2's DetectionCheckpointer cannot load it: {type(e).__name__}: {e}") from e
     finally:

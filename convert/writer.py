@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from objcrop.errors import CheckpointError
-from objcrop.io import write_bytes_atomic
+from objcrop.io import read_pickle_restricted, write_bytes_atomic
 
 AUTHOR = "objcrop"
 
@@ -52,17 +52,48 @@ def write_detectron2_pkl(path: str, arrays: Mapping[str, np.ndarray], pretrain: 
 
 
 def read_detectron2_pkl(path: str) -> dict:
-    """Read a detectron2 `.pkl` the way DetectionCheckpointer does; bad files raise CheckpointError."""
-    try:
-        with open(path, "rb") as f:
-            data = pickle.load(f, encoding="latin1")
-    except FileNotFoundError as e:
-        raise CheckpointError(f"{path}: file not found") from e
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
+    """Read a detectron2 `.pkl` without running code (objcrop.io's restricted unpickler); bad files raise
+    CheckpointError naming the file (and, for a pickle naming anything but plain data, the global)."""
+    data = read_pickle_restricted(path, CheckpointError, "detectron2 checkpoint")
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: not a detectron2 checkpoint (a pickled {type(data).__name__}, not a dict)")
     if not isinstance(data.get("model"), dict):
         raise CheckpointError(f"{path}: no 'model' dict, so detectron2 reads it as a Caffe2/Detectron1 file "
                               "(Caffe2 names, BGR input); convert the original checkpoint with `objcrop convert`")
     return data
+
+
+def load_pkl_as_detectron2(path: str) -> dict:
+    """What detectron2's DetectionCheckpointer._load_file returns for a `.pkl`, read with the restricted unpickler.
+
+    Same layout rules as detectron2 0.6-0.7 (detection_checkpoint.py): a file with "model" and
+    "__author__" is taken as it is; anything else is a Caffe2 / Detectron1 file ("blobs" unwrapped,
+    "_momentum" entries dropped), so MSRA's R-50.pkl keeps working.
+    """
+    data = read_pickle_restricted(path, CheckpointError, "detectron2 checkpoint")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a detectron2 checkpoint (a pickled {type(data).__name__}, not a dict)")
+    if "model" in data and "__author__" in data:
+        return data
+    blobs = data.get("blobs", data)
+    return {"model": {k: v for k, v in blobs.items() if not str(k).endswith("_momentum")}, "__author__": "Caffe2",
+            "matching_heuristics": True}
+
+
+def use_restricted_pkl_reader(checkpointer):
+    """Make a detectron2 DetectionCheckpointer read `.pkl` files with the restricted unpickler; returns it.
+
+    detectron2 itself opens `.pkl` files with plain `pickle.load`, so checking a file with
+    read_detectron2_pkl first is not enough: the checkpointer would unpickle it again. Every
+    DetectionCheckpointer objcrop builds goes through here (convert's verification; detection's
+    trainer and --eval-only). Other files (.pth, URLs) keep detectron2's own reader.
+    """
+    own = checkpointer._load_file
+
+    def _load_file(filename):
+        if str(filename).endswith(".pkl"):
+            return load_pkl_as_detectron2(filename)
+        return own(filename)
+
+    checkpointer._load_file = _load_file
+    return checkpointer

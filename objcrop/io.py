@@ -3,13 +3,21 @@
 Every file objcrop produces appears whole or not at all: it is written to a
 temporary file in the same directory and moved into place with os.replace,
 which is atomic on POSIX file systems.
+
+Pickles (detectron2 .pkl files, object .npy files) are read with a restricted
+unpickler that builds data and never runs code (read_pickle_restricted).
 """
+import _compat_pickle
+import builtins
+import collections
 import contextlib
 import hashlib
+import importlib
 import json
 import os
+import pickle
 import tempfile
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from objcrop.errors import ObjcropError
 
@@ -77,3 +85,91 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- pickles without code execution
+#
+# pickle.load runs whatever callable a file names (os.system, subprocess.Popen, ...): a .pkl or an
+# object .npy from the internet is a program. The restricted unpickler resolves only the globals
+# below, all of which build plain data; anything else is refused before it is imported, so nothing
+# of the file runs. Both numpy layouts are listed: numpy 1.x writes numpy.core.*, numpy 2 numpy._core.*.
+
+_NUMPY_RECONSTRUCTORS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+# Containers and numbers that protocols 0-3 spell as a global call (protocol 4+ has opcodes for most).
+_BUILTINS = {"complex", "set", "frozenset", "bytearray"}
+
+
+def _latin1_encode(text, encoding="latin1"):
+    """numpy's array bytes in protocol 0-2 pickles are `_codecs.encode(str, "latin1")`; only that use is allowed."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} (only numpy's 'latin1' is allowed)")
+    return text.encode("latin1")
+
+
+def _numpy_global(module: str, name: str):
+    """The numpy function a pickle names, from whichever of numpy.core / numpy._core this numpy has."""
+    candidates = [module]
+    if module.startswith("numpy.core."):
+        candidates.append("numpy._core." + module[len("numpy.core."):])
+    elif module.startswith("numpy._core."):
+        candidates.append("numpy.core." + module[len("numpy._core."):])
+    for candidate in candidates:
+        try:
+            return getattr(importlib.import_module(candidate), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"{module}.{name} is not available in numpy {importlib.import_module('numpy').__version__}")
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, tuples, sets, str, bytes, numbers, numpy arrays, dtypes and scalars; nothing else.
+
+    OrderedDict is allowed too (it is a dict: torch state dicts and some model zoo files use it).
+    """
+
+    def find_class(self, module: str, name: str):
+        # Python 2 names (Detectron1 / MSRA .pkl files: __builtin__, ...) as pickle's own fix_imports maps them;
+        # no Python 3 pickle uses those names, so mapping always is safe.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) in _NUMPY_RECONSTRUCTORS:
+            return _numpy_global(module, name)
+        if module == "builtins" and name in _BUILTINS:
+            return getattr(builtins, name)
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        raise DisallowedGlobal(f"{module}.{name}")
+
+    def persistent_load(self, pid):
+        raise DisallowedGlobal(f"persistent id {pid!r}")
+
+
+class DisallowedGlobal(pickle.UnpicklingError):
+    """A pickle names a global outside RestrictedUnpickler's list."""
+
+
+def read_pickle_restricted(path: str, error=ObjcropError, what: str = "pickle"):
+    """Load a pickle with RestrictedUnpickler; a missing, damaged or disallowed file raises `error` naming it."""
+    try:
+        with open(path, "rb") as f:
+            return load_pickle_restricted(f, path, error, what)
+    except FileNotFoundError as e:
+        raise error(f"{path}: file not found") from e
+
+
+def load_pickle_restricted(f: BinaryIO, path: str, error=ObjcropError, what: str = "pickle"):
+    try:
+        return RestrictedUnpickler(f, encoding="latin1").load()
+    except DisallowedGlobal as e:
+        raise error(f"{path}: refused to unpickle: the file names {e}, which a {what} does not need and which "
+                    "could run code (objcrop reads pickles with a restricted unpickler: dicts, lists, tuples, "
+                    "str/bytes/numbers and numpy arrays only)") from None
+    except Exception as e:  # UnpicklingError, EOFError, ValueError, ... on damaged files
+        raise error(f"{path}: not a readable {what} ({type(e).__name__}: {e})") from e
