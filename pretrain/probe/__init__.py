@@ -6,12 +6,17 @@ the test set by mAP (scikit-learn's average precision, averaged over the classes
 test set). Single-label datasets also get top-1. A kNN score (cosine similarity, k = 20 votes
 weighted by exp(sim / 0.07), as in Wu et al. 2018) needs no training at all.
 
+Two protocols (PROBE.PROTOCOL, recorded in results.json as "protocol"): `cached_features`, objcrop's
+fast probe described here, and `main_lincls`, the paper's released one (lincls.py: a linear layer trained
+end-to-end on RandomResizedCrop + flip views through the frozen backbone in eval mode, lr 30 x0.1 at
+epochs 60 and 80, scored on Resize 256 + CenterCrop 224 views; eval_configs/probe/main_lincls.yaml).
+
 Features are computed once per (weights, dataset, image size) and cached on disk, so a sweep of
 probe settings costs one forward pass. Accepted weights: an objcrop checkpoint (its `backbone`),
 a torchvision ResNet state dict you supply (e.g. the supervised ImageNet baseline), or `random`.
 
 Modules: config (get_probe_cfg, the flags), weights (the backbone), features (whole-image features
-and their cache), linear (the classifier), scores (mAP, kNN, spectrum), cli (setup and main).
+and their cache), linear (the classifier), lincls (the main_lincls protocol), scores (mAP, kNN, spectrum), cli (setup and main).
 """
 import os
 

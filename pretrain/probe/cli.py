@@ -75,9 +75,7 @@ def _load_data(cfg: CfgNode) -> Tuple[list, list, list]:
 
 def score(cfg: CfgNode, train_x, train_y, test_x, test_y, device: torch.device) -> dict:
     """Train the linear classifier (its loss per epoch to metrics.jsonl) and score it and the kNN vote."""
-    metrics_path = os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl")
-    if os.path.exists(metrics_path):
-        os.remove(metrics_path)
+    metrics_path = _fresh_metrics(cfg)
     lin = cfg.LINEAR
     probe = train_linear_probe(train_x, train_y, lin.EPOCHS, lin.LR, lin.BATCH_SIZE, lin.WEIGHT_DECAY, cfg.PROBE.SEED,
                                log=lambda e, loss: append_jsonl(metrics_path, {"iteration": e + 1, "loss": loss}),
@@ -101,20 +99,53 @@ def main(argv: Optional[List[str]] = None) -> int:
     logger = setup_logger("objcrop.probe", cfg.OUTPUT_DIR)
     device = _device(cfg.PROBE.DEVICE)
     model, arch, provenance, weights_id = load_backbone(cfg.PROBE.WEIGHTS, cfg.PROBE.ARCH, cfg.PROBE.SEED)
-    logger.info(f"backbone: {arch} from {cfg.PROBE.WEIGHTS} ({provenance.method}); features on {device}")
+    logger.info(f"backbone: {arch} from {cfg.PROBE.WEIGHTS} ({provenance.method}); protocol "
+                f"{cfg.PROBE.PROTOCOL} on {device}")
     train_records, test_records, classes = _load_data(cfg)
-    cfg = resolve_cfg(cfg, train_records)
-    logger.info(f"images resized whole to {cfg.DATA.IMAGE_SIZE}x{cfg.DATA.IMAGE_SIZE}")
-    logger.info(f"config: {write_config(cfg, cfg.OUTPUT_DIR)}")
     train_y = torch.from_numpy(multilabel_targets(train_records, len(classes)))
     test_y = torch.from_numpy(multilabel_targets(test_records, len(classes)))
-    train_x = cached_features(model, weights_id, arch, cfg.DATA.TRAIN, train_records, cfg, device, logger)
-    test_x = cached_features(model, weights_id, arch, cfg.DATA.TEST, test_records, cfg, device, logger)
-    scores = score(cfg, train_x, train_y, test_x, test_y, device)
+    if cfg.PROBE.PROTOCOL == "main_lincls":
+        logger.info(f"config: {write_config(cfg, cfg.OUTPUT_DIR)}")
+        scores = score_main_lincls(cfg, model, arch, train_records, train_y, test_records, test_y, device)
+    else:
+        cfg = resolve_cfg(cfg, train_records)
+        logger.info(f"images resized whole to {cfg.DATA.IMAGE_SIZE}x{cfg.DATA.IMAGE_SIZE}")
+        logger.info(f"config: {write_config(cfg, cfg.OUTPUT_DIR)}")
+        train_x = cached_features(model, weights_id, arch, cfg.DATA.TRAIN, train_records, cfg, device, logger)
+        test_x = cached_features(model, weights_id, arch, cfg.DATA.TEST, test_records, cfg, device, logger)
+        scores = score(cfg, train_x, train_y, test_x, test_y, device)
     record = results("probe", "ok", provenance, seed=cfg.PROBE.SEED, config_hash=config_hash(cfg),
-                     dataset=cfg.DATA.TEST, dataset_train=cfg.DATA.TRAIN, **scores, num_train=len(train_records),
-                     num_test=len(test_records), weights=cfg.PROBE.WEIGHTS, weights_id=weights_id, arch=arch,
-                     wall_time_s=round(time.perf_counter() - start, 3))
+                     protocol=cfg.PROBE.PROTOCOL, dataset=cfg.DATA.TEST, dataset_train=cfg.DATA.TRAIN, **scores,
+                     num_train=len(train_records), num_test=len(test_records), weights=cfg.PROBE.WEIGHTS,
+                     weights_id=weights_id, arch=arch, wall_time_s=round(time.perf_counter() - start, 3))
     write_results(cfg.OUTPUT_DIR, record)
-    logger.info("probe: " + json.dumps({k: record[k] for k in ("mAP", "knn_mAP", "top1", "features") if k in record}))
+    logger.info("probe: " + json.dumps({k: record[k] for k in ("protocol", "mAP", "knn_mAP", "top1", "features")
+                                        if k in record}))
     return 0
+
+
+def score_main_lincls(cfg: CfgNode, backbone, arch: str, train_records, train_y, test_records, test_y,
+                      device: torch.device) -> dict:
+    """PROBE.PROTOCOL main_lincls (objcrop.pretrain.probe.lincls): the classifier trained on augmented
+    images through the frozen backbone, scored by mAP of the test views. No kNN score (it needs features)."""
+    from objcrop.pretrain.models import RESNETS
+    from objcrop.pretrain.probe.lincls import FrozenBackboneClassifier, predict, train_lincls
+
+    metrics_path = _fresh_metrics(cfg)
+    model = FrozenBackboneClassifier(backbone, RESNETS[arch][1], train_y.shape[1])
+    train_lincls(model, train_records, train_y, cfg.LINCLS, cfg.PROBE.SEED, device,
+                 log=lambda row: append_jsonl(metrics_path, {"iteration": row["epoch"] + 1, **row}))
+    probs = predict(model, test_records, test_y, cfg.LINCLS, device)
+    y = test_y.numpy()
+    m_ap, n_scored = mean_average_precision(probs.numpy(), y)
+    out = {"mAP": m_ap, "classes_scored": n_scored}
+    if is_single_label(train_y.numpy(), y):
+        out["top1"] = float((probs.argmax(1) == test_y.argmax(1)).float().mean())
+    return out
+
+
+def _fresh_metrics(cfg: CfgNode) -> str:
+    metrics_path = os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl")
+    if os.path.exists(metrics_path):
+        os.remove(metrics_path)
+    return metrics_path

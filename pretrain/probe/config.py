@@ -12,6 +12,9 @@ from objcrop.config import CfgNode
 from objcrop.errors import ConfigError
 from objcrop.pretrain.cli_flags import Flag
 
+# PROBE.PROTOCOL values: objcrop's fast probe and the paper's (see get_probe_cfg).
+PROTOCOLS = ("cached_features", "main_lincls")
+
 
 def get_probe_cfg() -> CfgNode:
     cfg = CfgNode()
@@ -26,6 +29,13 @@ def get_probe_cfg() -> CfgNode:
     cfg.PROBE.SEED = 0
     # Where features are computed and the classifier trained: "auto" (cuda when available), "cpu", "cuda".
     cfg.PROBE.DEVICE = "auto"
+    # Which probe runs (results.json records it as "protocol"):
+    #   cached_features  objcrop's fast probe: whole images resized to DATA.IMAGE_SIZE, features computed
+    #                    once and cached, a linear layer on standardised features (LINEAR.*, cosine lr);
+    #   main_lincls      the paper's (object-cropping-ssl main_lincls.py, after MoCo's): a linear layer
+    #                    trained end-to-end on augmented images through the frozen backbone in eval mode
+    #                    (LINCLS.*); slow, one backbone pass per image per epoch.
+    cfg.PROBE.PROTOCOL = "cached_features"
 
     cfg.DATA = CfgNode()
     # Dataset names or specs for objcrop.datasets.load_dataset: the classifier is trained on TRAIN and
@@ -54,6 +64,25 @@ def get_probe_cfg() -> CfgNode:
     cfg.LINEAR.BATCH_SIZE = 256
     cfg.LINEAR.WEIGHT_DECAY = 0.0
 
+    cfg.LINCLS = CfgNode()
+    # PROBE.PROTOCOL main_lincls, with object-cropping-ssl main_lincls.py's values as defaults (its README's
+    # command: --lr 30.0 --batch-size 256 --epochs 100; --schedule 60 80, x0.1 each; --wd 0; momentum 0.9;
+    # BCEWithLogitsLoss; fc initialised N(0, 0.01), bias 0).
+    cfg.LINCLS.EPOCHS = 100
+    cfg.LINCLS.LR = 30.0
+    cfg.LINCLS.SCHEDULE = [60, 80]     # epochs at which lr is multiplied by GAMMA
+    cfg.LINCLS.GAMMA = 0.1
+    cfg.LINCLS.MOMENTUM = 0.9
+    cfg.LINCLS.WEIGHT_DECAY = 0.0
+    cfg.LINCLS.BATCH_SIZE = 256
+    # Views (datasets/openimages_dataset_lineval.py): training RandomResizedCrop(TRAIN_SIZE) (scale 0.08-1)
+    # + horizontal flip; test Resize(TEST_RESIZE) (shorter side) + CenterCrop(TEST_SIZE). Smaller sizes
+    # only for tests and quick trials.
+    cfg.LINCLS.TRAIN_SIZE = 224
+    cfg.LINCLS.TEST_RESIZE = 256
+    cfg.LINCLS.TEST_SIZE = 224
+    cfg.LINCLS.NUM_WORKERS = 2
+
     cfg.KNN = CfgNode()
     # kNN score (Wu et al. 2018): K neighbours by cosine similarity, votes weighted by exp(cos / T).
     cfg.KNN.K = 20
@@ -81,6 +110,8 @@ PROBE_FLAGS = (
     Flag("--batch-size", "FEATURES.BATCH_SIZE", "feature-extraction batch", {"type": int}),
     Flag("--num-workers", "FEATURES.NUM_WORKERS", "feature-extraction DataLoader workers", {"type": int}),
     Flag("--device", "PROBE.DEVICE", "where features are computed", {"choices": ["auto", "cpu", "cuda"]}),
+    Flag("--protocol", "PROBE.PROTOCOL", "cached_features (fast, objcrop's) or main_lincls (the paper's: "
+         "end-to-end on augmented images, LINCLS.*)", {"choices": list(PROTOCOLS)}),
     Flag("--seed", "PROBE.SEED", "seed of the classifier (and of 'random' weights)", {"type": int}),
     Flag("--cache-dir", "FEATURES.CACHE_DIR", "feature cache, keyed by weights sha256 + dataset + image size"),
 )
@@ -100,6 +131,13 @@ def check_probe_cfg(cfg: CfgNode, source: str) -> None:
                           f"--config-file or pass --opts KEY VALUE")
     if cfg.PROBE.DEVICE not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{source}: PROBE.DEVICE is {cfg.PROBE.DEVICE!r}; expected auto, cpu or cuda")
+    if cfg.PROBE.PROTOCOL not in PROTOCOLS:
+        raise ConfigError(f"{source}: PROBE.PROTOCOL is {cfg.PROBE.PROTOCOL!r}; expected one of {', '.join(PROTOCOLS)}")
+    lc = cfg.LINCLS
+    if min(lc.EPOCHS, lc.BATCH_SIZE - 1, lc.TRAIN_SIZE - 1, lc.TEST_SIZE - 1) < 0 or lc.TEST_RESIZE < lc.TEST_SIZE:
+        raise ConfigError(f"{source}: LINCLS needs EPOCHS >= 0, BATCH_SIZE/TRAIN_SIZE/TEST_SIZE >= 1 and "
+                          f"TEST_RESIZE >= TEST_SIZE; got {lc.EPOCHS}, {lc.BATCH_SIZE}/{lc.TRAIN_SIZE}/{lc.TEST_SIZE}, "
+                          f"{lc.TEST_RESIZE}")
     if cfg.DATA.IMAGE_SIZE < 0 or cfg.LINEAR.EPOCHS < 0 or cfg.KNN.K < 1 or cfg.KNN.T <= 0:
         raise ConfigError(f"{source}: DATA.IMAGE_SIZE and LINEAR.EPOCHS must be >= 0, KNN.K >= 1 and KNN.T > 0; "
                           f"got {cfg.DATA.IMAGE_SIZE}, {cfg.LINEAR.EPOCHS}, {cfg.KNN.K}, {cfg.KNN.T}")
