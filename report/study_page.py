@@ -5,14 +5,17 @@ Per study record (report/record.py; a pipeline output directory works too) it re
 report (`objcrop report`: report/results.md, runs.csv, plots/), the generated data's meta.json,
 one pretraining run's config, the supervised bound's learnability.json, extras/
 (scripts/study_extras.py: view statistics, proposal recall, view grids) and the pipeline logs
-(wall time per task). Pictures are linked where they lie. The reading (Δ against random crops,
-Welch's t-test over seeds) is computed here too (report/study_tables.py).
+(wall time per task). Pictures are linked where they lie. The reading (Δ against random crops with
+its 95 % CI, Hedges' g, Welch's and the permutation test over seeds) is computed here too
+(report/study_tables.py, report/stats.py); the registered comparisons of docs/preregistration.yaml
+and the re-reading of the earlier ones are read apart from the exploratory rows (report/prereg.py).
 """
 import glob
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from objcrop.io import write_text_atomic
+from objcrop.report import prereg as prereg_
 from objcrop.report.record import StudyRecord
 from objcrop.report.study_runs import pretext_table, recall_table, view_pairs, view_stats_table
 from objcrop.report.study_setup import machine_line, not_run, setup_summary
@@ -43,6 +46,9 @@ def add_arguments(p) -> None:
     p.add_argument("--discussion", default=os.path.join("docs", "results_discussion.md"),
                    help="the hand-written reading of the tables; it holds no measured number either "
                         "(default: %(default)s)")
+    p.add_argument("--prereg", default=prereg_.PREREG,
+                   help="the registration's machine-readable part: its comparisons are read apart, Holm-corrected "
+                        "over their family; every other row is exploratory (default: %(default)s; none when missing)")
     p.add_argument("--out", default=os.path.join("docs", "results.md"), help="the page to write (default: %(default)s)")
 
 
@@ -84,9 +90,11 @@ the chosen box yellow — and the two augmented views):
 """
 
 
-def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str = "") -> str:
+def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str = "",
+            registered=frozenset()) -> str:
     """One study's part of docs/results.md. `same_data_as`: the title of a section whose data this
-    study shares; its view statistics and proposal recall are not repeated here."""
+    study shares; its view statistics and proposal recall are not repeated here. `registered`: its
+    reading rows that the registration claims (printed apart, not in its exploratory tables)."""
     record = StudyRecord.open(study)
     values, arches = study_values(study)
     s = setup_summary(record)
@@ -116,16 +124,20 @@ kNN mAP:
 
 {gate_table(values, KNN, arches)}
 
-### Reading: each policy against random crops of the same method
+### Reading (exploratory): each policy against random crops of the same method
+
+Not registered: each p is uncorrected, and a p below 0.05 here is a lead, not a finding (see
+"Registered comparisons" and docs/preregistration.md). Δ: the difference of means with its 95 %
+CI (Welch–Satterthwaite); permutation p: exact over every relabelling of the seeds.
 
 Probe mAP:
 
-{reading_table(values, PROBE)}
+{reading_table(values, PROBE, registered)}
 
 kNN mAP:
 
-{reading_table(values, KNN)}
-{detection_readings(values)}
+{reading_table(values, KNN, registered)}
+{detection_readings(values, registered)}
 ### Did the pretext task learn? (each run's metrics.jsonl)
 
 BYOL's loss is a regression loss (no chance level, no ranking).
@@ -154,6 +166,18 @@ def _read(path: str) -> Optional[str]:
         return f.read().rstrip()
 
 
+def _sections(args) -> List[Tuple[str, str, str, str]]:
+    """(title, record, preset, the section whose data it shares) of every study whose record exists."""
+    scale, plain_scale = _scale(args.study, args.gpu), _scale(args.plain, args.plain_gpu)
+    all_ = [("Default variant (`study`)", args.study, "study", ""),
+            ("Hard variant (`study-hard`)", args.hard, "study_hard", ""),
+            ("No background to match views by (`study-plain`)", args.plain, "study_plain", ""),
+            (f"GPU scale (`study_gpu`): ResNet-50{scale}", args.gpu, "study_gpu", "default variant"),
+            (f"The background-free control at GPU scale (`study_plain_gpu`): ResNet-18{plain_scale}",
+             args.plain_gpu, "study_plain_gpu", "background-free control (`study-plain`)")]
+    return [s for s in all_ if os.path.isdir(s[1])]
+
+
 def write_page(args) -> str:
     """docs/results.md from the records named by `args` (add_arguments); returns its path."""
     doc_dir = os.path.dirname(os.path.abspath(args.out))
@@ -161,16 +185,13 @@ def write_page(args) -> str:
     wall = (_read(args.wall_time) or "").strip()
     if wall:
         parts.append(f"**Wall time of scripts/study.sh**: {wall}.")
-    scale, plain_scale = _scale(args.study, args.gpu), _scale(args.plain, args.plain_gpu)
-    for title, study, preset, same in (("Default variant (`study`)", args.study, "study", ""),
-                                       ("Hard variant (`study-hard`)", args.hard, "study_hard", ""),
-                                       ("No background to match views by (`study-plain`)", args.plain,
-                                        "study_plain", ""),
-                                       (f"GPU scale (`study_gpu`): ResNet-50{scale}", args.gpu,
-                                        "study_gpu", "default variant"),
-                                       (f"The background-free control at GPU scale (`study_plain_gpu`): ResNet-18{plain_scale}",
-                                        args.plain_gpu, "study_plain_gpu", "background-free control (`study-plain`)")):
-        if os.path.isdir(study):
-            parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same))
+    sections = _sections(args)
+    prereg = prereg_.load(args.prereg)
+    studies = {preset: study_values(os.path.abspath(study)) for _, study, preset, _ in sections}
+    parts.append(prereg_.registered_section(prereg, studies, args.prereg))
+    parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
+    for title, study, preset, same in sections:
+        parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same,
+                             registered=prereg_.registered_rows(prereg, preset)))
     write_text_atomic(args.out, "\n\n".join(parts) + "\n")
     return args.out

@@ -1,5 +1,7 @@
 """The study page's reading of a study's report: each backbone against random init, each policy
-against its random-crop baseline (report/baseline.py), with Welch's t-test over seeds.
+against its random-crop baseline (report/baseline.py): the difference with its 95 % CI, Hedges' g,
+Welch's t-test and the permutation test over seeds (report/stats.py). These rows are exploratory;
+the registered ones (docs/preregistration.yaml) are read apart, in report/prereg.py.
 
 The numbers come from the report's runs.csv (`objcrop report`, one line per run and column), so
 the page reads exactly the runs the report's table aggregates.
@@ -9,8 +11,9 @@ import math
 import os
 import statistics
 from collections import defaultdict
-from typing import Dict, List, Optional, Tuple
+from typing import Collection, Dict, List, Optional, Tuple
 
+from objcrop.report import stats
 from objcrop.report.baseline import BASELINE_POLICY, baseline_policy, is_random_crop
 
 PROBE = "probe mAP (synth:test)"
@@ -38,11 +41,8 @@ def study_values(study: str) -> Tuple[Dict[Row, Dict[str, List[float]]], Dict[Ro
 def _welch_p(a: List[float], b: List[float]) -> Optional[float]:
     if len(a) < 2 or len(b) < 2:
         return None
-    from scipy import stats
-
-    if statistics.stdev(a) == 0 and statistics.stdev(b) == 0:
-        return None
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    w = stats.welch(a, b)
+    return None if w is None else w.p
 
 
 def _fmt(values: List[float]) -> str:
@@ -70,13 +70,40 @@ def reading_rows(values, column: str) -> List[dict]:
         mine = cols[column]
         if not base:
             continue
-        delta = statistics.mean(mine) - statistics.mean(base)
-        p = _welch_p(mine, base)
         noise = max([statistics.stdev(v) for v in (mine, base) if len(v) > 1] or [float("nan")])
-        rows.append({"method": method, "policy": policy, "proposals": proposals, "epochs": epochs, "delta": delta, "p": p,
-                     "baseline": baseline,
-                     "noise": noise, "n": len(mine), "n_base": len(base)})
+        rows.append({"method": method, "policy": policy, "proposals": proposals, "epochs": epochs,
+                     "baseline": baseline, "noise": noise, "values": mine, "base_values": base,
+                     **comparison(mine, base)})
     return rows
+
+
+def comparison(mine: List[float], base: List[float]) -> dict:
+    """report/stats.compare where both arms have 2 or more seeds; the difference alone otherwise."""
+    if len(mine) >= 2 and len(base) >= 2:
+        return {**stats.compare(mine, base), "delta": statistics.mean(mine) - statistics.mean(base)}
+    return {"delta": statistics.mean(mine) - statistics.mean(base), "p": None, "ci": None, "g": None,
+            "perm_p": None, "perm_exact": None, "relabellings": None, "n": len(mine), "n_base": len(base)}
+
+
+def fmt_p(p: Optional[float]) -> str:
+    return "—" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_delta(r: dict) -> str:
+    """"+4.7 [+1.1, +8.3]": the difference of means and its 95 % CI (Welch–Satterthwaite)."""
+    ci = "" if r.get("ci") is None else f" [{r['ci'][0]:+.1f}, {r['ci'][1]:+.1f}]"
+    return f"{r['delta']:+.1f}{ci}"
+
+
+def fmt_perm(r: dict) -> str:
+    if r.get("perm_p") is None:
+        return "—"
+    how = f"exact, {r['relabellings']}" if r["perm_exact"] else f"{r['relabellings']} draws, seed {stats.SEED}"
+    return f"{fmt_p(r['perm_p'])} ({how})"
+
+
+def fmt_g(r: dict) -> str:
+    return "—" if r.get("g") is None else f"{r['g']:+.2f}"
 
 
 def _verdict(r: dict) -> str:
@@ -87,21 +114,30 @@ def _verdict(r: dict) -> str:
     return "within seed noise"
 
 
-def reading_table(values, column: str) -> str:
-    lines = ["| method | view policy | proposals | epochs | against | Δ | largest seed std | Welch p | seeds (vs baseline) | reading |",
-             "|---|---|---|---|---|---:|---:|---:|---|---|"]
+def reading_table(values, column: str, registered: Collection[Row] = ()) -> str:
+    """The exploratory reading of one column; rows whose (method, policy, proposals, epochs) is in
+    `registered` are left out (the registered comparisons are printed apart)."""
+    lines = ["| method | view policy | proposals | epochs | against | Δ [95 % CI] | Hedges g | largest seed std | "
+             "Welch p | permutation p | seeds (vs baseline) | reading (uncorrected) |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---|---|"]
     for r in reading_rows(values, column):
-        p = "—" if r["p"] is None else f"{r['p']:.2f}"
+        if (r["method"], r["policy"], r["proposals"], r["epochs"]) in registered:
+            continue
         noise = "—" if math.isnan(r["noise"]) else f"{r['noise']:.1f}"
-        lines.append(f"| {r['method']} | {r['policy']} | {r['proposals']} | {r['epochs']} | {r['baseline']} | {r['delta']:+.1f} | {noise} | {p} | "
+        lines.append(f"| {r['method']} | {r['policy']} | {r['proposals']} | {r['epochs']} | {r['baseline']} | "
+                     f"{fmt_delta(r)} | {fmt_g(r)} | {noise} | {fmt_p(r['p'])} | {fmt_perm(r)} | "
                      f"{r['n']} ({r['n_base']}) | {_verdict(r)} |")
     return "\n".join(lines)
 
 
-def detection_readings(values) -> str:
+def detection_columns(values) -> List[str]:
+    return sorted({c for cols in values.values() for c in cols if c.startswith(("VOC", "COCO"))})
+
+
+def detection_readings(values, registered: Collection[Row] = ()) -> str:
     """The reading tables of every detection column present (VOC AP50, COCO box AP, …)."""
-    columns = sorted({c for cols in values.values() for c in cols if c.startswith(("VOC", "COCO"))})
-    return "".join(f"\n{column}:\n\n{reading_table(values, column)}\n" for column in columns)
+    return "".join(f"\n{column}:\n\n{reading_table(values, column, registered)}\n"
+                   for column in detection_columns(values))
 
 
 def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None) -> str:
@@ -137,3 +173,14 @@ def learnability_line(values) -> str:
     rnd = values.get(("random_init", "none", "none", ""), {}).get(PROBE, [])
     sup = values.get(("supervised", "none", "none", ""), {}).get(PROBE, [])
     return f"supervised {_fmt(sup)}, random init {_fmt(rnd)}"
+
+
+def learned(values, arches: Dict[Row, str], key: Row, alpha: float, column: str = PROBE) -> bool:
+    """Did the runs of `key` learn? Their mean probes above the random-init backbone of the same
+    architecture with Welch p < alpha (the gate table's test). scripts/power.py uses the same rule."""
+    ref_key = ("random_init", "none", "none", "")
+    ref, mine = values.get(ref_key, {}).get(column, []), values.get(key, {}).get(column, [])
+    if arches.get(key, "") != arches.get(ref_key, "") or len(mine) < 2 or len(ref) < 2:
+        return False
+    p = _welch_p(mine, ref)
+    return p is not None and p < alpha and statistics.mean(mine) > statistics.mean(ref)

@@ -1,0 +1,174 @@
+"""The study page's registered comparisons (docs/preregistration.md) and the retrospective
+re-reading of the comparisons made before the registration.
+
+The registration's machine-readable part (docs/preregistration.yaml) lists the hypotheses; an
+amendment fixes each variant's learning budget (run tag, epochs) and the ranked proposal store.
+A hypothesis is a reading row (method, policy label, proposals, epochs) of its study read against
+its random-crop baseline. Its p-values are printed only once both arms hold the registered number
+of seeds (fixed n, no peeking) and are Holm-corrected over the registered family, a hypothesis
+without a result counting as p = 1 (the family's size never shrinks). Every other row of the page
+is exploratory.
+"""
+import os
+from typing import Dict, List, Optional, Set, Tuple
+
+from objcrop.errors import ObjcropError
+from objcrop.report import stats
+from objcrop.report.study_tables import (KNN, PROBE, Row, comparison, detection_columns, fmt_delta, fmt_g, fmt_p,
+                                         fmt_perm, learned, reading_rows)
+
+PREREG = os.path.join("docs", "preregistration.yaml")
+KEYS = ("version", "primary_column", "secondary_columns", "alpha", "seeds_per_arm", "amendment", "hypotheses")
+Studies = Dict[str, Tuple[dict, dict]]  # preset name -> (study_values, arches)
+
+
+def load(path: str) -> Optional[dict]:
+    """The registration, or None when there is no file; a file without its keys raises, naming it."""
+    if not os.path.isfile(path):
+        return None
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ObjcropError(f"{path}: unreadable preregistration: {e}") from e
+    missing = [k for k in KEYS if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise ObjcropError(f"{path}: the preregistration lacks {', '.join(missing)}")
+    for h in data["hypotheses"]:
+        if not all(k in h for k in ("id", "study", "method", "policy", "proposals", "against")):
+            raise ObjcropError(f"{path}: hypothesis {h.get('id', '?')} needs id, study, method, policy, "
+                               f"proposals, against")
+    return data
+
+
+def hypothesis_row(prereg: dict, h: dict) -> Tuple[Optional[Row], Optional[str]]:
+    """(its reading row, its baseline's policy label), or (None, None) while the amendment has not
+    fixed the budget of its study (or the ranked proposal store it names)."""
+    amend = prereg.get("amendment") or {}
+    budget = amend.get(h["study"]) or {}
+    proposals = amend.get("ranked_proposals") if h["proposals"] == "ranked" else h["proposals"]
+    if budget.get("epochs") is None or proposals is None:
+        return None, None
+    tag = f"-{budget['tag']}" if budget.get("tag") else ""
+    return (h["method"], h["policy"] + tag, str(proposals), str(budget["epochs"])), h["against"] + tag
+
+
+def registered_rows(prereg: Optional[dict], study: str) -> Set[Row]:
+    """The reading rows of `study` that the registration claims (left out of its exploratory tables)."""
+    if not prereg:
+        return set()
+    return {row for h in prereg["hypotheses"] if h["study"] == study
+            for row in [hypothesis_row(prereg, h)[0]] if row is not None}
+
+
+def _status(prereg: dict, h: dict, studies: Studies, column: str) -> dict:
+    row, against = hypothesis_row(prereg, h)
+    n = int(prereg["seeds_per_arm"])
+    if row is None:
+        return {"status": "pending: the amendment has not fixed its budget / proposals"}
+    values = studies.get(h["study"], ({}, {}))[0]
+    mine = values.get(row, {}).get(column, [])
+    base = values.get((h["method"], against, "none", row[3]), {}).get(column, [])
+    out = {"row": row, "against": against, "n": len(mine), "n_base": len(base)}
+    if len(mine) < n or len(base) < n:
+        return {**out, "status": f"{len(mine)} and {len(base)} of {n} seeds: not read before all are in"}
+    return {**out, **comparison(mine, base), "status": "complete"}
+
+
+def registered_table(prereg: dict, studies: Studies, column: str, primary: bool) -> str:
+    rows = [(h, _status(prereg, h, studies, column)) for h in prereg["hypotheses"]]
+    complete = [r.get("p") if r["status"] == "complete" else None for _, r in rows]
+    # the family's size is fixed: a hypothesis without a result counts as p = 1
+    holm_w = stats.holm([1.0 if p is None else p for p in complete])
+    holm_perm = stats.holm([r.get("perm_p") if r.get("perm_p") is not None else 1.0 for _, r in rows])
+    lines = ["| id | variant | arm | against | seeds | Δ [95 % CI] | Hedges g | Welch p | Holm p | permutation p | "
+             "Holm permutation p | " + ("verdict |" if primary else "status |"),
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    alpha = float(prereg["alpha"])
+    for i, (h, r) in enumerate(rows):
+        arm = " ".join(r["row"][1:3]) + f" (e{r['row'][3]})" if "row" in r else f"{h['policy']} {h['proposals']}"
+        if r["status"] != "complete":
+            lines.append(f"| {h['id']} | {h['study']} | {arm} | {r.get('against', h['against'])} | "
+                         f"{r.get('n', 0)} ({r.get('n_base', 0)}) |" + " — |" * 6 + f" {r['status']} |")
+            continue
+        verdict = "complete"
+        if primary:
+            ok = r["delta"] > 0 and holm_w[i] < alpha and holm_perm[i] < alpha
+            verdict = "supported" if ok else "not shown"
+        lines.append(f"| {h['id']} | {h['study']} | {arm} | {r['against']} | {r['n']} ({r['n_base']}) | "
+                     f"{fmt_delta(r)} | {fmt_g(r)} | {fmt_p(r['p'])} | {fmt_p(holm_w[i])} | {fmt_p(r['perm_p'])} | "
+                     f"{fmt_p(holm_perm[i])} | {verdict} |")
+    return "\n".join(lines)
+
+
+def registered_section(prereg: Optional[dict], studies: Studies, path: str) -> str:
+    if prereg is None:
+        return "## Registered comparisons\n\n_(no preregistration file)_"
+    parts = [f"""## Registered comparisons (docs/preregistration.md)
+
+The hypotheses of the registration (`{path}`), each read only when both of its arms hold all
+{prereg['seeds_per_arm']} registered seeds. Δ: arm minus random crops, with its 95 % confidence
+interval (Welch–Satterthwaite); Holm: over the {len(prereg['hypotheses'])} registered hypotheses
+(one without a result counts as p = 1); permutation p: exact over every relabelling of the seeds,
+or seeded Monte-Carlo beyond {stats.MAX_EXACT} (report/stats.py). Supported: Δ > 0 and both Holm
+p-values below {prereg['alpha']}. These rows are left out of the sections' exploratory tables.
+
+Primary, {prereg['primary_column']}:
+
+{registered_table(prereg, studies, prereg['primary_column'], True)}"""]
+    for column in prereg["secondary_columns"]:
+        parts.append(f"Secondary (Holm over the same family; cannot support a hypothesis alone), {column}:\n\n"
+                     f"{registered_table(prereg, studies, column, False)}")
+    return "\n\n".join(parts)
+
+
+def _reading_tests(studies: Studies, prereg: Optional[dict]) -> List[Tuple[str, str, dict]]:
+    """(study, column, reading row) of every exploratory reading row with a Welch p on the page."""
+    out = []
+    for study, (values, _) in studies.items():
+        skip = registered_rows(prereg, study)
+        for column in [PROBE, KNN] + detection_columns(values):
+            out += [(study, column, r) for r in reading_rows(values, column)
+                    if r["p"] is not None and (r["method"], r["policy"], r["proposals"], r["epochs"]) not in skip]
+    return out
+
+
+def at_learning_budget(values: dict, arches: dict, r: dict, alpha: float) -> bool:
+    """Is a reading row's comparison at a budget where pretraining learned: does either arm probe
+    above random init (study_tables.learned)?"""
+    arm = (r["method"], r["policy"], r["proposals"], r["epochs"])
+    return (learned(values, arches, arm, alpha)
+            or learned(values, arches, (r["method"], r["baseline"], "none", r["epochs"]), alpha))
+
+
+def retrospective_section(studies: Studies, prereg: Optional[dict], alpha: float) -> str:
+    """The comparisons made before the registration at budgets where pretraining learned (probe and
+    kNN), Holm-corrected over themselves and over every reading test on the page."""
+    tests = _reading_tests(studies, prereg)
+    family = [i for i, (study, column, r) in enumerate(tests) if column in (PROBE, KNN)
+              and at_learning_budget(*studies[study], r, alpha)]
+    holm_all = stats.holm([r["p"] for _, _, r in tests])
+    holm_w = stats.holm([tests[i][2]["p"] for i in family])
+    holm_perm = stats.holm([tests[i][2]["perm_p"] for i in family])
+    k, m = len(family), len(tests)
+    lines = [f"""## Before the registration: the comparisons at learning budgets, re-read (exploratory)
+
+Every policy comparison the study ran before docs/preregistration.md at a budget where pretraining
+learned — either arm probes above the random-init backbone of its study with Welch p < {alpha}
+(the gate tables) — on the probe and on kNN: {k} tests. They were not registered: the seeds of some
+were added while the p-value was watched, so none of them is a confirmation. Holm over these {k},
+and over all {m} exploratory reading tests with a p on this page.
+
+| study | arm | against | epochs | score | seeds | Δ [95 % CI] | Hedges g | Welch p | Holm p (these {k}) | permutation p | Holm permutation p (these {k}) | Holm p (all {m}) |
+|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"""]
+    for j, i in enumerate(family):
+        study, column, r = tests[i]
+        score = "kNN" if column == KNN else "probe"
+        lines.append(f"| {study} | {r['method']} {r['policy']} {r['proposals']} | {r['baseline']} | {r['epochs']} | "
+                     f"{score} | {r['n']} ({r['n_base']}) | {fmt_delta(r)} | {fmt_g(r)} | {fmt_p(r['p'])} | "
+                     f"{fmt_p(holm_w[j])} | {fmt_perm(r)} | {fmt_p(holm_perm[j])} | {fmt_p(holm_all[i])} |")
+    if not family:
+        lines.append("| — |" + " — |" * 12)
+    return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""The study page's registered comparisons and the re-reading of the earlier ones (report/prereg.py),
+and the exploratory reading's effect sizes (report/study_tables.py)."""
+import copy
+import importlib.util
+import os
+
+import pytest
+import yaml
+
+from objcrop.errors import ObjcropError
+from objcrop.report import prereg, stats, study_tables
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREREG = os.path.join(REPO, "docs", "preregistration.yaml")
+P, K = study_tables.PROBE, study_tables.KNN
+
+
+def _plan(n=3, epochs=100, tag="b256", ranked="bing-top10"):
+    plan = prereg.load(PREREG)
+    plan = copy.deepcopy(plan)
+    plan["seeds_per_arm"] = n
+    for study in ("study", "study_hard"):
+        plan["amendment"][study] = {"tag": tag, "epochs": epochs}
+    plan["amendment"]["ranked_proposals"] = ranked
+    return plan
+
+
+def _values(gt, ranked, base):
+    return {("moco_v2", "obj-obj-dilate-b256", "gt", "100"): {P: gt},
+            ("moco_v2", "obj-obj-dilate-b256", "bing-top10", "100"): {P: ranked},
+            ("moco_v2", "random-b256", "none", "100"): {P: base}}
+
+
+def test_the_repository_registration_is_pending_until_the_amendment():
+    plan = prereg.load(PREREG)
+    assert [h["id"] for h in plan["hypotheses"]] == ["H1", "H2", "H3", "H4"]
+    assert all(prereg.hypothesis_row(plan, h) == (None, None) for h in plan["hypotheses"])
+    assert prereg.registered_rows(plan, "study") == set()
+    table = prereg.registered_table(plan, {}, P, True)
+    assert table.count("pending") == 4 and "supported" not in table
+
+
+def test_amended_hypotheses_name_their_rows_and_their_tagged_baseline():
+    plan = _plan()
+    h2 = plan["hypotheses"][1]
+    assert prereg.hypothesis_row(plan, h2) == (("moco_v2", "obj-obj-dilate-b256", "bing-top10", "100"), "random-b256")
+    assert prereg.registered_rows(plan, "study") == {("moco_v2", "obj-obj-dilate-b256", "gt", "100"),
+                                                     ("moco_v2", "obj-obj-dilate-b256", "bing-top10", "100")}
+
+
+def test_no_peeking_no_p_before_every_seed_is_in():
+    plan = _plan(n=4)
+    studies = {"study": (_values([50, 51, 52], [40, 41, 42], [40, 41, 42]), {})}
+    table = prereg.registered_table(plan, studies, P, True)
+    h1 = next(line for line in table.splitlines() if line.startswith("| H1 "))
+    assert "3 and 3 of 4 seeds: not read" in h1 and "0.0" not in h1
+
+
+def test_complete_family_is_holm_corrected_with_missing_hypotheses_counted():
+    plan = _plan(n=3)
+    gt, ranked, base = [50.0, 51.5, 52.0], [41.0, 42.5, 41.5], [40.0, 41.0, 42.5]
+    studies = {"study": (_values(gt, ranked, base), {})}  # study_hard has no runs: H3, H4 count as p = 1
+    table = prereg.registered_table(plan, studies, P, True)
+    lines = {line.split(" | ")[0][2:]: line for line in table.splitlines()[2:]}
+    p1, p2 = stats.welch(gt, base).p, stats.welch(ranked, base).p
+    adjusted = stats.holm([p1, p2, 1.0, 1.0])
+    assert f"| {prereg.fmt_p(adjusted[0])} |" in lines["H1"] and f"| {prereg.fmt_p(adjusted[1])} |" in lines["H2"]
+    # H1's exact permutation p over C(6, 3) = 20 relabellings is 2/20 at best: × 4 = 0.4, so not supported
+    assert stats.permutation_p(gt, base).p == pytest.approx(0.1)
+    assert lines["H1"].endswith("| not shown |") and lines["H2"].endswith("| not shown |")
+    assert "0 and 0 of 3 seeds: not read" in lines["H3"]  # amended, but no run yet
+
+
+def test_a_large_clear_gap_is_supported():
+    plan = _plan(n=6)
+    base = [40.0, 41.0, 42.0, 40.5, 41.5, 39.5]
+    gt = [b + 10 for b in base]
+    studies = {"study": (_values(gt, base, base), {}), "study_hard": (_values(gt, base, base), {})}
+    table = prereg.registered_table(plan, studies, P, True)
+    assert sum(line.endswith("| supported |") for line in table.splitlines()) == 2  # H1, H3
+    assert "+10.0 [" in table
+
+
+def test_registered_rows_leave_the_exploratory_table():
+    values = _values([50, 51, 52], [40, 41, 43], [40, 41, 42])
+    registered = prereg.registered_rows(_plan(), "study")
+    assert "| bing-top10 |" not in study_tables.reading_table(values, P, registered)
+    full = study_tables.reading_table(values, P)
+    assert "| gt | 100 | random-b256 | +10.0 [" in full and "(exact, 20)" in full
+
+
+def test_bad_registration_raises_naming_the_file(tmp_path):
+    bad = tmp_path / "pre.yaml"
+    bad.write_text(yaml.safe_dump({"version": 1, "hypotheses": []}))
+    with pytest.raises(ObjcropError, match="pre.yaml.*lacks"):
+        prereg.load(str(bad))
+    assert prereg.load(str(tmp_path / "none.yaml")) is None
+
+
+def _power():
+    spec = importlib.util.spec_from_file_location("power", os.path.join(REPO, "scripts", "power.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_retrospective_family_on_the_records_matches_power_py():
+    """The page's learning-budget rule (runs.csv) and scripts/power.py's (record.json) pick the same
+    comparisons, and the page corrects over exactly them."""
+    studies = {s: study_tables.study_values(os.path.join(REPO, "docs", "results", s))
+               for s in ("study", "study_hard", "study_plain", "study_gpu", "study_plain_gpu")}
+    page = {(s, r["policy"], r["proposals"], r["epochs"]) for s, (values, arches) in studies.items()
+            for r in study_tables.reading_rows(values, P) if prereg.at_learning_budget(values, arches, r, 0.05)}
+    power = _power()
+    scores = {}
+    for s in studies:
+        scores.update(power.probe_scores(os.path.join(REPO, "docs", "results", s)))
+    script = {(a[0], a[2], a[3], str(a[4])) for a, _ in power.learning_comparisons(scores, 0.05)}
+    assert page == script and page  # the records hold comparisons at learning budgets
+    text = prereg.retrospective_section(studies, None, 0.05)
+    family = [line for line in text.splitlines() if line.startswith("| study")][1:]
+    assert len(family) == 2 * len(page)  # probe and kNN
+    tests = prereg._reading_tests(studies, None)
+    assert f"all {len(tests)} exploratory reading tests" in text
+
+
+def test_power_is_exact_against_the_normal_approximation():
+    power = _power()
+    # large n: Welch's t is nearly normal, power ≈ Φ(δ/se − z_{1−α/2})
+    from scipy.stats import norm
+
+    se = (2 * 2.0 ** 2 / 200) ** 0.5
+    assert power.welch_power(1.0, 2.0, 2.0, 200, 0.05) == pytest.approx(norm.cdf(1.0 / se - norm.ppf(0.975)), abs=2e-3)
+    n = power.seeds_needed(4.4, 2.88, 2.88, 0.0125, 0.8)
+    assert power.welch_power(4.4, 2.88, 2.88, n, 0.0125) >= 0.8 > power.welch_power(4.4, 2.88, 2.88, n - 1, 0.0125)
