@@ -7,6 +7,12 @@ its row and column (pretraining seeds × fine-tuning seeds) as mean ± sample st
 n. A failed run, or one whose metric is NaN/inf, never enters a mean and never
 disappears either: it is kept as a `Flag` on its cell (or its row, for a failed
 pretraining run) so the tables can mark it and list the run directory.
+
+Reference rows come first, in every column: `random_init` (the probe on a random backbone;
+detection fine-tuned from scratch in the same config) and `supervised` (a backbone trained with
+labels). A method row's cell shows Δ to its random-crop row and the gap it closes: where its mean
+sits between the reference rows of the same column and architecture, random_init 0 %,
+supervised 100 % — each column against its own references, never another task's.
 """
 import math
 import statistics
@@ -18,6 +24,8 @@ from objcrop.report.baseline import BASELINE_POLICY, baseline_policy
 
 # Row order: reference rows first, then the self-supervised methods.
 METHOD_ORDER = ["random_init", "supervised", "moco_v2", "byol"]
+# The two ends of the "gap closed" scale (0 % and 100 %).
+GAP_LOW, GAP_HIGH = "random_init", "supervised"
 
 # task -> (short label, [(result section, metric)]) in the column order of the paper's tables.
 TASKS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
@@ -88,6 +96,7 @@ class Cell:
     values: List[float] = field(default_factory=list)
     flags: List[Flag] = field(default_factory=list)
     delta: Optional[float] = None
+    gap: Optional[float] = None  # % of the random_init -> supervised gap closed (None: no references)
     best: bool = False
 
     @property
@@ -294,6 +303,7 @@ def build_table(results: List[Tuple[Dict[str, Any], str]], extra_flags: Optional
     )
     table.baselines = find_baselines(table.rows)
     _fill_deltas(table)
+    _fill_gaps(table)
     _mark_best(table)
     return table
 
@@ -304,6 +314,43 @@ def _fill_deltas(table: Table) -> None:
             cell, base_cell = table.cells.get((row, col)), table.cells.get((base, col))
             if cell and base_cell and cell.mean is not None and base_cell.mean is not None:
                 cell.delta = cell.mean - base_cell.mean
+
+
+def gap_closed(value: float, low: float, high: float) -> Optional[float]:
+    """(value − low) / (high − low) in %: 0 at the random-init row, 100 at the supervised row.
+    None when the references do not differ (no scale to read a row on)."""
+    span = high - low
+    if math.isclose(span, 0.0, rel_tol=0, abs_tol=1e-9):
+        return None
+    return 100.0 * (value - low) / span
+
+
+def reference_rows(table: Table, row: RowKey) -> Optional[Tuple[RowKey, RowKey]]:
+    """(random_init row, supervised row) a method row is read against: the references of its own
+    architecture (a ResNet-18 row is not placed between ResNet-50 references); None when either is
+    missing or ambiguous."""
+    found = []
+    for method in (GAP_LOW, GAP_HIGH):
+        refs = [r for r in table.rows if r.method == method and r.arch == row.arch]
+        if len(refs) != 1:
+            return None
+        found.append(refs[0])
+    return found[0], found[1]
+
+
+def _fill_gaps(table: Table) -> None:
+    """Each cell against the references' cells of the same column (a detection column's random_init
+    cell is the from-scratch fine-tuning, never the probe's random init)."""
+    for row in table.rows:
+        if Provenance(method=row.method).is_reference:
+            continue
+        refs = reference_rows(table, row)
+        if refs is None:
+            continue
+        for col in table.columns:
+            cell, low, high = table.cells.get((row, col)), table.cells.get((refs[0], col)), table.cells.get((refs[1], col))
+            if cell and low and high and None not in (cell.mean, low.mean, high.mean):
+                cell.gap = gap_closed(cell.mean, low.mean, high.mean)
 
 
 def _mark_best(table: Table) -> None:

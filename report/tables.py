@@ -1,7 +1,8 @@
 """Render a `Table` as Markdown, CSV and LaTeX (booktabs).
 
 All three show the same numbers: mean ± sample std over runs, n, Δ against the
-random-crop baseline of the same method and epochs, the best of each column marked,
+random-crop baseline of the same method and epochs, the gap closed between the reference
+rows (random init 0 %, supervised 100 %), the best of each column marked,
 '—' for a missing cell and '†' on anything a failed or NaN run touched, with the
 run directories listed under the table.
 """
@@ -36,6 +37,10 @@ def _header(table: Table, col: Column) -> str:
     return col.header(with_dataset=col.task in table.columns_needing_dataset())
 
 
+def _gap(x: float) -> str:
+    return f"{x:.0f}%"
+
+
 def _row_flagged(table: Table, row: RowKey) -> bool:
     return bool(table.row_flags.get(row))
 
@@ -53,6 +58,8 @@ def _md_cell(cell: Cell, decimals: int) -> str:
         extras = [f"n={cell.n}"]
         if cell.delta is not None:
             extras.append(f"Δ {_signed(cell.delta, decimals)}")
+        if cell.gap is not None:
+            extras.append(f"gap {_gap(cell.gap)}")
         text += f" ({', '.join(extras)})"
     return text + (f" {DAGGER}" if cell.flags else "")
 
@@ -94,6 +101,11 @@ def legend(table: Table, decimals: int) -> str:
         if tagged:  # report/baseline.py: a tagged row against the random crops with its tag
             parts.append("A tagged row is read against the random-crop row with its tag ("
                          + ", ".join(f"`{p}`" for p in tagged) + ").")
+    if any(c.gap is not None for c in table.cells.values()):
+        parts.append("gap: the share of the distance from the `random_init` row (0 %: a random backbone for the "
+                     "probe, fine-tuning from scratch in the same config for detection) to the `supervised` row "
+                     "(100 %) that a row covers, (row − random_init) / (supervised − random_init) of the same "
+                     "column and architecture.")
     parts.append("Bold: best mean of the column. " + MISSING + ": not run.")
     return " ".join(parts)
 
@@ -101,12 +113,13 @@ def legend(table: Table, decimals: int) -> str:
 # ---------------------------------------------------------------- CSV
 
 def to_csv(table: Table) -> str:
-    """One line per row; per column: mean, std, n, delta, best, flagged (machine-readable, unrounded)."""
+    """One line per row; per column: mean, std, n, delta, gap closed (%), best, flagged (machine-readable, unrounded)."""
     fields_ = ["method", "policy", "proposals", "epochs", "arch", "dataset"]
     header = list(fields_) + ["row_flagged"]
     for col in table.columns:
         name = _header(table, col)
-        header += [f"{name} mean", f"{name} std", f"{name} n", f"{name} delta", f"{name} best", f"{name} flagged"]
+        header += [f"{name} mean", f"{name} std", f"{name} n", f"{name} delta", f"{name} gap closed %",
+                   f"{name} best", f"{name} flagged"]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -120,6 +133,7 @@ def to_csv(table: Table) -> str:
                 "" if cell.std is None else repr(cell.std),
                 cell.n,
                 "" if cell.delta is None else repr(cell.delta),
+                "" if cell.gap is None else repr(cell.gap),
                 int(cell.best),
                 len(cell.flags),
             ]
@@ -147,6 +161,7 @@ def _tex_cell(cell: Cell, decimals: int) -> str:
         if cell.std is not None:
             text += rf"\,{{\scriptsize$\pm${_num(cell.std, decimals)}}}"
         extras = [f"n={cell.n}"] + ([rf"$\Delta${_signed(cell.delta, decimals)}"] if cell.delta is not None else [])
+        extras += [f"gap {cell.gap:.0f}" + r"\%"] if cell.gap is not None else []
         text += rf" {{\scriptsize({', '.join(extras)})}}"
     return text + (r"$^\dagger$" if cell.flags else "")
 

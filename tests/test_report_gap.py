@@ -1,0 +1,137 @@
+"""The reference rows of every table and the "gap closed" of each method row: (row − random_init) /
+(supervised − random_init) of the same column and architecture, in %, in Markdown, CSV and LaTeX.
+
+The records are the blocks the stages write: the probe's Provenance.random_init / supervised, the
+from-scratch detection's Provenance.random_init(arch, None) (detection/results.py) and the
+supervised backbone converted with the pipeline's --pretrain fields (Provenance.supervised's)."""
+import csv
+import os
+import statistics
+
+import pytest
+
+from objcrop.records import Provenance
+from objcrop.report.aggregate import Column, build_table, gap_closed, row_key
+from objcrop.report.cli import write_report
+from objcrop.report.tables import to_csv, to_latex, to_markdown
+
+# probe mAP (fractions, as the probe writes them) and VOC AP50 (percent, as detectron2 writes them);
+# the probe's random init and the detection's scratch differ, so a column read against another
+# column's reference is caught
+PROBE = {"random_init": [0.30, 0.32], "supervised": [0.80], "random": [0.40, 0.44], "obj-obj-dilate": [0.50, 0.56]}
+VOC = {"random_init": [5.0, 7.0], "supervised": [45.0, 47.0], "random": [10.0, 12.0], "obj-obj-dilate": [15.0, 17.0]}
+# ResNet-50 references with other numbers: an R18 row must not be read against them
+R50 = {"random_init": 1.0, "supervised": 90.0}
+PROBE_COL = Column("probe", "", "mAP", "synth:test")
+VOC_COL = Column("voc_det", "box", "AP50", "voc:test")
+
+
+def _ssl(policy, seed, arch="resnet18"):
+    return Provenance("moco_v2", policy, "none" if policy == "random" else "gt", 8, arch, "synth:/d:train", seed).to_dict()
+
+
+def _probe(block, value):
+    return {"stage": "probe", "status": "ok", "pretrain": block, "dataset": "synth:/d:test", "mAP": value}
+
+
+def _voc(block, value, seed):
+    return {"stage": "detection", "status": "ok", "pretrain": block, "task": "voc_det", "seed": seed,
+            "dataset": "voc:/d/voc:test", "box": {"AP50": value, "AP": value / 2, "AP75": value / 3}}
+
+
+def _results(arch="resnet18", probe=PROBE, voc=VOC):
+    out = []
+    for seed, v in enumerate(probe["random_init"]):
+        out.append((_probe(Provenance.random_init(arch, seed).to_dict(), v), f"probe/random_init_s{seed}"))
+    for seed, v in enumerate(voc["random_init"]):  # from scratch: no pretraining seed
+        out.append((_voc(Provenance.random_init(arch, None).to_dict(), v, seed), f"detect_voc/scratch/seed{seed}"))
+    sup = Provenance.supervised(arch, "backbone.pth", 0).to_dict()
+    out += [(_probe(sup, v), "probe/supervised_s0") for v in probe["supervised"]]
+    out += [(_voc(sup, v, seed), f"detect_voc/supervised/seed{seed}") for seed, v in enumerate(voc["supervised"])]
+    for policy in ("random", "obj-obj-dilate"):
+        for seed, (p, d) in enumerate(zip(probe[policy], voc[policy])):
+            out += [(_probe(_ssl(policy, seed, arch), p), f"probe/{policy}_s{seed}"),
+                    (_voc(_ssl(policy, seed, arch), d, 0), f"detect_voc/{policy}_s{seed}")]
+    return out
+
+
+def _expected(values, col_scale=1.0):
+    """The gap of each policy row from the fixture's lists: the formula written out once more."""
+    low, high = statistics.fmean(values["random_init"]), statistics.fmean(values["supervised"])
+    return {p: 100 * (statistics.fmean(values[p]) - low) / (high - low) for p in ("random", "obj-obj-dilate")}
+
+
+def _rows(table):
+    return {(r.method, r.policy): r for r in table.rows}
+
+
+def test_reference_rows_come_first_and_each_column_reads_against_its_own_references():
+    table = build_table(_results())
+    assert [r.method for r in table.rows[:2]] == ["random_init", "supervised"]
+    rows = _rows(table)
+    for col, values in ((PROBE_COL, PROBE), (VOC_COL, VOC)):
+        for policy, gap in _expected(values).items():
+            assert table.cell(rows[("moco_v2", policy)], col).gap == pytest.approx(gap)
+        for ref in ("random_init", "supervised"):  # the references carry no gap of their own
+            assert table.cell(rows[(ref, "none")], col).gap is None
+    # the detection column's 0 % is the from-scratch fine-tuning, not the probe's random init
+    dil = table.cell(rows[("moco_v2", "obj-obj-dilate")], VOC_COL)
+    probe_low = 100 * statistics.fmean(PROBE["random_init"])
+    assert dil.gap != pytest.approx(gap_closed(dil.mean, probe_low, statistics.fmean(VOC["supervised"])))
+    # ... and not the row over the supervised row alone
+    assert dil.gap != pytest.approx(100 * dil.mean / statistics.fmean(VOC["supervised"]))
+    assert dil.delta == pytest.approx(statistics.fmean(VOC["obj-obj-dilate"]) - statistics.fmean(VOC["random"]))
+
+
+def test_rows_are_read_against_the_references_of_their_own_architecture():
+    r50 = {k: [v] for k, v in R50.items()}
+    results = _results() + [(_voc(Provenance.random_init("resnet50", None).to_dict(), R50["random_init"], 0), "s50"),
+                            (_voc(Provenance.supervised("resnet50", "backbone.pth", 0).to_dict(), R50["supervised"], 0),
+                             "u50"),
+                            (_voc(_ssl("random", 0, "resnet50"), 30.0, 0), "r50")]
+    table = build_table(results)
+    r18 = next(r for r in table.rows if r.arch == "resnet18" and r.policy == "obj-obj-dilate")
+    assert table.cell(r18, VOC_COL).gap == pytest.approx(_expected(VOC)["obj-obj-dilate"])
+    row50 = next(r for r in table.rows if r.arch == "resnet50" and r.method == "moco_v2")
+    assert table.cell(row50, VOC_COL).gap == pytest.approx(_expected({**r50, "random": [30.0],
+                                                                      "obj-obj-dilate": [30.0]})["random"])
+
+
+def test_no_gap_without_both_references_or_when_they_are_equal():
+    no_sup = [r for r in _results() if (r[0]["pretrain"] or {}).get("method") != "supervised"]
+    assert all(c.gap is None for c in build_table(no_sup).cells.values())
+    flat = {**VOC, "supervised": VOC["random_init"]}
+    table = build_table(_results(voc=flat))
+    assert all(table.cell(r, VOC_COL).gap is None for r in table.rows)
+    assert table.cell(_rows(table)[("moco_v2", "random")], PROBE_COL).gap is not None
+
+
+def test_markdown_csv_and_latex_show_the_gap(tmp_path):
+    table = build_table(_results())
+    gap = _expected(VOC)["obj-obj-dilate"]
+    md, tex = to_markdown(table), to_latex(table)
+    assert f"gap {gap:.0f}%)" in md and "(supervised − random_init)" in md
+    assert f"gap {gap:.0f}" + r"\%" in tex
+    rows = {r["policy"]: r for r in csv.DictReader(to_csv(table).splitlines())}
+    assert float(rows["obj-obj-dilate"]["VOC AP50 gap closed %"]) == pytest.approx(gap)
+    assert rows["none"]["VOC AP50 gap closed %"] == ""  # a reference row
+    # the reference rows are the first lines of the Markdown table, as of the CSV
+    body = [line for line in md.splitlines() if line.startswith("| ")][1:]
+    assert body[0].startswith("| random_init |") and body[1].startswith("| supervised |")
+
+
+def test_report_of_files_has_one_row_per_reference(tmp_path):
+    """Written to disk and read back by `objcrop report`: the probe's and the detection's random
+    init are one row, the probe's and the converted backbone's supervised another."""
+    import json
+
+    for data, rel in _results():
+        d = tmp_path / "runs" / rel
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps(data))
+    table = write_report([str(tmp_path / "runs")], str(tmp_path / "rep"), plots=False)["table"]
+    refs = [r for r in table.rows if r.method in ("random_init", "supervised")]
+    assert len(refs) == 2 and all(table.cell(r, PROBE_COL).n and table.cell(r, VOC_COL).n for r in refs)
+    assert row_key(Provenance.random_init("resnet18", 3).to_dict()) == row_key(
+        Provenance.random_init("resnet18", None).to_dict())
+    assert os.path.isfile(tmp_path / "rep" / "results.md")
