@@ -227,3 +227,87 @@ def test_bing_runs_with_a_model_folder(train, tmp_path, capfd):
         boxes, scores = store.get(image_id)
         assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 96).all()
         assert (np.diff(scores) <= 0).all()
+
+
+def test_top_k_counts_in_the_methods_ranking_first_or_after_the_filters():
+    # ranked by score (ties in the method's order): b0 0.9, b1 0.9, b2 0.8, b3 0.7; b0 is too small to pass
+    boxes = np.array([[0, 0, 5, 5], [0, 0, 60, 60], [10, 10, 80, 80], [20, 20, 90, 70]], np.float32)
+    scores = np.array([0.9, 0.9, 0.8, 0.7], np.float32)
+    kw = dict(min_size=32.0, min_size_fraction=0.0, top_k=2)
+    after, s_after = BoxFilter(**kw)(boxes, scores, 100, 100)  # objcrop's: the 2 best that pass
+    np.testing.assert_array_equal(after, boxes[[1, 2]])
+    first, s_first = BoxFilter(**kw, top_k_first=True)(boxes, scores, 100, 100)  # the paper's: 2 first, then filter
+    np.testing.assert_array_equal(first, boxes[[1]])
+    # the ranking is the method's even where scores tie and arrive out of order
+    shuffled = [3, 1, 0, 2]
+    top, _ = BoxFilter(**{**NO_FILTER.as_dict(), "top_k": 2, "top_k_first": True})(boxes[shuffled], scores[shuffled],
+                                                                                   100, 100)
+    np.testing.assert_array_equal(top, boxes[[1, 0]])  # 0.9 (b1, listed first), 0.9 (b0), not 0.8
+    # the default's meta is unchanged (stores written before the key stay resumable)
+    assert "top_k_first" not in BoxFilter().as_dict() and BoxFilter(top_k_first=True).as_dict()["top_k_first"]
+
+
+def test_paper_bing_preset_is_the_top_10_of_bings_ranking_without_a_filter():
+    from objcrop.config import merge_config
+    from objcrop.pretrain.proposals.config import get_proposals_cfg, method_spec
+
+    cfg = merge_config(get_proposals_cfg, "proposals/bing_paper.yaml", [])
+    spec = method_spec(cfg)
+    # the paper: 10 boxes per image, no size/aspect filter (object-cropping-ssl, coco_sup_loader_bing.py ranks 0..9)
+    assert spec.name == "bing" and spec.filter == BoxFilter(**{**NO_FILTER.as_dict(), "top_k": 10, "top_k_first": True})
+    released = method_spec(merge_config(get_proposals_cfg, "proposals/released_file.yaml", []))
+    assert released.name == "file" and released.filter.top_k == 10 and released.filter.top_k_first
+
+
+def _stem(record):
+    return os.path.splitext(os.path.basename(record["file_name"]))[0]
+
+
+def test_released_coco_bing_crops_npy_imports_in_its_rank_order(train, records, tmp_path):
+    """coco_sup_loader_bing.py's crop_image_dict_coco.npy: {'coco_crops_new/<stem>_<k>.jpg': [x1, y1, x2, y2]}."""
+    r0, r1 = records[0], records[1]
+    boxes0 = {k: [2.0 * k, 3.0 * k, 40.0 + k, 50.0 + k] for k in range(12)}
+    released = {f"coco_crops_new/{_stem(r0)}_{k}.jpg": boxes0[k] for k in (5, 0, 11, 2, 1, 3, 4, 6, 7, 8, 9, 10)}
+    released[f"coco_crops_new/{_stem(r1)}_0.jpg"] = [1.0, 1.0, 20.0, 30.0]
+    released["coco_crops_new/not_in_dataset_0.jpg"] = [0.0, 0.0, 1.0, 1.0]
+    path = tmp_path / "crop_image_dict_coco.npy"
+    np.save(path, released)
+    out = str(tmp_path / "released.ocp")
+    argv = ["compute", "--config-file", "proposals/released_file.yaml", "--dataset", train, "--file", str(path),
+            "--out", out]
+    assert cli.main(argv) == 0
+    store = ProposalStore.open(out)
+    got, scores = store.get(r0["image_id"])
+    np.testing.assert_array_equal(got, np.float32([boxes0[k] for k in range(10)]))  # ranks 0..9, in rank order
+    assert (np.diff(scores) < 0).all()
+    np.testing.assert_array_equal(store.get(r1["image_id"])[0], [[1, 1, 20, 30]])
+
+
+def test_released_openimages_npy_imports_normalised_rows(train, records, tmp_path):
+    """openimages_dataset_bing.py's images_selected_with_all_features.npy: {id: {'data': rows}},
+    row[4], row[5], row[6], row[7] = x1, x2, y1, y2 as fractions (the README's description)."""
+    r0 = records[0]
+    rows = [["id", "src", "/m/0", "1", "0.1", "0.5", "0.25", "0.75"], ["id", "src", "/m/1", "1", "0", "1", "0", "0.5"]]
+    path = tmp_path / "images_selected_with_all_features.npy"
+    np.save(path, {_stem(r0): {"data": rows}})
+    out = str(tmp_path / "oi.ocp")
+    assert cli.main(["compute", "--dataset", train, "--method", "file", "--file", str(path), "--out", out]) == 0
+    w, h = r0["width"], r0["height"]
+    expected = [[float(r[4]) * w, float(r[6]) * h, float(r[5]) * w, float(r[7]) * h] for r in rows]
+    np.testing.assert_allclose(ProposalStore.open(out).get(r0["image_id"])[0], expected, rtol=1e-6)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_a_released_file_with_other_pickled_objects_is_refused(train, records, tmp_path):
+    path = tmp_path / "evil.npy"
+    np.save(path, {f"x/{_stem(records[0])}_0.jpg": _Payload()})
+    with pytest.raises(ObjcropError, match="evil.npy: holds a pickled .*getcwd"):
+        cli.main(["compute", "--dataset", train, "--method", "file", "--file", str(path), "--out", str(tmp_path / "s")])
+    bad = tmp_path / "plain.npy"
+    np.save(bad, np.zeros(3))
+    with pytest.raises(ObjcropError, match="plain.npy: a plain float64 array"):
+        cli.main(["compute", "--dataset", train, "--method", "file", "--file", str(bad), "--out", str(tmp_path / "s")])

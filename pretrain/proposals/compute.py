@@ -192,18 +192,25 @@ def _assemble(out: str, items: Sequence[dict], done: Dict[Any, tuple], params: D
 
 # -- boxes from a file -------------------------------------------------------------------
 def load_file_boxes(path: str, records: Sequence[dict]) -> Dict[Any, list]:
-    """Boxes a user already has: COCO detections/instances json, or {image: [[x, y, w, h(, score)], ...]}.
+    """Boxes a user already has: COCO detections/instances json, {image: [[x, y, w, h(, score)], ...]}, or
+    (a `.npy` file) object-cropping-ssl's released precomputed boxes (objcrop.pretrain.proposals.released_boxes).
 
     Images are matched by image id, then by file name (relative path, base name, or base name
     without extension). Returns {image_id: rows}.
     """
-    data = read_json(path)
     by_key: Dict[str, Any] = {}
     for r in records:
         name = r["file_name"]
         base = os.path.basename(name)
         for key in (str(r["image_id"]), name, base, os.path.splitext(base)[0]):
             by_key.setdefault(key, r["image_id"])
+    if os.fspath(path).endswith(".npy"):
+        from objcrop.pretrain.proposals.released_boxes import released_boxes
+
+        sizes = {r["image_id"]: (int(r["width"]), int(r["height"])) for r in records}
+        out, unmatched = released_boxes(path, lambda key: by_key.get(key, by_key.get(os.path.basename(key))), sizes)
+        return _matched(path, out, unmatched)
+    data = read_json(path)
     if isinstance(data, dict) and "annotations" in data:
         data = data["annotations"]
     out: Dict[Any, list] = {}
@@ -228,6 +235,10 @@ def load_file_boxes(path: str, records: Sequence[dict]) -> Dict[Any, list]:
             out.setdefault(image_id, []).extend(rows)
     else:
         raise ObjcropError(f"{path}: expected a COCO detections list or an {{image: [[x, y, w, h], ...]}} object")
+    return _matched(path, out, unmatched)
+
+
+def _matched(path: str, out: Dict[Any, list], unmatched: int) -> Dict[Any, list]:
     if not out:
         raise ObjcropError(f"{path}: none of its images match the dataset's image ids or file names")
     if unmatched:

@@ -30,8 +30,9 @@ def get_proposals_cfg() -> CfgNode:
     # Folder with OpenCV's trained BING model (opencv_contrib modules/saliency/samples/
     # ObjectnessTrainedModel); required by METHOD bing.
     cfg.PROPOSALS.BING_MODEL = ""
-    # METHOD file: COCO detections json ([{image_id, bbox, score}]) or
-    # {image id or file name: [[x, y, w, h(, score)], ...]}.
+    # METHOD file: COCO detections json ([{image_id, bbox, score}]),
+    # {image id or file name: [[x, y, w, h(, score)], ...]}, or a `.npy` file with object-cropping-ssl's
+    # released boxes (layouts in objcrop/pretrain/proposals/released_boxes.py).
     cfg.PROPOSALS.FILE = ""
 
     cfg.DATA = CfgNode()
@@ -50,6 +51,10 @@ def get_proposals_cfg() -> CfgNode:
     cfg.FILTER.AREA = None                # [MIN, MAX] box area / image area
     cfg.FILTER.NMS = None                 # non-maximum suppression IoU threshold; null = off
     cfg.FILTER.TOP_K = None               # keep the K best-scored boxes per image; null = all
+    # Where TOP_K counts, always in the method's own ranking (its scores, ties in its order): False = the
+    # K best of the boxes that pass the filters and NMS (objcrop's); True = the K first boxes the method
+    # ranks, taken before any filter (the paper's "top 10 BING boxes"; the filters then see those K only).
+    cfg.FILTER.TOP_K_FIRST = False
 
     cfg.COMPUTE = CfgNode()
     # Worker processes, one image each at a time (the store is the same for any number).
@@ -75,8 +80,10 @@ COMPUTE_FLAGS = (
     Flag("--superpixels", "PROPOSALS.SUPERPIXELS", "SLIC segments for saliency-rbd / -gs / -mc", {"type": int}),
     Flag("--bing-model", "PROPOSALS.BING_MODEL", "folder with OpenCV's trained BING model (opencv_contrib "
          "modules/saliency/samples/ObjectnessTrainedModel); required by --method bing"),
-    Flag("--file", "PROPOSALS.FILE", "--method file: COCO detections json ([{image_id, bbox, score}]) "
-         "or {image id or file name: [[x, y, w, h(, score)], ...]}"),
+    Flag("--file", "PROPOSALS.FILE", "--method file: COCO detections json ([{image_id, bbox, score}]), "
+         "{image id or file name: [[x, y, w, h(, score)], ...]}, or a .npy of object-cropping-ssl's released boxes "
+         "(COCO {'<dir>/<image>_<rank>.jpg': [x1, y1, x2, y2]}; OpenImages {id: {'data': rows}}, "
+         "row[4:8] = x1, x2, y1, y2 normalised)"),
 )
 
 # Applied in original pixels; none = the method's default (SoCo's for unsupervised methods, none for gt and file).
@@ -90,6 +97,8 @@ FILTER_FLAGS = (
          {"type": float, "nargs": 2, "metavar": ("MIN", "MAX")}),
     Flag("--nms", "FILTER.NMS", "non-maximum suppression IoU threshold (off)", {"type": float}),
     Flag("--top-k", "FILTER.TOP_K", "keep the K best-scored boxes per image (all)", {"type": int}),
+    Flag("--top-k-first", "FILTER.TOP_K_FIRST", "take --top-k in the method's raw ranking before any filter "
+         "(the paper's top-10 BING boxes), not among the boxes that pass the filters", {"action": "store_true"}),
 )
 
 REQUIRED = {"DATA.DATASET": "--dataset", "PROPOSALS.METHOD": "--method", "OUTPUT_FILE": "--out"}
@@ -121,7 +130,8 @@ def box_filter(cfg: CfgNode) -> BoxFilter:
     return BoxFilter(min_size=given(f.MIN_SIZE, base.min_size, float),
                      min_size_fraction=given(f.MIN_SIZE_FRACTION, base.min_size_fraction, float),
                      aspect_ratio=given(f.ASPECT_RATIO, base.aspect_ratio, float), area=given(f.AREA, base.area, float),
-                     nms_iou=given(f.NMS, None, float), top_k=given(f.TOP_K, None, int))
+                     nms_iou=given(f.NMS, None, float), top_k=given(f.TOP_K, None, int),
+                     top_k_first=bool(f.TOP_K_FIRST))
 
 
 def method_spec(cfg: CfgNode) -> MethodSpec:

@@ -3,6 +3,16 @@
 Defaults follow SoCo (Wei et al. 2021): both sides at least 32 px, aspect ratio w/h in
 [1/3, 3]. Then an optional relative-area range, non-maximum suppression and top-k by score.
 
+The method's own ranking is its scores, highest first, ties in the order the method returned
+the boxes (every method returns them best first; a stable sort keeps that). Top-k always counts
+in that ranking. Where it is taken is a choice (`top_k_first`):
+
+* False (objcrop's default, as before): the K best-ranked boxes among those that pass the
+  filters and NMS, so an image keeps K boxes when K pass;
+* True (the paper's reference mode, object-cropping-ssl's "top 10 BING boxes"): the K first
+  boxes of the method's ranking, before anything else (clipping, size / aspect filters, NMS) can
+  drop or reorder one; the filters then act on those K only, so fewer may remain.
+
 SoCo's 32 px assume COCO's ~640-px images (1/20 of the side); on the 96-px embedded images
 it would remove almost every object. So the minimum side is also capped at a fraction of the
 image's shorter side (min_size_fraction, 0.1 by default; 0 turns the cap off).
@@ -21,9 +31,15 @@ class BoxFilter:
     area: Tuple[float, float] = (0.0, 1.0)   # box area / image area
     nms_iou: Optional[float] = None          # None: no NMS
     top_k: Optional[int] = None              # None: keep all
+    top_k_first: bool = False                # True: top-k of the method's raw ranking, before the filters
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.top_k_first:
+            # stores written before this key existed hold no such field: their meta, and so the resume
+            # check, stay the same for the default
+            del d["top_k_first"]
+        return d
 
     def min_side(self, width: int, height: int) -> float:
         if self.min_size_fraction > 0:
@@ -31,6 +47,9 @@ class BoxFilter:
         return self.min_size
 
     def __call__(self, boxes: np.ndarray, scores: np.ndarray, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
+        if self.top_k_first and self.top_k is not None:
+            boxes, scores = ranked(boxes, scores)
+            boxes, scores = boxes[: self.top_k], scores[: self.top_k]
         boxes, scores = clip_boxes(boxes, scores, width, height)
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         min_side = self.min_side(width, height)
@@ -39,10 +58,7 @@ class BoxFilter:
         keep &= (ratio >= self.aspect_ratio[0] - 1e-6) & (ratio <= self.aspect_ratio[1] + 1e-6)
         rel_area = (w * h) / float(width * height)
         keep &= (rel_area >= self.area[0]) & (rel_area <= self.area[1] + 1e-9)
-        boxes, scores = boxes[keep], scores[keep]
-        # Highest score first; ties keep the method's order (stable) so the result is deterministic.
-        order = np.argsort(-scores, kind="stable")
-        boxes, scores = boxes[order], scores[order]
+        boxes, scores = ranked(boxes[keep], scores[keep])
         if self.nms_iou is not None and len(boxes) > 1:
             keep = nms(boxes, self.nms_iou)
             boxes, scores = boxes[keep], scores[keep]
@@ -53,6 +69,14 @@ class BoxFilter:
 
 # (an aspect-ratio bound of 1e9 rather than inf keeps the meta plain json)
 NO_FILTER = BoxFilter(min_size=0.0, min_size_fraction=0.0, aspect_ratio=(0.0, 1e9), area=(0.0, 1.0))
+
+
+def ranked(boxes, scores) -> Tuple[np.ndarray, np.ndarray]:
+    """The method's ranking: highest score first, ties in the method's order (stable: deterministic)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    return boxes[order], scores[order]
 
 
 def clip_boxes(boxes, scores, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,8 @@
     saliency-gs            Wei et al. ECCV 2012                    |  foreground mask kept
     saliency-mc            Jiang et al. ICCV 2013                 /
     bing                   OpenCV ObjectnessBING with the user's trained model folder
-    file                   boxes the user already has (COCO detections json or {image: [[x,y,w,h],...]})
+    file                   boxes the user already has (COCO detections json, {image: [[x,y,w,h],...]}, or
+                           object-cropping-ssl's released .npy dicts: released_boxes.py)
 
 Image methods run on a copy downscaled so that its longer side is at most `max_side`; boxes
 are mapped back to the original image, masks are kept at the computed size with the
