@@ -109,11 +109,12 @@ def registered_section(prereg: Optional[dict], studies: Studies, path: str) -> s
     parts = [f"""## Registered comparisons (docs/preregistration.md)
 
 The hypotheses of the registration (`{path}`), each read only when both of its arms hold all
-{prereg['seeds_per_arm']} registered seeds. Δ: arm minus random crops, with its 95 % confidence
-interval (Welch–Satterthwaite); Holm: over the {len(prereg['hypotheses'])} registered hypotheses
-(one without a result counts as p = 1); permutation p: exact over every relabelling of the seeds,
-or seeded Monte-Carlo beyond {stats.MAX_EXACT} (report/stats.py). Supported: Δ > 0 and both Holm
-p-values below {prereg['alpha']}. These rows are left out of the sections' exploratory tables.
+{prereg['seeds_per_arm']} registered seeds (fixed n, no peeking). Δ: the arm minus random crops,
+with its 95 % confidence interval (Welch–Satterthwaite). Holm: over the {len(prereg['hypotheses'])}
+registered hypotheses, one without a result counting as p = 1. Permutation p: exact over every
+relabelling of the seeds, or {stats.DRAWS} seeded Monte-Carlo relabellings beyond {stats.MAX_EXACT}
+(report/stats.py). Supported: Δ > 0 and both Holm p-values below {prereg['alpha']}. These rows are
+left out of the sections' exploratory tables.
 
 Primary, {prereg['primary_column']}:
 
