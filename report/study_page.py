@@ -128,7 +128,8 @@ kNN mAP:
 
 Not registered: each p is uncorrected, and a p below 0.05 here is a lead, not a finding (see
 "Registered comparisons" and docs/preregistration.md). Δ: the difference of means with its 95 %
-CI (Welch–Satterthwaite); permutation p: exact over every relabelling of the seeds.
+CI (Welch–Satterthwaite); permutation p: exact over every relabelling of the seeds. The unit is
+the pretraining run: detection scores are averaged over its fine-tuning seeds first.
 
 Probe mAP:
 

@@ -24,8 +24,10 @@ Row = Tuple[str, str, str, str]  # method, policy, proposals, epochs ("" for ref
 
 def study_values(study: str) -> Tuple[Dict[Row, Dict[str, List[float]]], Dict[Row, str]]:
     """From the report's runs.csv, in one pass: (method, policy, proposals, epochs) -> column ->
-    per-run values, and the same key -> the backbone architecture(s) of its runs."""
-    out: Dict[Row, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    one value per pretraining run, and the same key -> the backbone architecture(s) of its runs.
+    The unit is the pretraining run: a checkpoint fine-tuned with several detection seeds gives the
+    mean over them, since those runs share one pretraining and are not independent replicates."""
+    units: Dict[Row, Dict[str, Dict[str, List[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     arches: Dict[Row, set] = defaultdict(set)
     path = os.path.join(study, "report", "runs.csv")
     if os.path.isfile(path):
@@ -34,7 +36,12 @@ def study_values(study: str) -> Tuple[Dict[Row, Dict[str, List[float]]], Dict[Ro
                 key = (row["method"], row["policy"], row["proposals"], row["epochs"])
                 arches[key].add(row.get("arch") or "")
                 if row["status"] == "ok" and row["value"] not in ("", None) and not row["flag"]:
-                    out[key][row["column"]].append(float(row["value"]))
+                    unit = row.get("pretrain_seed") or row["run_dir"]
+                    units[key][row["column"]][unit].append(float(row["value"]))
+    out: Dict[Row, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    for key, cols in units.items():
+        for column, by_unit in cols.items():
+            out[key][column] = [statistics.mean(v) for v in by_unit.values()]
     return out, {k: "/".join(sorted(v)) for k, v in arches.items()}
 
 

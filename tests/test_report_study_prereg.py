@@ -133,3 +133,21 @@ def test_power_is_exact_against_the_normal_approximation():
     assert power.welch_power(1.0, 2.0, 2.0, 200, 0.05) == pytest.approx(norm.cdf(1.0 / se - norm.ppf(0.975)), abs=2e-3)
     n = power.seeds_needed(4.4, 2.88, 2.88, 0.0125, 0.8)
     assert power.welch_power(4.4, 2.88, 2.88, n, 0.0125) >= 0.8 > power.welch_power(4.4, 2.88, 2.88, n - 1, 0.0125)
+
+
+def test_the_unit_is_the_pretraining_run(tmp_path):
+    """Two fine-tuning seeds of one checkpoint are one replicate (their mean), not two."""
+    import csv
+
+    (tmp_path / "report").mkdir()
+    header = ["run_dir", "stage", "status", "method", "policy", "proposals", "epochs", "arch", "pretrain_data",
+              "pretrain_seed", "seed", "column", "value", "flag"]
+    rows = [[f"r{ps}{s}", "detect", "ok", "moco_v2", "random", "none", "3", "resnet18", "synth:train", ps, s,
+             "VOC AP50 (voc:test)", v, ""] for ps, s, v in [(0, 0, 4.0), (0, 1, 6.0), (1, 0, 7.0), (1, 1, 9.0)]]
+    rows.append(["p0", "probe", "ok", "moco_v2", "random", "none", "3", "resnet18", "synth:train", 0, 0, P, 40.0, ""])
+    with open(tmp_path / "report" / "runs.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header] + rows)
+    values, arches = study_tables.study_values(str(tmp_path))
+    key = ("moco_v2", "random", "none", "3")
+    assert values[key]["VOC AP50 (voc:test)"] == [5.0, 8.0] and values[key][P] == [40.0]
+    assert arches[key] == "resnet18"
