@@ -55,9 +55,10 @@ def get_pretrain_cfg() -> CfgNode:
     # Momentum of the key encoder, and the softmax temperature (MoCo-v2: 0.999, 0.2).
     cfg.PRETRAIN.MOCO.M = 0.999
     cfg.PRETRAIN.MOCO.T = 0.2
-    # Shuffle-BN groups per process: the batch is forwarded in this many BN groups, the keys in a
-    # shuffled order, so a query and its key never share batch statistics. 0 = auto: 1 under DDP
-    # (MoCo's one group per GPU, shuffled across processes), else max(2, per-process batch // 32).
+    # Shuffle-BN groups per process: BN normalises the batch in this many groups (in one forward pass,
+    # as MoCo's single-GPU demo does), the keys in a shuffled order, so a query and its key never share
+    # batch statistics. 0 = auto: 1 under DDP (MoCo's one group per GPU, shuffled across processes),
+    # else max(2, per-process batch // 32).
     cfg.PRETRAIN.MOCO.BN_SPLITS = 0
 
     cfg.PRETRAIN.BYOL = CfgNode()

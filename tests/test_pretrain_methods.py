@@ -282,3 +282,103 @@ def test_byol_regresses_each_prediction_onto_the_other_views_target():
     same = byol_loss(p1, z1) + byol_loss(p2, z2)
     torch.testing.assert_close(loss, cross, rtol=1e-5, atol=1e-6)
     assert abs(float(same) - float(cross)) > 1e-2  # the two pairings give different losses here
+
+
+# ---------------------------------------------------------------- shuffle-BN in one pass (issue 22)
+def _split_and_chunked(bn_splits, head_bn=True, K=16):
+    """A MoCo with one-pass split BN, and its twin on the chunked path objcrop had: plain BN layers,
+    each encoder forwarded as x.chunk(bn_splits), one chunk after another."""
+    import copy
+
+    from objcrop.pretrain.methods.split_bn import SplitBatchNorm1d, SplitBatchNorm2d
+
+    torch.manual_seed(0)
+    split = MoCoV2("resnet18", dim=8, K=K, m=0.9, T=0.2, mlp_hidden=16, bn_splits=bn_splits, head_bn=head_bn)
+    chunked = copy.deepcopy(split)
+    for module in chunked.modules():
+        if isinstance(module, (SplitBatchNorm1d, SplitBatchNorm2d)):
+            module.num_splits = 1  # plain BatchNorm
+    chunked._encode_in_bn_groups = lambda enc, x: torch.cat([enc(c) for c in x.chunk(bn_splits)], dim=0)
+    return split, chunked
+
+
+def _bn_buffers(encoder):
+    return {k: v for k, v in encoder.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+@pytest.mark.parametrize("n,bn_splits", [(8, 2), (12, 4), (10, 3)])
+def test_split_bn_in_one_pass_equals_forwarding_the_chunks(n, bn_splits):
+    """Guards against a one-pass split BN that groups other samples than the chunks (the demo's n mod S
+    without the reorder), pools the statistics of all groups, averages the running statistics instead
+    of updating them as S sequential BN calls do, or forgets to restore the batch order. Outputs,
+    gradients and running statistics must equal the chunked path's, in train and in eval mode; the
+    batch of 10 in 3 groups (uneven chunks) takes the per-layer chunk fallback."""
+    split, chunked = _split_and_chunked(bn_splits)
+    x = torch.randn(n, 3, 32, 32)
+    for mode in ("train", "eval"):
+        getattr(split, mode)(), getattr(chunked, mode)()
+        y_split = split._encode_in_bn_groups(split.encoder_q, x)
+        y_chunk = chunked._encode_in_bn_groups(chunked.encoder_q, x)
+        torch.testing.assert_close(y_split, y_chunk, rtol=1e-5, atol=1e-5)
+        if mode == "train":
+            y_split.pow(2).sum().backward()
+            y_chunk.pow(2).sum().backward()
+            # float32 sums in another order: compared relative to the largest gradient (a Linear bias
+            # before BN has a gradient of 0 in exact arithmetic, i.e. noise on both paths)
+            scale = max(float(p.grad.abs().max()) for p in chunked.encoder_q.parameters())
+            for (name, a), b in zip(split.encoder_q.named_parameters(), chunked.encoder_q.parameters()):
+                torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+        ours, theirs = _bn_buffers(split.encoder_q), _bn_buffers(chunked.encoder_q)
+        assert ours.keys() == theirs.keys() and any("fc." in k for k in ours)  # the head's BN1d too
+        for k in ours:
+            torch.testing.assert_close(ours[k], theirs[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_split_bn_keeps_the_groups_statistics_apart():
+    """Guards against one-pass BN silently normalising over the whole batch: in train mode the grouped
+    outputs differ from a whole-batch forward, and a group's outputs depend on its members only."""
+    split, _ = _split_and_chunked(2)
+    x = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        grouped = split._encode_in_bn_groups(split.encoder_q, x)
+        x2 = x.clone()
+        x2[4:] = torch.randn(4, 3, 32, 32)  # change the second group only
+        grouped2 = split._encode_in_bn_groups(split.encoder_q, x2)
+        from objcrop.pretrain.methods.split_bn import SplitBatchNorm2d
+        for m in split.encoder_q.modules():
+            if isinstance(m, SplitBatchNorm2d):
+                m.num_splits = 1
+        whole = split.encoder_q(x)
+    torch.testing.assert_close(grouped[:4], grouped2[:4], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(grouped, whole, atol=1e-4)
+
+
+def test_split_bn_state_dict_keys_are_torchvisions():
+    """Guards against the split layers renaming or adding state: checkpoints, resume and the exported
+    ResNet must keep torchvision's keys."""
+    split = tiny_moco(bn_splits=2)
+    plain = tiny_moco(bn_splits=1)
+    assert split.state_dict().keys() == plain.state_dict().keys()
+    split.load_state_dict(plain.state_dict())
+
+
+def test_moco_losses_over_steps_equal_the_chunked_paths():
+    """The training itself: three MoCo steps (shuffled keys, queue, momentum update, SGD) give the
+    chunked path's losses to rel 1e-5."""
+    split, chunked = _split_and_chunked(2, head_bn=False)
+    losses = {}
+    for name, model in (("split", split), ("chunked", chunked)):
+        model.train()
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
+        g = torch.Generator().manual_seed(1)
+        losses[name] = []
+        for step in range(3):
+            x1, x2 = torch.randn(8, 3, 32, 32, generator=g), torch.randn(8, 3, 32, 32, generator=g)
+            torch.manual_seed(step)  # the same key shuffle on both paths
+            out = model(x1, x2)
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+            losses[name].append(float(out["loss"]))
+    assert losses["split"] == pytest.approx(losses["chunked"], rel=1e-5)
+    assert len(set(losses["split"])) == 3  # the steps changed something

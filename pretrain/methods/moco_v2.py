@@ -1,9 +1,11 @@
 """MoCo-v2 (He et al. 2020; Chen et al. 2020), after moco/builder.py, with a single-process path.
 
 Differences from the reference builder, each for a failure users hit with it:
-* shuffle-BN also without DDP: the batch is forwarded in `bn_splits` BN groups and the keys in a
+* shuffle-BN also without DDP: the batch is normalised in `bn_splits` BN groups and the keys in a
   shuffled order, so a query and its positive key never share batch statistics (the statistics
-  would otherwise leak the pairing and the pretext task becomes trivial);
+  would otherwise leak the pairing and the pretext task becomes trivial). The groups are computed
+  in one forward pass (methods/split_bn.py, after MoCo's single-GPU demo), with the statistics and
+  running averages that forwarding the `bn_splits` chunks one after another would give;
 * the queue wraps around, so a batch that does not divide K (or a short batch) is fine.
 """
 import copy
@@ -14,6 +16,7 @@ from torch import nn
 
 from objcrop.pretrain.distributed import broadcast_, concat_all_gather, get_rank, get_world_size
 from objcrop.pretrain.methods.losses import embedding_spread, moco_loss
+from objcrop.pretrain.methods.split_bn import convert_to_split_bn, interleave_groups
 from objcrop.pretrain.models import build_resnet, mlp_head
 
 
@@ -38,6 +41,8 @@ class MoCoV2(nn.Module):
 
         self.encoder_q, width = build_resnet(arch)
         self.encoder_q.fc = mlp_head(width, mlp_hidden, dim, batch_norm=head_bn)
+        if self.bn_splits > 1:  # same state-dict keys: checkpoints and the exported ResNet are unchanged
+            convert_to_split_bn(self.encoder_q, self.bn_splits)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for param_k in self.encoder_k.parameters():
             param_k.requires_grad = False  # updated by momentum, not by gradient
@@ -54,7 +59,7 @@ class MoCoV2(nn.Module):
     def log_setup(self, logger, world_size: int) -> None:
         """State the queue, momentum, temperature and shuffle-BN groups once, at the start of a run."""
         logger.info(f"MoCo-v2: K={self.K} m={self.m} T={self.T}; shuffle-BN with {self.bn_splits} "
-                    f"BN group(s) per process x {world_size} process(es)")
+                    f"BN group(s) per process (one forward pass) x {world_size} process(es)")
         if self.bn_splits == 1 and world_size == 1:
             logger.warning("MoCo-v2 in one process with PRETRAIN.MOCO.BN_SPLITS 1: queries and keys share "
                            "BN statistics (no shuffle-BN); use BN_SPLITS >= 2")
@@ -81,10 +86,15 @@ class MoCoV2(nn.Module):
         self.queue_ptr[0] = (ptr + keys.shape[0]) % self.K
 
     def _encode_in_bn_groups(self, encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Forward `x` as `bn_splits` separate batches: BN statistics are per group."""
-        if self.bn_splits == 1:
+        """`encoder(x)` with BN statistics per group, the groups being x.chunk(bn_splits); one pass.
+
+        The split BN layers group sample n with the samples n + S, n + 2S, ...; the batch is reordered
+        so that those are the members of one chunk, and the outputs are put back in order."""
+        s, n = self.bn_splits, x.shape[0]
+        if s == 1 or not encoder.training or n % s:  # eval BN is per-sample; an uneven batch is chunked by the layers
             return encoder(x)
-        return torch.cat([encoder(chunk) for chunk in x.chunk(self.bn_splits)], dim=0)
+        order = interleave_groups(n, s, x.device)
+        return encoder(x[order])[torch.argsort(order)]
 
     @torch.no_grad()
     def _shuffled_order(self, n: int, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,89 @@
+"""Split BatchNorm: per-group batch statistics in one BatchNorm call (MoCo's single-GPU shuffle-BN).
+
+MoCo's own single-GPU demo (facebookresearch/moco, colab/moco_cifar10_demo.ipynb, `SplitBatchNorm`)
+simulates S GPUs by reshaping an N x C x ... batch to N/S x (S*C) x ...: sample n then lands in
+channel group n mod S, so one BatchNorm call normalises each group with its own statistics. Forwarding
+the whole batch once instead of S chunks keeps the convolutions at full batch size, which is where
+the time goes (issue 22: 0.83x the bare ResNet step with chunks).
+
+Two things differ from the demo, both so that the result equals forwarding S contiguous chunks one
+after another (the path objcrop had, and the equality its tests pin):
+* groups are contiguous chunks, not residues mod S: the caller reorders the batch once
+  (`interleave_groups`) and restores the order after the encoder; every other layer is per-sample;
+* the running statistics are updated as S sequential BN calls would update them (the demo averages
+  the S groups' updates), and num_batches_tracked advances by S.
+A batch that S does not divide is forwarded in the same chunks x.chunk(S) would give, one by one.
+In eval mode the layer is plain BatchNorm.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _SplitBatchNorm:
+    """Mixed into nn.BatchNorm1d / nn.BatchNorm2d: same parameters, buffers and state-dict keys."""
+
+    num_splits: int = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, n = self.num_splits, x.shape[0]
+        if not self.training or s == 1:
+            return super().forward(x)
+        if n % s:  # unequal groups cannot share one call: the chunks, in turn (same statistics)
+            return torch.cat([super(_SplitBatchNorm, self).forward(c) for c in x.chunk(s)], dim=0)
+        return self._one_pass(x, s)
+
+    def _one_pass(self, x: torch.Tensor, s: int) -> torch.Tensor:
+        c = x.shape[1]
+        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        grouped = x.reshape(x.shape[0] // s, s * c, *x.shape[2:])  # a view for contiguous input
+        tracking = self.running_mean is not None
+        # momentum 1.0 into zeroed buffers: they come back holding each group's batch mean and unbiased var
+        mean_g = torch.zeros(s * c, device=x.device, dtype=self.running_mean.dtype) if tracking else None
+        var_g = torch.ones(s * c, device=x.device, dtype=self.running_var.dtype) if tracking else None
+        weight = self.weight.repeat(s) if self.weight is not None else None
+        bias = self.bias.repeat(s) if self.bias is not None else None
+        y = F.batch_norm(grouped, mean_g, var_g, weight, bias, True, 1.0, self.eps).reshape(x.shape)
+        if tracking:
+            self._update_running_stats(mean_g.view(s, c), var_g.view(s, c))
+        return y.contiguous(memory_format=torch.channels_last) if channels_last else y
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean_g: torch.Tensor, var_g: torch.Tensor) -> None:
+        """What S sequential BN calls on groups 0..S-1 leave in the buffers."""
+        for g in range(mean_g.shape[0]):
+            self.num_batches_tracked.add_(1)
+            f = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            self.running_mean.mul_(1.0 - f).add_(mean_g[g], alpha=f)
+            self.running_var.mul_(1.0 - f).add_(var_g[g], alpha=f)
+
+
+class SplitBatchNorm1d(_SplitBatchNorm, nn.BatchNorm1d):
+    pass
+
+
+class SplitBatchNorm2d(_SplitBatchNorm, nn.BatchNorm2d):
+    pass
+
+
+_SPLIT_CLASS = {nn.BatchNorm1d: SplitBatchNorm1d, nn.BatchNorm2d: SplitBatchNorm2d}
+
+
+def convert_to_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
+    """`module` with every BatchNorm1d/2d replaced by its split twin (weights and buffers kept)."""
+    for name, child in module.named_children():
+        cls = _SPLIT_CLASS.get(type(child))
+        if cls is None:
+            convert_to_split_bn(child, num_splits)
+            continue
+        split = cls(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+        split.load_state_dict(child.state_dict())
+        split.num_splits = num_splits
+        setattr(module, name, split)
+    return module
+
+
+def interleave_groups(n: int, num_splits: int, device: torch.device) -> torch.Tensor:
+    """The batch order in which one-pass group n mod S holds contiguous chunk S of the original order:
+    x[order][i*S + g] = x[g*(N/S) + i]."""
+    return torch.arange(n, device=device).view(num_splits, n // num_splits).t().reshape(-1)
