@@ -123,7 +123,8 @@ def _numpy_global(module: str, name: str):
             return getattr(importlib.import_module(candidate), name)
         except (ImportError, AttributeError):
             continue
-    raise pickle.UnpicklingError(f"{module}.{name} is not available in numpy {importlib.import_module('numpy').__version__}")
+    numpy_version = importlib.import_module("numpy").__version__
+    raise pickle.UnpicklingError(f"{module}.{name} is not available in numpy {numpy_version}")
 
 
 class RestrictedUnpickler(pickle.Unpickler):

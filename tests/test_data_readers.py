@@ -148,29 +148,34 @@ def test_coco_reader_maps_categories_to_contiguous_ids(coco):
     assert multilabel_targets(records, 2).tolist() == [[0, 1], [1, 0]]
 
 
-@pytest.mark.parametrize("breakage, message", [
-    (lambda d: d["images"][1].update(file_name="missing.jpg"), r"image 2: file .*missing\.jpg not found"),
-    (lambda d: d["annotations"][0].update(bbox=[5, 5, -3, 10]), r"annotation 10 \(image 1\).*non-positive size"),
-    (lambda d: d["annotations"][0].update(bbox=[5, 5, 0, 10]), r"annotation 10 \(image 1\).*non-positive size"),
-    (lambda d: d["annotations"][0].update(bbox=[50, 5, 20, 10]), r"annotation 10 \(image 1\).*outside the 60x40 image"),
-    (lambda d: d["annotations"][1].update(category_id=99), r"annotation 11 has unknown category id 99"),
-    (lambda d: d["annotations"][1].update(image_id=5), r"annotation 11 refers to unknown image id 5"),
-    (lambda d: d.update(images=[], annotations=[]), r"empty dataset"),
+@pytest.mark.parametrize("breakage, message, strict_only", [
+    (lambda d: d["images"][1].update(file_name="missing.jpg"), r"image 2: file .*missing\.jpg not found", False),
+    (lambda d: d["annotations"][0].update(bbox=[5, 5, -3, 10]), r"annotation 10 \(image 1, a.jpg\).*non-positive size", True),
+    (lambda d: d["annotations"][0].update(bbox=[5, 5, 0, 10]), r"annotation 10 \(image 1, a.jpg\).*non-positive size", True),
+    (lambda d: d["annotations"][0].update(bbox=[50, 5, 20, 10]), r"annotation 10 \(image 1, a.jpg\).*outside the 60x40 image", False),
+    (lambda d: d["annotations"][1].update(category_id=99), r"annotation 11 has unknown category id 99", False),
+    (lambda d: d["annotations"][1].update(image_id=5), r"annotation 11 refers to unknown image id 5", False),
+    (lambda d: d.update(images=[], annotations=[]), r"empty dataset", False),
 ])
-def test_coco_bad_input_names_json_and_id(coco, breakage, message):
+def test_coco_bad_input_names_json_and_id(coco, breakage, message, strict_only):
+    """Structural faults stop in both modes; degenerate boxes only with strict (by default they are dropped)."""
     tmp_path, data = coco
     breakage(data)
     name, path = _write(tmp_path, data)
-    with pytest.raises(DatasetError, match=message) as err:
-        load_dataset(name)
-    assert str(err.value).startswith(path)
+    for strict in (True,) if strict_only else (False, True):
+        with pytest.raises(DatasetError, match=message) as err:
+            load_dataset(name, strict=strict)
+        assert str(err.value).startswith(path)
 
 
 def test_coco_box_within_one_pixel_tolerance_is_accepted(coco):
     tmp_path, data = coco
     data["annotations"][1]["bbox"] = [0, 0, 30.8, 50.5]
-    records, _ = load_dataset(_write(tmp_path, data)[0])
-    assert records[1]["annotations"][0]["bbox"] == [0, 0, 30.8, 50.5]
+    records, _ = load_dataset(_write(tmp_path, data)[0], strict=True)
+    assert records[1]["annotations"][0]["bbox"] == [0, 0, 30.8, 50.5]  # strict: as written
+    records, meta = load_dataset(_write(tmp_path, data)[0])
+    assert records[1]["annotations"][0]["bbox"] == [0, 0, 30, 50]  # default: clipped to the 30x50 image
+    assert meta["quirks"] == {"clipped": 1}
 
 
 def test_coco_malformed_json_names_the_file(tmp_path):
@@ -256,7 +261,7 @@ def test_openimages_bad_inputs_name_the_file(openimages):
     good = boxes.read_text()
     boxes.write_text(good + "img2,xclick,/m/01yrx,1,0.8,0.2,0.1,0.3,0,0,0,0,0\n")
     with pytest.raises(DatasetError, match=r"train-annotations-bbox.csv: row 5 \(image img2\).*non-positive size"):
-        load_dataset(f"openimages:{openimages}:train")
+        load_dataset(f"openimages:{openimages}:train", strict=True)
     boxes.write_text(good + "img2,xclick,/m/nothing,1,0.1,0.2,0.1,0.3,0,0,0,0,0\n")
     with pytest.raises(DatasetError, match=r"row 5 \(image img2\): unknown LabelName '/m/nothing'"):
         load_dataset(f"openimages:{openimages}:train")
@@ -282,7 +287,7 @@ def test_folder_skips_and_counts_corrupt_images_strict_raises(tmp_path, caplog):
     records, meta = load_dataset(f"folder:{d}")
     assert sorted(r["image_id"] for r in records) == ["a.jpg", "c.jpg", os.path.join("sub", "b.png")]
     assert meta["num_skipped"] == 2 and meta["thing_classes"] == [] and "labels" not in records[0]
-    assert any("skipped 2 unreadable" in m for m in caplog.messages)
+    assert [m for m in caplog.messages if "2 unreadable image(s) skipped" in m] == [caplog.messages[-1]]
     with pytest.raises(DatasetError, match=r"broken\.jpg|cut\.jpg"):
         load_dataset(f"folder:{d}", strict=True)
 

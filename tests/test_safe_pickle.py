@@ -86,8 +86,9 @@ def test_every_pkl_objcrop_writes_reads_back(tmp_path):
 def test_model_zoo_and_msra_style_pkls_read(tmp_path, protocol):
     """A detectron2 Model Zoo file (model of numpy arrays, __author__) and a Caffe2/MSRA one ("blobs")."""
     rng = np.random.default_rng(0)
-    zoo = {"model": collections.OrderedDict([("backbone.bottom_up.stem.conv1.weight", rng.random((4, 3, 7, 7), np.float32)),
-                                            ("roi_heads.box_predictor.cls_score.bias", rng.random(21).astype(np.float64))]),
+    model = [("backbone.bottom_up.stem.conv1.weight", rng.random((4, 3, 7, 7), np.float32)),
+             ("roi_heads.box_predictor.cls_score.bias", rng.random(21).astype(np.float64))]
+    zoo = {"model": collections.OrderedDict(model),
            "__author__": "Detectron2 Model Zoo", "matching_heuristics": False, "iteration": np.int64(89999)}
     path = tmp_path / f"model_final_p{protocol}.pkl"
     path.write_bytes(pickle.dumps(zoo, protocol=protocol))

@@ -7,7 +7,7 @@
 
     coco:JSON:IMAGE_DIR    any COCO instances json + image folder
     voc:VOC_DIR:SPLIT      any VOC-layout dir (VOC2007/, the synth set's DIR/voc, ...)
-    openimages:DIR:SPLIT[:IMAGE_ID_LIST]
+    openimages:DIR:SPLIT[:IMAGE_ID_LIST]   IMAGE_ID_LIST: text/csv, or object-cropping-ssl's .npy dicts
     folder:DIR             a plain image folder (no labels; class subfolders give image labels)
     synth:DIR:SPLIT        the embedded dataset in DIR (COCO-evaluated, boxes + masks)
 
@@ -109,7 +109,7 @@ def _load_spec(spec: str, name: str, strict: bool) -> Tuple[List[dict], dict]:
     if kind == "coco":
         from objcrop.datasets.coco import load_coco
 
-        return load_coco(*_split_coco(rest, name))
+        return load_coco(*_split_coco(rest, name), strict=strict)
     if kind == "synth":
         from objcrop.datasets.coco import load_coco
 
@@ -117,19 +117,19 @@ def _load_spec(spec: str, name: str, strict: bool) -> Tuple[List[dict], dict]:
         json_file = os.path.join(d, "annotations", f"instances_{split}.json")
         if not os.path.isdir(d):
             raise DatasetError(f"{d}: embedded dataset directory not found (make one with `objcrop data synth --out {d}`)")
-        return load_coco(json_file, os.path.join(d, "images", split))
+        return load_coco(json_file, os.path.join(d, "images", split), strict=strict)
     if kind == "voc":
         from objcrop.datasets.voc import load_voc
 
-        return load_voc(*_two(rest, name, "voc:VOC_DIR:SPLIT"))
+        return load_voc(*_two(rest, name, "voc:VOC_DIR:SPLIT"), strict=strict)
     if kind == "openimages":
         from objcrop.datasets.openimages import load_openimages
 
         parts = rest.split(":")
         if len(parts) == 2:
-            return load_openimages(parts[0], parts[1])
+            return load_openimages(parts[0], parts[1], strict=strict)
         if len(parts) == 3:
-            return load_openimages(parts[0], parts[1], image_ids_file=parts[2])
+            return load_openimages(parts[0], parts[1], image_ids_file=parts[2], strict=strict)
         raise DatasetError(f"{name}: expected openimages:DIR:SPLIT[:IMAGE_ID_LIST]")
     if kind == "folder":
         from objcrop.datasets.folder import load_folder
@@ -141,7 +141,9 @@ def _load_spec(spec: str, name: str, strict: bool) -> Tuple[List[dict], dict]:
 def load_dataset(name: str, strict: bool = False) -> Tuple[List[dict], dict]:
     """(records, metadata) of a built-in name, a registered name or a spec (docs/INTERFACES.md).
 
-    `strict`: an unreadable image in a plain folder is an error instead of being skipped.
+    Real datasets' quirks (boxes past the border, degenerate boxes, invalid polygons, unreadable
+    images in a plain folder) are repaired and counted in one log line per dataset; `strict=True`
+    refuses them instead (objcrop/datasets/quirks.py). Structural faults stop in both modes.
     """
     source = resolve(name)
     if callable(source):

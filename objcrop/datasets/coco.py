@@ -1,12 +1,13 @@
-"""COCO-format json + image folder → record dicts, validated (no detectron2 import)."""
-import logging
-import os
-from typing import Dict, List, Tuple
+"""COCO-format json + image folder → record dicts, validated (no detectron2 import).
 
+Real files' quirks are repaired and counted, or refused with strict: see objcrop/datasets/quirks.py.
+"""
+import os
+from typing import Dict, List, Optional, Tuple
+
+from objcrop.datasets.quirks import Quirks
 from objcrop.errors import DatasetError, ObjcropError
 from objcrop.io import read_json
-
-BOX_TOLERANCE = 1.0  # pixels a box may stick out of its image (rounding in real annotation tools)
 
 
 def _read(json_file: str) -> dict:
@@ -35,23 +36,30 @@ def _categories(data: dict, json_file: str) -> Tuple[List[str], Dict[int, int]]:
     return [c["name"] for c in cats], {cid: k for k, cid in enumerate(ids)}
 
 
-def _check_box(bbox, img: dict, json_file: str, ann_id) -> None:
-    where = f"{json_file}: annotation {ann_id} (image {img['id']})"
+def _box(bbox, img: dict, where: str, quirks: Quirks) -> Optional[List[float]]:
+    """The annotation's XYWH box, clipped; None when it is dropped (objcrop/datasets/quirks.py)."""
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
         raise DatasetError(f"{where}: bbox must be [x, y, w, h], got {bbox!r}")
-    x, y, w, h = (float(v) for v in bbox)
-    if w <= 0 or h <= 0:
-        raise DatasetError(f"{where}: box {list(bbox)} has non-positive size")
-    W, H = img["width"], img["height"]
-    if x < -BOX_TOLERANCE or y < -BOX_TOLERANCE or x + w > W + BOX_TOLERANCE or y + h > H + BOX_TOLERANCE:
-        raise DatasetError(f"{where}: box {list(bbox)} lies outside the {W}x{H} image")
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: bbox must hold numbers, got {bbox!r}") from None
+    xyxy = quirks.box(x, y, x + w, y + h, img["width"], img["height"], where)
+    if xyxy is None:
+        return None
+    if quirks.strict:  # strict keeps the box exactly as written
+        return [x, y, w, h]
+    return [xyxy[0], xyxy[1], xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]]
 
 
-def _segmentation(segm, where: str):
-    """Polygons detectron2 accepts (≥ 3 points) or a compressed RLE dict; None when no polygon is valid."""
+def _segmentation(segm, img: dict, where: str, quirks: Quirks):
+    """Valid polygons (>= 3 points) or a compressed RLE dict; None when no polygon is valid."""
     if isinstance(segm, dict):
         if "counts" not in segm or "size" not in segm:
             raise DatasetError(f"{where}: RLE segmentation needs 'counts' and 'size'")
+        if list(segm["size"]) != [img["height"], img["width"]]:
+            raise DatasetError(f"{where}: RLE size {list(segm['size'])} is not the image's "
+                               f"[{img['height']}, {img['width']}] (height, width)")
         if isinstance(segm["counts"], list):  # uncompressed RLE (COCO crowd regions), as detectron2 converts it
             from pycocotools import mask as mask_util
 
@@ -59,16 +67,10 @@ def _segmentation(segm, where: str):
         return segm
     if not isinstance(segm, list):
         raise DatasetError(f"{where}: segmentation must be a polygon list or an RLE dict")
-    polygons = [p for p in segm if isinstance(p, list) and len(p) % 2 == 0 and len(p) >= 6]
-    return polygons or None
+    return quirks.polygons(segm, where)
 
 
-def load_coco(json_file: str, image_root: str, check_files: bool = True) -> Tuple[List[dict], dict]:
-    """Records and metadata of a COCO instances json whose `file_name`s are relative to `image_root`."""
-    data = _read(json_file)
-    classes, id_map = _categories(data, json_file)
-    if not data["images"]:
-        raise DatasetError(f"{json_file}: empty dataset (no images)")
+def _images(data: dict, json_file: str, image_root: str, check_files: bool) -> Dict[object, dict]:
     records: Dict[object, dict] = {}
     for img in data["images"]:
         for key in ("id", "file_name", "height", "width"):
@@ -81,29 +83,54 @@ def load_coco(json_file: str, image_root: str, check_files: bool = True) -> Tupl
             raise DatasetError(f"{json_file}: image {img['id']}: file {path} not found")
         records[img["id"]] = {"file_name": path, "image_id": img["id"], "height": img["height"],
                               "width": img["width"], "annotations": []}
+    return records
+
+
+def _annotation(ann: dict, img: dict, id_map: Dict[int, int], json_file: str, quirks: Quirks) -> Optional[dict]:
+    """One record annotation, or None when the annotation is dropped (degenerate box, no valid polygon)."""
+    ann_id = ann.get("id", "?")
+    if ann.get("category_id") not in id_map:
+        raise DatasetError(f"{json_file}: annotation {ann_id} has unknown category id {ann.get('category_id')!r}")
+    where = f"{json_file}: annotation {ann_id} (image {img['id']}, {img['file_name']})"
+    bbox = _box(ann.get("bbox"), img, where, quirks)
+    if bbox is None:
+        return None
+    out = {"bbox": bbox, "bbox_mode": 1, "category_id": id_map[ann["category_id"]],
+           "iscrowd": int(ann.get("iscrowd", 0))}
+    if "segmentation" in ann:
+        segm = _segmentation(ann["segmentation"], img, where, quirks)
+        if segm is None:
+            return None
+        out["segmentation"] = segm
+    return out
+
+
+def load_coco(json_file: str, image_root: str, check_files: bool = True,
+              strict: bool = False) -> Tuple[List[dict], dict]:
+    """Records and metadata of a COCO instances json whose `file_name`s are relative to `image_root`.
+
+    Quirks of real files (boxes past the border, degenerate boxes, invalid polygons) are repaired and
+    counted in one log line, or refused with `strict` (objcrop/datasets/quirks.py).
+    """
+    data = _read(json_file)
+    classes, id_map = _categories(data, json_file)
+    if not data["images"]:
+        raise DatasetError(f"{json_file}: empty dataset (no images)")
+    records = _images(data, json_file, image_root, check_files)
     images = {img["id"]: img for img in data["images"]}
-    dropped = 0
+    quirks = Quirks(json_file, strict)
     for ann in data.get("annotations", []):
-        ann_id = ann.get("id", "?")
         if ann.get("image_id") not in records:
-            raise DatasetError(f"{json_file}: annotation {ann_id} refers to unknown image id {ann.get('image_id')!r}")
-        if ann.get("category_id") not in id_map:
-            raise DatasetError(f"{json_file}: annotation {ann_id} has unknown category id {ann.get('category_id')!r}")
-        img = images[ann["image_id"]]
-        _check_box(ann.get("bbox"), img, json_file, ann_id)
-        out = {"bbox": [float(v) for v in ann["bbox"]], "bbox_mode": 1, "category_id": id_map[ann["category_id"]],
-               "iscrowd": int(ann.get("iscrowd", 0))}
-        if "segmentation" in ann:
-            segm = _segmentation(ann["segmentation"], f"{json_file}: annotation {ann_id}")
-            if segm is None:
-                # detectron2's load_coco_json drops such instances too: a mask model cannot use them.
-                dropped += 1
-                continue
-            out["segmentation"] = segm
-        records[ann["image_id"]]["annotations"].append(out)
-    if dropped:
-        logging.getLogger("objcrop").warning("%s: dropped %d annotations without a valid polygon", json_file, dropped)
+            raise DatasetError(f"{json_file}: annotation {ann.get('id', '?')} refers to unknown image id "
+                               f"{ann.get('image_id')!r}")
+        out = _annotation(ann, images[ann["image_id"]], id_map, json_file, quirks)
+        if out is not None:
+            records[ann["image_id"]]["annotations"].append(out)
+    for img_id, record in records.items():
+        if not record["annotations"]:
+            quirks.note("empty_image", f"image {img_id} ({images[img_id]['file_name']})")
+    quirks.log()
     metadata = {"thing_classes": classes, "thing_dataset_id_to_contiguous_id": id_map,
                 "evaluator_type": "coco", "json_file": os.path.abspath(json_file),
-                "image_root": os.path.abspath(image_root)}
+                "image_root": os.path.abspath(image_root), "quirks": quirks.summary()}
     return list(records.values()), metadata

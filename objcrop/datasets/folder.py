@@ -1,19 +1,18 @@
 """A plain image folder → record dicts without boxes.
 
 Every image below DIR (recursively, sorted) is a record. An image that cannot
-be read is skipped, counted and warned about; `strict=True` makes it an error.
+be read is skipped and counted in one log line (objcrop/datasets/quirks.py);
+`strict=True` makes it an error.
 When all images sit in first-level subfolders (the ImageFolder layout, at
 least two of them) the subfolder names become classes and each record gets
 `labels: [class]`, which a linear probe can use.
 """
-import logging
 import os
 from typing import List, Tuple
 
 from objcrop.datasets.images import IMAGE_EXTENSIONS, verify_image
+from objcrop.datasets.quirks import Quirks
 from objcrop.errors import DatasetError
-
-logger = logging.getLogger("objcrop")
 
 
 def list_images(dirname: str) -> List[str]:
@@ -61,6 +60,7 @@ def load_folder(dirname: str, strict: bool = False, progress: bool = True) -> Tu
     classes = sorted(set(subdirs)) if None not in subdirs and len(set(subdirs)) >= 2 else []
     index = {c: k for k, c in enumerate(classes)}
     records, skipped = [], []
+    quirks = Quirks(dirname, strict)
     for path, rel, sub in tqdm(list(zip(paths, rels, subdirs)), desc=f"checking {os.path.basename(dirname)}",
                                unit="img", disable=not progress or len(paths) < 2000):
         try:
@@ -69,16 +69,16 @@ def load_folder(dirname: str, strict: bool = False, progress: bool = True) -> Tu
             if strict:
                 raise
             skipped.append(str(e))
+            quirks.note("unreadable_image", str(e))
             continue
         record = {"file_name": os.path.abspath(path), "image_id": rel, "height": height, "width": width,
                   "annotations": []}
         if classes:
             record["labels"] = [index[sub]]
         records.append(record)
-    if skipped:
-        logger.warning("%s: skipped %d unreadable image(s) of %d, e.g. %s", dirname, len(skipped), len(paths), skipped[0])
+    quirks.log()  # one line: "N unreadable image(s) skipped (e.g. FILE: why)"
     if not records:
         raise DatasetError(f"{dirname}: empty dataset (all {len(paths)} images unreadable)")
     metadata = {"thing_classes": classes, "evaluator_type": None, "dirname": os.path.abspath(dirname),
-                "num_skipped": len(skipped), "skipped": skipped}
+                "num_skipped": len(skipped), "skipped": skipped, "quirks": quirks.summary()}
     return records, metadata

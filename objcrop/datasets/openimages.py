@@ -14,18 +14,44 @@
 
 SPLIT is OpenImages' own name: train, validation or test. Without an image-id
 list the dataset is every image that has a human-verified label or a box; with
-one (`openimages:DIR:SPLIT:LIST`, one ImageID a line, a csv whose first column
-is ImageID works too) exactly the listed images, as for the paper's 212,753-image
-subset. `labels` are the human-verified positives (Confidence 1) plus every
-boxed class; boxes are converted from normalised to absolute pixels
-(IsGroupOf boxes become iscrowd=1).
+one (`openimages:DIR:SPLIT:LIST`) exactly the listed images, in the list's order.
+`labels` are the human-verified positives (Confidence 1) plus every boxed class.
+
+Image-id lists: a text file (one ImageID a line, or a csv whose first column is
+ImageID) or a `.npy` dictionary of the paper's released code
+(github.com/shlokk/object-cropping-ssl, README "Preparation": five dicts in its
+Google Drive folder, read there with `np.load(..., allow_pickle=True).item()`):
+  images_selected_new.npy                 {ImageID: [LabelName, ...]}: the 212,753-image
+                                          OpenImages subset (OHMS, 208 classes) for pretraining
+                                          and the probe's training set (train split)
+  images_selected_with_all_features.npy   {ImageID: {"data": [bbox csv row, ...]}}: the same
+                                          images with their boxes (row[4:8] = XMin, XMax, YMin, YMax)
+  images_selected_test_40k.npy            {ImageID: [LabelName, ...]}: the probe's test images
+The ImageIDs are the dictionary's keys, in file order; labels and boxes still come
+from the official csv files, so give the split the images live in
+(`openimages:DIR:train:images_selected_new.npy`). objcrop never runs np.load with
+allow_pickle: the pickled dictionary is read with objcrop.io's restricted unpickler
+(dicts, lists, str, numbers, numpy arrays), and a file naming anything else is
+refused with the global it names. To convert one for other tools:
+`python -c "import numpy as np; print(*np.load('F.npy', allow_pickle=True).item(), sep='\\n')" > ids.txt`
+(only for a file you trust).
+
+Boxes are converted from normalised to absolute pixels. IsGroupOf boxes become
+iscrowd=1 (objcrop/datasets/boxes.py: group-of regions are not objects); IsDepiction
+and IsTruncated boxes stay objects (a drawn or cut-off car is still a car to crop),
+and every flag column present (IsOccluded, IsTruncated, IsGroupOf, IsDepiction,
+IsInside) is kept in the annotation's `flags` dict. Boxes past the border are
+clipped and degenerate boxes dropped, counted in one log line, or refused with
+strict (objcrop/datasets/quirks.py).
 """
 import csv
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from objcrop.datasets.images import image_size
+from objcrop.datasets.quirks import Quirks
 from objcrop.errors import DatasetError
+from objcrop.io import load_pickle_restricted
 
 DESCRIPTION_FILES = ("oidv7-class-descriptions.csv", "class-descriptions-boxable.csv",
                      "oidv6-class-descriptions.csv", "class-descriptions.csv")
@@ -34,6 +60,7 @@ LABEL_FILES = ("{split}-annotations-human-imagelabels-boxable.csv", "oidv7-{spli
 BOX_FILES = ("{split}-annotations-bbox.csv", "oidv6-{split}-annotations-bbox.csv")
 LABEL_COLUMNS = ("ImageID", "LabelName", "Confidence")
 BOX_COLUMNS = ("ImageID", "LabelName", "XMin", "XMax", "YMin", "YMax")
+FLAG_COLUMNS = ("IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside")
 
 
 def _first(dirname: str, names: Sequence[str], split: str) -> Optional[str]:
@@ -95,17 +122,52 @@ def _rows(path: str, columns: Sequence[str]):
 
 
 def read_image_ids(path: str) -> List[str]:
+    """The ImageIDs of a list file: text (one a line, or a csv whose first column is ImageID) or the
+    released code's `.npy` dictionaries (their keys, in file order; see the module docstring)."""
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: image id list not found")
-    ids = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            first = line.strip().split(",")[0].strip()
-            if first and first != "ImageID":
-                ids.append(first)
+    if path.endswith(".npy"):
+        ids = read_npy_image_ids(path)
+    else:
+        ids = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                first = line.strip().split(",")[0].strip()
+                if first and first != "ImageID":
+                    ids.append(first)
     if not ids:
         raise DatasetError(f"{path}: empty image id list")
     return ids
+
+
+def read_npy_image_ids(path: str) -> List[str]:
+    """Keys of an object-cropping-ssl `.npy` dictionary ({ImageID: ...}), or the items of a 1-d string array.
+
+    `np.load(allow_pickle=True)` would run any code the file names; the object payload is read
+    with objcrop.io's restricted unpickler instead (dicts, lists, str, numbers, numpy arrays only).
+    """
+    import numpy as np
+
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            shape, fortran, dtype = (readers[version](f) if version in readers
+                                     else np.lib.format._read_array_header(f, version))  # 3.0: utf-8 header
+        except ValueError as e:
+            raise DatasetError(f"{path}: not a .npy file ({e})") from e
+        if dtype.hasobject:
+            array = load_pickle_restricted(f, path, DatasetError, "image id list")
+        else:
+            array = np.fromfile(f, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    value = array.item() if isinstance(array, np.ndarray) and array.shape == () else array
+    if isinstance(value, dict):
+        return [str(k) for k in value]
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "UO":
+        return [str(v) for v in value.tolist()]
+    raise DatasetError(f"{path}: expected a dictionary keyed by ImageID (object-cropping-ssl's "
+                       f"images_selected_*.npy) or a 1-d array of ImageIDs, got {type(value).__name__}"
+                       f"{getattr(value, 'shape', '')}")
 
 
 def _classes(dirname: str, descriptions: Dict[str, str], desc_file: str) -> List[str]:
@@ -127,8 +189,70 @@ def _float(row: dict, key: str, where: str) -> float:
         raise DatasetError(f"{where}: {key} is not a number: {row.get(key)!r}") from None
 
 
+class _Labels:
+    """Class lookup shared by the label and box csv: an unknown LabelName is a structural fault."""
+
+    def __init__(self, descriptions: Dict[str, str], label_names: List[str], desc_file: str):
+        self.descriptions, self.desc_file = descriptions, desc_file
+        self.index = {name: k for k, name in enumerate(label_names)}
+
+    def __call__(self, name: str, where: str) -> Optional[int]:
+        if name not in self.descriptions:
+            raise DatasetError(f"{where}: unknown LabelName {name!r} (not in {os.path.basename(self.desc_file)})")
+        return self.index.get(name)  # None: a described class that classes.txt leaves out
+
+
+def _read_labels(path: str, selected: Optional[set], classes: _Labels) -> Dict[str, set]:
+    """ImageID -> human-verified positive classes (Confidence >= 0.5) of the image-level label csv."""
+    labels: Dict[str, set] = {}
+    for row_no, row in _rows(path, LABEL_COLUMNS):
+        image_id = row["ImageID"]
+        if selected is not None and image_id not in selected:
+            continue
+        where = f"{path}: row {row_no} (image {image_id})"
+        cls = classes(row["LabelName"], where)
+        positives = labels.setdefault(image_id, set())
+        if cls is not None and _float(row, "Confidence", where) >= 0.5:
+            positives.add(cls)
+    return labels
+
+
+def _read_boxes(path: str, selected: Optional[set], classes: _Labels, labels: Dict[str, set]) -> Dict[str, list]:
+    """ImageID -> [(normalised XYXY, class, {flag: value}, csv row)]; boxed classes join the image's labels."""
+    boxes: Dict[str, list] = {}
+    for row_no, row in _rows(path, BOX_COLUMNS):
+        image_id = row["ImageID"]
+        if selected is not None and image_id not in selected:
+            continue
+        where = f"{path}: row {row_no} (image {image_id})"
+        cls = classes(row["LabelName"], where)
+        xyxy = (_float(row, "XMin", where), _float(row, "YMin", where), _float(row, "XMax", where),
+                _float(row, "YMax", where))
+        labels.setdefault(image_id, set())
+        if cls is not None:
+            labels[image_id].add(cls)
+            flags = {k: int(row[k]) for k in FLAG_COLUMNS if row.get(k, "") not in ("", None)}
+            boxes.setdefault(image_id, []).append((xyxy, cls, flags, row_no))
+    return boxes
+
+
+def _annotations(image_boxes: list, height: int, width: int, box_file: str, image_id: str,
+                 quirks: Quirks) -> List[dict]:
+    """Record annotations of one image: pixels, clipped / dropped by `quirks`, flags kept, IsGroupOf -> iscrowd."""
+    out = []
+    for (x0, y0, x1, y1), cls, flags, row_no in image_boxes:
+        xyxy = quirks.box(x0 * width, y0 * height, x1 * width, y1 * height, width, height,
+                          f"{box_file}: row {row_no} (image {image_id})")
+        if xyxy is None:
+            continue
+        out.append({"bbox": [xyxy[0], xyxy[1], xyxy[2] - xyxy[0], xyxy[3] - xyxy[1]], "bbox_mode": 1,
+                    "category_id": cls, "iscrowd": int(flags.get("IsGroupOf", 0) == 1), "flags": flags})
+    return out
+
+
 def load_openimages(dirname: str, split: str, image_ids_file: Optional[str] = None,
-                    progress: bool = True) -> Tuple[List[dict], dict]:
+                    progress: bool = True, strict: bool = False) -> Tuple[List[dict], dict]:
+    """Records and metadata of an OpenImages split (the module docstring has the layout and the rules)."""
     from tqdm import tqdm
 
     if not os.path.isdir(dirname):
@@ -136,56 +260,26 @@ def load_openimages(dirname: str, split: str, image_ids_file: Optional[str] = No
     files = find_files(dirname, split)
     descriptions = read_descriptions(files["descriptions"])
     label_names = _classes(dirname, descriptions, files["descriptions"])
-    index = {name: k for k, name in enumerate(label_names)}
-    selected = set(read_image_ids(image_ids_file)) if image_ids_file else None
-    labels: Dict[str, set] = {}
-    boxes: Dict[str, List[Tuple[list, int, int]]] = {}
-
-    def check_label(name: str, where: str) -> Optional[int]:
-        if name not in descriptions:
-            raise DatasetError(f"{where}: unknown LabelName {name!r} (not in {os.path.basename(files['descriptions'])})")
-        return index.get(name)  # None: a described class that classes.txt leaves out
-
-    if files["labels"]:
-        for row_no, row in _rows(files["labels"], LABEL_COLUMNS):
-            image_id = row["ImageID"]
-            if selected is not None and image_id not in selected:
-                continue
-            where = f"{files['labels']}: row {row_no} (image {image_id})"
-            cls = check_label(row["LabelName"], where)
-            positives = labels.setdefault(image_id, set())
-            if cls is not None and _float(row, "Confidence", where) >= 0.5:
-                positives.add(cls)
-    if files["boxes"]:
-        for row_no, row in _rows(files["boxes"], BOX_COLUMNS):
-            image_id = row["ImageID"]
-            if selected is not None and image_id not in selected:
-                continue
-            where = f"{files['boxes']}: row {row_no} (image {image_id})"
-            cls = check_label(row["LabelName"], where)
-            x0, x1 = _float(row, "XMin", where), _float(row, "XMax", where)
-            y0, y1 = _float(row, "YMin", where), _float(row, "YMax", where)
-            if not (x1 > x0 and y1 > y0):
-                raise DatasetError(f"{where}: box has non-positive size (XMin {x0}, XMax {x1}, YMin {y0}, YMax {y1})")
-            if min(x0, y0) < -0.01 or max(x1, y1) > 1.01:
-                raise DatasetError(f"{where}: box outside the image (coordinates must be normalised to 0..1)")
-            labels.setdefault(image_id, set())
-            if cls is not None:
-                labels[image_id].add(cls)
-                group = int(row.get("IsGroupOf", "0") or 0)
-                boxes.setdefault(image_id, []).append(([x0, y0, x1, y1], cls, group))
-    ids = [i for i in read_image_ids(image_ids_file)] if image_ids_file else sorted(labels)
+    classes = _Labels(descriptions, label_names, files["descriptions"])
+    listed = read_image_ids(image_ids_file) if image_ids_file else None
+    selected = set(listed) if listed is not None else None
+    labels = _read_labels(files["labels"], selected, classes) if files["labels"] else {}
+    boxes = _read_boxes(files["boxes"], selected, classes, labels) if files["boxes"] else {}
+    ids = listed if listed is not None else sorted(labels)
     if not ids:
         raise DatasetError(f"{dirname}: empty dataset (no images with labels in split {split!r})")
+    quirks = Quirks(f"{dirname} ({split})", strict)
     records = []
     for image_id in tqdm(ids, desc=f"openimages {split}", unit="img", disable=not progress or len(ids) < 2000):
         path = os.path.join(dirname, split, image_id + ".jpg")
         height, width = image_size(path)
-        annotations = [{"bbox": [b[0] * width, b[1] * height, (b[2] - b[0]) * width, (b[3] - b[1]) * height],
-                        "bbox_mode": 1, "category_id": cls, "iscrowd": group}
-                       for b, cls, group in boxes.get(image_id, [])]
+        annotations = _annotations(boxes.get(image_id, []), height, width, files["boxes"], image_id, quirks)
+        if not annotations:
+            quirks.note("empty_image", path)
         records.append({"file_name": os.path.abspath(path), "image_id": image_id, "height": height, "width": width,
                         "annotations": annotations, "labels": sorted(labels.get(image_id, ()))})
+    quirks.log()
     metadata = {"thing_classes": [descriptions[n] for n in label_names], "label_names": label_names,
-                "evaluator_type": None, "dirname": os.path.abspath(dirname), "split": split}
+                "evaluator_type": None, "dirname": os.path.abspath(dirname), "split": split,
+                "quirks": quirks.summary()}
     return records, metadata
