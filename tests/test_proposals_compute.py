@@ -311,3 +311,19 @@ def test_a_released_file_with_other_pickled_objects_is_refused(train, records, t
     np.save(bad, np.zeros(3))
     with pytest.raises(ObjcropError, match="plain.npy: a plain float64 array"):
         cli.main(["compute", "--dataset", train, "--method", "file", "--file", str(bad), "--out", str(tmp_path / "s")])
+
+
+def test_paper_bing_preset_keeps_the_first_10_of_bings_own_ranking(train, tmp_path, capfd):
+    model = _toy_bing_model(str(tmp_path))
+    common = ["compute", "--dataset", train, "--bing-model", model, "--limit", "2"]
+    paper, raw = str(tmp_path / "paper.ocp"), str(tmp_path / "raw.ocp")
+    assert cli.main(common + ["--config-file", "proposals/bing_paper.yaml", "--out", paper]) == 0
+    assert cli.main(common + ["--method", "bing", "--max-side", "0", "--out", raw] + sum(
+        ([f, *v] for f, v in (("--min-size", ["0"]), ("--min-size-fraction", ["0"]), ("--aspect-ratio", ["0", "1e9"]))),
+        [])) == 0
+    paper_store, raw_store = ProposalStore.open(paper), ProposalStore.open(raw)
+    for image_id in raw_store.image_ids:
+        top, _ = paper_store.get(image_id)
+        everything, _ = raw_store.get(image_id)
+        assert len(everything) > 10 and len(top) == 10
+        np.testing.assert_array_equal(top, everything[:10])
