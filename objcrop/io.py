@@ -11,6 +11,7 @@ import _compat_pickle
 import builtins
 import collections
 import contextlib
+import errno
 import hashlib
 import importlib
 import json
@@ -28,15 +29,41 @@ def atomic_path(path: str) -> Iterator[str]:
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        _raise_if_no_space(e, path)
+        raise
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
+    except OSError as e:
+        _raise_if_no_space(e, path)
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# A full disk, a quota or a file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored) while writing.
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class AtomicWriteError(ObjcropError, OSError):
+    """A file could not be written for lack of space; nothing was written under its name.
+
+    An OSError too (with the original errno), so code that handles OSError keeps working.
+    """
+
+
+def _raise_if_no_space(e: OSError, path: str) -> None:
+    if e.errno in _NO_SPACE:
+        error = AtomicWriteError(f"{path}: not written: {e.strerror} (disk full, quota or file-size limit); "
+                                 "the file under this name, if any, is the previous one, untouched")
+        error.errno = e.errno  # (setting strerror or filename would replace the message in str())
+        raise error from e
 
 
 def _umask() -> int:
