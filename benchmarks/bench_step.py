@@ -1,0 +1,208 @@
+"""The training step against the compute limit: objcrop's MoCo-v2 and BYOL steps (the trainer's own
+`run_step`) against a bare torchvision ResNet step on the same input tensors (issue 22 §2).
+
+The limit for MoCo-v2 is a bare step of the same ResNet: forward the queries with gradient, backward,
+an SGD step, and forward the keys without gradient through a second copy. For BYOL it is the bare
+pair: the online ResNet forward on both views, backward, SGD, and the target ResNet forward on both
+views without gradient. Both bare models have torchvision's own `fc` (num_classes = the method's
+output size); everything objcrop adds (projection head, predictor, shuffle-BN, queue, momentum
+update, loss, lr schedule, metrics) counts against it. `--chunked` also times MoCo-v2 on the chunked
+shuffle-BN path objcrop had before the one-pass split BN (plain BN, each encoder forwarded in
+BN_SPLITS chunks), for a before/after ratio measured in the same run.
+
+Sides are timed in interleaved rounds (round r: every side runs its steps, in turn), so drifting
+machine load hits them alike; each ratio is the median over rounds of (limit step time / objcrop
+step time), i.e. objcrop's pairs/s as a fraction of the limit's.
+
+    python benchmarks/bench_step.py --out benchmarks/out/step.md [--quick] [--chunked]
+"""
+import argparse
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+
+MOCO_TARGET = 0.95  # issue 22: the objcrop step at >= 0.95x the bare-step limit, shuffle-BN on
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="", help="write the report (markdown) here as well as to stdout")
+    p.add_argument("--quick", action="store_true", help="ResNet-18, batch 16, 32 px, 2 rounds (a smoke run; noisy)")
+    p.add_argument("--arch", default="", help="torchvision ResNet (default resnet50; --quick resnet18)")
+    p.add_argument("--batch", type=int, default=0, help="pairs per step (default 32; --quick 16)")
+    p.add_argument("--size", type=int, default=0, help="view side in pixels (default 64; --quick 32)")
+    p.add_argument("--K", type=int, default=256, help="MoCo queue length")
+    p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5; --quick 2)")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per side per round (after one warm-up step each)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--chunked", action="store_true",
+                   help="also time MoCo-v2 on the old chunked shuffle-BN path (before/after ratio)")
+    p.add_argument("--methods", nargs="+", default=["moco_v2", "byol"], choices=["moco_v2", "byol"],
+                   help="which methods to time against their limits")
+    return p.parse_args(argv)
+
+
+def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunked: bool = False):
+    """A callable running one PretrainTrainer.run_step: the trainer's own step, built without data."""
+    from objcrop.pretrain.config import get_pretrain_cfg
+    from objcrop.pretrain.distributed import DistContext
+    from objcrop.pretrain.engine.optim import build_optimisation, scaled_lr
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    cfg = get_pretrain_cfg()
+    cfg.merge_from_list(["PRETRAIN.METHOD", method, "PRETRAIN.ARCH", arch, "PRETRAIN.BATCH_SIZE", batch,
+                         "PRETRAIN.MOCO.K", K, "OUTPUT_DIR", out_dir, "DATA.NUM_WORKERS", 0])
+    logger = logging.getLogger("bench.step")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    t = PretrainTrainer(cfg, DistContext(), logger)
+    t.method = t.build_method()
+    if chunked:
+        use_chunked_shuffle_bn(t.method)
+    t.model = t.method
+    t.optimizer, t.scaler, t.autocast = build_optimisation(t.method, cfg, torch.device("cpu"))
+    t.max_iter, t.peak_lr, t.warmup = 10**9, scaled_lr(cfg), 0  # a long cosine: lr ~ constant
+    t.method.train()
+    has_boxes = torch.ones(batch, dtype=torch.bool)
+    return lambda x1, x2: t.run_step(x1, x2, has_boxes), getattr(t.method, "bn_splits", None)
+
+
+def use_chunked_shuffle_bn(method) -> None:
+    """MoCo-v2 as it was before the one-pass split BN: plain BN layers, each encoder forwarded as
+    x.chunk(bn_splits) one chunk after another (the same statistics; tests/test_pretrain_methods.py)."""
+    from objcrop.pretrain.methods.split_bn import SplitBatchNorm1d, SplitBatchNorm2d
+
+    for module in method.modules():
+        if isinstance(module, (SplitBatchNorm1d, SplitBatchNorm2d)):
+            module.num_splits = 1
+    s = method.bn_splits
+    method._encode_in_bn_groups = lambda enc, x: torch.cat([enc(c) for c in x.chunk(s)], dim=0) if s > 1 else enc(x)
+
+
+def bare_step(method: str, arch: str, out_dim: int, lr: float):
+    """The compute limit: torchvision ResNets, SGD, fwd + bwd + no-grad fwd (MoCo) or the pair (BYOL)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    online = getattr(torchvision.models, arch)(weights=None, num_classes=out_dim).train()
+    target = getattr(torchvision.models, arch)(weights=None, num_classes=out_dim).train()
+    for p in target.parameters():
+        p.requires_grad = False
+    opt = torch.optim.SGD(online.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+
+    def moco(x1, x2):
+        loss = online(x1).float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            target(x2)
+        return float(loss)
+
+    def byol(x1, x2):
+        loss = online(x1).float().pow(2).mean() + online(x2).float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            target(x1), target(x2)
+        return float(loss)
+
+    return moco if method == "moco_v2" else byol
+
+
+def time_rounds(sides: dict, x1, x2, rounds: int, steps: int) -> dict:
+    """{side: [median step seconds of each round]}; one untimed warm-up step per side first."""
+    for fn in sides.values():
+        fn(x1, x2)
+    per_round = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, fn in sides.items():
+            times = []
+            for _ in range(steps):
+                t = time.perf_counter()
+                fn(x1, x2)
+                times.append(time.perf_counter() - t)
+            per_round[name].append(statistics.median(times))
+    return per_round
+
+
+def ratio(limit, ours):
+    """Median over rounds of limit/ours (objcrop's pairs/s as a fraction of the limit's), min, max."""
+    r = [a / b for a, b in zip(limit, ours)]
+    return statistics.median(r), min(r), max(r)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    arch = args.arch or ("resnet18" if args.quick else "resnet50")
+    batch = args.batch or (16 if args.quick else 32)
+    size = args.size or (32 if args.quick else 64)
+    rounds = args.rounds or (2 if args.quick else 5)
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = torch.randn(batch, 3, size, size, generator=g), torch.randn(batch, 3, size, size, generator=g)
+    from objcrop.pretrain.config import get_pretrain_cfg
+
+    defaults = get_pretrain_cfg().PRETRAIN
+    out_dim = {"moco_v2": defaults.MOCO.DIM, "byol": defaults.BYOL.PROJ_DIM}
+    lr = defaults.BASE_LR * batch / defaults.BASE_BATCH_SIZE
+    sides, splits = {}, None
+    with tempfile.TemporaryDirectory(prefix="objcrop_bench_step_") as tmp:
+        for m in args.methods:
+            sides[f"bare {m}"] = bare_step(m, arch, out_dim[m], lr)
+            sides[f"objcrop {m}"], s = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, m))
+            splits = s if m == "moco_v2" else splits
+            if m == "moco_v2" and args.chunked:
+                sides["objcrop moco_v2 chunked"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "c"), True)
+        load_before = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        per_round = time_rounds(sides, x1, x2, rounds, args.steps)
+        wall = time.perf_counter() - t0
+    lines = report(args, arch, batch, size, rounds, splits, per_round, load_before, wall, argv)
+    from _report import emit_markdown
+
+    emit_markdown(lines, args.out)
+    return 0
+
+
+def report(args, arch, batch, size, rounds, splits, per_round, load_before, wall, argv):
+    med = {name: statistics.median(v) for name, v in per_round.items()}
+    lines = [
+        "# bench_step: the training step against the compute limit",
+        "",
+        f"command: `python benchmarks/bench_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+        f"settings: {arch}, batch {batch} pairs, {size}-px views, MoCo K {args.K}, shuffle-BN groups {splits}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, {os.cpu_count()} CPUs, fp32 on CPU; "
+        f"{rounds} interleaved rounds x {args.steps} steps per side ({wall:.0f} s); "
+        f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other work slows every side alike "
+        f"only on average: the per-round ratios show the spread)",
+        "",
+        "| side | median step (s) | pairs/s |",
+        "|---|---:|---:|",
+    ] + [f"| {name} | {t:.3f} | {batch / t:.1f} |" for name, t in med.items()] + [
+        "",
+        "| ratio (pairs/s over pairs/s, per round) | median | min | max |",
+        "|---|---:|---:|---:|",
+    ]
+    for m in args.methods:
+        r = ratio(per_round[f"bare {m}"], per_round[f"objcrop {m}"])
+        lines.append(f"| objcrop {m} / bare limit | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+    if "objcrop moco_v2 chunked" in per_round:
+        r = ratio(per_round["bare moco_v2"], per_round["objcrop moco_v2 chunked"])
+        lines.append(f"| objcrop moco_v2, chunked shuffle-BN (before) / bare limit | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+        r = ratio(per_round["objcrop moco_v2 chunked"], per_round["objcrop moco_v2"])
+        lines.append(f"| one-pass / chunked shuffle-BN (speed-up) | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+    if "moco_v2" in args.methods:
+        r = ratio(per_round["bare moco_v2"], per_round["objcrop moco_v2"])[0]
+        lines += ["", f"MoCo-v2 target >= {MOCO_TARGET}x the limit with shuffle-BN on: {'met' if r >= MOCO_TARGET else 'NOT met'} ({r:.3f})"]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())
