@@ -78,3 +78,11 @@ def test_a_yaml_integer_for_a_float_filter_writes_the_flags_store(synth_dir, tmp
 def test_packaged_preset_loads_by_name():
     cfg = _cfg(["--config-file", "proposals/selective_search.yaml", "--dataset", "d", "--out", "s.ocp"])
     assert cfg.PROPOSALS.METHOD == "selective-search"
+
+
+def test_top_k_first_flag_sets_its_key_and_reaches_the_filter():
+    assert not _cfg(REQUIRED).FILTER.TOP_K_FIRST and not method_spec(_cfg(REQUIRED)).filter.top_k_first
+    cfg = _cfg(REQUIRED + ["--top-k", "10", "--top-k-first"])
+    assert cfg.FILTER.TOP_K_FIRST is True
+    assert (method_spec(cfg).filter.top_k, method_spec(cfg).filter.top_k_first) == (10, True)
+    assert "method's raw ranking" in cli._parser()._subparsers._group_actions[0].choices["compute"].format_help()
