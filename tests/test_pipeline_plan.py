@@ -48,15 +48,19 @@ def test_demo_plan_has_every_stage_in_dependency_order(tmp_path):
     assert set(stages) == set(pipeline.STAGE_ORDER)
     names = [t.name for t in tasks]
     assert names.count("report") == 1 and names[-1] == "report"
-    pretrains = [t for t in tasks if t.stage == "pretrain"]
-    assert len(pretrains) == 4  # random + obj-obj-dilate(gt), 2 seeds
+    pretrains = [t for t in tasks if t.stage == "pretrain" and not t.raw]
+    assert len(pretrains) == 4  # random + obj-obj-dilate(gt), 2 seeds (and the supervised bound)
     rnd = _run(tasks, "moco_v2_random_none", 1)
     assert rnd.deps == ["data"] and "--resume" in rnd.cmd
     assert _opts(rnd)["PRETRAIN.SEED"] == "1"
     dil = next(t for t in pretrains if "obj-obj-dilate" in t.name)
     assert dil.deps == ["data", "proposals.gt"]
-    dets = [t for t in tasks if t.stage == "detect"]
+    dets = [t for t in tasks if t.stage == "detect" and t.name.split(".")[2] not in ("scratch", "supervised")]
     assert len(dets) == 2 * 2 and all(t.deps[0].startswith("convert.") and "_s0." in t.name for t in dets)
+    # the reference rows: random-init and supervised probes, scratch and supervised fine-tunings
+    names = {t.name for t in tasks}
+    assert {"probe.random_init_s0", "probe.random_init_s1", "probe.supervised_s0"} <= names
+    assert {f"detect.{task}.{ref}.seed0" for task in ("voc", "coco") for ref in ("scratch", "supervised")} <= names
 
 
 def test_run_names_are_records_run_name_of_the_merged_config(tmp_path):
@@ -87,9 +91,9 @@ def test_run_names_are_records_run_name_of_the_merged_config(tmp_path):
         assert f"probe.{ref}" in by_name
     dets = {t.name.split(".")[2] for t in tasks if t.stage == "detect"}
     assert dets == {_run(tasks, p, s).name.split(".", 1)[1] for p in ("moco_v2_random_none", "moco_v2_obj-obj-dilate_gt")
-                    for s in range(3)}
+                    for s in range(3)} | {"scratch", "supervised"}  # and the reference rows
     assert all(os.path.basename(t.cmd[t.cmd.index("--weights") + 1])[:-4] == t.name.split(".")[2]
-               for t in tasks if t.stage == "detect")
+               for t in tasks if t.stage == "detect" and "scratch" not in t.name)
 
 
 def test_overrides_change_the_grid(tmp_path):
@@ -100,7 +104,7 @@ def test_overrides_change_the_grid(tmp_path):
                    "pretrain.moco_v2_random_none"]
     assert {t.name for t in tasks if t.stage == "proposals"} == {"proposals.gt", "proposals.selective-search"}
     # voc only, two fine-tuning seeds, and only for pretraining seed 0 (the demo's detection.pretrain_seeds)
-    assert len([t for t in tasks if t.stage == "detect"]) == 3 * 2
+    assert len([t for t in tasks if t.stage == "detect"]) == (3 + 2) * 2  # 3 pretrained backbones, 2 references
     with pytest.raises(pipeline.PipelineError, match="--det-tasks: lvis"):
         _plan(tmp_path, det_tasks="lvis")
 
@@ -140,8 +144,9 @@ def test_paper_preset_uses_real_datasets_and_gpus(tmp_path, monkeypatch):
     argv = pipeline.objcrop_argv(pre[0])
     assert argv[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=8" in argv
     props = {t.name: t for t in tasks if t.stage == "proposals"}
-    assert props["proposals.selective-search"].cmd[props["proposals.selective-search"].cmd.index("--dataset") + 1] == "coco_2017_train"
-    assert len([t for t in tasks if t.stage == "detect"]) == 9 * 2 * 3
+    assert props["proposals.bing"].cmd[props["proposals.bing"].cmd.index("--dataset") + 1] == "coco_2017_train"
+    seeds = pipeline.load_preset("paper")["detection"]["seeds"]
+    assert len(seeds) >= 3 and len([t for t in tasks if t.stage == "detect"]) == 9 * 2 * len(seeds)
 
 
 def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
@@ -165,7 +170,7 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
         "proposals.gt", "proposals.saliency-rbd", "proposals.selective-search"]
     # detection only for the runs that ask for it (random crops and ground-truth boxes)
     dets = {_short(t.name).split(".")[2].rsplit("_s", 1)[0] for t in tasks if t.stage == "detect"}
-    assert dets == {"moco_v2_random_none", "moco_v2_obj-obj-dilate_gt"}
+    assert dets == {"moco_v2_random_none", "moco_v2_obj-obj-dilate_gt", "scratch", "supervised"}
     sup = by_name["pretrain.supervised"]
     assert sup.raw and pipeline.objcrop_argv(sup)[1].endswith(os.path.join("benchmarks", "learnability.py"))
     assert by_name["probe.supervised_s0"].deps == ["data", "pretrain.supervised"]
@@ -241,3 +246,59 @@ def test_bad_run_entry_names_it(tmp_path, run, message):
     assert message in str(e.value)
 
 
+
+
+def _arg(task, flag):
+    return task.cmd[task.cmd.index(flag) + 1]
+
+
+@pytest.mark.parametrize("preset", ["demo", "study", "study_hard"])
+def test_detection_references_run_for_every_task_and_seed_like_the_pretrained_backbones(tmp_path, preset):
+    """scratch: --weights none, every layer trained; supervised: the `supervised` task's backbone
+    converted with a provenance that lands in the probe's supervised row; both in the same config,
+    data, options and seeds as a pretrained backbone's fine-tuning of the same task."""
+    from objcrop.report.aggregate import row_key
+
+    tasks = pipeline.build_plan(pipeline.load_preset(preset), str(tmp_path))
+    by_name = {t.name: t for t in tasks}
+    det = pipeline.load_preset(preset)["detection"]
+    pretrained = next(t for t in tasks if t.stage == "detect" and t.name.split(".")[2] not in det["references"])
+    for task in det["tasks"]:
+        for seed in det.get("seeds", [0]):
+            mine = next(t for t in tasks if t.stage == "detect" and t.name.startswith(f"detect.{task}.")
+                        and t.name.split(".")[2] not in det["references"] and t.name.endswith(f".seed{seed}"))
+            scratch, sup = by_name[f"detect.{task}.scratch.seed{seed}"], by_name[f"detect.{task}.supervised.seed{seed}"]
+            for ref in (scratch, sup):
+                assert ref.cmd[:2] == ["detect", "train"] and _arg(ref, "--seeds") == str(seed)
+                assert [c for c in ref.cmd if c != _arg(ref, "--weights") and c != _arg(ref, "--output-dir")] == [
+                    c for c in mine.cmd if c != _arg(mine, "--weights") and c != _arg(mine, "--output-dir")]
+                assert _arg(ref, "--output-dir").startswith(os.path.join(str(tmp_path), "runs", f"detect_{task}"))
+            assert _arg(scratch, "--weights") == "none" and scratch.deps == ["data"]
+            assert scratch.tail == (mine.tail or ["--opts"]) + ["MODEL.BACKBONE.FREEZE_AT", "0"]
+            assert sup.tail == mine.tail and sup.deps == ["convert.supervised"]
+            assert by_name["report"].deps.count(scratch.name) == 1
+    convert = by_name["convert.supervised"]
+    assert convert.deps == ["pretrain.supervised"] and _arg(convert, "--format") == "torchvision"
+    assert convert.cmd[1] == os.path.join(str(tmp_path), "supervised", "backbone.pth") == _arg(
+        by_name["probe.supervised_s0"], "--weights")
+    assert _arg(by_name[f"detect.{next(iter(det['tasks']))}.supervised.seed0"], "--weights") == convert.cmd[2]
+    # the converted file's provenance is the one the probe gives the same backbone (pretrain/probe/weights.py)
+    fields = dict(v.split("=", 1) for k, v in zip(convert.cmd, convert.cmd[1:]) if k == "--pretrain")
+    arch = "resnet50" if preset == "demo" else "resnet18"
+    assert row_key({**fields, "arch": arch}) == row_key(Provenance.supervised(arch, "backbone.pth", 0).to_dict())
+    assert pretrained.deps[0].startswith("convert.")
+
+
+def test_detection_references_need_what_they_name(tmp_path):
+    preset = pipeline.load_preset("demo")
+    preset["detection"]["references"] = {"imagenet": "weights.pth"}
+    with pytest.raises(pipeline.PipelineError, match="detection.references.imagenet: 'weights.pth' is none, supervised"):
+        pipeline.build_plan(preset, str(tmp_path))
+    preset["detection"]["references"] = {"supervised": "supervised"}
+    del preset["supervised"]
+    preset["probe"].pop("references", None)
+    with pytest.raises(pipeline.PipelineError, match="'supervised' needs a `supervised:` section"):
+        pipeline.build_plan(preset, str(tmp_path))
+    preset["detection"]["references"] = {"imagenet": str(tmp_path / "in1k.pkl")}
+    (ref,) = [t for t in pipeline.build_plan(preset, str(tmp_path)) if t.name == "detect.voc.imagenet.seed0"]
+    assert _arg(ref, "--weights") == str(tmp_path / "in1k.pkl") and ref.deps == ["data"]

@@ -1,5 +1,7 @@
 """Preset -> task graph: data → proposals → pretrain (method × policy × proposals × seed) → probe
-→ convert → detect (VOC, COCO) × seed → report.
+→ convert → detect (VOC, COCO) × seed → report, beside the reference rows: random-init and
+supervised probes (`probe.references`) and detection from scratch and from the supervised
+backbone (`detection.references`), for every detection task and fine-tuning seed.
 
 Every pretraining run directory is named by `objcrop.records.run_name`, from the run's merged
 pretraining config (YAML + the preset's opts + the run's own), exactly as `objcrop pretrain`
@@ -7,7 +9,7 @@ names a run it is given no OUTPUT_DIR for; probe, detection and weights paths re
 """
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from objcrop.pipeline.naming import RunNamer
 from objcrop.pipeline.presets import PipelineError, RunSpec, fill, pretrain_specs, words
@@ -52,6 +54,7 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
         for seed in spec.seeds:
             tasks += _run_tasks(ctx, spec, seed, namer)
     tasks += _reference_probes(ctx)
+    tasks += _reference_detections(ctx)
     report_dir = os.path.join(ctx.out, "report")
     deps = [t.name for t in tasks if t.stage in ("probe", "detect", "pretrain")]
     tasks.append(Task("report", "report", ["report", ctx.runs, "--out", report_dir],
@@ -146,26 +149,33 @@ def probe_task(ctx: Context, name: str, weights: str, deps: List[str], extra: Op
 
 
 def _detection_tasks(ctx: Context, name: str, final: str) -> List[Task]:
-    det = ctx.section("detection")
     pkl = os.path.join(ctx.out, "weights", f"{name}.pkl")
     cmd = ["convert", final, pkl] + [str(a) for a in ctx.section("convert").get("args", [])]
     tasks = [Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{name}"])]
+    return tasks + _fine_tunings(ctx, name, pkl, [f"convert.{name}"])
+
+
+def _fine_tunings(ctx: Context, name: str, weights: str, deps: List[str], extra_opts: Sequence[str] = ()) -> List[Task]:
+    """`objcrop detect train` of one backbone (a converted .pkl, or "none": random init) for every
+    detection task and fine-tuning seed of the preset; `extra_opts` come after the task's opts."""
+    det, tasks = ctx.section("detection"), []
     for task_name, dspec in det["tasks"].items():
         for dseed in [int(s) for s in det.get("seeds", [0])]:
             # `objcrop detect train` puts seed k in OUTPUT_DIR/seed<k>; --resume continues it
             det_dir = os.path.join(ctx.runs, f"detect_{task_name}", name)
-            cmd = ["detect", "train", "--config-file", str(dspec["config_file"]), "--weights", pkl,
+            cmd = ["detect", "train", "--config-file", str(dspec["config_file"]), "--weights", weights,
                    "--seeds", str(dseed), "--output-dir", det_dir, "--resume"]
             if dspec.get("dataset_train"):
                 cmd += ["--dataset-train", str(dspec["dataset_train"])]
             if dspec.get("dataset_test"):
                 cmd += ["--dataset-test", str(dspec["dataset_test"])]
             cmd += [str(a) for a in dspec.get("args", [])]
-            tail = ["--opts"] + [str(o) for o in dspec["opts"]] if dspec.get("opts") else []
+            opts = [str(o) for o in dspec.get("opts") or []] + [str(o) for o in extra_opts]
             results = os.path.join(det_dir, f"seed{dseed}", "results.json")
             tasks.append(Task(f"detect.{task_name}.{name}.seed{dseed}", "detect", cmd, [["results_ok", results]],
-                              tail=tail, results=[results], deps=[f"convert.{name}"], gpus=ctx.gpus,
-                              nodes=ctx.nodes, distributed="d2", timeout_min=int(det.get("timeout_min", 24 * 60))))
+                              tail=["--opts"] + opts if opts else [], results=[results], deps=list(deps),
+                              gpus=ctx.gpus, nodes=ctx.nodes, distributed="d2",
+                              timeout_min=int(det.get("timeout_min", 24 * 60))))
     return tasks
 
 
@@ -186,3 +196,56 @@ def _reference_probes(ctx: Context) -> List[Task]:
             extra = ["--seed", str(seed)] + [str(a) for a in probe.get("reference_args", [])]
             tasks.append(probe_task(ctx, f"{ref_name}_s{seed}", str(weights), deps, extra=extra))
     return tasks
+
+
+# From scratch every layer trains: a frozen stem or res2 would stay random (He et al., "Rethinking
+# ImageNet Pre-training"; MoCo's protocol freezes nothing either). The bases say FREEZE_AT 0 already;
+# this keeps it so for a task config that freezes layers of a pretrained backbone.
+SCRATCH_OPTS = ("MODEL.BACKBONE.FREEZE_AT", "0")
+
+
+def _reference_detections(ctx: Context) -> List[Task]:
+    """Reference rows of every detection table, fine-tuned exactly like the pretrained backbones:
+    `none` (random init in the same config: the "scratch" row, reported as random_init) and
+    `supervised` (the `supervised` task's backbone, converted with a provenance saying so), or a
+    converted .pkl file."""
+    det, tasks = ctx.section("detection"), []
+    refs = det.get("references") or {}
+    if not isinstance(refs, dict):
+        raise PipelineError("detection.references: a mapping of row name to none | supervised | FILE.pkl "
+                            "(e.g. {scratch: none, supervised: supervised})")
+    if not refs or not det.get("tasks"):
+        return []
+    for ref_name, weights in refs.items():
+        weights, deps = str(weights), list(ctx.data_deps)
+        if weights == "none":
+            tasks += _fine_tunings(ctx, ref_name, "none", deps, SCRATCH_OPTS)
+            continue
+        if weights == "supervised":
+            convert = _convert_supervised(ctx, ref_name)
+            tasks.append(convert)
+            weights, deps = convert.checks[0][1], [convert.name]
+        elif not weights.endswith(".pkl"):
+            raise PipelineError(f"detection.references.{ref_name}: {weights!r} is none, supervised or a "
+                                f"converted .pkl (`objcrop convert FILE OUT.pkl --pretrain method=supervised`)")
+        tasks += _fine_tunings(ctx, ref_name, weights, deps)
+    return tasks
+
+
+def _convert_supervised(ctx: Context, ref_name: str) -> Task:
+    """The supervised backbone (a torchvision state dict) -> .pkl whose provenance is the probe's
+    supervised row's (objcrop.records.Provenance.supervised: method supervised, no policy or
+    proposals, the file's name as its data), so that both land in one report row."""
+    sup = ctx.p.get("supervised")
+    if not sup:
+        raise PipelineError("detection.references: 'supervised' needs a `supervised:` section in the preset")
+    backbone = os.path.join(ctx.out, "supervised", "backbone.pth")
+    args = [str(a) for a in sup.get("args", [])]
+    seed = args[args.index("--seed") + 1] if "--seed" in args[:-1] else "0"  # learnability.py's default
+    pkl = os.path.join(ctx.out, "weights", f"{ref_name}.pkl")
+    provenance = {"method": "supervised", "policy": "none", "proposals": "none", "epochs": "0",
+                  "dataset": os.path.basename(backbone), "seed": seed}
+    cmd = ["convert", backbone, pkl, "--format", "torchvision"]
+    cmd += [x for k, v in provenance.items() for x in ("--pretrain", f"{k}={v}")]
+    cmd += [str(a) for a in ctx.section("convert").get("args", [])]
+    return Task(f"convert.{ref_name}", "convert", cmd, [["file", pkl]], deps=["pretrain.supervised"])
