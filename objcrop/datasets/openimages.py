@@ -220,6 +220,7 @@ def _read_labels(path: str, selected: Optional[set], classes: _Labels) -> Dict[s
 def _read_boxes(path: str, selected: Optional[set], classes: _Labels, labels: Dict[str, set]) -> Dict[str, list]:
     """ImageID -> [(normalised XYXY, class, {flag: value}, csv row)]; boxed classes join the image's labels."""
     boxes: Dict[str, list] = {}
+    shared_flags: Dict[tuple, dict] = {}  # one dict per combination: the full train csv has 14.6M boxes
     for row_no, row in _rows(path, BOX_COLUMNS):
         image_id = row["ImageID"]
         if selected is not None and image_id not in selected:
@@ -231,7 +232,8 @@ def _read_boxes(path: str, selected: Optional[set], classes: _Labels, labels: Di
         labels.setdefault(image_id, set())
         if cls is not None:
             labels[image_id].add(cls)
-            flags = {k: int(row[k]) for k in FLAG_COLUMNS if row.get(k, "") not in ("", None)}
+            key = tuple((k, int(_float(row, k, where))) for k in FLAG_COLUMNS if row.get(k, "") not in ("", None))
+            flags = shared_flags.setdefault(key, dict(key))
             boxes.setdefault(image_id, []).append((xyxy, cls, flags, row_no))
     return boxes
 
