@@ -105,3 +105,46 @@ def test_reference_configs_build_a_real_detectron2_model(name, bgr):
     assert (first_res3.conv1.stride, first_res3.conv2.stride) == (((2, 2), (1, 1)) if bgr else ((1, 1), (2, 2)))
     assert isinstance(model.roi_heads.res5.norm, torch.nn.BatchNorm2d)  # MoCo's extra norm, BN at world size 1
     assert isinstance(model.backbone.res2[0].conv1.norm, torch.nn.BatchNorm2d)  # FREEZE_AT 0: nothing frozen
+
+
+def _caffe2_name(d2_name):
+    """MSRA R-50.pkl's Caffe2 blob name of a detectron2 backbone parameter (the inverse of detectron2's
+    c2_model_loading.convert_basic_c2_names for ResNets: conv1_w, res_conv1_bn_s, res2_0_branch2a_w, ...)."""
+    import re
+
+    affine = {"weight": "s", "bias": "b"}
+    m = re.match(r"stem\.conv1\.(norm\.)?(weight|bias)$", d2_name)
+    if m:
+        return f"res_conv1_bn_{affine[m.group(2)]}" if m.group(1) else "conv1_w"
+    m = re.match(r"res(\d)\.(\d+)\.(conv1|conv2|conv3|shortcut)\.(norm\.)?(weight|bias)$", d2_name)
+    branch = {"conv1": "branch2a", "conv2": "branch2b", "conv3": "branch2c", "shortcut": "branch1"}[m.group(3)]
+    return f"res{m.group(1)}_{m.group(2)}_{branch}_" + (f"bn_{affine[m.group(5)]}" if m.group(4) else "w")
+
+
+def test_an_msra_layout_pkl_loads_into_the_msra_config_model(tmp_path):
+    """A file in MSRA R-50.pkl's layout ({'blobs': Caffe2 names}, BN affine only) reaches every backbone
+    weight of the _msra model through the checkpointer objcrop uses (detectron2's, restricted unpickler)."""
+    import pickle
+
+    import numpy as np
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from objcrop.convert.writer import use_restricted_pkl_reader
+
+    cfg = load_config("voc/faster_rcnn_R_50_C4_24k_msra.yaml").clone()
+    cfg.defrost()
+    adapt_norms_to_world_size(cfg, 1, logging.getLogger("test"))
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    params = {k: v for k, v in model.backbone.named_parameters()}
+    params.update({k[len("roi_heads."):]: v for k, v in model.named_parameters()
+                   if k.startswith("roi_heads.res5.") and not k.startswith("roi_heads.res5.norm")})
+    rng = np.random.default_rng(0)
+    blobs = {_caffe2_name(k): rng.standard_normal(tuple(v.shape)).astype(np.float32) for k, v in params.items()}
+    path = tmp_path / "R-50.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"blobs": blobs}, f)
+    use_restricted_pkl_reader(DetectionCheckpointer(model)).load(str(path))
+    for k, v in params.items():  # the same tensors, now holding the file's values
+        assert np.array_equal(v.detach().numpy(), blobs[_caffe2_name(k)]), k
