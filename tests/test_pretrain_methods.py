@@ -382,3 +382,26 @@ def test_moco_losses_over_steps_equal_the_chunked_paths():
             losses[name].append(float(out["loss"]))
     assert losses["split"] == pytest.approx(losses["chunked"], rel=1e-5)
     assert len(set(losses["split"])) == 3  # the steps changed something
+
+
+def test_infonce_logits_stay_float32_under_bf16_autocast():
+    """Guards against InfoNCE logits computed in bf16 under autocast (issue 18 §7): the einsum / matmul
+    is on autocast's lower-precision list, so without an explicit fp32 region the cosines are rounded
+    to bf16 before / T. Under CPU bf16 autocast the logits must be float32 and equal the fp32
+    reference; the loss too, from bf16 inputs (as a bf16 encoder would give) as from fp32 ones."""
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(16, 32, generator=g), dim=1)
+    k = F.normalize(q + 0.3 * torch.randn(16, 32, generator=g), dim=1)
+    queue = F.normalize(torch.randn(32, 64, generator=g), dim=0)
+    ref_logits, _ = moco_logits(q, k, queue, 0.2)
+    ref_loss, _ = moco_loss(q, k, queue, 0.2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = moco_logits(q, k, queue, 0.2)
+        loss, _ = moco_loss(q, k, queue, 0.2)
+        loss_bf16_in, _ = moco_loss(q.bfloat16(), k.bfloat16(), queue, 0.2)
+        assert torch.einsum("nc,ck->nk", q, queue).dtype == torch.bfloat16  # what autocast would do
+    assert logits.dtype == torch.float32 and loss.dtype == torch.float32
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-6)
+    q16, k16 = q.bfloat16().float(), k.bfloat16().float()  # the inputs' own rounding is all that may differ
+    torch.testing.assert_close(loss_bf16_in, moco_loss(q16, k16, queue, 0.2)[0], rtol=1e-6, atol=1e-6)
