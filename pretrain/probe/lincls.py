@@ -1,7 +1,8 @@
 """PROBE.PROTOCOL main_lincls: the paper's linear probe, end-to-end on images through the frozen backbone.
 
 Reference: object-cropping-ssl `main_lincls.py` (after MoCo's `main_lincls.py`) with the views of
-`datasets/openimages_dataset_lineval.py` / `openimages_dataset_test.py`:
+`datasets/openimages_dataset_lineval.py` (`get_trainval_datasets('openimages_lin')`: phase `train_sup`,
+its `train_transform`) and `openimages_dataset_test.py` (`test_trasform`):
 
 * the backbone is frozen and kept in eval mode for the whole run ("BatchNorm in train mode may revise
   running mean/std ... which are part of the model parameters too"), and checked unchanged at the end
