@@ -148,11 +148,14 @@ def test_coco_reader_maps_categories_to_contiguous_ids(coco):
     assert multilabel_targets(records, 2).tolist() == [[0, 1], [1, 0]]
 
 
+ANN10 = r"annotation 10 \(image 1, a.jpg\)"
+
+
 @pytest.mark.parametrize("breakage, message, strict_only", [
     (lambda d: d["images"][1].update(file_name="missing.jpg"), r"image 2: file .*missing\.jpg not found", False),
-    (lambda d: d["annotations"][0].update(bbox=[5, 5, -3, 10]), r"annotation 10 \(image 1, a.jpg\).*non-positive size", True),
-    (lambda d: d["annotations"][0].update(bbox=[5, 5, 0, 10]), r"annotation 10 \(image 1, a.jpg\).*non-positive size", True),
-    (lambda d: d["annotations"][0].update(bbox=[50, 5, 20, 10]), r"annotation 10 \(image 1, a.jpg\).*outside the 60x40 image", False),
+    (lambda d: d["annotations"][0].update(bbox=[5, 5, -3, 10]), ANN10 + ".*non-positive size", True),
+    (lambda d: d["annotations"][0].update(bbox=[5, 5, 0, 10]), ANN10 + ".*non-positive size", True),
+    (lambda d: d["annotations"][0].update(bbox=[50, 5, 20, 10]), ANN10 + ".*outside the 60x40 image", False),
     (lambda d: d["annotations"][1].update(category_id=99), r"annotation 11 has unknown category id 99", False),
     (lambda d: d["annotations"][1].update(image_id=5), r"annotation 11 refers to unknown image id 5", False),
     (lambda d: d.update(images=[], annotations=[]), r"empty dataset", False),
