@@ -35,7 +35,8 @@ D2_MSRA_PIXELS = {"MODEL.PIXEL_MEAN": [103.530, 116.280, 123.675], "MODEL.PIXEL_
                   "INPUT.FORMAT": "BGR", "MODEL.RESNETS.STRIDE_IN_1X1": True}
 # Where objcrop's files differ from MoCo's, and why: weights come from a local file (objcrop never
 # downloads), and the batch is stated for MoCo's 8 GPUs so that fewer devices scale it linearly.
-OBJCROP_WEIGHTS = {"voc/faster_rcnn_R_50_C4_24k_msra.yaml": "weights/R-50.pkl", "voc/faster_rcnn_R_50_C4_24k_moco.yaml": ""}
+OBJCROP_WEIGHTS = {"voc/faster_rcnn_R_50_C4_24k_msra.yaml": "weights/R-50.pkl",
+                   "voc/faster_rcnn_R_50_C4_24k_moco.yaml": ""}
 OBJCROP_ADDED = {"SOLVER.REFERENCE_WORLD_SIZE": 8}
 
 EXPECTED = {
@@ -66,7 +67,8 @@ def test_reference_configs_equal_mocos_values_key_by_key_and_set_nothing_else(na
     if name in OBJCROP_WEIGHTS:
         expected["MODEL.WEIGHTS"] = OBJCROP_WEIGHTS[name]
     for key, value in expected.items():
-        assert _get(cfg, key) == pytest.approx(value) if isinstance(value, (list, float)) else _get(cfg, key) == value, key
+        want = pytest.approx(value) if isinstance(value, (list, float)) else value
+        assert _get(cfg, key) == want, key
     # every other key is detectron2's default (the _msra file writes out four of those, equal to them)
     defaults, merged = _flat(get_cfg()), _flat(cfg)
     differ = {k for k in merged if merged[k] != defaults.get(k)}

@@ -16,7 +16,8 @@ probe settings costs one forward pass. Accepted weights: an objcrop checkpoint (
 a torchvision ResNet state dict you supply (e.g. the supervised ImageNet baseline), or `random`.
 
 Modules: config (get_probe_cfg, the flags), weights (the backbone), features (whole-image features
-and their cache), linear (the classifier), lincls (the main_lincls protocol), scores (mAP, kNN, spectrum), cli (setup and main).
+and their cache), linear (the classifier), lincls (the main_lincls protocol), scores (mAP, kNN, spectrum),
+cli (setup and main).
 """
 import os
 

@@ -48,7 +48,8 @@ def get_probe_cfg() -> CfgNode:
     cfg.DATA.IMAGE_SIZE = 0
 
     cfg.FEATURES = CfgNode()
-    # cached_features only. Feature-extraction batch and DataLoader workers (they change speed, not the features).
+    # cached_features only. Feature-extraction batch and DataLoader workers (they change speed, not the
+    # features).
     cfg.FEATURES.BATCH_SIZE = 64
     cfg.FEATURES.NUM_WORKERS = 2
     # Feature cache, keyed by the weights' sha256, the dataset and the image size: a sweep of probe
@@ -56,8 +57,8 @@ def get_probe_cfg() -> CfgNode:
     cfg.FEATURES.CACHE_DIR = os.path.join("output", "cache", "probe_features")
 
     cfg.LINEAR = CfgNode()
-    # cached_features only. The linear classifier: BCE per class, SGD (momentum 0.9) with a cosine schedule on standardised
-    # features. The paper: 100 epochs, batch 256 (its lr of 30 is for raw features; 0.1 here is the
+    # cached_features only. The linear classifier: BCE per class, SGD (momentum 0.9) with a cosine schedule
+    # on standardised features. The paper: 100 epochs, batch 256 (its lr of 30 is for raw features; 0.1 here is the
     # same optimum on standardised ones).
     cfg.LINEAR.EPOCHS = 100
     cfg.LINEAR.LR = 0.1
@@ -84,7 +85,8 @@ def get_probe_cfg() -> CfgNode:
     cfg.LINCLS.NUM_WORKERS = 2
 
     cfg.KNN = CfgNode()
-    # cached_features only (it needs the cached features). kNN score (Wu et al. 2018): K neighbours by cosine similarity, votes weighted by exp(cos / T).
+    # cached_features only (it needs the cached features). kNN score (Wu et al. 2018): K neighbours by
+    # cosine similarity, votes weighted by exp(cos / T).
     cfg.KNN.K = 20
     cfg.KNN.T = 0.07
 

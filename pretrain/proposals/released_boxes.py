@@ -135,9 +135,3 @@ def _scored(xyxy_rows: List[list]) -> List[list]:
     n = max(len(xyxy_rows), 1)
     return [[x1, y1, x2 - x1, y2 - y1, 1.0 - k / n] for k, (x1, y1, x2, y2) in enumerate(xyxy_rows)]
 
-
-def released_layout_help() -> str:
-    return ("a released object-cropping-ssl .npy dict: COCO BING crops {'<dir>/<image>_<rank>.<ext>': [x1, y1, x2, y2]} "
-            "or OpenImages {image id: {'data': [row, ...]}} with row[4:8] = x1, x2, y1, y2 normalised")
-
-
