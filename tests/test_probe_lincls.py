@@ -17,8 +17,9 @@ from objcrop.errors import ObjcropError
 from objcrop.pretrain import probe
 from objcrop.pretrain.probe import get_probe_cfg
 from objcrop.pretrain.probe.features import MEAN, STD
-from objcrop.pretrain.probe.lincls import (FrozenBackboneClassifier, lr_at, predict, scoring_views, train_lincls,
-                                           training_views)
+from objcrop.pretrain.probe.lincls import (FrozenBackboneClassifier, batch_mean_map, lr_at, predict, released_map,
+                                           scoring_views, train_lincls, training_views)
+from objcrop.pretrain.probe.scores import mean_average_precision
 from objcrop.records import read_results
 
 # Reference constants from the released code, object-cropping-ssl main_lincls.py (argparse defaults and
@@ -124,9 +125,24 @@ def test_main_lincls_probe_cli_records_its_protocol(synth_dir, tmp_path, one_tor
     assert run_stage_main(probe.main, argv, "objcrop probe") == 0
     results = read_results(str(out / "results.json"))
     assert results["protocol"] == "main_lincls" and 0 <= results["mAP"] <= 1 and "knn_mAP" not in results
+    assert 0 <= results["mAP_batch_mean"] <= 1
     written = yaml.safe_load((out / "config.yaml").read_text())
     assert written["PROBE"]["PROTOCOL"] == "main_lincls" and written["LINCLS"]["SCHEDULE"] == [1]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     base = get_probe_cfg().LINCLS
     assert [r["lr"] for r in rows] == [lr_at(e, base.LR, [1], base.GAMMA) for e in range(2)]
     assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_released_batch_mean_map_is_the_mean_of_each_batchs_map():
+    rng = np.random.default_rng(0)
+    targets = (rng.random((50, 6)) < 0.3).astype(np.float32)
+    scores = rng.random((50, 6)) + targets * 0.3  # continuous, no ties: AP as scikit-learn computes it
+    whole, _ = mean_average_precision(scores, targets)
+    assert released_map(scores, targets) == pytest.approx(whole)
+    assert batch_mean_map(scores, targets, len(scores)) == pytest.approx(whole)
+    size = 16
+    chunks = [(mean_average_precision(scores[i:i + size], targets[i:i + size])[0], len(scores[i:i + size]))
+              for i in range(0, len(scores), size)]
+    expected = sum(m * n for m, n in chunks) / sum(n for _, n in chunks)
+    assert batch_mean_map(scores, targets, size) == pytest.approx(expected) != pytest.approx(whole)

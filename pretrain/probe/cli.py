@@ -129,7 +129,7 @@ def score_main_lincls(cfg: CfgNode, backbone, arch: str, train_records, train_y,
     """PROBE.PROTOCOL main_lincls (objcrop.pretrain.probe.lincls): the classifier trained on augmented
     images through the frozen backbone, scored by mAP of the test views. No kNN score (it needs features)."""
     from objcrop.pretrain.models import RESNETS
-    from objcrop.pretrain.probe.lincls import FrozenBackboneClassifier, predict, train_lincls
+    from objcrop.pretrain.probe.lincls import FrozenBackboneClassifier, batch_mean_map, predict, train_lincls
 
     metrics_path = _fresh_metrics(cfg)
     model = FrozenBackboneClassifier(backbone, RESNETS[arch][1], train_y.shape[1])
@@ -138,7 +138,8 @@ def score_main_lincls(cfg: CfgNode, backbone, arch: str, train_records, train_y,
     probs = predict(model, test_records, test_y, cfg.LINCLS, device)
     y = test_y.numpy()
     m_ap, n_scored = mean_average_precision(probs.numpy(), y)
-    out = {"mAP": m_ap, "classes_scored": n_scored}
+    out = {"mAP": m_ap, "classes_scored": n_scored,
+           "mAP_batch_mean": batch_mean_map(probs.numpy(), y, cfg.LINCLS.BATCH_SIZE)}
     if is_single_label(train_y.numpy(), y):
         out["top1"] = float((probs.argmax(1) == test_y.argmax(1)).float().mean())
     return out

@@ -13,8 +13,11 @@ its `train_transform`) and `openimages_dataset_test.py` (`test_trasform`):
 * training views RandomResizedCrop(224) (torchvision's default scale 0.08-1) + RandomHorizontalFlip,
   test views Resize(256) + CenterCrop(224), both on PIL images, normalised with ImageNet mean/std.
 
-Where objcrop differs, on purpose (docs/fidelity.md): the score is mAP over the whole test set once,
-after the last epoch (the released script averages per-batch mAPs and keeps the best epoch's value).
+Where objcrop differs, on purpose (docs/fidelity.md): the score ("mAP") is mAP over the whole test set
+once, after the last epoch. The released script's figure, the mean over test batches of each batch's mAP
+(its `map`: non-interpolated AP per class with a positive in the batch, nan-averaged), is reported
+beside it as "mAP_batch_mean" (`batch_mean_map`), for the final classifier (the released script also
+keeps the best epoch's value, a selection on the test set that objcrop does not make).
 """
 import copy
 from typing import Callable, List, Optional, Sequence
@@ -153,3 +156,27 @@ def predict(model: FrozenBackboneClassifier, records, targets, lc, device: torch
     scores = [torch.sigmoid(model(images.to(device))).float().cpu() for images, _ in loader]
     model.cpu()
     return torch.cat(scores) if scores else torch.zeros(0, model.fc.out_features)
+
+
+def released_map(scores: np.ndarray, targets: np.ndarray) -> float:
+    """main_lincls's `map` of one batch: per class with a positive, the mean precision at each positive
+    of the ranking by descending score; the mean over those classes (nan when none has a positive)."""
+    aps = []
+    for c in range(scores.shape[1]):
+        tp = targets[np.argsort(-scores[:, c], kind="stable"), c] == 1
+        if tp.sum() == 0:
+            continue
+        precision = np.cumsum(tp) / np.arange(1, len(tp) + 1)
+        aps.append(float(precision[tp].sum() / tp.sum()))
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def batch_mean_map(scores: np.ndarray, targets: np.ndarray, batch_size: int) -> float:
+    """The released validation figure: the mean of released_map over consecutive test batches, each batch
+    weighted by its size (its AverageMeter); batches without any positive are skipped."""
+    total, count = 0.0, 0
+    for i in range(0, len(scores), batch_size):
+        m = released_map(scores[i:i + batch_size], targets[i:i + batch_size])
+        if not np.isnan(m):
+            total, count = total + m * len(scores[i:i + batch_size]), count + len(scores[i:i + batch_size])
+    return total / count if count else float("nan")
