@@ -243,6 +243,9 @@ def curve_table(summary: Dict[tuple, dict], task: str, kind: str) -> List[str]:
         sc, su = summary.get((task, kind, "scratch", it)), summary.get((task, kind, "supervised", it))
         diff = f"{su['AP50'] - sc['AP50']:+.1f}" if sc and su else "—"
         lines.append(f"| {it} | {_cell(sc, 'AP50')} | {_cell(su, 'AP50')} | {diff} | {_cell(sc, 'AP')} | {_cell(su, 'AP')} |")
+    wide = [it for it in iterations if gate(summary, task, kind, it).get("diff", float("-inf")) >= GATE_AP50_POINTS]
+    lines += ["", f"First evaluated iteration with a mean gap of ≥ {GATE_AP50_POINTS:g} AP50: "
+              f"{wide[0] if wide else 'none'}."]
     return lines
 
 
@@ -269,7 +272,7 @@ def _command() -> str:
         [os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:])
 
 
-def _setup_lines(args, data: str) -> List[str]:
+def _setup_lines(args) -> List[str]:
     lines = [f"- data: embedded `study` variant, {args.images} images (70/15/15 % train/val/test), seed {args.data_seed}",
              f"- schedule: {args.iters} iterations, lr ×0.1 at {int(args.iters * args.step_frac)}, evaluated every "
              f"{args.eval_period} (detectron2's TEST.EVAL_PERIOD, with PreciseBN before each); the rest as in "
@@ -286,9 +289,9 @@ def _setup_lines(args, data: str) -> List[str]:
     return lines
 
 
-def write_markdown(args, data: str, summary: Dict[tuple, dict]) -> bool:
+def write_markdown(args, summary: Dict[tuple, dict]) -> bool:
     lines = [f"Command: `{_command()}`", "", "# Detection learning curves: scratch against supervised", ""]
-    lines += _setup_lines(args, data) + [f"- time: {t}" for t in timings(args)] + [""]
+    lines += _setup_lines(args) + [f"- time: {t}" for t in timings(args)] + [""]
     gates = []
     for task in args.tasks:
         for kind in TASKS[task][3]:
@@ -359,7 +362,7 @@ def main(argv=None) -> int:
     summary = summarise(rows)
     write_csv(os.path.join(args.out, "curve.csv"), rows)
     write_plot(os.path.join(args.out, "curve.png"), args, summary)
-    passed = write_markdown(args, data, summary)
+    passed = write_markdown(args, summary)
     print(open(os.path.join(args.out, "curve.md")).read())
     print(f"gate: {'PASS' if passed else 'FAIL'}")
     return 0
