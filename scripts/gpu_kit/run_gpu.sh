@@ -19,6 +19,8 @@
 # the summary is still written.
 #
 #   bash scripts/gpu_kit/run_gpu.sh [OUT]          # in the repository root; OUT defaults to $OUT
+# From this machine, through the device tool: run(command="bash scripts/gpu_kit/run_gpu.sh $OUT",
+# carry=[".gpu_kit"], timeout_s=600), after `bash scripts/gpu_kit/prepare.sh` here.
 # Knobs (environment): BUDGET_S, IMAGES, PRETRAIN_EPOCHS, SUP_SAMPLES, ITERS_R18, ITERS_C4, EVAL_PERIOD,
 # KIT (default .gpu_kit), WORK (default /tmp/objcrop_gpu), PYTHON (an interpreter that already has
 # objcrop and detectron2: skips the install, e.g. for a CPU dry run with TINY=1).
@@ -35,7 +37,7 @@ if [ -n "${TINY:-}" ]; then  # a CPU dry run of the whole flow: tiny data, few s
   : "${C4_EXTRA_OPTS:=SOLVER.IMS_PER_BATCH 2 TEST.PRECISE_BN.NUM_ITER 1}"
 fi
 IMAGES="${IMAGES:-3000}" PRETRAIN_EPOCHS="${PRETRAIN_EPOCHS:-100}" SUP_SAMPLES="${SUP_SAMPLES:-40000}"
-ITERS_R18="${ITERS_R18:-3000}" ITERS_C4="${ITERS_C4:-2000}" EVAL_PERIOD="${EVAL_PERIOD:-500}"
+ITERS_R18="${ITERS_R18:-2000}" ITERS_C4="${ITERS_C4:-2000}" EVAL_PERIOD="${EVAL_PERIOD:-500}"
 mkdir -p "$WORK/logs"
 exec > >(tee -a "$OUT/run_gpu.log") 2>&1
 cd "$REPO"
@@ -99,15 +101,18 @@ for arch in resnet18 resnet50; do
     --minutes 3 --device auto --json "$WORK/supervised_$arch.json" --save-backbone "$WORK/supervised_$arch.pth" &
   jobs_+=($!)
 done
-wait "${jobs_[@]}"  # by pid: a bare `wait` would also wait for the log's tee, which never ends
+[ ${#jobs_[@]} -eq 0 ] || wait "${jobs_[@]}"  # by pid: a bare `wait` would also wait for the log's tee, which never ends
 
-# ---- 3. convert (each verified by loading it into a real detectron2 backbone)
-[ -f "$WORK/pretrain/model_final.pth" ] && step convert_moco "$PY" -m objcrop convert "$WORK/pretrain/model_final.pth" "$WORK/moco.pkl"
+# ---- 3. convert (each verified by loading it into a real detectron2 backbone), side by side
+jobs_=()
+[ -f "$WORK/pretrain/model_final.pth" ] && { step convert_moco "$PY" -m objcrop convert "$WORK/pretrain/model_final.pth" \
+  "$WORK/moco.pkl" & jobs_+=($!); }
 for arch in resnet18 resnet50; do
-  [ -f "$WORK/supervised_$arch.pth" ] && step "convert_supervised_$arch" "$PY" -m objcrop convert \
+  [ -f "$WORK/supervised_$arch.pth" ] && { step "convert_supervised_$arch" "$PY" -m objcrop convert \
     "$WORK/supervised_$arch.pth" "$WORK/supervised_$arch.pkl" --format torchvision \
-    --pretrain method=supervised --pretrain "dataset=synth:$DATA:train" --pretrain "arch=$arch"
+    --pretrain method=supervised --pretrain "dataset=synth:$DATA:train" --pretrain "arch=$arch" & jobs_+=($!); }
 done
+[ ${#jobs_[@]} -eq 0 ] || wait "${jobs_[@]}"
 
 # ---- 4. detection fine-tuning, every run its own process on the one GPU
 detect() {  # detect NAME CONFIG WEIGHTS TRAIN TEST ITERS [extra args...]; skipped when its weights are missing
@@ -137,7 +142,7 @@ for init in scratch:none supervised:"$WORK/supervised_resnet50.pkl"; do
   DET_OPTS="$C4_OPTS" detect "r50c4_voc_${init%%:*}" voc/faster_rcnn_R_50_C4_24k.yaml "${init#*:}" "${VOC[@]}" "$ITERS_C4" --no-scale &
   jobs_+=($!)
 done
-wait "${jobs_[@]}"
+[ ${#jobs_[@]} -eq 0 ] || wait "${jobs_[@]}"
 
 # ---- 5. summary and the files that come back
 [ -n "${SMI:-}" ] && kill "$SMI" 2>/dev/null
