@@ -24,6 +24,7 @@ from detectron2.utils.logger import setup_logger as d2_setup_logger
 
 from objcrop.config import write_config
 from objcrop.convert.detectron2_model import adapt_norms_to_world_size, load_config
+from objcrop.convert.writer import use_restricted_pkl_reader
 from objcrop.detection.config import scale_to_world_size
 from objcrop.detection.results import check_backbone_loaded, provenance_of_weights, results_record
 from objcrop.detection.trainer import MetricsJsonlHook, Trainer
@@ -194,6 +195,7 @@ def _finished(results_path: str) -> bool:
 
 def _train(cfg, resume: bool):
     trainer = Trainer(cfg)
+    use_restricted_pkl_reader(trainer.checkpointer)  # detectron2 would unpickle a .pkl with plain pickle.load
     trainer.register_hooks([MetricsJsonlHook(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl"), cfg.OBJCROP.METRICS_PERIOD)])
     resuming = resume and trainer.checkpointer.has_checkpoint()
     trainer.resume_or_load(resume=resume)
@@ -231,7 +233,7 @@ def _remove_intermediate_checkpoints(output_dir: str) -> None:
 def _evaluate_only(cfg):
     """Evaluate this seed's fine-tuned model (its last checkpoint) or, when there is none, MODEL.WEIGHTS as given."""
     model = Trainer.build_model(cfg)
-    checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    checkpointer = use_restricted_pkl_reader(DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR))
     if checkpointer.has_checkpoint():
         checkpoint = checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
         logger.info("--eval-only: evaluating %s", checkpointer.get_checkpoint_file())

@@ -117,3 +117,37 @@ def test_damaged_and_non_dict_pkls_name_the_file(tmp_path):
         read_detectron2_pkl(str(path))
     with pytest.raises(CheckpointError, match=r"nope\.pkl: file not found"):
         read_detectron2_pkl(str(tmp_path / "nope.pkl"))
+
+
+def test_detection_training_and_eval_read_pkl_weights_through_the_restricted_reader(tmp_path, monkeypatch):
+    """Guards against `detect train` handing a .pkl to detectron2's own checkpointer, which would
+    unpickle it with plain pickle.load (and run whatever it holds)."""
+    from types import SimpleNamespace
+
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from objcrop.detection import train_net
+
+    evil = tmp_path / "evil.pkl"
+    marker = tmp_path / "pwned"
+    evil.write_bytes(pickle.dumps(_Payload(os.system, f"touch {marker}")))
+
+    class Stop(Exception):
+        pass
+
+    class RecordingTrainer:
+        def __init__(self, cfg):
+            self.checkpointer = DetectionCheckpointer(torch.nn.Linear(2, 3))
+
+        def register_hooks(self, hooks):
+            pass
+
+        def resume_or_load(self, resume):
+            self.checkpointer.load(str(evil))
+            raise Stop  # not reached: the load must refuse
+
+    monkeypatch.setattr(train_net, "Trainer", RecordingTrainer)
+    cfg = SimpleNamespace(OUTPUT_DIR=str(tmp_path), OBJCROP=SimpleNamespace(METRICS_PERIOD=1))
+    with pytest.raises(CheckpointError, match=r"evil\.pkl.*posix\.system"):
+        train_net._train(cfg, resume=False)
+    assert not marker.exists()
