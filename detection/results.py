@@ -6,6 +6,7 @@ weights_sha256, iterations, wall_time_s, ims_per_batch, world_size, every metric
 null), and the `pretrain` provenance block the converted .pkl carries under `__objcrop__`.
 """
 import logging
+import os
 import math
 from typing import Dict, Optional
 
@@ -15,7 +16,7 @@ from detectron2.utils import comm
 
 from objcrop.config import config_hash
 from objcrop.convert.verify import compare_backbone
-from objcrop.convert.writer import read_detectron2_pkl
+from objcrop.convert.writer import load_pkl_as_detectron2
 from objcrop.errors import CheckpointError
 from objcrop.records import Provenance, results
 
@@ -29,9 +30,13 @@ def provenance_of_weights(cfg) -> Provenance:
         # The detection seed is its own field: a random-init backbone has no pretraining seed.
         return Provenance.random_init(arch, None)
     if cfg.MODEL.WEIGHTS.endswith(".pkl"):
-        block = read_detectron2_pkl(cfg.MODEL.WEIGHTS).get("__objcrop__")
-        if block:
-            return Provenance.from_dict(block)
+        data = load_pkl_as_detectron2(cfg.MODEL.WEIGHTS)
+        if data.get("__objcrop__"):
+            return Provenance.from_dict(data["__objcrop__"])
+        if data.get("__author__") == "Caffe2":
+            # MSRA's R-50.pkl and other Detectron1 files: ImageNet-supervised weights (MoCo's baseline, issue 18 §6)
+            logger.info("%s is a Caffe2/MSRA checkpoint: reported as supervised", cfg.MODEL.WEIGHTS)
+            return Provenance.supervised(arch, os.path.basename(cfg.MODEL.WEIGHTS), None)
     logger.warning("%s was not written by `objcrop convert`: its pretraining is reported as unknown", cfg.MODEL.WEIGHTS)
     return Provenance(arch=arch)
 
@@ -40,7 +45,12 @@ def check_backbone_loaded(model: torch.nn.Module, weights: str) -> None:
     """After loading a converted .pkl, every backbone tensor of the model must equal the file's."""
     if not weights.endswith(".pkl"):
         return
-    data = read_detectron2_pkl(weights)
+    data = load_pkl_as_detectron2(weights)
+    if "__objcrop__" not in data:
+        # A foreign file (MSRA's Caffe2 names): detectron2's heuristic matching loads it and logs
+        # every key it could not match; only files objcrop converted are checked tensor by tensor.
+        logger.info("weights check skipped: %s was not written by `objcrop convert`", weights)
+        return
     result = compare_backbone(model.module if hasattr(model, "module") else model, data["model"])
     if not result.ok:
         raise CheckpointError(f"{weights}: the backbone did not load into the model: {result.describe()}")

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+import torch
 
 from objcrop.convert.detectron2_model import adapt_norms_to_world_size, load_config
 from objcrop.detection.config import scale_to_world_size
@@ -34,6 +35,8 @@ def _base_depth(path, depth=1):
 def test_every_shipped_config_merges_with_at_most_three_levels(name):
     cfg = load_config(name)
     assert _base_depth(os.path.join(CONFIG_DIR, name)) <= 3
+    if name == "Base-RCNN-C4-BN.yaml" or name.endswith(("_moco.yaml", "_msra.yaml")):
+        return  # MoCo's and MSRA's reference modes, pinned key by key in tests/test_fidelity_detection.py
     # The protocol for torchvision-format weights, everywhere.
     assert cfg.INPUT.FORMAT == "RGB" and not cfg.MODEL.RESNETS.STRIDE_IN_1X1 and cfg.MODEL.BACKBONE.FREEZE_AT == 0
     assert list(cfg.MODEL.PIXEL_STD) == [58.395, 57.120, 57.375]
@@ -149,3 +152,23 @@ def test_a_failed_run_still_writes_a_valid_record(tmp_path):
     back = read_results(write_results(str(tmp_path), record))
     assert back["status"] == "failed" and back["box"] is None and back["pretrain"]["method"] == "byol"
     assert back["error"] == "training diverged: nan" and back["seed"] == 2
+
+
+def test_msra_caffe2_weights_are_accepted_and_reported_as_supervised(tmp_path):
+    """MoCo's supervised baseline starts from MSRA's R-50.pkl (Caffe2 names, no "model" key): detection
+    must accept it (issue 18 §6) instead of refusing it as 'not a detectron2 checkpoint'."""
+    import pickle
+
+    import numpy as np
+
+    from objcrop.detection.results import check_backbone_loaded, provenance_of_weights
+
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(pickle.dumps({"blobs": {"conv1_w": np.zeros((64, 3, 7, 7), np.float32),
+                                             "res_conv1_bn_s": np.ones(64, np.float32)}}))
+    cfg = load_config("voc/faster_rcnn_R_50_C4_24k_msra.yaml").clone()
+    cfg.defrost()
+    cfg.MODEL.WEIGHTS = str(path)
+    prov = provenance_of_weights(cfg)
+    assert (prov.method, prov.arch, prov.dataset) == ("supervised", "resnet50", "R-50.pkl")
+    check_backbone_loaded(torch.nn.Linear(1, 1), str(path))  # foreign names: detectron2's matching, no check
