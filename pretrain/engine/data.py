@@ -1,6 +1,11 @@
 """The pretraining data: records -> (image, boxes, mask) -> a view pair, sharded and resumable.
 
-Randomness is per sample: each (epoch, image) pair gets its own seed, handed to the view policy as
+A dataset item is an image (all its boxes go to the view policy, which draws one) or, with the
+released crop geometry, one proposal box (`item_mode`): then, as object-cropping-ssl's
+`openimages_dataset_bing.py` lists each image once per box, an epoch is a pass over the boxes
+(after PROPOSALS_TOPK) and item k hands the policy its image and that box alone.
+
+Randomness is per sample: each (epoch, item) pair gets its own seed, handed to the view policy as
 a torch.Generator. The views therefore do not depend on worker count, worker scheduling, world size
 or on where a run was resumed, and a resumed run sees exactly the views the uninterrupted one saw.
 """
@@ -56,9 +61,10 @@ gt_boxes_xyxy = gt_boxes  # the one crowd rule of objcrop.datasets.boxes (crowd 
 class BoxSource:
     """Where the object boxes of an image come from: "" (none), "gt" (annotations) or a proposal store."""
 
-    def __init__(self, spec: str, topk: int = 0, with_masks: bool = False):
+    def __init__(self, spec: str, topk: int = 0, with_masks: bool = False, soft_alpha: bool = False):
         # Masks are only read when a consumer (DiLo copy-paste) uses them: decoding them is wasted work otherwise.
-        self.spec, self.topk, self.with_masks = spec, topk, with_masks
+        # soft_alpha (copy-paste MODE dilo): a store's continuous saliency map (get_alpha), DiLo's alpha.
+        self.spec, self.topk, self.with_masks, self.soft_alpha = spec, topk, with_masks, soft_alpha
         self._store = None
         self.name = "none" if not spec else "gt" if spec == "gt" else self._store_name()
 
@@ -99,7 +105,8 @@ class BoxSource:
         return boxes
 
     def mask(self, record: dict, height: int, width: int) -> Optional[np.ndarray]:
-        """The foreground mask (uint8 [height, width]) for copy-paste, or None."""
+        """The foreground for copy-paste, or None: a mask (uint8 [height, width]), or with soft_alpha a
+        store's alpha (float32 in [0, 1], the continuous saliency map where it kept one)."""
         if not self.spec or not self.with_masks:
             return None
         if self.spec == "gt":  # the union of the annotated instance masks, as `proposals compute --method gt` stores
@@ -107,7 +114,9 @@ class BoxSource:
 
             return annotation_mask(object_annotations(record), height, width)
         store = self._open()
-        return store.get_mask(record["image_id"]) if record["image_id"] in store else None
+        if record["image_id"] not in store:
+            return None
+        return store.get_alpha(record["image_id"]) if self.soft_alpha else store.get_mask(record["image_id"])
 
     def __getstate__(self) -> Dict:  # an open store handle must not be copied into workers
         state = dict(self.__dict__)
@@ -115,8 +124,35 @@ class BoxSource:
         return state
 
 
+ITEM_MODES = ("images", "boxes")
+
+
+def item_mode(cfg) -> str:
+    """"boxes" (one item per proposal box) for a box policy under VIEWS.GEOMETRY "released", else "images".
+
+    One switch, not two: the released geometry is the released dataset's `__getitem__`, and that dataset
+    lists an image once per box; a run of the released crops with objcrop's per-image sampling would be
+    neither method. The random baseline uses no boxes, so its epoch stays a pass over images (as the
+    released MoCo baseline's ImageFolder)."""
+    views = cfg.VIEWS
+    released = str(views.get("GEOMETRY", "objcrop")) == "released"
+    return "boxes" if released and views.POLICY != "random" and cfg.DATA.PROPOSALS else "images"
+
+
+def box_items(records: List[dict], box_source: BoxSource) -> np.ndarray:
+    """[n, 2] int64 (record index, box index): every box of every record, after PROPOSALS_TOPK, in record order.
+
+    Images without a box yield no item, as in the released code (an image appears once per entry of
+    its box list, so an image with none is never sampled)."""
+    counts = np.array([len(box_source.boxes(r)) for r in records], np.int64)
+    record_index = np.repeat(np.arange(len(records), dtype=np.int64), counts)
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.stack([record_index, np.arange(len(record_index), dtype=np.int64) - starts], axis=1)
+
+
 def shrink_to_short_side(image: torch.Tensor, boxes: torch.Tensor, mask: Optional[torch.Tensor], size: int):
-    """Resize so the shorter side is `size` (never enlarges); boxes and mask follow."""
+    """Resize so the shorter side is `size` (never enlarges); boxes and mask follow: a binary mask to the
+    nearest pixel, a float alpha (DiLo's saliency map) bilinearly, so that it stays continuous."""
     from torchvision.transforms.v2 import functional as F
 
     h, w = image.shape[-2:]
@@ -127,18 +163,24 @@ def shrink_to_short_side(image: torch.Tensor, boxes: torch.Tensor, mask: Optiona
     image = F.resize(image, [nh, nw], antialias=True)
     boxes = boxes * torch.tensor([nw / w, nh / h, nw / w, nh / h], dtype=boxes.dtype)
     if mask is not None:
-        mask = F.resize(mask[None], [nh, nw], interpolation=F.InterpolationMode.NEAREST)[0]
+        soft = mask.is_floating_point()
+        mode = F.InterpolationMode.BILINEAR if soft else F.InterpolationMode.NEAREST
+        mask = F.resize(mask[None], [nh, nw], interpolation=mode, antialias=soft)[0]
     return image, boxes, mask
 
 
 class ViewPairDataset(Dataset):
-    """Item (index, seed) -> (view1, view2, has_boxes): one image read, pre-shrunk, cut into two views."""
+    """Item (index, seed) -> (view1, view2, has_boxes): one image read, pre-shrunk, cut into two views.
 
-    def __init__(self, records: List[dict], policy, box_source: BoxSource, image_size: int = 0):
+    items (from `box_items`): item k is (record, box): the policy gets that box alone; None: item k is record k."""
+
+    def __init__(self, records: List[dict], policy, box_source: BoxSource, image_size: int = 0,
+                 items: Optional[np.ndarray] = None):
         self.records, self.policy, self.box_source, self.image_size = records, policy, box_source, image_size
+        self.items = items
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) if self.items is None else len(self.items)
 
     def __getitem__(self, key: Tuple[int, int]):
         from torchvision import tv_tensors
@@ -146,9 +188,15 @@ class ViewPairDataset(Dataset):
         from objcrop.datasets import read_image
 
         index, seed = key
+        box_index = None
+        if self.items is not None:
+            index, box_index = (int(v) for v in self.items[index])
         record = self.records[index]
         image = torch.tensor(read_image(record["file_name"])).permute(2, 0, 1).contiguous()  # a writable copy
-        boxes = torch.from_numpy(self.box_source.boxes(record))
+        boxes = self.box_source.boxes(record)
+        if box_index is not None:
+            boxes = boxes[box_index:box_index + 1]
+        boxes = torch.from_numpy(np.ascontiguousarray(boxes))
         mask = self.box_source.mask(record, *image.shape[-2:])
         mask = None if mask is None else torch.from_numpy(np.ascontiguousarray(mask))
         image, boxes, mask = shrink_to_short_side(image, boxes, mask, self.image_size)
@@ -192,10 +240,10 @@ def build_loader(dataset: Dataset, sampler: ShardedResumableSampler, num_workers
     )
 
 
-def check_enough_data(num_items: int, batch: int, world: int, dataset: str) -> None:
+def check_enough_data(num_items: int, batch: int, world: int, dataset: str, unit: str = "images") -> None:
     if (num_items // world) // (batch // world) < 1:
-        raise DatasetError(f"{dataset}: {num_items} images are fewer than one batch of {batch} "
-                           f"(PRETRAIN.BATCH_SIZE); lower the batch size or use more images")
+        raise DatasetError(f"{dataset}: {num_items} {unit} are fewer than one batch of {batch} "
+                           f"(PRETRAIN.BATCH_SIZE); lower the batch size or use more {unit}")
 
 
 def iterations_per_epoch(num_items: int, batch: int, world: int) -> int:

@@ -14,13 +14,26 @@ from objcrop.pretrain.engine.hooks import HookBase, TrainingDiverged
 
 
 def view_policy(cfg: CfgNode) -> str:
-    """The view policy as runs name it: DiLo copy-paste on top is part of it (`obj-obj-dilate+copy-paste`),
-    so those runs get their own report row. The run tag (PRETRAIN.TAG) is a field of its own."""
+    """The view policy as runs name it, so that each variant gets its own report row:
+
+    * the released crop geometry (VIEWS.GEOMETRY released, which also samples one item per box) marks
+      a box policy with `@released` (`obj-obj-dilate@released`): `-` already joins the run tag
+      (`obj-obj-dilate-short`) and `+` a composed transform, while `@` is safe in directory and SLURM
+      job names; the random policy uses no boxes, so the geometry does not change it;
+    * DiLo copy-paste on top is part of the policy, named as `CopyPaste.name` names it: `+copy-paste`
+      for the shared variant the study measured, `+copy-paste-dilo` for DiLo's per-view reference mode.
+
+    Runs of objcrop's geometry with shared copy-paste (every preset before issue 18) keep their names.
+    The run tag (PRETRAIN.TAG) is a field of its own."""
     if "VIEWS" not in cfg or "POLICY" not in cfg.VIEWS:
         return "random"
-    name = str(cfg.VIEWS.POLICY)
-    if "COPY_PASTE" in cfg.VIEWS and cfg.VIEWS.COPY_PASTE.ENABLED:
-        name += "+copy-paste"
+    views = cfg.VIEWS
+    name = str(views.POLICY)
+    if str(views.get("GEOMETRY", "objcrop")) != "objcrop" and name != "random":
+        name += f"@{views.GEOMETRY}"
+    if "COPY_PASTE" in views and views.COPY_PASTE.ENABLED:
+        mode = str(views.COPY_PASTE.get("MODE", "shared"))
+        name += "+copy-paste" + ("" if mode == "shared" else f"-{mode}")
     return name
 
 

@@ -19,8 +19,8 @@ from objcrop.config import CfgNode
 from objcrop.errors import ConfigError, DatasetError
 from objcrop.pretrain import distributed as du
 from objcrop.pretrain.engine.checkpoint import CheckpointHook, Checkpointer, restore_training_state
-from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, build_loader,
-                                          check_enough_data, iterations_per_epoch)
+from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, box_items,
+                                          build_loader, check_enough_data, item_mode, iterations_per_epoch)
 from objcrop.pretrain.engine.hooks import DivergenceGuard, HookBase, MetricsWriter, ProgressBar, StepCounters
 from objcrop.pretrain.engine.optim import build_optimisation, lr_at, scaled_lr
 from objcrop.pretrain.engine.results import ResultsWriter, completed_results, default_run_dir, pretrain_provenance
@@ -77,7 +77,9 @@ class PretrainTrainer:
         if p.BATCH_SIZE % ctx.world_size:
             raise ConfigError(f"PRETRAIN.BATCH_SIZE: {p.BATCH_SIZE} does not split over {ctx.world_size} processes")
         self.batch_per_process = p.BATCH_SIZE // ctx.world_size
-        self.box_source = BoxSource(cfg.DATA.PROPOSALS, cfg.DATA.PROPOSALS_TOPK, with_masks=cfg.VIEWS.COPY_PASTE.ENABLED)
+        copy_paste = cfg.VIEWS.COPY_PASTE
+        self.box_source = BoxSource(cfg.DATA.PROPOSALS, cfg.DATA.PROPOSALS_TOPK, with_masks=copy_paste.ENABLED,
+                                    soft_alpha=copy_paste.MODE == "dilo")  # DiLo's alpha: the saliency map
         self.provenance = pretrain_provenance(cfg, self.box_source.name)
         self.output_dir = cfg.OUTPUT_DIR or default_run_dir(cfg, self.box_source.name)
         self.checkpointer = Checkpointer(os.path.join(self.output_dir, "checkpoints"), cfg.CHECKPOINT.KEEP_LAST, logger)
@@ -103,6 +105,7 @@ class PretrainTrainer:
                                f"{self.cfg.DATA.DATASET} (was it computed for another dataset?)")
         self.logger.info(f"data: {self.cfg.DATA.DATASET}: {len(records)} images; boxes: {self.box_source.name} "
                          f"(covering {coverage:.0%} of images); view policy: {self.provenance.policy_label}")
+        items = self.sampled_items(records)
         policy = build_view_policy(self.cfg, background_fn=DatasetBackgrounds(records, self.cfg.DATA.IMAGE_SIZE))
         if self.cfg.VIEWS.AUGMENT_ON == "device":
             from objcrop.pretrain.views import defer_augment
@@ -110,11 +113,23 @@ class PretrainTrainer:
             self.device_augment = defer_augment(policy)
             self.logger.info(f"views: the loader's workers cut the crops; colour, grey, blur, solarize and flip run "
                              f"batched on {self.ctx.device} (VIEWS.AUGMENT_ON device)")
-        dataset = ViewPairDataset(records, policy, self.box_source, self.cfg.DATA.IMAGE_SIZE)
-        sampler = ShardedResumableSampler(len(records), self.batch_per_process, self.ctx.rank, self.ctx.world_size,
+        dataset = ViewPairDataset(records, policy, self.box_source, self.cfg.DATA.IMAGE_SIZE, items)
+        sampler = ShardedResumableSampler(len(dataset), self.batch_per_process, self.ctx.rank, self.ctx.world_size,
                                           self.cfg.PRETRAIN.SEED)
         loader = build_loader(dataset, sampler, self.cfg.DATA.NUM_WORKERS, self.ctx.device.type == "cuda")
         return records, sampler, loader
+
+    def sampled_items(self, records):
+        """The (record, box) items of a run that samples boxes (data.item_mode), else None (one item per image)."""
+        if item_mode(self.cfg) != "boxes":
+            return None
+        items = box_items(records, self.box_source)
+        without = len(records) - len(set(items[:, 0].tolist()))
+        self.logger.info(f"data: one item per box (VIEWS.GEOMETRY released, as openimages_dataset_bing.py): an epoch "
+                         f"is {len(items)} boxes (PROPOSALS_TOPK {self.cfg.DATA.PROPOSALS_TOPK or 'all'}); "
+                         f"{without} images without a box are not sampled, as in the released code")
+        check_enough_data(len(items), self.cfg.PRETRAIN.BATCH_SIZE, self.ctx.world_size, self.cfg.DATA.DATASET, "boxes")
+        return items
 
     def build_method(self) -> torch.nn.Module:
         p = self.cfg.PRETRAIN
