@@ -22,9 +22,14 @@ def get_pretrain_cfg() -> CfgNode:
     # The paper's MoCo-v2 runs: 0.015 for batch 128.
     cfg.PRETRAIN.BASE_LR = 0.015
     cfg.PRETRAIN.BASE_BATCH_SIZE = 128
-    # SGD momentum and weight decay (MoCo-v2: 0.9, 1e-4).
+    # "sgd" (MoCo-v2; weight decay on every parameter) or "lars" (BYOL's paper: layer-wise trust ratio,
+    # biases and BN parameters neither adapted nor decayed; pretrain/engine/optim.py).
+    cfg.PRETRAIN.OPTIMIZER = "sgd"
+    # Momentum and weight decay of either optimiser (MoCo-v2: 0.9, 1e-4; BYOL with LARS: 0.9, 1.5e-6).
     cfg.PRETRAIN.MOMENTUM = 0.9
     cfg.PRETRAIN.WEIGHT_DECAY = 1e-4
+    # LARS's trust coefficient eta: each adapted parameter's step is scaled to eta * ||w|| / ||grad + wd w||.
+    cfg.PRETRAIN.LARS_TRUST_COEFFICIENT = 1e-3
     # Linear warm-up length in epochs (may be fractional) before the cosine decay to 0; MoCo-v2 uses 0.
     cfg.PRETRAIN.WARMUP_EPOCHS = 0.0
     # Seed for model init, data order and per-sample augmentations (runs with one seed repeat exactly).

@@ -1,4 +1,5 @@
 """Pretraining optimisation: the linear lr scaling rule, the warm-up + cosine schedule (and LARS)."""
+import copy
 import math
 
 import pytest
@@ -64,3 +65,123 @@ def test_lr_without_warmup_starts_at_the_peak():
     """Guards against a schedule that needs a warm-up (MoCo-v2 has none: step 0 trains at the peak)."""
     assert lr_at(0, 100, 0.03, 0) == pytest.approx(0.03)
     assert lr_at(50, 100, 0.03, 0) == pytest.approx(0.015)
+
+
+# ---------------------------------------------------------------- LARS (BYOL's optimiser)
+def _one_lars_step(w0, g, lr=0.5, wd=0.01, eta=1e-3, lars=True):
+    from objcrop.pretrain.engine.optim import LARS
+
+    w = torch.nn.Parameter(w0.clone())
+    w.grad = g.clone()
+    LARS([w], lr=lr, momentum=0.9, weight_decay=wd, trust_coefficient=eta, lars=lars).step()
+    return w.detach()
+
+
+def test_lars_scales_each_update_by_the_trust_ratio():
+    """Guards against a LARS without the layer-wise ratio (plain SGD), one that takes the norm of the
+    raw gradient instead of gradient + weight decay, or applies the decay after the scaling: the first
+    step is lr * eta * ||w|| / ||g + wd w|| * (g + wd w)."""
+    g_ = torch.Generator().manual_seed(0)
+    w0, g = torch.randn(6, 5, generator=g_), 40 * torch.randn(6, 5, generator=g_)
+    lr, wd, eta = 0.5, 0.01, 1e-3
+    d = g + wd * w0
+    expected = w0 - lr * eta * w0.norm() / d.norm() * d
+    torch.testing.assert_close(_one_lars_step(w0, g, lr, wd, eta), expected, rtol=1e-6, atol=1e-7)
+    # the step's size follows the weight's norm, not the gradient's: 10x the gradient, the same size
+    small, large = _one_lars_step(w0, g, lr, 0.0, eta) - w0, _one_lars_step(w0, 10 * g, lr, 0.0, eta) - w0
+    # (rel 1e-4: a step of ~0.1 % of w, read back as a float32 difference)
+    assert float(small.norm()) == pytest.approx(float(large.norm()), rel=1e-4)
+    assert float(small.norm()) == pytest.approx(lr * eta * float(w0.norm()), rel=1e-4)
+
+
+def test_lars_momentum_and_zero_norms():
+    """Guards against a momentum buffer that stores the unscaled gradient, and against NaN from a
+    zero weight or gradient (the ratio is 1 there, as in BYOL's and MoCo-v3's LARS)."""
+    from objcrop.pretrain.engine.optim import LARS
+
+    w = torch.nn.Parameter(torch.ones(3, 2))
+    opt = LARS([w], lr=1.0, momentum=0.9, weight_decay=0.0, trust_coefficient=0.1)
+    steps = []
+    for _ in range(2):
+        w.grad = torch.full_like(w, 2.0)
+        before = w.detach().clone()
+        ratio = 0.1 * before.norm() / w.grad.norm()
+        steps.append(ratio * w.grad)
+        opt.step()
+    torch.testing.assert_close(w.detach(), torch.ones(3, 2) - steps[0] - (0.9 * steps[0] + steps[1]))
+    zero = _one_lars_step(torch.zeros(4, 4), torch.ones(4, 4), lr=0.1, wd=0.0)
+    torch.testing.assert_close(zero, torch.full((4, 4), -0.1))  # ratio 1: a plain SGD step
+    assert torch.equal(_one_lars_step(torch.ones(4, 4), torch.zeros(4, 4), wd=0.0), torch.ones(4, 4))
+
+
+def test_lars_leaves_biases_and_bn_out_of_adaptation_and_weight_decay():
+    """Guards against LARS adapting or decaying biases and BN parameters (BYOL excludes them from
+    both): build_optimizer puts every 1-D parameter in a plain-SGD group without weight decay, every
+    weight matrix / kernel in the LARS group with PRETRAIN.WEIGHT_DECAY and the trust coefficient."""
+    from objcrop.pretrain.engine.optim import LARS, build_optimizer
+
+    cfg = _cfg("PRETRAIN.OPTIMIZER", "lars", "PRETRAIN.WEIGHT_DECAY", 1.5e-6, "PRETRAIN.LARS_TRUST_COEFFICIENT", 1e-3,
+               "PRETRAIN.BATCH_SIZE", 512, "PRETRAIN.BASE_LR", 0.2, "PRETRAIN.BASE_BATCH_SIZE", 256)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    opt = build_optimizer(net, cfg)
+    assert isinstance(opt, LARS)
+    adapted, plain = opt.param_groups
+    assert {id(p) for p in adapted["params"]} == {id(net[0].weight), id(net[3].weight)}
+    assert {id(p) for p in plain["params"]} == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[3].bias)}
+    assert adapted["lars"] and adapted["weight_decay"] == cfg.PRETRAIN.WEIGHT_DECAY
+    assert adapted["trust_coefficient"] == cfg.PRETRAIN.LARS_TRUST_COEFFICIENT
+    assert not plain["lars"] and plain["weight_decay"] == 0.0
+    assert all(g["lr"] == pytest.approx(scaled_lr(cfg)) for g in opt.param_groups)
+    b0, g = torch.randn(4), torch.randn(4)  # an excluded parameter takes a plain step: lr * grad
+    torch.testing.assert_close(_one_lars_step(b0, g, lr=0.3, wd=0.0, lars=False), b0 - 0.3 * g)
+
+
+def test_unknown_optimizer_is_a_config_error():
+    from objcrop.errors import ConfigError
+    from objcrop.pretrain.engine.optim import build_optimizer
+
+    with pytest.raises(ConfigError, match="PRETRAIN.OPTIMIZER"):
+        build_optimizer(torch.nn.Linear(2, 2), _cfg("PRETRAIN.OPTIMIZER", "adam"))
+
+
+def test_byol_paper_preset_is_the_byol_recipe():
+    """Guards against the BYOL paper preset drifting from BYOL's recipe (Grill et al. 2020, section 3.3 and
+    appendix B): LARS with eta 1e-3, weight decay 1.5e-6, base lr 0.2 per 256 images, cosine after a
+    10-epoch warm-up, target EMA from 0.996, blur 1.0 / 0.1, solarize 0.0 / 0.2, colour jitter
+    0.4 / 0.4 / 0.2 / 0.1; and against it sharing a run directory with the SGD preset."""
+    from objcrop.config import merge_config
+
+    cfg = merge_config(get_pretrain_cfg, "pretrain/byol_r50_paper.yaml", [])
+    sgd = merge_config(get_pretrain_cfg, "pretrain/byol_r50_objobjdilate_gt_200e_coco.yaml", [])
+    p, v = cfg.PRETRAIN, cfg.VIEWS
+    assert (p.METHOD, p.OPTIMIZER, p.LARS_TRUST_COEFFICIENT, p.WEIGHT_DECAY) == ("byol", "lars", 1e-3, 1.5e-6)
+    assert (p.BASE_LR, p.BASE_BATCH_SIZE, p.WARMUP_EPOCHS, p.BYOL.BASE_MOMENTUM) == (0.2, 256, 10.0, 0.996)
+    assert tuple(v.BLUR_PROB) == (1.0, 0.1) and tuple(v.SOLARIZE_PROB) == (0.0, 0.2)
+    assert tuple(v.COLOR_JITTER) == (0.4, 0.4, 0.2, 0.1)
+    assert sgd.PRETRAIN.OPTIMIZER == "sgd" and p.TAG and p.TAG != sgd.PRETRAIN.TAG
+
+
+def test_lars_resumes_from_its_state_dict():
+    """Guards against LARS state a checkpoint cannot carry (resume would restart the momentum): after a
+    state_dict round trip into a fresh optimiser, the next step is the one the original would take."""
+    from objcrop.pretrain.engine.optim import build_optimizer
+
+    cfg = _cfg("PRETRAIN.OPTIMIZER", "lars", "PRETRAIN.WEIGHT_DECAY", 1.5e-6)
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+    b = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+    x = torch.randn(8, 5)
+    opt_a = build_optimizer(a, cfg)
+    for _ in range(2):
+        opt_a.zero_grad()
+        a(x).pow(2).mean().backward()
+        opt_a.step()
+    b.load_state_dict(a.state_dict())
+    opt_b = build_optimizer(b, cfg)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # as from a checkpoint file: no shared buffers
+    for model, opt in ((a, opt_a), (b, opt_b)):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)

@@ -1,5 +1,5 @@
-"""The optimiser and the learning-rate schedule of pretraining: SGD, the linear scaling rule, an
-optional linear warm-up and a half-cosine to 0, mixed precision on CUDA."""
+"""The optimiser and the learning-rate schedule of pretraining: SGD or LARS, the linear scaling rule,
+an optional linear warm-up and a half-cosine to 0, mixed precision on CUDA."""
 import contextlib
 import math
 
@@ -22,11 +22,64 @@ def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimisation(method: torch.nn.Module, cfg: CfgNode, device: torch.device):
-    """SGD over the trained parameters, the loss scaler (float16 only) and the autocast context."""
+class LARS(torch.optim.Optimizer):
+    """Layer-wise adaptive rate scaling (You et al. 2017) as BYOL and MoCo-v3 use it: per parameter,
+    d = grad + weight_decay * w, scaled by the trust ratio eta * ||w|| / ||d|| (1 where either norm
+    is 0), then SGD momentum: buf = momentum * buf + d; w -= lr * buf. A group with `lars` False is
+    plain SGD momentum (BYOL excludes biases and BN parameters from adaptation and weight decay)."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 1e-3, lars: bool = True):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coefficient=trust_coefficient, lars=lars)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for w in group["params"]:
+                if w.grad is None:
+                    continue
+                d = w.grad.add(w, alpha=group["weight_decay"]) if group["weight_decay"] else w.grad.clone()
+                if group["lars"]:
+                    w_norm, d_norm = torch.linalg.vector_norm(w), torch.linalg.vector_norm(d)
+                    ratio = torch.where((w_norm > 0) & (d_norm > 0), group["trust_coefficient"] * w_norm / d_norm,
+                                        torch.ones_like(w_norm))
+                    d.mul_(ratio)
+                state = self.state[w]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = d  # the first step's buffer is the update itself, as torch's SGD
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(d)
+                w.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+OPTIMIZERS = ("sgd", "lars")
+
+
+def build_optimizer(method: torch.nn.Module, cfg: CfgNode) -> torch.optim.Optimizer:
+    """PRETRAIN.OPTIMIZER over the trained parameters: SGD (weight decay on every parameter, as MoCo)
+    or LARS (biases and BN parameters, the 1-D ones, neither adapted nor decayed, as BYOL)."""
     p = cfg.PRETRAIN
     params = [q for q in method.parameters() if q.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=scaled_lr(cfg), momentum=p.MOMENTUM, weight_decay=p.WEIGHT_DECAY)
+    if p.OPTIMIZER == "sgd":
+        return torch.optim.SGD(params, lr=scaled_lr(cfg), momentum=p.MOMENTUM, weight_decay=p.WEIGHT_DECAY)
+    if p.OPTIMIZER != "lars":
+        raise ConfigError(f"PRETRAIN.OPTIMIZER: {p.OPTIMIZER!r} is not one of {OPTIMIZERS}")
+    groups = [{"params": [q for q in params if q.ndim > 1]},
+              {"params": [q for q in params if q.ndim <= 1], "weight_decay": 0.0, "lars": False}]
+    return LARS(groups, lr=scaled_lr(cfg), momentum=p.MOMENTUM, weight_decay=p.WEIGHT_DECAY,
+                trust_coefficient=p.LARS_TRUST_COEFFICIENT)
+
+
+def build_optimisation(method: torch.nn.Module, cfg: CfgNode, device: torch.device):
+    """The optimiser (build_optimizer), the loss scaler (float16 only) and the autocast context."""
+    p = cfg.PRETRAIN
+    optimizer = build_optimizer(method, cfg)
     use_amp = p.AMP and device.type == "cuda"
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(p.AMP_DTYPE)
     if use_amp and amp_dtype is None:

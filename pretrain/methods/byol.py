@@ -1,8 +1,9 @@
 """BYOL (Grill et al. 2020): an online network with a predictor regresses an EMA target network.
 
-Used to show that object-aware cropping is not tied to contrastive learning. SGD with a cosine
-schedule replaces the paper's LARS (the same optimiser for both methods keeps the comparison to
-the crop policy); the target EMA rate rises from BASE_MOMENTUM to 1 on a cosine, as in the paper.
+Used to show that object-aware cropping is not tied to contrastive learning. The study's presets
+train it with SGD and a cosine schedule (the same optimiser for both methods keeps the comparison to
+the crop policy); eval_configs/pretrain/byol_r50_paper.yaml has the paper's own recipe (LARS,
+PRETRAIN.OPTIMIZER "lars"). The target EMA rate rises from BASE_MOMENTUM to 1 on a cosine, as in the paper.
 """
 import copy
 import math
