@@ -80,12 +80,27 @@ class Checkpointer:
         return sorted(found, reverse=True)
 
     def save(self, state: dict, iteration: int) -> str:
+        """Write ckpt_<iteration>.pth and its sha256 sidecar, then prune. A write that fails (a full disk, a
+        quota, a file-size limit) raises CheckpointError naming the file and the checkpoint still there:
+        atomic_path leaves no partial file under a checkpoint's name, and pruning runs only after success."""
         path = self.path_for(iteration)
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-        write_text_atomic(path + ".sha256", sha256_file(path) + "\n")
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(state, tmp)
+            write_text_atomic(path + ".sha256", sha256_file(path) + "\n")
+        except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
+            if os.path.exists(path):  # written, but its sidecar not: unrecorded, so not kept
+                os.remove(path)
+            raise CheckpointError(self._write_failure(path, e)) from e
         self._prune()
         return path
+
+    def _write_failure(self, path: str, error: BaseException) -> str:
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
+        previous = [p for _, p in self.list() if p != path]
+        kept = f"the newest checkpoint is still {previous[0]}" if previous else "no earlier checkpoint exists"
+        return (f"{path}: could not be written ({reason}); is the disk full, a quota or a file-size limit "
+                f"reached? {kept}; free space and rerun with --resume")
 
     def _prune(self) -> None:
         for _, path in self.list()[self.keep_last:]:
