@@ -99,7 +99,7 @@ def test_run_names_are_records_run_name_of_the_merged_config(tmp_path):
 def test_overrides_change_the_grid(tmp_path):
     tasks = _plan(tmp_path, policies="random obj-scene", seeds="0 3", det_seeds="0 1", det_tasks="voc",
                   proposals="gt selective-search")
-    pre = sorted(t.name.rsplit("_r50_", 1)[0] for t in tasks if t.stage == "pretrain" and t.name.endswith("_s3"))
+    pre = sorted(t.name.rsplit("_r18_", 1)[0] for t in tasks if t.stage == "pretrain" and t.name.endswith("_s3"))
     assert pre == ["pretrain.moco_v2_obj-scene_gt", "pretrain.moco_v2_obj-scene_selective-search",
                    "pretrain.moco_v2_random_none"]
     assert {t.name for t in tasks if t.stage == "proposals"} == {"proposals.gt", "proposals.selective-search"}
@@ -284,7 +284,7 @@ def test_detection_references_run_for_every_task_and_seed_like_the_pretrained_ba
     assert _arg(by_name[f"detect.{next(iter(det['tasks']))}.supervised.seed0"], "--weights") == convert.cmd[2]
     # the converted file's provenance is the one the probe gives the same backbone (pretrain/probe/weights.py)
     fields = dict(v.split("=", 1) for k, v in zip(convert.cmd, convert.cmd[1:]) if k == "--pretrain")
-    arch = "resnet50" if preset == "demo" else "resnet18"
+    arch = "resnet18"  # the demo and the CPU studies fine-tune a ResNet-18
     assert row_key({**fields, "arch": arch}) == row_key(Provenance.supervised(arch, "backbone.pth", 0).to_dict())
     assert pretrained.deps[0].startswith("convert.")
 

@@ -21,6 +21,11 @@ The full objcrop pipeline as a graph of stage commands, run locally or through s
                                                                       → convert → detect (VOC, COCO) × seed
                                                                                               → report
 
+Beside them run the reference rows a preset lists: `probe.references` (a random-init backbone, and the
+`supervised` task's backbone trained with labels on the same images) and `detection.references`
+(fine-tuning from scratch in the same config, every layer trained, and from the supervised backbone
+converted), for every detection task and seed; the report reads every row between them ("gap closed").
+
 Every task is one `objcrop <stage> …` command with its own log (OUT/logs/<task>.log) and a check of
 its outputs. A task whose outputs are complete is skipped, so a rerun continues where the last run
 stopped; pretraining always runs with --resume. The first failing task stops the pipeline with its
