@@ -12,6 +12,7 @@ from typing import Dict, List, Tuple
 
 from objcrop.errors import ConfigError
 from objcrop.pipeline.presets import PipelineError, RunSpec
+from objcrop.pretrain.engine.results import pretrain_provenance
 from objcrop.records import Provenance, run_name
 
 
@@ -56,8 +57,7 @@ class RunNamer:
 
 
 def provenance(cfg, proposals: str) -> Provenance:
-    """The provenance a pretraining run with this merged config records (proposals: the source's name)."""
-    p, views = cfg.PRETRAIN, cfg.VIEWS
-    policy = str(views.POLICY) + ("+copy-paste" if views.COPY_PASTE.ENABLED else "")
-    return Provenance(method=str(p.METHOD), policy=policy, proposals=proposals, epochs=int(p.EPOCHS),
-                      arch=str(p.ARCH), dataset=str(cfg.DATA.DATASET), seed=int(p.SEED), tag=str(p.get("TAG", "")))
+    """The provenance a pretraining run with this merged config records (proposals: the source's name):
+    the trainer's own `pretrain_provenance`, so that the two never name a run differently (the released
+    geometry's `@released`, DiLo's `+copy-paste-dilo`). That module imports no torch."""
+    return pretrain_provenance(cfg, proposals)
