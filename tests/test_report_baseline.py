@@ -5,7 +5,7 @@ import statistics
 
 import pytest
 
-from objcrop.records import Provenance, results
+from objcrop.records import Provenance, dataset_label, results
 from objcrop.report.aggregate import Column, build_table
 from objcrop.report.baseline import baseline_policy
 
@@ -61,3 +61,43 @@ def test_baseline_policy_rule():
     assert baseline_policy("random-grey", candidates) == "random"
     assert baseline_policy("random", candidates) is None
     assert baseline_policy("obj-obj-dilate", ["obj-obj-dilate"]) is None
+
+
+# Two architectures x two pretraining datasets, every setting with its own random-crop row; the
+# numbers differ per setting so that reading a row against another setting's baseline changes Δ.
+SETTINGS = {("resnet18", "synth:/d:train"): (0.30, 0.38), ("resnet50", "synth:/d:train"): (0.50, 0.61),
+            ("resnet18", "coco:/c/instances_train.json:/c/img"): (0.20, 0.33),
+            ("resnet50", "coco:/c/instances_train.json:/c/img"): (0.70, 0.74)}
+
+
+def _settings_runs():
+    runs = []
+    for (arch, data), (random_map, obj_map) in SETTINGS.items():
+        for policy, proposals, value in (("random", "none", random_map), ("obj-obj-dilate", "gt", obj_map)):
+            prov = Provenance("moco_v2", policy, proposals, 3, arch, data, 0)
+            runs.append((results("probe", "ok", prov, dataset="synth:/d:test", mAP=value), f"/runs/{arch}/{data}/{policy}"))
+    return runs
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_each_row_is_read_against_the_random_crops_of_its_own_architecture_and_dataset(order):
+    """Guards against Δ computed against a random-crop row of another architecture or another
+    pretraining dataset (a baseline lookup keyed without arch or dataset): with either field left
+    out, one of the four settings below picks its neighbour's random crops, in either input order."""
+    table = build_table(_settings_runs()[::order])
+    deltas = {(r.arch, r.dataset): table.cell(r, PROBE).delta for r in table.rows if r.policy == "obj-obj-dilate"}
+    assert len(deltas) == len(SETTINGS)
+    for (arch, data), (random_map, obj_map) in SETTINGS.items():
+        base = table.baselines[next(r for r in table.rows if r.policy == "obj-obj-dilate" and r.arch == arch
+                                    and r.dataset == dataset_label(data))]
+        assert (base.arch, base.dataset, base.policy) == (arch, dataset_label(data), "random")
+        assert deltas[(arch, dataset_label(data))] == pytest.approx(100 * (obj_map - random_map))
+
+
+def test_the_longest_matching_tag_wins_whatever_the_candidates_order():
+    """Guards against the tie-break of baseline_policy: `-lr-moco` must find `random-lr-moco`, not
+    `random-moco` (a shorter tag that also ends the label), whichever order the candidates come in."""
+    candidates = ["random", "random-moco", "random-lr-moco"]
+    for order in (candidates, candidates[::-1]):
+        assert baseline_policy("obj-obj-dilate-lr-moco", order) == "random-lr-moco"
+        assert baseline_policy("obj-obj-dilate-moco", order) == "random-moco"
