@@ -182,7 +182,13 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
 def test_plain_study_preset_changes_only_the_data(tmp_path):
     """The background-free control: the study's pretraining config and policies on study-plain data."""
     tasks = pipeline.build_plan(pipeline.load_preset("study_plain"), str(tmp_path))
-    assert {t.stage for t in tasks} == {"data", "proposals", "pretrain", "probe", "report"}
+    assert {t.stage for t in tasks} == set(pipeline.STAGE_ORDER)
+    # detection (issue 17 §4): the b256-100e backbones of pretraining seeds 0-2, both policies, 2 fine-tuning
+    # seeds, VOC and COCO style, beside the two references
+    dets = sorted({_short(t.name).split(".")[2] for t in tasks if t.stage == "detect"})
+    assert dets == sorted([f"moco_v2_{p}-b256-100e_{b}_s{s}" for p, b in (("random", "none"), ("obj-obj-dilate", "gt"))
+                           for s in range(3)] + ["scratch", "supervised"])
+    assert len([t for t in tasks if t.stage == "detect"]) == (6 + 2) * 2 * 2
     data = next(t for t in tasks if t.stage == "data").cmd
     assert data[data.index("--variant") + 1] == "study-plain"
     pre = sorted(_short(t.name) for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised")
@@ -252,7 +258,7 @@ def _arg(task, flag):
     return task.cmd[task.cmd.index(flag) + 1]
 
 
-@pytest.mark.parametrize("preset", ["demo", "study", "study_hard"])
+@pytest.mark.parametrize("preset", ["demo", "study", "study_hard", "study_plain"])
 def test_detection_references_run_for_every_task_and_seed_like_the_pretrained_backbones(tmp_path, preset):
     """scratch: --weights none, every layer trained; supervised: the `supervised` task's backbone
     converted with a provenance that lands in the probe's supervised row; both in the same config,
