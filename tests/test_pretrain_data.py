@@ -95,11 +95,12 @@ def test_gt_box_source_gives_copy_paste_the_annotated_masks_only_when_asked(synt
 
 
 def test_the_run_record_helpers_import_without_torch():
-    """The pipeline names pretraining runs before any runs; it may use these without loading torch."""
+    """The pipeline names pretraining runs before any runs, with these (objcrop.pipeline.naming imports
+    pretrain_provenance): neither may load torch."""
     import subprocess
     import sys
 
-    code = ("import sys, objcrop.pretrain.engine.results; "
+    code = ("import sys, objcrop.pretrain.engine.results, objcrop.pipeline.naming; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
