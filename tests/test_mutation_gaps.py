@@ -1,0 +1,93 @@
+"""Tests that a wrong implementation of a published number fails (issue 23): each names the bug it
+guards against, planted and seen to fail when it was written. Small and fast: they are also the
+tests `make mutation` runs against the core modules."""
+import os
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from objcrop import eval_configs
+from objcrop.convert.detectron2_model import load_config
+from objcrop.pretrain.probe import get_probe_cfg
+from objcrop.pretrain.probe.cli import score
+
+# torchvision's ImageNet normalisation as torchvision itself states it (the presets of its ResNets), in
+# the 0-255 scale detectron2's PIXEL_MEAN / PIXEL_STD use. RGB order: torchvision models read RGB.
+_TV = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.transforms()
+TV_MEAN_255 = [255 * m for m in _TV.mean]
+TV_STD_255 = [255 * s for s in _TV.std]
+CONFIG_DIR = os.path.dirname(os.path.abspath(eval_configs.__file__))
+# MoCo's and MSRA's reference modes: the MSRA leaf reads caffe-trained BGR weights on purpose and the
+# verbatim MoCo base keeps detectron2's defaults (its leaves set the pixels); pinned key by key in
+# tests/test_fidelity_detection.py.
+REFERENCE_MODES = ("Base-RCNN-C4-BN.yaml", "_msra.yaml")
+
+
+def _torchvision_configs():
+    import glob
+
+    paths = glob.glob(os.path.join(CONFIG_DIR, "*.yaml")) + [
+        p for d in ("voc", "coco", "demo") for p in glob.glob(os.path.join(CONFIG_DIR, d, "*.yaml"))]
+    return sorted(os.path.relpath(p, CONFIG_DIR) for p in paths if not p.endswith(REFERENCE_MODES))
+
+
+def test_base_configs_normalise_rgb_input_with_torchvisions_mean_and_std():
+    """Guards against a BGR-ordered PIXEL_MEAN (103.53, 116.28, 123.675) in the base configs: weights
+    converted from torchvision see their input shifted by ±20 on two channels, and detection AP drops
+    without any error."""
+    for base in ("Base-RCNN-C4-SyncBN.yaml", "Base-RCNN-FPN-SyncBN.yaml"):
+        cfg = load_config(base)
+        assert cfg.INPUT.FORMAT == "RGB"
+        assert list(cfg.MODEL.PIXEL_MEAN) == pytest.approx(TV_MEAN_255, abs=1e-6), base
+        assert list(cfg.MODEL.PIXEL_STD) == pytest.approx(TV_STD_255, abs=1e-6), base
+
+
+@pytest.mark.parametrize("name", _torchvision_configs())
+def test_every_torchvision_config_keeps_the_rgb_mean(name):
+    """Guards against a leaf overriding the base's mean with the BGR one (detectron2's default)."""
+    cfg = load_config(name)
+    assert cfg.INPUT.FORMAT == "RGB"
+    assert list(cfg.MODEL.PIXEL_MEAN) == pytest.approx(TV_MEAN_255, abs=1e-6)
+
+
+def _split_fixture(consistent: bool):
+    """Train features whose first 4 (larger) coordinates' signs are the 4 labels (separable); test features are
+    fresh draws labelled the same way (consistent) or with labels shuffled across images."""
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([3.0] * 4 + [1.0] * 12)  # the labelled directions dominate the cosine (kNN)
+    train_x, test_x = torch.randn(96, 16, generator=g) * scale, torch.randn(96, 16, generator=g) * scale
+    train_y, test_y = (train_x[:, :4] > 0).float(), (test_x[:, :4] > 0).float()
+    if not consistent:
+        test_y = test_y[torch.randperm(len(test_y), generator=g)]
+    return train_x, train_y, test_x, test_y
+
+
+def _probe_cfg(tmp_path):
+    cfg = get_probe_cfg().clone()
+    cfg.OUTPUT_DIR, cfg.LINEAR.EPOCHS, cfg.LINEAR.BATCH_SIZE, cfg.KNN.K = str(tmp_path), 30, 32, 5
+    return cfg
+
+
+def test_probe_scores_the_test_features_against_the_test_labels(tmp_path, one_torch_thread):
+    """Guards against the probe's split: scoring mAP (or the kNN vote) on the training features, or
+    against the training labels, instead of the test set's. Consistent test labels must score near 1
+    where the training features against the test labels score at chance; labels shuffled across the
+    test images must score near chance where the training set scores near 1."""
+    from objcrop.pretrain.probe.scores import mean_average_precision
+
+    train_x, train_y, test_x, test_y = _split_fixture(consistent=True)
+    good = score(_probe_cfg(tmp_path), train_x, train_y, test_x, test_y, torch.device("cpu"))
+    # the fixture discriminates: the test labels do not follow the training features
+    chance, _ = mean_average_precision(train_x[:, :4].numpy(), test_y.numpy())
+    assert chance < 0.7
+    assert good["mAP"] > 0.95 and good["knn_mAP"] > 0.8
+
+    train_x, train_y, test_x, shuffled_y = _split_fixture(consistent=False)
+    bad = score(_probe_cfg(tmp_path), train_x, train_y, test_x, shuffled_y, torch.device("cpu"))
+    prevalence = float(shuffled_y.mean())
+    assert abs(bad["mAP"] - prevalence) < 0.15 and abs(bad["knn_mAP"] - prevalence) < 0.15
+    assert good["mAP"] - bad["mAP"] > 0.3
+    assert good["classes_scored"] == bad["classes_scored"] == 4
+    assert np.isfinite(good["features"]["effective_rank"])
