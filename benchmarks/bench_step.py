@@ -129,6 +129,8 @@ def time_rounds(sides: dict, x1, x2, rounds: int, steps: int) -> dict:
                 fn(x1, x2)
                 times.append(time.perf_counter() - t)
             per_round[name].append(statistics.median(times))
+        print(f"[bench_step] round {len(per_round[name])}/{rounds}: "
+              + ", ".join(f"{n} {v[-1]:.3f} s" for n, v in per_round.items()), flush=True)
     return per_round
 
 
