@@ -66,5 +66,4 @@ class BYOL(nn.Module):
         self.momentum.fill_(tau)
         online = [p.detach() for p in self.online.parameters()]
         target = list(self.target.parameters())
-        torch._foreach_mul_(target, tau)
-        torch._foreach_add_(target, online, alpha=1.0 - tau)
+        torch._foreach_lerp_(target, online, 1.0 - tau)  # tau t + (1 - tau) o in one pass over the weights

@@ -73,8 +73,8 @@ class MoCoV2(nn.Module):
     def _momentum_update_key_encoder(self):
         params_q = [p.detach() for p in self.encoder_q.parameters()]
         params_k = list(self.encoder_k.parameters())
-        torch._foreach_mul_(params_k, self.m)
-        torch._foreach_add_(params_k, params_q, alpha=1.0 - self.m)
+        # k = m k + (1 - m) q as one lerp: one pass over the weights instead of a multiply and an add
+        torch._foreach_lerp_(params_k, params_q, 1.0 - self.m)
 
     @torch.no_grad()
     def _dequeue_and_enqueue(self, keys: torch.Tensor):
