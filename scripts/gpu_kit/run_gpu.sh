@@ -33,7 +33,8 @@ WORK="${WORK:-/tmp/objcrop_gpu}"
 START=$(date +%s)
 BUDGET_S="${BUDGET_S:-540}"
 if [ -n "${TINY:-}" ]; then  # a CPU dry run of the whole flow: tiny data, few steps
-  : "${IMAGES:=60}" "${PRETRAIN_EPOCHS:=1}" "${SUP_SAMPLES:=64}" "${ITERS_R18:=4}" "${ITERS_C4:=2}" "${EVAL_PERIOD:=2}"
+  : "${IMAGES:=60}" "${PRETRAIN_EPOCHS:=1}" "${SUP_SAMPLES:=64}" "${ITERS_R18:=4}" "${ITERS_C4:=12}" "${EVAL_PERIOD:=2}"
+  : "${PRETRAIN_OPTS:=PRETRAIN.BATCH_SIZE 16 PRETRAIN.MOCO.K 32 DATA.NUM_WORKERS 1 VIEWS.AUGMENT_ON worker}"
   : "${C4_EXTRA_OPTS:=SOLVER.IMS_PER_BATCH 2 TEST.PRECISE_BN.NUM_ITER 1}"
 fi
 IMAGES="${IMAGES:-3000}" PRETRAIN_EPOCHS="${PRETRAIN_EPOCHS:-100}" SUP_SAMPLES="${SUP_SAMPLES:-40000}"
@@ -93,7 +94,7 @@ DATA="$WORK/data"
 # ---- 2. pretraining and the supervised references, side by side
 step pretrain "$PY" -m objcrop pretrain --config-file pretrain/study_plain_gpu.yaml --opts OUTPUT_DIR "$WORK/pretrain" \
   DATA.DATASET "synth:$DATA:train" VIEWS.POLICY obj-obj-dilate DATA.PROPOSALS gt PRETRAIN.EPOCHS "$PRETRAIN_EPOCHS" \
-  PRETRAIN.WARMUP_EPOCHS "$(( PRETRAIN_EPOCHS / 30 )).0" DATA.NUM_WORKERS 6 CHECKPOINT.EPOCH_PERIOD 100000 &
+  PRETRAIN.WARMUP_EPOCHS "$(( PRETRAIN_EPOCHS / 30 )).0" DATA.NUM_WORKERS 6 CHECKPOINT.EPOCH_PERIOD 100000 ${PRETRAIN_OPTS:-} &
 jobs_=($!)
 for arch in resnet18 resnet50; do
   [ -f "$WORK/supervised_$arch.pth" ] && continue
@@ -105,10 +106,10 @@ done
 
 # ---- 3. convert (each verified by loading it into a real detectron2 backbone), side by side
 jobs_=()
-[ -f "$WORK/pretrain/model_final.pth" ] && { step convert_moco "$PY" -m objcrop convert "$WORK/pretrain/model_final.pth" \
+[ -f "$WORK/pretrain/model_final.pth" ] && [ ! -f "$WORK/moco.pkl" ] && { step convert_moco "$PY" -m objcrop convert "$WORK/pretrain/model_final.pth" \
   "$WORK/moco.pkl" & jobs_+=($!); }
 for arch in resnet18 resnet50; do
-  [ -f "$WORK/supervised_$arch.pth" ] && { step "convert_supervised_$arch" "$PY" -m objcrop convert \
+  [ -f "$WORK/supervised_$arch.pth" ] && [ ! -f "$WORK/supervised_$arch.pkl" ] && { step "convert_supervised_$arch" "$PY" -m objcrop convert \
     "$WORK/supervised_$arch.pth" "$WORK/supervised_$arch.pkl" --format torchvision \
     --pretrain method=supervised --pretrain "dataset=synth:$DATA:train" --pretrain "arch=$arch" & jobs_+=($!); }
 done
@@ -119,7 +120,7 @@ detect() {  # detect NAME CONFIG WEIGHTS TRAIN TEST ITERS [extra args...]; skipp
   local name="$1" config="$2" weights="$3" train="$4" test="$5" iters="$6"; shift 6
   [ "$weights" = none ] || [ -f "$weights" ] || { echo "det_$name: skipped (no $weights)"; return 1; }
   OMP_NUM_THREADS=2 step "det_$name" "$PY" -m objcrop detect train --config-file "$config" --weights "$weights" \
-    --seeds 0 --output-dir "$WORK/det/$name" --dataset-train "$train" --dataset-test "$test" "$@" \
+    --seeds 0 --output-dir "$WORK/det/$name" --dataset-train "$train" --dataset-test "$test" --resume "$@" \
     --opts SOLVER.MAX_ITER "$iters" TEST.EVAL_PERIOD "$EVAL_PERIOD" SOLVER.CHECKPOINT_PERIOD 1000000 \
     DATALOADER.NUM_WORKERS 2 ${DET_OPTS:-}
 }
