@@ -277,7 +277,9 @@ def _setup_lines(args) -> List[str]:
              f"- schedule: {args.iters} iterations, lr ×0.1 at {int(args.iters * args.step_frac)}, evaluated every "
              f"{args.eval_period} (detectron2's TEST.EVAL_PERIOD, with PreciseBN before each); the rest as in "
              + ", ".join(f"`eval_configs/{TASKS[t][0]}`" for t in args.tasks),
-             f"- fine-tuning seeds: {' '.join(map(str, args.seeds))}; std is the sample std over seeds"]
+             f"- fine-tuning seeds: {' '.join(map(str, args.seeds))}; std is the sample std over seeds",
+             f"- machine: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+             "(1/5/15 min) when this was written: the times below depend on it"]
     learn = os.path.join(args.work, "learnability.json")
     if not args.supervised_weights and os.path.isfile(learn):
         j = read_json(learn)
@@ -291,6 +293,9 @@ def _setup_lines(args) -> List[str]:
 
 def write_markdown(args, summary: Dict[tuple, dict]) -> bool:
     lines = [f"Command: `{_command()}`", "", "# Detection learning curves: scratch against supervised", ""]
+    if args.plot_only:
+        lines += ["(--plot-only: the tables read the finished runs that the same command without --plot-only "
+                  f"trained in `{args.work}`; a seed whose run had not finished is left out.)", ""]
     lines += _setup_lines(args) + [f"- time: {t}" for t in timings(args)] + [""]
     gates = []
     for task in args.tasks:
