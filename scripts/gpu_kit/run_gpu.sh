@@ -21,7 +21,7 @@
 #   bash scripts/gpu_kit/run_gpu.sh [OUT]          # in the repository root; OUT defaults to $OUT
 # From this machine, through the device tool: run(command="bash scripts/gpu_kit/run_gpu.sh $OUT",
 # carry=[".gpu_kit"], timeout_s=600), after `bash scripts/gpu_kit/prepare.sh` here.
-# Knobs (environment): BUDGET_S, IMAGES, PRETRAIN_EPOCHS, SUP_SAMPLES, ITERS_R18, ITERS_C4, EVAL_PERIOD,
+# Knobs (environment): RUNS (a regex of the detection runs to do, e.g. r50c4; default all), BUDGET_S, IMAGES, PRETRAIN_EPOCHS, SUP_SAMPLES, ITERS_R18, ITERS_C4, EVAL_PERIOD,
 # KIT (default .gpu_kit), WORK (default /tmp/objcrop_gpu), PYTHON (an interpreter that already has
 # objcrop and detectron2: skips the install, e.g. for a CPU dry run with TINY=1).
 set -uo pipefail
@@ -118,6 +118,7 @@ done
 # ---- 4. detection fine-tuning, every run its own process on the one GPU
 detect() {  # detect NAME CONFIG WEIGHTS TRAIN TEST ITERS [extra args...]; skipped when its weights are missing
   local name="$1" config="$2" weights="$3" train="$4" test="$5" iters="$6"; shift 6
+  if [ -n "${RUNS:-}" ] && ! [[ "$name" =~ $RUNS ]]; then return 0; fi
   [ "$weights" = none ] || [ -f "$weights" ] || { echo "det_$name: skipped (no $weights)"; return 1; }
   OMP_NUM_THREADS=2 step "det_$name" "$PY" -m objcrop detect train --config-file "$config" --weights "$weights" \
     --seeds 0 --output-dir "$WORK/det/$name" --dataset-train "$train" --dataset-test "$test" --resume "$@" \
