@@ -116,8 +116,9 @@ def bare_step(method: str, arch: str, out_dim: int, lr: float):
     return moco if method == "moco_v2" else byol
 
 
-def time_rounds(sides: dict, x1, x2, rounds: int, steps: int) -> dict:
-    """{side: [median step seconds of each round]}; one untimed warm-up step per side first."""
+def time_rounds(sides: dict, x1, x2, rounds: int, steps: int, after_round=None) -> dict:
+    """{side: [median step seconds of each round]}; one untimed warm-up step per side first.
+    `after_round(per_round)` runs after each round (the report so far: a killed run still leaves one)."""
     for fn in sides.values():
         fn(x1, x2)
     per_round = {name: [] for name in sides}
@@ -131,6 +132,8 @@ def time_rounds(sides: dict, x1, x2, rounds: int, steps: int) -> dict:
             per_round[name].append(statistics.median(times))
         print(f"[bench_step] round {len(per_round[name])}/{rounds}: "
               + ", ".join(f"{n} {v[-1]:.3f} s" for n, v in per_round.items()), flush=True)
+        if after_round is not None:
+            after_round(per_round)
     return per_round
 
 
@@ -162,18 +165,27 @@ def main(argv=None):
             splits = s if m == "moco_v2" else splits
             if m == "moco_v2" and args.chunked:
                 sides["objcrop moco_v2 chunked"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "c"), True)
+        from _report import emit_markdown
+
         load_before = os.getloadavg()[0]
         t0 = time.perf_counter()
-        per_round = time_rounds(sides, x1, x2, rounds, args.steps)
-        wall = time.perf_counter() - t0
-    lines = report(args, arch, batch, size, rounds, splits, per_round, load_before, wall, argv)
-    from _report import emit_markdown
 
-    emit_markdown(lines, args.out)
+        def write(per_round, final=False):
+            lines = report(args, arch, batch, size, len(next(iter(per_round.values()))), splits, per_round,
+                           load_before, time.perf_counter() - t0, argv)
+            if final:
+                emit_markdown(lines, args.out)
+            elif args.out:
+                from objcrop.io import write_text_atomic
+
+                write_text_atomic(args.out, "\n".join(lines) + "\n")
+
+        write(time_rounds(sides, x1, x2, rounds, args.steps, write), final=True)
     return 0
 
 
 def report(args, arch, batch, size, rounds, splits, per_round, load_before, wall, argv):
+    """The markdown report of the rounds done so far (`rounds` of them)."""
     med = {name: statistics.median(v) for name, v in per_round.items()}
     lines = [
         "# bench_step: the training step against the compute limit",
