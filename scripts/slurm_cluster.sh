@@ -228,6 +228,19 @@ start() {
   die "the cluster in $DIR started but 'srun hostname' did not answer in 60 s; logs: $DIR/log/"
 }
 
+# The processes of this cluster's jobs: this SLURM_CONF in their environment, and SLURM_JOB_ID (the
+# job's own processes) or the name slurmstepd (their keeper); a shell that merely exported SLURM_CONF
+# is neither.
+job_processes() {
+  local env pid
+  for env in /proc/[0-9]*/environ; do
+    pid="${env#/proc/}"; pid="${pid%/environ}"
+    tr '\0' '\n' 2>/dev/null < "$env" | grep -qx "SLURM_CONF=$DIR/etc/slurm.conf" || continue
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slurmstepd ] \
+       || tr '\0' '\n' 2>/dev/null < "$env" | grep -q "^SLURM_JOB_ID="; then echo "$pid"; fi
+  done
+}
+
 # TERM to each daemon named (if running), wait up to 10 s, then KILL.
 stop_daemons() {
   local name pid pids=() names=()
@@ -259,6 +272,13 @@ stop() {
     [ -z "$jobs" ] || echo "slurm_cluster: jobs still listed after 30 s: $jobs" >&2
   fi
   for group in "${STOP_GROUPS[@]}"; do stop_daemons $group; done
+  # a job whose slurmstepd died with it (or slurmd gone first) would run on: its processes go too
+  local left; left="$(job_processes)"
+  if [ -n "$left" ]; then
+    echo "slurm_cluster: killing job processes left behind: $(echo $left)" >&2
+    # shellcheck disable=SC2086  # one argument per pid
+    kill -KILL $left 2>/dev/null || true
+  fi
   if [ -s "$DIR/munge/socket_path" ]; then
     sock="$(cat "$DIR/munge/socket_path")"
     # a socket folder under /tmp is made again at the same path by the next start

@@ -59,6 +59,24 @@ def slurm(tmp_path_factory):
         subprocess.run(["bash", CLUSTER, "stop", folder], capture_output=True, text=True, timeout=300)
     status = subprocess.run(["bash", CLUSTER, "status", folder], capture_output=True, text=True)
     assert status.returncode == 3, "daemons left running after stop:\n" + status.stdout
+    left = _job_processes(os.path.join(folder, "etc", "slurm.conf"))
+    assert not left, f"job processes left running after stop: {left}"
+
+
+def _job_processes(conf: str) -> dict:
+    """{pid: command} of the processes of this cluster's jobs (its SLURM_CONF and a SLURM_JOB_ID)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone, or not ours to read
+            continue
+        if f"SLURM_CONF={conf}".encode() in env and any(e.startswith(b"SLURM_JOB_ID=") for e in env):
+            found[int(pid)] = cmd
+    return found
 
 
 @pytest.fixture
