@@ -199,8 +199,8 @@ client() { SLURM_CONF="$DIR/etc/slurm.conf" "$@"; }
 
 start() {
   local sock
-  mkdir -p "$DIR"; DIR="$(cd "$DIR" && pwd)"
   [ "$(id -u)" = 0 ] || die "start needs root: slurmd runs jobs as their users and munged/slurmctld run as root here."
+  mkdir -p "$DIR"; DIR="$(cd "$DIR" && pwd)"
   ensure_packages
   write_config
   sock="$(cat "$DIR/munge/socket_path")"
