@@ -123,3 +123,22 @@ def test_submitit_local_runs_stages_in_dependency_order(tmp_path):
     assert "node 0 of 1" in (out / "logs" / "proposals.gt.log").read_text()  # ran through the job script
     r = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
     assert r.returncode == 0 and "submitted" not in r.stdout  # complete: nothing resubmitted
+
+
+def test_a_refused_submission_cancels_the_jobs_already_submitted(tmp_path):
+    """sbatch refuses the third job (a limit, a bad account): the two already queued would wait for a
+    dependency that never comes, so the pipeline cancels them and says so (guards against leaving
+    orphaned jobs in the user's queue)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    refusing = FAKE_SBATCH.replace('cp "$1"', 'if [ "$n" -ge 102 ]; then echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2; exit 1; fi\ncp "$1"')
+    for name, text in (("sbatch", refusing), ("srun", "#!/bin/sh\nexit 1\n"),
+                       ("scancel", '#!/bin/sh\necho "$@" >> "$(dirname "$0")/cancelled"\n')):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "tiny", "--out", str(tmp_path / "out"), "--launcher", "slurm"],
+                       capture_output=True, text=True, env=_env(str(bin_dir)))
+    assert r.returncode != 0
+    assert "QOSMaxSubmitJobPerUserLimit" in r.stderr and "2 earlier job(s) cancelled" in r.stderr
+    cancelled = (bin_dir / "cancelled").read_text().split()
+    assert "100" in cancelled and "101" in cancelled

@@ -26,6 +26,8 @@ def cluster_shell_command(task: Task, log_path: str) -> str:
         'MASTER="$( (scontrol show hostnames "$SLURM_JOB_NODELIST" 2>/dev/null || echo 127.0.0.1) | head -n 1)"',
         f'LOG={q(log_path)}; if [ "$NODE" != 0 ]; then LOG="$LOG.node$NODE"; fi',
         'exec >>"$LOG" 2>&1',
+        # torch would start one thread per core of the node; a job owns only the CPUs SLURM gave it
+        'if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export OMP_NUM_THREADS="$SLURM_CPUS_PER_TASK"; fi',
         f"cd {q(tasks_mod.REPO)}",
     ]
     if task.distributed == "torchrun" and (task.nodes > 1 or task.gpus > 1):
@@ -61,7 +63,11 @@ def run_submitit(pipeline, todo: List[Task]) -> int:
             executor.update_parameters(timeout_min=t.timeout_min, gpus_per_node=t.gpus, tasks_per_node=1, nodes=1)
         else:
             executor = _slurm_executor(submitit, folder, pipeline.slurm, t, [jobs[d].job_id for d in t.deps if d in jobs])
-        jobs[t.name] = _submit(submitit, executor, t, pipeline.log_path(t), len(jobs))
+        try:
+            jobs[t.name] = _submit(submitit, executor, t, pipeline.log_path(t), len(jobs))
+        except PipelineError:
+            _cancel(pipeline, jobs)  # they would wait on a dependency that will never be submitted
+            raise
         pipeline.say(f"submitted {t.name} as job {jobs[t.name].job_id} (log: {pipeline.log_path(t)})")
     if pipeline.launcher == "slurm" and not pipeline.wait:
         pipeline.say(f"submitted {len(jobs)} SLURM jobs (afterok dependencies); job files in {folder}. "
@@ -87,6 +93,15 @@ def _slurm_executor(submitit, folder: str, slurm: Dict[str, Any], t: Task, after
     return executor
 
 
+def _cancel(pipeline, jobs: Dict[str, Any]) -> None:
+    for name, job in jobs.items():
+        try:
+            job.cancel(check=False)
+            pipeline.say(f"cancelled job {job.job_id} ({name}): a later task could not be submitted")
+        except Exception as e:  # noqa: BLE001 - a job that already ended cannot be cancelled; say so and go on
+            pipeline.say(f"could not cancel job {job.job_id} ({name}): {e}")
+
+
 def _submit(submitit, executor, t: Task, log: str, submitted: int):
     command = ["bash", "-c", cluster_shell_command(t, log)]
     try:
@@ -94,7 +109,7 @@ def _submit(submitit, executor, t: Task, log: str, submitted: int):
     except Exception as e:  # sbatch refused it (bad partition, account, limits): nothing after it can run
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PipelineError(f"submitting {t.name} failed: {first}"
-                            + (f" ({submitted} earlier job(s) already submitted)" if submitted else "")) from e
+                            + (f" ({submitted} earlier job(s) cancelled)" if submitted else "")) from e
 
 
 def _wait(pipeline, task: Task, job) -> bool:
