@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 PYTHON310 := $(shell for c in $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.10.*/bin/python 2>/dev/null) $$(command -v python3.10 2>/dev/null); do \
 	"$$c" -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 
-.PHONY: setup demo test bench study clean
+.PHONY: setup demo test bench study clean test-compat
 
 setup: $(STAMP)
 
@@ -46,5 +46,55 @@ bench: $(STAMP)
 study: $(STAMP)
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/study.sh output
 
+# `make test-compat`: the lent GPU machine's environment (device KINDS.md: Python 3.12, torch 2.11,
+# torchvision 0.26, numpy 2) in .venv-compat, on CPU, so that an API change there is found here
+# and not in a GPU call. It holds requirements/compat.txt, objcrop with its declared dependencies
+# (.[detection,dev]: install_requires as a user gets them, not the pinned set) and detectron2's
+# Python sources without _C from the GPU kit (scripts/gpu_kit/prepare.sh), put on the path by a
+# .pth file as scripts/gpu_kit/run_gpu.sh does there. Like .venv: built once, never reinstalled.
+COMPAT_VENV := .venv-compat
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+COMPAT_STAMP := $(COMPAT_VENV)/.objcrop-installed
+GPU_KIT := .gpu_kit
+PYTHON312 := $(shell for c in $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.12.*/bin/python 2>/dev/null) $$(command -v python3.12 2>/dev/null); do \
+	"$$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
+# The stages' tests that run on the GPU machine: pretraining, views, probe, convert, detection
+# without _C, report. Left out: the pipeline, SLURM, proposals, datasets and the CLI (they run
+# on this machine only) and detection tests that need detectron2's compiled _C.
+COMPAT_TESTS := \
+	tests/test_pretrain_engine.py tests/test_pretrain_methods.py tests/test_pretrain_optim.py \
+	tests/test_pretrain_data.py tests/test_pretrain_faults.py \
+	tests/test_views_augment.py tests/test_views_policies.py tests/test_views_copy_paste.py \
+	tests/test_views_released.py tests/test_views_cli.py \
+	tests/test_probe_linear.py tests/test_probe_lincls.py tests/test_probe_config.py \
+	tests/test_convert_checkpoints.py tests/test_convert_names.py tests/test_convert_roundtrip.py \
+	tests/test_detect_no_c.py tests/test_detect_config.py \
+	tests/test_report_baseline.py tests/test_report_gap.py tests/test_report_record.py \
+	tests/test_report_stats.py tests/test_report_study_prereg.py tests/test_report_table.py
+
+$(COMPAT_VENV)/bin/python:
+	@if [ -z "$(PYTHON312)" ]; then \
+	  echo "make test-compat needs Python 3.12 (the GPU machine's): e.g. 'pyenv install 3.12', then rerun make."; \
+	  exit 1; fi
+	@echo "creating $(COMPAT_VENV) with $(PYTHON312)"
+	$(PYTHON312) -m venv $(COMPAT_VENV)
+
+# The kit is made from .venv's detectron2 (the pinned wheel): .venv is set up first where it is
+# missing (CI's `make test` has made it), and left as it is where it exists.
+$(GPU_KIT)/MANIFEST.txt:
+	@[ -f $(STAMP) ] || $(MAKE) setup
+	bash scripts/gpu_kit/prepare.sh $(GPU_KIT)
+
+# One resolver run for the pins and objcrop's ranges, so numpy 2 holds for everything.
+$(COMPAT_STAMP): $(COMPAT_VENV)/bin/python requirements/compat.txt setup.py | $(GPU_KIT)/MANIFEST.txt
+	$(COMPAT_PY) -m pip install --no-cache-dir --quiet --upgrade "pip<25" wheel
+	$(COMPAT_PY) -m pip install --no-cache-dir --quiet -r requirements/compat.txt -e ".[detection,dev]"
+	echo "$(CURDIR)/$(GPU_KIT)/src" > "$$($(COMPAT_PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/objcrop_gpu_kit_detectron2.pth"
+	$(COMPAT_PY) -c 'import sys, numpy, torch, torchvision, detectron2; print("compat:", sys.version.split()[0], "torch", torch.__version__, "torchvision", torchvision.__version__, "numpy", numpy.__version__, "detectron2", detectron2.__version__, "(no _C)")'
+	@touch $(COMPAT_STAMP)
+
+test-compat: $(COMPAT_STAMP)
+	$(COMPAT_PY) -m pytest -q $(PYTEST_ARGS) $(COMPAT_TESTS)
+
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(COMPAT_VENV) *.egg-info
