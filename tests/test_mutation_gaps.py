@@ -91,3 +91,16 @@ def test_probe_scores_the_test_features_against_the_test_labels(tmp_path, one_to
     assert good["mAP"] - bad["mAP"] > 0.3
     assert good["classes_scored"] == bad["classes_scored"] == 4
     assert np.isfinite(good["features"]["effective_rank"])
+
+
+def test_byol_loss_normalises_each_embedding_and_averages_over_the_batch():
+    """Guards against byol_loss normalising or summing along the batch axis instead of the feature
+    axis (dim -2 for -1): rows of different norms, a batch size unlike the width, against 2 - 2 cos
+    computed row by row."""
+    from objcrop.pretrain.methods.losses import byol_loss
+
+    g = torch.Generator().manual_seed(3)
+    p = torch.randn(4, 6, generator=g) * torch.tensor([[0.5], [1.0], [3.0], [7.0]])
+    z = torch.randn(4, 6, generator=g) * torch.tensor([[2.0], [0.3], [1.0], [5.0]])
+    rows = [2 - 2 * torch.dot(p[i], z[i]) / (p[i].norm() * z[i].norm()) for i in range(4)]
+    assert float(byol_loss(p, z)) == pytest.approx(float(sum(rows) / 4), rel=1e-5)
