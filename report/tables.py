@@ -101,9 +101,13 @@ def legend(table: Table, decimals: int) -> str:
         if tagged:  # report/baseline.py: a tagged row against the random crops with its tag
             parts.append("A tagged row is read against the random-crop row with its tag ("
                          + ", ".join(f"`{p}`" for p in tagged) + ").")
+    methods = {r.method for r in table.rows}
+    if "random_init" in methods:
+        parts.append("Reference rows first: `random_init` is a random backbone for the probe and fine-tuning from "
+                     "scratch (same config, every layer trained) for detection"
+                     + ("; `supervised` a backbone trained with labels." if "supervised" in methods else "."))
     if any(c.gap is not None for c in table.cells.values()):
-        parts.append("gap: the share of the distance from the `random_init` row (0 %: a random backbone for the "
-                     "probe, fine-tuning from scratch in the same config for detection) to the `supervised` row "
+        parts.append("gap: the share of the distance from the `random_init` row (0 %) to the `supervised` row "
                      "(100 %) that a row covers, (row − random_init) / (supervised − random_init) of the same "
                      "column and architecture.")
     parts.append("Bold: best mean of the column. " + MISSING + ": not run.")

@@ -111,6 +111,7 @@ def test_markdown_csv_and_latex_show_the_gap(tmp_path):
     gap = _expected(VOC)["obj-obj-dilate"]
     md, tex = to_markdown(table), to_latex(table)
     assert f"gap {gap:.0f}%)" in md and "(supervised − random_init)" in md
+    assert "`random_init` is a random backbone for the probe and fine-tuning from scratch" in md
     assert f"gap {gap:.0f}" + r"\%" in tex
     rows = {r["policy"]: r for r in csv.DictReader(to_csv(table).splitlines())}
     assert float(rows["obj-obj-dilate"]["VOC AP50 gap closed %"]) == pytest.approx(gap)
