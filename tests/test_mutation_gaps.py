@@ -104,3 +104,70 @@ def test_byol_loss_normalises_each_embedding_and_averages_over_the_batch():
     z = torch.randn(4, 6, generator=g) * torch.tensor([[2.0], [0.3], [1.0], [5.0]])
     rows = [2 - 2 * torch.dot(p[i], z[i]) / (p[i].norm() * z[i].norm()) for i in range(4)]
     assert float(byol_loss(p, z)) == pytest.approx(float(sum(rows) / 4), rel=1e-5)
+
+
+# ---- report/stats.py: what the study page prints for a comparison ----------------------------------
+
+def test_compare_reports_every_field_of_welch_and_the_permutation_test():
+    """Guards against compare() dropping or renaming a field, or filling Welch's fields when no t exists."""
+    from objcrop.report.stats import compare, hedges_g, permutation_p, welch
+
+    a, b = [0.52, 0.55, 0.61], [0.41, 0.47, 0.45]
+    w, perm = welch(a, b), permutation_p(a, b)
+    got = compare(a, b)
+    assert got.pop("ci") == pytest.approx((w.ci_low, w.ci_high))
+    assert got == pytest.approx({"n": 3, "n_base": 3, "diff": sum(a) / 3 - sum(b) / 3, "df": w.df, "p": w.p,
+                                 "perm_p": perm.p, "perm_exact": True, "relabellings": 20, "g": hedges_g(a, b)})
+    flat = compare([0.5, 0.5], [0.4, 0.4])  # no spread: no t, but the permutation test still exists
+    assert (flat["ci"], flat["df"], flat["p"], flat["g"]) == (None, None, None, None)
+    assert flat["perm_p"] == pytest.approx(1 / 3) and flat["diff"] == pytest.approx(0.1)
+
+
+def test_welch_exists_when_one_group_has_spread_and_p_and_ci_agree_with_scipy():
+    """Guards against welch() giving up when only one group is constant."""
+    from scipy import stats as st
+
+    from objcrop.report.stats import welch
+
+    a, b = [1.0, 1.0, 1.0], [0.2, 0.5, 0.3]
+    w = welch(a, b)
+    ref = st.ttest_ind(a, b, equal_var=False)
+    assert w is not None and w.p == pytest.approx(ref.pvalue) and w.t == pytest.approx(ref.statistic)
+    assert w.ci_low < w.diff < w.ci_high and w.diff == pytest.approx(1.0 - 1 / 3)
+
+
+def test_too_few_values_and_bad_p_values_are_errors_that_say_what_was_given():
+    """Guards against errors that lose their message (a bare ObjcropError names nothing to fix)."""
+    from objcrop.errors import ObjcropError
+    from objcrop.report.stats import holm, welch
+
+    with pytest.raises(ObjcropError, match="at least 2 values per group, got 1 and 3"):
+        welch([1.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ObjcropError, match=r"must lie in \[0, 1\], got 1.5"):
+        holm([0.1, 1.5])
+
+
+def test_holm_accepts_the_ends_of_the_unit_interval_and_caps_at_one():
+    """Guards against holm() refusing p = 0 or p = 1, or letting an adjusted p exceed 1."""
+    from objcrop.report.stats import holm
+
+    assert holm([0.0, 1.0, None]) == [0.0, 1.0, None]
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_permutation_p_exact_up_to_its_limit_and_sampled_beyond():
+    """Guards against the exact/Monte-Carlo switch at max_exact, the (1 + hits) / (1 + draws) estimate,
+    ties with the observed difference (>= counts them) and one value per group being refused."""
+    from objcrop.report.stats import permutation_p
+
+    a, b = [10.0, 11.0, 12.0], [0.0, 1.0, 2.0]
+    exact = permutation_p(a, b, max_exact=20)  # C(6, 3) = 20 relabellings: enumerated
+    assert (exact.exact, exact.relabellings) == (True, 20) and exact.p == pytest.approx(0.1)
+    sampled = permutation_p(a, b, max_exact=19, draws=3000)
+    assert sampled.exact is False and sampled.relabellings == 3000 and sampled.p == pytest.approx(0.1, abs=0.02)
+    same = permutation_p([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], max_exact=1, draws=50)
+    assert same.p == 1.0  # every relabelling ties the observed 0: (1 + 50) / (1 + 50)
+    far = permutation_p([1000.0 + i for i in range(10)], [float(i) for i in range(10)], draws=200, seed=1)
+    assert far.exact is False and far.p == pytest.approx(1 / 201)  # C(20, 10) > MAX_EXACT; none of seed 1's draws as extreme
+    assert tuple(vars(permutation_p([1.0], [2.0])).values()) == (1.0, True, 2)
