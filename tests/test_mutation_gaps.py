@@ -171,3 +171,58 @@ def test_permutation_p_exact_up_to_its_limit_and_sampled_beyond():
     far = permutation_p([1000.0 + i for i in range(10)], [float(i) for i in range(10)], draws=200, seed=1)
     assert far.exact is False and far.p == pytest.approx(1 / 201)  # C(20, 10) > MAX_EXACT; none of seed 1's draws as extreme
     assert tuple(vars(permutation_p([1.0], [2.0])).values()) == (1.0, True, 2)
+
+
+# ---- objcrop/datasets/boxes.py: the one ground-truth box rule ---------------------------------------
+
+def test_gt_boxes_defaults_extra_values_and_dtype():
+    """Guards against the box rule's defaults: an annotation without `iscrowd` is an object, one without
+    `bbox_mode` is COCO's XYWH, a record without annotations has no boxes (not an error), values past
+    the fourth are ignored, and the boxes are float32 [n, 4]."""
+    from objcrop.datasets.boxes import XYXY_ABS, annotation_xyxy, gt_boxes, object_annotations, xywh_to_xyxy
+
+    record = {"annotations": [{"bbox": [1, 2, 3, 4]}, {"bbox": [0, 0, 5, 5], "iscrowd": 1},
+                              {"bbox": [2, 2, 6, 8, 0.5], "bbox_mode": XYXY_ABS}]}
+    assert len(object_annotations(record)) == 2
+    boxes = gt_boxes(record)
+    assert boxes.dtype == np.float32 and boxes.tolist() == [[1, 2, 4, 6], [2, 2, 6, 8]]
+    assert gt_boxes({}).shape == (0, 4) and gt_boxes({}).dtype == np.float32
+    assert xywh_to_xyxy([1, 2, 3, 4, 0.5]) == (1.0, 2.0, 4.0, 6.0)
+    assert annotation_xyxy({"bbox": [1, 2, 3, 4, 0.5], "bbox_mode": XYXY_ABS}) == (1.0, 2.0, 3.0, 4.0)
+
+
+# ---- pretrain/proposals/store_format.py: masks and saliency maps on disk ----------------------------
+
+@pytest.mark.parametrize("pixels", [[0, 1, 1, 0, 0, 1], [1, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0]])
+def test_mask_runs_round_trip_whatever_the_first_pixels(pixels):
+    """Guards against the run encoding's start (a mask beginning with 1s gets a leading 0-run) and
+    its dtype (uint32, what the store writes)."""
+    from objcrop.pretrain.proposals.store_format import decode_mask_rle, encode_mask_rle
+
+    mask = np.asarray(pixels, np.uint8).reshape(2, 3)
+    runs = encode_mask_rle(mask)
+    assert runs.dtype == np.uint32 and int(runs.sum()) == 6
+    assert (runs[0] == 0) == bool(pixels[0])
+    assert np.array_equal(decode_mask_rle(runs, 2, 3), mask)
+
+
+def test_empty_mask_and_saliency_copies_and_decode_errors():
+    """Guards against an empty mask's encoding (no runs, uint32), a saliency map surviving on a slice of
+    another shape (or lost on a copy), and decode errors that do not say what they found."""
+    from objcrop.pretrain.proposals.store_format import (ProposalStoreError, SaliencyMask, decode_mask_rle,
+                                                         decode_saliency, encode_mask_rle, split_runs)
+
+    empty = encode_mask_rle(np.zeros((0, 4), np.uint8))
+    assert empty.dtype == np.uint32 and empty.size == 0
+    sal = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    m = SaliencyMask(sal > 100, sal)
+    assert np.array_equal(m.copy().saliency, sal) and m[:2].saliency is None
+    binary, words = split_runs(encode_mask_rle(m))
+    assert np.array_equal(decode_mask_rle(binary, 3, 4), (sal > 100).astype(np.uint8))
+    assert np.array_equal(decode_saliency(words, 3, 4), sal)
+    with pytest.raises(ProposalStoreError, match="cover 12 pixels, expected 2x5"):
+        decode_mask_rle(binary, 2, 5)
+    with pytest.raises(ProposalStoreError, match="holds 12 pixels, expected 2x5"):
+        decode_saliency(words, 2, 5)
+    with pytest.raises(ProposalStoreError, match="missing its length"):
+        decode_saliency(np.zeros(0, np.uint32), 3, 4)
