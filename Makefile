@@ -100,3 +100,11 @@ test-compat: $(COMPAT_STAMP)
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) *.egg-info
+
+# Mutation testing of the pure core modules against their fast tests (benchmarks/mutation.md):
+# not part of `make test`; tens of minutes on 2 busy cores. MUTATION_ARGS="--only objcrop/report/stats.py" narrows it.
+.PHONY: mutation
+MUTATION_ARGS ?=
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -r requirements/mutation.txt
+	nice -n 10 $(PY) benchmarks/mutation/run.py $(MUTATION_ARGS)
