@@ -168,6 +168,8 @@ def test_permutation_p_exact_up_to_its_limit_and_sampled_beyond():
     assert sampled.exact is False and sampled.relabellings == 3000 and sampled.p == pytest.approx(0.1, abs=0.02)
     same = permutation_p([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], max_exact=1, draws=50)
     assert same.p == 1.0  # every relabelling ties the observed 0: (1 + 50) / (1 + 50)
+    # more draws than one chunk of 20,000: the hits of every chunk count
+    assert permutation_p([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], max_exact=1, draws=45_000).p == 1.0
     far = permutation_p([1000.0 + i for i in range(10)], [float(i) for i in range(10)], draws=200, seed=1)
     assert far.exact is False and far.p == pytest.approx(1 / 201)  # C(20, 10) > MAX_EXACT; none of seed 1's draws as extreme
     assert tuple(vars(permutation_p([1.0], [2.0])).values()) == (1.0, True, 2)
