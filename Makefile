@@ -58,13 +58,15 @@ COMPAT_STAMP := $(COMPAT_VENV)/.objcrop-installed
 GPU_KIT := .gpu_kit
 PYTHON312 := $(shell for c in $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)/versions/3.12.*/bin/python 2>/dev/null) $$(command -v python3.12 2>/dev/null); do \
 	"$$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
-# The stages' tests that run on the GPU machine: pretraining, views, probe, convert, detection
-# (here detectron2 has no _C, as there: training, resume through detectron2's checkpointer with
-# torch 2.11's torch.load, both evaluators) and report. Left out: the pipeline, SLURM,
-# proposals, datasets, the CLI and the install tests, which run on the pinned set alone.
+# The stages' tests that run on the GPU machine: pretraining with its proposals (OpenCV 5
+# resolves here), views, probe, convert, detection (detectron2 without _C, as there: training,
+# resume through detectron2's checkpointer with torch 2.11's torch.load, both evaluators) and
+# report. Left out: the pipeline, SLURM, datasets, the CLI and the install tests (pinned set only).
 COMPAT_TESTS := \
 	tests/test_pretrain_engine.py tests/test_pretrain_methods.py tests/test_pretrain_optim.py \
 	tests/test_pretrain_data.py tests/test_pretrain_faults.py \
+	tests/test_proposals_compute.py tests/test_proposals_saliency.py tests/test_proposals_store.py \
+	tests/test_proposals_cli.py \
 	tests/test_views_augment.py tests/test_views_policies.py tests/test_views_copy_paste.py \
 	tests/test_views_released.py tests/test_views_cli.py \
 	tests/test_probe_linear.py tests/test_probe_lincls.py tests/test_probe_config.py \
