@@ -228,3 +228,23 @@ def test_empty_mask_and_saliency_copies_and_decode_errors():
         decode_saliency(words, 2, 5)
     with pytest.raises(ProposalStoreError, match="missing its length"):
         decode_saliency(np.zeros(0, np.uint32), 3, 4)
+
+
+# ---- objcrop/records.py: the names a run and a table row go by ------------------------------------
+
+@pytest.mark.parametrize("spec,label,tag", [
+    ("voc:/d/VOC2007:test", "voc:test", "VOC2007-test"),
+    ("openimages:/d/oi:validation", "openimages:validation", "oi-validation"),
+    ("synth:/abs/dir:val", "synth:val", "dir-val"),
+    ("coco:/a/instances_val.json:/a/img", "coco:instances_val", "instances_val.json-img"),
+    ("folder:/a/Photos Of Cats/", "folder:Photos Of Cats", "Photos_Of_Cats"),
+    ("coco_2017_val", "coco_2017_val", "coco_2017_val"),
+    ("", "", "data"), (None, "", "data")])
+def test_dataset_label_and_tag_of_every_spec_kind(spec, label, tag):
+    """Guards against a table row or a run directory named after the wrong part of a dataset spec
+    (its folder instead of its split, the json's extension kept) or a tag that is not file-name safe."""
+    from objcrop.records import dataset_label, dataset_tag
+
+    assert dataset_label(spec) == label
+    if spec is not None:
+        assert dataset_tag(spec) == tag
