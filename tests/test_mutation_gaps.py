@@ -248,3 +248,41 @@ def test_dataset_label_and_tag_of_every_spec_kind(spec, label, tag):
     assert dataset_label(spec) == label
     if spec is not None:
         assert dataset_tag(spec) == tag
+
+
+# ---- pretrain/views/geometry.py: the box arithmetic behind the view statistics ----------------------
+
+def test_box_iou_against_areas_computed_by_hand():
+    """Guards against IoU's union (areas added, intersection subtracted once) and its zero cases."""
+    from objcrop.pretrain.views.geometry import box_iou
+
+    a, b = (10.0, 20.0, 40.0, 60.0), (30.0, 50.0, 70.0, 80.0)  # 30x40 and 40x30, overlap 10x10
+    assert box_iou(a, b) == pytest.approx(100 / (1200 + 1200 - 100))
+    assert box_iou(a, a) == 1.0
+    assert box_iou(a, (50.0, 70.0, 60.0, 90.0)) == 0.0  # apart on both axes: no overlap, not a clamp at 1
+    assert box_iou(a, (40.0, 20.0, 50.0, 60.0)) == 0.0  # touching
+    assert box_iou((5.0, 5.0, 5.0, 5.0), (5.0, 5.0, 5.0, 5.0)) == 0.0  # empty boxes: no union
+
+
+@pytest.mark.parametrize("edge", range(4))
+def test_contains_checks_each_edge_on_its_own_and_accepts_equal_edges(edge):
+    """Guards against containment that checks fewer than the four edges, or refuses an edge on the border."""
+    from objcrop.pretrain.views.geometry import contains
+
+    outer = (10.0, 20.0, 50.0, 60.0)
+    assert contains(outer, outer) and contains(outer, (11.0, 21.0, 49.0, 59.0))
+    poking = list((11.0, 21.0, 49.0, 59.0))
+    poking[edge] += -2.0 if edge < 2 else 2.0  # one edge past the outer box
+    assert not contains(outer, tuple(poking))
+
+
+def test_centre_crop_in_keeps_the_ratio_range_and_centres():
+    """Guards against the centred crop of a region whose aspect lies outside the allowed range."""
+    from objcrop.pretrain.views.geometry import centre_crop_in
+
+    assert centre_crop_in((0, 0, 100, 10), (0.5, 2.0)) == (40, 0, 60, 10)  # too wide: 20 x 10, centred
+    assert centre_crop_in((10, 0, 20, 100), (0.5, 2.0)) == (10, 40, 20, 60)  # too tall: 10 x 20, centred
+    assert centre_crop_in((0, 0, 30, 20), (0.5, 2.0)) == (0, 0, 30, 20)  # inside the range: unchanged
+    assert centre_crop_in((0, 0, 40, 20), (0.5, 2.0)) == (0, 0, 40, 20)  # exactly at the bound
+    assert centre_crop_in((0, 0, 20, 40), (0.5, 2.0)) == (0, 0, 20, 40)
+    assert centre_crop_in((0, 0, 1, 9), (0.5, 2.0)) == (0, 3, 1, 5)  # 1 / 0.5 = 2 rows, (9 - 2) // 2 above
