@@ -286,3 +286,15 @@ def test_centre_crop_in_keeps_the_ratio_range_and_centres():
     assert centre_crop_in((0, 0, 40, 20), (0.5, 2.0)) == (0, 0, 40, 20)  # exactly at the bound
     assert centre_crop_in((0, 0, 20, 40), (0.5, 2.0)) == (0, 0, 20, 40)
     assert centre_crop_in((0, 0, 1, 9), (0.5, 2.0)) == (0, 3, 1, 5)  # 1 / 0.5 = 2 rows, (9 - 2) // 2 above
+
+
+def test_flag_reasons_merge_only_the_per_metric_ones():
+    """Guards against the table's footnote merging the wrong reasons: per-metric "X is V" lines of the
+    same value merge into one "X, Y are V"; failures (status, pretraining, unreadable) stay verbatim."""
+    from objcrop.report.aggregate import _merge_reasons
+
+    reasons = ["COCO box AP is null", "status failed: the loss is nan", "COCO box AP50 is null",
+               "pretraining final loss is inf", "VOC AP (one is odd) is inf", "unreadable results.json: x is y"]
+    assert _merge_reasons(reasons) == [
+        "status failed: the loss is nan", "pretraining final loss is inf", "unreadable results.json: x is y",
+        "COCO box AP, COCO box AP50 are null", "VOC AP (one is odd) is inf"]
