@@ -298,3 +298,21 @@ def test_flag_reasons_merge_only_the_per_metric_ones():
     assert _merge_reasons(reasons) == [
         "status failed: the loss is nan", "pretraining final loss is inf", "unreadable results.json: x is y",
         "COCO box AP, COCO box AP50 are null", "VOC AP (one is odd) is inf"]
+
+
+# ---- convert/names.py: reading a ResNet's layout from its parameter names --------------------------
+
+def test_resnet_layout_depth_and_description_of_standard_and_unusual_names():
+    """Guards against the bottleneck test being decided by the last name only (names come in any order),
+    the BN-only evidence of a bottleneck, the depth of an unknown layout (0) and the messages' wording."""
+    from objcrop.convert.names import _preview, describe_resnet, infer_resnet_layout, resnet_depth
+
+    names = list(torchvision.models.resnet50(weights=None).state_dict())
+    assert infer_resnet_layout(reversed(names)) == ("bottleneck", (3, 4, 6, 3))
+    assert infer_resnet_layout(n for n in names if ".conv" not in n) == ("bottleneck", (3, 4, 6, 3))
+    tiny = [f"layer{s}.0.conv1.weight" for s in range(1, 5)]
+    assert resnet_depth(tiny) == 0 and describe_resnet(tiny) == "a ResNet with basic blocks 1-1-1-1"
+    assert describe_resnet(names) == "ResNet-50" and resnet_depth(names) == 50
+    letters = [chr(ord("a") + i) for i in range(10)]
+    assert _preview(letters) == "a, b, c, d, e, f, g, h, … and 2 more"
+    assert _preview(letters[:8]) == "a, b, c, d, e, f, g, h"
