@@ -316,3 +316,12 @@ def test_resnet_layout_depth_and_description_of_standard_and_unusual_names():
     letters = [chr(ord("a") + i) for i in range(10)]
     assert _preview(letters) == "a, b, c, d, e, f, g, h, … and 2 more"
     assert _preview(letters[:8]) == "a, b, c, d, e, f, g, h"
+
+
+def test_released_small_box_growth_just_inside_the_border():
+    """Guards against the released border rule's comparison (lo - size/2 > 0): a box whose grown left
+    edge lands at 1 px keeps it; at 0 or below the box is pushed to [0, size] first."""
+    from objcrop.pretrain.views.released import grow_axis
+
+    assert grow_axis(113, 120, 1000, 224) == (1, 232)
+    assert grow_axis(112, 120, 1000, 224) == (0, 336)
