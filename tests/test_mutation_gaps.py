@@ -325,3 +325,14 @@ def test_released_small_box_growth_just_inside_the_border():
 
     assert grow_axis(113, 120, 1000, 224) == (1, 232)
     assert grow_axis(112, 120, 1000, 224) == (0, 336)
+
+
+def test_conversion_errors_name_the_state_dict_by_default():
+    """Guards against an error that names no source when the caller gives none."""
+    from objcrop.convert.names import torchvision_to_detectron2
+    from objcrop.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"^state dict: no ResNet backbone parameters found among 1 keys"):
+        torchvision_to_detectron2(["fc.weight"])
+    with pytest.raises(CheckpointError, match=r"^state dict: 1 keys are not torchvision ResNet backbone names"):
+        torchvision_to_detectron2(["conv1.weight", "head.weight"])
