@@ -336,3 +336,26 @@ def test_conversion_errors_name_the_state_dict_by_default():
         torchvision_to_detectron2(["fc.weight"])
     with pytest.raises(CheckpointError, match=r"^state dict: 1 keys are not torchvision ResNet backbone names"):
         torchvision_to_detectron2(["conv1.weight", "head.weight"])
+
+
+def test_a_pretraining_run_whose_loss_diverged_flags_its_row_and_the_table_shows_what_varies():
+    """Guards against a diverged pretraining run (final loss NaN/inf) passing unflagged, a finite loss
+    flagged, and the table showing the arch/dataset columns or dataset headers when they do not vary
+    (or hiding them when they do)."""
+    from objcrop.records import Provenance, results
+    from objcrop.report.aggregate import Flag, build_table, pretrain_flag
+
+    prov = Provenance("moco_v2", "random", "none", 3, "resnet18", "synth:/d:train", 0)
+    assert pretrain_flag({"status": "ok", "final_loss": float("nan")}, "/r") == Flag("/r", "pretraining final loss is nan")
+    assert pretrain_flag({"status": "ok", "final_loss": 6.2}, "/r") is None
+    assert pretrain_flag({"status": "ok"}, "/r") is None
+    probe = results("probe", "ok", prov, dataset="synth:/d:test", mAP=0.4)
+    table = build_table([(probe, "/p"), ({"stage": "pretrain", "status": "ok", "final_loss": float("inf"),
+                                          "pretrain": prov.to_dict()}, "/pre")])
+    assert table.row_flags[table.rows[0]] == [Flag("/pre", "pretraining final loss is inf")]
+    assert table.varying_row_fields() == ["method", "policy", "proposals", "epochs"]
+    assert table.columns_needing_dataset() == set()
+    other = Provenance("moco_v2", "random", "none", 3, "resnet50", "synth:/d:train", 0)
+    two = build_table([(probe, "/p"), (results("probe", "ok", other, dataset="synth:/d:val", mAP=0.5), "/q")])
+    assert two.varying_row_fields() == ["method", "policy", "proposals", "epochs", "arch"]
+    assert two.columns_needing_dataset() == {"probe"}
