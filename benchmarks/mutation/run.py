@@ -53,6 +53,8 @@ SUPPORT = ["tests/conftest.py", "tests/_repo_files.py"]
 def stage(out: str, modules: List[str]) -> List[str]:
     """Lay the package out as imported, plus the selected tests; returns the pytest selection."""
     if os.path.isdir(out):
+        if os.listdir(out) and not os.path.exists(os.path.join(out, "setup.cfg")):
+            sys.exit(f"--out {out}: not empty and not an earlier mutation run; refusing to delete it")
         shutil.rmtree(out)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for folder, dest in STAGES.items():
@@ -102,8 +104,8 @@ def status(code) -> str:
 
 
 def table(found: Dict[str, Dict[str, int]], equiv: Dict[str, str]) -> str:
-    lines = ["| module | mutants | equivalent | killed | not killed | score (killed / non-equivalent) |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| module | mutants | equivalent | killed | not killed (survived / timeout / no tests / not run) "
+             "| score (killed / non-equivalent) |", "|---|---:|---:|---:|---:|---:|"]
     survivors = defaultdict(list)
     for module, codes in found.items():
         counts = Counter()
@@ -114,25 +116,41 @@ def table(found: Dict[str, Dict[str, int]], equiv: Dict[str, str]) -> str:
                 survivors[module].append(f"{name} ({s})")
         total = len(codes) - counts["equivalent"]
         score = f"{100 * counts['killed'] / total:.1f} %" if total else "—"
+        detail = " / ".join(str(counts[k]) for k in ("survived", "timeout", "no tests", "not checked"))
         lines.append(f"| {module} | {len(codes)} | {counts['equivalent']} | {counts['killed']} | "
-                     f"{total - counts['killed']} | {score} |")
+                     f"{total - counts['killed']} ({detail}) | {score} |")
     lines.append("")
     for module, names in survivors.items():
         lines.append(f"not killed in {module}: " + ", ".join(sorted(names)))
     return "\n".join(lines) + "\n"
 
 
+def _functions(path: str) -> Dict[str, str]:
+    """Source of every function in one of mutmut's mutated files, by name (x_f__mutmut_3, x_f__mutmut_orig;
+    methods as xǁClassǁm__mutmut_3)."""
+    import ast
+
+    with open(path) as f:
+        text = f.read()
+    lines = text.splitlines()
+    return {node.name: "\n".join(lines[node.lineno - 1:node.end_lineno]) for node in ast.walk(ast.parse(text))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in node.name}
+
+
 def write_survivors(out: str, found: Dict[str, Dict[str, int]], equiv: Dict[str, str]) -> None:
-    """OUT/survivors.diff: `mutmut show` of every mutant not killed, to read when adding tests."""
-    mutmut = os.path.join(os.path.dirname(sys.executable), "mutmut")
-    env = dict(os.environ, PYTHONPATH=out)
+    """OUT/survivors.diff: the diff of every mutant not killed against its original, to read when adding tests."""
+    import difflib
+
     with open(os.path.join(out, "survivors.diff"), "w") as f:
-        for codes in found.values():
+        for module, codes in found.items():
+            funcs = _functions(os.path.join(out, "mutants", module))
             for name, code in sorted(codes.items()):
                 if name in equiv or status(code) == "killed":
                     continue
-                shown = subprocess.run([mutmut, "show", name], cwd=out, env=env, capture_output=True, text=True)
-                f.write(f"# {name}: {status(code)}\n{shown.stdout}\n")
+                local = name.rsplit(".", 1)[-1]
+                orig = funcs.get(local.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "")
+                diff = difflib.unified_diff(orig.splitlines(), funcs.get(local, "").splitlines(), lineterm="", n=0)
+                f.write(f"# {name}: {status(code)}\n" + "\n".join(list(diff)[2:]) + "\n\n")
 
 
 def main(argv=None) -> int:
@@ -145,7 +163,7 @@ def main(argv=None) -> int:
                         + ", ".join(MODULES))
     p.add_argument("--jobs", type=int, default=2, help="mutants tested at once (mutmut --max-children; default: %(default)s)")
     p.add_argument("--diffs", action="store_true",
-                   help="also write OUT/survivors.diff (`mutmut show` of each mutant not killed; one call each, slow)")
+                   help="also write OUT/survivors.diff: each mutant not killed, as a diff against its original")
     p.add_argument("--report-only", action="store_true", help="score an earlier run in --out without running mutmut")
     args = p.parse_args(argv)
     out = os.path.abspath(args.out)
