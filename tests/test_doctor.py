@@ -24,7 +24,8 @@ def test_missing_detectron2_fails_with_one_line(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "detectron2", None)  # makes `import detectron2` raise ImportError
     assert main([]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("objcrop doctor: missing: detectron2: not importable (")
+    assert len(err) == 1 and err[0].startswith("objcrop doctor: missing: detectron2: objcrop needs detectron2 >= 0.6, "
+                                               "which does not import (")
     # Pretraining and the probe do not need detectron2.
     assert main(["--pretrain-only"]) == 0
 
