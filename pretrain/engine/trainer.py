@@ -174,7 +174,8 @@ class PretrainTrainer:
         self.logger.info(f"effective batch {p.BATCH_SIZE} = {ctx.world_size} process(es) x {self.batch_per_process}; "
                          f"lr {self.peak_lr:g} = {p.BASE_LR:g} x {p.BATCH_SIZE}/{p.BASE_BATCH_SIZE} (linear scaling "
                          f"rule); cosine schedule over {self.max_iter} iterations ({p.EPOCHS} epochs x {self.per_epoch})"
-                         + (f", {self.warmup} warm-up" if self.warmup else ""))
+                         + (f", {self.warmup} warm-up" if self.warmup else "")
+                         + f"; optimiser {_optimiser_name(p)}, weight decay {p.WEIGHT_DECAY:g}")
         if resume:
             self.resume()
         self.model = self.method
@@ -269,3 +270,9 @@ class PretrainTrainer:
     def _call_hooks(self, stage: str) -> None:
         for hook in self.hooks:
             getattr(hook, stage)()
+
+
+def _optimiser_name(p) -> str:
+    """The optimiser as the log names it (LARS with its trust coefficient: BYOL's recipe)."""
+    name = str(p.get("OPTIMIZER", "sgd"))
+    return f"LARS (trust coefficient {p.LARS_TRUST_COEFFICIENT:g})" if name == "lars" else f"SGD momentum {p.MOMENTUM:g}"
