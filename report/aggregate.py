@@ -316,11 +316,17 @@ def _fill_deltas(table: Table) -> None:
                 cell.delta = cell.mean - base_cell.mean
 
 
-def gap_closed(value: float, low: float, high: float) -> Optional[float]:
+# Every column is in % (probe mAP, AP): references closer than a point give no scale to read a row
+# on (a demo's supervised row 0.1 above scratch made a row "+11,000 %").
+MIN_GAP_SPAN = 1.0
+
+
+def gap_closed(value: float, low: float, high: float, noise: float = 0.0) -> Optional[float]:
     """(value − low) / (high − low) in %: 0 at the random-init row, 100 at the supervised row.
-    None when the references do not differ (no scale to read a row on)."""
+    None unless supervised beats random init by more than MIN_GAP_SPAN and the references' `noise`
+    (their larger std): without that there is no scale to read a row on."""
     span = high - low
-    if math.isclose(span, 0.0, rel_tol=0, abs_tol=1e-9):
+    if span <= max(MIN_GAP_SPAN, noise):
         return None
     return 100.0 * (value - low) / span
 
@@ -350,7 +356,7 @@ def _fill_gaps(table: Table) -> None:
         for col in table.columns:
             cell, low, high = table.cells.get((row, col)), table.cells.get((refs[0], col)), table.cells.get((refs[1], col))
             if cell and low and high and None not in (cell.mean, low.mean, high.mean):
-                cell.gap = gap_closed(cell.mean, low.mean, high.mean)
+                cell.gap = gap_closed(cell.mean, low.mean, high.mean, max(low.std or 0.0, high.std or 0.0))
 
 
 def _mark_best(table: Table) -> None:

@@ -103,6 +103,11 @@ def test_no_gap_without_both_references_or_when_they_are_equal():
     flat = {**VOC, "supervised": VOC["random_init"]}
     table = build_table(_results(voc=flat))
     assert all(table.cell(r, VOC_COL).gap is None for r in table.rows)
+    # references apart by less than their own spread, or supervised below scratch: no scale either
+    for sup in ([statistics.fmean(VOC["random_init"]) + statistics.stdev(VOC["random_init"]) / 2] * 2,
+                [min(VOC["random_init"]) - 1.0] * 2):
+        table = build_table(_results(voc={**VOC, "supervised": sup}))
+        assert all(table.cell(r, VOC_COL).gap is None for r in table.rows)
     assert table.cell(_rows(table)[("moco_v2", "random")], PROBE_COL).gap is not None
 
 
