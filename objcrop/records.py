@@ -128,6 +128,8 @@ def dataset_label(name: Any) -> str:
     kind, parts = split_dataset_spec(str(name))
     if kind == "coco" and len(parts) >= 2:
         return f"coco:{os.path.splitext(os.path.basename(parts[0]))[0]}"
+    if kind == "openimages" and len(parts) >= 3:  # DIR:SPLIT:LIST — the subset list names the data
+        return f"openimages:{parts[1]}:{os.path.splitext(os.path.basename(parts[2]))[0]}"
     if kind in ("synth", "voc", "openimages") and len(parts) >= 2:
         return f"{kind}:{parts[-1]}"
     if kind == "folder":

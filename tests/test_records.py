@@ -53,6 +53,8 @@ def test_dataset_names():
     assert dataset_label("synth:/abs/dir:test") == "synth:test"
     assert dataset_label("coco:/a/instances_val.json:/a/img") == "coco:instances_val"
     assert dataset_label("folder:/a/b/") == "folder:b"
+    assert dataset_label("openimages:/oi:train") == "openimages:train"
+    assert dataset_label("openimages:/oi:train:/lists/images_selected_new.npy") == "openimages:train:images_selected_new"
     assert dataset_label("coco_2017_val") == "coco_2017_val"
 
 
