@@ -1,5 +1,5 @@
 """The study presets list named leaf pretraining YAMLs (eval_configs/pretrain/study/) instead of
-inline opts: every run's merged pretraining config is what the inline opts gave, each leaf's name
+inline opts (demo and paper re-frozen when issues 17 and 18 changed them on purpose: R18 demo, BING paper proposals): every run's merged pretraining config is what the inline opts gave, each leaf's name
 says its arch, batch and epochs, and every run a study record holds keeps its name."""
 import glob
 import json
