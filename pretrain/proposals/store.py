@@ -192,6 +192,14 @@ class ProposalStore:
 
     def get_mask(self, image_id: ImageId) -> Optional[np.ndarray]:
         """Saliency / foreground mask uint8[H, W] (0/1) at the original image size, or None."""
+        stored = self._stored_mask(image_id)
+        if stored is None:
+            return None
+        runs, mh, mw, height, width = stored
+        return _resize_nearest(decode_mask_rle(runs, mh, mw), height, width)
+
+    def _stored_mask(self, image_id: ImageId):
+        """(encoded runs, stored h, w, image h, w) of an image's mask, or None when it has none."""
         if not self.has_masks:
             return None
         row = self.index_of(image_id)
@@ -202,23 +210,17 @@ class ProposalStore:
         if mh == 0 or mw == 0:
             return None
         a, b = int(masks["offsets"][row]), int(masks["offsets"][row + 1])
-        return _resize_nearest(decode_mask_rle(masks["runs"][a:b], mh, mw), height, width)
+        return masks["runs"][a:b], mh, mw, height, width
 
     def get_alpha(self, image_id: ImageId) -> Optional[np.ndarray]:
         """DiLo's alpha, float32 [H, W] in [0, 1] at the original image size, or None without a mask:
         the continuous saliency map where the store kept one (bilinear upsampling), else the
         binary mask as 0/1 (ground-truth masks; stores written before soft maps were kept)."""
-        if not self.has_masks:
+        stored = self._stored_mask(image_id)
+        if stored is None:
             return None
-        row = self.index_of(image_id)
-        if row is None:
-            raise MissingImageError(f"{self.path}: no proposals for image id {image_id!r}")
-        masks = self._mask_sections()
-        mh, mw, height, width = (int(x) for x in masks["shapes"][row])
-        if mh == 0 or mw == 0:
-            return None
-        a, b = int(masks["offsets"][row]), int(masks["offsets"][row + 1])
-        runs, words = split_runs(masks["runs"][a:b])
+        encoded, mh, mw, height, width = stored
+        runs, words = split_runs(encoded)
         if words is None:
             return _resize_nearest(decode_mask_rle(runs, mh, mw), height, width).astype(np.float32)
         try:
