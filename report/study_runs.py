@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from objcrop.records import Provenance
 from objcrop.report.record import StudyRecord
+from objcrop.view_stats import format_view_stats
 
 PRETRAIN = "runs/pretrain/"
 PROBE = "runs/probe/"
@@ -112,22 +113,6 @@ def pretext_table(record: StudyRecord) -> str:
 def _source_name(proposals: str) -> str:
     """'gt', 'none', or a store's method name (its file name without the extension)."""
     return os.path.splitext(os.path.basename(proposals))[0] if os.sep in proposals else proposals
-
-
-VIEW_STATS_HEADER = [
-    "| policy (boxes) | view 1 holds ≥50 % of an object | view 2 holds ≥50 % | both views: same object "
-    "| object cover view 1 | object cover view 2 | pairs |", "|---|---|---|---|---|---|---|"]
-
-
-def format_view_stats(rows: Dict[str, Dict[str, float]]) -> str:
-    """The view statistics `objcrop views stats --json` wrote, one row per (policy, boxes) label
-    (the same table the command prints; the report reads the files, it does not import the stage)."""
-    lines = list(VIEW_STATS_HEADER)
-    for label, s in rows.items():
-        lines.append(f"| {label} | {s['view1_holds_half_object']:.3f} | {s['view2_holds_half_object']:.3f} | "
-                     f"{s['pair_same_object']:.3f} | {s['view1_object_cover']:.3f} | {s['view2_object_cover']:.3f} | "
-                     f"{s['pairs']} |")
-    return "\n".join(lines)
 
 
 def view_stats_table(record: StudyRecord) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from objcrop.datasets.boxes import annotation_xyxy, object_annotations
+from objcrop.view_stats import format_view_stats  # noqa: F401  (the command's table; re-exported)
 
 HALF, WHOLE = 0.5, 0.95
 
@@ -101,15 +102,3 @@ def policy_view_stats(records: Sequence[dict], policy, get_boxes: Callable[[dict
            for key, name in (("half", "holds_half_object"), ("whole", "holds_whole_object"), ("cover", "object_cover"))}
     out.update(pair_same_object=sums["same"] / n, fallback_to_random=sums["fallback"] / n, pairs=sums["n"], images=used)
     return out
-
-
-def format_view_stats(rows: Dict[str, Dict[str, float]]) -> str:
-    """A markdown table, one row per (policy, boxes) label."""
-    lines = ["| policy (boxes) | view 1 holds ≥50 % of an object | view 2 holds ≥50 % | both views: same object "
-             "| object cover view 1 | object cover view 2 | pairs |",
-             "|---|---|---|---|---|---|---|"]
-    for label, s in rows.items():
-        lines.append(f"| {label} | {s['view1_holds_half_object']:.3f} | {s['view2_holds_half_object']:.3f} | "
-                     f"{s['pair_same_object']:.3f} | {s['view1_object_cover']:.3f} | {s['view2_object_cover']:.3f} | "
-                     f"{s['pairs']} |")
-    return "\n".join(lines)
