@@ -15,7 +15,8 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from objcrop.cli import run_stage_main
-from objcrop.checkpoints import FORMATS, Backbone, detect_format, extract_backbone, load_checkpoint
+from objcrop.checkpoints import (FORMATS, Backbone, detect_format, extract_backbone, load_checkpoint,
+                                 method_of_format)
 from objcrop.convert.names import (describe_resnet, detectron2_resnet_depth, is_dropped, resnet_depth,
                                    torchvision_to_detectron2)
 from objcrop.convert.verify import (BASIC_BLOCK_VERIFY_CONFIG, DEFAULT_VERIFY_CONFIG, verification_model_for_depth,
@@ -25,10 +26,6 @@ from objcrop.errors import CheckpointError, ConfigError
 from objcrop.io import sha256_file
 from objcrop.logger import setup_logger
 from objcrop.records import Provenance
-
-# The default `method` of the pretrain block for checkpoints that do not carry one.
-_METHOD_OF_FORMAT = {"moco": "moco", "byol": "byol", "backbone-prefixed": "unknown", "torchvision": "unknown",
-                     "lightly": "unknown"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -196,7 +193,7 @@ def _pretrain_block(backbone: Backbone, fmt: str, overrides: Dict[str, object], 
     provenance = backbone.provenance
     if provenance is None:
         depth = resnet_depth(backbone.tensors)
-        provenance = Provenance(method=_METHOD_OF_FORMAT.get(fmt, "unknown"),
+        provenance = Provenance(method=method_of_format(fmt),
                                 arch=f"resnet{depth}" if depth else "unknown")
         if not overrides:
             logger.warning("%s checkpoints carry no description of their pretraining; detection results will report "

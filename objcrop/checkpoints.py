@@ -55,6 +55,14 @@ from objcrop.errors import CheckpointError
 from objcrop.records import Provenance
 
 FORMATS = ("objcrop", "moco", "byol", "backbone-prefixed", "torchvision", "lightly")
+# Formats whose name says the method that wrote them; a file of another codebase carries no
+# description of its pretraining, so its provenance names the method only where the layout does.
+_METHOD_OF_LAYOUT = {"moco": "moco", "byol": "byol"}
+
+
+def method_of_format(fmt: str) -> str:
+    """The pretraining method a foreign checkpoint's layout implies ("unknown" where it implies none)."""
+    return _METHOD_OF_LAYOUT.get(fmt, "unknown")
 
 # format -> [(container key or None for the top level, key prefix), ...], tried in order.
 _LOCATIONS: Dict[str, List[Tuple[Optional[str], str]]] = {

@@ -12,13 +12,11 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from objcrop.checkpoints import read_backbone
+from objcrop.checkpoints import method_of_format, read_backbone
 from objcrop.errors import CheckpointError
 from objcrop.io import sha256_file
 from objcrop.records import Provenance
 
-# checkpoint format -> the method a foreign file's provenance names (its files carry no description)
-_FOREIGN_METHOD = {"moco": "moco", "byol": "byol", "backbone-prefixed": "unknown"}
 
 
 def load_backbone(weights: str, arch: str = "", seed: int = 0) -> Tuple[nn.Module, str, Provenance, str]:
@@ -44,7 +42,7 @@ def load_backbone(weights: str, arch: str = "", seed: int = 0) -> Tuple[nn.Modul
     elif found.format == "torchvision":
         provenance = Provenance.supervised(file_arch or arch, os.path.basename(weights), seed)
     else:
-        provenance = Provenance(method=_FOREIGN_METHOD.get(found.format, "unknown"),
+        provenance = Provenance(method=method_of_format(found.format),
                                 arch=file_arch or arch or "unknown", dataset=os.path.basename(weights))
     arch = arch or file_arch or "resnet50"
     model, _ = build_resnet(arch)
