@@ -36,7 +36,7 @@ def policies(crop_size: int):
 def dataset_images(spec: str, count: int = 6):
     """The first `count` images of a dataset with their annotated boxes, as bench photos."""
     from objcrop.datasets import load_dataset, read_image
-    from objcrop.pretrain.engine.data import gt_boxes_xyxy
+    from objcrop.datasets.boxes import gt_boxes as gt_boxes_xyxy
 
     records, _ = load_dataset(spec)
     return [(os.path.basename(r["file_name"]), torch.tensor(read_image(r["file_name"])).permute(2, 0, 1).contiguous(),

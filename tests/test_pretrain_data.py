@@ -3,7 +3,8 @@ import os
 
 import torch
 
-from objcrop.pretrain.engine.data import ShardedResumableSampler, gt_boxes_xyxy, shrink_to_short_side
+from objcrop.datasets.boxes import gt_boxes as gt_boxes_xyxy
+from objcrop.pretrain.engine.data import ShardedResumableSampler, shrink_to_short_side
 from objcrop.pretrain.engine.optim import lr_at
 from objcrop.records import dataset_tag
 

@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 def test_two_process_gloo_ddp_run_writes_checkpoint(synth_dir, tmp_path):
     from objcrop.datasets import load_dataset
-    from objcrop.pretrain.engine.data import gt_boxes_xyxy
+    from objcrop.datasets.boxes import gt_boxes as gt_boxes_xyxy
     from objcrop.pretrain.proposals import ProposalStore
 
     # a real proposal store (ground-truth boxes, top-1 kept) that misses one image: that one falls back

@@ -55,9 +55,6 @@ class ShardedResumableSampler(Sampler):
             yield index, sample_seed(self.seed, self.epoch, index)
 
 
-gt_boxes_xyxy = gt_boxes  # the one crowd rule of objcrop.datasets.boxes (crowd regions are no object boxes)
-
-
 class BoxSource:
     """Where the object boxes of an image come from: "" (none), "gt" (annotations) or a proposal store."""
 
@@ -94,7 +91,7 @@ class BoxSource:
         if not self.spec:
             return np.zeros((0, 4), np.float32)
         if self.spec == "gt":
-            return gt_boxes_xyxy(record)
+            return gt_boxes(record)  # the one crowd rule of objcrop.datasets.boxes
         found = self._open().get(record["image_id"], default=None)
         if found is None:
             return np.zeros((0, 4), np.float32)  # the policy falls back to random crops (counted)

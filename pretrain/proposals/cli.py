@@ -123,7 +123,7 @@ def cmd_stats(args, log: logging.Logger) -> int:
 def cmd_show(args, log: logging.Logger) -> int:
     from objcrop.datasets import read_image
     from objcrop.pretrain.proposals.draw import GT_COLOUR, draw_boxes, grid, label, write_png
-    from objcrop.pretrain.proposals.evaluate import gt_boxes
+    from objcrop.datasets.boxes import gt_boxes
 
     store = ProposalStore.open(args.store)
     records, _ = _load(args.dataset)

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Sequence
 import numpy as np
 
 from objcrop.pretrain.proposals.filters import pairwise_iou
-from objcrop.datasets.boxes import gt_boxes  # noqa: F401  (re-exported: one crowd rule)
+from objcrop.datasets.boxes import gt_boxes
 from objcrop.pretrain.proposals.store import ProposalStore
 
 SIZE_BINS = (0, 16, 32, 64, 128, 256, 512, float("inf"))  # sqrt(box area) in pixels

@@ -130,7 +130,7 @@ def _config(args, copy_paste: bool = False, policy: Optional[str] = None, geomet
 def _box_source(args, cfg):
     spec = args.proposals if args.proposals is not None else (cfg.DATA.PROPOSALS if "DATA" in cfg else "") or "gt"
     if spec == "gt":
-        from objcrop.pretrain.proposals.evaluate import gt_boxes
+        from objcrop.datasets.boxes import gt_boxes
         from objcrop.pretrain.proposals.methods import annotation_mask
 
         return "gt", (lambda r: (gt_boxes(r), np.ones(len(gt_boxes(r)), np.float32))), \
