@@ -3,17 +3,30 @@
 `build_view_policy(cfg)` turns a config carrying `VIEWS` (see `config.add_views_config`)
 into a callable `policy(image, boxes, mask=None, generator=None) -> (view1, view2)`.
 """
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from fvcore.common.config import CfgNode
 
 from objcrop.errors import ConfigError
-from objcrop.pretrain.views.augment import DeferredAugment, MocoV2Augment
 from objcrop.pretrain.views.config import (AUGMENT_ON, BACKGROUNDS, COPY_PASTE_MODES, GEOMETRIES, MODE_BACKGROUNDS,
                                           POLICIES, add_views_config, get_views_cfg)
-from objcrop.pretrain.views.policies import POLICY_CLASSES, ViewPlan, ViewPolicy
+
+if TYPE_CHECKING:
+    from objcrop.pretrain.views.augment import MocoV2Augment
 
 __all__ = ["add_views_config", "get_views_cfg", "build_view_policy", "defer_augment", "ViewPolicy", "ViewPlan", "POLICIES"]
+# Imported on first use (PEP 562): the policies and augmentations import torch (seconds), and reading
+# or planning a config (`objcrop pipeline --dry-run`, pretrain/config.py) needs only views.config.
+_LAZY = {"ViewPolicy": "policies", "ViewPlan": "policies", "POLICY_CLASSES": "policies",
+         "MocoV2Augment": "augment", "DeferredAugment": "augment"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
 
 
 def build_view_policy(cfg: CfgNode, background_fn: Optional[Callable] = None):
@@ -23,6 +36,8 @@ def build_view_policy(cfg: CfgNode, background_fn: Optional[Callable] = None):
     (the dataset passes one that returns another of its images); without it, copy-paste
     uses the other background kinds.
     """
+    from objcrop.pretrain.views.policies import POLICY_CLASSES
+
     v = cfg.VIEWS if "VIEWS" in cfg else cfg
     validate_views_cfg(v)
     policy = POLICY_CLASSES[v.POLICY](v)
@@ -36,9 +51,11 @@ def build_view_policy(cfg: CfgNode, background_fn: Optional[Callable] = None):
     return policy
 
 
-def defer_augment(policy) -> MocoV2Augment:
+def defer_augment(policy) -> "MocoV2Augment":
     """Make `policy` return (uint8 crop, drawn parameters) per view instead of augmented pixels
     (VIEWS.AUGMENT_ON "device"); returns the augmentation, whose `apply_batch` the trainer runs."""
+    from objcrop.pretrain.views.augment import DeferredAugment
+
     inner = getattr(policy, "policy", policy)  # DiLo copy-paste wraps the policy that augments
     if not isinstance(inner.augment, DeferredAugment):
         inner.augment = DeferredAugment(inner.augment)

@@ -1,0 +1,36 @@
+"""Cheap commands stay cheap: planning a pipeline imports no torch (seconds of start-up), and a
+proposal worker imports no SciPy until a saliency method needs it. Each check runs in a fresh
+interpreter, since this test process has long imported everything."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "torchvision", "detectron2")
+
+
+def _modules_after(code: str) -> set:
+    """The heavy modules loaded once `code` has run in a fresh interpreter."""
+    probe = code + f"\nimport json, sys\nprint(json.dumps([m for m in {HEAVY + ('scipy',)!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("preset", ["demo", "paper"])
+def test_planning_a_preset_imports_no_torch(tmp_path, preset):
+    loaded = _modules_after(
+        "from objcrop.pipeline.cli import main\n"
+        f"assert main(['--preset', {preset!r}, '--out', {str(tmp_path)!r}, '--dry-run']) == 0")
+    assert not loaded & set(HEAVY), loaded
+
+
+def test_view_config_imports_no_torch_but_the_policies_still_resolve():
+    assert not _modules_after("from objcrop.pretrain.views import get_views_cfg, POLICIES") & set(HEAVY)
+    from objcrop.pretrain import views
+    from objcrop.pretrain.views.policies import ViewPolicy
+
+    assert views.ViewPolicy is ViewPolicy
+    with pytest.raises(AttributeError):
+        views.no_such_name
