@@ -29,6 +29,13 @@ MOCO_PASCAL_VOC_MOCO = {  # pascal_voc_R_50_C4_24k_moco.yaml (_BASE_ pascal_voc_
     "MODEL.PIXEL_MEAN": [123.675, 116.280, 103.530], "MODEL.PIXEL_STD": [58.395, 57.120, 57.375],
     "MODEL.WEIGHTS": "See Instructions", "MODEL.RESNETS.STRIDE_IN_1X1": False, "INPUT.FORMAT": "RGB",
 }
+MOCO_COCO_R_50_C4_2X = {  # coco_R_50_C4_2x.yaml (_BASE_ Base-RCNN-C4-BN.yaml)
+    "MODEL.MASK_ON": True, "MODEL.WEIGHTS": "detectron2://ImageNetPretrained/MSRA/R-50.pkl",
+    "INPUT.MIN_SIZE_TRAIN": (640, 672, 704, 736, 768, 800), "INPUT.MIN_SIZE_TEST": 800,
+    "DATASETS.TRAIN": ("coco_2017_train",), "DATASETS.TEST": ("coco_2017_val",),
+    "SOLVER.STEPS": (120000, 160000), "SOLVER.MAX_ITER": 180000,
+}
+MOCO_COCO_MOCO = MOCO_PASCAL_VOC_MOCO  # coco_R_50_C4_2x_moco.yaml: the same five keys as the VOC _moco file
 # detectron2's defaults that MoCo's MSRA file relies on (detectron2/config/defaults.py), which the
 # _msra config writes out: MSRA's caffe-trained R-50.pkl expects BGR, mean-subtracted, unit-std input.
 D2_MSRA_PIXELS = {"MODEL.PIXEL_MEAN": [103.530, 116.280, 123.675], "MODEL.PIXEL_STD": [1.0, 1.0, 1.0],
@@ -36,7 +43,9 @@ D2_MSRA_PIXELS = {"MODEL.PIXEL_MEAN": [103.530, 116.280, 123.675], "MODEL.PIXEL_
 # Where objcrop's files differ from MoCo's, and why: weights come from a local file (objcrop never
 # downloads), and the batch is stated for MoCo's 8 GPUs so that fewer devices scale it linearly.
 OBJCROP_WEIGHTS = {"voc/faster_rcnn_R_50_C4_24k_msra.yaml": "weights/R-50.pkl",
-                   "voc/faster_rcnn_R_50_C4_24k_moco.yaml": ""}
+                   "voc/faster_rcnn_R_50_C4_24k_moco.yaml": "",
+                   "coco/mask_rcnn_R_50_C4_2x_msra.yaml": "weights/R-50.pkl",
+                   "coco/mask_rcnn_R_50_C4_2x_moco.yaml": ""}
 OBJCROP_ADDED = {"SOLVER.REFERENCE_WORLD_SIZE": 8}
 
 EXPECTED = {
@@ -44,7 +53,12 @@ EXPECTED = {
     "voc/faster_rcnn_R_50_C4_24k_msra.yaml": {**MOCO_BASE_RCNN_C4_BN, **MOCO_PASCAL_VOC_R_50_C4_24K},
     "voc/faster_rcnn_R_50_C4_24k_moco.yaml": {**MOCO_BASE_RCNN_C4_BN, **MOCO_PASCAL_VOC_R_50_C4_24K,
                                                **MOCO_PASCAL_VOC_MOCO},
+    "coco/mask_rcnn_R_50_C4_2x_msra.yaml": {**MOCO_BASE_RCNN_C4_BN, **MOCO_COCO_R_50_C4_2X},
+    "coco/mask_rcnn_R_50_C4_2x_moco.yaml": {**MOCO_BASE_RCNN_C4_BN, **MOCO_COCO_R_50_C4_2X, **MOCO_COCO_MOCO},
 }
+# MoCo's paper reports COCO at 1x as well (table 5) but ships no file for it: objcrop's 1x file is the 2x
+# reference with detectron2's 1x schedule and differs from it in these keys only.
+MOCO_1X_SCHEDULE = {"SOLVER.STEPS": (60000, 80000), "SOLVER.MAX_ITER": 90000}
 
 
 def _get(cfg, key):
@@ -75,10 +89,38 @@ def test_reference_configs_equal_mocos_values_key_by_key_and_set_nothing_else(na
     assert differ <= set(expected), sorted(differ - set(expected))
 
 
-def test_msra_pixels_are_detectron2s_caffe_defaults():
-    cfg, defaults = load_config("voc/faster_rcnn_R_50_C4_24k_msra.yaml"), get_cfg()
+def test_the_1x_reference_is_the_2x_reference_at_the_1x_schedule():
+    one, two = _flat(load_config("coco/mask_rcnn_R_50_C4_1x_moco.yaml")), _flat(load_config("coco/mask_rcnn_R_50_C4_2x_moco.yaml"))
+    assert {k for k in one if one[k] != two[k]} == set(MOCO_1X_SCHEDULE)
+    assert {k: one[k] for k in MOCO_1X_SCHEDULE} == MOCO_1X_SCHEDULE
+
+
+@pytest.mark.parametrize("name", ["voc/faster_rcnn_R_50_C4_24k_msra.yaml", "coco/mask_rcnn_R_50_C4_2x_msra.yaml"])
+def test_msra_pixels_are_detectron2s_caffe_defaults(name):
+    cfg, defaults = load_config(name), get_cfg()
     for key, value in D2_MSRA_PIXELS.items():
         assert _get(cfg, key) == pytest.approx(value) == _get(defaults, key)
+
+
+@pytest.mark.parametrize("name,alternative", [("coco/mask_rcnn_R_50_C4_2x_moco.yaml", "coco/mask_rcnn_R_50_C4_2x.yaml"),
+                                              ("coco/mask_rcnn_R_50_C4_1x_moco.yaml", "coco/mask_rcnn_R_50_C4_1x.yaml")])
+def test_cocos_reference_differs_from_objcrops_syncbn_alternative_in_the_norm_only(name, alternative):
+    """objcrop's COCO files stay as the named SyncBN alternative: the same model, pixels and schedule."""
+    ref, alt = _flat(load_config(name)), _flat(load_config(alternative))
+    assert (ref["MODEL.RESNETS.NORM"], alt["MODEL.RESNETS.NORM"]) == ("naiveSyncBN", "SyncBN")
+    assert {k for k in ref if ref[k] != alt.get(k)} == {"MODEL.RESNETS.NORM"}
+
+
+def test_the_paper_preset_fine_tunes_with_mocos_naive_sync_bn_configs():
+    """Every detection task of the paper preset is one of MoCo's configs (the naiveSyncBN base), not objcrop's
+    (paper_openimages has no detection: the paper's OpenImages table is the linear probe)."""
+    import objcrop.pipeline as pipeline
+
+    tasks = pipeline.load_preset("paper")["detection"]["tasks"]
+    assert set(tasks) == {"voc", "coco"}
+    for task in tasks.values():
+        cfg = load_config(task["config_file"])
+        assert cfg.MODEL.RESNETS.NORM == "naiveSyncBN" and task["config_file"].endswith("_moco.yaml"), task
 
 
 def test_naive_sync_bn_becomes_bn_at_world_size_one_only():
@@ -90,7 +132,8 @@ def test_naive_sync_bn_becomes_bn_at_world_size_one_only():
 
 
 @pytest.mark.parametrize("name,bgr", [("voc/faster_rcnn_R_50_C4_24k_msra.yaml", True),
-                                      ("voc/faster_rcnn_R_50_C4_24k_moco.yaml", False)])
+                                      ("voc/faster_rcnn_R_50_C4_24k_moco.yaml", False),
+                                      ("coco/mask_rcnn_R_50_C4_2x_moco.yaml", False)])
 def test_reference_configs_build_a_real_detectron2_model(name, bgr):
     from detectron2.modeling import build_model
 
