@@ -40,6 +40,10 @@ def add_objcrop_config(cfg: CN) -> None:
     cfg.OBJCROP.NUM_CLASSES_FROM_DATASET = True
     # metrics.jsonl gets one line every this many iterations (and at the last one).
     cfg.OBJCROP.METRICS_PERIOD = 20
+    # Refuse real datasets' quirks (box past the border, box under 1 px, polygon under 3 points) with an
+    # error naming the file, instead of repairing and counting them (objcrop/datasets/quirks.py);
+    # `detect train --strict` sets it.
+    cfg.OBJCROP.STRICT_DATA = False
 
 
 def get_cfg() -> CN:

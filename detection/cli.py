@@ -15,6 +15,7 @@ import sys
 from typing import List, Optional
 
 from objcrop.cli import run_stage_main
+from objcrop.datasets.quirks import STRICT_HELP
 from objcrop.errors import ObjcropError
 
 
@@ -42,6 +43,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dist-url", default="auto", metavar="URL",
                    help="rendezvous of the process group, e.g. tcp://HOST0:PORT (same on every machine); "
                         "'auto' picks a free local port (one machine only)")
+    p.add_argument("--strict", action="store_true",
+                   help=STRICT_HELP + " (sets OBJCROP.STRICT_DATA; datasets detectron2 registers itself, "
+                        "e.g. coco_2017_val, load with detectron2's own rules)")
     p.add_argument("--resume", action="store_true",
                    help="continue each seed from its last checkpoint; seeds whose results.json says ok are skipped")
     p.add_argument("--eval-only", action="store_true",

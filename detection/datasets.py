@@ -11,7 +11,9 @@ dirname/split/year) is set at registration.
 
 A name detectron2 already knows is left as it is: importing detectron2.data
 registers its own built-ins (coco_2017_val, voc_2007_trainval, ...) under the
-same $DETECTRON2_DATASETS root, with the same files and evaluators.
+same $DETECTRON2_DATASETS root, with the same files and evaluators (its loaders
+have no strict mode). `strict` (OBJCROP.STRICT_DATA, `detect train --strict`)
+refuses real datasets' quirks instead of repairing them (objcrop/datasets/quirks.py).
 """
 from objcrop.datasets import load_dataset
 from objcrop.datasets.catalog import dataset_metadata
@@ -21,13 +23,21 @@ _METADATA_KEYS = ("thing_classes", "evaluator_type", "json_file", "image_root", 
                   "dirname", "split", "year", "label_names")
 
 
-def register(name: str) -> str:
-    """Register `name` with detectron2 (once; later calls are no-ops) and return it."""
+# name -> the strict mode objcrop registered it with (names detectron2 registered itself are absent)
+_STRICT_OF_NAME = {}
+
+
+def register(name: str, strict: bool = False) -> str:
+    """Register `name` with detectron2 and return it. Later calls are no-ops, except that objcrop's
+    own registration is redone when `strict` differs (one process may train twice)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if name in DatasetCatalog.list():
-        return name
+        if _STRICT_OF_NAME.get(name, strict) == strict:
+            return name
+        DatasetCatalog.remove(name)
     metadata = {k: v for k, v in dataset_metadata(name).items() if k in _METADATA_KEYS and v is not None}
-    DatasetCatalog.register(name, lambda: load_dataset(name)[0])
+    DatasetCatalog.register(name, lambda: load_dataset(name, strict=strict)[0])
+    _STRICT_OF_NAME[name] = strict
     MetadataCatalog.get(name).set(**metadata)
     return name

@@ -49,8 +49,9 @@ def setup(args, seed: int, world_size: int):
         cfg.DATASETS.TRAIN = tuple(args.dataset_train)
     if args.dataset_test:
         cfg.DATASETS.TEST = tuple(args.dataset_test)
+    cfg.OBJCROP.STRICT_DATA = cfg.OBJCROP.STRICT_DATA or bool(getattr(args, "strict", False))
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-        _register_dataset(name)
+        _register_dataset(name, cfg.OBJCROP.STRICT_DATA)
     _num_classes_from_dataset(cfg)
     if not torch.cuda.is_available() and not str(cfg.MODEL.DEVICE).startswith("cpu"):
         logger.info("no CUDA device: MODEL.DEVICE %s -> cpu", cfg.MODEL.DEVICE)
@@ -86,14 +87,10 @@ def _apply_weights_option(cfg, weights: Optional[str]) -> None:
             raise CheckpointError(f"{cfg.MODEL.WEIGHTS}: weights file not found")
 
 
-def _register_dataset(name: str) -> None:
-    from detectron2.data import DatasetCatalog
-
-    if name in DatasetCatalog.list():
-        return
+def _register_dataset(name: str, strict: bool) -> None:
     from objcrop.detection.datasets import register
 
-    register(name)
+    register(name, strict)
 
 
 def _num_classes_from_dataset(cfg) -> None:

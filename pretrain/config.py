@@ -77,6 +77,10 @@ def get_pretrain_cfg() -> CfgNode:
     # Dataset name or spec for objcrop.datasets.load_dataset (docs/INTERFACES.md), e.g.
     # "objcrop_synth_train", "synth:DIR:train", "coco_2017_train", "openimages:DIR:train", "folder:DIR".
     cfg.DATA.DATASET = "objcrop_synth_train"
+    # Real datasets' quirks (boxes past the border, degenerate boxes, invalid polygons, unreadable
+    # images in a folder): False repairs and counts them in one log line; True refuses them
+    # (a DatasetError naming the file and annotation). objcrop/datasets/quirks.py.
+    cfg.DATA.STRICT = False
     # Where the object boxes come from: a proposal store path (objcrop proposals), "gt" for the
     # dataset's annotated boxes (the paper's upper bound), or "" for none (random crops only).
     cfg.DATA.PROPOSALS = ""

@@ -36,6 +36,10 @@ logger = logging.getLogger("objcrop.datasets")
 TOLERANCE_PX, TOLERANCE_FRACTION = 2.0, 0.01  # clipped when the overshoot is <= max(px, fraction x side)
 STRICT_TOLERANCE = 1.0  # strict mode (objcrop's earlier check): up to 1 px outside is accepted unchanged
 MIN_SIDE = 1.0  # a box narrower or shorter than this after clipping is degenerate
+# --help text of every stage's --strict flag (and config key comment), one wording for all
+STRICT_HELP = ("refuse real datasets' quirks (a box past the border, a box under 1 px, a polygon under 3 points, "
+               "an unreadable image in a folder) with an error naming the file, instead of repairing them and "
+               "counting them in one log line")
 
 # kind -> how the summary line says it (repairs first, then what is only counted)
 KINDS = {"clipped": "box(es) clipped to the border",

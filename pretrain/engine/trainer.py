@@ -97,7 +97,7 @@ class PretrainTrainer:
         from objcrop.datasets import load_dataset
         from objcrop.pretrain.views import build_view_policy
 
-        records, _ = load_dataset(self.cfg.DATA.DATASET)
+        records, _ = load_dataset(self.cfg.DATA.DATASET, strict=self.cfg.DATA.STRICT)
         check_enough_data(len(records), self.cfg.PRETRAIN.BATCH_SIZE, self.ctx.world_size, self.cfg.DATA.DATASET)
         coverage = self.box_source.coverage(records)
         if self.cfg.DATA.PROPOSALS and coverage == 0:

@@ -63,8 +63,8 @@ def _load_data(cfg: CfgNode) -> Tuple[list, list, list]:
     """(train records, test records, classes); DatasetError when the two sets' classes differ."""
     from objcrop.datasets import load_dataset
 
-    train_records, train_meta = load_dataset(cfg.DATA.TRAIN)
-    test_records, test_meta = load_dataset(cfg.DATA.TEST)
+    train_records, train_meta = load_dataset(cfg.DATA.TRAIN, strict=cfg.DATA.STRICT)
+    test_records, test_meta = load_dataset(cfg.DATA.TEST, strict=cfg.DATA.STRICT)
     classes = train_meta.get("thing_classes") or []
     if not classes:
         raise DatasetError(f"{cfg.DATA.TRAIN}: no classes, nothing to probe")

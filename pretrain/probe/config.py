@@ -9,6 +9,7 @@ resolved, so it names exactly what ran.
 import os
 
 from objcrop.config import CfgNode
+from objcrop.datasets.quirks import STRICT_HELP
 from objcrop.errors import ConfigError
 from objcrop.pretrain.cli_flags import Flag
 
@@ -42,6 +43,10 @@ def get_probe_cfg() -> CfgNode:
     # scored on TEST; both must have the same classes. Required.
     cfg.DATA.TRAIN = ""
     cfg.DATA.TEST = ""
+    # Real datasets' quirks (boxes past the border, degenerate boxes, invalid polygons, unreadable
+    # images in a folder): False repairs and counts them in one log line; True refuses them
+    # (a DatasetError naming the file and annotation). objcrop/datasets/quirks.py.
+    cfg.DATA.STRICT = False
     # cached_features: images are resized whole (no crop, every object stays in) to this square size;
     # 0 = the images' own size (median longer side of TRAIN) capped at 224. The written config holds the
     # resolved size. (main_lincls uses LINCLS.TRAIN_SIZE / TEST_RESIZE / TEST_SIZE instead.)
@@ -99,6 +104,7 @@ PROBE_FLAGS = (
     Flag("--weights", "PROBE.WEIGHTS", "objcrop checkpoint, torchvision ResNet state dict file, or 'random'"),
     Flag("--dataset-train", "DATA.TRAIN", "dataset name/spec the linear layer is trained on"),
     Flag("--dataset-test", "DATA.TEST", "dataset name/spec it is scored on"),
+    Flag("--strict", "DATA.STRICT", STRICT_HELP + " (both datasets)", {"action": "store_true"}),
     Flag("--out", "OUTPUT_DIR", "run directory for results.json, config.yaml, metrics.jsonl, log"),
     Flag("--arch", "PROBE.ARCH", "ResNet to build ('' = from the checkpoint; resnet50 for 'random')"),
     Flag("--image-size", "DATA.IMAGE_SIZE", "images are resized whole to this square size; 0 = the images' "

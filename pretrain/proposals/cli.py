@@ -62,10 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(dataset: str, limit: Optional[int] = None):
+def _load(dataset: str, limit: Optional[int] = None, strict: bool = False):
     from objcrop.datasets import load_dataset
 
-    records, meta = load_dataset(dataset)
+    records, meta = load_dataset(dataset, strict=strict)
     if limit is not None:
         records = records[: max(0, limit)]
     if not records:
@@ -95,7 +95,7 @@ def cmd_compute(args, log: logging.Logger) -> int:
         raise ObjcropError(f"--workers: expected at least 1, got {workers}")
     if method == "file" and not cfg.PROPOSALS.FILE:
         raise ObjcropError("--file: required by --method file")
-    records, _ = _load(dataset, cfg.DATA.LIMIT)
+    records, _ = _load(dataset, cfg.DATA.LIMIT, cfg.DATA.STRICT)
     file_boxes = load_file_boxes(cfg.PROPOSALS.FILE, records) if method == "file" else None
     items = work_items(records, spec, file_boxes)
     log.info("proposals %s for %s (%d images) -> %s; filters %s", method, dataset, len(items), out,

@@ -7,6 +7,7 @@ overrides them all (objcrop.pretrain.cli_flags). `method_spec(cfg)` turns the co
 MethodSpec that decides the store's content (and its meta), exactly as the flags did before.
 """
 from objcrop.config import CfgNode
+from objcrop.datasets.quirks import STRICT_HELP
 from objcrop.errors import ConfigError
 from objcrop.pretrain.cli_flags import Flag, cfg_get
 from objcrop.pretrain.proposals.filters import BoxFilter
@@ -41,6 +42,10 @@ def get_proposals_cfg() -> CfgNode:
     cfg.DATA.DATASET = ""
     # Only the first N images (quick trials); null = all.
     cfg.DATA.LIMIT = None
+    # Real datasets' quirks (boxes past the border, degenerate boxes, invalid polygons, unreadable
+    # images in a folder): False repairs and counts them in one log line; True refuses them
+    # (a DatasetError naming the file and annotation). objcrop/datasets/quirks.py.
+    cfg.DATA.STRICT = False
 
     cfg.FILTER = CfgNode()
     # Box filters, in original pixels. null = the method's default: SoCo's for unsupervised methods
@@ -76,6 +81,7 @@ COMPUTE_FLAGS = (
     Flag("--max-side", "PROPOSALS.MAX_SIDE", "image methods run on a copy whose longer side is at most this "
          "(boxes are mapped back to the original); 0 = full resolution", {"type": int}),
     Flag("--limit", "DATA.LIMIT", "only the first N images of the dataset (quick trials)", {"type": int}),
+    Flag("--strict", "DATA.STRICT", STRICT_HELP, {"action": "store_true"}),
     Flag("--ss-mode", "PROPOSALS.SS_MODE", "selective search strategy", {"choices": ["fast", "quality"]}),
     Flag("--superpixels", "PROPOSALS.SUPERPIXELS", "SLIC segments for saliency-rbd / -gs / -mc", {"type": int}),
     Flag("--bing-model", "PROPOSALS.BING_MODEL", "folder with OpenCV's trained BING model (opencv_contrib "

@@ -17,6 +17,7 @@ import torch
 
 from objcrop.cli import run_stage_main
 from objcrop.config import merge_config
+from objcrop.datasets.quirks import STRICT_HELP
 from objcrop.errors import ObjcropError
 from objcrop.logger import setup_logger
 
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--pairs", type=int, default=3, help="view pairs sampled per image")
     s.add_argument("--seed", type=int, default=0, help="picks the images and seeds the views")
     s.add_argument("--cell", type=int, default=128, help="size of each grid cell, pixels")
+    s.add_argument("--strict", action="store_true", help=STRICT_HELP)
     s.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs overriding the config, "
                    "e.g. VIEWS.CROP_SIZE 64 VIEWS.MIN_BOX_FRACTION 0.25")
     t = sub.add_parser("stats", help="measure policies' view pairs against the annotated objects "
@@ -66,18 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--json", default=None, help="also write the numbers to this json file: one policy's numbers, "
                    "or a list of them (one per --policy) when several were given")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--strict", action="store_true", help=STRICT_HELP)
     t.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE pairs overriding the config")
     return p
 
 
-def cmd_stats(args, log) -> int:
+def load_records(args) -> list:
+    """The records of --dataset (quirks refused with --strict); ObjcropError when there are none."""
     from objcrop.datasets import load_dataset
+
+    records, _ = load_dataset(args.dataset, strict=args.strict)
+    if not records:
+        raise ObjcropError(f"--dataset {args.dataset}: no images")
+    return records
+
+
+def cmd_stats(args, log) -> int:
     from objcrop.io import write_json_atomic
     from objcrop.pretrain.views.stats import format_view_stats
 
-    records, _ = load_dataset(args.dataset)
-    if not records:
-        raise ObjcropError(f"--dataset {args.dataset}: no images")
+    records = load_records(args)
     records = records[:args.num_images] if args.num_images > 0 else records
     rows = {}
     for policy in args.policy or [None]:
@@ -151,13 +161,11 @@ def _to_uint8(view: torch.Tensor, mean, std) -> np.ndarray:
 
 
 def cmd_show(args, log) -> int:
-    from objcrop.datasets import load_dataset, read_image
+    from objcrop.datasets import read_image
     from objcrop.pretrain.proposals.draw import grid, write_png
     from objcrop.pretrain.views import build_view_policy
 
-    records, _ = load_dataset(args.dataset)
-    if not records:
-        raise ObjcropError(f"--dataset {args.dataset}: no images")
+    records = load_records(args)
     geometries = {"both": ["objcrop", "released"], None: [None]}.get(args.geometry, [args.geometry])
     # one policy per geometry; the same seeds draw the same boxes, so rows of one image compare
     cfgs = [_config(args, copy_paste=args.copy_paste, geometry=geometry) for geometry in geometries]
