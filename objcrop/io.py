@@ -2,7 +2,10 @@
 
 Every file objcrop produces appears whole or not at all: it is written to a
 temporary file in the same directory and moved into place with os.replace,
-which is atomic on POSIX file systems.
+which is atomic on POSIX file systems. The temporary file names its writer
+(`.NAME.<pid>@<host>.XXXXXXXX.tmp`), so that the leftovers of a writer killed
+mid-write (kill -9) can be told from a live writer's files and removed
+(remove_stale_temp_files, which the pipeline runs on its output folder).
 
 Pickles (detectron2 .pkl files, object .npy files) are read with a restricted
 unpickler that builds data and never runs code (read_pickle_restricted).
@@ -17,8 +20,10 @@ import importlib
 import json
 import os
 import pickle
+import re
+import socket
 import tempfile
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, List
 
 from objcrop.errors import ObjcropError
 
@@ -30,7 +35,7 @@ def atomic_path(path: str) -> Iterator[str]:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{_writer_tag()}.", suffix=".tmp", dir=directory)
     except OSError as e:
         _raise_if_no_space(e, path)
         raise
@@ -45,6 +50,55 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# `.NAME.<pid>@<host>.XXXXXXXX.tmp` (mkstemp's random part has no dot)
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _writer_tag() -> str:
+    return f"{os.getpid()}@{_host_label()}"
+
+
+def _host_label() -> str:
+    """This machine's short host name, reduced to characters a file name and _TEMP_NAME keep."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
+
+
+def process_alive(pid: int) -> bool:
+    """Is a process with this pid running on this machine? (A zombie has ended: it counts as gone.)"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (macOS): os.kill said it exists
+        return True
+
+
+def remove_stale_temp_files(root: str) -> List[str]:
+    """Remove, under `root`, the temporary files of atomic writers that died mid-write; their paths.
+
+    Only a file that names a writer on this host whose process is gone is removed: a live writer's
+    file stays, and so does one from another host (a cluster job: its pid means nothing here) or of
+    another naming (written before writers named themselves, or by another program).
+    """
+    removed, host = [], _host_label()
+    for directory, _, files in os.walk(root):
+        for name in files:
+            match = _TEMP_NAME.match(name)
+            if match and match["host"] == host and not process_alive(int(match["pid"])):
+                path = os.path.join(directory, name)
+                with contextlib.suppress(FileNotFoundError):  # another cleaner was first
+                    os.remove(path)
+                    removed.append(path)
+    return removed
 
 
 # A full disk, a quota or a file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored) while writing.

@@ -6,7 +6,9 @@ import sys
 import time
 from typing import List, Optional
 
+from objcrop.io import remove_stale_temp_files
 from objcrop.pipeline.local import PROG, Pipeline
+from objcrop.pipeline.lock import LOCK_NAME, held
 from objcrop.pipeline.plan import build_plan
 from objcrop.pipeline.presets import PipelineError, apply_overrides, load_preset, words
 from objcrop.pipeline.recorded import open_record, recorded_tasks
@@ -14,7 +16,7 @@ from objcrop.pipeline.tasks import STAGE_ORDER, select_stages
 
 LAUNCHERS = ["local", "slurm", "submitit-local"]
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 The full objcrop pipeline as a graph of stage commands, run locally or through submitit:
 
     data → proposals → pretrain (method × policy × proposals × seed) → probe
@@ -30,7 +32,14 @@ Every task is one `objcrop <stage> …` command with its own log (OUT/logs/<task
 its outputs. A task whose outputs are complete is skipped, so a rerun continues where the last run
 stopped; pretraining always runs with --resume. The first failing task stops the pipeline with its
 name and log path. Pretraining runs are named by objcrop.records.run_name
-(method_policy[-tag]_proposals_arch_b<batch>_e<epochs>_<data>_s<seed>), as `objcrop pretrain` names them."""
+(method_policy[-tag]_proposals_arch_b<batch>_e<epochs>_<data>_s<seed>), as `objcrop pretrain` names them.
+
+One pipeline per output folder: a run holds OUT/{LOCK_NAME} (pid, host, start, command) while it
+plans, runs or submits, and a second one on the same OUT is refused with the holder's name. The lock of
+a pipeline killed on this host (kill -9, a crash) is recognised as stale, reported and taken over, and
+the temporary files its stages left half-written (.NAME.<pid>@<host>.*.tmp) are removed. A lock from
+another host cannot be checked from here: remove it by hand once that pipeline is gone. With --launcher slurm
+the lock is held by this process, the one that submits: without --wait, only until the jobs are submitted."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +115,29 @@ def main(argv: Optional[List[str]] = None) -> int:
     except PipelineError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    if args.dry_run:  # changes nothing, so it needs no lock (and may look at a folder in use)
+        return _run(args, name, preset, out, tasks, pipeline)
+    try:
+        with held(out, [PROG] + (sys.argv[1:] if argv is None else list(argv))) as lock:
+            if lock.stale:
+                pipeline.say(f"warning: {lock.stale}")
+            _remove_stale_temp_files(pipeline, out)
+            return _run(args, name, preset, out, tasks, pipeline)
+    except PipelineError as e:  # the folder is locked by a live pipeline
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # SIGINT/SIGTERM outside the run itself (the lock is released)
+        return 130
+
+
+def _remove_stale_temp_files(pipeline: Pipeline, out: str) -> None:
+    """Under the lock no stage of this folder is writing: a temporary file of a dead writer is a leftover."""
+    removed = remove_stale_temp_files(out)
+    if removed:
+        pipeline.say(f"removed {len(removed)} temporary file(s) left by killed writers, e.g. {removed[0]}")
+
+
+def _run(args: argparse.Namespace, name: str, preset, out: str, tasks, pipeline: Pipeline) -> int:
     start = time.time()
     pipeline.say(f"preset {name} ({preset['_path']})")
     try:
