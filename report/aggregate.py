@@ -13,6 +13,11 @@ detection fine-tuned from scratch in the same config) and `supervised` (a backbo
 labels). A method row's cell shows Δ to its random-crop row and the gap it closes: where its mean
 sits between the reference rows of the same column and architecture, random_init 0 %,
 supervised 100 % — each column against its own references, never another task's.
+
+A probe number also depends on the probe's protocol (results.json "protocol": `cached_features`,
+objcrop's fast probe, or `main_lincls`, the paper's): each protocol has columns of its own, so that a
+cell never mixes them, and every row says which protocol its probe cells come from
+(`Table.probe_protocols`).
 """
 import math
 import statistics
@@ -29,14 +34,18 @@ GAP_LOW, GAP_HIGH = "random_init", "supervised"
 
 # task -> (short label, [(result section, metric)]) in the column order of the paper's tables.
 TASKS: Dict[str, Tuple[str, List[Tuple[str, str]]]] = {
-    "probe": ("probe", [("", "mAP"), ("", "knn_mAP")]),
+    # mAP_batch_mean: main_lincls's released per-batch figure, beside its whole-test-set mAP
+    "probe": ("probe", [("", "mAP"), ("", "knn_mAP"), ("", "mAP_batch_mean")]),
     "voc_det": ("VOC", [("box", "AP50"), ("box", "AP"), ("box", "AP75")]),
     "coco_det": ("COCO det", [("box", "AP"), ("box", "AP50"), ("box", "AP75")]),
     "coco_instseg": ("COCO", [("box", "AP"), ("box", "AP50"), ("box", "AP75"),
                               ("mask", "AP"), ("mask", "AP50"), ("mask", "AP75")]),
 }
 TASK_ORDER = list(TASKS)
-METRIC_LABELS = {"mAP": "mAP", "knn_mAP": "kNN mAP"}
+METRIC_LABELS = {"mAP": "mAP", "knn_mAP": "kNN mAP", "mAP_batch_mean": "mAP batch mean"}
+# The probe protocol of a results.json that names none: probes written before PROBE.PROTOCOL existed
+# ran objcrop's cached-feature probe, the default still. Its columns keep the plain header.
+DEFAULT_PROBE_PROTOCOL = "cached_features"
 # The probe writes mAP as a fraction; detectron2 writes AP in percent. Tables show both in percent.
 PERCENT_SCALE = {"probe": 100.0}
 
@@ -57,6 +66,12 @@ class Column:
     section: str  # "box", "mask" or "" (probe)
     metric: str
     dataset: str = ""  # short dataset label; shown only when one task has several
+    protocol: str = ""  # a probe column's protocol other than DEFAULT_PROBE_PROTOCOL ("": the default)
+
+    @property
+    def probe_protocol(self) -> str:
+        """The protocol of a probe column ("" for other tasks)."""
+        return (self.protocol or DEFAULT_PROBE_PROTOCOL) if self.task == "probe" else ""
 
     def header(self, with_dataset: bool = False) -> str:
         label = TASKS.get(self.task, (self.task, []))[0]
@@ -64,6 +79,8 @@ class Column:
         if self.section == "mask" or (self.section == "box" and self.task == "coco_instseg"):
             parts.append(self.section)
         parts.append(METRIC_LABELS.get(self.metric, self.metric))
+        if self.protocol:  # a protocol other than the default names itself, so its numbers never pass for the other's
+            parts.append(f"[{self.protocol}]")
         head = " ".join(parts)
         return f"{head} ({self.dataset})" if with_dataset and self.dataset else head
 
@@ -71,7 +88,7 @@ class Column:
         order = TASK_ORDER.index(self.task) if self.task in TASK_ORDER else len(TASK_ORDER)
         metrics = TASKS.get(self.task, ("", []))[1]
         pos = metrics.index((self.section, self.metric)) if (self.section, self.metric) in metrics else 99
-        return (order, self.task, self.dataset, pos, self.section, self.metric)
+        return (order, self.task, self.dataset, self.protocol, pos, self.section, self.metric)
 
 
 @dataclass(frozen=True)
@@ -148,6 +165,16 @@ class Table:
                 fields_.append(extra)
         return fields_
 
+    def has_probe(self) -> bool:
+        return any(c.task == "probe" for c in self.columns)
+
+    def probe_protocols(self, row: RowKey) -> str:
+        """The protocol(s) of the probe numbers in a row (", "-joined; "" when it has none)."""
+        protocols = {c.probe_protocol for c in self.columns
+                     if c.task == "probe" and (row, c) in self.cells
+                     and (self.cells[(row, c)].values or self.cells[(row, c)].flags)}
+        return ", ".join(sorted(protocols))
+
     def columns_needing_dataset(self) -> set:
         """Tasks measured on more than one dataset get the dataset in their header."""
         datasets: Dict[str, set] = {}
@@ -211,13 +238,16 @@ def measurements_of(result: Dict[str, Any], run_dir: str) -> List[Measurement]:
         return []
     row = row_key(result.get("pretrain"))
     dataset = dataset_label(result.get("dataset"))
+    protocol = protocol_of(result) if task == "probe" else ""
+    if protocol == DEFAULT_PROBE_PROTOCOL:
+        protocol = ""
     failure = _failure_reason(result)
     metrics = TASKS.get(task, (task, []))[1]
     if not metrics:  # an unknown detection task: show whatever box/mask numbers it has
         metrics = [(s, m) for s in ("box", "mask") for m in sorted(result.get(s) or {})]
     out = []
     for section, metric in metrics:
-        column = Column(task, section, metric, dataset)
+        column = Column(task, section, metric, dataset, protocol)
         source = result.get(section) if section else result
         present = isinstance(source, dict) and metric in source
         if failure:
@@ -235,6 +265,11 @@ def measurements_of(result: Dict[str, Any], run_dir: str) -> List[Measurement]:
         scale = PERCENT_SCALE.get(task, 1.0)
         out.append(Measurement(row, column, float(value) * scale, run_dir))
     return out
+
+
+def protocol_of(result: Dict[str, Any]) -> str:
+    """The protocol a probe results.json was produced by (DEFAULT_PROBE_PROTOCOL when it names none)."""
+    return str(result.get("protocol") or DEFAULT_PROBE_PROTOCOL)
 
 
 def pretrain_flag(result: Dict[str, Any], run_dir: str) -> Optional[Flag]:

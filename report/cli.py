@@ -65,7 +65,7 @@ def runs_csv(collection: Collection) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["run_dir", "stage", "status", "method", "policy", "proposals", "epochs", "arch",
-                "pretrain_data", "pretrain_seed", "seed", "column", "value", "flag"])
+                "pretrain_data", "pretrain_seed", "seed", "column", "value", "flag", "protocol"])
     for r in collection.runs:
         row = row_key(r.data.get("pretrain"))
         pre_seed = (r.data.get("pretrain") or {}).get("seed", "") if isinstance(r.data.get("pretrain"), dict) else ""
@@ -73,13 +73,13 @@ def runs_csv(collection: Collection) -> str:
                   "" if row.epochs is None else row.epochs, row.arch, row.dataset, pre_seed, r.data.get("seed", "")]
         if r.stage == "pretrain":
             flag = pretrain_flag(r.data, r.run_dir)
-            w.writerow(common + ["final_loss", r.data.get("final_loss", ""), flag.reason if flag else ""])
+            w.writerow(common + ["final_loss", r.data.get("final_loss", ""), flag.reason if flag else "", ""])
             continue
         for m in measurements_of(r.data, r.run_dir):
             w.writerow(common + [m.column.header(with_dataset=True), "" if m.value is None else repr(m.value),
-                                 m.flag.reason if m.flag else ""])
+                                 m.flag.reason if m.flag else "", m.column.probe_protocol])
     for u in collection.unreadable:
-        w.writerow([os.path.dirname(u.path), "", "unreadable"] + [""] * 10 + [u.reason])
+        w.writerow([os.path.dirname(u.path), "", "unreadable"] + [""] * 10 + [u.reason, ""])
     return buf.getvalue()
 
 

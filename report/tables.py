@@ -2,7 +2,8 @@
 
 All three show the same numbers: mean ± sample std over runs, n, Δ against the
 random-crop baseline of the same method and epochs, the gap closed between the reference
-rows (random init 0 %, supervised 100 %), the best of each column marked,
+rows (random init 0 %, supervised 100 %), the probe protocol of each row's probe numbers, the
+best of each column marked,
 '—' for a missing cell and '†' on anything a failed or NaN run touched, with the
 run directories listed under the table.
 """
@@ -18,6 +19,7 @@ ROW_FIELD_HEADERS = {
     "method": "method", "policy": "view policy", "proposals": "proposals",
     "epochs": "epochs", "arch": "arch", "dataset": "pretrain data",
 }
+PROTOCOL_HEADER = "probe protocol"
 
 
 def _num(x: float, decimals: int) -> str:
@@ -31,6 +33,19 @@ def _signed(x: float, decimals: int) -> str:
 def _row_value(row: RowKey, name: str) -> str:
     value = getattr(row, name)
     return MISSING if value in (None, "") else str(value)
+
+
+def _row_headers(table: Table, fields_: List[str]) -> List[str]:
+    """The row fields' headers, then the probe protocol where the table has probe columns."""
+    return [ROW_FIELD_HEADERS[f] for f in fields_] + ([PROTOCOL_HEADER] if table.has_probe() else [])
+
+
+def _row_names(table: Table, row: RowKey, fields_: List[str]) -> List[str]:
+    """A row's fields as shown, then the protocol(s) its probe numbers come from."""
+    names = [_row_value(row, f) for f in fields_]
+    if table.has_probe():
+        names.append(table.probe_protocols(row) or MISSING)
+    return names
 
 
 def _header(table: Table, col: Column) -> str:
@@ -66,7 +81,7 @@ def _md_cell(cell: Cell, decimals: int) -> str:
 
 def to_markdown(table: Table, decimals: int = 1, title: Optional[str] = None, preamble: str = "") -> str:
     fields_ = table.varying_row_fields()
-    headers = [ROW_FIELD_HEADERS[f] for f in fields_] + [_header(table, c) for c in table.columns]
+    headers = _row_headers(table, fields_) + [_header(table, c) for c in table.columns]
     lines = []
     if title:
         lines += [f"# {title}", ""]
@@ -76,9 +91,9 @@ def to_markdown(table: Table, decimals: int = 1, title: Optional[str] = None, pr
         lines.append("No results.json files were found.")
         return "\n".join(lines) + "\n"
     lines.append("| " + " | ".join(headers) + " |")
-    lines.append("|" + "|".join(["---"] * len(fields_) + ["---:"] * len(table.columns)) + "|")
+    lines.append("|" + "|".join(["---"] * (len(headers) - len(table.columns)) + ["---:"] * len(table.columns)) + "|")
     for row in table.rows:
-        names = [_row_value(row, f) for f in fields_]
+        names = _row_names(table, row, fields_)
         if _row_flagged(table, row):
             names[0] += f" {DAGGER}"
         cells = [_md_cell(table.cell(row, c), decimals) for c in table.columns]
@@ -110,6 +125,11 @@ def legend(table: Table, decimals: int) -> str:
         parts.append("gap: the share of the distance from the `random_init` row (0 %) to the `supervised` row "
                      "(100 %) that a row covers, (row − random_init) / (supervised − random_init) of the same "
                      "column and architecture.")
+    if table.has_probe():
+        parts.append("probe protocol: `cached_features` is objcrop's fast probe (a linear layer on cached "
+                     "whole-image features; not the paper's protocol), `main_lincls` the paper's (main_lincls.py: "
+                     "augmented views through the frozen backbone; its columns are marked [main_lincls], and "
+                     "mAP batch mean is the released per-batch figure beside its whole-test-set mAP).")
     parts.append("Bold: best mean of the column. " + MISSING + ": not run.")
     return " ".join(parts)
 
@@ -119,7 +139,7 @@ def legend(table: Table, decimals: int) -> str:
 def to_csv(table: Table) -> str:
     """One line per row; per column: mean, std, n, delta, gap closed (%), best, flagged (machine-readable, unrounded)."""
     fields_ = ["method", "policy", "proposals", "epochs", "arch", "dataset"]
-    header = list(fields_) + ["row_flagged"]
+    header = list(fields_) + ["probe_protocol", "row_flagged"]
     for col in table.columns:
         name = _header(table, col)
         header += [f"{name} mean", f"{name} std", f"{name} n", f"{name} delta", f"{name} gap closed %",
@@ -129,7 +149,7 @@ def to_csv(table: Table) -> str:
     writer.writerow(header)
     for row in table.rows:
         line: List[object] = ["" if getattr(row, f) is None else getattr(row, f) for f in fields_]
-        line.append(int(_row_flagged(table, row)))
+        line += [table.probe_protocols(row), int(_row_flagged(table, row))]
         for col in table.columns:
             cell = table.cell(row, col)
             line += [
@@ -177,9 +197,9 @@ def to_latex(table: Table, decimals: int = 1, caption: str = "") -> str:
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        r"\begin{tabular}{" + "l" * len(fields_) + "r" * len(table.columns) + "}",
+        r"\begin{tabular}{" + "l" * len(_row_headers(table, fields_)) + "r" * len(table.columns) + "}",
         r"\toprule",
-        " & ".join([tex_escape(ROW_FIELD_HEADERS[f]) for f in fields_]
+        " & ".join([tex_escape(h) for h in _row_headers(table, fields_)]
                    + [tex_escape(_header(table, c)) for c in table.columns]) + r" \\",
         r"\midrule",
     ]
@@ -188,7 +208,7 @@ def to_latex(table: Table, decimals: int = 1, caption: str = "") -> str:
         if previous_method is not None and row.method != previous_method:
             lines.append(r"\midrule")
         previous_method = row.method
-        names = [tex_escape(_row_value(row, f)) for f in fields_]
+        names = [tex_escape(n) for n in _row_names(table, row, fields_)]
         if _row_flagged(table, row):
             names[0] += r"$^\dagger$"
         cells = [_tex_cell(table.cell(row, c), decimals) for c in table.columns]
