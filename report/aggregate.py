@@ -198,16 +198,33 @@ def _merge_reasons(reasons: List[str]) -> List[str]:
     return other + merged
 
 
+# How a run names shared copy-paste in its policy (objcrop.pretrain.engine.results.view_policy: `+copy-paste`
+# for VIEWS.COPY_PASTE.MODE shared, `+copy-paste-<mode>` for any other mode), and how a report row shows it:
+# one paste draw for both views, on the same background, is not DiLo's method (docs/fidelity.md §1).
+SHARED_COPY_PASTE = "+copy-paste"
+SHARED_COPY_PASTE_SHOWN = "+copy-paste-shared"
+
+
+def policy_shown(prov: Provenance) -> str:
+    """The policy as a report row shows it: `Provenance.policy_label` (a run tag joins the policy), with the
+    shared copy-paste variant named as such (`obj-obj-dilate+copy-paste-shared`) beside DiLo's per-view mode
+    (`+copy-paste-dilo`). Run names keep `+copy-paste`: only the label changes."""
+    policy = prov.policy
+    if policy.endswith(SHARED_COPY_PASTE):
+        policy += SHARED_COPY_PASTE_SHOWN[len(SHARED_COPY_PASTE):]
+    return f"{policy}-{prov.tag}" if prov.tag else policy
+
+
 def row_key(pretrain: Any) -> RowKey:
     """The row of a run from its results.json "pretrain" block (None -> an 'unknown' row). The
-    policy is `Provenance.policy_label`: a run tag, stored on its own or (records of schema 0)
+    policy is `policy_shown`: a run tag, stored on its own or (records of schema 0)
     already joined to the policy, gives the same row."""
     block = pretrain if isinstance(pretrain, dict) else {}
     prov = Provenance.from_dict(block)
     reference = prov.is_reference
     return RowKey(
         method=prov.method if block.get("method") else "unknown",
-        policy=prov.policy_label if block.get("policy") else ("—" if reference else "random"),
+        policy=policy_shown(prov) if block.get("policy") else ("—" if reference else "random"),
         proposals=prov.proposals if block.get("proposals") else ("—" if reference else "none"),
         epochs=None if reference and prov.epochs in (None, 0) else prov.epochs,
         arch=prov.arch if block.get("arch") else "",

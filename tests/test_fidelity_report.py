@@ -89,3 +89,34 @@ def test_runs_csv_names_each_probe_lines_protocol(tmp_path):
     assert by_dir[("b", "probe mAP batch mean [main_lincls] (voc_2007_test)")] == "main_lincls"
     out = write_report([str(tmp_path)], str(tmp_path / "rep"), plots=False)
     assert out["table"].probe_protocols(_rows(out["table"])["obj-scene"]) == "cached_features"
+
+
+def _copy_paste_probe(policy, tag=""):
+    pre = {**_pre(policy, 0), "proposals": "gt", **({"tag": tag} if tag else {})}
+    return {"stage": "probe", "status": "ok", "pretrain": pre, "seed": 0, "dataset": "voc_2007_test", "mAP": 0.5}
+
+
+def test_shared_copy_paste_rows_are_labelled_as_the_shared_variant_beside_dilos():
+    """A run of VIEWS.COPY_PASTE.MODE shared names its policy `+copy-paste` (every run before issue 18): its row
+    reads `+copy-paste-shared`, apart from DiLo's `+copy-paste-dilo`; the run's own name is unchanged."""
+    from objcrop.records import Provenance, run_name
+
+    table = build_table([(_copy_paste_probe("obj-obj-dilate+copy-paste"), "s"),
+                         (_copy_paste_probe("obj-obj-dilate+copy-paste", tag="4x"), "t"),
+                         (_copy_paste_probe("obj-obj-dilate+copy-paste-dilo"), "d")])
+    assert sorted(r.policy for r in table.rows) == [
+        "obj-obj-dilate+copy-paste-dilo", "obj-obj-dilate+copy-paste-shared", "obj-obj-dilate+copy-paste-shared-4x"]
+    assert run_name(Provenance.from_dict(_copy_paste_probe("obj-obj-dilate+copy-paste")["pretrain"])).startswith(
+        "moco_v2_obj-obj-dilate+copy-paste_gt_")
+
+
+def test_the_studys_recorded_copy_paste_rows_read_as_the_shared_variant():
+    """The study's copy-paste runs (docs/results/study, MODE shared) land in a `+copy-paste-shared` row."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    record = os.path.join(repo, "docs", "results", "study")
+    if not os.path.isfile(os.path.join(record, "record.json")):
+        pytest.skip("no study record in this checkout")
+    lines = list(csv.DictReader(io.StringIO(runs_csv(collect([os.path.join(record, "runs")])))))
+    copy_paste = {r["policy"] for r in lines if "copy-paste" in r["policy"]}
+    assert copy_paste and all(p.startswith("obj-obj-dilate+copy-paste-") for p in copy_paste), copy_paste
+    assert "obj-obj-dilate+copy-paste-shared" in copy_paste
