@@ -26,6 +26,7 @@ from objcrop.config import write_config
 from objcrop.convert.detectron2_model import adapt_norms_to_world_size, load_config
 from objcrop.convert.writer import use_restricted_pkl_reader
 from objcrop.detection.config import scale_to_world_size
+from objcrop.detection.resume import continue_where_stopped, make_resumable
 from objcrop.detection.results import check_backbone_loaded, provenance_of_weights, results_record
 from objcrop.detection.trainer import MetricsJsonlHook, Trainer
 from objcrop.errors import CheckpointError, ConfigError
@@ -193,11 +194,14 @@ def _finished(results_path: str) -> bool:
 def _train(cfg, resume: bool):
     trainer = Trainer(cfg)
     use_restricted_pkl_reader(trainer.checkpointer)  # detectron2 would unpickle a .pkl with plain pickle.load
-    trainer.register_hooks([MetricsJsonlHook(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl"), cfg.OBJCROP.METRICS_PERIOD)])
+    metrics_path = os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl")
+    trainer.register_hooks([MetricsJsonlHook(metrics_path, cfg.OBJCROP.METRICS_PERIOD)])
+    rng = make_resumable(trainer)
     resuming = resume and trainer.checkpointer.has_checkpoint()
     trainer.resume_or_load(resume=resume)
     if resuming:
         logger.info("resumed from %s at iteration %d", trainer.checkpointer.get_checkpoint_file(), trainer.start_iter)
+        continue_where_stopped(trainer, rng, metrics_path)
     elif cfg.MODEL.WEIGHTS:
         check_backbone_loaded(trainer.model, cfg.MODEL.WEIGHTS)
     trainer.train()
