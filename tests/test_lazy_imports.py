@@ -34,3 +34,10 @@ def test_view_config_imports_no_torch_but_the_policies_still_resolve():
     assert views.ViewPolicy is ViewPolicy
     with pytest.raises(AttributeError):
         views.no_such_name
+
+
+def test_a_proposal_worker_imports_no_scipy_until_a_superpixel_method_runs():
+    assert "scipy" not in _modules_after("import objcrop.pretrain.proposals.compute, objcrop.pretrain.proposals.methods")
+    assert "scipy" in _modules_after(
+        "import numpy as np\nfrom objcrop.pretrain.proposals.saliency import geodesic\n"
+        "geodesic(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8), n_segments=20)")

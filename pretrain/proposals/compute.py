@@ -7,6 +7,7 @@ sorted by image id (ProposalStore.write sorts), so a killed-and-resumed run ends
 store byte-identical to an uninterrupted one. The store's meta holds only what decides
 its content (method, parameters, filters, dataset), never timings or worker counts.
 """
+import atexit
 import glob
 import hashlib
 import json
@@ -89,22 +90,50 @@ def compute_store(items: Sequence[dict], spec: MethodSpec, out: str, workers: in
 def _map(spec: MethodSpec, items: List[dict], workers: int) -> Iterable:
     if workers <= 1 or len(items) == 1:
         return map(partial(propose, spec), items)
-    # spawn, not fork: the caller may hold torch/OpenMP threads (tests, the trainer), and a
-    # forked child of a threaded process can deadlock. Workers import only numpy/OpenCV/SciPy.
-    ctx = multiprocessing.get_context("spawn")
-    chunk = max(1, min(16, len(items) // (workers * 8)))
-    pool = ctx.Pool(workers, initializer=_init_worker)
-    return _pool_results(pool, pool.imap_unordered(partial(propose, spec), items, chunksize=chunk))
+    # An image method costs milliseconds to seconds per image, so one image per task: bigger chunks
+    # leave a worker idle at the end while the other finishes its last chunk. gt and file boxes cost
+    # microseconds, and there the round trips would dominate.
+    chunk = 1 if spec.name in IMAGE_METHODS else max(1, min(16, len(items) // (workers * 8)))
+    return _pool_results(worker_pool(workers).imap_unordered(partial(propose, spec), items, chunksize=chunk))
 
 
-def _pool_results(pool, results):
+def _pool_results(results):
+    finished = False
     try:
         for r in results:
             yield r
-        pool.close()
+        finished = True
     finally:
+        if not finished:  # an error or a stop: the pool may still hold this store's work, which must not run on
+            close_worker_pool()
+
+
+_POOL: Dict[str, Any] = {"workers": 0, "pool": None}
+
+
+def worker_pool(workers: int):
+    """This process's pool of `workers` proposal workers, started on first use and kept for every later
+    store and shard: starting a worker (spawn, then importing numpy and OpenCV) costs about a second,
+    a sizeable part of a store of a few hundred images."""
+    if _POOL["pool"] is None or _POOL["workers"] != workers:
+        close_worker_pool()
+        # spawn, not fork: the caller may hold torch/OpenMP threads (tests, the trainer), and a
+        # forked child of a threaded process can deadlock. Workers import only numpy/OpenCV (and
+        # SciPy/scikit-image when a saliency method needs them).
+        _POOL["pool"] = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+        _POOL["workers"] = workers
+    return _POOL["pool"]
+
+
+def close_worker_pool() -> None:
+    """Stop the pool of worker_pool (if any); the next store starts a new one."""
+    pool, _POOL["pool"], _POOL["workers"] = _POOL["pool"], None, 0
+    if pool is not None:
         pool.terminate()
         pool.join()
+
+
+atexit.register(close_worker_pool)
 
 
 def _init_worker() -> None:

@@ -13,14 +13,14 @@
 
 All superpixel methods share `superpixel_graph` (scikit-image SLIC, CIE Lab means,
 adjacency) and SciPy's sparse graph routines. Maps are float32 in [0, 1] at the input's size.
+SciPy and scikit-image are imported where they are used: a proposal worker running selective search
+or OpenCV's saliency never pays their start-up (a quarter of a second and more per spawned worker).
 """
 from dataclasses import dataclass
 from typing import Tuple
 
 import cv2
 import numpy as np
-from scipy.sparse import coo_matrix, csr_matrix
-from scipy.sparse.csgraph import dijkstra
 
 from objcrop.pretrain.proposals.store import SaliencyMask
 
@@ -75,7 +75,10 @@ def _colour_distances(graph: SuperpixelGraph) -> np.ndarray:
     return np.linalg.norm(graph.lab[graph.edges[:, 0]] - graph.lab[graph.edges[:, 1]], axis=1)
 
 
-def _sparse(n: int, edges: np.ndarray, weights: np.ndarray) -> csr_matrix:
+def _sparse(n: int, edges: np.ndarray, weights: np.ndarray):
+    """The symmetric scipy.sparse CSR matrix of the weighted superpixel graph."""
+    from scipy.sparse import coo_matrix
+
     i, j = edges[:, 0], edges[:, 1]
     return coo_matrix((np.concatenate([weights, weights]), (np.concatenate([i, j]), np.concatenate([j, i]))),
                       shape=(n, n)).tocsr()
@@ -85,6 +88,8 @@ def _sparse(n: int, edges: np.ndarray, weights: np.ndarray) -> csr_matrix:
 def rbd(rgb: np.ndarray, n_segments: int = 200, sigma_clr: float = 10.0, sigma_bndcon: float = 1.0,
         sigma_spa: float = 0.25, mu: float = 0.1) -> np.ndarray:
     """Saliency optimisation from robust background detection (Zhu et al. 2014), with the paper's constants."""
+    from scipy.sparse.csgraph import dijkstra
+
     g = superpixel_graph(rgb, n_segments)
     d_app = _colour_distances(g)
     # Geodesic distance: shortest path over adjacent superpixels weighted by colour distance.
@@ -117,6 +122,8 @@ def geodesic(rgb: np.ndarray, n_segments: int = 200) -> np.ndarray:
     Edge weights below the average of each superpixel's smallest edge are clipped to zero, the
     paper's "weight clipping" that keeps background texture from accumulating distance.
     """
+    from scipy.sparse.csgraph import dijkstra
+
     g = superpixel_graph(rgb, n_segments)
     d_app = _colour_distances(g)
     smallest = np.full(g.n, np.inf)

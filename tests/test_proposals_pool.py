@@ -1,0 +1,50 @@
+"""The proposal workers' pool: started once per process and reused by later stores, dropped after a failure."""
+import pytest
+
+from objcrop.pretrain.proposals import compute
+from objcrop.pretrain.proposals.compute import compute_store, work_items
+from objcrop.pretrain.proposals.methods import MethodSpec
+
+
+@pytest.fixture(scope="module")
+def records(synth_dir):
+    from objcrop.datasets import load_dataset
+
+    return load_dataset(f"synth:{synth_dir}:train")[0]
+
+
+def _pids():
+    return sorted(p.pid for p in compute.worker_pool(2)._pool)
+
+
+def test_later_stores_reuse_the_pool_and_match_a_serial_run(records, tmp_path):
+    spec = MethodSpec("saliency-spectral")
+    items = work_items(records[:6], spec)
+    compute.close_worker_pool()
+    try:
+        first = compute_store(items, spec, str(tmp_path / "a.ocp"), workers=2, progress=False)
+        pids = _pids()
+        second = compute_store(items[:4], spec, str(tmp_path / "b.ocp"), workers=2, progress=False)
+        assert _pids() == pids  # no new workers for the second store
+        serial = compute_store(items, spec, str(tmp_path / "c.ocp"), workers=1, progress=False)
+        assert open(first, "rb").read() == open(serial, "rb").read()
+        assert len(open(second, "rb").read()) > 0
+    finally:
+        compute.close_worker_pool()
+
+
+def test_a_failed_store_drops_the_pool_and_the_next_starts_afresh(records, tmp_path):
+    spec = MethodSpec("saliency-spectral")
+    good = work_items(records[:3], spec)
+    broken = good + [dict(good[0], image_id="missing", file_name=str(tmp_path / "no-such-image.png"))]
+    compute.close_worker_pool()
+    try:
+        compute_store(good, spec, str(tmp_path / "a.ocp"), workers=2, progress=False)
+        pids = _pids()
+        with pytest.raises(Exception):
+            compute_store(broken, spec, str(tmp_path / "b.ocp"), workers=2, progress=False)
+        assert compute._POOL["pool"] is None
+        compute_store(good, spec, str(tmp_path / "c.ocp"), workers=2, progress=False)
+        assert not set(_pids()) & set(pids)
+    finally:
+        compute.close_worker_pool()
