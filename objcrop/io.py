@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import socket
 import tempfile
 from typing import Any, BinaryIO, Iterator, List
@@ -35,7 +36,7 @@ def atomic_path(path: str) -> Iterator[str]:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{_writer_tag()}.", suffix=".tmp", dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=directory)
     except OSError as e:
         _raise_if_no_space(e, path)
         raise
@@ -56,8 +57,10 @@ def atomic_path(path: str) -> Iterator[str]:
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.tmp$")
 
 
-def _writer_tag() -> str:
-    return f"{os.getpid()}@{_host_label()}"
+def temp_prefix(path: str) -> str:
+    """mkstemp/mkdtemp's prefix (with suffix ".tmp") for a temporary file or folder that becomes `path`:
+    it names the writer, so that remove_stale_temp_files can tell a killed writer's leftover."""
+    return f".{os.path.basename(path)}.{os.getpid()}@{_host_label()}."
 
 
 def _host_label() -> str:
@@ -83,22 +86,28 @@ def process_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(root: str) -> List[str]:
-    """Remove, under `root`, the temporary files of atomic writers that died mid-write; their paths.
+    """Remove, under `root`, the temporary files and folders (temp_prefix) of writers that died mid-write.
 
-    Only a file that names a writer on this host whose process is gone is removed: a live writer's
-    file stays, and so does one from another host (a cluster job: its pid means nothing here) or of
-    another naming (written before writers named themselves, or by another program).
+    Only those that name a writer on this host whose process is gone are removed: a live writer's
+    stay, and so do those from another host (a cluster job: its pid means nothing here) or of
+    another naming (written before writers named themselves, or by another program). Returns their paths.
     """
-    removed, host = [], _host_label()
-    for directory, _, files in os.walk(root):
-        for name in files:
-            match = _TEMP_NAME.match(name)
-            if match and match["host"] == host and not process_alive(int(match["pid"])):
-                path = os.path.join(directory, name)
-                with contextlib.suppress(FileNotFoundError):  # another cleaner was first
-                    os.remove(path)
-                    removed.append(path)
+    removed = []
+    for directory, folders, files in os.walk(root):
+        for name in [n for n in folders if _written_by_a_dead_process(n)]:
+            folders.remove(name)  # not walked into
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+            removed.append(os.path.join(directory, name))
+        for name in (n for n in files if _written_by_a_dead_process(n)):
+            with contextlib.suppress(FileNotFoundError):  # another cleaner was first
+                os.remove(os.path.join(directory, name))
+                removed.append(os.path.join(directory, name))
     return removed
+
+
+def _written_by_a_dead_process(name: str) -> bool:
+    match = _TEMP_NAME.match(name)
+    return bool(match) and match["host"] == _host_label() and not process_alive(int(match["pid"]))
 
 
 # A full disk, a quota or a file-size limit (RLIMIT_FSIZE, with SIGXFSZ ignored) while writing.

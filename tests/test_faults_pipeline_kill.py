@@ -3,13 +3,14 @@
 The real `objcrop pipeline` runs a small preset (data → proposals → pretraining, a ResNet-18 at 32 px,
 4 iterations with a checkpoint after each) once uninterrupted, and once more in the same folder
 where its whole process group is SIGKILLed at seeded random moments (each drawn over what is left
-of the run, timed by the uninterrupted run's tasks), rerun after each kill, and finally rerun to the end.
-The later stages are left out to keep it about a minute; each stage's own kill is tried on its own. After every
-kill: no partial file under a final name (every json and yaml parses, every results.json says ok,
-every checkpoint matches its sha256 sidecar, model_final.pth loads). At the end: the killed folder's
-outputs equal the uninterrupted run's, file by file (json and pretraining's metrics.jsonl without
-their timings; every tensor and value of the checkpoints; other files' bytes), no temporary file is left, and every rerun that
-found the killed run's lock said in one line that it took it over.
+of the run, timed by the uninterrupted run's tasks), rerun after each kill, and finally rerun to the
+end. The later stages are left out to keep it near a minute; each stage's own kill is tried on its own.
+
+After every kill: no partial file under a final name (every json and yaml parses, every results.json
+says ok, every checkpoint matches its sha256 sidecar, model_final.pth loads). At the end: the killed
+folder's outputs equal the uninterrupted run's, file by file (json and pretraining's metrics.jsonl
+without their timings; every tensor and value of the checkpoints; other files' bytes), no temporary
+file is left, and every rerun that found the killed run's lock said in one line that it took it over.
 
 OBJCROP_FAULT_KILLS (default 2) and OBJCROP_FAULT_SEED (default 0) set how many kills and where;
 e.g. `OBJCROP_FAULT_KILLS=6 OBJCROP_FAULT_SEED=1 pytest tests/test_faults_pipeline_kill.py -s`
@@ -151,7 +152,8 @@ def _files(out):
 
 
 def _is_temporary(rel):
-    return os.path.basename(rel).startswith(".") and ".tmp" in os.path.basename(rel) or ".tmp" in rel.split(os.sep)[0]
+    """A writer's temporary file or folder (.NAME.<...>.tmp), or something inside one."""
+    return any(part.startswith(".") and part.endswith(".tmp") for part in rel.split(os.sep))
 
 
 def _assert_no_partial_file(out):
@@ -199,7 +201,8 @@ def _fingerprint(out):
 
 def _without_timings(value):
     if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items() if not (TIMING_KEYS.search(k) or BYTE_HASHES.search(k))}
+        return {k: _without_timings(v) for k, v in value.items()
+                if not (TIMING_KEYS.search(k) or BYTE_HASHES.search(k))}
     if isinstance(value, list):
         return [_without_timings(v) for v in value]
     return value

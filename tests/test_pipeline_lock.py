@@ -83,14 +83,17 @@ def test_a_killed_pipelines_lock_and_temporary_files_are_taken_over_and_removed(
     foreign_tmp = out / "runs" / "r" / ".results.json.abc123.tmp"  # an older naming: its writer is unknown
     for path in (dead_tmp, live_tmp, other_host_tmp, foreign_tmp):
         path.write_text("{half")
+    dead_dir = out / f".data.{holder.pid}@{host}.xyz_9.tmp"  # a dataset folder being generated (synth)
+    (dead_dir / "images").mkdir(parents=True)
+    (dead_dir / "images" / "000000.jpg").write_bytes(b"\xff\xd8")
 
     r = _pipeline(out, tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     warnings = [line for line in r.stdout.splitlines() if "stale lock" in line]
     assert len(warnings) == 1 and f"pid {holder.pid} on {socket.gethostname()}" in warnings[0]
     assert "has ended" in warnings[0] and "warning:" in warnings[0]
-    assert f"removed 1 temporary file(s) left by killed writers, e.g. {dead_tmp}" in r.stdout
-    assert not dead_tmp.exists() and live_tmp.exists() and other_host_tmp.exists() and foreign_tmp.exists()
+    assert "removed 2 temporary file(s) or folder(s) left by killed writers, e.g. " in r.stdout
+    assert not dead_tmp.exists() and not dead_dir.exists() and live_tmp.exists() and other_host_tmp.exists() and foreign_tmp.exists()
     assert (out / "data" / "meta.json").exists()  # the run went on
     assert not (out / LOCK_NAME).exists()  # and released its lock at the end
 
@@ -172,7 +175,8 @@ def test_a_writer_killed_mid_write_leaves_only_its_own_named_temporary_file(tmp_
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert not target.exists()  # nothing under the final name
     left = os.listdir(tmp_path)
-    assert len(left) == 1 and left[0].startswith(f".results.json.{proc.pid}@{_host_label()}.") and left[0].endswith(".tmp")
+    assert len(left) == 1 and left[0].startswith(f".results.json.{proc.pid}@{_host_label()}.")
+    assert left[0].endswith(".tmp")
     with atomic_path(str(tmp_path / "live.json")) as mine:  # a live writer's file, mid-write, survives a cleaning
         open(mine, "w").write("{")
         assert remove_stale_temp_files(str(tmp_path)) == [str(tmp_path / left[0])]

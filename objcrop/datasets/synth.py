@@ -37,7 +37,7 @@ import cv2
 # re-exported: the data CLI and tests take the variants and the renderer from here
 from objcrop.datasets.scenes import BACKGROUNDS, VARIANTS, SynthParams, _annotations, render_image  # noqa: F401
 from objcrop.errors import DatasetError
-from objcrop.io import write_json_atomic
+from objcrop.io import temp_prefix, write_json_atomic
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -147,7 +147,7 @@ def generate(out_dir: str, num_images: int, seed: int = 0, variant: str = "defau
     _prepare_target(out_dir, overwrite)
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".tmp", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=temp_prefix(out_dir), suffix=".tmp", dir=parent)  # names its writer
     try:
         meta = _generate_into(tmp, num_images, seed, variant, p, sizes, progress, tqdm, workers)
         _publish(tmp, out_dir)

@@ -134,7 +134,7 @@ def _remove_stale_temp_files(pipeline: Pipeline, out: str) -> None:
     """Under the lock no stage of this folder is writing: a temporary file of a dead writer is a leftover."""
     removed = remove_stale_temp_files(out)
     if removed:
-        pipeline.say(f"removed {len(removed)} temporary file(s) left by killed writers, e.g. {removed[0]}")
+        pipeline.say(f"removed {len(removed)} temporary file(s) or folder(s) left by killed writers, e.g. {removed[0]}")
 
 
 def _run(args: argparse.Namespace, name: str, preset, out: str, tasks, pipeline: Pipeline) -> int:
