@@ -31,7 +31,7 @@ import time
 import uuid
 from typing import Iterator, List, Optional
 
-from objcrop.io import process_alive
+from objcrop.io import process_alive, temp_prefix
 from objcrop.pipeline.presets import PipelineError
 
 LOCK_NAME = ".objcrop-pipeline.lock"
@@ -106,7 +106,8 @@ def _decode(data: bytes) -> Optional[dict]:
 
 def _create_exclusive(path: str, data: bytes) -> bool:
     """Write `data` to `path` unless it exists (True), atomically: no reader sees part of it."""
-    fd, tmp = tempfile.mkstemp(prefix=f"{os.path.basename(path)}.", suffix=".new", dir=os.path.dirname(path))
+    # named as objcrop.io names its temporary files, so that a kill -9 right here leaves nothing for good
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=os.path.dirname(path))
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -161,7 +162,7 @@ def _stale_reason(data: bytes) -> str:
 
 def _remove_if_unchanged(path: str, seen: bytes) -> bool:
     """Remove the stale lock `seen`, unless another pipeline replaced it meanwhile (then put theirs back)."""
-    aside = f"{path}.stale.{os.getpid()}"
+    aside = os.path.join(os.path.dirname(path), temp_prefix(path) + "stale.tmp")
     try:
         os.rename(path, aside)  # one taker wins; the others find the name gone
     except FileNotFoundError:
