@@ -7,6 +7,7 @@
     recorded.py  --records: the tasks a record of earlier results lets a run skip
     local.py     Pipeline: skipping, logs, the local scheduler (--jobs, --keep-going)
     slurm.py     --launcher slurm / submitit-local
+    lock.py      one pipeline per output folder: OUT/.objcrop-pipeline.lock, a stale one taken over
     cli.py       the options (each with an environment variable) and main()
 
 The stages are driven through their CLIs only (each task is a process); the pipeline imports
