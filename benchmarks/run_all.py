@@ -10,6 +10,9 @@ output of one benchmark run on a GPU machine (this one may have none), its first
 where, when and by which command; they are copied in as they are, not rerun. It is written
 atomically: a half-finished `make bench` leaves the previous results.md whole. Exit status is
 non-zero when any benchmark failed.
+
+A benchmark named in OPT_IN runs only when asked for, by `--with NAME` (besides the others) or
+`--only NAME`: bench_tta.py trains for about ten minutes, which `make bench` should not pay each time.
 """
 import argparse
 import datetime
@@ -28,14 +31,18 @@ sys.path.insert(0, REPO)  # run from a checkout without `pip install -e .` too
 from objcrop.io import write_text_atomic  # noqa: E402
 
 
-def discover(bench_dir: str, only: Optional[List[str]] = None) -> List[str]:
+OPT_IN = ("tta",)  # long benchmarks: run only by --with / --only
+
+
+def discover(bench_dir: str, only: Optional[List[str]] = None, extra: Optional[List[str]] = None) -> List[str]:
     paths = sorted(glob.glob(os.path.join(bench_dir, "bench_*.py")))
-    if only:
-        wanted = set(only)
-        paths = [p for p in paths if bench_name(p) in wanted]
-        missing = wanted - {bench_name(p) for p in paths}
-        if missing:
-            raise SystemExit(f"run_all.py: no benchmarks/bench_<name>.py for: {', '.join(sorted(missing))}")
+    if not only:
+        return [p for p in paths if bench_name(p) not in OPT_IN or bench_name(p) in (extra or [])]
+    wanted = set(only)
+    paths = [p for p in paths if bench_name(p) in wanted]
+    missing = wanted - {bench_name(p) for p in paths}
+    if missing:
+        raise SystemExit(f"run_all.py: no benchmarks/bench_<name>.py for: {', '.join(sorted(missing))}")
     return paths
 
 
@@ -180,6 +187,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="pass --quick to every benchmark (also BENCH_QUICK=1)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="run only these benchmarks (bench_<NAME>.py)")
+    p.add_argument("--with", dest="extra", nargs="+", metavar="NAME", default=[],
+                   help=f"also run these opt-in benchmarks ({', '.join(OPT_IN)})")
     p.add_argument("--bench-dir", default=HERE, help="where bench_*.py live (default: this folder)")
     p.add_argument("--results", default=None, help="output file (default: <bench-dir>/results.md)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per benchmark (default: 3600)")
@@ -188,7 +197,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     out_dir = os.path.join(args.bench_dir, "out")
     os.makedirs(out_dir, exist_ok=True)
     results_path = args.results or os.path.join(args.bench_dir, "results.md")
-    paths = discover(args.bench_dir, args.only)
+    paths = discover(args.bench_dir, args.only, args.extra)
     if not paths:
         print(f"run_all.py: no bench_*.py in {args.bench_dir}", file=sys.stderr)
         return 1
