@@ -1,0 +1,57 @@
+"""pretrain/views/geometry.py: box arithmetic cases that mutation testing (benchmarks/mutation.md) found no
+test checking. Pure and fast: one call per case, numbers worked by hand."""
+import torch
+
+from objcrop.pretrain.views.geometry import (box_iou, centre_crop_in, contains, dilate_box, grow_box,
+                                             random_resized_crop_in)
+
+
+def test_grow_box_keeps_a_box_near_the_border_where_it_is():
+    """Guards against growing clamping to 1 px instead of 0, or a box near the image's left/top edge
+    being pushed to the edge although the grown box fits: views would drift off the object."""
+    assert grow_box((0.5, 0.5, 50.0, 50.0), 10, 10, 100, 100) == (0.5, 0.5, 50.0, 50.0)
+    # 2 px wide at x 10..12, grown to 21 px about its centre 11: 0.5..21.5 fits, nothing to shift
+    assert grow_box((10.0, 10.0, 12.0, 12.0), 21, 21, 100, 100) == (0.5, 0.5, 21.5, 21.5)
+
+
+def test_dilate_box_moves_each_side_by_its_own_axis():
+    """Guards against the vertical dilation computed with the width (or divided by the height)."""
+    assert dilate_box((10.0, 10.0, 20.0, 20.0), 0.1, 100, 50) == (0.0, 5.0, 30.0, 25.0)
+
+
+def test_box_iou_of_boxes_apart_on_one_axis_and_of_sub_pixel_boxes():
+    """Guards against the overlap on one axis being clamped at 1 px instead of 0 (boxes side by side on
+    y would overlap), and against IoU refusing boxes whose union is under one square pixel."""
+    assert box_iou((0.0, 0.0, 10.0, 10.0), (0.0, 20.0, 10.0, 30.0)) == 0.0
+    assert box_iou((0.0, 0.0, 10.0, 10.0), (20.0, 0.0, 30.0, 10.0)) == 0.0
+    assert box_iou((0.0, 0.0, 0.5, 0.5), (0.0, 0.0, 0.5, 0.5)) == 1.0
+
+
+def test_contains_accepts_equal_edges_without_tolerance():
+    """Guards against a strict comparison on any edge: a box contains itself even with tol=0."""
+    box = (10.0, 20.0, 50.0, 60.0)
+    assert contains(box, box, tol=0.0)
+    for edge in range(4):
+        inner = list(box)
+        inner[edge] += -1e-9 if edge < 2 else 1e-9
+        assert not contains(box, tuple(inner), tol=0.0)
+
+
+def test_centre_crop_in_keeps_at_least_one_pixel_and_no_more():
+    """Guards against the one-pixel floor of a clamped side becoming two pixels."""
+    assert centre_crop_in((0, 0, 1, 9), (1.0, 1.0)) == (0, 4, 1, 5)
+    assert centre_crop_in((0, 0, 9, 1), (1.0, 1.0)) == (4, 0, 5, 1)
+
+
+def test_random_resized_crop_raises_a_zero_scale_to_scale_eps():
+    """Guards against the obj view's scale (0, s) being drawn from 0 (crops of a few pixels, or none that
+    fit and a silent fall-back to the centred crop) instead of from scale_eps. A scale of exactly (0, 0)
+    makes every draw the eps area: a 100 x 100 region and eps 0.25 give a 50 x 50 crop, placed by the
+    first draw's x and y."""
+    g = torch.Generator().manual_seed(0)
+    _, _, u_x, u_y = torch.rand(10, 4, generator=torch.Generator().manual_seed(0))[0].tolist()
+    x0, y0 = 7 + int(u_x * 51), 3 + int(u_y * 51)
+    assert random_resized_crop_in((7, 3, 107, 103), (0.0, 0.0), (1.0, 1.0), g, scale_eps=0.25) == (
+        x0, y0, x0 + 50, y0 + 50)
+    # without the eps every target is 0 px: no attempt fits, and the centred crop is the fall-back
+    assert random_resized_crop_in((7, 3, 107, 103), (0.0, 0.0), (1.0, 1.0), g, scale_eps=0.0) == (7, 3, 107, 103)
