@@ -1,0 +1,149 @@
+"""report/aggregate.py: how results.json contents become cells, flags, row order, best marks and gaps, pinned
+where mutation testing (benchmarks/mutation.md) found a changed line that no test noticed. Pure and fast:
+dicts in, a Table out, no files and no plots."""
+import math
+
+import pytest
+
+from objcrop.report.aggregate import (Column, Flag, Measurement, RowKey, _merge_reasons, _row_sort_key,
+                                      build_table, find_baselines, gap_closed, measurements_of,
+                                      pretrain_flag, probe_over_epochs)
+
+MOCO = {"method": "moco_v2", "policy": "obj-obj", "proposals": "gt", "epochs": 8, "arch": "resnet18",
+        "dataset": "synth:/d:train"}
+ROW = RowKey("moco_v2", "obj-obj", "gt", 8, "resnet18", "synth:train")
+
+
+def _probe(pretrain, value, **extra):
+    return {"stage": "probe", "status": "ok", "pretrain": pretrain, "dataset": "synth:/d:test", "mAP": value, **extra}
+
+
+def _det(pretrain, ap50, **extra):
+    return {"stage": "detection", "status": "ok", "task": "voc_det", "pretrain": pretrain,
+            "dataset": "voc:/d:test", "box": {"AP50": ap50, "AP": ap50 / 2, "AP75": ap50 / 4}, **extra}
+
+
+def test_merge_reasons_joins_the_same_value_and_keeps_status_lines_apart():
+    """Guards against the flag footnote merging a failure status or a pretraining line into the
+    'is null' list, splitting on the first ' is ' of a label, or losing the order (other lines first)."""
+    reasons = ["COCO box AP is null", "status failed: this is bad", "COCO box AP50 is null",
+               "pretraining final loss is nan", "unreadable x is y", "probe mAP is inf", "what is this is nan"]
+    assert _merge_reasons(reasons) == [
+        "status failed: this is bad", "pretraining final loss is nan", "unreadable x is y",
+        "COCO box AP, COCO box AP50 are null", "probe mAP is inf", "what is this is nan"]
+    assert _merge_reasons([]) == []
+
+
+def test_probe_measurement_is_scaled_to_percent_in_the_default_protocol_column():
+    """Guards against a probe's fraction shown unscaled, its column keyed by the default protocol's name
+    (a second column for the same numbers) or under another dataset label."""
+    (m,) = measurements_of(_probe(MOCO, 0.25), "run")
+    assert m == Measurement(ROW, Column("probe", "", "mAP", "synth:test", ""), 25.0, "run")
+    (m,) = measurements_of(_probe(MOCO, 0.25, protocol="main_lincls"), "run")
+    assert m.column.protocol == "main_lincls"
+    assert measurements_of({"stage": "pretrain", "pretrain": MOCO}, "run") == []
+    assert measurements_of({"stage": "other"}, "run") == []
+
+
+def test_detection_measurements_of_a_known_and_an_unknown_task():
+    """Guards against AP being rescaled (detectron2 writes percent), the metrics of an unknown task being
+    dropped or unsorted, and a task-less record being given another name than unknown_det."""
+    got = [(m.column.section, m.column.metric, m.value) for m in measurements_of(_det(MOCO, 40.0), "r")]
+    assert got == [("box", "AP50", 40.0), ("box", "AP", 20.0), ("box", "AP75", 10.0)]
+    odd = {"stage": "detection", "pretrain": MOCO, "box": {"b": 2.0, "a": 1.0}, "mask": {"c": 3.0}}
+    assert [(m.column.task, m.column.section, m.column.metric, m.value) for m in measurements_of(odd, "r")] == [
+        ("unknown_det", "box", "a", 1.0), ("unknown_det", "box", "b", 2.0), ("unknown_det", "mask", "c", 3.0)]
+
+
+def test_a_failed_run_flags_its_main_columns_once_with_its_error():
+    """Guards against a failed run's flag being lost, repeated in every column or missing its error text
+    (the message when there is no error), and a missing metric being flagged as a failure."""
+    failed = {**_det(MOCO, 1.0), "status": "failed", "error": "CUDA out of memory"}
+    del failed["box"]
+    ms = measurements_of(failed, "r")
+    assert [(m.column.metric, m.value, m.flag) for m in ms] == [
+        ("AP50", None, Flag("r", "status failed: CUDA out of memory")),
+        ("AP", None, Flag("r", "status failed: CUDA out of memory")),
+        ("AP75", None, Flag("r", "status failed: CUDA out of memory"))]
+    probe = {**_probe(MOCO, 0.5), "status": "failed", "message": "diverged"}
+    assert [m.flag.reason for m in measurements_of(probe, "r")] == ["status failed: diverged"] * 3  # mAP, kNN, batch
+    bare = {**_probe(MOCO, 0.5), "status": "failed"}
+    assert {m.flag.reason for m in measurements_of(bare, "r")} == {"status failed"}
+    assert [m.column.metric for m in measurements_of(_probe(MOCO, 0.5), "r")] == ["mAP"]  # no knn_mAP: no cell
+
+
+@pytest.mark.parametrize("value, shown", [(None, "null (no valid score, e.g. no detections)"),
+                                          (float("nan"), "nan"), (float("inf"), "inf"), (True, "True")])
+def test_a_non_finite_metric_is_flagged_with_its_column_and_value(value, shown):
+    """Guards against a NaN, null or boolean entering a mean, or its flag not naming the column and value."""
+    (m,) = measurements_of(_probe(MOCO, value), "r")
+    assert m.value is None and m.flag == Flag("r", f"probe mAP is {shown}")
+
+
+def test_pretrain_flag_names_a_failure_or_a_non_finite_loss():
+    """Guards against a diverged or failed pretraining run not flagging its row, or a finite loss doing so."""
+    assert pretrain_flag({"status": "failed", "error": "killed"}, "p") == Flag("p", "pretraining status failed: killed")
+    assert pretrain_flag({"status": "ok", "final_loss": float("nan")}, "p") == Flag("p", "pretraining final loss is nan")
+    assert pretrain_flag({"status": "ok", "final_loss": 1.5}, "p") is None
+    assert pretrain_flag({"status": "ok"}, "p") is None
+
+
+def test_rows_sort_references_first_then_methods_epochs_and_random_crop_first():
+    """Guards against the row order: random_init, supervised, then moco_v2 and byol, unknown methods last;
+    within a method the row without epochs first, then by epochs, the random-crop row before other policies."""
+    rows = [RowKey("zeta", "random", "none", 1), RowKey("byol", "random", "none", 4),
+            RowKey("moco_v2", "obj-obj", "gt", 4), RowKey("moco_v2", "random", "none", 4),
+            RowKey("moco_v2", "random", "none", 2), RowKey("moco_v2", "random", "none", None),
+            RowKey("supervised", "—", "—", None), RowKey("random_init", "—", "—", None)]
+    assert sorted(rows, key=_row_sort_key) == [
+        RowKey("random_init", "—", "—", None), RowKey("supervised", "—", "—", None),
+        RowKey("moco_v2", "random", "none", None), RowKey("moco_v2", "random", "none", 2),
+        RowKey("moco_v2", "random", "none", 4), RowKey("moco_v2", "obj-obj", "gt", 4),
+        RowKey("byol", "random", "none", 4), RowKey("zeta", "random", "none", 1)]
+
+
+def test_the_baseline_is_the_random_crop_row_without_proposals_of_the_same_setting():
+    """Guards against a method row read against a random-crop row with proposals (listed first here), another
+    epoch count, or itself; a random-crop row has no baseline."""
+    base = RowKey("moco_v2", "random", "none", 8)
+    with_props = RowKey("moco_v2", "random", "gt", 8)
+    obj = RowKey("moco_v2", "obj-obj", "gt", 8)
+    other_epochs = RowKey("moco_v2", "obj-obj", "gt", 4)
+    assert find_baselines([with_props, obj, base, other_epochs]) == {obj: base}
+
+
+def test_gap_closed_needs_a_span_above_a_point_and_the_noise():
+    assert gap_closed(15.0, 10.0, 20.0) == 50.0
+    assert gap_closed(10.5, 10.0, 11.0) is None  # a span of exactly one point: no scale
+    assert gap_closed(10.5, 10.0, 11.5) == pytest.approx(100 / 3)
+    assert gap_closed(15.0, 10.0, 20.0, noise=10.0) is None and gap_closed(15.0, 10.0, 20.0, noise=9.0) == 50.0
+
+
+def test_best_marks_every_tied_top_value_and_nothing_in_an_all_equal_or_lone_column():
+    """Guards against a best mark on a lone value or on a column where everybody scores the same, and
+    against only one of two tied best rows being marked."""
+    def pre(method, policy, seed=0):
+        return {**MOCO, "method": method, "policy": policy, "proposals": "none", "seed": seed}
+    results = [(_probe(pre("moco_v2", "random"), 0.5), "a"), (_probe(pre("moco_v2", "obj-obj"), 0.5), "b"),
+               (_probe(pre("byol", "random"), 0.2), "c"),
+               (_det(pre("moco_v2", "random"), 10.0), "d"), (_det(pre("byol", "random"), 10.0), "e"),
+               ({**_det(pre("byol", "random"), 10.0), "task": "coco_det"}, "f")]
+    table = build_table(results)
+    best = {(r.method, r.policy, c.task, c.metric) for (r, c), cell in table.cells.items() if cell.best}
+    assert best == {("moco_v2", "random", "probe", "mAP"), ("moco_v2", "obj-obj", "probe", "mAP")}
+
+
+def test_probe_over_epochs_keeps_settings_with_two_epoch_counts_sorted():
+    """Guards against the epochs series of the probe plot: only settings pretrained for two or more epoch
+    counts, points sorted by epochs with mean, std and n, detection columns left out."""
+    results = [(_probe({**MOCO, "epochs": e}, v), f"r{e}{i}") for e, vals in ((16, (0.6, 0.8)), (4, (0.2,)))
+               for i, v in enumerate(vals)]
+    results += [(_probe({**MOCO, "policy": "obj-scene", "epochs": 4}, 0.3), "s"), (_det({**MOCO, "epochs": 4}, 5.0), "d"),
+                (_det({**MOCO, "epochs": 16}, 6.0), "e")]
+    series = probe_over_epochs(build_table(results))
+    assert list(series) == [("moco_v2", "obj-obj", "gt", "resnet18", "synth:train")]
+    ((col, points),) = series[("moco_v2", "obj-obj", "gt", "resnet18", "synth:train")].items()
+    assert col.task == "probe"
+    (e4, m4, s4, n4), (e16, m16, s16, n16) = points
+    assert (e4, m4, s4, n4) == (4, 20.0, None, 1)
+    assert (e16, n16) == (16, 2) and m16 == pytest.approx(70.0) and s16 == pytest.approx(math.sqrt(200))
