@@ -83,7 +83,8 @@ def test_a_non_finite_metric_is_flagged_with_its_column_and_value(value, shown):
 def test_pretrain_flag_names_a_failure_or_a_non_finite_loss():
     """Guards against a diverged or failed pretraining run not flagging its row, or a finite loss doing so."""
     assert pretrain_flag({"status": "failed", "error": "killed"}, "p") == Flag("p", "pretraining status failed: killed")
-    assert pretrain_flag({"status": "ok", "final_loss": float("nan")}, "p") == Flag("p", "pretraining final loss is nan")
+    nan_loss = pretrain_flag({"status": "ok", "final_loss": float("nan")}, "p")
+    assert nan_loss == Flag("p", "pretraining final loss is nan")
     assert pretrain_flag({"status": "ok", "final_loss": 1.5}, "p") is None
     assert pretrain_flag({"status": "ok"}, "p") is None
 
@@ -138,8 +139,8 @@ def test_probe_over_epochs_keeps_settings_with_two_epoch_counts_sorted():
     counts, points sorted by epochs with mean, std and n, detection columns left out."""
     results = [(_probe({**MOCO, "epochs": e}, v), f"r{e}{i}") for e, vals in ((16, (0.6, 0.8)), (4, (0.2,)))
                for i, v in enumerate(vals)]
-    results += [(_probe({**MOCO, "policy": "obj-scene", "epochs": 4}, 0.3), "s"), (_det({**MOCO, "epochs": 4}, 5.0), "d"),
-                (_det({**MOCO, "epochs": 16}, 6.0), "e")]
+    results += [(_probe({**MOCO, "policy": "obj-scene", "epochs": 4}, 0.3), "s"),
+                (_det({**MOCO, "epochs": 4}, 5.0), "d"), (_det({**MOCO, "epochs": 16}, 6.0), "e")]
     series = probe_over_epochs(build_table(results))
     assert list(series) == [("moco_v2", "obj-obj", "gt", "resnet18", "synth:train")]
     ((col, points),) = series[("moco_v2", "obj-obj", "gt", "resnet18", "synth:train")].items()

@@ -58,7 +58,8 @@ def test_supervised_training_beats_random_init_on_a_separable_fixture(one_torch_
     probe on its features with at most half of random init's error (1 − mAP), random init being the same
     architecture and seed, probed the same way."""
     learnability = _learnability()
-    splits = {name: _patch_sign_fixture(n, seed) for name, n, seed in [("train", 64, 0), ("val", 32, 1), ("test", 64, 2)]}
+    splits = {name: _patch_sign_fixture(n, seed)
+              for name, n, seed in [("train", 64, 0), ("val", 32, 1), ("test", 64, 2)]}
     random_init = learnability.probe_map(learnability.build("resnet18", 2, seed=0), splits)["test_mAP"]
     model = learnability.build("resnet18", 2, seed=0)
     trained = learnability.train_supervised(model, *splits["train"], minutes=5, batch=16, lr=2e-3, wd=0.05,
