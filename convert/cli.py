@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ from objcrop.convert.verify import (BASIC_BLOCK_VERIFY_CONFIG, DEFAULT_VERIFY_CO
                                     verify_pkl)
 from objcrop.convert.writer import AUTHOR, read_detectron2_pkl, to_detectron2_arrays, write_detectron2_pkl
 from objcrop.errors import CheckpointError, ConfigError
-from objcrop.io import sha256_file
+from objcrop.io import sha256_file, temp_prefix
 from objcrop.logger import setup_logger
 from objcrop.records import Provenance
 
@@ -112,9 +113,11 @@ def convert(input_path: str, output_path: str, fmt: str = "auto", pretrain_overr
 
     out_dir = os.path.dirname(os.path.abspath(output_path))
     os.makedirs(out_dir, exist_ok=True)
-    # The temporary file must end in .pkl: DetectionCheckpointer picks its reader by extension.
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(output_path)}.", suffix=".tmp.pkl", dir=out_dir)
-    os.close(fd)
+    # The file is written and verified in a temporary folder named as objcrop.io names its temporaries
+    # (a kill leaves nothing remove_stale_temp_files does not recognise), under the output's own name:
+    # DetectionCheckpointer picks its reader by extension.
+    work = tempfile.mkdtemp(prefix=temp_prefix(output_path), suffix=".tmp", dir=out_dir)
+    tmp = os.path.join(work, os.path.basename(output_path))
     try:
         write_detectron2_pkl(tmp, arrays, pretrain, provenance)
         if verify:
@@ -124,8 +127,7 @@ def convert(input_path: str, output_path: str, fmt: str = "auto", pretrain_overr
         _readable_like_other_files(tmp)
         os.replace(tmp, output_path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        shutil.rmtree(work, ignore_errors=True)
     summary = {"output": output_path, "format": fmt, "arch": arch, "tensors": len(arrays), "verified": verify,
                "config_file": config_file if verify else None, "sha256": sha256_file(output_path),
                "pretrain": pretrain, "seconds": round(time.time() - start, 2)}
