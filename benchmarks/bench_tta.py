@@ -171,7 +171,6 @@ def probe_hook(probe: Probe, arch: str, every: int, target: float, budget_s: flo
                 return
             t0 = time.perf_counter()
             m_ap = probe.score(self.trainer.method.backbone, arch)
-            self.trainer.method.train()
             self.paused += time.perf_counter() - t0
             curve.append((it, trained, m_ap))
             if m_ap >= target or trained >= budget_s:
