@@ -22,7 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOLDER = textwrap.dedent("""
     import sys, time
     from objcrop.pipeline.lock import held
-    with held(sys.argv[1], ["objcrop pipeline", "--out", sys.argv[1], "--preset", "holder"]):
+    with held(sys.argv[1], "objcrop pipeline --out " + sys.argv[1] + " --preset holder"):
         print("held", flush=True)
         time.sleep(120)
 """)
@@ -102,7 +102,7 @@ def test_a_killed_pipelines_lock_and_temporary_files_are_taken_over_and_removed(
 def test_half_written_or_foreign_lock_files_are_stale(tmp_path):
     for content in (b"", b'{"pid": 12', b"\xff\xfe garbage", b'{"host": "x"}'):
         (tmp_path / LOCK_NAME).write_bytes(content)
-        lock = PipelineLock(str(tmp_path), ["objcrop pipeline"]).acquire()
+        lock = PipelineLock(str(tmp_path), "objcrop pipeline").acquire()
         assert "not a whole lock" in lock.stale
         assert json.loads((tmp_path / LOCK_NAME).read_text())["token"] == lock.holder["token"]
         lock.release()
@@ -110,28 +110,28 @@ def test_half_written_or_foreign_lock_files_are_stale(tmp_path):
 
 
 def test_a_reused_pid_is_stale_another_hosts_lock_refuses(tmp_path):
-    lock = PipelineLock(str(tmp_path), ["objcrop pipeline"]).acquire()
+    lock = PipelineLock(str(tmp_path), "objcrop pipeline").acquire()
     holder = json.loads((tmp_path / LOCK_NAME).read_text())
     assert holder["pid"] == os.getpid() and holder["pid_start"] is not None
     with pytest.raises(PipelineLocked, match=f"pid {os.getpid()} on"):  # a live holder, even this very process
-        PipelineLock(str(tmp_path), ["objcrop pipeline"]).acquire()
+        PipelineLock(str(tmp_path), "objcrop pipeline").acquire()
     # the same pid, started at another time: the holder ended and its pid went to another process
     (tmp_path / LOCK_NAME).write_text(json.dumps(dict(holder, pid_start=holder["pid_start"] - 1, token="old")))
-    assert "now belongs to another process" in PipelineLock(str(tmp_path), ["x"]).acquire().stale
+    assert "now belongs to another process" in PipelineLock(str(tmp_path), "x").acquire().stale
     # a dead pid of another host might be alive there: refused
     (tmp_path / LOCK_NAME).write_text(json.dumps(dict(holder, pid=_dead_pid(), host="elsewhere", token="old")))
     with pytest.raises(PipelineLocked, match="on elsewhere"):
-        PipelineLock(str(tmp_path), ["x"]).acquire()
+        PipelineLock(str(tmp_path), "x").acquire()
     lock.release()  # not ours any more: left alone
     assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == "elsewhere"
 
 
 def test_released_on_return_and_on_exception(tmp_path):
-    with held(str(tmp_path), ["objcrop pipeline"]):
+    with held(str(tmp_path), "objcrop pipeline"):
         assert (tmp_path / LOCK_NAME).exists()
     assert not (tmp_path / LOCK_NAME).exists()
     with pytest.raises(ValueError):
-        with held(str(tmp_path), ["objcrop pipeline"]):
+        with held(str(tmp_path), "objcrop pipeline"):
             raise ValueError("a stage's bug")
     assert not (tmp_path / LOCK_NAME).exists()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
@@ -139,7 +139,7 @@ def test_released_on_return_and_on_exception(tmp_path):
 
 def _try_to_take(out, results):
     try:
-        lock = PipelineLock(out, ["racer"]).acquire()
+        lock = PipelineLock(out, "racer").acquire()
         results.put(("won", os.getpid()))
         time.sleep(1.0)  # hold it while the others try
         lock.release()

@@ -2,6 +2,7 @@
 with an environment-variable default, and the run from preset to report."""
 import argparse
 import os
+import shlex
 import sys
 import time
 from typing import List, Optional
@@ -118,7 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.dry_run:  # changes nothing, so it needs no lock (and may look at a folder in use)
         return _run(args, name, preset, out, tasks, pipeline)
     try:
-        with held(out, [PROG] + (sys.argv[1:] if argv is None else list(argv))) as lock:
+        with held(out, f"{PROG} {shlex.join(sys.argv[1:] if argv is None else argv)}") as lock:
             if lock.stale:
                 pipeline.say(f"warning: {lock.stale}")
             _remove_stale_temp_files(pipeline, out)

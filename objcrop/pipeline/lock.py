@@ -23,13 +23,12 @@ import contextlib
 import errno
 import json
 import os
-import shlex
 import signal
 import socket
 import tempfile
 import time
 import uuid
-from typing import Iterator, List, Optional
+from typing import Iterator, Optional
 
 from objcrop.io import process_alive, temp_prefix
 from objcrop.pipeline.presets import PipelineError
@@ -44,10 +43,10 @@ class PipelineLocked(PipelineError):
 class PipelineLock:
     """The lock of one output folder; `stale` says what was taken over (empty when nothing was)."""
 
-    def __init__(self, out: str, command: List[str]):
+    def __init__(self, out: str, command: str):
         self.path = os.path.join(os.path.abspath(out), LOCK_NAME)
         self.holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                       "pid_start": _process_start(os.getpid()), "command": shlex.join(command),
+                       "pid_start": _process_start(os.getpid()), "command": command,
                        "token": uuid.uuid4().hex}
         self.stale = ""
 
@@ -76,7 +75,7 @@ class PipelineLock:
 
 
 @contextlib.contextmanager
-def held(out: str, command: List[str]) -> Iterator[PipelineLock]:
+def held(out: str, command: str) -> Iterator[PipelineLock]:
     """Hold OUT's lock for the block; released on return, exception, SIGINT and SIGTERM."""
     lock = PipelineLock(out, command).acquire()
     old = signal.signal(signal.SIGTERM, _interrupt)
