@@ -55,3 +55,14 @@ def test_random_resized_crop_raises_a_zero_scale_to_scale_eps():
         x0, y0, x0 + 50, y0 + 50)
     # without the eps every target is 0 px: no attempt fits, and the centred crop is the fall-back
     assert random_resized_crop_in((7, 3, 107, 103), (0.0, 0.0), (1.0, 1.0), g, scale_eps=0.0) == (7, 3, 107, 103)
+
+
+def test_integer_region_of_boxes_at_and_past_the_image_border():
+    """Guards against the region's clamps: a box at 0 starting at 1, and a box past the right or bottom edge
+    giving a region outside the image or wider than the one pixel left there."""
+    from objcrop.pretrain.views.geometry import integer_region
+
+    assert integer_region((0.0, 0.0, 5.0, 5.0), 10, 10) == (0, 0, 5, 5)
+    assert integer_region((12.0, 3.2, 15.0, 6.5), 10, 10) == (9, 3, 10, 7)
+    assert integer_region((3.2, 12.0, 6.5, 15.0), 10, 10) == (3, 9, 7, 10)
+    assert integer_region((2.0, 2.0, 2.0, 2.0), 10, 10) == (2, 2, 3, 3)  # at least 1 px on each side
