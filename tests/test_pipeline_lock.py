@@ -126,7 +126,7 @@ def test_a_reused_pid_is_stale_another_hosts_lock_refuses(tmp_path):
     assert json.loads((tmp_path / LOCK_NAME).read_text())["host"] == "elsewhere"
 
 
-def test_released_on_return_and_on_exception(tmp_path):
+def test_released_on_return_on_exception_and_on_ctrl_c(tmp_path):
     with held(str(tmp_path), "objcrop pipeline"):
         assert (tmp_path / LOCK_NAME).exists()
     assert not (tmp_path / LOCK_NAME).exists()
@@ -135,6 +135,9 @@ def test_released_on_return_and_on_exception(tmp_path):
             raise ValueError("a stage's bug")
     assert not (tmp_path / LOCK_NAME).exists()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is put back
+    holder = _start_holder(tmp_path)
+    holder.send_signal(signal.SIGINT)  # Ctrl-C
+    assert holder.wait(timeout=30) != 0 and not (tmp_path / LOCK_NAME).exists()
 
 
 def _try_to_take(out, results):
