@@ -132,10 +132,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _remove_stale_temp_files(pipeline: Pipeline, out: str) -> None:
-    """Under the lock no stage of this folder is writing: a temporary file of a dead writer is a leftover."""
+    """A dead writer's temporary file is a leftover (a live one's, e.g. an earlier submission's job, is kept)."""
     removed = remove_stale_temp_files(out)
     if removed:
-        pipeline.say(f"removed {len(removed)} temporary file(s) or folder(s) left by killed writers, e.g. {removed[0]}")
+        pipeline.say(f"removed {len(removed)} temporary file(s) or folder(s) left by killed writers, "
+                     f"e.g. {removed[0]}")
 
 
 def _run(args: argparse.Namespace, name: str, preset, out: str, tasks, pipeline: Pipeline) -> int:
