@@ -91,13 +91,15 @@ def make_resumable(trainer) -> RngStates:
 def continue_where_stopped(trainer, rng: RngStates, metrics_path: str) -> None:
     """After resume_or_load: replay the data to trainer.start_iter, restore the random states, and
     drop the metrics lines the resumed run will write again."""
+    keep_metrics_until(metrics_path, trainer.start_iter)
+    if trainer.start_iter >= trainer.max_iter:  # killed while evaluating: nothing left to train
+        return
     batches = trainer._trainer._data_loader_iter  # detectron2 creates it lazily: the same iterator trains next
     for _ in range(trainer.start_iter):
         next(batches)
     if not rng.restore():
         logger.warning("the checkpoint holds no random states (written by an older objcrop): the resumed run "
                        "differs from an uninterrupted one in its random draws")
-    keep_metrics_until(metrics_path, trainer.start_iter)
 
 
 def keep_metrics_until(path: str, iteration: int) -> None:

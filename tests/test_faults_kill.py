@@ -22,6 +22,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,8 +52,10 @@ def _run(cmd, timeout=300):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _kill(cmd, seconds, until=None, timeout=300):
-    """Start `cmd`, wait until `until()` holds (when given), then `seconds` more; SIGKILL its process group."""
+def _kill(cmd, seconds, until=None, timeout=300, work=None):
+    """Start `cmd` (in a fresh `work` folder when given), wait until `until()` holds (when given), then `seconds` more; SIGKILL its process group."""
+    if work is not None:
+        shutil.rmtree(work, ignore_errors=True)  # each kill interrupts a run from its start
     proc = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + timeout
@@ -196,7 +199,7 @@ def test_convert_killed_leaves_no_partial_pkl_and_the_rerun_writes_the_same_byte
     cmd = _objcrop("convert", objcrop_r18, work / "r18.pkl")
     reference, seconds = _reference(cmd, work, tmp_path)
     for at in _kill_times(seconds):
-        _kill(cmd, at)
+        _kill(cmd, at, work=work)
         _assert_complete_after_kill(work, reference)
         _run(cmd)
         _assert_same_outputs(work, reference)
@@ -209,7 +212,7 @@ def test_probe_killed_then_rerun_gives_the_uninterrupted_results(synth_dir, objc
                    "--image-size", "32", "--epochs", "20", "--device", "cpu", "--num-workers", "0")
     reference, seconds = _reference(cmd, work, tmp_path)
     for at in _kill_times(seconds):
-        _kill(cmd, at)
+        _kill(cmd, at, work=work)
         # metrics.jsonl is rewritten from its first line by every run (probe's _fresh_metrics)
         _assert_complete_after_kill(work, reference, transient={"metrics.jsonl"})
         _run(cmd)  # the probe has no --resume: a rerun starts over, reusing the feature cache
@@ -221,7 +224,7 @@ def test_report_killed_leaves_only_complete_tables_and_the_rerun_is_identical(tm
     cmd = _objcrop("report", os.path.join(REPO, "docs", "results", "study"), "--out", work)
     reference, seconds = _reference(cmd, work, tmp_path)
     for at in _kill_times(seconds):
-        _kill(cmd, at)
+        _kill(cmd, at, work=work)
         _assert_complete_after_kill(work, reference)
         _run(cmd)
         _assert_same_outputs(work, reference)
@@ -244,7 +247,8 @@ def test_detect_killed_after_a_checkpoint_resumes_to_the_uninterrupted_run(synth
     for _ in range(KILL_RUNS):
         # the first checkpoint (iteration 2 of 6) is written; then a random moment of the next steps,
         # another checkpoint's write included
-        _kill(cmd + ["--opts"] + DETECT_OPTS, rng.uniform(0.0, 1.0), until=last_checkpoint.exists)
+        _kill(cmd + ["--opts"] + DETECT_OPTS, rng.uniform(0.0, 0.6), until=last_checkpoint.exists,
+              work=work)
         _assert_complete_after_kill(work, reference, transient={"metrics.jsonl", "last_checkpoint"})
         assert not (work / "seed0" / "results.json").exists()
         _run(cmd + ["--resume", "--opts"] + DETECT_OPTS)
