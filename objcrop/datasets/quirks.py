@@ -19,11 +19,15 @@ detectron2 and mmdetection load such files by clipping and dropping; so does obj
   with DATALOADER.FILTER_EMPTY_ANNOTATIONS); they are counted, not repaired.
 
 Each reader logs ONE summary line per dataset with the count of each kind and one example each
-(file + annotation). `strict=True` (`objcrop data info --strict`) repairs nothing: it keeps the
+(file + annotation). `strict=True` repairs nothing: it keeps the
 checks objcrop made before these repairs existed (a box of non-positive size, a box more than
 STRICT_TOLERANCE px outside the image, an invalid polygon) and stops at the first with a
 DatasetError naming file and annotation. Structural faults (unreadable file, unknown category,
 a box wildly outside the image, an empty dataset) stop in both modes.
+
+Every stage that loads a dataset has the switch: `objcrop data info --strict`, `objcrop proposals
+compute --strict` and `objcrop probe --strict` (DATA.STRICT), pretraining's DATA.STRICT, `objcrop views
+show|stats --strict`, `objcrop detect train --strict` (OBJCROP.STRICT_DATA); tests/test_strict_stages.py.
 """
 import collections
 import logging
