@@ -29,7 +29,8 @@ HOLDER = textwrap.dedent("""
 
 
 def _start_holder(out):
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, cwd=REPO)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
