@@ -44,6 +44,11 @@ def add_objcrop_config(cfg: CN) -> None:
     # error naming the file, instead of repairing and counting them (objcrop/datasets/quirks.py);
     # `detect train --strict` sets it.
     cfg.OBJCROP.STRICT_DATA = False
+    # On --resume, load (and drop) the batches the killed run had trained on, so that the data order
+    # and the augmentations' random draws continue where they stood and the run ends as an
+    # uninterrupted one would (objcrop/detection/resume.py). The price is a pass of data loading over
+    # the iterations already done; False skips it and restarts the data order, as detectron2 does.
+    cfg.OBJCROP.RESUME_REPLAY = True
 
 
 def get_cfg() -> CN:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import time
 
 import numpy as np
 import torch
@@ -88,18 +89,31 @@ def make_resumable(trainer) -> RngStates:
     return rng
 
 
-def continue_where_stopped(trainer, rng: RngStates, metrics_path: str) -> None:
-    """After resume_or_load: replay the data to trainer.start_iter, restore the random states, and
-    drop the metrics lines the resumed run will write again."""
+def continue_where_stopped(trainer, rng: RngStates, metrics_path: str, replay: bool = True) -> None:
+    """After resume_or_load: replay the data to trainer.start_iter (unless `replay` is off:
+    cfg.OBJCROP.RESUME_REPLAY), restore the random states, and drop the metrics lines the resumed
+    run will write again."""
     keep_metrics_until(metrics_path, trainer.start_iter)
     if trainer.start_iter >= trainer.max_iter:  # killed while evaluating: nothing left to train
         return
-    batches = trainer._trainer._data_loader_iter  # detectron2 creates it lazily: the same iterator trains next
-    for _ in range(trainer.start_iter):
-        next(batches)
+    if not replay:
+        logger.info("OBJCROP.RESUME_REPLAY is off: the data order restarts (detectron2's own resume); the run "
+                    "will differ from an uninterrupted one in its batches")
+    else:
+        _replay_batches(trainer, trainer.start_iter)
     if not rng.restore():
         logger.warning("the checkpoint holds no random states (written by an older objcrop): the resumed run "
                        "differs from an uninterrupted one in its random draws")
+
+
+def _replay_batches(trainer, iterations: int) -> None:
+    logger.info("resume: loading and dropping the %d batches trained before the checkpoint, so the data order "
+                "continues where it stood (OBJCROP.RESUME_REPLAY False skips this)", iterations)
+    start = time.perf_counter()
+    batches = trainer._trainer._data_loader_iter  # detectron2 creates it lazily: the same iterator trains next
+    for _ in range(iterations):
+        next(batches)
+    logger.info("resume: data replayed in %.1f s", time.perf_counter() - start)
 
 
 def keep_metrics_until(path: str, iteration: int) -> None:

@@ -201,7 +201,7 @@ def _train(cfg, resume: bool):
     trainer.resume_or_load(resume=resume)
     if resuming:
         logger.info("resumed from %s at iteration %d", trainer.checkpointer.get_checkpoint_file(), trainer.start_iter)
-        continue_where_stopped(trainer, rng, metrics_path)
+        continue_where_stopped(trainer, rng, metrics_path, replay=cfg.OBJCROP.RESUME_REPLAY)
     elif cfg.MODEL.WEIGHTS:
         check_backbone_loaded(trainer.model, cfg.MODEL.WEIGHTS)
     trainer.train()
