@@ -72,7 +72,10 @@ def test_run_names_are_records_run_name_of_the_merged_config(tmp_path):
         cfg = _merged(t)
         source = {"": "none", **{os.path.join(str(tmp_path), "proposals", f"{s}.store"): s
                                  for s in ("gt", "selective-search", "saliency-rbd")}}[cfg.DATA.PROPOSALS]
-        policy = cfg.VIEWS.POLICY + ("+copy-paste" if cfg.VIEWS.COPY_PASTE.ENABLED else "")
+        # written out here, independently of the trainer's view_policy: the study's presets use
+        # objcrop's geometry, and copy-paste is named by its mode (shared: the study's first rows)
+        copy_paste = {"shared": "+copy-paste", "dilo": "+copy-paste-dilo"}[cfg.VIEWS.COPY_PASTE.MODE]
+        policy = cfg.VIEWS.POLICY + (copy_paste if cfg.VIEWS.COPY_PASTE.ENABLED else "")
         prov = Provenance(cfg.PRETRAIN.METHOD, policy, source, cfg.PRETRAIN.EPOCHS, cfg.PRETRAIN.ARCH,
                           cfg.DATA.DATASET, cfg.PRETRAIN.SEED, cfg.PRETRAIN.TAG)
         name = run_name(prov, cfg.PRETRAIN.BATCH_SIZE)
