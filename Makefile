@@ -6,6 +6,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.objcrop-installed
 PYTEST_ARGS ?=
+# `make test` runs the tests in one pytest-xdist process per logical CPU (at most 4): on 2 cores the SLURM and
+# pipeline tests, which spend much of their time waiting on their subprocesses and the scheduler, overlap
+# with the rest. `--dist loadfile` keeps each file on one process (a fixture built once per file stays so);
+# tests/conftest.py hands out the longest files first. PYTEST_PARALLEL= (empty) runs one process, as before.
+PYTEST_PARALLEL ?= -n logical --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 # Idle OpenMP threads sleep instead of spinning: on a loaded 2-core machine spinning
 # threads made a training step 4-6x slower (measured in the pretraining work, issue 5).
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -37,7 +42,7 @@ demo: $(STAMP)
 	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/run_pipeline.sh --preset demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(PYTEST_ARGS) tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

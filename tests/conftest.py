@@ -9,6 +9,24 @@ os.environ.setdefault("OBJCROP_TESTING", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+# The files that take longest (`pytest tests --durations=60`: the real-SLURM pipeline runs, then the
+# killed-and-resumed tiny pipeline), longest first.
+LONGEST_FILES = ("test_slurm_real.py", "test_pipeline_smoke.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite in pytest-xdist processes with `--dist loadfile --no-loadscope-reorder`:
+    each file on one process (a fixture a file builds once is still built once, and never by two
+    processes side by side), files handed out in collection order. Here, in each process, the longest
+    files come first, so that they start at once and the others fill the other process around them."""
+    if hasattr(config, "workerinput"):  # an xdist worker process; a plain run keeps its order
+        items.sort(key=lambda item: _longest_first(item.path.name))
+
+
+def _longest_first(filename: str) -> int:
+    return LONGEST_FILES.index(filename) if filename in LONGEST_FILES else len(LONGEST_FILES)
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny models: one thread is faster than two (and far faster on a busy machine)."""
