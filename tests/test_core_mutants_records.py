@@ -53,6 +53,7 @@ def test_dataset_tag_is_file_name_safe_and_keeps_case():
     """Guards against a tag that keeps a trailing slash's empty name, turns capitals into '_' or
     writes another filler than one '_' per run of unsafe characters."""
     assert dataset_tag("synth:/data/Synth_Small/:train") == "Synth_Small-train"
+    assert dataset_tag("folder:/data/BOX/") == "BOX"  # only slashes are stripped
     assert dataset_tag("my data!!set") == "my_data_set"
     assert dataset_tag("") == "data"
 

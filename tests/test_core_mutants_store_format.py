@@ -101,3 +101,19 @@ def test_a_saliency_map_without_data_is_damaged_not_missing_its_length():
         decode_saliency(np.asarray([5], np.uint32), 1, 1)
     with pytest.raises(ProposalStoreError, match="^saliency map: missing its length$"):
         decode_saliency(np.zeros(0, np.uint32), 1, 1)
+
+
+def test_offsets_of_seven_images_fill_exactly_one_aligned_block(tmp_path):
+    """Guards against the offsets section's size (n + 1 int64s): with 7 images it is exactly 64 bytes, so a
+    size computed for one entry more, or 9-byte entries, spills into a second block and the file reads as
+    damaged."""
+    ids = list(range(7))
+    _, table = _write_and_open(tmp_path, ids, {i: _mask(2, 3, seed=i) for i in ids})
+    assert table["offsets"].shape == (8,) and table["shapes"].shape == (7, 4)
+
+
+def test_decoded_masks_are_uint8():
+    """Guards against a decoded mask of another dtype (float64 masks take 8 times the memory of the
+    uint8 masks every reader expects)."""
+    mask = _mask(3, 4)
+    assert decode_mask_rle(encode_mask_rle(mask), 3, 4).dtype == np.uint8
