@@ -26,7 +26,8 @@ import torchvision
 from torch import nn
 
 from objcrop.datasets import load_dataset, multilabel_targets, read_image
-from objcrop.io import atomic_path, write_json_atomic
+from objcrop.checkpoints import save_checkpoint
+from objcrop.io import write_json_atomic
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -152,8 +153,7 @@ def _supervised_head_map(model: torch.nn.Module, x_te: torch.Tensor, y_te: torch
 
 def _save_backbone(model: torch.nn.Module, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save({k: v.cpu() for k, v in model.state_dict().items() if not k.startswith("fc.")}, tmp)
+    save_checkpoint({k: v.cpu() for k, v in model.state_dict().items() if not k.startswith("fc.")}, path)
 
 
 def main(argv=None) -> int:

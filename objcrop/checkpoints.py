@@ -52,6 +52,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from objcrop.errors import CheckpointError
+from objcrop.io import atomic_path
 from objcrop.records import Provenance
 
 FORMATS = ("objcrop", "moco", "byol", "backbone-prefixed", "torchvision", "lightly")
@@ -97,6 +98,14 @@ def read_backbone(path: str, fmt: str = "auto") -> Backbone:
     """The backbone of the checkpoint file `path`, its layout detected (fmt="auto") or forced."""
     obj = load_checkpoint(path)
     return extract_backbone(obj, detect_format(obj, path) if fmt == "auto" else fmt, path)
+
+
+def save_checkpoint(obj: object, path: str) -> None:
+    """torch.save `obj` to `path`, atomically (objcrop.io.atomic_path), with bytes that depend on the
+    contents only: given a file name, torch names the archive's inner folder after it, and the
+    temporary name is random, so two identical runs would write different bytes (and sha256s)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str) -> object:

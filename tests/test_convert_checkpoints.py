@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision
 
-from objcrop.checkpoints import FORMATS, load_checkpoint, read_backbone
+from objcrop.checkpoints import FORMATS, load_checkpoint, read_backbone, save_checkpoint
 from objcrop.convert.cli import convert
 from objcrop.convert.names import torchvision_to_detectron2
 from objcrop.errors import CheckpointError
@@ -143,3 +143,16 @@ def test_pretrain_overrides_are_provenance_fields(tmp_path, r18_state, capsys):
     # A key outside the block would vanish from the record: refused instead, naming the option.
     assert run_stage_main(main, argv + ["--pretrain", "lr=0.1"], "objcrop convert") == 2
     assert "--pretrain 'lr=0.1': 'lr' is not a pretrain field" in capsys.readouterr().err
+
+
+def test_identical_contents_saved_under_different_names_have_identical_bytes(tmp_path):
+    """Guards against torch.save(obj, path): it names the archive's folder after the (random temporary)
+    file name, so two identical runs wrote checkpoints with different bytes and sha256 sidecars."""
+    state = {"w": torch.arange(6.0).reshape(2, 3), "iteration": 3}
+    a, b = tmp_path / "a" / "model_final.pth", tmp_path / "ckpt_00000003.pth"
+    a.parent.mkdir()
+    save_checkpoint(state, str(a))
+    save_checkpoint(state, str(b))
+    assert a.read_bytes() == b.read_bytes()
+    assert torch.equal(load_checkpoint(str(a))["w"], state["w"])
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] != [] and not list(tmp_path.rglob("*.tmp*"))

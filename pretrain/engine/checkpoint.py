@@ -1,7 +1,7 @@
 """Resume checkpoints: atomic, hashed, pruned to the last k, verified on load.
 
-`RUN/checkpoints/ckpt_<iteration>.pth` is written through objcrop.io.atomic_path (it appears whole
-or not at all) and then `ckpt_<iteration>.pth.sha256` beside it. Loading walks from the newest
+`RUN/checkpoints/ckpt_<iteration>.pth` is written through objcrop.checkpoints.save_checkpoint (it
+appears whole or not at all, and identical runs write identical bytes) and then `ckpt_<iteration>.pth.sha256` beside it. Loading walks from the newest
 checkpoint backwards and skips, with a warning, any that fails to load, lacks keys or whose bytes
 no longer match the recorded hash. Everything stored is a tensor or a primitive container, so
 `torch.load(..., weights_only=True)` reads it (RNG states become tensors, the config a YAML string).
@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from objcrop.errors import CheckpointError, ConfigError
-from objcrop.io import atomic_path, sha256_file, write_text_atomic
+from objcrop.checkpoints import save_checkpoint
+from objcrop.io import sha256_file, write_text_atomic
 from objcrop.pretrain.engine.hooks import HookBase
 
 RESUME_KEYS = ("objcrop_checkpoint", "arch", "method", "backbone", "model", "optimizer", "iteration",
@@ -85,8 +86,7 @@ class Checkpointer:
         atomic_path leaves no partial file under a checkpoint's name, and pruning runs only after success."""
         path = self.path_for(iteration)
         try:
-            with atomic_path(path) as tmp:
-                torch.save(state, tmp)
+            save_checkpoint(state, path)
             write_text_atomic(path + ".sha256", sha256_file(path) + "\n")
         except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as a RuntimeError
             if os.path.exists(path):  # written, but its sidecar not: unrecorded, so not kept
@@ -213,8 +213,7 @@ class CheckpointHook(HookBase):
         if t.error is not None:
             return
         path = os.path.join(t.output_dir, "model_final.pth")
-        with atomic_path(path) as tmp:
-            torch.save(weights_record(t), tmp)
+        save_checkpoint(weights_record(t), path)
         t.final_weights = path
 
     def _save(self):

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from objcrop.io import atomic_path
+from objcrop.checkpoints import save_checkpoint
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's, as in pretraining
 
@@ -61,8 +61,7 @@ def cached_features(model, weights_id: str, arch: str, dataset: str, records, cf
     t0 = time.perf_counter()
     feats = extract_features(model, records, size, cfg.FEATURES.BATCH_SIZE, cfg.FEATURES.NUM_WORKERS, device, dataset)
     logger.info(f"features of {dataset}: {tuple(feats.shape)} in {time.perf_counter() - t0:.1f}s -> {path}")
-    with atomic_path(path) as tmp:
-        torch.save({"features": feats, "dataset": dataset, "weights": weights_id, "arch": arch}, tmp)
+    save_checkpoint({"features": feats, "dataset": dataset, "weights": weights_id, "arch": arch}, path)
     return feats
 
 
