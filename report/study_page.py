@@ -12,6 +12,7 @@ and the re-reading of the earlier ones are read apart from the exploratory rows 
 """
 import glob
 import os
+import re
 from typing import List, Optional, Tuple
 
 from objcrop.io import write_text_atomic
@@ -49,6 +50,9 @@ def add_arguments(p) -> None:
     p.add_argument("--prereg", default=prereg_.PREREG,
                    help="the registration's machine-readable part: its comparisons are read apart, Holm-corrected "
                         "over their family; every other row is exploratory (default: %(default)s; none when missing)")
+    p.add_argument("--detect-curve", default=os.path.join("docs", "results", "detect_curve", "curve.md"),
+                   help="benchmarks/detect_curve.py's page (the detection curves and their gate), shown as the "
+                        "detection benchmark's section (default: %(default)s; left out when missing)")
     p.add_argument("--out", default=os.path.join("docs", "results.md"), help="the page to write (default: %(default)s)")
 
 
@@ -160,6 +164,19 @@ def _scale(cpu_study: str, gpu_study: str) -> str:
     return f", {gpu_pairs / cpu_pairs:.0f}x the view pairs per run" if cpu_pairs and gpu_pairs else ""
 
 
+def detection_section(curve_md: str, doc_dir: str) -> Optional[str]:
+    """benchmarks/detect_curve.py's page, one heading level down, its pictures relative to docs/results.md:
+    whether the detection benchmark tells a supervised backbone from scratch, read before any method."""
+    body = _read(curve_md)
+    if body is None:
+        return None
+    folder = os.path.relpath(os.path.dirname(os.path.abspath(curve_md)), doc_dir)
+    body = re.sub(r"\]\((?!https?:|/)([^)]+)\)", lambda m: f"]({folder}/{m.group(1)})", body)
+    lines = ["#" + line if line.startswith("#") else line for line in body.splitlines()]
+    title = next((i for i, line in enumerate(lines) if line.startswith("#")), 0)
+    return "\n".join([lines[title]] + lines[:title] + lines[title + 1:])  # its title first, then its command
+
+
 def _read(path: str) -> Optional[str]:
     if not os.path.isfile(path):
         return None
@@ -191,6 +208,9 @@ def write_page(args) -> str:
     studies = {preset: study_values(os.path.abspath(study)) for _, study, preset, _ in sections}
     parts.append(prereg_.registered_section(prereg, studies, args.prereg))
     parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
+    detection = detection_section(args.detect_curve, doc_dir)
+    if detection:
+        parts.append(detection)
     for title, study, preset, same in sections:
         parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same,
                              registered=prereg_.registered_rows(prereg, preset)))

@@ -41,5 +41,6 @@ for v in study study_hard study_plain; do
 done
 "$PY" -m objcrop report study --study "$RECORDS/study" --hard "$RECORDS/study_hard" --plain "$RECORDS/study_plain" \
   --gpu "$RECORDS/study_gpu" --plain-gpu "$RECORDS/study_plain_gpu" --wall-time "$OUT/study_wall_time.txt" \
-  --preamble "$DOCS/results_preamble.md" --discussion "$DOCS/results_discussion.md" --out "$DOCS/results.md"
+  --preamble "$DOCS/results_preamble.md" --discussion "$DOCS/results_discussion.md" \
+  --detect-curve "$DOCS/results/detect_curve/curve.md" --out "$DOCS/results.md"
 [ $rc_main -eq 0 ] && [ $rc_hard -eq 0 ] && [ $rc_plain -eq 0 ] || exit 1

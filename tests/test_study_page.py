@@ -132,3 +132,18 @@ def test_results_page_is_built_from_the_compact_records_in_the_repository(tmp_pa
         assert title in text
     assert "nan" not in text.replace("nano", "")
     assert "_(no finished pretraining run)_" not in text  # every record's runs and metrics were found
+
+
+def test_detection_section_is_the_curve_page_titled_first_one_level_down_with_its_picture_found(tmp_path):
+    """Guards against the detection gate missing from docs/results.md, or its picture linked relative to
+    the curve's folder (a broken image on the results page)."""
+    from objcrop.report.study_page import detection_section
+
+    folder = tmp_path / "docs" / "results" / "detect_curve"
+    folder.mkdir(parents=True)
+    (folder / "curve.md").write_text("Command: `python benchmarks/detect_curve.py`\n\n# Detection learning curves\n\n"
+                                     "## Gate at 250 iterations: **PASS**\n\n![AP50](curve.png)\n")
+    got = detection_section(str(folder / "curve.md"), str(tmp_path / "docs")).splitlines()
+    assert got[0] == "## Detection learning curves" and got[1].startswith("Command:")
+    assert "### Gate at 250 iterations: **PASS**" in got and "![AP50](results/detect_curve/curve.png)" in got
+    assert detection_section(str(folder / "missing.md"), str(tmp_path / "docs")) is None
