@@ -9,7 +9,8 @@
   dataset's study variant (what the study computes with --workers 2), rounds interleaved in one run,
   the ratio taken per round (median). "cold": every store starts its own worker pool, as one
   `objcrop proposals compute` does; "warm": the store reuses the pool an earlier store started.
-  Other work on the machine lowers the ratio: the load average is printed beside it.
+  Other work on the machine lowers the ratio: the load average is printed beside it, and the CPU seconds
+  of each cold store (this process and its workers) beside the wall times, which load does not change.
 * The store: write, open and look up one image at 1M images (~10 boxes each; --quick: 100k).
 """
 import argparse
@@ -74,20 +75,32 @@ def scaling_images(n_images: int, root: str):
     return records[:n_images]
 
 
-def timed_store(items, spec, workers: int, out: str, cold: bool) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished (joined) children."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def timed_store(items, spec, workers: int, out: str, cold: bool):
+    """(wall seconds, CPU seconds or None) of one store. Cold: a pool of its own, stopped afterwards so
+    that its workers' CPU time is counted; warm: the pool of the previous store (its CPU is not known yet)."""
     from objcrop.pretrain.proposals import compute
 
     if cold:
         compute.close_worker_pool()
-    start = time.perf_counter()
+    cpu, start = cpu_seconds(), time.perf_counter()
     compute.compute_store(items, spec, out, workers=workers, progress=False)
     elapsed = time.perf_counter() - start
+    if cold:
+        compute.close_worker_pool()
     os.remove(out)
-    return elapsed
+    return elapsed, (cpu_seconds() - cpu) if cold else None
 
 
 def worker_scaling(sizes, rounds: int, method: str = "selective-search"):
-    """{(images, mode): ([1-worker seconds], [2-worker seconds])}, the four runs of a size interleaved per round."""
+    """{(images, mode): ([1-worker (wall, cpu)], [2-worker (wall, cpu)])}, the four runs of a size interleaved per round."""
     from objcrop.pretrain.proposals.compute import close_worker_pool, work_items
     from objcrop.pretrain.proposals.methods import MethodSpec
 
@@ -111,11 +124,17 @@ def scaling_lines(times, rounds: int, method: str = "selective-search"):
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [f"Worker scaling of `compute_store` ({method}, default --max-side, embedded study images, "
              f"{rounds} interleaved round(s), ratio = median over rounds of 1-worker / 2-worker wall time; "
-             f"{os.cpu_count()} logical CPUs, load average at the end {load}):", "",
-             "| images | pool | 1 worker (s) | 2 workers (s) | 2 workers / 1 worker speed |", "|---:|---|---:|---:|---:|"]
+             f"{os.cpu_count()} logical CPUs, load average at the end {load}). On a busy machine the wall ratio "
+             f"measures the scheduler more than the code (with autogroup scheduling, one session's processes share "
+             f"one share of the CPU); the CPU columns do not: their difference is what 2 workers cost beyond the "
+             f"work (spawn, imports, transfers).", "",
+             "| images | pool | 1 worker (s) | 2 workers (s) | 2 workers / 1 worker speed | CPU s, 1 worker | CPU s, 2 workers |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
     for (n, mode), (one, two) in sorted(times.items()):
-        ratio = statistics.median(a / b for a, b in zip(one, two))
-        lines.append(f"| {n} | {mode} | {statistics.median(one):.2f} | {statistics.median(two):.2f} | {ratio:.2f}× |")
+        ratio = statistics.median(a[0] / b[0] for a, b in zip(one, two))
+        cpu = [f"{statistics.median(t[1] for t in side):.2f}" if side[0][1] is not None else "—" for side in (one, two)]
+        lines.append(f"| {n} | {mode} | {statistics.median(t[0] for t in one):.2f} | "
+                     f"{statistics.median(t[0] for t in two):.2f} | {ratio:.2f}× | {cpu[0]} | {cpu[1]} |")
     return lines
 
 
