@@ -113,8 +113,8 @@ _POOL: Dict[str, Any] = {"workers": 0, "pool": None}
 
 def worker_pool(workers: int):
     """This process's pool of `workers` proposal workers, started on first use and kept for every later
-    store and shard: starting a worker (spawn, then importing numpy and OpenCV) costs about a second,
-    a sizeable part of a store of a few hundred images."""
+    store and shard: starting workers (spawn, then importing numpy and OpenCV) is what kept 2 workers from
+    2x on a few hundred images (issue 22; benchmarks/bench_proposals.py's CPU columns show the cost)."""
     if _POOL["pool"] is None or _POOL["workers"] != workers:
         close_worker_pool()
         # spawn, not fork: the caller may hold torch/OpenMP threads (tests, the trainer), and a
