@@ -1,6 +1,9 @@
 """pretrain/proposals/store_format.py: the mask file's table, header checks and errors, pinned where mutation
 testing (benchmarks/mutation.md) found a changed line that no test noticed. Pure and fast: small files in
 tmp_path, written and read by the module's own helpers."""
+import os
+import zlib
+
 import numpy as np
 import pytest
 
@@ -117,3 +120,26 @@ def test_decoded_masks_are_uint8():
     uint8 masks every reader expects)."""
     mask = _mask(3, 4)
     assert decode_mask_rle(encode_mask_rle(mask), 3, 4).dtype == np.uint8
+
+
+def test_mask_file_sections_start_on_64_byte_boundaries(tmp_path):
+    """Guards against the alignment padding: every section (header, shapes, offsets, runs) is padded to a
+    multiple of 64 bytes, which files written before rely on and the memory-mapped arrays are read at."""
+    path, table = _write_and_open(tmp_path, [1, 2, 3], {1: _mask(5, 7), 3: _mask(4, 4, seed=2)})
+    n_runs = len(table["runs"])
+    expected = 64 + 64 + 64 + -(-4 * n_runs // 64) * 64  # header, 3x16 B shapes, 4x8 B offsets, the runs
+    assert os.path.getsize(path) == expected
+
+
+def test_a_saliency_map_is_stored_as_its_zlib_stream_in_uint32_words():
+    """Guards against the stored saliency layout: the mark, the stream's byte length, then the level-6 zlib
+    stream padded with fewer than 4 zero bytes, all uint32 (an int64 block would change every store's runs)."""
+    sal = (np.arange(30, dtype=np.uint8) * 7).reshape(5, 6)
+    runs = encode_mask_rle(SaliencyMask(sal > 80, sal))
+    assert runs.dtype == np.uint32
+    blob = zlib.compress(sal.tobytes(), 6)
+    mark = int(np.flatnonzero(runs == 0xFFFFFFFF)[0])
+    assert int(runs[mark + 1]) == len(blob)
+    stored = runs[mark + 2:].astype("<u4").tobytes()
+    padding = stored[len(blob):]
+    assert stored[:len(blob)] == blob and padding == b"\0" * len(padding) and len(padding) < 4
