@@ -66,3 +66,51 @@ def test_integer_region_of_boxes_at_and_past_the_image_border():
     assert integer_region((12.0, 3.2, 15.0, 6.5), 10, 10) == (9, 3, 10, 7)
     assert integer_region((3.2, 12.0, 6.5, 15.0), 10, 10) == (3, 9, 7, 10)
     assert integer_region((2.0, 2.0, 2.0, 2.0), 10, 10) == (2, 2, 3, 3)  # at least 1 px on each side
+
+
+def _crop_with_draws(monkeypatch, rows, region, scale, ratio, **kwargs):
+    """random_resized_crop_in with its 10 attempts' (scale, ratio, x, y) draws chosen: the rows given, the
+    last one repeated, so that each case is worked by hand."""
+    import types
+
+    from objcrop.pretrain.views import geometry
+
+    rows = (list(rows) + [rows[-1]] * 10)[:10]
+    fake_torch = types.SimpleNamespace(rand=lambda *shape, generator=None: torch.tensor(rows))
+    monkeypatch.setattr(geometry, "torch", fake_torch)
+    return geometry.random_resized_crop_in(region, scale, ratio, None, **kwargs)
+
+
+A_ROW = [0.5, 0.75, 0.5, 0.5]  # area 5000 x (0.08 + 0.92 / 2) = 2700, aspect exp(mid-log of 0.5..2 at 3/4) = √2
+
+
+def test_random_resized_crop_draws_area_aspect_and_position_like_torchvision(monkeypatch):
+    """Guards against the crop's size and place: area from scale (its own lower bound, the default scale_eps),
+    aspect log-uniform over the whole ratio range, width √(area·aspect) and height √(area/aspect), the corner
+    uniform over the w − cw + 1 places. 100 x 50 region: 62 x 44 (√3818.4, √1909.2), x0 = ⌊0.5·39⌋ = 19,
+    y0 = ⌊0.5·7⌋ = 3."""
+    assert _crop_with_draws(monkeypatch, [A_ROW], (0, 0, 100, 50), (0.08, 1.0), (0.5, 2.0)) == (19, 3, 81, 47)
+
+
+def test_random_resized_crop_accepts_a_crop_of_the_whole_region_and_of_one_pixel(monkeypatch):
+    """Guards against the fit test's bounds: a crop exactly as wide and tall as the region fits (the next
+    attempt would be taken instead), and so does a 1 x 1 crop (the centred fall-back would be taken)."""
+    whole = [1.0, 1.0, 0.3, 0.3]  # area 5000, aspect 2: 100 x 50
+    assert _crop_with_draws(monkeypatch, [whole, A_ROW], (0, 0, 100, 50), (0.08, 1.0), (0.5, 2.0)) == (0, 0, 100, 50)
+    one_px = _crop_with_draws(monkeypatch, [A_ROW], (0, 0, 100, 50), (0.0002, 0.0002), (1.0, 1.0), scale_eps=0.0)
+    assert one_px == (50, 25, 51, 26)  # area 1: x0 = ⌊0.5·100⌋, y0 = ⌊0.5·50⌋
+
+
+def test_random_resized_crop_rejects_a_crop_with_no_width_or_no_height(monkeypatch):
+    """Guards against a zero-width or zero-height crop being accepted: area 10 at aspect 1/100 rounds to
+    0 x 32, at aspect 100 to 32 x 0; every attempt fails and the centred crop of the clamped ratio is taken."""
+    region, scale = (0, 0, 100, 50), (0.002, 0.002)
+    assert _crop_with_draws(monkeypatch, [A_ROW], region, scale, (0.01, 0.01), scale_eps=0.0) == (49, 0, 50, 50)
+    assert _crop_with_draws(monkeypatch, [A_ROW], region, scale, (100.0, 100.0), scale_eps=0.0) == (0, 24, 100, 25)
+
+
+def test_min_box_side_may_be_below_one_pixel():
+    """Guards against the effective minimum side being floored at 1 px instead of 0."""
+    from objcrop.pretrain.views.geometry import min_box_side
+
+    assert min_box_side(100, 0.5, 0.0) == 0.5 and min_box_side(100, 0.0, 0.0) == 0.0
