@@ -32,6 +32,8 @@ def test_merge_reasons_joins_the_same_value_and_keeps_status_lines_apart():
         "status failed: this is bad", "pretraining final loss is nan", "unreadable x is y",
         "COCO box AP, COCO box AP50 are null", "probe mAP is inf", "what is this is nan"]
     assert _merge_reasons([]) == []
+    # the value is after the last " is ": a label holding " is " still merges with the others of its value
+    assert _merge_reasons(["kNN is 0 is null", "probe mAP is null"]) == ["kNN is 0, probe mAP are null"]
 
 
 def test_probe_measurement_is_scaled_to_percent_in_the_default_protocol_column():
@@ -139,7 +141,8 @@ def test_probe_over_epochs_keeps_settings_with_two_epoch_counts_sorted():
     counts, points sorted by epochs with mean, std and n, detection columns left out."""
     results = [(_probe({**MOCO, "epochs": e}, v), f"r{e}{i}") for e, vals in ((16, (0.6, 0.8)), (4, (0.2,)))
                for i, v in enumerate(vals)]
-    results += [(_probe({**MOCO, "policy": "obj-scene", "epochs": 4}, 0.3), "s"),
+    results += [(_probe({"method": "random_init", "arch": "resnet18"}, 0.1), "ri"),  # a row without epochs, first
+                (_probe({**MOCO, "policy": "obj-scene", "epochs": 4}, 0.3), "s"),
                 (_det({**MOCO, "epochs": 4}, 5.0), "d"), (_det({**MOCO, "epochs": 16}, 6.0), "e")]
     series = probe_over_epochs(build_table(results))
     assert list(series) == [("moco_v2", "obj-obj", "gt", "resnet18", "synth:train")]
@@ -148,3 +151,23 @@ def test_probe_over_epochs_keeps_settings_with_two_epoch_counts_sorted():
     (e4, m4, s4, n4), (e16, m16, s16, n16) = points
     assert (e4, m4, s4, n4) == (4, 20.0, None, 1)
     assert (e16, n16) == (16, 2) and m16 == pytest.approx(70.0) and s16 == pytest.approx(math.sqrt(200))
+
+
+@pytest.mark.parametrize("column, with_dataset, header", [
+    (Column("probe", "", "knn_mAP", "synth:test"), False, "probe kNN mAP"),
+    (Column("probe", "", "mAP", "synth:test", "main_lincls"), False, "probe mAP [main_lincls]"),
+    (Column("probe", "", "mAP", "synth:test"), True, "probe mAP (synth:test)"),
+    (Column("coco_instseg", "box", "AP"), False, "COCO box AP"),
+    (Column("odd_det", "box", "AP"), False, "odd_det AP"),
+])
+def test_column_headers(column, with_dataset, header):
+    """Guards against a header with the metric's raw name, without its protocol or dataset when asked for,
+    or failing on a task the report does not know."""
+    assert column.header(with_dataset=with_dataset) == header
+
+
+def test_a_failed_pretraining_run_is_listed_among_the_flags():
+    """Guards against the row flags (a failed or diverged pretraining run) missing from the flag list."""
+    table = build_table([({"stage": "pretrain", "status": "failed", "error": "killed", "pretrain": MOCO}, "p"),
+                         (_probe(MOCO, 0.5), "q")])
+    assert table.all_flags() == [Flag("p", "pretraining status failed: killed")]
