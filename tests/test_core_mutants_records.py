@@ -17,6 +17,8 @@ def test_from_dict_reads_every_field_by_its_name_and_types_it():
     block = {"method": "moco_v2", "policy": "obj-obj", "proposals": "gt", "epochs": "100", "arch": 18,
              "dataset": "synth:/d:train", "seed": "3", "tag": 7, "not_a_field": 1}
     assert Provenance.from_dict(block) == Provenance("moco_v2", "obj-obj", "gt", 100, "18", "synth:/d:train", 3, "7")
+    numbers = Provenance.from_dict({"method": 1, "policy": 2, "proposals": 3, "dataset": 4})
+    assert (numbers.method, numbers.policy, numbers.proposals, numbers.dataset) == ("1", "2", "3", "4")
 
 
 def test_from_dict_keeps_defaults_for_missing_null_and_unreadable_values():
@@ -63,6 +65,7 @@ def test_dataset_label_of_short_and_unknown_specs():
     assert dataset_label("") == "" and dataset_label(None) == ""
     assert dataset_label("openimages:/d:validation") == "openimages:validation"
     assert dataset_label("folder:/data/imgs/") == "folder:imgs"
+    assert dataset_label("folder:/data/BOX/") == "folder:BOX"  # only slashes are stripped
     assert dataset_label("folder:/data/a:b") == "folder:a"
 
 
