@@ -171,3 +171,124 @@ def test_a_failed_pretraining_run_is_listed_among_the_flags():
     table = build_table([({"stage": "pretrain", "status": "failed", "error": "killed", "pretrain": MOCO}, "p"),
                          (_probe(MOCO, 0.5), "q")])
     assert table.all_flags() == [Flag("p", "pretraining status failed: killed")]
+
+
+def test_row_key_fills_what_a_block_leaves_out():
+    """Guards against the row of a sparse "pretrain" block: a method row without policy or proposals is the
+    random-crop row ('random', 'none'), a reference row shows '—'; a reference's 0 epochs is no epochs but a
+    method row's 0 epochs stays 0; no arch is '' and no method is 'unknown'."""
+    from objcrop.report.aggregate import row_key
+
+    assert row_key({"method": "moco_v2", "epochs": 0}) == RowKey("moco_v2", "random", "none", 0, "", "")
+    assert row_key({"method": "supervised", "epochs": 0, "arch": "resnet18"}) == RowKey(
+        "supervised", "—", "—", None, "resnet18", "")
+    assert row_key({"method": "supervised", "epochs": 1}).epochs == 1
+    assert row_key(None) == RowKey("unknown", "random", "none", None, "", "")
+
+
+def test_shared_copy_paste_is_named_as_such_and_keeps_the_policy_and_tag():
+    """Guards against the shared copy-paste label replacing the policy instead of extending it."""
+    from objcrop.records import Provenance
+    from objcrop.report.aggregate import policy_shown
+
+    shared = Provenance(policy="obj-obj-dilate+copy-paste", tag="t")
+    assert policy_shown(shared) == "obj-obj-dilate+copy-paste-shared-t"
+    assert policy_shown(Provenance(policy="obj-obj-dilate+copy-paste-dilo")) == "obj-obj-dilate+copy-paste-dilo"
+
+
+def test_columns_sort_by_task_then_the_papers_metric_order_unknown_last():
+    """Guards against the column order: tasks in TASK_ORDER, unknown tasks after them; within a task the
+    metrics in the paper's order (VOC: AP50, AP, AP75, not alphabetical), unknown metrics after them."""
+    cols = [Column("odd_det", "box", "AP"), Column("voc_det", "box", "zz"), Column("voc_det", "box", "AP75"),
+            Column("voc_det", "box", "AP"), Column("voc_det", "box", "AP50"), Column("probe", "", "mAP")]
+    assert [(c.task, c.metric) for c in sorted(cols, key=Column.sort_key)] == [
+        ("probe", "mAP"), ("voc_det", "AP50"), ("voc_det", "AP"), ("voc_det", "AP75"), ("voc_det", "zz"),
+        ("odd_det", "AP")]
+
+
+def test_measurements_keep_their_run_dir_and_the_metrics_after_a_non_finite_one():
+    """Guards against a flagged measurement losing its run directory (runs.csv lists it), the metrics after a
+    NaN being dropped, and a detection column taking a probe protocol from its record."""
+    record = {**_det(MOCO, 40.0), "protocol": "main_lincls"}
+    record["box"]["AP50"] = float("nan")
+    ms = measurements_of(record, "r")
+    assert [(m.column.metric, m.value, m.run_dir, m.column.protocol) for m in ms] == [
+        ("AP50", None, "r", ""), ("AP", 20.0, "r", ""), ("AP75", 10.0, "r", "")]
+    failed = measurements_of({**_det(MOCO, 1.0), "status": "failed"}, "f")
+    assert {m.run_dir for m in failed} == {"f"}
+
+
+def test_a_row_without_epochs_sorts_before_one_with_zero_epochs():
+    assert sorted([RowKey("moco_v2", "random", "none", 0), RowKey("moco_v2", "random", "none", None)],
+                  key=_row_sort_key)[0].epochs is None
+
+
+def _pre(method, policy="random", arch="resnet18"):
+    return {**MOCO, "method": method, "policy": policy, "proposals": "none", "arch": arch}
+
+
+def _best(results):
+    return {(r.method, c.task, c.metric) for (r, c), cell in build_table(results).cells.items() if cell.best}
+
+
+def test_best_marks_go_on_after_a_lone_or_an_all_equal_column_and_need_two_values():
+    """Guards against marking stopping at the first column without a best (a lone value, or all equal), and
+    against a column of two values being left unmarked."""
+    lone_probe = [(_probe(_pre("moco_v2"), 0.5), "a"), (_det(_pre("moco_v2"), 10.0), "b"),
+                  (_det(_pre("byol"), 20.0), "c")]
+    assert ("byol", "voc_det", "AP50") in _best(lone_probe)
+    equal_probe = [(_probe(_pre("moco_v2"), 0.5), "a"), (_probe(_pre("byol"), 0.5), "d")] + lone_probe[1:]
+    assert ("byol", "voc_det", "AP50") in _best(equal_probe) and ("byol", "probe", "mAP") not in _best(equal_probe)
+
+
+def test_best_ties_within_float_noise_only():
+    """Guards against the tie tolerance: means a float rounding apart (1e-12) are tied, 1e-8 or half a point
+    apart are not (a relative or a one-point tolerance would tie them)."""
+    for worse, tied in ((20.0 - 1e-12, True), (20.0 - 1e-8, False), (19.5, False)):
+        results = [(_det(_pre("moco_v2"), 20.0), "a"), (_det(_pre("byol"), worse), "b"),
+                   (_det(_pre("zeta"), 5.0), "c")]
+        assert (("byol", "voc_det", "AP50") in _best(results)) == tied, worse
+
+
+def _gap_table(random_init_det, supervised_det=(40.0,)):
+    ri, sup = {"method": "random_init", "arch": "resnet18"}, {"method": "supervised", "arch": "resnet18"}
+    results = [(_probe(ri, 0.1), "ri"), (_probe(sup, 0.5), "s"), (_probe(_pre("moco_v2"), 0.3), "m"),
+               (_probe(_pre("byol"), 0.3), "b"), (_det(_pre("moco_v2"), 25.0), "md")]
+    results += [(_det(ri, v), f"rd{i}") for i, v in enumerate(random_init_det)]
+    results += [(_det(sup, v), f"sd{i}") for i, v in enumerate(supervised_det)]
+    table = build_table(results)
+    return {(r.method, c.task, c.metric): cell.gap for (r, c), cell in table.cells.items()
+            if c.metric in ("mAP", "AP50")}
+
+
+def test_gaps_are_filled_per_column_only_where_all_three_cells_exist_and_the_span_beats_the_noise():
+    """Guards against the gap filling: every method row gets one (not only up to the first reference row),
+    a missing reference cell or method cell leaves no gap (rather than a crash), and the references' std is
+    the noise their span must beat."""
+    gaps = _gap_table(random_init_det=())
+    assert gaps[("moco_v2", "probe", "mAP")] == pytest.approx(50.0)
+    assert gaps[("byol", "probe", "mAP")] == pytest.approx(50.0)
+    assert gaps[("moco_v2", "voc_det", "AP50")] is None  # no from-scratch cell: no scale
+    assert ("byol", "voc_det", "AP50") not in gaps
+    assert _gap_table(random_init_det=(10.0,))[("moco_v2", "voc_det", "AP50")] == pytest.approx(50.0)
+    # scratch runs of mean 10 against supervised 40: a span of 30 beats their std 14.1 (0, 20), not 42.4 (-20, 40)
+    assert _gap_table(random_init_det=(0.0, 20.0))[("moco_v2", "voc_det", "AP50")] == pytest.approx(50.0)
+    assert _gap_table(random_init_det=(-20.0, 40.0))[("moco_v2", "voc_det", "AP50")] is None
+
+
+def test_table_knows_whether_it_has_a_probe_and_which_protocols_each_row_used():
+    """Guards against has_probe and the protocol list of a row: probe columns only, a flagged cell counts,
+    several protocols joined with ', '."""
+    failed = {**_probe(_pre("byol"), 0.5, protocol="main_lincls"), "status": "failed"}
+    table = build_table([(_probe(_pre("moco_v2"), 0.5), "a"), (failed, "c"), (_det(_pre("zeta"), 5.0), "d"),
+                         (_probe(_pre("moco_v2"), 0.4, protocol="main_lincls"), "b")])
+    rows = {r.method: r for r in table.rows}
+    assert table.probe_protocols(rows["moco_v2"]) == "cached_features, main_lincls"
+    assert table.probe_protocols(rows["byol"]) == "main_lincls" and table.probe_protocols(rows["zeta"]) == ""
+    assert table.has_probe() and not build_table([(_det(_pre("zeta"), 5.0), "d")]).has_probe()
+
+
+def test_one_runs_reasons_are_joined_with_semicolons():
+    record = _det(MOCO, 40.0)
+    record["box"].update({"AP50": float("nan"), "AP": float("inf")})
+    assert build_table([(record, "d")]).all_flags() == [Flag("d", "VOC AP50 is nan; VOC AP is inf")]
