@@ -109,7 +109,8 @@ clean:
 	rm -rf $(VENV) $(COMPAT_VENV) *.egg-info
 
 # Mutation testing of the pure core modules against their fast tests (benchmarks/mutation.md):
-# not part of `make test`; tens of minutes on 2 busy cores. MUTATION_ARGS="--only objcrop/report/stats.py" narrows it.
+# not part of `make test`; 13 CPU-minutes on 2 workers (27 min of wall time on 2 cores shared at load ~10).
+# MUTATION_ARGS="--only objcrop/report/stats.py" narrows it.
 .PHONY: mutation
 MUTATION_ARGS ?=
 mutation: $(STAMP)
