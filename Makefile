@@ -6,10 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.objcrop-installed
 PYTEST_ARGS ?=
-# `make test` runs the tests in one pytest-xdist process per logical CPU (at most 4): on 2 cores the SLURM and
-# pipeline tests, which spend much of their time waiting on their subprocesses and the scheduler, overlap
-# with the rest. `--dist loadfile` keeps each file on one process (a fixture built once per file stays so);
-# tests/conftest.py hands out the longest files first. PYTEST_PARALLEL= (empty) runs one process, as before.
+# `make test` runs the tests in pytest-xdist processes, one per logical CPU (at most 4), to keep the suite
+# within issue 23's time on 2 cores (compare `make test` with `make test PYTEST_PARALLEL=`, one process).
+# `--dist loadfile` keeps each file on one process (a fixture built once per file stays so);
+# tests/conftest.py hands out the longest files first.
 PYTEST_PARALLEL ?= -n logical --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 # Idle OpenMP threads sleep instead of spinning: on a loaded 2-core machine spinning
 # threads made a training step 4-6x slower (measured in the pretraining work, issue 5).
