@@ -292,3 +292,27 @@ def test_one_runs_reasons_are_joined_with_semicolons():
     record = _det(MOCO, 40.0)
     record["box"].update({"AP50": float("nan"), "AP": float("inf")})
     assert build_table([(record, "d")]).all_flags() == [Flag("d", "VOC AP50 is nan; VOC AP is inf")]
+
+
+def test_a_row_without_references_of_its_arch_does_not_stop_the_gaps_of_the_next_rows():
+    """Guards against gap filling giving up at the first row that has no references (a ResNet-101 row
+    sorted before the ResNet-18 rows that have them)."""
+    ri, sup = {"method": "random_init", "arch": "resnet18"}, {"method": "supervised", "arch": "resnet18"}
+    table = build_table([(_probe(ri, 0.1), "ri"), (_probe(sup, 0.5), "s"), (_probe(_pre("moco_v2"), 0.3), "m"),
+                         (_probe(_pre("moco_v2", arch="resnet101"), 0.3), "x")])
+    gaps = {r.arch: cell.gap for (r, c), cell in table.cells.items() if r.method == "moco_v2"}
+    assert gaps == {"resnet101": None, "resnet18": pytest.approx(50.0)}
+
+
+@pytest.mark.parametrize("second, best", [(20.0 - 1e-12, set()), (20.0 - 1e-8, {"moco_v2"}), (19.5, {"moco_v2"})])
+def test_two_values_are_all_equal_only_within_float_noise(second, best):
+    """Guards against the all-equal test's tolerance: 1e-12 apart is equal (no best), 1e-8 or half a point
+    apart is not (the higher one is best)."""
+    table = build_table([(_det(_pre("moco_v2"), 20.0), "a"), (_det(_pre("byol"), second), "b")])
+    assert {r.method for (r, c), cell in table.cells.items() if cell.best and c.metric == "AP50"} == best
+
+
+def test_an_empty_method_reads_as_unknown():
+    from objcrop.report.aggregate import row_key
+
+    assert row_key({"method": ""}).method == "unknown"
