@@ -287,8 +287,8 @@ def test_run_names_tell_the_modes_apart_and_every_preset_run_keeps_its_name():
             same_crops = v.GEOMETRY == "objcrop" or v.POLICY == "random"  # random crops use no boxes
             if same_crops and (v.COPY_PASTE.MODE == "shared" or not v.COPY_PASTE.ENABLED):
                 assert name == before, (preset, run)
-            else:  # the paper preset's released runs: their own rows
-                assert preset == "paper" and name != before
+            else:  # the paper preset's released runs and DiLo's per-view runs (the study's too): their own rows
+                assert (preset == "paper" or v.COPY_PASTE.MODE == "dilo") and name != before
                 released += v.POLICY != "random"
             policies.add(pretrain_provenance(cfg, "any").policy_label)
         record = os.path.join(os.path.dirname(here), "docs", "results", preset, "record.json")
