@@ -20,7 +20,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # a lock holder in its own process: holds OUT's lock, says so, and sleeps until signalled
 HOLDER = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    # Ctrl-C as in a terminal: a child of a pytest-xdist worker inherits SIGINT ignored, and Python
+    # then installs no KeyboardInterrupt handler, so the holder would sleep through the signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from objcrop.pipeline.lock import held
     with held(sys.argv[1], "objcrop pipeline --out " + sys.argv[1] + " --preset holder"):
         print("held", flush=True)
