@@ -109,7 +109,7 @@ clean:
 	rm -rf $(VENV) $(COMPAT_VENV) *.egg-info
 
 # Mutation testing of the pure core modules against their fast tests (benchmarks/mutation.md):
-# not part of `make test`; 13 CPU-minutes on 2 workers (27 min of wall time on 2 cores shared at load ~10).
+# not part of `make test`; 10 CPU-minutes on 2 workers (14 min of wall time on 2 cores shared at load ~9).
 # MUTATION_ARGS="--only objcrop/report/stats.py" narrows it.
 .PHONY: mutation
 MUTATION_ARGS ?=
