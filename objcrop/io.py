@@ -24,7 +24,7 @@ import re
 import shutil
 import socket
 import tempfile
-from typing import Any, BinaryIO, Iterator, List
+from typing import Any, BinaryIO, Iterator, List, Optional
 
 from objcrop.errors import ObjcropError
 
@@ -78,11 +78,18 @@ def process_alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's process: alive
         return True
+    fields = proc_stat_fields(pid)
+    return fields is None or fields[0] != b"Z"  # no /proc (macOS): os.kill said it exists
+
+
+def proc_stat_fields(pid: int) -> Optional[List[bytes]]:
+    """/proc/PID/stat's fields after the command name (state first, start time at index 19); None
+    where there is no such file (the process is gone, or no /proc)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):  # no /proc (macOS): os.kill said it exists
-        return True
+            return f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
 
 
 def remove_stale_temp_files(root: str) -> List[str]:

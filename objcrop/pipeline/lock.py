@@ -30,7 +30,7 @@ import time
 import uuid
 from typing import Iterator, Optional
 
-from objcrop.io import process_alive, temp_prefix
+from objcrop.io import proc_stat_fields, process_alive, temp_prefix
 from objcrop.pipeline.presets import PipelineError
 
 LOCK_NAME = ".objcrop-pipeline.lock"
@@ -189,8 +189,8 @@ def _refusal(path: str, holder: dict) -> str:
 
 def _process_start(pid: int) -> Optional[int]:
     """The process's start time in clock ticks since boot (/proc), which a reused pid does not share."""
+    fields = proc_stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return int(fields[19]) if fields is not None else None
+    except (IndexError, ValueError):
         return None
