@@ -118,6 +118,12 @@ def test_jobs_run_independent_tasks_side_by_side_and_respect_dependencies(tmp_pa
     assert t["c"]["start"] >= t["a"]["end"]  # c waited for a
     assert t["a"]["threads"] == str(max(1, (os.cpu_count() or 1) // 2))
 
+    # a task that runs alone gets every core, not cores / jobs (guards against idling a core on the
+    # critical path: the demo's last detection run, its supervised bound)
+    (tmp_path / "solo.json").unlink(missing_ok=True)
+    assert pipeline.Pipeline([task("solo", 0.1)], str(tmp_path / "out_solo"), jobs=2).run() == 0
+    assert json.loads((tmp_path / "solo.json").read_text())["threads"] == str(os.cpu_count() or 1)
+
     # a failure stops new tasks from starting and names the task
     for n in "abc":
         (tmp_path / f"{n}.json").unlink()
@@ -237,3 +243,18 @@ def test_the_repositorys_study_record_leaves_only_the_report_to_run(tmp_path, st
     assert set(runs) == {"report", "data", "pretrain.supervised", "probe.supervised_s0"} | new_references and new_references
     plan = pipeline.build_plan(pipeline.load_preset(study), str(tmp_path))
     assert r.stdout.count(f"its result is recorded in {record}") == len(plan) - len(runs)
+
+
+def test_jobs_come_from_the_option_else_the_preset_else_one(tmp_path):
+    """--jobs / OBJCROP_JOBS win over the preset's `jobs` (the demo's 2), which wins over 1; a bad value is one line."""
+    from objcrop.pipeline.cli import jobs_of
+    from objcrop.pipeline.presets import PipelineError
+
+    ns = lambda jobs: type("A", (), {"jobs": jobs})()  # noqa: E731
+    assert jobs_of(ns(None), {"_path": "p.yaml"}) == 1
+    assert jobs_of(ns(None), {"_path": "p.yaml", "jobs": 2}) == 2
+    assert jobs_of(ns("3"), {"_path": "p.yaml", "jobs": 2}) == 3
+    with pytest.raises(PipelineError, match="p.yaml: jobs"):
+        jobs_of(ns(None), {"_path": "p.yaml", "jobs": "two"})
+    with pytest.raises(PipelineError, match="--jobs"):
+        jobs_of(ns("0"), {"_path": "p.yaml"})

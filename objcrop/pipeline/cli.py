@@ -78,9 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default=env("OBJCROP_STAGES"),
                    help=f'run only these stages, e.g. "probe report" (their other inputs must be complete); '
                         f'stages: {" ".join(STAGE_ORDER)} [OBJCROP_STAGES]')
-    p.add_argument("--jobs", type=int, default=int(env("OBJCROP_JOBS", "1")),
+    p.add_argument("--jobs", type=int, default=env("OBJCROP_JOBS"),
                    help="local launcher: run up to this many independent tasks at once, the CPU threads split "
-                        "between them (OMP_NUM_THREADS = cores / jobs unless set) [OBJCROP_JOBS; default 1]")
+                        "between the tasks running side by side (OMP_NUM_THREADS = cores / tasks, unless set) "
+                        "[OBJCROP_JOBS; default: the preset's `jobs`, else 1]")
     p.add_argument("--wait", action="store_true",
                    help="slurm launcher: stay until the last job has ended (default: submit and return)")
     p.add_argument("--records", default=env("OBJCROP_RECORDS"),
@@ -104,9 +105,22 @@ def prepare(args: argparse.Namespace):
     recorded = recorded_tasks(tasks, out, open_record(args.records), stages) if args.records else set()
     tasks = select_stages(tasks, stages, recorded)
     slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
-    pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=args.jobs,
+    pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=jobs_of(args, preset),
                         recorded=recorded, records=args.records or "", keep_going=args.keep_going)
     return name, preset, out, tasks, pipeline
+
+
+def jobs_of(args: argparse.Namespace, preset: dict) -> int:
+    """--jobs (or OBJCROP_JOBS), else the preset's `jobs`, else 1: how many tasks run side by side."""
+    value = args.jobs if args.jobs is not None else preset.get("jobs", 1)
+    try:
+        jobs = int(value)
+    except (TypeError, ValueError):
+        jobs = 0
+    if jobs < 1:
+        where = "--jobs/OBJCROP_JOBS" if args.jobs is not None else f"{preset['_path']}: jobs"
+        raise PipelineError(f"{where} = {value!r}: expected a whole number >= 1")
+    return jobs
 
 
 def main(argv: Optional[List[str]] = None) -> int:

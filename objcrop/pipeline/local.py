@@ -106,16 +106,20 @@ class Pipeline:
     def _start_ready(self, pending: List[Task], running: Dict[str, Any], done: Set[str], in_this_run: Set[str]) -> None:
         """Start what is ready: every dependency in this run has finished (the rest were complete);
         a ready probe goes first, so that each run's score arrives soon after its pretraining."""
-        for t in sorted(pending, key=lambda x: x.stage != "probe"):
+        ready = [t for t in sorted(pending, key=lambda x: x.stage != "probe")
+                 if all(d in done for d in t.deps if d in in_this_run)]
+        for t in ready:
             if len(running) >= self.jobs:
                 return
-            if all(d in done for d in t.deps if d in in_this_run):
-                pending.remove(t)
-                if t.complete():  # finished meanwhile (e.g. by hand, or by another pipeline)
-                    self.say(f"skip {t.name}: outputs complete")
-                    done.add(t.name)
-                    continue
-                running[t.name] = (t, self._start(t), time.time())
+            pending.remove(t)
+            if t.complete():  # finished meanwhile (e.g. by hand, or by another pipeline)
+                self.say(f"skip {t.name}: outputs complete")
+                done.add(t.name)
+                continue
+            # the cores are split between the tasks that will run side by side now, so that a task
+            # alone (the first, the last, one on the critical path) gets all of them, not cores / jobs
+            side_by_side = min(self.jobs, len(running) + len([r for r in ready if r in pending]) + 1)
+            running[t.name] = (t, self._start(t, side_by_side), time.time())
 
     def _drop_dependents(self, pending: List[Task], lost: Set[str]) -> None:
         """--keep-going: a task that needs a lost one cannot run; it is lost too (and so on down the graph)."""
@@ -128,14 +132,16 @@ class Pipeline:
                 lost.add(t.name)
                 self.say(f"not run {t.name}: it needs {', '.join(d for d in t.deps if d in lost)}, which failed")
 
-    def _start(self, t: Task) -> subprocess.Popen:
+    def _start(self, t: Task, side_by_side: int = 1) -> subprocess.Popen:
         argv = objcrop_argv(t)
         log = self.log_path(t)
-        self.say(f"run {t.name}: {' '.join(shlex.quote(a) for a in argv[1:])} (log: {log})")
         env = dict(os.environ)
+        threads = ""
         if self.jobs > 1 and "OMP_NUM_THREADS" not in env:
             # tasks side by side share the cores instead of each taking all of them
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // side_by_side))
+            threads = f", {env['OMP_NUM_THREADS']} thread(s)"
+        self.say(f"run {t.name}: {' '.join(shlex.quote(a) for a in argv[1:])} (log: {log}{threads})")
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"\n[pipeline] {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(shlex.quote(a) for a in argv)}\n")
             f.flush()
