@@ -111,10 +111,12 @@ class Probe:
 
 def exported_copy(backbone: torch.nn.Module, arch: str) -> torch.nn.Module:
     """A plain torchvision ResNet holding the backbone's weights: what an exported checkpoint gives the probe."""
+    from objcrop.checkpoints import resnet_stem
     from objcrop.pretrain.models import backbone_state_dict, build_resnet, load_backbone_weights
 
-    model, _ = build_resnet(arch)
-    load_backbone_weights(model, backbone_state_dict(backbone), "the online backbone")
+    state = backbone_state_dict(backbone)
+    model, _ = build_resnet(arch, stem=resnet_stem(state))
+    load_backbone_weights(model, state, "the online backbone")
     return model.eval()
 
 

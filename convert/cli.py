@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Tuple
 
 from objcrop.cli import run_stage_main
 from objcrop.checkpoints import (FORMATS, Backbone, detect_format, extract_backbone, load_checkpoint,
-                                 method_of_format)
+                                 method_of_format, resnet_stem)
 from objcrop.convert.names import (describe_resnet, detectron2_resnet_depth, is_dropped, resnet_depth,
                                    torchvision_to_detectron2)
 from objcrop.convert.verify import (BASIC_BLOCK_VERIFY_CONFIG, DEFAULT_VERIFY_CONFIG, verification_model_for_depth,
@@ -99,6 +99,7 @@ def convert(input_path: str, output_path: str, fmt: str = "auto", pretrain_overr
     fmt = detect_format(obj, input_path) if fmt == "auto" else fmt
     backbone = extract_backbone(obj, fmt, input_path)
     del obj
+    refuse_cifar_stem(backbone, input_path)
     where = f"{input_path} {backbone.location}"
     mapping = torchvision_to_detectron2(backbone.tensors, source=where)
     arch = describe_resnet(backbone.tensors)
@@ -135,6 +136,16 @@ def convert(input_path: str, output_path: str, fmt: str = "auto", pretrain_overr
                 len(arrays), AUTHOR, summary["sha256"][:12],
                 f", verified against {config_file}" if verify else "", summary["seconds"])
     return summary
+
+
+def refuse_cifar_stem(backbone: Backbone, input_path: str) -> None:
+    """A CheckpointError for a CIFAR-stem backbone (PRETRAIN.STEM cifar: 3x3 stride-1 conv1, no max-pool):
+    detectron2's ResNet stem is a 7x7 stride-2 conv1 and a max-pool, so the file cannot be held by it,
+    and saying so here beats a shape error from the verification model later."""
+    if resnet_stem(backbone.tensors) == "cifar":
+        raise CheckpointError(f"{input_path}: a CIFAR-stem ResNet (3x3 conv1, no max-pool) cannot be converted: "
+                              "detectron2's stem is a 7x7 stride-2 conv1 with a max-pool; detection needs a "
+                              "backbone pretrained with PRETRAIN.STEM imagenet")
 
 
 def check(pkl_path: str, config_file: Optional[str] = None, opts: Optional[List[str]] = None,

@@ -3,6 +3,7 @@
 Pure torch (no detectron2, no stage imports), so pretraining's probe and `objcrop convert` read
 checkpoints the same way. The API:
 
+    resnet_stem(tensors) -> str                        "imagenet" | "cifar" | "" by conv1's kernel
     read_backbone(path: str, fmt: str = "auto") -> Backbone
         load_checkpoint(path) + detect_format + extract_backbone in one call.
     load_checkpoint(path: str) -> object
@@ -53,12 +54,26 @@ import torch
 
 from objcrop.errors import CheckpointError
 from objcrop.io import atomic_path
-from objcrop.records import Provenance
+from objcrop.records import RESNET_STEMS, Provenance
 
 FORMATS = ("objcrop", "moco", "byol", "backbone-prefixed", "torchvision", "lightly")
 # Formats whose name says the method that wrote them; a file of another codebase carries no
 # description of its pretraining, so its provenance names the method only where the layout does.
 _METHOD_OF_LAYOUT = {"moco": "moco", "byol": "byol"}
+
+
+# conv1's kernel size -> the stem (objcrop.records.RESNET_STEMS): torchvision's 7x7 stride-2 conv1 with
+# a max-pool, or the CIFAR stem's 3x3 stride-1 conv1 without one (the max-pool has no weights).
+_STEM_OF_KERNEL = {7: RESNET_STEMS[0], 3: "cifar"}
+
+
+def resnet_stem(tensors: Mapping[str, torch.Tensor]) -> str:
+    """The stem of a torchvision-named ResNet state dict by its `conv1.weight` ("imagenet" or
+    "cifar"); "" when there is no conv1 or its kernel is of another size."""
+    weight = tensors.get("conv1.weight")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 4:
+        return ""
+    return _STEM_OF_KERNEL.get(int(weight.shape[-1]), "")
 
 
 def method_of_format(fmt: str) -> str:

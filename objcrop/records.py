@@ -20,12 +20,15 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Mapping, Optional
 
-from objcrop.errors import ObjcropError
+from objcrop.errors import ConfigError, ObjcropError
 
 SCHEMA_VERSION = 1
 STAGES = ("pretrain", "probe", "detection")
 STATUSES = ("ok", "failed")
 REFERENCE_METHODS = ("random_init", "supervised")
+# The ResNet stems a backbone may have (PRETRAIN.STEM; objcrop.pretrain.models builds them): torchvision's
+# ImageNet stem, the default, and the CIFAR stem of small-image SSL. The first is the default.
+RESNET_STEMS = ("imagenet", "cifar")
 # The dataset spec kinds of objcrop.datasets (kind:PATH[:SPLIT...]).
 SPEC_KINDS = ("coco", "voc", "openimages", "folder", "synth")
 # Fields a results.json must hold, by stage, beside stage/status/pretrain (ok runs only).
@@ -34,6 +37,14 @@ REQUIRED_FIELDS: Dict[str, tuple] = {
     "probe": ("dataset", "mAP"),
     "detection": ("task", "dataset", "box"),
 }
+
+
+def check_stem(stem: str) -> str:
+    """`stem` if it is one of RESNET_STEMS, else a ConfigError naming PRETRAIN.STEM and the choices
+    (checked where a run is named as well as where the model is built, so a misspelt stem names no run)."""
+    if stem not in RESNET_STEMS:
+        raise ConfigError(f"PRETRAIN.STEM: unknown stem {stem!r}; choose one of {list(RESNET_STEMS)}")
+    return stem
 
 
 class RecordError(ObjcropError):
@@ -52,6 +63,7 @@ class Provenance:
     dataset: str = "unknown"
     seed: Optional[int] = None
     tag: str = ""
+    stem: str = RESNET_STEMS[0]
 
     @classmethod
     def random_init(cls, arch: str, seed: int) -> "Provenance":
@@ -71,7 +83,7 @@ class Provenance:
         for key in ("epochs", "seed"):
             if key in values:
                 values[key] = _int_or_none(values[key])
-        for key in ("method", "policy", "proposals", "arch", "dataset", "tag"):
+        for key in ("method", "policy", "proposals", "arch", "dataset", "tag", "stem"):
             if key in values:
                 values[key] = str(values[key])
         return cls(**values)
@@ -80,11 +92,20 @@ class Provenance:
         return Provenance.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> Dict[str, Any]:
-        """The stored block. `tag` is written only when set, so untagged records keep their old shape."""
+        """The stored block. `tag` is written only when set and `stem` only when not the default, so
+        untagged ImageNet-stem records keep their old shape."""
         block = asdict(self)
         if not block["tag"]:
             del block["tag"]
+        if block["stem"] == RESNET_STEMS[0]:
+            del block["stem"]
         return block
+
+    @property
+    def arch_label(self) -> str:
+        """The architecture as names and report rows show it: a non-default stem joins it
+        (`resnet18-cifarstem`), so a CIFAR-stem run never shares a name or a row with an ImageNet-stem one."""
+        return self.arch if self.stem == RESNET_STEMS[0] else f"{self.arch}-{self.stem}stem"
 
     @property
     def policy_label(self) -> str:
@@ -142,9 +163,10 @@ def arch_tag(arch: str) -> str:
 
 
 def run_name(prov: Provenance, batch_size: Optional[int] = None) -> str:
-    """The directory name of a pretraining run: method, policy (with tag), proposals, arch, batch,
-    epochs, data and seed: `moco_v2_obj-obj-dilate_gt_r18_b256_e100_study-train_s0`."""
-    parts = [prov.method, prov.policy_label, prov.proposals, arch_tag(prov.arch)]
+    """The directory name of a pretraining run: method, policy (with tag), proposals, arch (with a
+    non-default stem: `r18-cifarstem`), batch, epochs, data and seed:
+    `moco_v2_obj-obj-dilate_gt_r18_b256_e100_study-train_s0`."""
+    parts = [prov.method, prov.policy_label, prov.proposals, arch_tag(prov.arch_label)]
     if batch_size is not None:
         parts.append(f"b{int(batch_size)}")
     parts += [f"e{prov.epochs}", dataset_tag(prov.dataset), f"s{prov.seed}"]

@@ -15,6 +15,10 @@ def get_pretrain_cfg() -> CfgNode:
     cfg.PRETRAIN.METHOD = "moco_v2"
     # torchvision ResNet: "resnet50" is the product; "resnet18"/"resnet34" only to make tests fast.
     cfg.PRETRAIN.ARCH = "resnet50"
+    # The ResNet stem: "imagenet" (torchvision's 7x7 stride-2 conv1 and max-pool) or "cifar" (3x3 stride-1
+    # conv1, no max-pool; objcrop.pretrain.models.use_cifar_stem), small-image SSL's stem at 32-64 px:
+    # feature maps 4x larger per side, more compute per image. Detection (`objcrop convert`) needs "imagenet".
+    cfg.PRETRAIN.STEM = "imagenet"
     cfg.PRETRAIN.EPOCHS = 200
     # Total (effective) batch over all processes; each of the W processes takes BATCH_SIZE / W.
     cfg.PRETRAIN.BATCH_SIZE = 128

@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 from objcrop.errors import CheckpointError, ConfigError
+from objcrop.records import RESNET_STEMS, check_stem
 
 # arch -> (blocks per stage, output width of res5); torchvision's definitions.
 RESNETS = {
@@ -22,14 +23,27 @@ RESNETS = {
 }
 
 
-def build_resnet(arch: str, head: nn.Module = None) -> Tuple[nn.Module, int]:
-    """A randomly initialised torchvision ResNet whose `fc` is `head` (default: identity).
+def use_cifar_stem(model: nn.Module) -> None:
+    """Replace torchvision's ImageNet stem (7x7 stride-2 conv1, 3x3 stride-2 max-pool: 4x smaller maps
+    per side) by the CIFAR stem of small-image SSL: a 3x3 stride-1 conv1 and no max-pool, as in MoCo's
+    own CIFAR-10 demo (facebookresearch/moco, colab/moco_cifar10_demo.ipynb, ModelBase). At 32-64 px
+    the ImageNet stem leaves res5 with 1x1-2x2 maps. State-dict keys are unchanged (the max-pool has none)."""
+    model.conv1 = nn.Conv2d(3, model.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's init of its convs
+    model.maxpool = nn.Identity()
+
+
+def build_resnet(arch: str, head: nn.Module = None, stem: str = RESNET_STEMS[0]) -> Tuple[nn.Module, int]:
+    """A randomly initialised torchvision ResNet whose `fc` is `head` (default: identity), with the
+    `stem` of RESNET_STEMS ("imagenet": torchvision's own; "cifar": `use_cifar_stem`).
 
     Returns the model and the width of its pooled res5 features (2048 for ResNet-50).
     """
     if arch not in RESNETS:
         raise ConfigError(f"PRETRAIN.ARCH: unknown architecture {arch!r}; choose one of {sorted(RESNETS)}")
     model = getattr(torchvision.models, arch)(weights=None)
+    if check_stem(stem) == "cifar":
+        use_cifar_stem(model)
     model.fc = head if head is not None else nn.Identity()
     return model, RESNETS[arch][1]
 

@@ -227,7 +227,7 @@ def row_key(pretrain: Any) -> RowKey:
         policy=policy_shown(prov) if block.get("policy") else ("—" if reference else "random"),
         proposals=prov.proposals if block.get("proposals") else ("—" if reference else "none"),
         epochs=None if reference and prov.epochs in (None, 0) else prov.epochs,
-        arch=prov.arch if block.get("arch") else "",
+        arch=prov.arch_label if block.get("arch") else "",  # a CIFAR-stem run gets its own row
         dataset=dataset_label(block.get("dataset")),
     )
 

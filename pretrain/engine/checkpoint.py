@@ -18,6 +18,7 @@ import torch
 from objcrop.errors import CheckpointError, ConfigError
 from objcrop.checkpoints import save_checkpoint
 from objcrop.io import sha256_file, write_text_atomic
+from objcrop.records import Provenance
 from objcrop.pretrain.engine.hooks import HookBase
 
 RESUME_KEYS = ("objcrop_checkpoint", "arch", "method", "backbone", "model", "optimizer", "iteration",
@@ -156,11 +157,12 @@ def weights_record(trainer) -> dict:
 
 def restore_training_state(trainer, state: dict, path: str) -> None:
     """Load a resume checkpoint into the trainer's method, optimiser, loss scaler and the RNGs; a
-    checkpoint of another method or architecture is refused."""
+    checkpoint of another method, architecture or stem is refused."""
     cfg, ctx, log = trainer.cfg, trainer.ctx, trainer.logger
-    if state["arch"] != cfg.PRETRAIN.ARCH or state["method"] != cfg.PRETRAIN.METHOD:
-        raise ConfigError(f"{path}: checkpoint of {state['method']}/{state['arch']}, but the config asks for "
-                          f"{cfg.PRETRAIN.METHOD}/{cfg.PRETRAIN.ARCH}")
+    stem, wanted_stem = Provenance.from_dict(state.get("pretrain")).stem, trainer.provenance.stem
+    if state["arch"] != cfg.PRETRAIN.ARCH or state["method"] != cfg.PRETRAIN.METHOD or stem != wanted_stem:
+        raise ConfigError(f"{path}: checkpoint of {state['method']}/{state['arch']} ({stem} stem), but the config "
+                          f"asks for {cfg.PRETRAIN.METHOD}/{cfg.PRETRAIN.ARCH} ({wanted_stem} stem)")
     trainer.method.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     if trainer.scaler and state.get("scaler"):

@@ -41,7 +41,8 @@ def pretrain_provenance(cfg: CfgNode, proposals: str) -> records.Provenance:
     """The `"pretrain"` block of this run's results.json, checkpoints and everything made from them."""
     p = cfg.PRETRAIN
     return records.Provenance(method=p.METHOD, policy=view_policy(cfg), proposals=proposals, epochs=int(p.EPOCHS),
-                              arch=p.ARCH, dataset=cfg.DATA.DATASET, seed=int(p.SEED), tag=str(p.get("TAG", "")))
+                              arch=p.ARCH, dataset=cfg.DATA.DATASET, seed=int(p.SEED), tag=str(p.get("TAG", "")),
+                              stem=records.check_stem(str(p.get("STEM", records.RESNET_STEMS[0]))))
 
 
 def default_run_dir(cfg: CfgNode, proposals: str) -> str:

@@ -21,15 +21,17 @@ def target_momentum(base: float, progress: float) -> float:
 
 
 class BYOL(nn.Module):
-    """proj_hidden / proj_dim: projector and predictor sizes (4096 / 256); base_momentum: tau_base (0.996)."""
+    """proj_hidden / proj_dim: projector and predictor sizes (4096 / 256); base_momentum: tau_base (0.996);
+    stem: the ResNet stem (objcrop.pretrain.models.build_resnet; PRETRAIN.STEM)."""
 
     BACKBONE_PREFIX = "online."  # state-dict prefix of the exported ResNet
     SYNC_BN = True  # under DDP the trainer converts BN to SyncBN (on CUDA): BYOL's batches are per process
 
-    def __init__(self, arch: str = "resnet50", proj_hidden: int = 4096, proj_dim: int = 256, base_momentum: float = 0.996):
+    def __init__(self, arch: str = "resnet50", proj_hidden: int = 4096, proj_dim: int = 256, base_momentum: float = 0.996,
+                 stem: str = "imagenet"):
         super().__init__()
         self.arch, self.base_momentum = arch, base_momentum
-        self.online, width = build_resnet(arch)
+        self.online, width = build_resnet(arch, stem=stem)
         self.online.fc = mlp_head(width, proj_hidden, proj_dim)  # the projector sits in fc, dropped on export
         self.predictor = mlp_head(proj_dim, proj_hidden, proj_dim)
         self.target = copy.deepcopy(self.online)
@@ -40,7 +42,7 @@ class BYOL(nn.Module):
     @classmethod
     def from_config(cls, cfg, world_size: int, per_process_batch: int) -> "BYOL":
         c = cfg.PRETRAIN.BYOL
-        return cls(cfg.PRETRAIN.ARCH, c.PROJ_HIDDEN, c.PROJ_DIM, c.BASE_MOMENTUM)
+        return cls(cfg.PRETRAIN.ARCH, c.PROJ_HIDDEN, c.PROJ_DIM, c.BASE_MOMENTUM, cfg.PRETRAIN.STEM)
 
     def log_setup(self, logger, world_size: int) -> None:
         """State the target's EMA schedule once, at the start of a run."""

@@ -26,7 +26,8 @@ class MoCoV2(nn.Module):
     dim: feature dimension (128); K: queue size (65536); m: key-encoder momentum (0.999);
     T: softmax temperature (0.2); mlp_hidden: hidden width of the 2-layer head (2048 for ResNet-50);
     bn_splits: BN groups per process for shuffle-BN (1 under DDP is MoCo's setup);
-    head_bn: BN after the head's hidden layer (not in MoCo-v2; in MoCo-v3 and SimCLR).
+    head_bn: BN after the head's hidden layer (not in MoCo-v2; in MoCo-v3 and SimCLR);
+    stem: the ResNet stem (objcrop.pretrain.models.build_resnet; PRETRAIN.STEM).
     """
 
     BACKBONE_PREFIX = "encoder_q."  # state-dict prefix of the exported ResNet (as in MoCo's checkpoints)
@@ -34,12 +35,12 @@ class MoCoV2(nn.Module):
 
     def __init__(self, arch: str = "resnet50", dim: int = 128, K: int = 65536, m: float = 0.999,
                  T: float = 0.2, mlp_hidden: int = 2048, bn_splits: int = 1,
-                 head_bn: bool = False):
+                 head_bn: bool = False, stem: str = "imagenet"):
         super().__init__()
         self.K, self.m, self.T, self.bn_splits = K, m, T, max(1, bn_splits)
         self.arch = arch
 
-        self.encoder_q, width = build_resnet(arch)
+        self.encoder_q, width = build_resnet(arch, stem=stem)
         self.encoder_q.fc = mlp_head(width, mlp_hidden, dim, batch_norm=head_bn)
         if self.bn_splits > 1:  # same state-dict keys: checkpoints and the exported ResNet are unchanged
             convert_to_split_bn(self.encoder_q, self.bn_splits)
@@ -54,7 +55,8 @@ class MoCoV2(nn.Module):
     def from_config(cfg_cls, cfg, world_size: int, per_process_batch: int) -> "MoCoV2":
         c = cfg.PRETRAIN.MOCO
         splits = c.BN_SPLITS or (1 if world_size > 1 else max(2, per_process_batch // 32))
-        return cfg_cls(cfg.PRETRAIN.ARCH, c.DIM, c.K, c.M, c.T, c.MLP_HIDDEN, splits, c.HEAD_BN)
+        return cfg_cls(cfg.PRETRAIN.ARCH, c.DIM, c.K, c.M, c.T, c.MLP_HIDDEN, splits, c.HEAD_BN,
+                       cfg.PRETRAIN.STEM)
 
     def log_setup(self, logger, world_size: int) -> None:
         """State the queue, momentum, temperature and shuffle-BN groups once, at the start of a run."""

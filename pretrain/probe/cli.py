@@ -99,8 +99,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logger = setup_logger("objcrop.probe", cfg.OUTPUT_DIR)
     device = _device(cfg.PROBE.DEVICE)
     model, arch, provenance, weights_id = load_backbone(cfg.PROBE.WEIGHTS, cfg.PROBE.ARCH, cfg.PROBE.SEED)
-    logger.info(f"backbone: {arch} from {cfg.PROBE.WEIGHTS} ({provenance.method}); protocol "
-                f"{cfg.PROBE.PROTOCOL} on {device}")
+    logger.info(f"backbone: {arch} with the {provenance.stem} stem from {cfg.PROBE.WEIGHTS} ({provenance.method}); "
+                f"protocol {cfg.PROBE.PROTOCOL} on {device}")
     train_records, test_records, classes = _load_data(cfg)
     train_y = torch.from_numpy(multilabel_targets(train_records, len(classes)))
     test_y = torch.from_numpy(multilabel_targets(test_records, len(classes)))

@@ -12,7 +12,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from objcrop.checkpoints import method_of_format, read_backbone
+from objcrop.checkpoints import method_of_format, read_backbone, resnet_stem
 from objcrop.errors import CheckpointError
 from objcrop.io import sha256_file
 from objcrop.records import Provenance
@@ -22,8 +22,10 @@ from objcrop.records import Provenance
 def load_backbone(weights: str, arch: str = "", seed: int = 0) -> Tuple[nn.Module, str, Provenance, str]:
     """(model, arch, provenance, weights id) for a checkpoint file or "random" (seeded random init).
 
-    `arch` "" builds the checkpoint's own ResNet; a file that does not fit the model raises a
-    CheckpointError naming the file and the offending keys."""
+    `arch` "" builds the checkpoint's own ResNet; its stem is always the file's own (conv1's kernel:
+    3x3 the CIFAR stem, 7x7 ImageNet's), recorded in the provenance, so a CIFAR-stem backbone probes
+    without a flag. A file that does not fit the model raises a CheckpointError naming the file and the
+    offending keys."""
     from objcrop.pretrain.models import build_resnet, infer_resnet_arch, load_backbone_weights
 
     if weights == "random":
@@ -45,6 +47,8 @@ def load_backbone(weights: str, arch: str = "", seed: int = 0) -> Tuple[nn.Modul
         provenance = Provenance(method=method_of_format(found.format),
                                 arch=file_arch or arch or "unknown", dataset=os.path.basename(weights))
     arch = arch or file_arch or "resnet50"
-    model, _ = build_resnet(arch)
+    stem = resnet_stem(found.tensors) or provenance.stem  # an unusual conv1 fails in load_backbone_weights
+    provenance = provenance.replace(stem=stem)
+    model, _ = build_resnet(arch, stem=stem)
     load_backbone_weights(model, found.tensors, weights)  # CheckpointError naming keys/shapes on a mismatch
     return model, arch, provenance, sha256_file(weights)[:16]
