@@ -142,3 +142,11 @@ def test_resuming_a_checkpoint_of_the_other_stem_is_refused():
              "pretrain": pretrain_provenance(_cfg("PRETRAIN.STEM", "cifar"), "none").to_dict()}
     with pytest.raises(ConfigError, match=r"ckpt\.pth: .*\(cifar stem\).*\(imagenet stem\)"):
         restore_training_state(trainer, state, "ckpt.pth")
+
+
+def test_a_cifar_stem_run_gets_its_own_report_row():
+    from objcrop.report.aggregate import row_key
+
+    block = Provenance("moco_v2", "random", "none", 100, "resnet18", "synth:/data/study:train", 3).to_dict()
+    assert row_key(block).arch == "resnet18"
+    assert row_key({**block, "stem": "cifar"}).arch == "resnet18-cifarstem"
