@@ -50,12 +50,24 @@ class _SplitBatchNorm:
 
     @torch.no_grad()
     def _update_running_stats(self, mean_g: torch.Tensor, var_g: torch.Tensor) -> None:
-        """What S sequential BN calls on groups 0..S-1 leave in the buffers."""
-        for g in range(mean_g.shape[0]):
-            self.num_batches_tracked.add_(1)
-            f = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            self.running_mean.mul_(1.0 - f).add_(mean_g[g], alpha=f)
-            self.running_var.mul_(1.0 - f).add_(var_g[g], alpha=f)
+        """What S sequential BN calls on groups 0..S-1 leave in the buffers.
+
+        With a fixed momentum f the S updates r <- (1 - f) r + f m_g fold into one:
+        r <- (1 - f)^S r + sum_g f (1 - f)^(S-1-g) m_g, two calls per buffer instead of 2 S (the loop
+        cost ~1 % of a ResNet-50 step on CPU: 4 tiny ops per group, per BN layer, per encoder)."""
+        s = mean_g.shape[0]
+        if self.momentum is None:  # cumulative average: the factor changes with every group
+            for g in range(s):
+                self.num_batches_tracked.add_(1)
+                f = 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1.0 - f).add_(mean_g[g], alpha=f)
+                self.running_var.mul_(1.0 - f).add_(var_g[g], alpha=f)
+            return
+        f = self.momentum
+        self.num_batches_tracked.add_(s)
+        w = torch.tensor([f * (1.0 - f) ** (s - 1 - g) for g in range(s)], dtype=mean_g.dtype, device=mean_g.device)
+        self.running_mean.mul_((1.0 - f) ** s).add_(w @ mean_g)
+        self.running_var.mul_((1.0 - f) ** s).add_(w @ var_g)
 
 
 def _as_batch(y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
