@@ -45,6 +45,7 @@ TASKS = {
     "voc": ("study/faster_rcnn_R_18_FPN_voc.yaml", "voc:{d}/voc:train", "voc:{d}/voc:test", ("box",)),
     "coco": ("study/mask_rcnn_R_18_FPN_coco.yaml", "synth:{d}:train", "synth:{d}:test", ("box", "mask")),
 }
+CONFIG_SETS = ("study", "demo")  # eval_configs/<set>/ holds both tasks' configs under TASKS' file names
 INITS = ("scratch", "supervised")
 METRIC_PREFIX = {"box": "bbox", "mask": "segm"}  # detectron2's evaluator result keys
 GATE_AP50_POINTS = 10.0
@@ -60,6 +61,9 @@ def parse_args(argv=None):
                    help="data, supervised backbone, run directories and logs (reused by a rerun)")
     p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=["voc", "coco"],
                    help="voc: Faster R-CNN R18-FPN, PascalVOC evaluator; coco: Mask R-CNN R18-FPN, box and mask")
+    p.add_argument("--configs", choices=CONFIG_SETS, default="study",
+                   help="the detection configs measured: study (eval_configs/study/, the study's) or demo "
+                        "(eval_configs/demo/, `make demo`'s lighter box head); runs of each go to their own folders")
     p.add_argument("--iters", type=int, default=500, help="fine-tuning iterations (SOLVER.MAX_ITER)")
     p.add_argument("--eval-period", type=int, default=125, help="evaluate every this many iterations (TEST.EVAL_PERIOD)")
     p.add_argument("--step-frac", type=float, default=0.8, help="lr drops x0.1 at this fraction of --iters")
@@ -132,11 +136,22 @@ def prepare_supervised(args, data: str) -> str:
 
 
 def run_dir(args, task: str, init: str) -> str:
-    return os.path.join(args.work, "runs", f"{task}_{args.iters}it", init)
+    return os.path.join(args.work, "runs", schedule_name(args, task), init)
+
+
+def schedule_name(args, task: str) -> str:
+    """The folder of one task's schedule; the demo's configs get their own (their runs are other models)."""
+    return f"{task}_{args.iters}it" + ("" if args.configs == "study" else f"_{args.configs}")
+
+
+def task_config(args, task: str) -> str:
+    """The config file of `task` in the chosen set (a path inside eval_configs/)."""
+    return f"{args.configs}/{os.path.basename(TASKS[task][0])}"
 
 
 def finetune(args, task: str, init: str, seed: int, data: str, weights: str) -> None:
-    config, train, test, _ = TASKS[task]
+    _, train, test, _ = TASKS[task]
+    config = task_config(args, task)
     out = run_dir(args, task, init)
     results = os.path.join(out, f"seed{seed}", "results.json")
     if os.path.isfile(results) and read_json(results).get("status") == "ok":
@@ -145,7 +160,7 @@ def finetune(args, task: str, init: str, seed: int, data: str, weights: str) -> 
             "TEST.EVAL_PERIOD", str(args.eval_period), "SOLVER.CHECKPOINT_PERIOD", str(args.eval_period)]
     _objcrop(["detect", "train", "--config-file", config, "--weights", weights, "--seeds", str(seed),
               "--output-dir", out, "--dataset-train", train.format(d=data), "--dataset-test", test.format(d=data),
-              "--resume", "--opts"] + opts, os.path.join(args.work, "logs", f"{task}_{args.iters}it_{init}_s{seed}.log"))
+              "--resume", "--opts"] + opts, os.path.join(args.work, "logs", f"{schedule_name(args, task)}_{init}_s{seed}.log"))
 
 
 # ----------------------------------------------------------------------------- reading the curves
@@ -276,7 +291,7 @@ def _setup_lines(args) -> List[str]:
     lines = [f"- data: embedded `study` variant, {args.images} images (70/15/15 % train/val/test), seed {args.data_seed}",
              f"- schedule: {args.iters} iterations, lr ×0.1 at {int(args.iters * args.step_frac)}, evaluated every "
              f"{args.eval_period} (detectron2's TEST.EVAL_PERIOD, with PreciseBN before each); the rest as in "
-             + ", ".join(f"`eval_configs/{TASKS[t][0]}`" for t in args.tasks),
+             + ", ".join(f"`eval_configs/{task_config(args, t)}`" for t in args.tasks),
              f"- fine-tuning seeds: {' '.join(map(str, args.seeds))}; std is the sample std over seeds",
              f"- machine: {os.cpu_count()} CPUs, load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
              "(1/5/15 min) when this was written: the times below depend on it"]
@@ -300,7 +315,7 @@ def write_markdown(args, summary: Dict[tuple, dict]) -> bool:
     gates = []
     for task in args.tasks:
         for kind in TASKS[task][3]:
-            lines += [f"## {task} {kind} ({TASKS[task][0]})", ""] + curve_table(summary, task, kind) + [""]
+            lines += [f"## {task} {kind} ({task_config(args, task)})", ""] + curve_table(summary, task, kind) + [""]
             gates.append((task, kind, gate(summary, task, kind, args.budget)))
     passed = all(g["ok"] for _, _, g in gates)
     lines += [f"## Gate at {args.budget} iterations: **{'PASS' if passed else 'FAIL'}**", "",

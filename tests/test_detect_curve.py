@@ -56,3 +56,16 @@ def test_gate_fails_small_noisy_or_unreplicated_gaps(scratch, supervised, reason
 def test_gate_fails_without_an_evaluation_at_the_budget():
     g = detect_curve.gate(_summary([10.0] * 3, [30.0] * 3, it=250), "voc", "box", 500)
     assert not g["ok"] and "no evaluation at iteration 500" in g["why"]
+
+
+def test_the_demo_config_set_measures_the_demos_own_files_in_their_own_folders(tmp_path):
+    """`--configs demo` fine-tunes eval_configs/demo/'s models (the demo's lighter box head), whose runs
+    must not land in (or be skipped because of) the study configs' run folders of the same schedule."""
+    study = detect_curve.parse_args(["--work", str(tmp_path), "--tasks", "voc"])
+    demo = detect_curve.parse_args(["--work", str(tmp_path), "--tasks", "voc", "--configs", "demo"])
+    assert detect_curve.task_config(study, "voc") == "study/faster_rcnn_R_18_FPN_voc.yaml"
+    assert detect_curve.task_config(demo, "voc") == "demo/faster_rcnn_R_18_FPN_voc.yaml"
+    assert detect_curve.run_dir(study, "voc", "scratch") != detect_curve.run_dir(demo, "voc", "scratch")
+    for args in (study, demo):
+        for task in detect_curve.TASKS:
+            assert os.path.isfile(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval_configs", detect_curve.task_config(args, task)))
