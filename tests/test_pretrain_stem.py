@@ -101,6 +101,28 @@ def test_the_probe_loads_a_cifar_stem_backbone_with_its_stem_inferred(cifar_back
         load_backbone_weights(build_resnet("resnet18")[0], backbone_state_dict(saved), str(path))
 
 
+def test_a_random_init_reference_takes_the_stem_it_is_asked_for():
+    """The random-init row of CIFAR-stem runs (`objcrop probe --weights random --stem cifar`) must be a
+    CIFAR-stem network, with its own cache key and row; the default keeps the old key (cached features)."""
+    from objcrop.pretrain.probe.weights import load_backbone
+
+    model, _, provenance, weights_id = load_backbone("random", "resnet18", seed=3, random_stem="cifar")
+    assert provenance.stem == "cifar" and model.conv1.kernel_size == (3, 3)
+    assert weights_id == "random-resnet18-cifarstem-s3" and provenance.method == "random_init"
+    model, _, provenance, weights_id = load_backbone("random", "resnet18", seed=3)
+    assert provenance.stem == "imagenet" and model.conv1.kernel_size == (7, 7) and weights_id == "random-resnet18-s3"
+
+
+def test_the_probe_refuses_an_unknown_stem_naming_probe_stem():
+    from objcrop.pretrain.probe.config import check_probe_cfg, get_probe_cfg
+
+    cfg = get_probe_cfg()
+    cfg.PROBE.WEIGHTS, cfg.DATA.TRAIN, cfg.DATA.TEST, cfg.OUTPUT_DIR = "random", "synth:d:train", "synth:d:test", "o"
+    cfg.PROBE.STEM = "cifar10"
+    with pytest.raises(ConfigError, match="PROBE.STEM"):
+        check_probe_cfg(cfg, "test")
+
+
 def test_convert_refuses_a_cifar_stem_backbone_naming_the_file(cifar_backbone_file, tmp_path):
     from objcrop.convert.cli import convert
 

@@ -98,7 +98,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.perf_counter()
     logger = setup_logger("objcrop.probe", cfg.OUTPUT_DIR)
     device = _device(cfg.PROBE.DEVICE)
-    model, arch, provenance, weights_id = load_backbone(cfg.PROBE.WEIGHTS, cfg.PROBE.ARCH, cfg.PROBE.SEED)
+    model, arch, provenance, weights_id = load_backbone(cfg.PROBE.WEIGHTS, cfg.PROBE.ARCH, cfg.PROBE.SEED,
+                                                         random_stem=cfg.PROBE.STEM)
     logger.info(f"backbone: {arch} with the {provenance.stem} stem from {cfg.PROBE.WEIGHTS} ({provenance.method}); "
                 f"protocol {cfg.PROBE.PROTOCOL} on {device}")
     train_records, test_records, classes = _load_data(cfg)

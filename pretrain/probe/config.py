@@ -26,6 +26,9 @@ def get_probe_cfg() -> CfgNode:
     cfg.PROBE.WEIGHTS = ""
     # ResNet to build; "" = the checkpoint's own (resnet50 for "random").
     cfg.PROBE.ARCH = ""
+    # Stem of a "random" backbone (objcrop.records.RESNET_STEMS): the random-init reference row of
+    # CIFAR-stem runs (PRETRAIN.STEM cifar) needs their stem. A checkpoint's own stem is read from it.
+    cfg.PROBE.STEM = "imagenet"
     # Seed of the linear classifier (its init and data order) and of "random" weights.
     cfg.PROBE.SEED = 0
     # Where features are computed and the classifier trained: "auto" (cuda when available), "cpu", "cuda".
@@ -107,6 +110,8 @@ PROBE_FLAGS = (
     Flag("--strict", "DATA.STRICT", STRICT_HELP + " (both datasets)", {"action": "store_true"}),
     Flag("--out", "OUTPUT_DIR", "run directory for results.json, config.yaml, metrics.jsonl, log"),
     Flag("--arch", "PROBE.ARCH", "ResNet to build ('' = from the checkpoint; resnet50 for 'random')"),
+    Flag("--stem", "PROBE.STEM", "stem of a 'random' backbone: imagenet or cifar (a checkpoint's own stem is "
+                                 "read from its conv1)"),
     Flag("--image-size", "DATA.IMAGE_SIZE", "images are resized whole to this square size; 0 = the images' "
          "own size (median longer side), at most 224", {"type": int}),
     Flag("--epochs", "LINEAR.EPOCHS", "linear-classifier epochs (the paper: 100)", {"type": int}),
@@ -139,6 +144,10 @@ def check_probe_cfg(cfg: CfgNode, source: str) -> None:
                           f"--config-file or pass --opts KEY VALUE")
     if cfg.PROBE.DEVICE not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{source}: PROBE.DEVICE is {cfg.PROBE.DEVICE!r}; expected auto, cpu or cuda")
+    from objcrop.records import RESNET_STEMS
+
+    if cfg.PROBE.STEM not in RESNET_STEMS:
+        raise ConfigError(f"{source}: PROBE.STEM is {cfg.PROBE.STEM!r}; expected one of {', '.join(RESNET_STEMS)}")
     if cfg.PROBE.PROTOCOL not in PROTOCOLS:
         raise ConfigError(f"{source}: PROBE.PROTOCOL is {cfg.PROBE.PROTOCOL!r}; expected one of {', '.join(PROTOCOLS)}")
     lc = cfg.LINCLS

@@ -15,12 +15,14 @@ from torch import nn
 from objcrop.checkpoints import method_of_format, read_backbone, resnet_stem
 from objcrop.errors import CheckpointError
 from objcrop.io import sha256_file
-from objcrop.records import Provenance
+from objcrop.records import RESNET_STEMS, Provenance
 
 
 
-def load_backbone(weights: str, arch: str = "", seed: int = 0) -> Tuple[nn.Module, str, Provenance, str]:
-    """(model, arch, provenance, weights id) for a checkpoint file or "random" (seeded random init).
+def load_backbone(weights: str, arch: str = "", seed: int = 0,
+                  random_stem: str = RESNET_STEMS[0]) -> Tuple[nn.Module, str, Provenance, str]:
+    """(model, arch, provenance, weights id) for a checkpoint file or "random" (seeded random init,
+    with `random_stem`).
 
     `arch` "" builds the checkpoint's own ResNet; its stem is always the file's own (conv1's kernel:
     3x3 the CIFAR stem, 7x7 ImageNet's), recorded in the provenance, so a CIFAR-stem backbone probes
@@ -31,8 +33,9 @@ def load_backbone(weights: str, arch: str = "", seed: int = 0) -> Tuple[nn.Modul
     if weights == "random":
         arch = arch or "resnet50"
         torch.manual_seed(seed)
-        model, _ = build_resnet(arch)
-        return model, arch, Provenance.random_init(arch, seed), f"random-{arch}-s{seed}"
+        model, _ = build_resnet(arch, stem=random_stem)
+        provenance = Provenance.random_init(arch, seed).replace(stem=random_stem)
+        return model, arch, provenance, f"random-{provenance.arch_label}-s{seed}"
     if not os.path.isfile(weights):
         raise CheckpointError(f"{weights}: weights file not found")
     found = read_backbone(weights)
