@@ -74,7 +74,7 @@ PYTHON312 := $(shell for c in $$(ls -d $$(pyenv root 2>/dev/null || echo $$HOME/
 # report. Left out: the pipeline, SLURM, datasets, the CLI and the install tests (pinned set only).
 COMPAT_TESTS := \
 	tests/test_pretrain_engine.py tests/test_pretrain_methods.py tests/test_pretrain_optim.py \
-	tests/test_pretrain_data.py tests/test_pretrain_faults.py \
+	tests/test_pretrain_data.py tests/test_pretrain_faults.py tests/test_pretrain_stem.py \
 	tests/test_proposals_compute.py tests/test_proposals_saliency.py tests/test_proposals_store.py \
 	tests/test_proposals_cli.py \
 	tests/test_views_augment.py tests/test_views_policies.py tests/test_views_copy_paste.py \
