@@ -40,12 +40,13 @@ sys.path.insert(0, REPO)  # run from a checkout without `pip install -e .` too
 
 from objcrop.io import atomic_path, read_json, write_text_atomic  # noqa: E402
 
-# task -> (config shipped in eval_configs/, train spec, test spec, kinds it is scored on); specs take the data dir.
+# task -> (config file in each set's folder eval_configs/<set>/, train spec, test spec, kinds it is scored
+# on); specs take the data dir.
 TASKS = {
-    "voc": ("study/faster_rcnn_R_18_FPN_voc.yaml", "voc:{d}/voc:train", "voc:{d}/voc:test", ("box",)),
-    "coco": ("study/mask_rcnn_R_18_FPN_coco.yaml", "synth:{d}:train", "synth:{d}:test", ("box", "mask")),
+    "voc": ("faster_rcnn_R_18_FPN_voc.yaml", "voc:{d}/voc:train", "voc:{d}/voc:test", ("box",)),
+    "coco": ("mask_rcnn_R_18_FPN_coco.yaml", "synth:{d}:train", "synth:{d}:test", ("box", "mask")),
 }
-CONFIG_SETS = ("study", "demo")  # eval_configs/<set>/ holds both tasks' configs under TASKS' file names
+CONFIG_SETS = ("study", "demo")
 INITS = ("scratch", "supervised")
 METRIC_PREFIX = {"box": "bbox", "mask": "segm"}  # detectron2's evaluator result keys
 GATE_AP50_POINTS = 10.0
@@ -146,7 +147,7 @@ def schedule_name(args, task: str) -> str:
 
 def task_config(args, task: str) -> str:
     """The config file of `task` in the chosen set (a path inside eval_configs/)."""
-    return f"{args.configs}/{os.path.basename(TASKS[task][0])}"
+    return f"{args.configs}/{TASKS[task][0]}"
 
 
 def finetune(args, task: str, init: str, seed: int, data: str, weights: str) -> None:

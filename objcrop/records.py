@@ -39,11 +39,11 @@ REQUIRED_FIELDS: Dict[str, tuple] = {
 }
 
 
-def check_stem(stem: str) -> str:
-    """`stem` if it is one of RESNET_STEMS, else a ConfigError naming PRETRAIN.STEM and the choices
+def check_stem(stem: str, key: str = "PRETRAIN.STEM") -> str:
+    """`stem` if it is one of RESNET_STEMS, else a ConfigError naming `key` and the choices
     (checked where a run is named as well as where the model is built, so a misspelt stem names no run)."""
     if stem not in RESNET_STEMS:
-        raise ConfigError(f"PRETRAIN.STEM: unknown stem {stem!r}; choose one of {list(RESNET_STEMS)}")
+        raise ConfigError(f"{key}: unknown stem {stem!r}; choose one of {list(RESNET_STEMS)}")
     return stem
 
 

@@ -108,7 +108,7 @@ class Pipeline:
         a ready probe goes first, so that each run's score arrives soon after its pretraining."""
         ready = [t for t in sorted(pending, key=lambda x: x.stage != "probe")
                  if all(d in done for d in t.deps if d in in_this_run)]
-        for t in ready:
+        for i, t in enumerate(ready):
             if len(running) >= self.jobs:
                 return
             pending.remove(t)
@@ -118,7 +118,7 @@ class Pipeline:
                 continue
             # the cores are split between the tasks that will run side by side now, so that a task
             # alone (the first, the last, one on the critical path) gets all of them, not cores / jobs
-            side_by_side = min(self.jobs, len(running) + len([r for r in ready if r in pending]) + 1)
+            side_by_side = min(self.jobs, len(running) + len(ready) - i)
             running[t.name] = (t, self._start(t, side_by_side), time.time())
 
     def _drop_dependents(self, pending: List[Task], lost: Set[str]) -> None:

@@ -144,10 +144,9 @@ def check_probe_cfg(cfg: CfgNode, source: str) -> None:
                           f"--config-file or pass --opts KEY VALUE")
     if cfg.PROBE.DEVICE not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{source}: PROBE.DEVICE is {cfg.PROBE.DEVICE!r}; expected auto, cpu or cuda")
-    from objcrop.records import RESNET_STEMS
+    from objcrop.records import check_stem
 
-    if cfg.PROBE.STEM not in RESNET_STEMS:
-        raise ConfigError(f"{source}: PROBE.STEM is {cfg.PROBE.STEM!r}; expected one of {', '.join(RESNET_STEMS)}")
+    check_stem(cfg.PROBE.STEM, f"{source}: PROBE.STEM")
     if cfg.PROBE.PROTOCOL not in PROTOCOLS:
         raise ConfigError(f"{source}: PROBE.PROTOCOL is {cfg.PROBE.PROTOCOL!r}; expected one of {', '.join(PROTOCOLS)}")
     lc = cfg.LINCLS
