@@ -313,3 +313,19 @@ def test_detection_references_need_what_they_name(tmp_path):
     preset["detection"]["references"] = {"imagenet": str(tmp_path / "in1k.pkl")}
     (ref,) = [t for t in pipeline.build_plan(preset, str(tmp_path)) if t.name == "detect.voc.imagenet.seed0"]
     assert _arg(ref, "--weights") == str(tmp_path / "in1k.pkl") and ref.deps == ["data"]
+
+
+def test_tags_and_seeds_select_rows_of_a_runs_list(tmp_path):
+    """`--tags b256-100e --seeds 0` is one seed of one row set: runs listing their own seeds keep the
+    common ones (a run with none in common is left out, not run with the flag's seeds)."""
+    tasks = _plan(tmp_path, preset="study_plain", tags="b256-100e", seeds="0")
+    pre = sorted(_short(t.name) for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised")
+    assert pre == ["pretrain.moco_v2_obj-obj-dilate-b256-100e_gt_s0", "pretrain.moco_v2_random-b256-100e_none_s0"]
+    assert len([t for t in tasks if t.stage == "detect"]) == (2 + 2) * 2 * 2  # the references still run
+    untagged = _plan(tmp_path, preset="study_plain", tags="-", seeds="1")
+    assert sorted(_short(t.name) for t in untagged if t.stage == "pretrain" and t.name != "pretrain.supervised") == [
+        "pretrain.moco_v2_obj-obj-dilate_gt_s1", "pretrain.moco_v2_random_none_s1"]
+    with pytest.raises(pipeline.PipelineError, match="--tags: b512 not in pretrain.runs"):
+        _plan(tmp_path, preset="study_plain", tags="b512")
+    with pytest.raises(pipeline.PipelineError, match="lists none"):
+        _plan(tmp_path, tags="x")  # the demo crosses policies x seeds: no runs list

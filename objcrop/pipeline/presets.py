@@ -63,8 +63,12 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
         pre["policies"] = words(args.policies)
     if args.methods:
         pre["methods"] = words(args.methods)
+    if getattr(args, "tags", None):
+        pre["runs"] = _runs_with_tags(pre.get("runs"), words(args.tags))
     if args.seeds:
         pre["seeds"] = [int(s) for s in words(args.seeds)]
+        if pre.get("runs"):
+            pre["runs"] = _runs_with_seeds(pre["runs"], pre["seeds"])
     if args.proposals:
         p.setdefault("proposals", {})["methods"] = words(args.proposals)
     det = p.setdefault("detection", {})
@@ -82,6 +86,32 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
     if args.nodes is not None:
         p["nodes"] = int(args.nodes)
     return p
+
+
+def _runs_with_tags(runs, tags: List[str]) -> List[Dict[str, Any]]:
+    """The runs of pretrain.runs whose `tag` is one of `tags` ("-": untagged)."""
+    if not runs:
+        raise PipelineError("--tags selects among pretrain.runs, and this preset lists none")
+    tag_of = [str(r.get("tag") or "-") if isinstance(r, dict) else "-" for r in runs]
+    unknown = set(tags) - set(tag_of)
+    if unknown:
+        raise PipelineError(f"--tags: {', '.join(sorted(unknown))} not in pretrain.runs "
+                            f"(its tags: {', '.join(sorted(set(tag_of)))})")
+    return [r for r, t in zip(runs, tag_of) if t in tags]
+
+
+def _runs_with_seeds(runs, seeds: List[int]) -> List[Dict[str, Any]]:
+    """--seeds on a runs list: a run without `seeds` takes them; one with its own keeps the common
+    ones, and is dropped when there are none (so `--seeds 0` runs seed 0 of every row, nothing else)."""
+    kept = []
+    for run in runs:
+        if isinstance(run, dict) and "seeds" in run:
+            common = [s for s in run["seeds"] if int(s) in seeds]
+            if not common:
+                continue
+            run = dict(run, seeds=common)
+        kept.append(run)
+    return kept
 
 
 def fill(value, ctx: Dict[str, str]):
