@@ -8,7 +8,9 @@ views without gradient. Both bare models have torchvision's own `fc` (num_classe
 output size); everything objcrop adds (projection head, predictor, shuffle-BN, queue, momentum
 update, loss, lr schedule, metrics) counts against it. `--chunked` also times MoCo-v2 on the chunked
 shuffle-BN path objcrop had before the one-pass split BN (plain BN, each encoder forwarded in
-BN_SPLITS chunks), for a before/after ratio measured in the same run.
+BN_SPLITS chunks), for a before/after ratio measured in the same run. `--layouts` times MoCo-v2 with
+the model in channels_last, as PRETRAIN.CHANNELS_LAST ran it on CPU before the trainer kept it for
+CUDA (the study's shape: --arch resnet18 --batch 256 --layouts).
 
 Sides are timed in interleaved rounds (round r: every side runs its steps, in turn), so drifting
 machine load hits them alike; each ratio is the median over rounds of (limit step time / objcrop
@@ -40,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5; --quick 2)")
     p.add_argument("--steps", type=int, default=2, help="timed steps per side per round (after one warm-up step each)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--layouts", action="store_true",
+                   help="also time MoCo-v2 with the model in channels_last (what PRETRAIN.CHANNELS_LAST did on CPU)")
     p.add_argument("--chunked", action="store_true",
                    help="also time MoCo-v2 on the old chunked shuffle-BN path (before/after ratio)")
     p.add_argument("--methods", nargs="+", default=["moco_v2", "byol"], choices=["moco_v2", "byol"],
@@ -47,7 +51,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunked: bool = False):
+def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunked: bool = False,
+                 channels_last: bool = False):
     """A callable running one PretrainTrainer.run_step: the trainer's own step, built without data."""
     from objcrop.pretrain.config import get_pretrain_cfg
     from objcrop.pretrain.distributed import DistContext
@@ -64,6 +69,8 @@ def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunk
     t.method = t.build_method()
     if chunked:
         use_chunked_shuffle_bn(t.method)
+    if channels_last:  # the inputs need not follow: the first convolution's output takes the weights' format
+        t.method.to(memory_format=torch.channels_last)
     t.model = t.method
     t.optimizer, t.scaler, t.autocast = build_optimisation(t.method, cfg, torch.device("cpu"))
     t.max_iter, t.peak_lr, t.warmup = 10**9, scaled_lr(cfg), 0  # a long cosine: lr ~ constant
@@ -165,6 +172,9 @@ def main(argv=None):
             splits = s if m == "moco_v2" else splits
             if m == "moco_v2" and args.chunked:
                 sides["objcrop moco_v2 chunked"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "c"), True)
+            if m == "moco_v2" and args.layouts:
+                sides["objcrop moco_v2 channels_last"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "l"),
+                                                                         channels_last=True)
         from _report import emit_markdown
 
         load_before = os.getloadavg()[0]
@@ -212,6 +222,11 @@ def report(args, arch, batch, size, rounds, splits, per_round, load_before, wall
         lines.append(f"| objcrop moco_v2, chunked shuffle-BN (before) / bare limit | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
         r = ratio(per_round["objcrop moco_v2 chunked"], per_round["objcrop moco_v2"])
         lines.append(f"| one-pass / chunked shuffle-BN (speed-up) | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+    if "objcrop moco_v2 channels_last" in per_round:
+        r = ratio(per_round["bare moco_v2"], per_round["objcrop moco_v2 channels_last"])
+        lines.append(f"| objcrop moco_v2, channels_last (before, on CPU) / bare limit | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+        r = ratio(per_round["objcrop moco_v2 channels_last"], per_round["objcrop moco_v2"])
+        lines.append(f"| contiguous / channels_last (speed-up) | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
     if "moco_v2" in args.methods:
         r = ratio(per_round["bare moco_v2"], per_round["objcrop moco_v2"])[0]
         lines += ["", f"MoCo-v2 target >= {MOCO_TARGET}x the limit with shuffle-BN on: {'met' if r >= MOCO_TARGET else 'NOT met'} ({r:.3f})"]

@@ -48,7 +48,9 @@ def get_pretrain_cfg() -> CfgNode:
     # Mixed precision on CUDA (ignored on CPU); "bfloat16" needs no loss scaling, "float16" uses a GradScaler.
     cfg.PRETRAIN.AMP = True
     cfg.PRETRAIN.AMP_DTYPE = "bfloat16"
-    # Store the backbone and inputs in channels_last memory format (faster convolutions on GPU and CPU).
+    # Store the backbone and inputs in channels_last memory format, on CUDA (faster convolutions there).
+    # Ignored on CPU: measured no faster there, and split BN's one-pass grouping would copy every
+    # activation of a channels_last tensor (benchmarks/bench_step.py --layouts).
     cfg.PRETRAIN.CHANNELS_LAST = False
 
     cfg.PRETRAIN.MOCO = CfgNode()

@@ -209,3 +209,35 @@ def test_a_byol_step_with_the_paper_presets_optimiser(one_torch_thread):
     opt.step()
     moved = [not torch.equal(a, b) for a, b in zip(before, model.online.parameters()) if a.ndim > 1]
     assert moved and all(moved)  # (a bias just before BN has no gradient in exact arithmetic: not checked)
+
+
+def test_channels_last_is_kept_for_cuda(caplog):
+    """Guards against channels_last on CPU (PRETRAIN.CHANNELS_LAST, on in the CPU presets): there it made
+    the step slower (split BN copies a channels_last activation to group it; bench_step.py --layouts),
+    so the trainer builds a contiguous model, says why, and feeds it contiguous views; on CUDA it obeys."""
+    import logging
+
+    from objcrop.pretrain.distributed import DistContext
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    cfg = _cfg("PRETRAIN.ARCH", "resnet18", "PRETRAIN.BATCH_SIZE", 4, "PRETRAIN.MOCO.K", 8, "PRETRAIN.CHANNELS_LAST", True,
+               "OUTPUT_DIR", "unused")
+    trainer = PretrainTrainer(cfg, DistContext(), logging.getLogger("test.channels_last"))
+    with caplog.at_level(logging.INFO, logger="test.channels_last"):
+        method = trainer.build_method()
+    conv = method.encoder_q.conv1.weight
+    assert not trainer.channels_last and conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)
+    assert "CHANNELS_LAST applies on CUDA only" in caplog.text
+    trainer.method = trainer.model = method
+    from objcrop.pretrain.engine.optim import build_optimisation
+
+    trainer.optimizer, trainer.scaler, trainer.autocast = build_optimisation(method, cfg, torch.device("cpu"))
+    trainer.max_iter, trainer.peak_lr, trainer.warmup = 10, 0.01, 0
+    seen = []
+    method.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    trainer.run_step(x, x.clone(), torch.ones(4, dtype=torch.bool))
+    assert seen == [True]
+    cuda = PretrainTrainer(cfg, DistContext(), logging.getLogger("test"))
+    cuda.ctx = DistContext(device=torch.device("cuda"))  # the decision only: nothing runs on it
+    assert cuda.channels_last

@@ -143,9 +143,18 @@ class PretrainTrainer:
             else:  # torch's SyncBatchNorm has no CPU kernel
                 self.logger.warning("SyncBN needs CUDA; on CPU each process keeps its own BN statistics")
         method.to(self.ctx.device)
-        if p.CHANNELS_LAST:
+        if self.channels_last:
             method.to(memory_format=torch.channels_last)
+        elif p.CHANNELS_LAST:
+            self.logger.info("PRETRAIN.CHANNELS_LAST applies on CUDA only: on CPU the step keeps the contiguous "
+                             "format (channels_last measured no faster there, and split BN would copy every "
+                             "activation to group it: benchmarks/bench_step.py --layouts)")
         return method
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the model and its inputs use channels_last: asked for (PRETRAIN.CHANNELS_LAST) and on CUDA."""
+        return bool(self.cfg.PRETRAIN.CHANNELS_LAST) and self.ctx.device.type == "cuda"
 
     def build_hooks(self) -> List[HookBase]:
         """The guard first (nothing counts or logs a non-finite loss), then the counters; the writers on
@@ -238,7 +247,7 @@ class PretrainTrainer:
         lr = lr_at(s.iteration, self.max_iter, self.peak_lr, self.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        fmt = torch.channels_last if self.cfg.PRETRAIN.CHANNELS_LAST else torch.contiguous_format
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         view1 = self._on_device(view1).contiguous(memory_format=fmt)
         view2 = self._on_device(view2).contiguous(memory_format=fmt)
         with self.autocast():
