@@ -21,7 +21,7 @@ import os
 import shlex
 import subprocess
 import sys
-from typing import List
+from typing import List, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -39,17 +39,23 @@ def _run(argv: List[str], output: str, log: List[str]) -> None:
                    stdout=subprocess.DEVNULL)
 
 
-def write_plan(study: str, preset: str) -> str:
-    """OUT/plan.json: the preset's tasks (objcrop.pipeline's plan for this output directory)."""
+def write_plan(study: str, preset: str, pipeline_args: Sequence[str] = ()) -> str:
+    """OUT/plan.json: the preset's tasks (objcrop.pipeline's plan for this output directory), with the
+    pipeline's own selection flags (`--tags b256-100e`, `--seeds 0 1 2`) applied when given."""
     from objcrop.io import write_json_atomic
+    from objcrop.pipeline.cli import build_parser
     from objcrop.pipeline.plan import build_plan
-    from objcrop.pipeline.presets import load_preset
+    from objcrop.pipeline.presets import apply_overrides, load_preset
     from objcrop.pipeline.tasks import STAGE_ORDER
 
+    overrides = build_parser().parse_args(["--preset", preset, *pipeline_args])
     tasks = [{"name": t.name, "stage": t.stage, "results": [os.path.relpath(r, study) for r in t.results]}
-             for t in build_plan(load_preset(preset), study)]
+             for t in build_plan(apply_overrides(load_preset(preset), overrides), study)]
     path = os.path.join(study, "plan.json")
-    write_json_atomic(path, {"preset": preset, "stage_order": STAGE_ORDER, "tasks": tasks})
+    plan = {"preset": preset, "stage_order": STAGE_ORDER, "tasks": tasks}
+    if pipeline_args:
+        plan["pipeline_args"] = list(pipeline_args)
+    write_json_atomic(path, plan)
     return path
 
 
@@ -61,10 +67,13 @@ def main(argv=None) -> int:
     p.add_argument("--preset", help="the pipeline preset of the output, for plan.json (default: the output "
                                     "directory's name, e.g. study_hard)")
     p.add_argument("--plan-only", action="store_true", help="write plan.json and measure nothing")
+    p.add_argument("--tags", help='the pipeline\'s --tags of the output, for plan.json (e.g. "b256-100e")')
+    p.add_argument("--seeds", help='the pipeline\'s --seeds of the output, for plan.json (e.g. "0 1 2")')
     args = p.parse_args(argv)
 
     study = os.path.abspath(args.study)
-    print(write_plan(study, args.preset or os.path.basename(study.rstrip(os.sep))))
+    selection = [x for flag, v in (("--tags", args.tags), ("--seeds", args.seeds)) if v for x in (flag, v)]
+    print(write_plan(study, args.preset or os.path.basename(study.rstrip(os.sep)), selection))
     if args.plan_only:
         return 0
     data = os.path.join(study, "data")

@@ -1,6 +1,7 @@
 """`objcrop report study` / `objcrop report record` (report/study_*.py): the study page from the
 records, the pretext table, the machine line, the gate and reading tables."""
 import os
+import re
 
 import pytest
 
@@ -147,3 +148,41 @@ def test_detection_section_is_the_curve_page_titled_first_one_level_down_with_it
     assert got[0] == "## Detection learning curves" and got[1].startswith("Command:")
     assert "### Gate at 250 iterations: **PASS**" in got and "![AP50](results/detect_curve/curve.png)" in got
     assert detection_section(str(folder / "missing.md"), str(tmp_path / "docs")) is None
+
+
+def test_a_retrained_record_is_shown_but_not_counted_again_in_the_test_families(tmp_path):
+    """Guards against the detection section's retrained backbones (--plain-detect) entering the registered
+    and re-read families beside the runs they repeat: given the background-free control's own record as
+    its retrained twin, the page shows both sections and the re-read family keeps its size."""
+    plain = os.path.join(REPO, "docs", "results", "study_plain")
+    base = ["study", "--study", str(tmp_path / "none"), "--hard", str(tmp_path / "none"), "--gpu", str(tmp_path / "none"),
+            "--plain-gpu", str(tmp_path / "none"), "--plain", plain, "--wall-time", str(tmp_path / "none.txt"),
+            "--preamble", str(tmp_path / "none.md"), "--discussion", str(tmp_path / "none.md")]
+    family = re.compile(r"on the probe and on kNN: (\d+) tests")
+    pages = {}
+    for name, extra in (("alone", ["--plain-detect", str(tmp_path / "none")]), ("twin", ["--plain-detect", plain])):
+        out = tmp_path / f"{name}.md"
+        assert report_main(base + extra + ["--out", str(out)]) == 0
+        pages[name] = out.read_text()
+    assert "## Detection on backbones that learned" in pages["twin"]
+    assert "## Detection on backbones that learned" not in pages["alone"]
+    assert int(family.search(pages["alone"]).group(1)) > 0
+    assert family.search(pages["twin"]).group(1) == family.search(pages["alone"]).group(1)
+
+
+def test_the_recorded_plan_applies_the_pipelines_selection(tmp_path):
+    """Guards against a plan.json of the whole preset for an output made with --tags/--seeds: the study
+    page would then list every untouched row of the preset as "not run yet"."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("study_extras", os.path.join(REPO, "scripts", "study_extras.py"))
+    extras = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extras)
+    path = extras.write_plan(str(tmp_path), "study_plain", ["--tags", "b256-100e", "--seeds", "0 1 2"])
+    plan = json.load(open(path))
+    pre = [t["name"] for t in plan["tasks"] if t["stage"] == "pretrain" and t["name"] != "pretrain.supervised"]
+    assert len(pre) == 6 and all("-b256-100e_" in n and not n.endswith("_s3") for n in pre)
+    assert plan["pipeline_args"] == ["--tags", "b256-100e", "--seeds", "0 1 2"]
+    whole = json.load(open(extras.write_plan(str(tmp_path), "study_plain")))
+    assert len([t for t in whole["tasks"] if t["stage"] == "pretrain"]) > len(pre) + 1
