@@ -113,7 +113,9 @@ def not_run(record: StudyRecord, preset: str) -> str:
             missing[t["stage"]].append(t["name"].split(".", 1)[1] if "." in t["name"] else t["name"])
     if not missing:
         return "Every task of the preset has its result."
-    lines = [f"Not run yet — `{plan.get('preset', preset)}` preset tasks without a result "
+    selection = " ".join(plan.get("pipeline_args") or [])
+    lines = [f"Not run yet — `{plan.get('preset', preset)}` preset tasks{f' (`{selection}`)' if selection else ''} "
+             f"without a result "
              f"({sum(map(len, missing.values()))}), in the order a rerun takes them:", ""]
     for stage in plan.get("stage_order") or sorted(missing):
         if missing.get(stage):
