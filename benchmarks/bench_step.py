@@ -17,6 +17,10 @@ machine load hits them alike; each ratio is the median over rounds of (limit ste
 step time), i.e. objcrop's pairs/s as a fraction of the limit's.
 
     python benchmarks/bench_step.py --out benchmarks/out/step.md [--quick] [--chunked]
+    python benchmarks/bench_step.py --device cuda --size 224 --batch 128 --out benchmarks/gpu/step_<gpu>.md
+
+On CUDA (issue 22 §5) both sides run as objcrop's GPU presets train: bf16 autocast and channels_last
+(PRETRAIN.AMP, PRETRAIN.CHANNELS_LAST), every step timed to its end (torch.cuda.synchronize).
 """
 import argparse
 import logging
@@ -42,6 +46,8 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=0, help="interleaved rounds (default 5; --quick 2)")
     p.add_argument("--steps", type=int, default=2, help="timed steps per side per round (after one warm-up step each)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cpu: fp32, contiguous; cuda: bf16 autocast and channels_last on both sides")
     p.add_argument("--layouts", action="store_true",
                    help="also time MoCo-v2 with the model in channels_last (what PRETRAIN.CHANNELS_LAST did on CPU)")
     p.add_argument("--chunked", action="store_true",
@@ -52,7 +58,7 @@ def parse_args(argv=None):
 
 
 def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunked: bool = False,
-                 channels_last: bool = False):
+                 channels_last: bool = False, device: str = "cpu"):
     """A callable running one PretrainTrainer.run_step: the trainer's own step, built without data."""
     from objcrop.pretrain.config import get_pretrain_cfg
     from objcrop.pretrain.distributed import DistContext
@@ -65,17 +71,17 @@ def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunk
     logger = logging.getLogger("bench.step")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
-    t = PretrainTrainer(cfg, DistContext(), logger)
+    t = PretrainTrainer(cfg, DistContext(device=torch.device(device)), logger)
     t.method = t.build_method()
     if chunked:
         use_chunked_shuffle_bn(t.method)
     if channels_last:  # the inputs need not follow: the first convolution's output takes the weights' format
         t.method.to(memory_format=torch.channels_last)
     t.model = t.method
-    t.optimizer, t.scaler, t.autocast = build_optimisation(t.method, cfg, torch.device("cpu"))
+    t.optimizer, t.scaler, t.autocast = build_optimisation(t.method, cfg, torch.device(device))
     t.max_iter, t.peak_lr, t.warmup = 10**9, scaled_lr(cfg), 0  # a long cosine: lr ~ constant
     t.method.train()
-    has_boxes = torch.ones(batch, dtype=torch.bool)
+    has_boxes = torch.ones(batch, dtype=torch.bool, device=device)
     return lambda x1, x2: t.run_step(x1, x2, has_boxes), getattr(t.method, "bn_splits", None)
 
 
@@ -91,32 +97,40 @@ def use_chunked_shuffle_bn(method) -> None:
     method._encode_in_bn_groups = lambda enc, x: torch.cat([enc(c) for c in x.chunk(s)], dim=0) if s > 1 else enc(x)
 
 
-def bare_step(method: str, arch: str, out_dim: int, lr: float):
-    """The compute limit: torchvision ResNets, SGD, fwd + bwd + no-grad fwd (MoCo) or the pair (BYOL)."""
+def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cpu"):
+    """The compute limit: torchvision ResNets, SGD, fwd + bwd + no-grad fwd (MoCo) or the pair (BYOL);
+    on CUDA in channels_last under bf16 autocast, as objcrop's GPU presets train."""
+    import contextlib
+
     import torchvision
 
     torch.manual_seed(0)
-    online = getattr(torchvision.models, arch)(weights=None, num_classes=out_dim).train()
-    target = getattr(torchvision.models, arch)(weights=None, num_classes=out_dim).train()
+    cuda = device == "cuda"
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    online = getattr(torchvision.models, arch)(weights=None, num_classes=out_dim).train().to(device, memory_format=fmt)
+    target = getattr(torchvision.models, arch)(weights=None, num_classes=out_dim).train().to(device, memory_format=fmt)
+    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     for p in target.parameters():
         p.requires_grad = False
     opt = torch.optim.SGD(online.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
 
     def moco(x1, x2):
-        loss = online(x1).float().pow(2).mean()
+        with amp():
+            loss = online(x1).float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             target(x2)
         return float(loss)
 
     def byol(x1, x2):
-        loss = online(x1).float().pow(2).mean() + online(x2).float().pow(2).mean()
+        with amp():
+            loss = online(x1).float().pow(2).mean() + online(x2).float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             target(x1), target(x2)
         return float(loss)
 
@@ -125,9 +139,12 @@ def bare_step(method: str, arch: str, out_dim: int, lr: float):
 
 def time_rounds(sides: dict, x1, x2, rounds: int, steps: int, after_round=None) -> dict:
     """{side: [median step seconds of each round]}; one untimed warm-up step per side first.
-    `after_round(per_round)` runs after each round (the report so far: a killed run still leaves one)."""
+    `after_round(per_round)` runs after each round (the report so far: a killed run still leaves one).
+    On CUDA each step is timed to the end of its kernels, not to the end of their launch."""
+    sync = torch.cuda.synchronize if x1.is_cuda else (lambda: None)
     for fn in sides.values():
         fn(x1, x2)
+    sync()
     per_round = {name: [] for name in sides}
     for _ in range(rounds):
         for name, fn in sides.items():
@@ -135,6 +152,7 @@ def time_rounds(sides: dict, x1, x2, rounds: int, steps: int, after_round=None) 
             for _ in range(steps):
                 t = time.perf_counter()
                 fn(x1, x2)
+                sync()
                 times.append(time.perf_counter() - t)
             per_round[name].append(statistics.median(times))
         print(f"[bench_step] round {len(per_round[name])}/{rounds}: "
@@ -158,7 +176,7 @@ def main(argv=None):
     size = args.size or (32 if args.quick else 64)
     rounds = args.rounds or (2 if args.quick else 5)
     g = torch.Generator().manual_seed(0)
-    x1, x2 = torch.randn(batch, 3, size, size, generator=g), torch.randn(batch, 3, size, size, generator=g)
+    x1, x2 = (torch.randn(batch, 3, size, size, generator=g).to(args.device) for _ in range(2))
     from objcrop.pretrain.config import get_pretrain_cfg
 
     defaults = get_pretrain_cfg().PRETRAIN
@@ -167,14 +185,15 @@ def main(argv=None):
     sides, splits = {}, None
     with tempfile.TemporaryDirectory(prefix="objcrop_bench_step_") as tmp:
         for m in args.methods:
-            sides[f"bare {m}"] = bare_step(m, arch, out_dim[m], lr)
-            sides[f"objcrop {m}"], s = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, m))
+            sides[f"bare {m}"] = bare_step(m, arch, out_dim[m], lr, args.device)
+            sides[f"objcrop {m}"], s = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, m), device=args.device)
             splits = s if m == "moco_v2" else splits
             if m == "moco_v2" and args.chunked:
-                sides["objcrop moco_v2 chunked"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "c"), True)
+                sides["objcrop moco_v2 chunked"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "c"), True,
+                                                                   device=args.device)
             if m == "moco_v2" and args.layouts:
                 sides["objcrop moco_v2 channels_last"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "l"),
-                                                                         channels_last=True)
+                                                                         channels_last=True, device=args.device)
         from _report import emit_markdown
 
         load_before = os.getloadavg()[0]
@@ -194,6 +213,12 @@ def main(argv=None):
     return 0
 
 
+def _precision(args) -> str:
+    if args.device == "cuda":
+        return f"bf16 autocast and channels_last on {torch.cuda.get_device_name()}"
+    return "fp32 on CPU"
+
+
 def report(args, arch, batch, size, rounds, splits, per_round, load_before, wall, argv):
     """The markdown report of the rounds done so far (`rounds` of them)."""
     med = {name: statistics.median(v) for name, v in per_round.items()}
@@ -202,7 +227,7 @@ def report(args, arch, batch, size, rounds, splits, per_round, load_before, wall
         "",
         f"command: `python benchmarks/bench_step.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         f"settings: {arch}, batch {batch} pairs, {size}-px views, MoCo K {args.K}, shuffle-BN groups {splits}, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, {os.cpu_count()} CPUs, fp32 on CPU; "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, {os.cpu_count()} CPUs, {_precision(args)}; "
         f"{rounds} interleaved rounds x {args.steps} steps per side ({wall:.0f} s); "
         f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other work slows every side alike "
         f"only on average: the per-round ratios show the spread)",
