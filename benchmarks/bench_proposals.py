@@ -85,11 +85,16 @@ def cpu_seconds() -> float:
 
 def timed_store(items, spec, workers: int, out: str, cold: bool):
     """(wall seconds, CPU seconds or None) of one store. Cold: a pool of its own, stopped afterwards so
-    that its workers' CPU time is counted; warm: the pool of the previous store (its CPU is not known yet)."""
+    that its workers' CPU time is counted; warm: a pool that has already served a store (as across the
+    shards of a run; its CPU is not known yet). The cold run before a warm one stops its pool, so the
+    warm run first sends its pool a store of one image per worker, untimed."""
     from objcrop.pretrain.proposals import compute
 
     if cold:
         compute.close_worker_pool()
+    elif workers > 1:  # a pool that has already served a store: started, its workers' imports done
+        compute.compute_store(items[:workers], spec, out, workers=workers, progress=False)
+        os.remove(out)
     cpu, start = cpu_seconds(), time.perf_counter()
     compute.compute_store(items, spec, out, workers=workers, progress=False)
     elapsed = time.perf_counter() - start
