@@ -31,6 +31,7 @@ from scipy import stats
 from objcrop.errors import ObjcropError
 from objcrop.report.baseline import baseline_policy, is_random_crop
 from objcrop.report.record import StudyRecord
+from objcrop.report.study_page import RETRAINED
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = "runs/probe/"
@@ -147,6 +148,13 @@ def report(records: List[str], plan: dict) -> str:
     return "\n".join(lines)
 
 
+def default_records() -> List[str]:
+    """Every docs/results/*/ holding a record.json, but the records of retrained backbones (their runs
+    repeat another record's, and would count twice in the pooled std)."""
+    found = (os.path.dirname(f) for f in glob.glob(os.path.join(REPO, "docs", "results", "*", "record.json")))
+    return sorted(d for d in found if os.path.basename(d) not in RETRAINED)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,8 +164,7 @@ def main(argv=None) -> int:
                    help="the machine-readable preregistration: smallest_effect, alpha, power, hypotheses "
                         "(default: %(default)s)")
     args = p.parse_args(argv)
-    records = args.records if args.records is not None else sorted(
-        os.path.dirname(f) for f in glob.glob(os.path.join(REPO, "docs", "results", "*", "record.json")))
+    records = args.records if args.records is not None else default_records()
     try:
         print(report(records, load_plan(args.prereg)))
     except ObjcropError as e:
