@@ -151,3 +151,14 @@ def test_the_unit_is_the_pretraining_run(tmp_path):
     key = ("moco_v2", "random", "none", "3")
     assert values[key]["VOC AP50 (voc:test)"] == [5.0, 8.0] and values[key][P] == [40.0]
     assert arches[key] == "resnet18"
+
+
+def test_power_leaves_out_the_records_of_retrained_backbones(tmp_path, monkeypatch):
+    """Guards against the pooled std counting a retrained record's pretraining seeds a second time beside
+    the record they repeat (docs/results/study_plain_detect repeats study_plain's b256-100e runs)."""
+    power = _power()
+    for name in ("study_plain", "study_plain_detect"):
+        (tmp_path / "docs" / "results" / name).mkdir(parents=True)
+        (tmp_path / "docs" / "results" / name / "record.json").write_text("{}")
+    monkeypatch.setattr(power, "REPO", str(tmp_path))
+    assert [os.path.basename(d) for d in power.default_records()] == ["study_plain"]
