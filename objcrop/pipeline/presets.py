@@ -63,7 +63,7 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
         pre["policies"] = words(args.policies)
     if args.methods:
         pre["methods"] = words(args.methods)
-    if getattr(args, "tags", None):
+    if args.tags:
         pre["runs"] = _runs_with_tags(pre.get("runs"), words(args.tags))
     if args.seeds:
         pre["seeds"] = [int(s) for s in words(args.seeds)]
