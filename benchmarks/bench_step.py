@@ -6,7 +6,11 @@ an SGD step, and forward the keys without gradient through a second copy. For BY
 pair: the online ResNet forward on both views, backward, SGD, and the target ResNet forward on both
 views without gradient. Both bare models have torchvision's own `fc` (num_classes = the method's
 output size); everything objcrop adds (projection head, predictor, shuffle-BN, queue, momentum
-update, loss, lr schedule, metrics) counts against it. `--chunked` also times MoCo-v2 on the chunked
+update, loss, lr schedule, metrics) counts against it. A third side per method, "bare + method",
+adds to the bare step the arithmetic the method itself prescribes and any implementation pays
+(MoCo-v2: the 2-layer projection head on both encoders and the momentum update of the key encoder;
+BYOL: projector, predictor and the target's momentum update), as plain torch modules; objcrop's
+ratio to it is what objcrop's own machinery (shuffle-BN, queue, bookkeeping) costs. `--chunked` also times MoCo-v2 on the chunked
 shuffle-BN path objcrop had before the one-pass split BN (plain BN, each encoder forwarded in
 BN_SPLITS chunks), for a before/after ratio measured in the same run. `--layouts` times MoCo-v2 with
 the model in channels_last, as PRETRAIN.CHANNELS_LAST ran it on CPU before the trainer kept it for
@@ -97,9 +101,12 @@ def use_chunked_shuffle_bn(method) -> None:
     method._encode_in_bn_groups = lambda enc, x: torch.cat([enc(c) for c in x.chunk(s)], dim=0) if s > 1 else enc(x)
 
 
-def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cpu"):
+def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cpu", method_work: dict = None):
     """The compute limit: torchvision ResNets, SGD, fwd + bwd + no-grad fwd (MoCo) or the pair (BYOL);
-    on CUDA in channels_last under bf16 autocast, as objcrop's GPU presets train."""
+    on CUDA in channels_last under bf16 autocast, as objcrop's GPU presets train.
+
+    `method_work` (the method's config block as a dict) adds what the method prescribes on top: its
+    heads in place of torchvision's `fc` and the momentum update of the second network."""
     import contextlib
 
     import torchvision
@@ -107,12 +114,32 @@ def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cp
     torch.manual_seed(0)
     cuda = device == "cuda"
     fmt = torch.channels_last if cuda else torch.contiguous_format
-    online = getattr(torchvision.models, arch)(weights=None, num_classes=out_dim).train().to(device, memory_format=fmt)
-    target = getattr(torchvision.models, arch)(weights=None, num_classes=out_dim).train().to(device, memory_format=fmt)
+    nets = [getattr(torchvision.models, arch)(weights=None, num_classes=out_dim) for _ in range(2)]
+    predictor = None
+    if method_work is not None:
+        from objcrop.pretrain.models import mlp_head
+
+        width = nets[0].fc.in_features
+        for net in nets:  # MoCo-v2's head has no BN (HEAD_BN off by default); BYOL's projector has
+            net.fc = (mlp_head(width, method_work["MLP_HIDDEN"], method_work["DIM"], batch_norm=method_work["HEAD_BN"])
+                      if method == "moco_v2" else mlp_head(width, method_work["PROJ_HIDDEN"], method_work["PROJ_DIM"]))
+        if method == "byol":
+            predictor = mlp_head(method_work["PROJ_DIM"], method_work["PROJ_HIDDEN"], method_work["PROJ_DIM"])
+    online, target = (n.train().to(device, memory_format=fmt) for n in nets)
     amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     for p in target.parameters():
         p.requires_grad = False
-    opt = torch.optim.SGD(online.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    head = (lambda z: predictor(z)) if predictor is not None else (lambda z: z)
+    if predictor is not None:
+        predictor.train().to(device)
+    params = list(online.parameters()) + (list(predictor.parameters()) if predictor is not None else [])
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
+    online_w, target_w = list(online.parameters()), list(target.parameters())
+
+    def momentum_update():
+        if method_work is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(target_w, online_w, 0.001)
 
     def moco(x1, x2):
         with amp():
@@ -120,16 +147,18 @@ def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cp
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        momentum_update()
         with torch.no_grad(), amp():
             target(x2)
         return float(loss)
 
     def byol(x1, x2):
         with amp():
-            loss = online(x1).float().pow(2).mean() + online(x2).float().pow(2).mean()
+            loss = head(online(x1)).float().pow(2).mean() + head(online(x2)).float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        momentum_update()
         with torch.no_grad(), amp():
             target(x1), target(x2)
         return float(loss)
@@ -181,11 +210,13 @@ def main(argv=None):
 
     defaults = get_pretrain_cfg().PRETRAIN
     out_dim = {"moco_v2": defaults.MOCO.DIM, "byol": defaults.BYOL.PROJ_DIM}
+    method_work = {"moco_v2": dict(defaults.MOCO), "byol": dict(defaults.BYOL)}
     lr = defaults.BASE_LR * batch / defaults.BASE_BATCH_SIZE
     sides, splits = {}, None
     with tempfile.TemporaryDirectory(prefix="objcrop_bench_step_") as tmp:
         for m in args.methods:
             sides[f"bare {m}"] = bare_step(m, arch, out_dim[m], lr, args.device)
+            sides[f"bare + method {m}"] = bare_step(m, arch, out_dim[m], lr, args.device, method_work[m])
             sides[f"objcrop {m}"], s = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, m), device=args.device)
             splits = s if m == "moco_v2" else splits
             if m == "moco_v2" and args.chunked:
@@ -242,6 +273,10 @@ def report(args, arch, batch, size, rounds, splits, per_round, load_before, wall
     for m in args.methods:
         r = ratio(per_round[f"bare {m}"], per_round[f"objcrop {m}"])
         lines.append(f"| objcrop {m} / bare limit | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+        r = ratio(per_round[f"bare {m}"], per_round[f"bare + method {m}"])
+        lines.append(f"| bare + {m}'s own arithmetic / bare limit (what any implementation pays) | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+        r = ratio(per_round[f"bare + method {m}"], per_round[f"objcrop {m}"])
+        lines.append(f"| objcrop {m} / bare + its own arithmetic (objcrop's machinery) | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
     if "objcrop moco_v2 chunked" in per_round:
         r = ratio(per_round["bare moco_v2"], per_round["objcrop moco_v2 chunked"])
         lines.append(f"| objcrop moco_v2, chunked shuffle-BN (before) / bare limit | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")

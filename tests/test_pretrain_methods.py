@@ -312,10 +312,12 @@ def test_split_bn_in_one_pass_equals_forwarding_the_chunks(n, bn_splits):
     without the reorder), pools the statistics of all groups, averages the running statistics instead
     of updating them as S sequential BN calls do, or forgets to restore the batch order. Outputs,
     gradients and running statistics must equal the chunked path's, in train and in eval mode; the
-    batch of 10 in 3 groups (uneven chunks) takes the per-layer chunk fallback."""
+    batch of 10 in 3 groups (uneven chunks) takes the per-layer chunk fallback. Two training batches:
+    the second finds the previous batch's group statistics in the layers' reused scratch, which BN
+    must overwrite, not blend in."""
     split, chunked = _split_and_chunked(bn_splits)
-    x = torch.randn(n, 3, 32, 32)
-    for mode in ("train", "eval"):
+    for mode in ("train", "train", "eval"):
+        x = torch.randn(n, 3, 32, 32)
         getattr(split, mode)(), getattr(chunked, mode)()
         y_split = split._encode_in_bn_groups(split.encoder_q, x)
         y_chunk = chunked._encode_in_bn_groups(chunked.encoder_q, x)
@@ -358,6 +360,7 @@ def test_split_bn_state_dict_keys_are_torchvisions():
     ResNet must keep torchvision's keys."""
     split = tiny_moco(bn_splits=2)
     plain = tiny_moco(bn_splits=1)
+    split.train()(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))  # the layers' scratch exists now
     assert split.state_dict().keys() == plain.state_dict().keys()
     split.load_state_dict(plain.state_dict())
 
