@@ -103,3 +103,22 @@ def test_deferred_copy_paste_policy_ships_crops_and_parameters():
     for crop, params in views:
         assert crop.dtype == torch.uint8 and crop.shape == (3, 24, 24) and params.shape == (13,)
     assert augment.apply_batch(torch.stack([views[0][0]]), torch.stack([views[0][1]])).dtype == torch.float32
+
+
+def test_per_view_blur_and_hue_are_torchvisions():
+    """The worker's own blur (shifted sums for few taps, a separable convolution for many) and hue
+    shift stand in for torchvision's `gaussian_blur` and `adjust_hue`: same pixels up to float
+    rounding, including grey pixels (no hue) and the reflect padding at the borders."""
+    import torchvision.transforms.v2.functional as TF
+
+    from objcrop.pretrain.views.augment import _kernel_size, adjust_hue
+
+    x = random_crops(4, 64).float() / 255.0
+    for sigma in (0.05, 0.3, 0.57, 1.5, 4.0, 12.0):  # 3 to 63 taps: both paths
+        k = _kernel_size(sigma, 64, 64)
+        for img in x:
+            ref = TF.gaussian_blur(img, [k, k], [sigma, sigma])
+            assert (gaussian_blur(img, sigma) - ref).abs().max() < 1e-5, (sigma, k)
+    for factor in (-0.5, -0.21, 0.0, 0.07, 0.5):
+        for img in x:
+            assert (adjust_hue(img, factor) - TF.adjust_hue(img, factor)).abs().max() < 1e-5, factor
