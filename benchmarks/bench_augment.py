@@ -5,7 +5,8 @@ device (VIEWS.AUGMENT_ON device), on the same decoded photos and the same draws.
         [--images synth:DIR:train]
 
 A worker's cost per view pair both ways (one thread, interleaved pair by pair): crop + augment
-against crop + drawing the parameters; then the batched augmentation of a batch of pairs on the CPU
+against crop + drawing the parameters, and crop + augment with torchvision's own `gaussian_blur` and
+`adjust_hue` in place of objcrop's (the functionals a user would reach for; same draws); then the batched augmentation of a batch of pairs on the CPU
 (one thread) and, where there is one, on the GPU. A GPU run is fed by the workers: with the
 augmentations on the device, each worker core delivers the ratio more pairs per second.
 """
@@ -24,13 +25,30 @@ from bench_views import samples  # noqa: E402
 
 
 def policies(crop_size: int):
-    """The same obj-obj-dilate policy twice: augmenting in the worker, and deferring to the device."""
+    """The same obj-obj-dilate policy three times: augmenting in the worker, deferring to the device,
+    and augmenting in the worker with torchvision's blur and hue shift."""
     from objcrop.pretrain.views import build_view_policy, defer_augment, get_views_cfg
 
     cfg = get_views_cfg()
     cfg.VIEWS.POLICY, cfg.VIEWS.CROP_SIZE = "obj-obj-dilate", crop_size
-    worker, deferred = build_view_policy(cfg), build_view_policy(cfg)
-    return worker, deferred, defer_augment(deferred)
+    worker, deferred, torchvision_ops = build_view_policy(cfg), build_view_policy(cfg), build_view_policy(cfg)
+    use_torchvision_functionals(torchvision_ops.augment)
+    return worker, deferred, torchvision_ops, defer_augment(deferred)
+
+
+def use_torchvision_functionals(augment) -> None:
+    """`augment` with torchvision's `gaussian_blur` (its k x k kernel, the size objcrop's blur uses) and
+    `adjust_hue` in place of objcrop's own."""
+    import torchvision.transforms.v2.functional as TF
+
+    from objcrop.pretrain.views.augment import _kernel_size
+
+    def blur(x, sigma):
+        k = _kernel_size(sigma, *x.shape[-2:])
+        return TF.gaussian_blur(x, [k, k], [sigma, sigma])
+
+    augment.adjust = augment.adjust[:3] + (TF.adjust_hue,)
+    augment.blur = blur
 
 
 def dataset_images(spec: str, count: int = 6):
@@ -43,21 +61,23 @@ def dataset_images(spec: str, count: int = 6):
              torch.from_numpy(gt_boxes_xyxy(r)), None) for r in records[:count]]
 
 
-def time_workers(worker, deferred, data, pairs_per_image: int, seed: int):
-    """Seconds per pair of each, interleaved pair by pair; and the deferred pairs (crops, params)."""
-    totals, shipped = [0.0, 0.0], []
-    gens = [torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)]
+def time_workers(sides, data, pairs_per_image: int, seed: int, ship: int = 1):
+    """Seconds per pair of each policy in `sides`, interleaved pair by pair (the order rotating from one
+    pair to the next); and the pairs of sides[ship] (the deferred one: crops and parameters)."""
+    totals, shipped = [0.0] * len(sides), []
+    gens = [torch.Generator().manual_seed(seed) for _ in sides]
     n = 0
     for _, image, boxes, _ in data:
         for _ in range(pairs_per_image):
-            for k in ((0, 1) if n % 2 == 0 else (1, 0)):
+            for i in range(len(sides)):
+                k = (n + i) % len(sides)
                 start = time.perf_counter()
-                out = (worker, deferred)[k](image, boxes, generator=gens[k])
+                out = sides[k](image, boxes, generator=gens[k])
                 totals[k] += time.perf_counter() - start
-                if k == 1:
+                if k == ship:
                     shipped.append(out)
             n += 1
-    return totals[0] / n, totals[1] / n, shipped
+    return [t / n for t in totals], shipped
 
 
 def time_batched(augment, shipped, batch: int, device: torch.device, repeats: int) -> float:
@@ -98,13 +118,15 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     data = dataset_images(args.images) if args.images else samples()  # bench_views' photos
     rounds, per_image = (2, 4) if args.quick else (7, 20)
-    worker, deferred, augment = policies(args.crop_size)
-    time_workers(worker, deferred, data[:1], 2, 0)  # warm-up
-    full, light, shipped = [], [], []
+    worker, deferred, torchvision_ops, augment = policies(args.crop_size)
+    sides = (worker, deferred, torchvision_ops)
+    time_workers(sides, data[:1], 2, 0)  # warm-up
+    per_round, shipped = [], []
     for r in range(rounds):
-        a, b, s = time_workers(worker, deferred, data, per_image, seed=r + 1)
-        full.append(a), light.append(b), shipped.extend(s)
-    full, light = statistics.median(full), statistics.median(light)
+        times, s = time_workers(sides, data, per_image, seed=r + 1)
+        per_round.append(times), shipped.extend(s)
+    full, light, tv = (statistics.median(t[k] for t in per_round) for k in range(3))
+    ours_vs_tv = statistics.median(t[2] / t[0] for t in per_round)
     devices = [torch.device("cpu")]
     if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
         devices.append(torch.device("cuda"))
@@ -112,15 +134,17 @@ def main(argv=None) -> int:
     source = f"images of {args.images}" if args.images else "photos"
     lines = [f"## Augmentations in the workers or batched on the device ({args.crop_size}-px views)", "",
              f"{len(data)} decoded {source}, obj-obj-dilate on their boxes, {per_image} pairs each per round, {rounds} rounds, "
-             "the two worker variants interleaved pair by pair, 1 thread; median over rounds. Batched: both views of "
+             "the three worker variants interleaved pair by pair, 1 thread; median over rounds. Batched: both views of "
              f"{args.batch} pairs per call, median of repeated calls.", "",
              "| where | ms / view pair | pairs / s |", "|---|---:|---:|",
              f"| worker: crop + augment (VIEWS.AUGMENT_ON worker) | {full * 1e3:.3f} | {1 / full:.0f} per core |",
+             f"| worker: crop + augment, torchvision's gaussian_blur and adjust_hue | {tv * 1e3:.3f} | {1 / tv:.0f} per core |",
              f"| worker: crop + draw (VIEWS.AUGMENT_ON device) | {light * 1e3:.3f} | {1 / light:.0f} per core |"]
     for name, t in batched.items():
         where = torch.cuda.get_device_name(0) if name == "cuda" else "CPU, 1 thread"
         lines.append(f"| batched augmentation on the device ({where}) | {t * 1e3:.4f} | {1 / t:.0f} |")
-    lines += ["", f"A worker core delivers {full / light:.2f}× the view pairs per second with the augmentations on the device."]
+    lines += ["", f"A worker core delivers {full / light:.2f}× the view pairs per second with the augmentations on the device, "
+                  f"and {ours_vs_tv:.2f}× (median over rounds) with objcrop's blur and hue shift against torchvision's."]
     if "cuda" in batched:
         lines.append(f"The GPU augments {(1 / batched['cuda']) * light:.0f}× as many pairs per second as one such worker core delivers.")
     from _report import emit_markdown

@@ -11,7 +11,7 @@ uint8 crop with them (`DeferredAugment`); the trainer applies `apply_batch` to t
 The photometric work is most of a view's cost, so on a GPU machine the CPU stops being the limit.
 """
 import math
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
@@ -38,8 +38,9 @@ class ViewParams:
 
     def as_tensor(self) -> torch.Tensor:
         """Float [13]: jitter, 4 factors, 4 order indices, grey, sigma, solarize, flip."""
-        j, f, o, g, s, sol, fl = astuple(self)
-        return torch.tensor([float(j), *f, *o, float(g), s, float(sol), float(fl)], dtype=torch.float64)
+        # the fields by name: dataclasses.astuple deep-copies them, a sixth of a deferring worker's time
+        return torch.tensor([float(self.jitter), *self.factors, *self.order, float(self.grey), self.sigma,
+                             float(self.solarize), float(self.flip)], dtype=torch.float64)
 
 
 class MocoV2Augment:
@@ -47,6 +48,12 @@ class MocoV2Augment:
 
     def __init__(self, views_cfg: CfgNode):
         v = views_cfg
+        # The per-view operations: torchvision's functionals, except the hue shift and the blur, where
+        # torchvision's spent most of a 64-px view's time in set-up (channel-dim min/max and gathers; a
+        # depthwise convolution per image) in a CPU profile of the loader's worker. Ours are the same
+        # arithmetic (tests/test_views_augment.py holds them to torchvision's); bench_augment.py times both.
+        self.adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, adjust_hue)
+        self.blur = gaussian_blur
         self.jitter = tuple(float(x) for x in v.COLOR_JITTER)
         self.jitter_prob = float(v.COLOR_JITTER_PROB)
         self.grey_prob = float(v.GRAYSCALE_PROB)
@@ -81,7 +88,7 @@ class MocoV2Augment:
             x = F.rgb_to_grayscale(x, num_output_channels=3)
         if p.sigma > 0:
             # PIL's GaussianBlur (MoCo-v2's) truncates near 3 sigma; an odd kernel no larger than the view.
-            x = gaussian_blur(x, p.sigma)
+            x = self.blur(x, p.sigma)
         if p.solarize:
             x = F.solarize(x, 0.5)
         if p.flip:
@@ -89,13 +96,9 @@ class MocoV2Augment:
         return F.normalize(x, self.mean, self.std)
 
     def _color_jitter(self, x: torch.Tensor, order, factors) -> torch.Tensor:
-        # torchvision's functionals, except the hue shift: its adjust_hue spent ~0.3 ms of a 64-px view
-        # in channel-wise min/max and gathers (a CPU profile of the loader's worker); `adjust_hue` below
-        # is the same arithmetic (tests/test_views_augment.py holds it to torchvision's)
-        adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, adjust_hue)
         for op in order:
             if self.jitter[op] > 0:  # a zero strength is no adjustment at all (ColorJitter's None)
-                x = adjust[op](x, factors[op])
+                x = self.adjust[op](x, factors[op])
         return x
 
     # -- batched, on any device -------------------------------------------------------------
