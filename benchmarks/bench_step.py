@@ -25,6 +25,8 @@ step time), i.e. objcrop's pairs/s as a fraction of the limit's.
 
 On CUDA (issue 22 §5) both sides run as objcrop's GPU presets train: bf16 autocast and channels_last
 (PRETRAIN.AMP, PRETRAIN.CHANNELS_LAST), every step timed to its end (torch.cuda.synchronize).
+`--cpu-amp` adds, on the CPU, MoCo-v2's bare and objcrop steps under bf16 autocast in channels_last
+(PRETRAIN.AMP_CPU with CHANNELS_LAST), for the speed-up over float32 and the bf16 limit ratio.
 """
 import argparse
 import logging
@@ -54,6 +56,9 @@ def parse_args(argv=None):
                    help="cpu: fp32, contiguous; cuda: bf16 autocast and channels_last on both sides")
     p.add_argument("--layouts", action="store_true",
                    help="also time MoCo-v2 with the model in channels_last (what PRETRAIN.CHANNELS_LAST did on CPU)")
+    p.add_argument("--cpu-amp", action="store_true",
+                   help="also time MoCo-v2 (bare and objcrop) under bf16 autocast in channels_last on the CPU "
+                        "(PRETRAIN.AMP_CPU; needs a CPU with native bf16)")
     p.add_argument("--chunked", action="store_true",
                    help="also time MoCo-v2 on the old chunked shuffle-BN path (before/after ratio)")
     p.add_argument("--methods", nargs="+", default=["moco_v2", "byol"], choices=["moco_v2", "byol"],
@@ -62,7 +67,7 @@ def parse_args(argv=None):
 
 
 def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunked: bool = False,
-                 channels_last: bool = False, device: str = "cpu"):
+                 channels_last: bool = False, device: str = "cpu", cpu_amp: bool = False):
     """A callable running one PretrainTrainer.run_step: the trainer's own step, built without data."""
     from objcrop.pretrain.config import get_pretrain_cfg
     from objcrop.pretrain.distributed import DistContext
@@ -71,7 +76,8 @@ def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunk
 
     cfg = get_pretrain_cfg()
     cfg.merge_from_list(["PRETRAIN.METHOD", method, "PRETRAIN.ARCH", arch, "PRETRAIN.BATCH_SIZE", batch,
-                         "PRETRAIN.MOCO.K", K, "OUTPUT_DIR", out_dir, "DATA.NUM_WORKERS", 0])
+                         "PRETRAIN.MOCO.K", K, "OUTPUT_DIR", out_dir, "DATA.NUM_WORKERS", 0]
+                        + (["PRETRAIN.AMP_CPU", True, "PRETRAIN.CHANNELS_LAST", True] if cpu_amp else []))
     logger = logging.getLogger("bench.step")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
@@ -101,7 +107,8 @@ def use_chunked_shuffle_bn(method) -> None:
     method._encode_in_bn_groups = lambda enc, x: torch.cat([enc(c) for c in x.chunk(s)], dim=0) if s > 1 else enc(x)
 
 
-def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cpu", method_work: dict = None):
+def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cpu", method_work: dict = None,
+              cpu_amp: bool = False):
     """The compute limit: torchvision ResNets, SGD, fwd + bwd + no-grad fwd (MoCo) or the pair (BYOL);
     on CUDA in channels_last under bf16 autocast, as objcrop's GPU presets train.
 
@@ -113,7 +120,7 @@ def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cp
 
     torch.manual_seed(0)
     cuda = device == "cuda"
-    fmt = torch.channels_last if cuda else torch.contiguous_format
+    fmt = torch.channels_last if cuda or cpu_amp else torch.contiguous_format
     nets = [getattr(torchvision.models, arch)(weights=None, num_classes=out_dim) for _ in range(2)]
     predictor = None
     if method_work is not None:
@@ -126,7 +133,7 @@ def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cp
         if method == "byol":
             predictor = mlp_head(method_work["PROJ_DIM"], method_work["PROJ_HIDDEN"], method_work["PROJ_DIM"])
     online, target = (n.train().to(device, memory_format=fmt) for n in nets)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    amp = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if cuda or cpu_amp else contextlib.nullcontext
     for p in target.parameters():
         p.requires_grad = False
     head = (lambda z: predictor(z)) if predictor is not None else (lambda z: z)
@@ -222,6 +229,9 @@ def main(argv=None):
             if m == "moco_v2" and args.chunked:
                 sides["objcrop moco_v2 chunked"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "c"), True,
                                                                    device=args.device)
+            if m == "moco_v2" and args.cpu_amp:
+                sides["bare moco_v2 bf16"] = bare_step(m, arch, out_dim[m], lr, cpu_amp=True)
+                sides["objcrop moco_v2 bf16"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "b"), cpu_amp=True)
             if m == "moco_v2" and args.layouts:
                 sides["objcrop moco_v2 channels_last"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "l"),
                                                                          channels_last=True, device=args.device)
@@ -247,7 +257,7 @@ def main(argv=None):
 def _precision(args) -> str:
     if args.device == "cuda":
         return f"bf16 autocast and channels_last on {torch.cuda.get_device_name()}"
-    return "fp32 on CPU"
+    return "fp32 on CPU" + (" (the bf16 sides: bf16 autocast and channels_last on CPU)" if args.cpu_amp else "")
 
 
 def report(args, arch, batch, size, rounds, splits, per_round, load_before, wall, argv):
@@ -287,6 +297,11 @@ def report(args, arch, batch, size, rounds, splits, per_round, load_before, wall
         lines.append(f"| objcrop moco_v2, channels_last (before, on CPU) / bare limit | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
         r = ratio(per_round["objcrop moco_v2 channels_last"], per_round["objcrop moco_v2"])
         lines.append(f"| contiguous / channels_last (speed-up) | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+    if "objcrop moco_v2 bf16" in per_round:
+        r = ratio(per_round["objcrop moco_v2"], per_round["objcrop moco_v2 bf16"])
+        lines.append(f"| objcrop moco_v2, bf16 autocast on the CPU / float32 (speed-up) | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+        r = ratio(per_round["bare moco_v2 bf16"], per_round["objcrop moco_v2 bf16"])
+        lines.append(f"| objcrop moco_v2 bf16 / bare bf16 limit | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
     if "moco_v2" in args.methods:
         r = ratio(per_round["bare moco_v2"], per_round["objcrop moco_v2"])[0]
         lines += ["", f"MoCo-v2 target >= {MOCO_TARGET}x the limit with shuffle-BN on: {'met' if r >= MOCO_TARGET else 'NOT met'} ({r:.3f})"]

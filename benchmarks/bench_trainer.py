@@ -47,9 +47,24 @@ def build_model(cfg):
 
     seed_all(cfg.PRETRAIN.SEED)
     model = METHODS[cfg.PRETRAIN.METHOD].from_config(cfg, 1, cfg.PRETRAIN.BATCH_SIZE)
-    if cfg.PRETRAIN.CHANNELS_LAST:
+    if channels_last(cfg):
         model = model.to(memory_format=torch.channels_last)
     return model.train()
+
+
+def channels_last(cfg) -> bool:
+    """The memory format the trainer picks on the CPU (PRETRAIN.CHANNELS_LAST applies there only under bf16
+    autocast), so that the plain loop computes what the trainer computes."""
+    from objcrop.pretrain.engine.optim import uses_channels_last
+
+    return uses_channels_last(cfg, torch.device("cpu"))
+
+
+def cpu_autocast(cfg):
+    """The trainer's autocast on the CPU: bf16 with PRETRAIN.AMP_CPU, else none."""
+    from objcrop.pretrain.engine.optim import cpu_autocast as on
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=on(cfg))
 
 
 def plain_loop(cfg, views1, views2, steps):
@@ -63,9 +78,10 @@ def plain_loop(cfg, views1, views2, steps):
     for i in range(steps):
         t = time.perf_counter()
         x1, x2 = views1[i * b:(i + 1) * b], views2[i * b:(i + 1) * b]
-        if cfg.PRETRAIN.CHANNELS_LAST:
+        if channels_last(cfg):
             x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
-        loss = model(x1, x2)["loss"]
+        with cpu_autocast(cfg):
+            loss = model(x1, x2)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -184,7 +200,8 @@ def main(argv=None):
         "",
         f"command: `python benchmarks/bench_trainer.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         f"settings: {args.config_file} -> {c.METHOD} {c.ARCH}, batch {b}, {size}-px views, K {c.MOCO.K}, "
-        f"channels_last {c.CHANNELS_LAST}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"channels_last {channels_last(cfg)} (PRETRAIN.CHANNELS_LAST {c.CHANNELS_LAST}), bf16 autocast "
+        f"{bool(c.AMP and c.AMP_CPU)}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.2f}",
         "",
         "| loop | steps | median step (s) | images/s |",

@@ -227,7 +227,7 @@ def test_channels_last_is_kept_for_cuda(caplog):
         method = trainer.build_method()
     conv = method.encoder_q.conv1.weight
     assert not trainer.channels_last and conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)
-    assert "CHANNELS_LAST applies on CUDA only" in caplog.text
+    assert "CHANNELS_LAST applies on CUDA and under bf16 autocast on the CPU" in caplog.text
     trainer.method = trainer.model = method
     from objcrop.pretrain.engine.optim import build_optimisation
 
@@ -241,3 +241,57 @@ def test_channels_last_is_kept_for_cuda(caplog):
     cuda = PretrainTrainer(cfg, DistContext(), logging.getLogger("test"))
     cuda.ctx = DistContext(device=torch.device("cuda"))  # the decision only: nothing runs on it
     assert cuda.channels_last
+
+
+def _cpu_amp_trainer(*opts):
+    import logging
+
+    from objcrop.pretrain.distributed import DistContext
+    from objcrop.pretrain.engine.optim import build_optimisation
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    cfg = _cfg("PRETRAIN.ARCH", "resnet18", "PRETRAIN.BATCH_SIZE", 4, "PRETRAIN.MOCO.K", 8, "OUTPUT_DIR", "unused", *opts)
+    trainer = PretrainTrainer(cfg, DistContext(), logging.getLogger("test.cpu_amp"))
+    trainer.method = trainer.model = trainer.build_method()
+    trainer.optimizer, trainer.scaler, trainer.autocast = build_optimisation(trainer.method, cfg, torch.device("cpu"))
+    trainer.max_iter, trainer.peak_lr, trainer.warmup = 10, 0.01, 0
+    return trainer
+
+
+def test_cpu_autocast_trains_in_bf16_and_channels_last():
+    """Guards against PRETRAIN.AMP_CPU being ignored (the step in float32) or channels_last staying off
+    under it, and against it leaking into default CPU runs: with it the convolutions compute in bf16 on a
+    channels_last model and the weights move; without it (the default) the same step is float32 and
+    contiguous. Needs a CPU with native bf16, which the option itself requires."""
+    from objcrop.pretrain.engine.optim import cpu_has_native_bf16
+
+    if not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16 (AMX / AVX512-BF16)")
+    for opts, dtype, channels_last in ((("PRETRAIN.AMP_CPU", True, "PRETRAIN.CHANNELS_LAST", True), torch.bfloat16, True),
+                                       (("PRETRAIN.CHANNELS_LAST", True), torch.float32, False)):
+        trainer = _cpu_amp_trainer(*opts)
+        assert trainer.channels_last == channels_last
+        conv = trainer.method.encoder_q.conv1
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        seen = []
+        conv.register_forward_hook(lambda m, args, out: seen.append(out.dtype))
+        before = conv.weight.detach().clone()
+        x = torch.randn(4, 3, 32, 32)
+        outcome = trainer.run_step(x, x.clone(), torch.ones(4, dtype=torch.bool))
+        assert seen == [dtype] and math.isfinite(outcome.loss)
+        assert conv.weight.dtype == torch.float32 and not torch.equal(before, conv.weight)  # fp32 master weights
+
+
+def test_cpu_autocast_is_refused_where_it_cannot_pay(monkeypatch):
+    """A CPU without native bf16 (emulated bf16 is slower than float32) and float16 on the CPU are
+    ConfigErrors naming PRETRAIN.AMP_CPU, not silently slower or silently float32 runs."""
+    from objcrop.errors import ConfigError
+    from objcrop.pretrain.engine import optim
+
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="PRETRAIN.AMP_CPU: this CPU has no native bf16"):
+        _cpu_amp_trainer("PRETRAIN.AMP_CPU", True)
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: True)
+    with pytest.raises(ConfigError, match="PRETRAIN.AMP_CPU: autocast on the CPU runs in bfloat16 only"):
+        _cpu_amp_trainer("PRETRAIN.AMP_CPU", True, "PRETRAIN.AMP_DTYPE", "float16")
+    _cpu_amp_trainer("PRETRAIN.AMP_CPU", True, "PRETRAIN.AMP", False)  # AMP off: float32, nothing to refuse

@@ -76,14 +76,48 @@ def build_optimizer(method: torch.nn.Module, cfg: CfgNode) -> torch.optim.Optimi
                 trust_coefficient=p.LARS_TRUST_COEFFICIENT)
 
 
+def cpu_autocast(cfg: CfgNode) -> bool:
+    """Whether a CPU run trains under bf16 autocast: PRETRAIN.AMP and PRETRAIN.AMP_CPU both on."""
+    return bool(cfg.PRETRAIN.AMP) and bool(cfg.PRETRAIN.AMP_CPU)
+
+
+def uses_channels_last(cfg: CfgNode, device: torch.device) -> bool:
+    """PRETRAIN.CHANNELS_LAST where it is faster: on CUDA, and on the CPU under bf16 autocast (oneDNN's
+    bf16 convolutions gain more there than split BN's copies cost); a float32 CPU step stays contiguous."""
+    return bool(cfg.PRETRAIN.CHANNELS_LAST) and (device.type == "cuda" or (device.type == "cpu" and cpu_autocast(cfg)))
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX or AVX512-BF16), where oneDNN's bf16 convolutions
+    beat float32; elsewhere bf16 is emulated. torch >= 2.4 says so itself; older torch, from Linux's
+    /proc/cpuinfo flags (elsewhere: False)."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if all(probes):
+        return any(probe() for probe in probes)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def build_optimisation(method: torch.nn.Module, cfg: CfgNode, device: torch.device):
-    """The optimiser (build_optimizer), the loss scaler (float16 only) and the autocast context."""
+    """The optimiser (build_optimizer), the loss scaler (float16 only) and the autocast context:
+    on CUDA with PRETRAIN.AMP; on the CPU with PRETRAIN.AMP_CPU too, in bfloat16 on a CPU that has it."""
     p = cfg.PRETRAIN
     optimizer = build_optimizer(method, cfg)
-    use_amp = p.AMP and device.type == "cuda"
+    use_amp = p.AMP and (device.type == "cuda" or (device.type == "cpu" and cpu_autocast(cfg)))
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(p.AMP_DTYPE)
     if use_amp and amp_dtype is None:
         raise ConfigError(f"PRETRAIN.AMP_DTYPE: {p.AMP_DTYPE!r} is not 'bfloat16' or 'float16'")
+    if use_amp and device.type == "cpu":
+        if amp_dtype != torch.bfloat16:
+            raise ConfigError(f"PRETRAIN.AMP_CPU: autocast on the CPU runs in bfloat16 only; PRETRAIN.AMP_DTYPE is "
+                              f"{p.AMP_DTYPE!r}")
+        if not cpu_has_native_bf16():
+            raise ConfigError("PRETRAIN.AMP_CPU: this CPU has no native bf16 (neither AMX nor AVX512-BF16), where "
+                              "bf16 autocast is emulated and slower than float32; set PRETRAIN.AMP_CPU False")
     scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
-    autocast = (lambda: torch.autocast(device_type="cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
+    autocast = (lambda: torch.autocast(device_type=device.type, dtype=amp_dtype)) if use_amp else contextlib.nullcontext
     return optimizer, scaler, autocast

@@ -22,7 +22,7 @@ from objcrop.pretrain.engine.checkpoint import CheckpointHook, Checkpointer, res
 from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, box_items,
                                           build_loader, check_enough_data, item_mode, iterations_per_epoch)
 from objcrop.pretrain.engine.hooks import DivergenceGuard, HookBase, MetricsWriter, ProgressBar, StepCounters
-from objcrop.pretrain.engine.optim import build_optimisation, lr_at, scaled_lr
+from objcrop.pretrain.engine.optim import build_optimisation, lr_at, scaled_lr, uses_channels_last
 from objcrop.pretrain.engine.results import ResultsWriter, completed_results, default_run_dir, pretrain_provenance
 from objcrop.pretrain.methods import METHODS
 
@@ -146,15 +146,17 @@ class PretrainTrainer:
         if self.channels_last:
             method.to(memory_format=torch.channels_last)
         elif p.CHANNELS_LAST:
-            self.logger.info("PRETRAIN.CHANNELS_LAST applies on CUDA only: on CPU the step keeps the contiguous "
-                             "format (channels_last measured no faster there, and split BN would copy every "
-                             "activation to group it: benchmarks/bench_step.py --layouts)")
+            self.logger.info("PRETRAIN.CHANNELS_LAST applies on CUDA and under bf16 autocast on the CPU "
+                             "(PRETRAIN.AMP_CPU): this float32 CPU step keeps the contiguous format (channels_last "
+                             "measured no faster there, and split BN would copy every activation to group it: "
+                             "benchmarks/bench_step.py --layouts)")
         return method
 
     @property
     def channels_last(self) -> bool:
-        """Whether the model and its inputs use channels_last: asked for (PRETRAIN.CHANNELS_LAST) and on CUDA."""
-        return bool(self.cfg.PRETRAIN.CHANNELS_LAST) and self.ctx.device.type == "cuda"
+        """Whether the model and its inputs use channels_last: asked for (PRETRAIN.CHANNELS_LAST), on CUDA or
+        under bf16 autocast on the CPU (there oneDNN's bf16 convolutions gain more than split BN's copies cost)."""
+        return uses_channels_last(self.cfg, self.ctx.device)
 
     def build_hooks(self) -> List[HookBase]:
         """The guard first (nothing counts or logs a non-finite loss), then the counters; the writers on
@@ -184,7 +186,8 @@ class PretrainTrainer:
                          f"lr {self.peak_lr:g} = {p.BASE_LR:g} x {p.BATCH_SIZE}/{p.BASE_BATCH_SIZE} (linear scaling "
                          f"rule); cosine schedule over {self.max_iter} iterations ({p.EPOCHS} epochs x {self.per_epoch})"
                          + (f", {self.warmup} warm-up" if self.warmup else "")
-                         + f"; optimiser {_optimiser_name(p)}, weight decay {p.WEIGHT_DECAY:g}")
+                         + f"; optimiser {_optimiser_name(p)}, weight decay {p.WEIGHT_DECAY:g}; "
+                         + _precision(p, ctx.device, self.channels_last))
         if resume:
             self.resume()
         self.model = self.method
@@ -279,6 +282,14 @@ class PretrainTrainer:
     def _call_hooks(self, stage: str) -> None:
         for hook in self.hooks:
             getattr(hook, stage)()
+
+
+def _precision(p, device: torch.device, channels_last: bool) -> str:
+    """The step's arithmetic as the log states it: autocast or float32, and the memory format."""
+    amp = p.AMP and (device.type == "cuda" or p.AMP_CPU)
+    where = "" if device.type == "cuda" or not amp else " on the CPU (PRETRAIN.AMP_CPU)"
+    precision = f"{p.AMP_DTYPE} autocast{where}" if amp else "float32"
+    return f"{precision}, {'channels_last' if channels_last else 'contiguous'} memory format"
 
 
 def _optimiser_name(p) -> str:
