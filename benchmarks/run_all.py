@@ -11,6 +11,10 @@ where, when and by which command; they are copied in as they are, not rerun. It 
 atomically: a half-finished `make bench` leaves the previous results.md whole. Exit status is
 non-zero when any benchmark failed.
 
+`--only NAME... --update` reruns those benchmarks and keeps every other section of the existing
+results.md as it was (a cheap benchmark refreshed without the hour of the others); the header then
+names which sections this run wrote and keeps the earlier run's header lines for the rest.
+
 A benchmark named in OPT_IN runs only when asked for, by `--with NAME` (besides the others) or
 `--only NAME`: bench_tta.py trains for about ten minutes, which `make bench` should not pay each time.
 """
@@ -19,10 +23,11 @@ import datetime
 import glob
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
-from typing import List, Optional
+from typing import Dict, List, Optional, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -169,6 +174,33 @@ def section(result: dict) -> str:
     return f"{title}\n\n**FAILED** ({reason}). Command: {command}; log `{os.path.relpath(result['log'], REPO)}`:\n\n```\n{tail}```\n"
 
 
+SECTION = re.compile(r"^## (\S+)  \((\d+) s\)$", re.M)  # a benchmark's section: "## name  (wall s)"
+GPU_PART = "## Recorded on a GPU machine"
+
+
+def previous_sections(path: str) -> Tuple[List[str], Dict[str, Tuple[str, float]]]:
+    """(the earlier run's header lines "- ...", {benchmark: (its section, wall s)}) of a results.md."""
+    if not os.path.isfile(path):
+        return [], {}
+    with open(path, encoding="utf-8") as f:
+        text = f.read().split(GPU_PART)[0]
+    starts = list(SECTION.finditer(text))
+    first = starts[0].start() if starts else len(text)
+    header_lines = [line for line in text[:first].splitlines() if line.startswith("- ")]
+    sections = {}
+    for i, m in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        sections[m.group(1)] = (text[m.start():end].rstrip() + "\n", float(m.group(2)))
+    return header_lines, sections
+
+
+def merged_with_previous(results: List[dict], previous: Dict[str, Tuple[str, float]]) -> List[dict]:
+    """This run's results and, in name order, the earlier run's sections of the benchmarks not rerun."""
+    rerun = {r["name"] for r in results}
+    kept = [{"name": n, "ok": True, "wall_s": wall, "kept": body} for n, (body, wall) in previous.items() if n not in rerun]
+    return sorted(results + kept, key=lambda r: r["name"])
+
+
 def gpu_records(bench_dir: str) -> str:
     """The recorded GPU runs (benchmarks/gpu/*.md), their headings demoted under one section."""
     paths = sorted(glob.glob(os.path.join(bench_dir, "gpu", "*.md")))
@@ -192,7 +224,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--bench-dir", default=HERE, help="where bench_*.py live (default: this folder)")
     p.add_argument("--results", default=None, help="output file (default: <bench-dir>/results.md)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds allowed per benchmark (default: 3600)")
+    p.add_argument("--update", action="store_true",
+                   help="with --only: keep the other benchmarks' sections of the existing results file as they are")
     args = p.parse_args(argv)
+    if args.update and not args.only:
+        p.error("--update needs --only NAME...: the benchmarks to rerun")
     quick = args.quick or os.environ.get("BENCH_QUICK", "") not in ("", "0")
     out_dir = os.path.join(args.bench_dir, "out")
     os.makedirs(out_dir, exist_ok=True)
@@ -203,11 +239,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     started = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.time()
+    earlier_header, earlier = previous_sections(results_path) if args.update else ([], {})
     results = [run_one(path, out_dir, quick, args.timeout) for path in paths]
     failed = [r["name"] for r in results if not r["ok"]]
+    shown = merged_with_previous(results, earlier)
     summary = "| benchmark | status | wall (s) |\n|---|---|---:|\n" + "".join(
-        f"| {r['name']} | {'ok' if r['ok'] else 'FAILED'} | {r['wall_s']:.0f} |\n" for r in results)
-    text = header(quick, started, time.time() - t0) + summary + "\n" + "\n".join(section(r) for r in results)
+        f"| {r['name']} | {'kept from the earlier run' if 'kept' in r else 'ok' if r['ok'] else 'FAILED'} | "
+        f"{r['wall_s']:.0f} |\n" for r in shown)
+    top = header(quick, started, time.time() - t0)
+    if any("kept" in r for r in shown):
+        top = top.rstrip("\n") + "\n" + "\n".join(
+            [f"- this run wrote: {', '.join(r['name'] for r in results)}; the other sections are kept from the earlier run:"]
+            + ["  " + line for line in earlier_header]) + "\n\n"
+    text = top + summary + "\n" + "\n".join(r["kept"] if "kept" in r else section(r) for r in shown)
     recorded = gpu_records(args.bench_dir)
     text += ("\n" + recorded) if recorded else ""
     write_text_atomic(results_path, text)

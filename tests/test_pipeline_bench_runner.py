@@ -49,3 +49,28 @@ def test_only_selects_benchmarks(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     text = (tmp_path / "results.md").read_text()
     assert "| False | 1.07 |" in text and "## bad" not in text
+
+
+def test_update_reruns_some_and_keeps_the_other_sections(tmp_path):
+    """--only NAME --update: the named benchmark's section is rewritten, every other section of the
+    earlier results.md is kept word for word, and the header says which is which."""
+    other = GOOD.replace("1.07", "2.22")
+    (tmp_path / "bench_good.py").write_text(GOOD)
+    (tmp_path / "bench_other.py").write_text(other)
+    env = {k: v for k, v in os.environ.items() if k != "BENCH_QUICK"}
+    run = [sys.executable, RUN_ALL, "--bench-dir", str(tmp_path)]
+    assert subprocess.run(run, capture_output=True, text=True, env=env).returncode == 0
+    first = (tmp_path / "results.md").read_text()
+    kept = first[first.index("## other"):]
+    (tmp_path / "bench_good.py").write_text(GOOD.replace("1.07", "3.33"))
+    (tmp_path / "bench_other.py").write_text(other.replace("2.22", "9.99"))  # not rerun: must not show
+    r = subprocess.run(run + ["--only", "good", "--update"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (tmp_path / "results.md").read_text()
+    assert "| False | 3.33 |" in text and "1.07" not in text  # rerun
+    assert text.endswith(kept) and "9.99" not in text  # kept word for word, in name order after good
+    assert "| other | kept from the earlier run |" in text and "| good | ok |" in text
+    assert "this run wrote: good; the other sections are kept from the earlier run:" in text
+    assert "  - started:" in text  # the earlier run's header lines, indented under it
+    r = subprocess.run(run + ["--update"], capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "--update needs --only" in r.stderr
