@@ -25,7 +25,7 @@ step time), i.e. objcrop's pairs/s as a fraction of the limit's.
 
 On CUDA (issue 22 §5) both sides run as objcrop's GPU presets train: bf16 autocast and channels_last
 (PRETRAIN.AMP, PRETRAIN.CHANNELS_LAST), every step timed to its end (torch.cuda.synchronize).
-`--cpu-amp` adds, on the CPU, MoCo-v2's bare and objcrop steps under bf16 autocast in channels_last
+`--cpu-amp` (default: where the CPU has native bf16) adds, on the CPU, MoCo-v2's bare and objcrop steps under bf16 autocast in channels_last
 (PRETRAIN.AMP_CPU with CHANNELS_LAST), for the speed-up over float32 and the bf16 limit ratio.
 """
 import argparse
@@ -56,14 +56,23 @@ def parse_args(argv=None):
                    help="cpu: fp32, contiguous; cuda: bf16 autocast and channels_last on both sides")
     p.add_argument("--layouts", action="store_true",
                    help="also time MoCo-v2 with the model in channels_last (what PRETRAIN.CHANNELS_LAST did on CPU)")
-    p.add_argument("--cpu-amp", action="store_true",
+    p.add_argument("--cpu-amp", default="auto", choices=["auto", "on", "off"],
                    help="also time MoCo-v2 (bare and objcrop) under bf16 autocast in channels_last on the CPU "
-                        "(PRETRAIN.AMP_CPU; needs a CPU with native bf16)")
+                        "(PRETRAIN.AMP_CPU; needs a CPU with native bf16; auto: where the CPU has it)")
     p.add_argument("--chunked", action="store_true",
                    help="also time MoCo-v2 on the old chunked shuffle-BN path (before/after ratio)")
     p.add_argument("--methods", nargs="+", default=["moco_v2", "byol"], choices=["moco_v2", "byol"],
                    help="which methods to time against their limits")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.device == "cuda" or args.cpu_amp == "off":
+        args.cpu_amp = False
+    else:
+        from objcrop.pretrain.engine.optim import cpu_has_native_bf16
+
+        if args.cpu_amp == "on" and not cpu_has_native_bf16():
+            p.error("--cpu-amp on: this CPU has no native bf16 (AMX / AVX512-BF16)")
+        args.cpu_amp = cpu_has_native_bf16()
+    return args
 
 
 def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunked: bool = False,
@@ -229,7 +238,7 @@ def main(argv=None):
             if m == "moco_v2" and args.chunked:
                 sides["objcrop moco_v2 chunked"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "c"), True,
                                                                    device=args.device)
-            if m == "moco_v2" and args.cpu_amp:
+            if m == "moco_v2" and args.cpu_amp:  # (parse_args resolved "auto" to True or False)
                 sides["bare moco_v2 bf16"] = bare_step(m, arch, out_dim[m], lr, cpu_amp=True)
                 sides["objcrop moco_v2 bf16"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "b"), cpu_amp=True)
             if m == "moco_v2" and args.layouts:
