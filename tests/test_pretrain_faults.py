@@ -106,6 +106,35 @@ def test_damaged_newest_checkpoints_are_skipped_and_the_run_resumes_from_the_one
     assert json.loads((out / "results.json").read_text())["status"] == "ok"
 
 
+def test_a_kill_between_checkpoint_and_prune_leaves_nothing_an_uninterrupted_run_does_not(synth_dir, tmp_path):
+    """A kill after the last checkpoint was written but before its sha256 sidecar and the pruning: the
+    resume starts at the last iteration and trains nothing, yet the run's folder must end as an
+    uninterrupted run's (found by tests/test_faults_pipeline_kill.py under load): the loaded checkpoint
+    gets its sidecar, the older ones are pruned to CHECKPOINT.KEEP_LAST (3)."""
+    out = tmp_path / "run"
+    _trainer(synth_dir, out).train()
+    checkpointer = _trainer(synth_dir, out).checkpointer
+    uninterrupted = [path for _, path in checkpointer.list()]
+    newest, oldest = uninterrupted[0], uninterrupted[-1]
+    assert len(uninterrupted) == 3
+    # the state such a kill leaves: the newest without its sidecar, one more old checkpoint not yet pruned
+    import shutil
+
+    stale = checkpointer.path_for(1)
+    shutil.copyfile(oldest, stale)
+    shutil.copyfile(oldest + ".sha256", stale + ".sha256")
+    os.remove(newest + ".sha256")
+    for name in ("model_final.pth", "results.json"):  # written after the last checkpoint: not yet there
+        os.remove(out / name)
+
+    _trainer(synth_dir, out).train(resume=True)
+    assert f"resumed from {newest}" in (out / "log.txt").read_text()
+    assert [path for _, path in checkpointer.list()] == uninterrupted
+    assert not os.path.exists(stale + ".sha256") and os.path.exists(newest + ".sha256")
+    assert checkpointer.verify(newest)["iteration"] == int(os.path.basename(newest)[5:13])
+    assert json.loads((out / "results.json").read_text())["status"] == "ok"
+
+
 DISK_FULL_DRIVER = """
 import resource, sys
 from objcrop.cli import run_stage_main

@@ -109,6 +109,21 @@ class Checkpointer:
                 if os.path.exists(p):
                     os.remove(p)
 
+    def tidy_after_resume(self, loaded: str) -> None:
+        """After resuming from `loaded`, what the save that wrote it would have finished: its sha256
+        sidecar, and the older checkpoints pruned to keep_last. A kill between writing a checkpoint and
+        pruning leaves both undone; a resume at the run's last iteration then trains nothing, saves
+        nothing, and would keep a checkpoint an uninterrupted run does not (tests/test_pretrain_faults.py).
+        Newer checkpoints (damaged ones, skipped) are left to be overwritten when training reaches them."""
+        if not os.path.exists(loaded + ".sha256"):
+            write_text_atomic(loaded + ".sha256", sha256_file(loaded) + "\n")
+        newest_first = [path for _, path in self.list()]
+        older = newest_first[newest_first.index(loaded) + 1:] if loaded in newest_first else []
+        for path in older[self.keep_last - 1:]:
+            for p in (path, path + ".sha256"):
+                if os.path.exists(p):
+                    os.remove(p)
+
     def remove_all(self) -> int:
         checkpoints = self.list()
         for _, path in checkpoints:

@@ -202,6 +202,8 @@ class PretrainTrainer:
             self.logger.info(f"--resume: no valid checkpoint in {self.checkpointer.directory}; starting at iter=0")
             return
         restore_training_state(self, state, path)
+        if self.ctx.is_main:  # the process that writes checkpoints (CheckpointHook) is the one that tidies them
+            self.checkpointer.tidy_after_resume(path)
         self.state = RunState.from_checkpoint(state, self.cfg.PRETRAIN.BATCH_SIZE)
         s = self.state
         self.logger.info(f"resumed from {path}: iter={s.iteration} (epoch {s.epoch + 1}, batch {s.batch_in_epoch})")
