@@ -5,8 +5,8 @@ device (VIEWS.AUGMENT_ON device), on the same decoded photos and the same draws.
         [--images synth:DIR:train]
 
 A worker's cost per view pair both ways (one thread, interleaved pair by pair): crop + augment
-against crop + drawing the parameters, and crop + augment with torchvision's own `gaussian_blur` and
-`adjust_hue` in place of objcrop's (the functionals a user would reach for; same draws); then the batched augmentation of a batch of pairs on the CPU
+against crop + drawing the parameters, and crop + augment with torchvision's own colour functionals and
+`gaussian_blur` in place of objcrop's (the functionals a user would reach for; same draws); then the batched augmentation of a batch of pairs on the CPU
 (one thread) and, where there is one, on the GPU. A GPU run is fed by the workers: with the
 augmentations on the device, each worker core delivers the ratio more pairs per second.
 """
@@ -26,7 +26,7 @@ from bench_views import samples  # noqa: E402
 
 def policies(crop_size: int):
     """The same obj-obj-dilate policy three times: augmenting in the worker, deferring to the device,
-    and augmenting in the worker with torchvision's blur and hue shift."""
+    and augmenting in the worker with torchvision's colour functionals and blur."""
     from objcrop.pretrain.views import build_view_policy, defer_augment, get_views_cfg
 
     cfg = get_views_cfg()
@@ -38,7 +38,7 @@ def policies(crop_size: int):
 
 def use_torchvision_functionals(augment) -> None:
     """`augment` with torchvision's `gaussian_blur` (its k x k kernel, the size objcrop's blur uses) and
-    `adjust_hue` in place of objcrop's own."""
+    colour functionals (adjust_brightness, _contrast, _saturation, _hue) in place of objcrop's own."""
     import torchvision.transforms.v2.functional as TF
 
     from objcrop.pretrain.views.augment import _kernel_size
@@ -47,7 +47,7 @@ def use_torchvision_functionals(augment) -> None:
         k = _kernel_size(sigma, *x.shape[-2:])
         return TF.gaussian_blur(x, [k, k], [sigma, sigma])
 
-    augment.adjust = augment.adjust[:3] + (TF.adjust_hue,)
+    augment.adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
     augment.blur = blur
 
 
@@ -138,13 +138,13 @@ def main(argv=None) -> int:
              f"{args.batch} pairs per call, median of repeated calls.", "",
              "| where | ms / view pair | pairs / s |", "|---|---:|---:|",
              f"| worker: crop + augment (VIEWS.AUGMENT_ON worker) | {full * 1e3:.3f} | {1 / full:.0f} per core |",
-             f"| worker: crop + augment, torchvision's gaussian_blur and adjust_hue | {tv * 1e3:.3f} | {1 / tv:.0f} per core |",
+             f"| worker: crop + augment, torchvision's colour functionals and gaussian_blur | {tv * 1e3:.3f} | {1 / tv:.0f} per core |",
              f"| worker: crop + draw (VIEWS.AUGMENT_ON device) | {light * 1e3:.3f} | {1 / light:.0f} per core |"]
     for name, t in batched.items():
         where = torch.cuda.get_device_name(0) if name == "cuda" else "CPU, 1 thread"
         lines.append(f"| batched augmentation on the device ({where}) | {t * 1e3:.4f} | {1 / t:.0f} |")
     lines += ["", f"A worker core delivers {full / light:.2f}× the view pairs per second with the augmentations on the device, "
-                  f"and {ours_vs_tv:.2f}× (median over rounds) with objcrop's blur and hue shift against torchvision's."]
+                  f"and {ours_vs_tv:.2f}× (median over rounds) with objcrop's colour operations and blur against torchvision's."]
     if "cuda" in batched:
         lines.append(f"The GPU augments {(1 / batched['cuda']) * light:.0f}× as many pairs per second as one such worker core delivers.")
     from _report import emit_markdown

@@ -122,3 +122,21 @@ def test_per_view_blur_and_hue_are_torchvisions():
     for factor in (-0.5, -0.21, 0.0, 0.07, 0.5):
         for img in x:
             assert (adjust_hue(img, factor) - TF.adjust_hue(img, factor)).abs().max() < 1e-5, factor
+    # and the other colour operations the worker runs (the batched path's, on one image)
+    augment = MocoV2Augment(get_views_cfg().VIEWS)
+    for ours, theirs in zip(augment.adjust, (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)):
+        for factor in ((0.0, 0.6, 1.0, 1.4) if theirs is not TF.adjust_hue else (-0.3, 0.2)):
+            for img in x:
+                assert (ours(img, factor) - theirs(img, factor)).abs().max() < 1e-5, (theirs.__name__, factor)
+
+
+def test_the_worker_and_the_batched_path_compute_the_same_floats():
+    """Not just close: a training step amplifies a 1e-6 difference in the views past any tolerance on the
+    losses (tests/test_pretrain_engine.py compares the two placements' losses), so the per-view path runs
+    the batched path's arithmetic, on MoCo-v2's own settings."""
+    for size in (64, 32):
+        cfg = get_views_cfg().VIEWS
+        cfg.CROP_SIZE = size
+        for view_index in (0, 1):
+            per_view, batched = both_paths(cfg, random_crops(64, size, seed=size), view_index)
+            assert torch.equal(per_view, batched), (size, view_index, (per_view - batched).abs().max())

@@ -48,11 +48,12 @@ class MocoV2Augment:
 
     def __init__(self, views_cfg: CfgNode):
         v = views_cfg
-        # The per-view operations: torchvision's functionals, except the hue shift and the blur, where
-        # torchvision's spent most of a 64-px view's time in set-up (channel-dim min/max and gathers; a
-        # depthwise convolution per image) in a CPU profile of the loader's worker. Ours are the same
-        # arithmetic (tests/test_views_augment.py holds them to torchvision's); bench_augment.py times both.
-        self.adjust = (F.adjust_brightness, F.adjust_contrast, F.adjust_saturation, adjust_hue)
+        # The per-view colour operations are the batched path's own, on a batch of one, so that the two
+        # paths compute the same floats (a training step amplifies any difference). They are torchvision's
+        # arithmetic (tests/test_views_augment.py holds them to its functionals) without its set-up cost:
+        # its adjust_hue and per-image depthwise blur were most of a 64-px view's time in a CPU profile of
+        # the loader's worker; bench_augment.py times both.
+        self.adjust = tuple(_on_one_image(_ADJUST_BATCH[op]) for op in range(4))
         self.blur = gaussian_blur
         self.jitter = tuple(float(x) for x in v.COLOR_JITTER)
         self.jitter_prob = float(v.COLOR_JITTER_PROB)
@@ -81,7 +82,7 @@ class MocoV2Augment:
 
     def __call__(self, crop: torch.Tensor, view_index: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         p = self.draw(view_index, generator)
-        x = F.to_dtype(crop, torch.float32, scale=True)
+        x = crop.float().div_(255.0)  # as apply_batch scales (F.to_dtype multiplies by 1/255: other roundings)
         if p.jitter:
             x = self._color_jitter(x, p.order, p.factors)
         if p.grey:
@@ -182,9 +183,14 @@ def _hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 _ADJUST_BATCH = {BRIGHTNESS: _brightness, CONTRAST: _contrast, SATURATION: _saturation, HUE: _hue}
 
 
-def adjust_hue(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """torchvision's `adjust_hue` for one float RGB image [3,H,W] (the batched `_hue` on a batch of one)."""
-    return _hue(x[None], torch.tensor([factor], dtype=x.dtype))[0]
+def _on_one_image(batch_op):
+    """A batched colour operation (x [B,3,H,W], factors [B]) as a per-image one (x [3,H,W], factor)."""
+    def op(x: torch.Tensor, factor: float) -> torch.Tensor:
+        return batch_op(x[None], torch.tensor([factor], dtype=x.dtype))[0]
+    return op
+
+
+adjust_hue = _on_one_image(_hue)  # torchvision's adjust_hue for one float RGB image [3,H,W]
 
 
 def _kernel_size(sigma: float, height: int, width: int) -> int:
@@ -225,11 +231,9 @@ _SHIFTED_TAPS_MAX = 15
 
 
 def _shifted_sum(y: torch.Tensor, weights, length: int, dim: int) -> torch.Tensor:
-    """sum_j weights[j] * y[..., j:j + length] along `dim` (a 1-D correlation, no padding)."""
-    out = y.narrow(dim, 0, length) * weights[0]
-    for j in range(1, len(weights)):
-        out.add_(y.narrow(dim, j, length), alpha=weights[j])
-    return out
+    """sum_j weights[j] * y[..., j:j + length] along `dim` (a 1-D correlation, no padding), summed as
+    gaussian_blur_batch sums: a product, then an add, per tap (an add with alpha may fuse them)."""
+    return sum(weights[j] * y.narrow(dim, j, length) for j in range(len(weights)))
 
 
 def gaussian_blur_batch(x: torch.Tensor, sigmas: torch.Tensor, max_sigma: Optional[float] = None) -> torch.Tensor:
