@@ -1,4 +1,5 @@
-"""MoCo-v2's per-view augmentations on torchvision transforms v2 functionals.
+"""MoCo-v2's per-view augmentations: torchvision transforms v2's arithmetic (its functionals where
+they are cheap; objcrop's own colour operations and blur, held to torchvision's in the tests).
 
 Colour jitter (p 0.8, random order of the four adjustments as torchvision's ColorJitter),
 grey (p 0.2), Gaussian blur (sigma scaled to the crop size), optional solarize (BYOL),
@@ -9,6 +10,7 @@ Two ways to run them, with the same random draws: per view in the loader's worke
 (VIEWS.AUGMENT_ON "device"): the worker only draws each view's parameters (`draw`) and ships the
 uint8 crop with them (`DeferredAugment`); the trainer applies `apply_batch` to the whole batch.
 The photometric work is most of a view's cost, so on a GPU machine the CPU stops being the limit.
+Both ways compute the same floats (tests/test_views_augment.py).
 """
 import math
 from dataclasses import dataclass
