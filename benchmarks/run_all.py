@@ -179,14 +179,15 @@ GPU_PART = "## Recorded on a GPU machine"
 
 
 def previous_sections(path: str) -> Tuple[List[str], Dict[str, Tuple[str, float]]]:
-    """(the earlier run's header lines "- ...", {benchmark: (its section, wall s)}) of a results.md."""
+    """(the earlier run's header lines "- ..." and those it nests, {benchmark: (its section, wall s)}) of a results.md."""
     if not os.path.isfile(path):
         return [], {}
     with open(path, encoding="utf-8") as f:
         text = f.read().split(GPU_PART)[0]
     starts = list(SECTION.finditer(text))
     first = starts[0].start() if starts else len(text)
-    header_lines = [line for line in text[:first].splitlines() if line.startswith("- ")]
+    # its list lines, nested ones included: an updated file's header carries the runs before it
+    header_lines = [line for line in text[:first].splitlines() if line.lstrip().startswith("- ")]
     sections = {}
     for i, m in enumerate(starts):
         end = starts[i + 1].start() if i + 1 < len(starts) else len(text)

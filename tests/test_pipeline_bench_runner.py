@@ -72,5 +72,11 @@ def test_update_reruns_some_and_keeps_the_other_sections(tmp_path):
     assert "| other | kept from the earlier run |" in text and "| good | ok |" in text
     assert "this run wrote: good; the other sections are kept from the earlier run:" in text
     assert "  - started:" in text  # the earlier run's header lines, indented under it
+    # a second update keeps the whole chain: its own header, the first update's, and the full run's
+    r = subprocess.run(run + ["--only", "other", "--update"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    text = (tmp_path / "results.md").read_text()
+    assert "- this run wrote: other;" in text and "  - this run wrote: good;" in text
+    assert text.count("- started:") == 3 and "    - started:" in text  # the full run's, nested twice
     r = subprocess.run(run + ["--update"], capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "--update needs --only" in r.stderr

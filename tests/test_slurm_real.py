@@ -111,11 +111,21 @@ def _wait_idle(env, timeout=300):
     raise AssertionError("jobs still queued after %d s" % timeout)
 
 
-def _states(env, job_ids) -> dict:
-    """{job id: SLURM state} from the accounting database (what submitit reads)."""
-    r = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                       capture_output=True, text=True, env=env, check=True)
-    return {j: s.split()[0] for j, s in (ln.split("|") for ln in r.stdout.splitlines() if ln)}
+UNSETTLED = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
+
+
+def _states(env, job_ids, timeout=60) -> dict:
+    """{job id: SLURM state} from the accounting database (what submitit reads), once it has settled:
+    slurmdbd records a job's end after squeue has dropped it, and on a loaded machine sacct can still
+    say RUNNING for a job that has left the queue (a CI run failed so)."""
+    end = time.time() + timeout
+    while True:
+        r = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                           capture_output=True, text=True, env=env, check=True)
+        states = {j: s.split()[0] for j, s in (ln.split("|") for ln in r.stdout.splitlines() if ln)}
+        if not UNSETTLED & set(states.values()) or time.time() > end:
+            return states
+        time.sleep(1)
 
 
 def _preset(tmp_path, name, change) -> str:
