@@ -60,11 +60,16 @@ def channels_last(cfg) -> bool:
     return uses_channels_last(cfg, torch.device("cpu"))
 
 
+def cpu_amp(cfg) -> bool:
+    """Whether the trainer computes under bf16 autocast on the CPU (PRETRAIN.AMP_CPU)."""
+    from objcrop.pretrain.engine.optim import uses_autocast
+
+    return uses_autocast(cfg, torch.device("cpu"))
+
+
 def cpu_autocast(cfg):
     """The trainer's autocast on the CPU: bf16 with PRETRAIN.AMP_CPU, else none."""
-    from objcrop.pretrain.engine.optim import cpu_autocast as on
-
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=on(cfg))
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_amp(cfg))
 
 
 def plain_loop(cfg, views1, views2, steps):
@@ -201,7 +206,7 @@ def main(argv=None):
         f"command: `python benchmarks/bench_trainer.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         f"settings: {args.config_file} -> {c.METHOD} {c.ARCH}, batch {b}, {size}-px views, K {c.MOCO.K}, "
         f"channels_last {channels_last(cfg)} (PRETRAIN.CHANNELS_LAST {c.CHANNELS_LAST}), bf16 autocast "
-        f"{bool(c.AMP and c.AMP_CPU)}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"{cpu_amp(cfg)}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"{os.cpu_count()} CPUs; load average at the end {os.getloadavg()[0]:.2f}",
         "",
         "| loop | steps | median step (s) | images/s |",

@@ -65,6 +65,13 @@ def load_checkpoint_file(path: str, required: Tuple[str, ...] = ()) -> dict:
     return state
 
 
+def _remove_with_sidecar(path: str) -> None:
+    """A checkpoint and its sha256 sidecar, whichever of the two exists."""
+    for p in (path, path + ".sha256"):
+        if os.path.exists(p):
+            os.remove(p)
+
+
 class Checkpointer:
     def __init__(self, directory: str, keep_last: int = 3, logger: Optional[logging.Logger] = None):
         self.directory, self.keep_last = directory, max(1, keep_last)
@@ -105,9 +112,7 @@ class Checkpointer:
 
     def _prune(self) -> None:
         for _, path in self.list()[self.keep_last:]:
-            for p in (path, path + ".sha256"):
-                if os.path.exists(p):
-                    os.remove(p)
+            _remove_with_sidecar(path)
 
     def tidy_after_resume(self, loaded: str) -> None:
         """After resuming from `loaded`, what the save that wrote it would have finished: its sha256
@@ -120,16 +125,12 @@ class Checkpointer:
         newest_first = [path for _, path in self.list()]
         older = newest_first[newest_first.index(loaded) + 1:] if loaded in newest_first else []
         for path in older[self.keep_last - 1:]:
-            for p in (path, path + ".sha256"):
-                if os.path.exists(p):
-                    os.remove(p)
+            _remove_with_sidecar(path)
 
     def remove_all(self) -> int:
         checkpoints = self.list()
         for _, path in checkpoints:
-            for p in (path, path + ".sha256"):
-                if os.path.exists(p):
-                    os.remove(p)
+            _remove_with_sidecar(path)
         return len(checkpoints)
 
     def verify(self, path: str) -> dict:

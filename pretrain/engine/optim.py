@@ -76,15 +76,17 @@ def build_optimizer(method: torch.nn.Module, cfg: CfgNode) -> torch.optim.Optimi
                 trust_coefficient=p.LARS_TRUST_COEFFICIENT)
 
 
-def cpu_autocast(cfg: CfgNode) -> bool:
-    """Whether a CPU run trains under bf16 autocast: PRETRAIN.AMP and PRETRAIN.AMP_CPU both on."""
-    return bool(cfg.PRETRAIN.AMP) and bool(cfg.PRETRAIN.AMP_CPU)
+def uses_autocast(cfg: CfgNode, device: torch.device) -> bool:
+    """Whether the step runs under autocast: PRETRAIN.AMP on CUDA; on the CPU only with PRETRAIN.AMP_CPU too.
+    The one place this is decided: the optimisation, the memory format and the log all ask here."""
+    p = cfg.PRETRAIN
+    return bool(p.AMP) and (device.type == "cuda" or (device.type == "cpu" and bool(p.AMP_CPU)))
 
 
 def uses_channels_last(cfg: CfgNode, device: torch.device) -> bool:
     """PRETRAIN.CHANNELS_LAST where it is faster: on CUDA, and on the CPU under bf16 autocast (oneDNN's
     bf16 convolutions gain more there than split BN's copies cost); a float32 CPU step stays contiguous."""
-    return bool(cfg.PRETRAIN.CHANNELS_LAST) and (device.type == "cuda" or (device.type == "cpu" and cpu_autocast(cfg)))
+    return bool(cfg.PRETRAIN.CHANNELS_LAST) and (device.type == "cuda" or uses_autocast(cfg, device))
 
 
 def cpu_has_native_bf16() -> bool:
@@ -107,7 +109,7 @@ def build_optimisation(method: torch.nn.Module, cfg: CfgNode, device: torch.devi
     on CUDA with PRETRAIN.AMP; on the CPU with PRETRAIN.AMP_CPU too, in bfloat16 on a CPU that has it."""
     p = cfg.PRETRAIN
     optimizer = build_optimizer(method, cfg)
-    use_amp = p.AMP and (device.type == "cuda" or (device.type == "cpu" and cpu_autocast(cfg)))
+    use_amp = uses_autocast(cfg, device)
     amp_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(p.AMP_DTYPE)
     if use_amp and amp_dtype is None:
         raise ConfigError(f"PRETRAIN.AMP_DTYPE: {p.AMP_DTYPE!r} is not 'bfloat16' or 'float16'")

@@ -22,7 +22,7 @@ from objcrop.pretrain.engine.checkpoint import CheckpointHook, Checkpointer, res
 from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, box_items,
                                           build_loader, check_enough_data, item_mode, iterations_per_epoch)
 from objcrop.pretrain.engine.hooks import DivergenceGuard, HookBase, MetricsWriter, ProgressBar, StepCounters
-from objcrop.pretrain.engine.optim import build_optimisation, lr_at, scaled_lr, uses_channels_last
+from objcrop.pretrain.engine.optim import build_optimisation, lr_at, scaled_lr, uses_autocast, uses_channels_last
 from objcrop.pretrain.engine.results import ResultsWriter, completed_results, default_run_dir, pretrain_provenance
 from objcrop.pretrain.methods import METHODS
 
@@ -187,7 +187,7 @@ class PretrainTrainer:
                          f"rule); cosine schedule over {self.max_iter} iterations ({p.EPOCHS} epochs x {self.per_epoch})"
                          + (f", {self.warmup} warm-up" if self.warmup else "")
                          + f"; optimiser {_optimiser_name(p)}, weight decay {p.WEIGHT_DECAY:g}; "
-                         + _precision(p, ctx.device, self.channels_last))
+                         + _precision(cfg, ctx.device, self.channels_last))
         if resume:
             self.resume()
         self.model = self.method
@@ -286,11 +286,11 @@ class PretrainTrainer:
             getattr(hook, stage)()
 
 
-def _precision(p, device: torch.device, channels_last: bool) -> str:
+def _precision(cfg: CfgNode, device: torch.device, channels_last: bool) -> str:
     """The step's arithmetic as the log states it: autocast or float32, and the memory format."""
-    amp = p.AMP and (device.type == "cuda" or p.AMP_CPU)
-    where = "" if device.type == "cuda" or not amp else " on the CPU (PRETRAIN.AMP_CPU)"
-    precision = f"{p.AMP_DTYPE} autocast{where}" if amp else "float32"
+    amp = uses_autocast(cfg, device)
+    where = " on the CPU (PRETRAIN.AMP_CPU)" if amp and device.type == "cpu" else ""
+    precision = f"{cfg.PRETRAIN.AMP_DTYPE} autocast{where}" if amp else "float32"
     return f"{precision}, {'channels_last' if channels_last else 'contiguous'} memory format"
 
 
