@@ -49,7 +49,7 @@ def get_pretrain_cfg() -> CfgNode:
     cfg.PRETRAIN.AMP = True
     cfg.PRETRAIN.AMP_DTYPE = "bfloat16"
     # bf16 autocast on the CPU as well (with AMP on and AMP_DTYPE bfloat16): on a CPU with native bf16
-    # (AMX or AVX512-BF16) the MoCo-v2 step runs ~1.5x faster (benchmarks/bench_step.py --cpu-amp).
+    # (AMX or AVX512-BF16) the MoCo-v2 step runs faster (by how much: benchmarks/bench_step.py --cpu-amp on).
     # Off by default: it changes the numerics of CPU runs, whose recorded study ran in float32. A CPU
     # without native bf16 is refused: there bf16 is emulated, slower than float32.
     cfg.PRETRAIN.AMP_CPU = False
