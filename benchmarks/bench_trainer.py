@@ -167,8 +167,13 @@ def main(argv=None):
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # The runs' checkpoints are half a gigabyte: they go when the benchmark ends, even on an error.
+    with tempfile.TemporaryDirectory(prefix="objcrop_bench_trainer_") as tmp:
+        return measure(args, argv, tmp)
+
+
+def measure(args, argv, tmp: str) -> int:
     steps = args.steps or (6 if args.quick else 20)
-    tmp = tempfile.mkdtemp(prefix="objcrop_bench_trainer_")
     data = args.data
     if not data:
         from objcrop.datasets.synth import generate
