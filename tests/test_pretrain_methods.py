@@ -410,23 +410,27 @@ def test_infonce_logits_stay_float32_under_bf16_autocast():
     torch.testing.assert_close(loss_bf16_in, moco_loss(q16, k16, queue, 0.2)[0], rtol=1e-6, atol=1e-6)
 
 
-def test_split_bn_in_one_pass_under_channels_last():
-    """Guards against the one-pass reshape misreading a channels_last tensor (PRETRAIN.CHANNELS_LAST, on in
-    the paper presets): outputs and running statistics equal the chunked path's, and the layers hand
-    channels_last tensors on."""
+def test_split_bn_under_channels_last():
+    """Guards against the channels_last path (PRETRAIN.CHANNELS_LAST, on in the paper presets; the
+    layers chunk the batch there, in order, instead of the caller reordering it for one pass) grouping
+    other samples than the chunks: the caller reordering as well, the head's BN1d (2-D, no memory
+    format to go by) taking the one-pass grouping, or the chunk mode outliving its forward so that a
+    later contiguous batch is both reordered and chunked. Outputs and running statistics equal the
+    chunked path's, batch after batch, and the layers hand channels_last tensors on."""
     from objcrop.pretrain.methods.split_bn import SplitBatchNorm2d
 
-    split, chunked = _split_and_chunked(2, head_bn=False)
+    split, chunked = _split_and_chunked(2, head_bn=True)
     split.to(memory_format=torch.channels_last), chunked.to(memory_format=torch.channels_last)
-    x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
-        y_split = split._encode_in_bn_groups(split.encoder_q, x)
-        y_chunk = chunked._encode_in_bn_groups(chunked.encoder_q, x)
-    # channels_last convolutions of batch 8 and of batch 4 take different kernels: float noise ~1e-5
-    torch.testing.assert_close(y_split, y_chunk, rtol=1e-4, atol=1e-4)
-    ours, theirs = _bn_buffers(split.encoder_q), _bn_buffers(chunked.encoder_q)
-    for k in ours:
-        torch.testing.assert_close(ours[k], theirs[k], rtol=1e-5, atol=1e-6, msg=k)
+    for memory_format in (torch.channels_last, torch.channels_last, torch.contiguous_format):
+        x = torch.randn(8, 3, 32, 32).contiguous(memory_format=memory_format)
+        with torch.no_grad():
+            y_split = split._encode_in_bn_groups(split.encoder_q, x)
+            y_chunk = chunked._encode_in_bn_groups(chunked.encoder_q, x)
+        # channels_last convolutions of batch 8 and of batch 4 take different kernels: float noise ~1e-5
+        torch.testing.assert_close(y_split, y_chunk, rtol=1e-4, atol=1e-4)
+        ours, theirs = _bn_buffers(split.encoder_q), _bn_buffers(chunked.encoder_q)
+        for k in ours:
+            torch.testing.assert_close(ours[k], theirs[k], rtol=1e-4, atol=1e-5, msg=k)
     bn = next(m for m in split.encoder_q.modules() if isinstance(m, SplitBatchNorm2d))
     feature = torch.randn(8, bn.num_features, 8, 8).contiguous(memory_format=torch.channels_last)
     assert bn(feature).is_contiguous(memory_format=torch.channels_last)

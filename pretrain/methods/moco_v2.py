@@ -16,7 +16,7 @@ from torch import nn
 
 from objcrop.pretrain.distributed import broadcast_, concat_all_gather, get_rank, get_world_size
 from objcrop.pretrain.methods.losses import embedding_spread, moco_loss
-from objcrop.pretrain.methods.split_bn import convert_to_split_bn, interleave_groups
+from objcrop.pretrain.methods.split_bn import convert_to_split_bn, groups_in_chunks, interleave_groups, prefers_chunks
 from objcrop.pretrain.models import build_resnet, mlp_head
 
 
@@ -95,6 +95,9 @@ class MoCoV2(nn.Module):
         s, n = self.bn_splits, x.shape[0]
         if s == 1 or not encoder.training or n % s:  # eval BN is per-sample; an uneven batch is chunked by the layers
             return encoder(x)
+        if prefers_chunks(x):  # channels_last: the layers chunk it, in order (split_bn.py says why)
+            with groups_in_chunks(encoder):
+                return encoder(x)
         order = interleave_groups(n, s, x.device)
         return encoder(x[order])[torch.argsort(order)]
 

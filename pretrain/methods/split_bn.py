@@ -13,8 +13,12 @@ after another (the path objcrop had, and the equality its tests pin):
 * the running statistics are updated as S sequential BN calls would update them (the demo averages
   the S groups' updates), and num_batches_tracked advances by S.
 A batch that S does not divide is forwarded in the same chunks x.chunk(S) would give, one by one.
-In eval mode the layer is plain BatchNorm.
+So is a channels_last batch (`groups_in_chunks`): its reshape to S*C channels cannot be a view, and
+costs two copies of every BN input each way (benchmarks/bench_step.py --cpu-amp on measures the
+channels_last bf16 step); the convolutions still see the whole batch. In eval mode the layer is plain BatchNorm.
 """
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,18 +28,21 @@ class _SplitBatchNorm:
     """Mixed into nn.BatchNorm1d / nn.BatchNorm2d: same parameters, buffers and state-dict keys."""
 
     num_splits: int = 1
+    # set by `groups_in_chunks` for one forward: the caller did not reorder the batch, so the groups
+    # are its contiguous chunks, and every layer of the encoder must agree on that
+    chunked: bool = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, n = self.num_splits, x.shape[0]
         if not self.training or s == 1:
             return super().forward(x)
-        if n % s:  # unequal groups cannot share one call: the chunks, in turn (same statistics)
+        if n % s or self.chunked:  # the chunks, in turn (the statistics one pass would compute)
             return torch.cat([super(_SplitBatchNorm, self).forward(c) for c in x.chunk(s)], dim=0)
         return self._one_pass(x, s)
 
     def _one_pass(self, x: torch.Tensor, s: int) -> torch.Tensor:
         c = x.shape[1]
-        channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        channels_last = prefers_chunks(x)  # a layer called on its own; MoCo's encoders chunk these
         grouped = x.reshape(x.shape[0] // s, s * c, *x.shape[2:])  # a view for contiguous input
         tracking = self.running_mean is not None
         # BN with momentum 1.0 leaves each group's batch mean and unbiased var in the buffers it is given
@@ -123,6 +130,25 @@ def convert_to_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
         split.num_splits = num_splits
         setattr(module, name, split)
     return module
+
+
+def prefers_chunks(x: torch.Tensor) -> bool:
+    """Whether a batch should go through the split layers as chunks (`groups_in_chunks`) rather than
+    reordered for one pass: a channels_last image batch, whose grouped reshape would copy."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+@contextmanager
+def groups_in_chunks(module: nn.Module):
+    """Within the block, every split layer of `module` normalises x.chunk(S) one chunk after another."""
+    layers = [m for m in module.modules() if isinstance(m, _SplitBatchNorm)]
+    for m in layers:
+        m.chunked = True
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.chunked = False
 
 
 def interleave_groups(n: int, num_splits: int, device: torch.device) -> torch.Tensor:
