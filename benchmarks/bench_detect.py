@@ -6,8 +6,9 @@ tools/train_net.py runs it: get_cfg() -> merge_from_file -> default_setup -> Def
 run with --plain-worker). B merges the very config.yaml that A's first run wrote (after objcrop's
 norm adaption and scaling; objcrop's own OBJCROP node dropped, which plain detectron2 does not know),
 so config, weights, data (the same dataset readers, registered in detectron2's catalog) and
-iteration count are the same. The runs alternate A B A B ... in one benchmark so that machine load
-drifting over time hits both. Reported per run and as medians:
+iteration count are the same. The pairs run in counterbalanced order, A B, B A, A B, B A ..., in one
+benchmark, so that machine load drifting over time hits both sides, and so does whatever running
+second in a pair brings (warm page cache, a machine still busy with the first run's exit). Reported per run and as medians:
 
 * s/iter: detectron2's own "Overall training speed" of the training loop (IterationTimer: the
   first iterations and hook time excluded), read from each run's log.txt. Target A/B <= 1.02.
@@ -49,12 +50,12 @@ def parse_args(argv=None):
     p.add_argument("--data", default="", help="a directory written by `objcrop data synth` "
                                               "(default: 200 `study` images generated in a temp dir)")
     p.add_argument("--iters", type=int, default=0, help="iterations per run (default 200, --quick 40)")
-    p.add_argument("--pairs", type=int, default=0, help="A B pairs (default 3, --quick 2)")
+    p.add_argument("--pairs", type=int, default=0, help="A/B pairs, in the order A B, B A, ... (default 4, --quick 2)")
     p.add_argument("--work", default="", help="keep the runs here (default: a temp dir, removed)")
     p.add_argument("--plain-worker", nargs=2, metavar=("CONFIG", "OUTPUT_DIR"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.iters = args.iters or (40 if args.quick else 200)
-    args.pairs = args.pairs or (2 if args.quick else 3)
+    args.pairs = args.pairs or (2 if args.quick else 4)
     return args
 
 
@@ -161,27 +162,35 @@ def make_data(args, work: str) -> str:
 # ----------------------------------------------------------------------------- report
 
 
+def pair_ratios(runs: List[dict]) -> List[float]:
+    """A's s/iter over B's, pair by pair (the two runs of a pair are neighbours in time)."""
+    by_pair = {(r["pair"], r["side"]): r["s_per_iter"] for r in runs}
+    return [by_pair[k, "A"] / by_pair[k, "B"] for k in sorted({r["pair"] for r in runs})]
+
+
 def report(args, runs: List[dict]) -> List[str]:
     a = [r for r in runs if r["side"] == "A"]
     b = [r for r in runs if r["side"] == "B"]
     med = {k: (statistics.median(r[k] for r in a), statistics.median(r[k] for r in b))
            for k in ("s_per_iter", "hooks_s", "wall_s")}
-    ratio = med["s_per_iter"][0] / med["s_per_iter"][1]
+    ratios = pair_ratios(runs)
+    ratio = statistics.median(ratios)
     lines = ["# Detection fine-tuning: objcrop detect train vs detectron2's DefaultTrainer", "",
              f"`{args.config_file}`, weights {args.weights}, {args.iters} iterations per run, {args.pairs} pairs run "
-             f"A B A B ...; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}. A = `objcrop detect train`; "
+             f"A B, B A, ...; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}. A = `objcrop detect train`; "
              "B = tools/train_net.py's shape (get_cfg, merge_from_file of A's config.yaml, DefaultTrainer(cfg).train()). "
              "s/iter is detectron2's IterationTimer (warm-up iterations and hooks excluded); wall is the whole command.", "",
-             "| run | side | s/iter | hooks (s) | wall (s) |", "|---:|---|---:|---:|---:|"]
+             "| run | pair | side | s/iter | hooks (s) | wall (s) |", "|---:|---:|---|---:|---:|---:|"]
     for i, r in enumerate(runs, 1):
-        lines.append(f"| {i} | {r['side']} | {r['s_per_iter']:.4f} | {r['hooks_s']:.0f} | {r['wall_s']:.1f} |")
+        lines.append(f"| {i} | {r['pair']} | {r['side']} | {r['s_per_iter']:.4f} | {r['hooks_s']:.0f} | {r['wall_s']:.1f} |")
     verdict = "meets" if ratio <= TARGET else "misses"
     lines += ["", "| median | objcrop (A) | detectron2 (B) | A / B |", "|---|---:|---:|---:|"]
     for key, label in (("s_per_iter", "s/iter"), ("hooks_s", "hooks (s)"), ("wall_s", "wall (s)")):
         x, y = med[key]
         lines.append(f"| {label} | {x:.4f} | {y:.4f} | {x / y:.3f} |" if y else f"| {label} | {x:.4f} | {y:.4f} | — |")
-    lines += ["", f"**s/iter ratio A/B = {ratio:.3f}** ({verdict} the target ≤ {TARGET:.2f}; hooks are timed to the "
-              "second by detectron2, so their ratio is coarse)."]
+    lines += ["", f"**s/iter ratio A/B = {ratio:.3f}**, the median over pairs of each pair's ratio (min {min(ratios):.3f}, "
+              f"max {max(ratios):.3f}; {verdict} the target ≤ {TARGET:.2f}; hooks are timed to the second by "
+              "detectron2, so their ratio is coarse)."]
     return lines
 
 
@@ -195,11 +204,15 @@ def main(argv=None) -> int:
     data = make_data(args, work)
     runs, config = [], None
     for k in range(args.pairs):
-        a = run_objcrop(args, data, work, k)
-        config = config or plain_config(a["config"], os.path.join(work, "plain_config.yaml"))
-        runs.append(dict(a, side="A"))
-        runs.append(dict(run_plain(config, work, k), side="B"))
-        print(f"pair {k}: A {runs[-2]['s_per_iter']:.4f} s/iter, B {runs[-1]['s_per_iter']:.4f} s/iter", flush=True)
+        for side in ("AB" if k % 2 == 0 else "BA"):  # B needs A's config.yaml: pair 0 starts with A
+            if side == "A":
+                a = run_objcrop(args, data, work, k)
+                config = config or plain_config(a["config"], os.path.join(work, "plain_config.yaml"))
+                runs.append(dict(a, side="A", pair=k))
+            else:
+                runs.append(dict(run_plain(config, work, k), side="B", pair=k))
+        a, b = (next(r for r in runs if r["pair"] == k and r["side"] == x) for x in "AB")
+        print(f"pair {k}: A {a['s_per_iter']:.4f} s/iter, B {b['s_per_iter']:.4f} s/iter", flush=True)
     emit_markdown(report(args, runs), args.out)
     if not args.work:
         import shutil
