@@ -67,13 +67,12 @@ def _cpu_model() -> str:
 
 
 def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-        return out.stdout.strip() + (" (with uncommitted changes)" if dirty else "") if out.returncode == 0 else "unknown"
-    except OSError:
+    from objcrop.records import code_identity  # the identity every results.json records
+
+    code = code_identity()
+    if not code["commit"]:
         return "unknown"
+    return code["commit"][:7] + (" (with uncommitted changes)" if code["dirty"] else "")
 
 
 def _versions() -> str:

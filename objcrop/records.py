@@ -8,7 +8,9 @@
 * `dataset_tag` / `dataset_label` — the file-name tag and the short table label of a dataset
   name or spec (`synth:/abs/dir:test`).
 * `results(...)`, `validate_results`, `write_results`, `read_results` — the versioned
-  results.json schema (docs/INTERFACES.md). Records written before the schema had a version
+  results.json schema (docs/INTERFACES.md). Every record says which code wrote it
+  (`code_identity`: objcrop's version, and in a git checkout its commit and whether tracked
+  files differed from it). Records written before the schema had a version
   (`"schema"` absent) are read as version 0: their tag may still be glued to the policy
   (`random-no-colour`), which `Provenance.from_dict` keeps as it is, so old and new records
   give the same row label.
@@ -17,8 +19,10 @@ This module imports nothing from the stages: they all import it (docs/ARCHITECTU
 """
 import os
 import re
+import shutil
+import subprocess
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from objcrop.errors import ConfigError, ObjcropError
 
@@ -176,8 +180,47 @@ def run_name(prov: Provenance, batch_size: Optional[int] = None) -> str:
 # ----------------------------------------------------------------------------- results.json
 
 
+def code_identity(package: Optional[str] = None) -> Dict[str, Any]:
+    """The code this process runs: {"objcrop": version, "commit": the git commit or None, "dirty": whether
+    tracked files differ from it, or None}. The commit is read only where objcrop's own files are the
+    checkout's (an editable install): a copy installed into a virtual environment that happens to lie
+    inside some git repository must not take that repository's commit. Never raises."""
+    import objcrop
+
+    identity: Dict[str, Any] = {"objcrop": objcrop.__version__, "commit": None, "dirty": None}
+    package = package or os.path.dirname(os.path.abspath(objcrop.__file__))  # (another folder: tests)
+    git = shutil.which("git")
+    if git is None:
+        return identity
+
+    def ask(*args: str) -> Optional[str]:
+        try:
+            done = subprocess.run([git, "-C", package, *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = ask("rev-parse", "--show-toplevel")
+    checkout_package = os.path.join(top, "objcrop") if top else ""
+    if not os.path.isdir(checkout_package) or not os.path.samefile(checkout_package, package):
+        return identity
+    identity["commit"] = ask("rev-parse", "HEAD")
+    status = ask("status", "--porcelain", "--untracked-files=no")
+    identity["dirty"] = None if status is None else bool(status)
+    return identity
+
+
+def code_history(earlier: Optional[List[Dict[str, Any]]], now: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The code identities a run was trained by, session after session: `now` appended unless the
+    last session ran the same code (a run resumed across commits lists each)."""
+    history = [dict(c) for c in (earlier or [])]
+    return history if history and history[-1] == now else history + [dict(now)]
+
+
 def results(stage: str, status: str, provenance: Provenance, **fields_) -> Dict[str, Any]:
-    """A results.json dict of the current schema; raises RecordError when it would not validate."""
+    """A results.json dict of the current schema; raises RecordError when it would not validate.
+    `code` is the writing process's code_identity() unless the caller gives it."""
+    fields_.setdefault("code", code_identity())
     record = {"schema": SCHEMA_VERSION, "stage": stage, "status": status, "pretrain": provenance.to_dict(), **fields_}
     validate_results(record, where=f"{stage} results")
     return record

@@ -182,3 +182,21 @@ def test_a_disk_full_while_checkpointing_is_one_line_keeps_the_previous_checkpoi
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-3000:]
     assert f"resumed from {first}: iter=2" in (out / "log.txt").read_text()
     _same_run(_metrics(out), reference)
+
+
+def test_a_run_resumed_on_other_code_lists_both_in_its_record(synth_dir, tmp_path, monkeypatch):
+    """Guards against a results.json that names only the last session's code when a run was resumed
+    after an upgrade (its numbers come from both): the checkpoint carries the history, the record lists it."""
+    from objcrop.pretrain.engine import trainer as trainer_module
+
+    out = tmp_path / "run"
+    first = {"objcrop": "0.1.0", "commit": "1" * 40, "dirty": False}
+    later = {"objcrop": "0.1.0", "commit": "2" * 40, "dirty": True}
+    monkeypatch.setattr(trainer_module, "code_identity", lambda: first)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(synth_dir, out, stop_at=3).train()
+    monkeypatch.setattr(trainer_module, "code_identity", lambda: later)
+    _trainer(synth_dir, out).train(resume=True)
+    record = json.loads((out / "results.json").read_text())
+    assert record["status"] == "ok" and record["code_history"] == [first, later]
+    assert record["code"]["objcrop"] == "0.1.0" and "commit" in record["code"]

@@ -1,5 +1,6 @@
 """The core record module and the one ground-truth box rule (objcrop/records.py, objcrop/datasets/boxes.py)."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -74,3 +75,54 @@ def test_results_schema_validates(tmp_path):
     (tmp_path / "bad" / "results.json").write_text(json.dumps({"schema": 99, "stage": "probe"}))
     with pytest.raises(RecordError, match="bad/results.json: schema version 99"):
         read_results(str(tmp_path / "bad" / "results.json"))
+
+
+# ---------------------------------------------------------------- which code wrote a record
+def _git(cwd, *args):
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _repo_with(tmp_path, package_at):
+    """A git repository with one commit holding `package_at`/__init__.py; returns (repo, package dir)."""
+    repo = tmp_path / "repo"
+    package = repo / package_at
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    return repo, package
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_record_names_the_commit_of_the_checkout_it_came_from(tmp_path):
+    """Guards against records that cannot say which code wrote their numbers, and against taking the commit
+    of a repository that merely contains an installed copy of objcrop (a .venv inside some project)."""
+    import objcrop
+    from objcrop.records import code_identity
+
+    repo, package = _repo_with(tmp_path, "objcrop")
+    ident = code_identity(str(package))
+    assert ident == {"objcrop": objcrop.__version__, "commit": _git(repo, "rev-parse", "HEAD"), "dirty": False}
+    (package / "__init__.py").write_text("x = 1\n")  # a tracked file edited: the numbers are not that commit's
+    assert code_identity(str(package))["dirty"] is True
+
+    other, vendored = _repo_with(tmp_path / "other", ".venv/lib/site-packages/objcrop")
+    assert code_identity(str(vendored)) == {"objcrop": objcrop.__version__, "commit": None, "dirty": None}
+
+    rec = results("probe", "ok", Provenance.random_init("resnet18", 0), dataset="d", mAP=0.5)
+    assert rec["code"] == code_identity()  # every record, the writing process's code
+    assert rec["code"]["objcrop"] == objcrop.__version__
+
+
+def test_code_history_lists_each_session_that_trained_a_run_once():
+    from objcrop.records import code_history
+
+    a = {"objcrop": "0.1.0", "commit": "a" * 40, "dirty": False}
+    b = {"objcrop": "0.1.0", "commit": "b" * 40, "dirty": False}
+    assert code_history(None, a) == [a]
+    assert code_history([a], a) == [a]  # resumed on the same code: one entry
+    assert code_history([a], b) == [a, b]  # resumed across commits: both
+    assert code_history([a, b], a) == [a, b, a]

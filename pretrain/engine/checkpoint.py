@@ -199,7 +199,7 @@ def training_state(trainer) -> dict:
             "epoch": s.epoch, "batch_in_epoch": s.batch_in_epoch, "world_size": trainer.ctx.world_size,
             "rng": rng_state(), "images_seen": s.images_seen,
             "train_time_s": s.train_time_s + trainer.session_seconds(),
-            "recent_losses": [float(v) for v in s.recent_losses]}
+            "recent_losses": [float(v) for v in s.recent_losses], "code_history": s.code_history}
 
 
 class CheckpointHook(HookBase):

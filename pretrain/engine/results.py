@@ -96,6 +96,6 @@ class ResultsWriter(HookBase):
             iterations=int(s.iteration), throughput=fields.pop("throughput"),
             final_loss=(sum(recent) / len(recent)) if recent else None,
             batch_size=int(t.cfg.PRETRAIN.BATCH_SIZE), world_size=t.ctx.world_size,
-            train_time_s=round(s.train_time_s, 3), **fields)
+            train_time_s=round(s.train_time_s, 3), code_history=s.code_history, **fields)
         records.write_results(t.output_dir, record)
         return record

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from objcrop.config import CfgNode
 from objcrop.errors import ConfigError, DatasetError
+from objcrop.records import code_history, code_identity
 from objcrop.pretrain import distributed as du
 from objcrop.pretrain.engine.checkpoint import CheckpointHook, Checkpointer, restore_training_state
 from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, box_items,
@@ -39,12 +40,15 @@ class RunState:
     train_time_s: float = 0.0
     recent_losses: deque = field(default_factory=lambda: deque(maxlen=20))
     no_box: int = 0  # sampled images without a box, this process, this session (a log line, not resumed)
+    # the code of each session that trained this run (records.code_history): results.json's code_history
+    code_history: list = field(default_factory=list)
 
     @classmethod
     def from_checkpoint(cls, state: dict, batch_size: int) -> "RunState":
         return cls(state["iteration"], state["epoch"], state["batch_in_epoch"],
                    int(state.get("images_seen", state["iteration"] * batch_size)),
-                   float(state.get("train_time_s", 0.0)), deque(state.get("recent_losses", []), maxlen=20))
+                   float(state.get("train_time_s", 0.0)), deque(state.get("recent_losses", []), maxlen=20),
+                   code_history=list(state.get("code_history", [])))
 
 
 @dataclass
@@ -190,6 +194,7 @@ class PretrainTrainer:
                          + _precision(cfg, ctx.device, self.channels_last))
         if resume:
             self.resume()
+        self.state.code_history = code_history(self.state.code_history, code_identity())
         self.model = self.method
         if ctx.world_size > 1:
             self.model = DistributedDataParallel(self.method, broadcast_buffers=False,  # the queue is the same everywhere
