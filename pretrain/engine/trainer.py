@@ -17,7 +17,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from objcrop.config import CfgNode
 from objcrop.errors import ConfigError, DatasetError
-from objcrop.records import code_history, code_identity
 from objcrop.pretrain import distributed as du
 from objcrop.pretrain.engine.checkpoint import CheckpointHook, Checkpointer, restore_training_state
 from objcrop.pretrain.engine.data import (BoxSource, DatasetBackgrounds, ShardedResumableSampler, ViewPairDataset, box_items,
@@ -26,6 +25,7 @@ from objcrop.pretrain.engine.hooks import DivergenceGuard, HookBase, MetricsWrit
 from objcrop.pretrain.engine.optim import build_optimisation, lr_at, scaled_lr, uses_autocast, uses_channels_last
 from objcrop.pretrain.engine.results import ResultsWriter, completed_results, default_run_dir, pretrain_provenance
 from objcrop.pretrain.methods import METHODS
+from objcrop.records import code_history, code_identity
 
 
 @dataclass
@@ -195,6 +195,8 @@ class PretrainTrainer:
         if resume:
             self.resume()
         self.state.code_history = code_history(self.state.code_history, code_identity())
+        self.logger.info("code: " + "; then ".join(_code_label(c) for c in self.state.code_history)
+                         + (" (this run was trained by each in turn)" if len(self.state.code_history) > 1 else ""))
         self.model = self.method
         if ctx.world_size > 1:
             self.model = DistributedDataParallel(self.method, broadcast_buffers=False,  # the queue is the same everywhere
@@ -289,6 +291,12 @@ class PretrainTrainer:
     def _call_hooks(self, stage: str) -> None:
         for hook in self.hooks:
             getattr(hook, stage)()
+
+
+def _code_label(code: dict) -> str:
+    commit = code.get("commit")
+    where = f"commit {commit[:12]}" + (" with uncommitted changes" if code.get("dirty") else "") if commit else "no git checkout"
+    return f"objcrop {code.get('objcrop')} ({where})"
 
 
 def _precision(cfg: CfgNode, device: torch.device, channels_last: bool) -> str:
