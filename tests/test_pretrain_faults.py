@@ -135,6 +135,37 @@ def test_a_kill_between_checkpoint_and_prune_leaves_nothing_an_uninterrupted_run
     assert json.loads((out / "results.json").read_text())["status"] == "ok"
 
 
+def test_a_kill_inside_pruning_never_leaves_a_hash_without_its_checkpoint(tmp_path, monkeypatch):
+    """Guards against a kill between removing a pruned checkpoint and removing its sha256 sidecar leaving
+    a sidecar that names nothing (tests/test_faults_pipeline_kill.py caught one on CI): the sidecar goes
+    first, and a resume's tidy removes any orphan sidecar an older objcrop left."""
+    from objcrop.pretrain.engine import checkpoint as ckpt
+
+    checkpointer = ckpt.Checkpointer(str(tmp_path), keep_last=2)
+    for it in (1, 2):
+        checkpointer.save({"iteration": it}, it)
+    real_remove, removed = os.remove, []
+
+    def killed_after_one(path):
+        if removed:
+            raise KeyboardInterrupt  # the process dies before the second removal
+        removed.append(path)
+        real_remove(path)
+
+    monkeypatch.setattr(ckpt.os, "remove", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        checkpointer.save({"iteration": 3}, 3)  # prunes ckpt 1
+    monkeypatch.setattr(ckpt.os, "remove", real_remove)
+    names = sorted(os.listdir(tmp_path))
+    assert all(n[:-len(".sha256")] in names for n in names if n.endswith(".sha256")), names
+
+    orphan = tmp_path / "ckpt_00000000.pth.sha256"  # what a kill left with the old order
+    orphan.write_text("0" * 64 + "\n")
+    checkpointer.tidy_after_resume(checkpointer.path_for(3))
+    assert not orphan.exists()
+    assert [it for it, _ in checkpointer.list()] == [3, 2]  # the half-pruned ckpt 1 pruned to keep_last
+
+
 DISK_FULL_DRIVER = """
 import resource, sys
 from objcrop.cli import run_stage_main

@@ -66,8 +66,11 @@ def load_checkpoint_file(path: str, required: Tuple[str, ...] = ()) -> dict:
 
 
 def _remove_with_sidecar(path: str) -> None:
-    """A checkpoint and its sha256 sidecar, whichever of the two exists."""
-    for p in (path, path + ".sha256"):
+    """A checkpoint and its sha256 sidecar, whichever of the two exists. The sidecar goes first: a kill
+    between the two removals then leaves a whole checkpoint without its hash (valid, and pruned by the
+    next save or the resume's tidy), never a hash naming a file that is gone (tests/test_faults_pipeline_kill.py
+    found one)."""
+    for p in (path + ".sha256", path):
         if os.path.exists(p):
             os.remove(p)
 
@@ -119,9 +122,15 @@ class Checkpointer:
         sidecar, and the older checkpoints pruned to keep_last. A kill between writing a checkpoint and
         pruning leaves both undone; a resume at the run's last iteration then trains nothing, saves
         nothing, and would keep a checkpoint an uninterrupted run does not (tests/test_pretrain_faults.py).
-        Newer checkpoints (damaged ones, skipped) are left to be overwritten when training reaches them."""
+        Newer checkpoints (damaged ones, skipped) are left to be overwritten when training reaches them.
+        Sidecars whose checkpoint is gone (left by a kill inside a removal when the checkpoint went
+        first, as it did before _remove_with_sidecar's order) are removed too."""
         if not os.path.exists(loaded + ".sha256"):
             write_text_atomic(loaded + ".sha256", sha256_file(loaded) + "\n")
+        for name in os.listdir(self.directory):
+            if name.endswith(".sha256") and _NAME.match(name[:-len(".sha256")]) \
+                    and not os.path.exists(os.path.join(self.directory, name[:-len(".sha256")])):
+                os.remove(os.path.join(self.directory, name))
         newest_first = [path for _, path in self.list()]
         older = newest_first[newest_first.index(loaded) + 1:] if loaded in newest_first else []
         for path in older[self.keep_last - 1:]:
