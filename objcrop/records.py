@@ -219,8 +219,9 @@ def code_history(earlier: Optional[List[Dict[str, Any]]], now: Dict[str, Any]) -
 
 def results(stage: str, status: str, provenance: Provenance, **fields_) -> Dict[str, Any]:
     """A results.json dict of the current schema; raises RecordError when it would not validate.
-    `code` is the writing process's code_identity() unless the caller gives it."""
-    fields_.setdefault("code", code_identity())
+    `code` is the writing process's code_identity() unless the caller gives it (then git is not asked)."""
+    if "code" not in fields_:  # not setdefault: its argument would run git even when the caller gave one
+        fields_["code"] = code_identity()
     record = {"schema": SCHEMA_VERSION, "stage": stage, "status": status, "pretrain": provenance.to_dict(), **fields_}
     validate_results(record, where=f"{stage} results")
     return record

@@ -231,5 +231,6 @@ def test_a_run_resumed_on_other_code_lists_both_in_its_record(synth_dir, tmp_pat
     record = json.loads((out / "results.json").read_text())
     assert record["status"] == "ok" and record["code_history"] == [first, later]
     assert record["code"]["objcrop"] == "0.1.0" and "commit" in record["code"]
+    assert record["code"] == later  # the writing session's code, as its log and history name it
     assert ("code: objcrop 0.1.0 (commit 111111111111); then objcrop 0.1.0 (commit 222222222222 with uncommitted "
             "changes) (this run was trained by each in turn)") in (out / "log.txt").read_text()

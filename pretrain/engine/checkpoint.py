@@ -128,8 +128,9 @@ class Checkpointer:
         if not os.path.exists(loaded + ".sha256"):
             write_text_atomic(loaded + ".sha256", sha256_file(loaded) + "\n")
         for name in os.listdir(self.directory):
-            if name.endswith(".sha256") and _NAME.match(name[:-len(".sha256")]) \
-                    and not os.path.exists(os.path.join(self.directory, name[:-len(".sha256")])):
+            checkpoint = name[:-len(".sha256")]
+            if name.endswith(".sha256") and _NAME.match(checkpoint) \
+                    and not os.path.exists(os.path.join(self.directory, checkpoint)):
                 os.remove(os.path.join(self.directory, name))
         newest_first = [path for _, path in self.list()]
         older = newest_first[newest_first.index(loaded) + 1:] if loaded in newest_first else []

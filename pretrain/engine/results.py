@@ -96,6 +96,7 @@ class ResultsWriter(HookBase):
             iterations=int(s.iteration), throughput=fields.pop("throughput"),
             final_loss=(sum(recent) / len(recent)) if recent else None,
             batch_size=int(t.cfg.PRETRAIN.BATCH_SIZE), world_size=t.ctx.world_size,
-            train_time_s=round(s.train_time_s, 3), code_history=s.code_history, **fields)
+            train_time_s=round(s.train_time_s, 3), code_history=s.code_history,
+            code=s.code_history[-1], **fields)  # this session's code, read once at setup (trainer.setup)
         records.write_results(t.output_dir, record)
         return record

@@ -295,8 +295,10 @@ class PretrainTrainer:
 
 def _code_label(code: dict) -> str:
     commit = code.get("commit")
-    where = f"commit {commit[:12]}" + (" with uncommitted changes" if code.get("dirty") else "") if commit else "no git checkout"
-    return f"objcrop {code.get('objcrop')} ({where})"
+    if not commit:
+        return f"objcrop {code.get('objcrop')} (no git checkout)"
+    changes = " with uncommitted changes" if code.get("dirty") else ""
+    return f"objcrop {code.get('objcrop')} (commit {commit[:12]}{changes})"
 
 
 def _precision(cfg: CfgNode, device: torch.device, channels_last: bool) -> str:
