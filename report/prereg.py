@@ -14,12 +14,16 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from objcrop.errors import ObjcropError
 from objcrop.report import stats
+from objcrop.report.baseline import is_random_crop
 from objcrop.report.study_tables import (KNN, PROBE, Row, comparison, detection_columns, fmt_delta, fmt_g, fmt_p,
-                                         fmt_perm, learned, reading_rows)
+                                         fmt_perm, fmt_runs, learned, reading_rows)
 
 PREREG = os.path.join("docs", "preregistration.yaml")
 KEYS = ("version", "primary_column", "secondary_columns", "alpha", "seeds_per_arm", "amendment", "hypotheses")
 Studies = Dict[str, Tuple[dict, dict]]  # preset name -> (study_values, arches)
+RANDOM_INIT: Row = ("random_init", "none", "none", "")
+SWEEP_METHOD = "moco_v2"
+SWEEP_MIN_SEEDS = 3  # the amendment's "3 seeds per point"
 
 
 def load(path: str) -> Optional[dict]:
@@ -173,3 +177,56 @@ and over all {m} exploratory reading tests with a p on this page.
     if not family:
         lines.append("| — |" + " — |" * 12)
     return "\n".join(lines)
+
+
+def sweep_rows(values: dict, arches: dict, smallest_effect: float, alpha: float) -> List[dict]:
+    """Issue 20 §2's budget sweep of one variant: every MoCo-v2 random-crop setting (tagged or not)
+    of the random-init reference's architecture against that reference on the probe, by epochs
+    (one variant's train split, so epochs order the view pairs seen). `meets`: the amendment's rule,
+    at least SWEEP_MIN_SEEDS seeds, Δ of at least the smallest effect of interest and Welch p < alpha."""
+    ref = values.get(RANDOM_INIT, {}).get(PROBE, [])
+    out = []
+    for key, cols in values.items():
+        method, policy, _, epochs = key
+        if method != SWEEP_METHOD or not is_random_crop(policy) or not cols.get(PROBE) or not ref:
+            continue
+        if arches.get(key, "") != arches.get(RANDOM_INIT, ""):
+            continue  # another architecture has no reference here (the gate tables name it)
+        r = {**comparison(cols[PROBE], ref), "policy": policy, "epochs": epochs, "values": cols[PROBE],
+             "n": len(cols[PROBE]), "n_base": len(ref)}
+        r["meets"] = (r["n"] >= SWEEP_MIN_SEEDS and r["p"] is not None and r["p"] < alpha
+                      and r["delta"] >= smallest_effect)
+        out.append(r)
+    return sorted(out, key=lambda r: (int(r["epochs"] or 0), r["policy"]))
+
+
+def sweep_section(studies: Studies, prereg: Optional[dict]) -> str:
+    """The learning budget of each textured variant the amendment fixes: the sweep table, and the
+    smallest budget that meets the amendment's rule (or none yet)."""
+    if not prereg:
+        return ""
+    variants = [v for v in prereg["amendment"] if v != "ranked_proposals" and v in studies]
+    effect, alpha = float(prereg["smallest_effect"]), float(prereg["alpha"])
+    lines = [f"""## The learning budget of the textured variants (issue 20 §2; the amendment's input)
+
+MoCo-v2 with random crops only (policy labels `random[-tag]`), every setting of each textured variant
+against that variant's random-init backbone on the probe, by epochs (the view pairs seen: epochs × the
+train split). The amendment (docs/preregistration.md) takes the smallest budget whose random crops
+probe above random init by at least the smallest effect of interest ({effect} mAP points) with Welch
+p < {alpha} over at least {SWEEP_MIN_SEEDS} seeds ("meets"). Settings that change more than the budget
+(lr, colour) are listed too: they are the sweep's history, not candidates unless they meet the rule.
+
+| variant | setting | epochs | probe mAP | Δ vs random init [95 % CI] | Hedges g | Welch p | meets |
+|---|---|---:|---:|---:|---:|---:|---|"""]
+    chosen = []
+    for v in variants:
+        rows = sweep_rows(*studies[v], effect, alpha)
+        for r in rows:
+            lines.append(f"| {v} | {r['policy']} | {r['epochs']} | {fmt_runs(r['values'])} | {fmt_delta(r)} | "
+                         f"{fmt_g(r)} | {fmt_p(r['p'])} | {'**yes**' if r['meets'] else 'no'} |")
+        first = next((r for r in rows if r["meets"]), None)
+        chosen.append(f"* `{v}`: " + (f"`{first['policy']}` at {first['epochs']} epochs" if first else
+                                      "no budget run so far meets it"))
+    if not variants:
+        lines.append("| — |" + " — |" * 7)
+    return "\n".join(lines) + "\n\nThe smallest budget that meets the rule:\n\n" + "\n".join(chosen)

@@ -217,6 +217,9 @@ def write_page(args) -> str:
                if preset not in RETRAINED}
     parts.append(prereg_.registered_section(prereg, studies, args.prereg))
     parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
+    sweep = prereg_.sweep_section(studies, prereg)
+    if sweep:
+        parts.append(sweep)
     detection = detection_section(args.detect_curve, doc_dir)
     if detection:
         parts.append(detection)

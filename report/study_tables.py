@@ -52,7 +52,7 @@ def _welch_p(a: List[float], b: List[float]) -> Optional[float]:
     return None if w is None else w.p
 
 
-def _fmt(values: List[float]) -> str:
+def fmt_runs(values: List[float]) -> str:
     if not values:
         return "—"
     if len(values) == 1:
@@ -167,11 +167,11 @@ def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None) -> 
         name = " ".join(x for x in (method, policy, proposals) if x not in ("none", ""))
         arch = arches.get((method, policy, proposals, epochs), "")
         if arch and arch != arches.get(ref_key, arch):
-            lines.append(f"| {name} ({arch}) | {epochs or '—'} | {_fmt(mine)} | — (the reference is a "
+            lines.append(f"| {name} ({arch}) | {epochs or '—'} | {fmt_runs(mine)} | — (the reference is a "
                          f"{arches[ref_key]}) | — |")
             continue
         p = _welch_p(mine, base)
-        lines.append(f"| {name} | {epochs or '—'} | {_fmt(mine)} | "
+        lines.append(f"| {name} | {epochs or '—'} | {fmt_runs(mine)} | "
                      f"{statistics.mean(mine) - statistics.mean(base):+.1f} | {'—' if p is None else f'{p:.3f}'} |")
     return "\n".join(lines)
 
@@ -179,7 +179,7 @@ def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None) -> 
 def learnability_line(values) -> str:
     rnd = values.get(("random_init", "none", "none", ""), {}).get(PROBE, [])
     sup = values.get(("supervised", "none", "none", ""), {}).get(PROBE, [])
-    return f"supervised {_fmt(sup)}, random init {_fmt(rnd)}"
+    return f"supervised {fmt_runs(sup)}, random init {fmt_runs(rnd)}"
 
 
 def learned(values, arches: Dict[Row, str], key: Row, alpha: float, column: str = PROBE) -> bool:

@@ -162,3 +162,30 @@ def test_power_leaves_out_the_records_of_retrained_backbones(tmp_path, monkeypat
         (tmp_path / "docs" / "results" / name / "record.json").write_text("{}")
     monkeypatch.setattr(power, "REPO", str(tmp_path))
     assert [os.path.basename(d) for d in power.default_records()] == ["study_plain"]
+
+
+def test_the_budget_sweep_names_the_smallest_budget_that_meets_the_amendment_rule():
+    """Guards the amendment's input (issue 20 §2): a budget is taken only with >= 3 seeds, a Δ over random
+    init of at least the smallest effect and Welch p < alpha, random crops of MoCo-v2 on the reference's
+    architecture only, the smallest epochs first. Each decoy below would be chosen if its rule were dropped."""
+    plan = _plan()
+    ref = [34.0, 35.0, 36.0]
+    up = lambda d: [x + d for x in ref]  # noqa: E731
+    values = {prereg.RANDOM_INIT: {P: ref},
+              ("moco_v2", "random", "none", "3"): {P: up(0.5)},
+              ("moco_v2", "random-twoseeds", "none", "10"): {P: up(10)[:2]},     # too few seeds
+              ("moco_v2", "random-small", "none", "20"): {P: up(3)},             # p < 0.05, Δ below 4.4
+              ("moco_v2", "random-r50", "none", "30"): {P: up(10)},              # another architecture
+              ("byol", "random", "none", "40"): {P: up(10)},                     # another method
+              ("moco_v2", "obj-obj-dilate", "gt", "50"): {P: up(10)},            # not random crops
+              ("moco_v2", "random-b256-100e", "none", "100"): {P: up(6)},        # the one
+              ("moco_v2", "random-b256-200e", "none", "200"): {P: up(9)}}
+    arches = {k: "resnet18" for k in values}
+    arches[("moco_v2", "random-r50", "none", "30")] = "resnet50"
+    rows = prereg.sweep_rows(values, arches, plan["smallest_effect"], plan["alpha"])
+    assert [r["epochs"] for r in rows] == ["3", "10", "20", "100", "200"]
+    assert [r["policy"] for r in rows if r["meets"]] == ["random-b256-100e", "random-b256-200e"]
+    page = prereg.sweep_section({"study": (values, arches), "study_hard": ({}, {})}, plan)
+    assert "* `study`: `random-b256-100e` at 100 epochs" in page
+    assert "* `study_hard`: no budget run so far meets it" in page
+    assert "| study | random-b256-100e | 100 | 41.0 ± 1.0 (n=3) | +6.0 [" in page
