@@ -3,6 +3,8 @@
 * `bars.png`: one panel per benchmark column, one bar per row, error bars = sample std.
 * `loss_curves.png`: each pretraining run's loss from its metrics.jsonl.
 * `probe_over_epochs.png`: probe mAP against pretraining epochs, where a setting has several.
+* `plot_budget_sweep` (the study page's, not the report's): each textured variant's random-crop
+  settings by epochs against its random-init band and the amendment's threshold (report/prereg.py).
 """
 import os
 from typing import Dict, List, Tuple
@@ -125,3 +127,32 @@ def write_plots(table: Table, curves, out_dir: str) -> List[str]:
     if probe_over_epochs(table):
         written.append(plot_probe_over_epochs(table, os.path.join(out_dir, "probe_over_epochs.png")))
     return written
+
+
+def plot_budget_sweep(panels: List[Tuple[str, List[dict], List[float], float]], path: str) -> str:
+    """One panel per variant (name, sweep rows of report/prereg.sweep_rows, random-init probe values,
+    the smallest effect of interest): every seed's probe mAP at its epochs, the settings that meet the
+    amendment's rule filled, the random-init mean ± 2 std as a band and mean + smallest effect as a line."""
+    import statistics
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    for ax, (name, rows, ref, effect) in zip(axes[0], panels):
+        mean = statistics.mean(ref)
+        spread = 2 * statistics.stdev(ref) if len(ref) > 1 else 0.0
+        ax.axhspan(mean - spread, mean + spread, color="#cccccc", alpha=0.6, label="random init, mean ± 2 std")
+        ax.axhline(mean + effect, color="#d62728", ls="--", lw=1, label=f"random init + {effect:g} (the rule)")
+        for r in rows:
+            x = int(r["epochs"])
+            ax.scatter([x] * len(r["values"]), r["values"], s=18, color="#1f77b4",
+                       facecolors="#1f77b4" if r["meets"] else "none")
+            ax.annotate(r["policy"], (x, max(r["values"])), fontsize=6, rotation=45, xytext=(2, 4),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("pretraining epochs (log)")
+        ax.set_ylabel("probe mAP (%)")
+        ax.set_title(f"{name}: MoCo-v2, random crops")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -200,12 +200,17 @@ def sweep_rows(values: dict, arches: dict, smallest_effect: float, alpha: float)
     return sorted(out, key=lambda r: (int(r["epochs"] or 0), r["policy"]))
 
 
-def sweep_section(studies: Studies, prereg: Optional[dict]) -> str:
-    """The learning budget of each textured variant the amendment fixes: the sweep table, and the
-    smallest budget that meets the amendment's rule (or none yet)."""
+def sweep_variants(studies: Studies, prereg: dict) -> List[str]:
+    """The textured variants whose budget the amendment fixes, among the studies on the page."""
+    return [v for v in prereg["amendment"] if v != "ranked_proposals" and v in studies]
+
+
+def sweep_section(studies: Studies, prereg: Optional[dict], picture: str = "") -> str:
+    """The learning budget of each textured variant the amendment fixes: the sweep table, the
+    smallest budget that meets the amendment's rule (or none yet), and `picture` (a markdown link)."""
     if not prereg:
         return ""
-    variants = [v for v in prereg["amendment"] if v != "ranked_proposals" and v in studies]
+    variants = sweep_variants(studies, prereg)
     effect, alpha = float(prereg["smallest_effect"]), float(prereg["alpha"])
     lines = [f"""## The learning budget of the textured variants (issue 20 §2; the amendment's input)
 
@@ -229,4 +234,13 @@ p < {alpha} over at least {SWEEP_MIN_SEEDS} seeds ("meets"). Settings that chang
                                       "no budget run so far meets it"))
     if not variants:
         lines.append("| — |" + " — |" * 7)
-    return "\n".join(lines) + "\n\nThe smallest budget that meets the rule:\n\n" + "\n".join(chosen)
+    text = "\n".join(lines) + "\n\nThe smallest budget that meets the rule:\n\n" + "\n".join(chosen)
+    return text + (f"\n\n{picture}" if picture else "")
+
+
+def sweep_panels(studies: Studies, prereg: dict) -> list:
+    """(variant, sweep rows, random-init probe values, smallest effect) per variant with a random-init
+    probe: what report/plots.plot_budget_sweep draws."""
+    effect, alpha = float(prereg["smallest_effect"]), float(prereg["alpha"])
+    return [(v, sweep_rows(*studies[v], effect, alpha), studies[v][0][RANDOM_INIT][PROBE], effect)
+            for v in sweep_variants(studies, prereg) if studies[v][0].get(RANDOM_INIT, {}).get(PROBE)]

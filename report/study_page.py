@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple
 
 from objcrop.io import write_text_atomic
 from objcrop.report import prereg as prereg_
+from objcrop.report.plots import plot_budget_sweep
 from objcrop.report.record import StudyRecord
 from objcrop.report.study_runs import pretext_table, recall_table, view_pairs, view_stats_table
 from objcrop.report.study_setup import machine_line, not_run, setup_summary
@@ -204,6 +205,15 @@ def _sections(args) -> List[Tuple[str, str, str, str]]:
     return [s for s in all_ if os.path.isdir(s[1])]
 
 
+def _sweep_picture(studies, prereg, doc_dir: str) -> str:
+    """Draws the budget sweep beside the page (results/budget_sweep.png); its markdown link, or ""."""
+    panels = prereg_.sweep_panels(studies, prereg) if prereg else []
+    if not panels:
+        return ""
+    path = plot_budget_sweep(panels, os.path.join(doc_dir, "results", "budget_sweep.png"))
+    return f"![budget_sweep.png]({os.path.relpath(path, doc_dir)})"
+
+
 def write_page(args) -> str:
     """docs/results.md from the records named by `args` (add_arguments); returns its path."""
     doc_dir = os.path.dirname(os.path.abspath(args.out))
@@ -217,7 +227,7 @@ def write_page(args) -> str:
                if preset not in RETRAINED}
     parts.append(prereg_.registered_section(prereg, studies, args.prereg))
     parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
-    sweep = prereg_.sweep_section(studies, prereg)
+    sweep = prereg_.sweep_section(studies, prereg, _sweep_picture(studies, prereg, doc_dir))
     if sweep:
         parts.append(sweep)
     detection = detection_section(args.detect_curve, doc_dir)

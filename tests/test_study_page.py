@@ -133,6 +133,10 @@ def test_results_page_is_built_from_the_compact_records_in_the_repository(tmp_pa
         assert title in text
     assert "nan" not in text.replace("nano", "")
     assert "_(no finished pretraining run)_" not in text  # every record's runs and metrics were found
+    # issue 20 §2's budget sweep: its table, and its picture drawn beside the page
+    assert "## The learning budget of the textured variants" in text
+    assert "![budget_sweep.png](results/budget_sweep.png)" in text
+    assert (tmp_path / "results" / "budget_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_detection_section_is_the_curve_page_titled_first_one_level_down_with_its_picture_found(tmp_path):
