@@ -15,13 +15,12 @@ from typing import Dict, List, Optional, Set, Tuple
 from objcrop.errors import ObjcropError
 from objcrop.report import stats
 from objcrop.report.baseline import is_random_crop
-from objcrop.report.study_tables import (KNN, PROBE, Row, comparison, detection_columns, fmt_delta, fmt_g, fmt_p,
-                                         fmt_perm, fmt_runs, learned, reading_rows)
+from objcrop.report.study_tables import (KNN, PROBE, RANDOM_INIT, Row, comparison, detection_columns, fmt_delta, fmt_g,
+                                         fmt_p, fmt_perm, fmt_runs, learned, reading_rows)
 
 PREREG = os.path.join("docs", "preregistration.yaml")
 KEYS = ("version", "primary_column", "secondary_columns", "alpha", "seeds_per_arm", "amendment", "hypotheses")
 Studies = Dict[str, Tuple[dict, dict]]  # preset name -> (study_values, arches)
-RANDOM_INIT: Row = ("random_init", "none", "none", "")
 SWEEP_METHOD = "moco_v2"
 SWEEP_MIN_SEEDS = 3  # the amendment's "3 seeds per point"
 

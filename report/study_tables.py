@@ -20,6 +20,7 @@ PROBE = "probe mAP (synth:test)"
 KNN = "probe kNN mAP (synth:test)"
 
 Row = Tuple[str, str, str, str]  # method, policy, proposals, epochs ("" for reference rows)
+RANDOM_INIT: Row = ("random_init", "none", "none", "")  # the reference row every backbone is read against
 
 
 def study_values(study: str) -> Tuple[Dict[Row, Dict[str, List[float]]], Dict[Row, str]]:
@@ -151,7 +152,7 @@ def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None) -> 
     """Did a backbone learn anything? Every row against the randomly initialised backbone of its
     architecture (a row of another architecture than the reference gets no Δ: it names its own)."""
     arches = arches or {}
-    ref_key = ("random_init", "none", "none", "")
+    ref_key = RANDOM_INIT
     base = values.get(ref_key, {}).get(column, [])
     lines = ["| backbone | epochs | score | Δ vs random init | Welch p |", "|---|---|---:|---:|---:|"]
     if not base:
@@ -177,7 +178,7 @@ def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None) -> 
 
 
 def learnability_line(values) -> str:
-    rnd = values.get(("random_init", "none", "none", ""), {}).get(PROBE, [])
+    rnd = values.get(RANDOM_INIT, {}).get(PROBE, [])
     sup = values.get(("supervised", "none", "none", ""), {}).get(PROBE, [])
     return f"supervised {fmt_runs(sup)}, random init {fmt_runs(rnd)}"
 
@@ -185,7 +186,7 @@ def learnability_line(values) -> str:
 def learned(values, arches: Dict[Row, str], key: Row, alpha: float, column: str = PROBE) -> bool:
     """Did the runs of `key` learn? Their mean probes above the random-init backbone of the same
     architecture with Welch p < alpha (the gate table's test). scripts/power.py uses the same rule."""
-    ref_key = ("random_init", "none", "none", "")
+    ref_key = RANDOM_INIT
     ref, mine = values.get(ref_key, {}).get(column, []), values.get(key, {}).get(column, [])
     if arches.get(key, "") != arches.get(ref_key, "") or len(mine) < 2 or len(ref) < 2:
         return False

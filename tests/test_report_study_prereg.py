@@ -171,7 +171,7 @@ def test_the_budget_sweep_names_the_smallest_budget_that_meets_the_amendment_rul
     plan = _plan()
     ref = [34.0, 35.0, 36.0]
     up = lambda d: [x + d for x in ref]  # noqa: E731
-    values = {prereg.RANDOM_INIT: {P: ref},
+    values = {study_tables.RANDOM_INIT: {P: ref},
               ("moco_v2", "random", "none", "3"): {P: up(0.5)},
               ("moco_v2", "random-twoseeds", "none", "10"): {P: up(10)[:2]},     # too few seeds
               ("moco_v2", "random-small", "none", "20"): {P: up(3)},             # p < 0.05, Δ below 4.4
