@@ -9,6 +9,9 @@ one pretraining run's config, the supervised bound's learnability.json, extras/
 its 95 % CI, Hedges' g, Welch's and the permutation test over seeds) is computed here too
 (report/study_tables.py, report/stats.py); the registered comparisons of docs/preregistration.yaml
 and the re-reading of the earlier ones are read apart from the exploratory rows (report/prereg.py).
+The budget sweep of the textured variants (issue 20 §2: random crops against random init by epochs, and the
+smallest budget that meets the registration's amendment rule) is a section of its own, with its picture
+written beside the page (results/budget_sweep.png next to --out).
 """
 import glob
 import os
