@@ -13,8 +13,12 @@ def records(synth_dir):
     return load_dataset(f"synth:{synth_dir}:train")[0]
 
 
+# A wedged pool hangs rather than fails: these tests fail in a minute instead of at the suite's limit.
+pytestmark = pytest.mark.timeout(120)
+
+
 def _pids():
-    return sorted(p.pid for p in compute.worker_pool(2)._pool)
+    return compute.worker_pids()
 
 
 def test_later_stores_reuse_the_pool_and_match_a_serial_run(records, tmp_path):
@@ -24,6 +28,7 @@ def test_later_stores_reuse_the_pool_and_match_a_serial_run(records, tmp_path):
     try:
         first = compute_store(items, spec, str(tmp_path / "a.ocp"), workers=2, progress=False)
         pids = _pids()
+        assert len(pids) == 2
         second = compute_store(items[:4], spec, str(tmp_path / "b.ocp"), workers=2, progress=False)
         assert _pids() == pids  # no new workers for the second store
         serial = compute_store(items, spec, str(tmp_path / "c.ocp"), workers=1, progress=False)
@@ -41,10 +46,11 @@ def test_a_failed_store_drops_the_pool_and_the_next_starts_afresh(records, tmp_p
     try:
         compute_store(good, spec, str(tmp_path / "a.ocp"), workers=2, progress=False)
         pids = _pids()
+        assert len(pids) == 2
         with pytest.raises(Exception):
             compute_store(broken, spec, str(tmp_path / "b.ocp"), workers=2, progress=False)
         assert compute._POOL["pool"] is None
         compute_store(good, spec, str(tmp_path / "c.ocp"), workers=2, progress=False)
-        assert not set(_pids()) & set(pids)
+        assert len(_pids()) == 2 and not set(_pids()) & set(pids)
     finally:
         compute.close_worker_pool()

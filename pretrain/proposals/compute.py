@@ -15,8 +15,10 @@ import logging
 import multiprocessing
 import os
 import shutil
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from functools import partial
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from itertools import islice
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -94,14 +96,25 @@ def _map(spec: MethodSpec, items: List[dict], workers: int) -> Iterable:
     # leave a worker idle at the end while the other finishes its last chunk. gt and file boxes cost
     # microseconds, and there the round trips would dominate.
     chunk = 1 if spec.name in IMAGE_METHODS else max(1, min(16, len(items) // (workers * 8)))
-    return _pool_results(worker_pool(workers).imap_unordered(partial(propose, spec), items, chunksize=chunk))
+    chunks = (items[i:i + chunk] for i in range(0, len(items), chunk))
+    return _pool_results(worker_pool(workers), partial(_propose_chunk, spec), chunks, window=4 * workers)
 
 
-def _pool_results(results):
+def _propose_chunk(spec: MethodSpec, items: List[dict]) -> List[tuple]:
+    return [propose(spec, item) for item in items]
+
+
+def _pool_results(pool, fn, chunks: Iterator[List[dict]], window: int) -> Iterator[tuple]:
+    """Results of fn over chunks, as they finish, with at most `window` chunks submitted at once (a
+    million-image dataset must not become a million futures)."""
     finished = False
     try:
-        for r in results:
-            yield r
+        pending = {pool.submit(fn, chunk) for chunk in islice(chunks, window)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield from future.result()
+                pending.update(pool.submit(fn, chunk) for chunk in islice(chunks, 1))
         finished = True
     finally:
         if not finished:  # an error or a stop: the pool may still hold this store's work, which must not run on
@@ -111,26 +124,37 @@ def _pool_results(results):
 _POOL: Dict[str, Any] = {"workers": 0, "pool": None}
 
 
-def worker_pool(workers: int):
+def worker_pool(workers: int) -> ProcessPoolExecutor:
     """This process's pool of `workers` proposal workers, started on first use and kept for every later
     store and shard: starting workers (spawn, then importing numpy and OpenCV) is what kept 2 workers from
-    2x on a few hundred images (issue 22; benchmarks/bench_proposals.py's CPU columns show the cost)."""
+    2x on a few hundred images (issue 22; benchmarks/bench_proposals.py's CPU columns show the cost).
+
+    A concurrent.futures pool, not multiprocessing.Pool: Pool.terminate() first takes the task queue's
+    read lock, which an idle worker holds while it waits for work, and a test run hung there for good
+    after a failed store. Shutting an executor down hands each worker a stop sentinel instead."""
     if _POOL["pool"] is None or _POOL["workers"] != workers:
         close_worker_pool()
         # spawn, not fork: the caller may hold torch/OpenMP threads (tests, the trainer), and a
         # forked child of a threaded process can deadlock. Workers import only numpy/OpenCV (and
         # SciPy/scikit-image when a saliency method needs them).
-        _POOL["pool"] = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+        _POOL["pool"] = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_init_worker)
         _POOL["workers"] = workers
     return _POOL["pool"]
 
 
+def worker_pids() -> List[int]:
+    """The process ids of the pool's live workers (none when there is no pool)."""
+    pool = _POOL["pool"]
+    return sorted(p.pid for p in (getattr(pool, "_processes", None) or {}).values()) if pool else []
+
+
 def close_worker_pool() -> None:
-    """Stop the pool of worker_pool (if any); the next store starts a new one."""
+    """Stop the pool of worker_pool (if any); the next store starts a new one. Work not yet started is
+    cancelled; the few tasks already handed to a worker (one or two each) finish, and nothing reads them."""
     pool, _POOL["pool"], _POOL["workers"] = _POOL["pool"], None, 0
     if pool is not None:
-        pool.terminate()
-        pool.join()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 atexit.register(close_worker_pool)
