@@ -327,3 +327,36 @@ def test_paper_bing_preset_keeps_the_first_10_of_bings_own_ranking(train, tmp_pa
         everything, _ = raw_store.get(image_id)
         assert len(everything) > 10 and len(top) == 10
         np.testing.assert_array_equal(top, everything[:10])
+
+
+def test_stats_top_k_counts_the_best_scored_boxes_and_the_share_on_objects(records, tmp_path, capsys):
+    """Per image: a background box scored best-but-one and stored first, the image's first object's box
+    scored best and stored last, and a second background box. --top-k 1 must take the object's box
+    (the scores' ranking, not the store's order); on-object counts proposals, recall counts objects."""
+    from objcrop.datasets.boxes import gt_boxes
+
+    chosen = [r for r in records if len(gt_boxes(r))][:4]
+    items = {}
+    for r in chosen:
+        obj = gt_boxes(r)[0]
+        background = [[0, 0, 1, 1], [r["width"] - 1, r["height"] - 1, r["width"], r["height"]]]
+        items[r["image_id"]] = ([background[0], background[1], obj], [0.8, 0.1, 0.9])
+    store = ProposalStore.write(str(tmp_path / "s.ocp"), items, {"method": "test"})
+    dataset_objects = sum(len(gt_boxes(r)) for r in chosen)
+    first_objects = len(chosen)
+
+    from objcrop.pretrain.proposals.evaluate import store_stats
+
+    every = store_stats(ProposalStore.open(store), chosen, (0.5,))
+    best = store_stats(ProposalStore.open(store), chosen, (0.5,), top_k=1)
+    two = store_stats(ProposalStore.open(store), chosen, (0.5,), top_k=2)
+    assert every["on_object@0.5"] == pytest.approx(1 / 3) and every["proposals_counted"] == 3 * len(chosen)
+    assert best["on_object@0.5"] == 1.0 and best["proposals_counted"] == len(chosen)
+    assert two["on_object@0.5"] == 0.5
+    for stats in (every, best, two):
+        assert stats["recall@0.5"] == pytest.approx(first_objects / dataset_objects)
+        assert stats["gt_objects"] == dataset_objects
+    assert cli.main(["stats", "--store", store, "--top-k", "1"]) == 0
+    assert "on_object" not in capsys.readouterr().out  # no dataset: no ground truth to count against
+    with pytest.raises(ObjcropError, match="--top-k -1"):
+        cli.main(["stats", "--store", store, "--top-k", "-1"])

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from objcrop.datasets.boxes import gt_boxes, object_annotations
 from objcrop.errors import ConfigError, DatasetError
+from objcrop.pretrain.proposals.filters import ranked
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -96,10 +97,9 @@ class BoxSource:
         if found is None:
             return np.zeros((0, 4), np.float32)  # the policy falls back to random crops (counted)
         boxes, scores = found
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        if self.topk and len(boxes) > self.topk:
-            boxes = boxes[np.argsort(-np.asarray(scores), kind="stable")[: self.topk]]
-        return boxes
+        if self.topk:  # the method's ranking (proposals.filters.ranked), as `proposals stats --top-k` counts it
+            return ranked(boxes, scores)[0][: self.topk]
+        return np.asarray(boxes, np.float32).reshape(-1, 4)
 
     def mask(self, record: dict, height: int, width: int) -> Optional[np.ndarray]:
         """The foreground for copy-paste, or None: a mask (uint8 [height, width]), or with soft_alpha a

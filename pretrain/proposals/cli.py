@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
                        description="Summarise a store; with --dataset, also recall@IoU against its annotations.")
     s.add_argument("--store", required=True, help="proposal store file")
     s.add_argument("--dataset", default=None, help="dataset with ground-truth boxes for recall")
-    s.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.7], help="IoU thresholds for recall")
+    s.add_argument("--iou", type=float, nargs="+", default=[0.5, 0.7],
+                   help="IoU thresholds for recall (objects some proposal covers) and on-object (proposals that "
+                        "cover some object)")
+    s.add_argument("--top-k", type=int, default=0,
+                   help="count only each image's K best-scored boxes, as DATA.PROPOSALS_TOPK K trains on (0: all)")
     s.add_argument("--json", default=None, help="also write the statistics to this json file")
 
     w = sub.add_parser("show", help="draw proposals on images (PNG grid)",
@@ -110,9 +114,11 @@ def cmd_stats(args, log: logging.Logger) -> int:
     from objcrop.io import write_json_atomic
     from objcrop.pretrain.proposals.evaluate import format_stats, store_stats
 
+    if args.top_k < 0:
+        raise ObjcropError(f"--top-k {args.top_k}: must be 0 (every box) or a positive number of boxes")
     store = ProposalStore.open(args.store)
     records = _load(args.dataset)[0] if args.dataset else None
-    stats = store_stats(store, records, args.iou)
+    stats = store_stats(store, records, args.iou, args.top_k)
     print(format_stats(stats))
     if args.json:
         write_json_atomic(args.json, stats)
