@@ -62,6 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--chunked", action="store_true",
                    help="also time MoCo-v2 on the old chunked shuffle-BN path (before/after ratio), and with "
                         "--cpu-amp its bf16 channels_last step with the split BN regrouped by reshape (before)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time MoCo-v2's bare limit with both ResNets under torch.compile (inductor; compiling "
+                        "takes a minute or more before the rounds), for the compiled / eager ratio")
     p.add_argument("--methods", nargs="+", default=["moco_v2", "byol"], choices=["moco_v2", "byol"],
                    help="which methods to time against their limits")
     args = p.parse_args(argv)
@@ -136,12 +139,13 @@ def use_regrouped_channels_last(method) -> None:
 
 
 def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cpu", method_work: dict = None,
-              cpu_amp: bool = False):
+              cpu_amp: bool = False, compiled: bool = False):
     """The compute limit: torchvision ResNets, SGD, fwd + bwd + no-grad fwd (MoCo) or the pair (BYOL);
     on CUDA in channels_last under bf16 autocast, as objcrop's GPU presets train.
 
     `method_work` (the method's config block as a dict) adds what the method prescribes on top: its
-    heads in place of torchvision's `fc` and the momentum update of the second network."""
+    heads in place of torchvision's `fc` and the momentum update of the second network. `compiled` runs
+    both ResNets through torch.compile (inductor, its default mode): whether compiling pays here."""
     import contextlib
 
     import torchvision
@@ -161,6 +165,8 @@ def bare_step(method: str, arch: str, out_dim: int, lr: float, device: str = "cp
         if method == "byol":
             predictor = mlp_head(method_work["PROJ_DIM"], method_work["PROJ_HIDDEN"], method_work["PROJ_DIM"])
     online, target = (n.train().to(device, memory_format=fmt) for n in nets)
+    if compiled:
+        online, target = torch.compile(online), torch.compile(target)
     amp = (lambda: torch.autocast(device, dtype=torch.bfloat16)) if cuda or cpu_amp else contextlib.nullcontext
     for p in target.parameters():
         p.requires_grad = False
@@ -263,6 +269,8 @@ def main(argv=None):
                 if args.chunked:
                     sides["objcrop moco_v2 bf16 regrouped"], _ = objcrop_step(
                         m, arch, batch, args.K, os.path.join(tmp, "r"), cpu_amp=True, regrouped=True)
+            if m == "moco_v2" and args.compile:
+                sides["bare moco_v2 compiled"] = bare_step(m, arch, out_dim[m], lr, args.device, compiled=True)
             if m == "moco_v2" and args.layouts:
                 sides["objcrop moco_v2 channels_last"], _ = objcrop_step(m, arch, batch, args.K, os.path.join(tmp, "l"),
                                                                          channels_last=True, device=args.device)
@@ -338,6 +346,9 @@ def report(args, arch, batch, size, rounds, splits, per_round, load_before, wall
         lines.append(f"| objcrop moco_v2 bf16, split BN regrouped by reshape (before) / bare bf16 limit | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
         r = ratio(per_round["objcrop moco_v2 bf16 regrouped"], per_round["objcrop moco_v2 bf16"])
         lines.append(f"| channels_last split BN: chunks / regrouped (speed-up) | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
+    if "bare moco_v2 compiled" in per_round:
+        r = ratio(per_round["bare moco_v2"], per_round["bare moco_v2 compiled"])
+        lines.append(f"| bare moco_v2 under torch.compile / eager (speed-up) | {r[0]:.3f} | {r[1]:.3f} | {r[2]:.3f} |")
     if "moco_v2" in args.methods:
         r = ratio(per_round["bare moco_v2"], per_round["objcrop moco_v2"])[0]
         lines += ["", f"MoCo-v2 target >= {MOCO_TARGET}x the limit with shuffle-BN on: {'met' if r >= MOCO_TARGET else 'NOT met'} ({r:.3f})"]
