@@ -8,12 +8,16 @@
 * Worker scaling: `compute_store` wall time with 1 and 2 workers on 60 and 200 images of the embedded
   dataset's study variant (what the study computes with --workers 2), rounds interleaved in one run,
   the ratio taken per round (median). "cold": every store starts its own worker pool, as one
-  `objcrop proposals compute` does; "warm": the store reuses the pool an earlier store started.
+  `objcrop proposals compute` does; "warm": the store reuses the pool an earlier store started;
+  "limit": what the cores allow, without a pool or a store: one process running `propose` over the
+  images against two independent, already warm processes running half of them each, timed from one
+  start signal to the last one's end (the physical limit a pool's 2 workers are measured against).
   Other work on the machine lowers the ratio: the load average is printed beside it, and the CPU seconds
   of each cold store (this process and its workers) beside the wall times, which load does not change.
 * The store: write, open and look up one image at 1M images (~10 boxes each; --quick: 100k).
 """
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -104,13 +108,57 @@ def timed_store(items, spec, workers: int, out: str, cold: bool):
     return elapsed, (cpu_seconds() - cpu) if cold else None
 
 
+def _limit_half(spec, items, ready, go, done) -> None:
+    """One of the independent processes of `independent_processes` (top level: spawn imports it)."""
+    import cv2
+
+    from objcrop.pretrain.proposals.methods import propose
+
+    cv2.setNumThreads(1)
+    propose(spec, items[0])  # warm: imports, OpenCV's set-up, the page cache
+    ready.put(os.getpid())
+    go.wait()
+    for item in items:
+        propose(spec, item)
+    done.put(time.perf_counter())  # CLOCK_MONOTONIC: one clock for every process of the machine
+
+
+def independent_processes(items, spec, workers: int = 2) -> float:
+    """Wall seconds for `workers` warm processes of their own to compute the items split between them
+    (every other item), from one start signal to the last one's end: no pool, no results sent back."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, done, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_limit_half, args=(spec, items[k::workers], ready, go, done)) for k in range(workers)]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        ready.get()
+    start = time.perf_counter()
+    go.set()
+    end = max(done.get() for _ in procs)
+    for proc in procs:
+        proc.join()
+    return end - start
+
+
+def serial_propose(items, spec) -> float:
+    """Wall seconds for this (warm) process to run `propose` over the items: the limit's one-process side."""
+    from objcrop.pretrain.proposals.methods import propose
+
+    propose(spec, items[0])
+    start = time.perf_counter()
+    for item in items:
+        propose(spec, item)
+    return time.perf_counter() - start
+
+
 def worker_scaling(sizes, rounds: int, method: str = "selective-search"):
     """{(images, mode): ([1-worker (wall, cpu)], [2-worker (wall, cpu)])}, the four runs of a size interleaved per round."""
     from objcrop.pretrain.proposals.compute import close_worker_pool, work_items
     from objcrop.pretrain.proposals.methods import MethodSpec
 
     spec = MethodSpec(method)
-    times = {(n, mode): ([], []) for n in sizes for mode in ("cold", "warm")}
+    times = {(n, mode): ([], []) for n in sizes for mode in ("cold", "warm", "limit")}
     with tempfile.TemporaryDirectory() as tmp:
         records = scaling_images(max(sizes), os.path.join(tmp, "data"))
         out = os.path.join(tmp, "store.ocp")
@@ -121,6 +169,8 @@ def worker_scaling(sizes, rounds: int, method: str = "selective-search"):
                 for mode in ("cold", "warm"):
                     for k, workers in enumerate((1, 2)):
                         times[(n, mode)][k].append(timed_store(items, spec, workers, out, cold=mode == "cold"))
+                times[(n, "limit")][0].append((serial_propose(items, spec), None))
+                times[(n, "limit")][1].append((independent_processes(items, spec), None))
     close_worker_pool()
     return times
 
@@ -133,9 +183,12 @@ def scaling_lines(times, rounds: int, method: str = "selective-search"):
              f"measures the scheduler more than the code (with autogroup scheduling, one session's processes share "
              f"one share of the CPU); the CPU columns do not: their difference is what 2 workers cost beyond the "
              f"work (spawn, imports, transfers).", "",
+             "The `limit` rows are no pool at all: one process against two independent warm ones (module "
+             "docstring); a pool's ratio over the limit's is what the pool itself costs.", "",
              "| images | pool | 1 worker (s) | 2 workers (s) | 2 workers / 1 worker speed | CPU s, 1 worker | CPU s, 2 workers |",
              "|---:|---|---:|---:|---:|---:|---:|"]
-    for (n, mode), (one, two) in sorted(times.items()):
+    order = {"cold": 0, "warm": 1, "limit": 2}
+    for (n, mode), (one, two) in sorted(times.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         ratio = statistics.median(a[0] / b[0] for a, b in zip(one, two))
         cpu = [f"{statistics.median(t[1] for t in side):.2f}" if side[0][1] is not None else "—" for side in (one, two)]
         lines.append(f"| {n} | {mode} | {statistics.median(t[0] for t in one):.2f} | "
