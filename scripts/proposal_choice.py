@@ -22,12 +22,12 @@ step is skipped when its output exists) and the table, with the rule and the cho
 import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
 from typing import Dict, List, Optional
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from study_extras import run_objcrop  # noqa: E402  (the same runner: logged, skipped when done)
+
 TOP_K = 10  # the paper's k (docs/preregistration.md)
 IOUS = ("0.5", "0.7")
 SALIENCY = ("saliency-spectral", "saliency-fine-grained", "saliency-rbd", "saliency-gs", "saliency-mc")
@@ -42,24 +42,18 @@ def candidates(bing_model: str) -> Dict[str, List[str]]:
     return found
 
 
-def objcrop(argv: List[str], output: str, log: List[str]) -> None:
-    log.append("objcrop " + " ".join(shlex.quote(a) for a in argv))
-    if not os.path.isfile(output):
-        subprocess.run([sys.executable, "-m", "objcrop"] + argv, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-
-
 def measure(study: str, method: str, args: List[str], workers: int, log: List[str]) -> Dict[str, dict]:
     """{"top": stats of each image's TOP_K best boxes, "all": stats of every box} for one method."""
     folder = os.path.join(study, "proposal_choice")
     os.makedirs(folder, exist_ok=True)
     dataset = f"synth:{os.path.join(study, 'data')}:train"
     store = os.path.join(folder, f"{method}.store")
-    objcrop(["proposals", "compute", *args, "--dataset", dataset, "--out", store, "--workers", str(workers),
+    run_objcrop(["proposals", "compute", *args, "--dataset", dataset, "--out", store, "--workers", str(workers),
              "--resume"], store, log)
     out = {}
     for name, top_k in (("top", TOP_K), ("all", 0)):
         path = os.path.join(folder, f"{method}.stats_top{top_k}.json")
-        objcrop(["proposals", "stats", "--store", store, "--dataset", dataset, "--top-k", str(top_k),
+        run_objcrop(["proposals", "stats", "--store", store, "--dataset", dataset, "--top-k", str(top_k),
                  "--iou", *IOUS, "--json", path], path, log)
         with open(path, encoding="utf-8") as f:
             out[name] = json.load(f)
@@ -90,7 +84,7 @@ def table(study: str, stats: Dict[str, Dict[str, dict]], log: List[str], bing_mo
                      f"{a['on_object@0.5']:.3f} |")
     if not bing_model:
         lines += ["", "BING (the paper's method) is not a candidate: its trained model was not given (--bing-model)."]
-    lines += ["", "Commands:", ""] + [f"    {c}" for c in log]
+    lines += ["", "Commands:", ""] + [f"    objcrop {c}" for c in log]
     return "\n".join(lines) + "\n"
 
 

@@ -31,7 +31,8 @@ STUDY_CONFIG = os.path.join(REPO, "eval_configs", "pretrain", "study.yaml")
 POLICIES = [("random", "gt"), ("obj-obj-dilate", "gt"), ("obj-scene", "gt"), ("obj-obj", "gt")]
 
 
-def _run(argv: List[str], output: str, log: List[str]) -> None:
+def run_objcrop(argv: List[str], output: str, log: List[str]) -> None:
+    """`python -m objcrop ARGV` in the repository, logged in `log`; skipped when `output` exists."""
     log.append(" ".join(shlex.quote(a) for a in argv))
     if os.path.isfile(output):
         return
@@ -93,16 +94,16 @@ def main(argv=None) -> int:
     for policy, source in pairs:
         spec = dict(sources)[source]
         tag = f"{policy}_{source}"
-        _run(["views", "stats", "--dataset", train, "--policy", policy, "--proposals", spec,
+        run_objcrop(["views", "stats", "--dataset", train, "--policy", policy, "--proposals", spec,
               "--config", STUDY_CONFIG, "--num-images", str(args.num_images), "--pairs", str(args.pairs),
               "--json", os.path.join(out, f"views_{tag}.json"), "--no-progress"],
              os.path.join(out, f"views_{tag}.json"), commands)
         if policy != "obj-obj":
-            _run(["views", "show", "--dataset", train, "--policy", policy, "--proposals", spec,
+            run_objcrop(["views", "show", "--dataset", train, "--policy", policy, "--proposals", spec,
                   "--config", STUDY_CONFIG, "--num-images", "3", "--pairs", "2", "--cell", "96",
                   "--out", os.path.join(out, f"views_{tag}.png")], os.path.join(out, f"views_{tag}.png"), commands)
     for name, spec in sources[1:]:
-        _run(["proposals", "stats", "--store", spec, "--dataset", train, "--json",
+        run_objcrop(["proposals", "stats", "--store", spec, "--dataset", train, "--json",
               os.path.join(out, f"proposals_{name}.json")], os.path.join(out, f"proposals_{name}.json"), commands)
     with open(os.path.join(out, "commands.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(f"objcrop {c}" for c in commands) + "\n")
