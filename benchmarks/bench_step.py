@@ -83,14 +83,21 @@ def objcrop_step(method: str, arch: str, batch: int, K: int, out_dir: str, chunk
                  channels_last: bool = False, device: str = "cpu", cpu_amp: bool = False, regrouped: bool = False):
     """A callable running one PretrainTrainer.run_step: the trainer's own step, built without data."""
     from objcrop.pretrain.config import get_pretrain_cfg
-    from objcrop.pretrain.distributed import DistContext
-    from objcrop.pretrain.engine.optim import build_optimisation, scaled_lr
-    from objcrop.pretrain.engine.trainer import PretrainTrainer
 
     cfg = get_pretrain_cfg()
     cfg.merge_from_list(["PRETRAIN.METHOD", method, "PRETRAIN.ARCH", arch, "PRETRAIN.BATCH_SIZE", batch,
                          "PRETRAIN.MOCO.K", K, "OUTPUT_DIR", out_dir, "DATA.NUM_WORKERS", 0]
                         + (["PRETRAIN.AMP_CPU", True, "PRETRAIN.CHANNELS_LAST", True] if cpu_amp else []))
+    return trainer_step(cfg, device, chunked, channels_last, regrouped)
+
+
+def trainer_step(cfg, device: str = "cpu", chunked: bool = False, channels_last: bool = False, regrouped: bool = False):
+    """objcrop_step for a whole pretraining config (a preset's, as bench_loop.py times it)."""
+    from objcrop.pretrain.distributed import DistContext
+    from objcrop.pretrain.engine.optim import build_optimisation, scaled_lr
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    batch = cfg.PRETRAIN.BATCH_SIZE
     logger = logging.getLogger("bench.step")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False

@@ -16,7 +16,8 @@ results.md as it was (a cheap benchmark refreshed without the hour of the others
 names which sections this run wrote and keeps the earlier run's header lines for the rest.
 
 A benchmark named in OPT_IN runs only when asked for, by `--with NAME` (besides the others) or
-`--only NAME`: bench_tta.py trains for about ten minutes, which `make bench` should not pay each time.
+`--only NAME`: bench_tta.py trains for about ten minutes and bench_loop.py runs a dozen short trainings,
+which `make bench` should not pay each time.
 """
 import argparse
 import datetime
@@ -36,7 +37,7 @@ sys.path.insert(0, REPO)  # run from a checkout without `pip install -e .` too
 from objcrop.io import write_text_atomic  # noqa: E402
 
 
-OPT_IN = ("tta",)  # long benchmarks: run only by --with / --only
+OPT_IN = ("tta", "loop")  # long benchmarks: run only by --with / --only
 
 
 def discover(bench_dir: str, only: Optional[List[str]] = None, extra: Optional[List[str]] = None) -> List[str]:

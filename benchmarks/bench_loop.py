@@ -1,0 +1,284 @@
+"""The real training loop against the step alone and the bare limit, under thread / loader-worker layouts
+(issue 22 §3): where time to accuracy goes once the data is included.
+
+bench_step.py and bench_study_step.py time the step on tensors already in memory. A pretraining run
+also decodes images, cuts view pairs and augments them in the loader's worker processes, and those
+processes share the same cores as the step's threads. This benchmark times, at a recipe's shape
+(default: the study's b256-100e recipe, bf16 where the CPU has native bf16, as bench_tta.py trains):
+
+* **loop T/W**: the trainer's own loop (`PretrainTrainer.train`, every product hook on: metrics,
+  progress bar, divergence guard) on real generated images, with T torch threads and W loader workers
+  (DATA.NUM_WORKERS). Its first epoch is warm-up (worker start, first batches); the pairs/s of the next
+  --epochs epochs are what it reports, epoch boundaries included.
+* **step alone**: the same trainer's `run_step` repeated on one real batch from its own loader, with
+  all the cores' threads: the loop with the data for free.
+* **bare limit**: a bare torchvision step of the same ResNet and precision on tensors of the same shape
+  (bench_step.bare_step: forward the queries with gradient, backward, SGD, forward the keys), all the
+  cores' threads: the compute limit.
+
+Each side runs in its own process (its thread count and loader workers set before torch starts). The
+sides alternate in counterbalanced order, round by round, so drifting machine load hits them alike.
+Reported: each side's pairs/s (median over rounds) and, per round, loop / limit, loop / step alone and
+each layout against the recipe's own layout (median, min, max).
+
+    python benchmarks/bench_loop.py --out benchmarks/out/loop.md [--quick] [--layouts 2:1 2:2 1:1 2:0]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+QUICK_RECIPE = "pretrain/study/r18_b32_e12.yaml"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="", help="write the report (markdown) here as well as to stdout")
+    p.add_argument("--quick", action="store_true", help=f"{QUICK_RECIPE}, 160 images, 1 round (a smoke run)")
+    p.add_argument("--recipe", default="", help="pretraining config (default: bench_tta.py's, the study's b256-100e "
+                                                "recipe, its bf16 twin where the CPU has native bf16)")
+    p.add_argument("--policy", default="obj-obj-dilate", help="VIEWS.POLICY (as bench_tta.py trains)")
+    p.add_argument("--proposals", default="gt", help='DATA.PROPOSALS: "gt" or "" (none, for random crops)')
+    p.add_argument("--data", default="", help="an existing study-plain dataset folder (default: generate --images)")
+    p.add_argument("--images", type=int, default=0, help="images to generate (default 3000, the study's; quick 160)")
+    p.add_argument("--layouts", nargs="+", default=[], metavar="T:W",
+                   help="loop layouts, torch threads : loader workers (default: the recipe's own DATA.NUM_WORKERS "
+                        "with all the cores' threads first, then 1 and 2 workers, and one thread per core fewer)")
+    p.add_argument("--epochs", type=int, default=0, help="timed epochs of each loop after its warm-up epoch (default 2; "
+                                                         "quick 1)")
+    p.add_argument("--rounds", type=int, default=0, help="rounds, every side once per round (default 2; quick 1)")
+    p.add_argument("--opts", nargs="*", default=[], help="pretraining config overrides KEY VALUE ...")
+    p.add_argument("--side", nargs=4, metavar=("KIND", "THREADS", "WORKERS", "DIR"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    q = args.quick
+    if not args.recipe:
+        from bench_tta import default_recipe
+
+        args.recipe = QUICK_RECIPE if q else default_recipe(False)
+    args.images = args.images or (160 if q else 3000)
+    args.epochs = args.epochs or (1 if q else 2)
+    args.rounds = args.rounds or (1 if q else 2)
+    return args
+
+
+def recipe_cfg(args, data: str, out_dir: str, workers: int):
+    from objcrop.config import merge_config
+    from objcrop.pretrain.config import get_pretrain_cfg
+
+    return merge_config(get_pretrain_cfg, args.recipe,
+                        ["VIEWS.POLICY", args.policy, "DATA.PROPOSALS", args.proposals, "DATA.DATASET",
+                         f"synth:{data}:train", "OUTPUT_DIR", out_dir, "CHECKPOINT.EPOCH_PERIOD", 0,
+                         "DATA.NUM_WORKERS", workers] + list(args.opts))
+
+
+def default_layouts(args, cores: int):
+    """The recipe's layout first (all the cores' threads, its DATA.NUM_WORKERS), then its neighbours."""
+    from objcrop.config import merge_config
+    from objcrop.pretrain.config import get_pretrain_cfg
+
+    own = merge_config(get_pretrain_cfg, args.recipe, list(args.opts)).DATA.NUM_WORKERS
+    layouts = [(cores, own)] + [(cores, w) for w in (0, 1, 2) if w != own] + [(max(1, cores - 1), own)]
+    return list(dict.fromkeys(layouts))
+
+
+# -- the sides, each in its own process ---------------------------------------------------------------
+class Timed(Exception):
+    """Raised by the timing hook once the loop's timed epochs are over: the run has nothing more to give."""
+
+
+def loop_side(args, data: str, folder: str, workers: int) -> dict:
+    from bench_tta import quiet_logger
+    from objcrop.pretrain.distributed import DistContext
+    from objcrop.pretrain.engine.hooks import HookBase
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    cfg = recipe_cfg(args, data, os.path.join(folder, "run"), workers)
+    trainer = PretrainTrainer(cfg, DistContext(), quiet_logger("bench.loop"))
+    ends = []
+
+    class EndOfStep(HookBase):
+        def after_step(self):
+            ends.append(time.perf_counter())
+            if len(ends) == (1 + args.epochs) * self.trainer.per_epoch:
+                raise Timed()
+
+    base_hooks = trainer.build_hooks
+    trainer.build_hooks = lambda: base_hooks() + [EndOfStep()]
+    try:
+        trainer.train()
+        raise SystemExit(f"bench_loop.py: the recipe ended after {len(ends)} steps, before 1 + {args.epochs} epochs")
+    except Timed:
+        pass
+    warm = trainer.per_epoch
+    return {"pairs": (len(ends) - warm) * cfg.PRETRAIN.BATCH_SIZE, "seconds": ends[-1] - ends[warm - 1]}
+
+
+def step_side(args, data: str, folder: str) -> dict:
+    """The trainer's run_step on one real batch of its own loader, repeated for as many steps as a loop times."""
+    from bench_tta import quiet_logger
+    from objcrop.pretrain.distributed import DistContext
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    cfg = recipe_cfg(args, data, os.path.join(folder, "run"), 0)
+    trainer = PretrainTrainer(cfg, DistContext(), quiet_logger("bench.loop"))
+    trainer.setup(resume=False)
+    batch = next(iter(trainer.loader))
+    steps = args.epochs * trainer.per_epoch
+    trainer.run_step(*batch)  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.run_step(*batch)
+    return {"pairs": steps * cfg.PRETRAIN.BATCH_SIZE, "seconds": time.perf_counter() - start}
+
+
+def bare_side(args, data: str, folder: str) -> dict:
+    """bench_step.bare_step at the recipe's ResNet, batch, view size and precision, on random tensors."""
+    import torch
+    from bench_step import bare_step
+    from objcrop.pretrain.engine.optim import scaled_lr, uses_autocast
+
+    cfg = recipe_cfg(args, data, os.path.join(folder, "run"), 0)
+    p, size = cfg.PRETRAIN, cfg.VIEWS.CROP_SIZE
+    step = bare_step("moco_v2", p.ARCH, p.MOCO.DIM, scaled_lr(cfg), cpu_amp=uses_autocast(cfg, torch.device("cpu")))
+    g = torch.Generator().manual_seed(0)
+    x1, x2 = (torch.randn(p.BATCH_SIZE, 3, size, size, generator=g) for _ in range(2))
+    steps = args.epochs * iterations_of(args, data)
+    step(x1, x2)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(x1, x2)
+    return {"pairs": steps * p.BATCH_SIZE, "seconds": time.perf_counter() - start}
+
+
+def iterations_of(args, data: str) -> int:
+    """Iterations per epoch of the recipe on the data (what the loop and step sides time per epoch)."""
+    from objcrop.datasets import load_dataset
+    from objcrop.pretrain.engine.data import iterations_per_epoch
+
+    records, _ = load_dataset(f"synth:{data}:train")
+    cfg = recipe_cfg(args, data, "", 0)
+    return iterations_per_epoch(len(records), cfg.PRETRAIN.BATCH_SIZE, 1)
+
+
+def run_side(args, data: str) -> None:
+    import torch
+
+    kind, threads, workers, folder = args.side[0], int(args.side[1]), int(args.side[2]), args.side[3]
+    torch.set_num_threads(threads)
+    if kind == "loop":
+        result = loop_side(args, data, folder, workers)
+    elif kind == "step":
+        result = step_side(args, data, folder)
+    else:
+        result = bare_side(args, data, folder)
+    with open(os.path.join(folder, "result.json"), "w") as f:
+        json.dump(result, f)
+
+
+def side_pairs_per_s(args, data: str, kind: str, threads: int, workers: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="objcrop_bench_loop_") as folder:
+        cmd = [sys.executable, os.path.abspath(__file__), "--side", kind, str(threads), str(workers), folder,
+               "--data", data, "--recipe", args.recipe, "--policy", args.policy, "--proposals", args.proposals,
+               "--epochs", str(args.epochs)] + (["--opts", *args.opts] if args.opts else [])
+        log = os.path.join(folder, "side.log")
+        with open(log, "w") as out:  # the progress bar and the logs, shown only if the side fails
+            rc = subprocess.call(cmd, env=dict(os.environ, OMP_NUM_THREADS=str(threads)), stdout=out, stderr=out)
+        if rc != 0:
+            sys.stderr.write(open(log).read()[-4000:])
+            raise SystemExit(f"bench_loop.py: the {kind} side failed (exit {rc}): {' '.join(cmd)}")
+        result = json.load(open(os.path.join(folder, "result.json")))
+    return result["pairs"] / result["seconds"]
+
+
+# -- the rounds and the report ---------------------------------------------------------------------------
+def side_names(layouts, cores: int):
+    sides = {f"loop, {t} thread(s), {w} loader worker(s)": ("loop", t, w) for t, w in layouts}
+    sides[f"step alone, {cores} thread(s)"] = ("step", cores, 0)
+    sides[f"bare limit, {cores} thread(s)"] = ("bare", cores, 0)
+    return sides
+
+
+def run_rounds(args, data: str, sides: dict) -> dict:
+    per_round = {name: [] for name in sides}
+    for r in range(args.rounds):
+        order = list(sides) if r % 2 == 0 else list(reversed(sides))
+        for name in order:
+            per_round[name].append(side_pairs_per_s(args, data, *sides[name]))
+        print(f"[bench_loop] round {r + 1}/{args.rounds}: "
+              + ", ".join(f"{n} {v[-1]:.1f}" for n, v in per_round.items()), flush=True)
+    return per_round
+
+
+def ratio_cell(top, bottom) -> str:
+    r = [a / b for a, b in zip(top, bottom)]
+    return f"{statistics.median(r):.3f} ({min(r):.3f}–{max(r):.3f})"
+
+
+def report(args, cfg, sides, per_round, n_images, argv, wall_s):
+    names = list(sides)
+    loops = [n for n in names if sides[n][0] == "loop"]
+    step, bare, own = names[-2], names[-1], loops[0]
+    p = cfg.PRETRAIN
+    lines = ["# bench_loop: the real training loop against the step alone and the bare limit", "",
+             f"command: `python benchmarks/bench_loop.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+             f"settings: {args.recipe} ({p.ARCH}, batch {p.BATCH_SIZE}, {cfg.VIEWS.CROP_SIZE}-px views, K {p.MOCO.K}, "
+             f"{'bf16 autocast on the CPU' if p.AMP_CPU else 'float32'}), {cfg.VIEWS.POLICY}"
+             f"{' on ' + cfg.DATA.PROPOSALS + ' boxes' if cfg.DATA.PROPOSALS else ''}, {n_images} "
+             f"training images of study-plain; each loop timed over {args.epochs} epoch(s) after a warm-up epoch; "
+             f"{args.rounds} round(s); {os.cpu_count()} logical CPUs; load average at the end "
+             f"{os.getloadavg()[0]:.2f}; {wall_s:.0f} s in all", "",
+             "| side | pairs/s (median over rounds) | / bare limit | / step alone | / the recipe's layout |",
+             "|---|---:|---:|---:|---:|"]
+    for n in names:
+        v = per_round[n]
+        against_own = ratio_cell(v, per_round[own]) if n in loops and n != own else "—"
+        lines.append(f"| {n}{' (the recipe)' if n == own else ''} | {statistics.median(v):.1f} | "
+                     f"{ratio_cell(v, per_round[bare]) if n != bare else '—'} | "
+                     f"{ratio_cell(v, per_round[step]) if n in loops else '—'} | {against_own} |")
+    best = max(loops, key=lambda n: statistics.median(per_round[n]))
+    lines += ["", "Ratios are per round, median (min–max). The loop's gap to the step alone is what the data costs "
+                  "(decoding, cutting and augmenting views on the same cores); the step's gap to the bare limit is "
+                  "the method's own work and objcrop's machinery (bench_step.py separates those).", "",
+              f"Fastest loop layout in this run: **{best}**, {statistics.median(per_round[best]):.1f} pairs/s, "
+              f"{ratio_cell(per_round[best], per_round[own])} × the recipe's layout."]
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.side:
+        run_side(args, args.data)
+        return 0
+    from _report import emit_markdown
+
+    wall = time.perf_counter()
+    cores = os.cpu_count() or 1
+    layouts = ([tuple(int(x) for x in s.split(":")) for s in args.layouts] if args.layouts
+               else default_layouts(args, cores))
+    with tempfile.TemporaryDirectory(prefix="bench_loop_") as tmp:
+        data = args.data
+        if not data:
+            from objcrop.datasets.synth import generate
+
+            data = os.path.join(tmp, "data")
+            generate(data, args.images, seed=0, variant="study-plain", progress=False)
+        sides = side_names(layouts, cores)
+        per_round = run_rounds(args, data, sides)
+        cfg = recipe_cfg(args, data, "", layouts[0][1])
+        from objcrop.datasets import load_dataset
+
+        n_images = len(load_dataset(f"synth:{data}:train")[0])
+    emit_markdown(report(args, cfg, sides, per_round, n_images, argv, time.perf_counter() - wall), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
