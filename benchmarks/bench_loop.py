@@ -12,6 +12,10 @@ processes share the same cores as the step's threads. This benchmark times, at a
   --epochs epochs are what it reports, epoch boundaries included.
 * **step alone**: the same trainer's `run_step` repeated on one real batch from its own loader, with
   all the cores' threads: the loop with the data for free.
+* **loader alone**: the recipe's DataLoader in the main process with one thread (DATA.NUM_WORKERS 0),
+  batches drawn and dropped: the pairs/s one core makes. With the step alone it gives the cores'
+  limit with the data included, cores / (cores / step + 1 / loader): the pairs/s if the loader's work
+  and the step's shared the cores without loss (a bound: the step does not scale perfectly with threads).
 * **bare limit**: a bare torchvision step of the same ResNet and precision on tensors of the same shape
   (bench_step.bare_step: forward the queries with gradient, backward, SGD, forward the keys), all the
   cores' threads: the compute limit.
@@ -139,6 +143,24 @@ def step_side(args, data: str, folder: str) -> dict:
     return {"pairs": steps * cfg.PRETRAIN.BATCH_SIZE, "seconds": time.perf_counter() - start}
 
 
+def loader_side(args, data: str, folder: str) -> dict:
+    """The recipe's loader in this process (no workers), as many batches as a loop times after one warm-up."""
+    from bench_tta import quiet_logger
+    from objcrop.pretrain.distributed import DistContext
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    cfg = recipe_cfg(args, data, os.path.join(folder, "run"), 0)
+    trainer = PretrainTrainer(cfg, DistContext(), quiet_logger("bench.loop"))
+    _, _, loader = trainer.build_data()
+    batches = iter(loader)
+    next(batches)
+    steps = min(args.epochs * len(loader), len(loader) - 1)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(batches)
+    return {"pairs": steps * cfg.PRETRAIN.BATCH_SIZE, "seconds": time.perf_counter() - start}
+
+
 def bare_side(args, data: str, folder: str) -> dict:
     """bench_step.bare_step at the recipe's ResNet, batch, view size and precision, on random tensors."""
     import torch
@@ -177,6 +199,8 @@ def run_side(args, data: str) -> None:
         result = loop_side(args, data, folder, workers)
     elif kind == "step":
         result = step_side(args, data, folder)
+    elif kind == "loader":
+        result = loader_side(args, data, folder)
     else:
         result = bare_side(args, data, folder)
     with open(os.path.join(folder, "result.json"), "w") as f:
@@ -202,6 +226,7 @@ def side_pairs_per_s(args, data: str, kind: str, threads: int, workers: int) -> 
 def side_names(layouts, cores: int):
     sides = {f"loop, {t} thread(s), {w} loader worker(s)": ("loop", t, w) for t, w in layouts}
     sides[f"step alone, {cores} thread(s)"] = ("step", cores, 0)
+    sides["loader alone, 1 thread"] = ("loader", 1, 0)
     sides[f"bare limit, {cores} thread(s)"] = ("bare", cores, 0)
     return sides
 
@@ -225,7 +250,9 @@ def ratio_cell(top, bottom) -> str:
 def report(args, cfg, sides, per_round, n_images, argv, wall_s):
     names = list(sides)
     loops = [n for n in names if sides[n][0] == "loop"]
-    step, bare, own = names[-2], names[-1], loops[0]
+    step, loader, bare, own = names[-3], names[-2], names[-1], loops[0]
+    cores = os.cpu_count() or 1
+    with_data = [cores / (cores / a + 1 / b) for a, b in zip(per_round[step], per_round[loader])]
     p = cfg.PRETRAIN
     lines = ["# bench_loop: the real training loop against the step alone and the bare limit", "",
              f"command: `python benchmarks/bench_loop.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
@@ -239,16 +266,22 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
              "|---|---:|---:|---:|---:|"]
     for n in names:
         v = per_round[n]
+        if n == loader:
+            lines.append(f"| {n} | {statistics.median(v):.1f} | — | — | — |")
+            continue
         against_own = ratio_cell(v, per_round[own]) if n in loops and n != own else "—"
         lines.append(f"| {n}{' (the recipe)' if n == own else ''} | {statistics.median(v):.1f} | "
                      f"{ratio_cell(v, per_round[bare]) if n != bare else '—'} | "
                      f"{ratio_cell(v, per_round[step]) if n in loops else '—'} | {against_own} |")
+    lines.append(f"| the cores' limit with the data (step alone and loader alone sharing {cores} cores without "
+                 f"loss) | {statistics.median(with_data):.1f} | {ratio_cell(with_data, per_round[bare])} | — | — |")
     best = max(loops, key=lambda n: statistics.median(per_round[n]))
     lines += ["", "Ratios are per round, median (min–max). The loop's gap to the step alone is what the data costs "
                   "(decoding, cutting and augmenting views on the same cores); the step's gap to the bare limit is "
                   "the method's own work and objcrop's machinery (bench_step.py separates those).", "",
               f"Fastest loop layout in this run: **{best}**, {statistics.median(per_round[best]):.1f} pairs/s, "
-              f"{ratio_cell(per_round[best], per_round[own])} × the recipe's layout."]
+              f"{ratio_cell(per_round[best], per_round[own])} × the recipe's layout and "
+              f"{ratio_cell(per_round[best], with_data)} × the cores' limit with the data."]
     return lines
 
 
