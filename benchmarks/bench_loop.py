@@ -9,7 +9,9 @@ processes share the same cores as the step's threads. This benchmark times, at a
 * **loop T/W**: the trainer's own loop (`PretrainTrainer.train`, every product hook on: metrics,
   progress bar, divergence guard) on real generated images, with T torch threads and W loader workers
   (DATA.NUM_WORKERS). Its first epoch is warm-up (worker start, first batches); the pairs/s of the next
-  --epochs epochs are what it reports, epoch boundaries included.
+  --epochs epochs are what it reports, epoch boundaries included. "T/W x N": N such runs started
+  together, as the pipeline's --jobs N lays them out (the study runs two at one thread each): the
+  machine's pairs/s over the span of their timed windows.
 * **step alone**: the same trainer's `run_step` repeated on one real batch from its own loader, with
   all the cores' threads: the loop with the data for free.
 * **loader alone**: the recipe's DataLoader in the main process with one thread (DATA.NUM_WORKERS 0),
@@ -25,7 +27,7 @@ sides alternate in counterbalanced order, round by round, so drifting machine lo
 Reported: each side's pairs/s (median over rounds) and, per round, loop / limit, loop / step alone and
 each layout against the recipe's own layout (median, min, max).
 
-    python benchmarks/bench_loop.py --out benchmarks/out/loop.md [--quick] [--layouts 2:1 2:2 1:1 2:0]
+    python benchmarks/bench_loop.py --out benchmarks/out/loop.md [--quick] [--layouts 2:1 2:2 1:1 2:0 1:1x2]
 """
 import argparse
 import json
@@ -53,8 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--proposals", default="gt", help='DATA.PROPOSALS: "gt" or "" (none, for random crops)')
     p.add_argument("--data", default="", help="an existing study-plain dataset folder (default: generate --images)")
     p.add_argument("--images", type=int, default=0, help="images to generate (default 3000, the study's; quick 160)")
-    p.add_argument("--layouts", nargs="+", default=[], metavar="T:W",
-                   help="loop layouts, torch threads : loader workers (default: the recipe's own DATA.NUM_WORKERS "
+    p.add_argument("--layouts", nargs="+", default=[], metavar="T:W[xN]",
+                   help="loop layouts, torch threads : loader workers, xN for N runs side by side (default: the recipe's own DATA.NUM_WORKERS "
                         "with all the cores' threads first, then 1 and 2 workers, and one thread per core fewer)")
     p.add_argument("--epochs", type=int, default=0, help="timed epochs of each loop after its warm-up epoch (default 2; "
                                                          "quick 1)")
@@ -89,8 +91,17 @@ def default_layouts(args, cores: int):
     from objcrop.pretrain.config import get_pretrain_cfg
 
     own = merge_config(get_pretrain_cfg, args.recipe, list(args.opts)).DATA.NUM_WORKERS
-    layouts = [(cores, own)] + [(cores, w) for w in (0, 1, 2) if w != own] + [(max(1, cores - 1), own)]
+    layouts = [(cores, own, 1)] + [(cores, w, 1) for w in (0, 1, 2) if w != own] + [(max(1, cores - 1), own, 1)]
+    if cores > 1:  # the pipeline's --jobs 2: two runs with half the cores' threads each (the study's layout)
+        layouts.append((cores // 2, own, 2))
     return list(dict.fromkeys(layouts))
+
+
+def parse_layout(text: str):
+    """"T:W" (one run) or "T:WxN" (N runs side by side) -> (threads, workers, runs)."""
+    threads, rest = text.split(":")
+    workers, _, runs = rest.partition("x")
+    return int(threads), int(workers), int(runs or 1)
 
 
 # -- the sides, each in its own process ---------------------------------------------------------------
@@ -106,11 +117,11 @@ def loop_side(args, data: str, folder: str, workers: int) -> dict:
 
     cfg = recipe_cfg(args, data, os.path.join(folder, "run"), workers)
     trainer = PretrainTrainer(cfg, DistContext(), quiet_logger("bench.loop"))
-    ends = []
+    ends = []  # wall-clock time (time.time) so that runs side by side share one clock
 
     class EndOfStep(HookBase):
         def after_step(self):
-            ends.append(time.perf_counter())
+            ends.append(time.time())
             if len(ends) == (1 + args.epochs) * self.trainer.per_epoch:
                 raise Timed()
 
@@ -122,7 +133,7 @@ def loop_side(args, data: str, folder: str, workers: int) -> dict:
     except Timed:
         pass
     warm = trainer.per_epoch
-    return {"pairs": (len(ends) - warm) * cfg.PRETRAIN.BATCH_SIZE, "seconds": ends[-1] - ends[warm - 1]}
+    return {"pairs": (len(ends) - warm) * cfg.PRETRAIN.BATCH_SIZE, "start": ends[warm - 1], "end": ends[-1]}
 
 
 def step_side(args, data: str, folder: str) -> dict:
@@ -207,27 +218,42 @@ def run_side(args, data: str) -> None:
         json.dump(result, f)
 
 
-def side_pairs_per_s(args, data: str, kind: str, threads: int, workers: int) -> float:
-    with tempfile.TemporaryDirectory(prefix="objcrop_bench_loop_") as folder:
-        cmd = [sys.executable, os.path.abspath(__file__), "--side", kind, str(threads), str(workers), folder,
-               "--data", data, "--recipe", args.recipe, "--policy", args.policy, "--proposals", args.proposals,
-               "--epochs", str(args.epochs)] + (["--opts", *args.opts] if args.opts else [])
-        log = os.path.join(folder, "side.log")
-        with open(log, "w") as out:  # the progress bar and the logs, shown only if the side fails
-            rc = subprocess.call(cmd, env=dict(os.environ, OMP_NUM_THREADS=str(threads)), stdout=out, stderr=out)
-        if rc != 0:
-            sys.stderr.write(open(log).read()[-4000:])
-            raise SystemExit(f"bench_loop.py: the {kind} side failed (exit {rc}): {' '.join(cmd)}")
-        result = json.load(open(os.path.join(folder, "result.json")))
-    return result["pairs"] / result["seconds"]
+def side_pairs_per_s(args, data: str, kind: str, threads: int, workers: int, runs: int = 1) -> float:
+    """The machine's pairs/s on one side: `runs` processes started together (runs side by side, as the
+    pipeline's --jobs lays them out), their pairs over the span from the first timed window's start to
+    the last one's end (a run that starts late lowers it, as it would a real pair of runs)."""
+    with tempfile.TemporaryDirectory(prefix="objcrop_bench_loop_") as tmp:
+        folders = [os.path.join(tmp, f"run{i}") for i in range(runs)]
+        procs = []
+        for folder in folders:
+            os.makedirs(folder)
+            cmd = [sys.executable, os.path.abspath(__file__), "--side", kind, str(threads), str(workers), folder,
+                   "--data", data, "--recipe", args.recipe, "--policy", args.policy, "--proposals", args.proposals,
+                   "--epochs", str(args.epochs)] + (["--opts", *args.opts] if args.opts else [])
+            log = open(os.path.join(folder, "side.log"), "w")  # the progress bar and logs, shown if the side fails
+            procs.append((subprocess.Popen(cmd, env=dict(os.environ, OMP_NUM_THREADS=str(threads)), stdout=log,
+                                           stderr=log), log, cmd, folder))
+        for proc, log, cmd, folder in procs:
+            rc = proc.wait()
+            log.close()
+            if rc != 0:
+                sys.stderr.write(open(os.path.join(folder, "side.log")).read()[-4000:])
+                raise SystemExit(f"bench_loop.py: the {kind} side failed (exit {rc}): {' '.join(cmd)}")
+        results = [json.load(open(os.path.join(folder, "result.json"))) for folder in folders]
+    pairs = sum(r["pairs"] for r in results)
+    if "start" in results[0]:
+        return pairs / (max(r["end"] for r in results) - min(r["start"] for r in results))
+    return pairs / results[0]["seconds"]
 
 
 # -- the rounds and the report ---------------------------------------------------------------------------
 def side_names(layouts, cores: int):
-    sides = {f"loop, {t} thread(s), {w} loader worker(s)": ("loop", t, w) for t, w in layouts}
-    sides[f"step alone, {cores} thread(s)"] = ("step", cores, 0)
-    sides["loader alone, 1 thread"] = ("loader", 1, 0)
-    sides[f"bare limit, {cores} thread(s)"] = ("bare", cores, 0)
+    sides = {(f"loop, {t} thread(s), {w} loader worker(s)" if n == 1 else
+              f"{n} loops side by side, {t} thread(s) and {w} loader worker(s) each"): ("loop", t, w, n)
+             for t, w, n in layouts}
+    sides[f"step alone, {cores} thread(s)"] = ("step", cores, 0, 1)
+    sides["loader alone, 1 thread"] = ("loader", 1, 0, 1)
+    sides[f"bare limit, {cores} thread(s)"] = ("bare", cores, 0, 1)
     return sides
 
 
@@ -294,8 +320,7 @@ def main(argv=None) -> int:
 
     wall = time.perf_counter()
     cores = os.cpu_count() or 1
-    layouts = ([tuple(int(x) for x in s.split(":")) for s in args.layouts] if args.layouts
-               else default_layouts(args, cores))
+    layouts = [parse_layout(s) for s in args.layouts] if args.layouts else default_layouts(args, cores)
     with tempfile.TemporaryDirectory(prefix="bench_loop_") as tmp:
         data = args.data
         if not data:
