@@ -16,8 +16,9 @@ processes share the same cores as the step's threads. This benchmark times, at a
   all the cores' threads: the loop with the data for free.
 * **loader alone**: the recipe's DataLoader in the main process with one thread (DATA.NUM_WORKERS 0),
   batches drawn and dropped: the pairs/s one core makes. With the step alone it gives the cores'
-  limit with the data included, cores / (cores / step + 1 / loader): the pairs/s if the loader's work
-  and the step's shared the cores without loss (a bound: the step does not scale perfectly with threads).
+  limit with the data included for one run, cores / (cores / step + 1 / loader): the pairs/s if the
+  loader's work and the step's shared the cores without loss. Runs side by side can beat it: a step on
+  one thread uses its core better than a step on all of them (bench_layout.py measures by how much).
 * **bare limit**: a bare torchvision step of the same ResNet and precision on tensors of the same shape
   (bench_step.bare_step: forward the queries with gradient, backward, SGD, forward the keys), all the
   cores' threads: the compute limit.
@@ -299,7 +300,7 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
         lines.append(f"| {n}{' (the recipe)' if n == own else ''} | {statistics.median(v):.1f} | "
                      f"{ratio_cell(v, per_round[bare]) if n != bare else '—'} | "
                      f"{ratio_cell(v, per_round[step]) if n in loops else '—'} | {against_own} |")
-    lines.append(f"| the cores' limit with the data (step alone and loader alone sharing {cores} cores without "
+    lines.append(f"| one run's limit with the data (the step alone and the loader alone sharing {cores} cores without "
                  f"loss) | {statistics.median(with_data):.1f} | {ratio_cell(with_data, per_round[bare])} | — | — |")
     best = max(loops, key=lambda n: statistics.median(per_round[n]))
     lines += ["", "Ratios are per round, median (min–max). The loop's gap to the step alone is what the data costs "
@@ -307,7 +308,8 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
                   "the method's own work and objcrop's machinery (bench_step.py separates those).", "",
               f"Fastest loop layout in this run: **{best}**, {statistics.median(per_round[best]):.1f} pairs/s, "
               f"{ratio_cell(per_round[best], per_round[own])} × the recipe's layout and "
-              f"{ratio_cell(per_round[best], with_data)} × the cores' limit with the data."]
+              f"{ratio_cell(per_round[best], with_data)} × one run's limit with the data (runs side by side can "
+              f"exceed it: a step on one thread uses its core better than a step on two, bench_layout.py)."]
     return lines
 
 
