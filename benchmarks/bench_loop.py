@@ -26,7 +26,7 @@ processes share the same cores as the step's threads. This benchmark times, at a
 Each side runs in its own process (its thread count and loader workers set before torch starts). The
 sides alternate in counterbalanced order, round by round, so drifting machine load hits them alike.
 Reported: each side's pairs/s (median over rounds) and, per round, loop / limit, loop / step alone and
-each layout against the recipe's own layout (median, min, max).
+each layout against the first one (by default the recipe's own; median, min, max).
 
     python benchmarks/bench_loop.py --out benchmarks/out/loop.md [--quick] [--layouts 2:1 2:2 1:1 2:0 1:1x2]
 """
@@ -77,13 +77,14 @@ def parse_args(argv=None):
 
 
 def recipe_cfg(args, data: str, out_dir: str, workers: int):
-    from objcrop.config import merge_config
-    from objcrop.pretrain.config import get_pretrain_cfg
+    """bench_tta.py's training config (the same recipe, policy and data), with the layout's loader workers."""
+    import copy
 
-    return merge_config(get_pretrain_cfg, args.recipe,
-                        ["VIEWS.POLICY", args.policy, "DATA.PROPOSALS", args.proposals, "DATA.DATASET",
-                         f"synth:{data}:train", "OUTPUT_DIR", out_dir, "CHECKPOINT.EPOCH_PERIOD", 0,
-                         "DATA.NUM_WORKERS", workers] + list(args.opts))
+    import bench_tta
+
+    with_workers = copy.copy(args)
+    with_workers.opts = list(args.opts) + ["DATA.NUM_WORKERS", workers]
+    return bench_tta.recipe_cfg(with_workers, data, out_dir)
 
 
 def default_layouts(args, cores: int):
@@ -278,6 +279,7 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
     names = list(sides)
     loops = [n for n in names if sides[n][0] == "loop"]
     step, loader, bare, own = names[-3], names[-2], names[-1], loops[0]
+    first = "the recipe's layout" if sides[own] == ("loop", os.cpu_count() or 1, cfg.DATA.NUM_WORKERS, 1) else "the first layout"
     cores = os.cpu_count() or 1
     with_data = [cores / (cores / a + 1 / b) for a, b in zip(per_round[step], per_round[loader])]
     p = cfg.PRETRAIN
@@ -289,7 +291,7 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
              f"training images of study-plain; each loop timed over {args.epochs} epoch(s) after a warm-up epoch; "
              f"{args.rounds} round(s); {os.cpu_count()} logical CPUs; load average at the end "
              f"{os.getloadavg()[0]:.2f}; {wall_s:.0f} s in all", "",
-             "| side | pairs/s (median over rounds) | / bare limit | / step alone | / the recipe's layout |",
+             f"| side | pairs/s (median over rounds) | / bare limit | / step alone | / {first} |",
              "|---|---:|---:|---:|---:|"]
     for n in names:
         v = per_round[n]
@@ -297,7 +299,7 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
             lines.append(f"| {n} | {statistics.median(v):.1f} | — | — | — |")
             continue
         against_own = ratio_cell(v, per_round[own]) if n in loops and n != own else "—"
-        lines.append(f"| {n}{' (the recipe)' if n == own else ''} | {statistics.median(v):.1f} | "
+        lines.append(f"| {n}{' (' + first + ')' if n == own else ''} | {statistics.median(v):.1f} | "
                      f"{ratio_cell(v, per_round[bare]) if n != bare else '—'} | "
                      f"{ratio_cell(v, per_round[step]) if n in loops else '—'} | {against_own} |")
     lines.append(f"| one run's limit with the data (the step alone and the loader alone sharing {cores} cores without "
@@ -307,7 +309,7 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
                   "(decoding, cutting and augmenting views on the same cores); the step's gap to the bare limit is "
                   "the method's own work and objcrop's machinery (bench_step.py separates those).", "",
               f"Fastest loop layout in this run: **{best}**, {statistics.median(per_round[best]):.1f} pairs/s, "
-              f"{ratio_cell(per_round[best], per_round[own])} × the recipe's layout and "
+              f"{ratio_cell(per_round[best], per_round[own])} × {first} and "
               f"{ratio_cell(per_round[best], with_data)} × one run's limit with the data (runs side by side can "
               f"exceed it: a step on one thread uses its core better than a step on two, bench_layout.py)."]
     return lines
@@ -318,6 +320,7 @@ def main(argv=None) -> int:
     if args.side:
         run_side(args, args.data)
         return 0
+    import bench_tta
     from _report import emit_markdown
 
     wall = time.perf_counter()
@@ -332,7 +335,7 @@ def main(argv=None) -> int:
             generate(data, args.images, seed=0, variant="study-plain", progress=False)
         sides = side_names(layouts, cores)
         per_round = run_rounds(args, data, sides)
-        cfg = recipe_cfg(args, data, "", layouts[0][1])
+        cfg = bench_tta.recipe_cfg(args, data, "")  # the recipe's own DATA.NUM_WORKERS, for the report
         from objcrop.datasets import load_dataset
 
         n_images = len(load_dataset(f"synth:{data}:train")[0])
