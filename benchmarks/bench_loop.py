@@ -58,7 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=0, help="images to generate (default 3000, the study's; quick 160)")
     p.add_argument("--layouts", nargs="+", default=[], metavar="T:W[xN]",
                    help="loop layouts, torch threads : loader workers, xN for N runs side by side (default: the recipe's own DATA.NUM_WORKERS "
-                        "with all the cores' threads first, then 1 and 2 workers, and one thread per core fewer)")
+                        "with all the cores' threads first, then 0, 1 and 2 workers, one thread fewer, and two runs "
+                        "side by side at half the threads each)")
     p.add_argument("--epochs", type=int, default=0, help="timed epochs of each loop after its warm-up epoch (default 2; "
                                                          "quick 1)")
     p.add_argument("--rounds", type=int, default=0, help="rounds, every side once per round (default 2; quick 1)")
@@ -107,18 +108,29 @@ def parse_layout(text: str):
 
 
 # -- the sides, each in its own process ---------------------------------------------------------------
+def recipe_trainer(args, data: str, folder: str, workers: int):
+    """A PretrainTrainer on the recipe's config with `workers` loader workers, logging nowhere."""
+    from bench_tta import quiet_logger
+    from objcrop.pretrain.distributed import DistContext
+    from objcrop.pretrain.engine.trainer import PretrainTrainer
+
+    return PretrainTrainer(recipe_cfg(args, data, os.path.join(folder, "run"), workers), DistContext(),
+                           quiet_logger("bench.loop"))
+
+
+def timed(pairs: int, start: float) -> dict:
+    """A side's result: pairs made from `start` (time.time(), one clock for sides run together) to now."""
+    return {"pairs": pairs, "start": start, "end": time.time()}
+
+
 class Timed(Exception):
     """Raised by the timing hook once the loop's timed epochs are over: the run has nothing more to give."""
 
 
 def loop_side(args, data: str, folder: str, workers: int) -> dict:
-    from bench_tta import quiet_logger
-    from objcrop.pretrain.distributed import DistContext
     from objcrop.pretrain.engine.hooks import HookBase
-    from objcrop.pretrain.engine.trainer import PretrainTrainer
 
-    cfg = recipe_cfg(args, data, os.path.join(folder, "run"), workers)
-    trainer = PretrainTrainer(cfg, DistContext(), quiet_logger("bench.loop"))
+    trainer = recipe_trainer(args, data, folder, workers)
     ends = []  # wall-clock time (time.time) so that runs side by side share one clock
 
     class EndOfStep(HookBase):
@@ -135,43 +147,33 @@ def loop_side(args, data: str, folder: str, workers: int) -> dict:
     except Timed:
         pass
     warm = trainer.per_epoch
-    return {"pairs": (len(ends) - warm) * cfg.PRETRAIN.BATCH_SIZE, "start": ends[warm - 1], "end": ends[-1]}
+    return {"pairs": (len(ends) - warm) * trainer.cfg.PRETRAIN.BATCH_SIZE, "start": ends[warm - 1], "end": ends[-1]}
 
 
 def step_side(args, data: str, folder: str) -> dict:
     """The trainer's run_step on one real batch of its own loader, repeated for as many steps as a loop times."""
-    from bench_tta import quiet_logger
-    from objcrop.pretrain.distributed import DistContext
-    from objcrop.pretrain.engine.trainer import PretrainTrainer
-
-    cfg = recipe_cfg(args, data, os.path.join(folder, "run"), 0)
-    trainer = PretrainTrainer(cfg, DistContext(), quiet_logger("bench.loop"))
+    trainer = recipe_trainer(args, data, folder, 0)
     trainer.setup(resume=False)
     batch = next(iter(trainer.loader))
     steps = args.epochs * trainer.per_epoch
     trainer.run_step(*batch)  # warm-up
-    start = time.perf_counter()
+    start = time.time()
     for _ in range(steps):
         trainer.run_step(*batch)
-    return {"pairs": steps * cfg.PRETRAIN.BATCH_SIZE, "seconds": time.perf_counter() - start}
+    return timed(steps * trainer.cfg.PRETRAIN.BATCH_SIZE, start)
 
 
 def loader_side(args, data: str, folder: str) -> dict:
     """The recipe's loader in this process (no workers), as many batches as a loop times after one warm-up."""
-    from bench_tta import quiet_logger
-    from objcrop.pretrain.distributed import DistContext
-    from objcrop.pretrain.engine.trainer import PretrainTrainer
-
-    cfg = recipe_cfg(args, data, os.path.join(folder, "run"), 0)
-    trainer = PretrainTrainer(cfg, DistContext(), quiet_logger("bench.loop"))
+    trainer = recipe_trainer(args, data, folder, 0)
     _, _, loader = trainer.build_data()
     batches = iter(loader)
     next(batches)
     steps = min(args.epochs * len(loader), len(loader) - 1)
-    start = time.perf_counter()
+    start = time.time()
     for _ in range(steps):
         next(batches)
-    return {"pairs": steps * cfg.PRETRAIN.BATCH_SIZE, "seconds": time.perf_counter() - start}
+    return timed(steps * trainer.cfg.PRETRAIN.BATCH_SIZE, start)
 
 
 def bare_side(args, data: str, folder: str) -> dict:
@@ -185,21 +187,20 @@ def bare_side(args, data: str, folder: str) -> dict:
     step = bare_step("moco_v2", p.ARCH, p.MOCO.DIM, scaled_lr(cfg), cpu_amp=uses_autocast(cfg, torch.device("cpu")))
     g = torch.Generator().manual_seed(0)
     x1, x2 = (torch.randn(p.BATCH_SIZE, 3, size, size, generator=g) for _ in range(2))
-    steps = args.epochs * iterations_of(args, data)
+    steps = args.epochs * iterations_of(cfg, data)
     step(x1, x2)
-    start = time.perf_counter()
+    start = time.time()
     for _ in range(steps):
         step(x1, x2)
-    return {"pairs": steps * p.BATCH_SIZE, "seconds": time.perf_counter() - start}
+    return timed(steps * p.BATCH_SIZE, start)
 
 
-def iterations_of(args, data: str) -> int:
+def iterations_of(cfg, data: str) -> int:
     """Iterations per epoch of the recipe on the data (what the loop and step sides time per epoch)."""
     from objcrop.datasets import load_dataset
     from objcrop.pretrain.engine.data import iterations_per_epoch
 
     records, _ = load_dataset(f"synth:{data}:train")
-    cfg = recipe_cfg(args, data, "", 0)
     return iterations_per_epoch(len(records), cfg.PRETRAIN.BATCH_SIZE, 1)
 
 
@@ -242,10 +243,7 @@ def side_pairs_per_s(args, data: str, kind: str, threads: int, workers: int, run
                 sys.stderr.write(open(os.path.join(folder, "side.log")).read()[-4000:])
                 raise SystemExit(f"bench_loop.py: the {kind} side failed (exit {rc}): {' '.join(cmd)}")
         results = [json.load(open(os.path.join(folder, "result.json"))) for folder in folders]
-    pairs = sum(r["pairs"] for r in results)
-    if "start" in results[0]:
-        return pairs / (max(r["end"] for r in results) - min(r["start"] for r in results))
-    return pairs / results[0]["seconds"]
+    return sum(r["pairs"] for r in results) / (max(r["end"] for r in results) - min(r["start"] for r in results))
 
 
 # -- the rounds and the report ---------------------------------------------------------------------------
@@ -279,8 +277,8 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
     names = list(sides)
     loops = [n for n in names if sides[n][0] == "loop"]
     step, loader, bare, own = names[-3], names[-2], names[-1], loops[0]
-    first = "the recipe's layout" if sides[own] == ("loop", os.cpu_count() or 1, cfg.DATA.NUM_WORKERS, 1) else "the first layout"
     cores = os.cpu_count() or 1
+    first = "the recipe's layout" if sides[own] == ("loop", cores, cfg.DATA.NUM_WORKERS, 1) else "the first layout"
     with_data = [cores / (cores / a + 1 / b) for a, b in zip(per_round[step], per_round[loader])]
     p = cfg.PRETRAIN
     lines = ["# bench_loop: the real training loop against the step alone and the bare limit", "",
