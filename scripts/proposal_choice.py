@@ -49,12 +49,12 @@ def measure(study: str, method: str, args: List[str], workers: int, log: List[st
     dataset = f"synth:{os.path.join(study, 'data')}:train"
     store = os.path.join(folder, f"{method}.store")
     run_objcrop(["proposals", "compute", *args, "--dataset", dataset, "--out", store, "--workers", str(workers),
-             "--resume"], store, log)
+                 "--resume"], store, log)
     out = {}
     for name, top_k in (("top", TOP_K), ("all", 0)):
         path = os.path.join(folder, f"{method}.stats_top{top_k}.json")
         run_objcrop(["proposals", "stats", "--store", store, "--dataset", dataset, "--top-k", str(top_k),
-                 "--iou", *IOUS, "--json", path], path, log)
+                     "--iou", *IOUS, "--json", path], path, log)
         with open(path, encoding="utf-8") as f:
             out[name] = json.load(f)
     return out

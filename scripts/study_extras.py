@@ -95,16 +95,18 @@ def main(argv=None) -> int:
         spec = dict(sources)[source]
         tag = f"{policy}_{source}"
         run_objcrop(["views", "stats", "--dataset", train, "--policy", policy, "--proposals", spec,
-              "--config", STUDY_CONFIG, "--num-images", str(args.num_images), "--pairs", str(args.pairs),
-              "--json", os.path.join(out, f"views_{tag}.json"), "--no-progress"],
-             os.path.join(out, f"views_{tag}.json"), commands)
+                     "--config", STUDY_CONFIG, "--num-images", str(args.num_images), "--pairs", str(args.pairs),
+                     "--json", os.path.join(out, f"views_{tag}.json"), "--no-progress"],
+                    os.path.join(out, f"views_{tag}.json"), commands)
         if policy != "obj-obj":
             run_objcrop(["views", "show", "--dataset", train, "--policy", policy, "--proposals", spec,
-                  "--config", STUDY_CONFIG, "--num-images", "3", "--pairs", "2", "--cell", "96",
-                  "--out", os.path.join(out, f"views_{tag}.png")], os.path.join(out, f"views_{tag}.png"), commands)
+                         "--config", STUDY_CONFIG, "--num-images", "3", "--pairs", "2", "--cell", "96",
+                         "--out", os.path.join(out, f"views_{tag}.png")],
+                        os.path.join(out, f"views_{tag}.png"), commands)
     for name, spec in sources[1:]:
         run_objcrop(["proposals", "stats", "--store", spec, "--dataset", train, "--json",
-              os.path.join(out, f"proposals_{name}.json")], os.path.join(out, f"proposals_{name}.json"), commands)
+                     os.path.join(out, f"proposals_{name}.json")],
+                    os.path.join(out, f"proposals_{name}.json"), commands)
     with open(os.path.join(out, "commands.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(f"objcrop {c}" for c in commands) + "\n")
     print(out)
