@@ -7,14 +7,16 @@ what detectron2's is built on) so that pretraining needs no detectron2.
 """
 import hashlib
 import os
-from typing import Callable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import yaml
 
 from fvcore.common.config import CfgNode
 
 from objcrop.errors import ConfigError
 from objcrop.io import write_text_atomic
 
-__all__ = ["CfgNode", "merge_config", "write_config", "config_hash", "packaged_config"]
+__all__ = ["CfgNode", "merge_config", "write_config", "config_hash", "config_changes", "flat_config", "packaged_config"]
 
 
 def packaged_config(relpath: str) -> str:
@@ -67,6 +69,41 @@ def write_config(cfg: CfgNode, out_dir: str, name: str = "config.yaml") -> str:
     return path
 
 
-def config_hash(cfg: CfgNode) -> str:
-    """Short stable hash of the merged config (its YAML dump is key-sorted)."""
-    return hashlib.sha256(cfg.dump().encode("utf-8")).hexdigest()[:12]
+def config_hash(cfg: CfgNode, ignore: Iterable[str] = ()) -> str:
+    """Short stable hash of the merged config (its YAML dump is key-sorted). `ignore` leaves out
+    dotted keys ("DATA.NUM_WORKERS"); without it the hash is the one every record has carried."""
+    ignore = tuple(ignore)
+    if not ignore:
+        text = cfg.dump()
+    else:
+        tree = yaml.safe_load(cfg.dump())
+        for key in ignore:
+            *parents, leaf = key.split(".")
+            node = tree
+            for part in parents:
+                node = node.get(part, {})
+            node.pop(leaf, None)
+        text = yaml.safe_dump(tree, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def flat_config(dump: str) -> Dict[str, object]:
+    """A config's YAML dump as {dotted key: value}, leaves only."""
+    flat: Dict[str, object] = {}
+
+    def walk(node, prefix):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(yaml.safe_load(dump) or {}, "")
+    return flat
+
+
+def config_changes(old_dump: str, new_dump: str) -> Dict[str, Tuple[object, object]]:
+    """{dotted key: (old value, new value)} for every key whose value differs between two config
+    dumps; a key only one of them has reads as None on the other side."""
+    old, new = flat_config(old_dump), flat_config(new_dump)
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}

@@ -121,7 +121,8 @@ def test_kill9_mid_epoch_then_resume_neither_repeats_nor_skips(synth_dir, tmp_pa
     # a finished run whose config changed since (a new key's default) resumes from its final
     # checkpoint and trains nothing: its throughput is still the whole run's, not 0
     assert final["throughput"] == pytest.approx(final["images_seen"] / final["train_time_s"], rel=1e-3)
-    (run / "results.json").write_text(json.dumps(dict(final, config_hash="an older config")))
+    (run / "results.json").write_text(json.dumps(dict(final, config_hash="an older config",
+                                                        computation_hash="an older computation")))
     refinished = subprocess.run(cmd[:3] + ["--resume"] + cmd[3:], env=_env(1), capture_output=True, text=True,
                                 timeout=240)
     assert refinished.returncode == 0, refinished.stdout[-3000:] + refinished.stderr[-3000:]

@@ -15,11 +15,13 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from objcrop.config import config_changes
 from objcrop.errors import CheckpointError, ConfigError
 from objcrop.checkpoints import save_checkpoint
 from objcrop.io import sha256_file, write_text_atomic
 from objcrop.records import Provenance
 from objcrop.pretrain.engine.hooks import HookBase
+from objcrop.pretrain.engine.results import EXECUTION_ONLY_KEYS
 
 RESUME_KEYS = ("objcrop_checkpoint", "arch", "method", "backbone", "model", "optimizer", "iteration",
                "epoch", "batch_in_epoch", "rng")
@@ -194,10 +196,23 @@ def restore_training_state(trainer, state: dict, path: str) -> None:
     if trainer.scaler and state.get("scaler"):
         trainer.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    if state.get("config") and state["config"] != cfg.dump():
-        log.warning(f"{path}: was written with a different config; continuing with the current one")
+    if state.get("config"):
+        report_config_changes(log, path, state["config"], cfg.dump())
     if state.get("world_size", ctx.world_size) != ctx.world_size:
         log.info(f"resuming a {state['world_size']}-process run on {ctx.world_size} processes (same global batches)")
+
+
+def report_config_changes(log, path: str, written_with: str, now: str) -> None:
+    """Name every key a resumed run changes. Only EXECUTION_ONLY_KEYS changed: the run computes what it
+    would have computed (an info line); any other key: the rest of the run trains another config (a warning)."""
+    changes = config_changes(written_with, now)
+    if not changes:
+        return
+    said = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    if set(changes) <= set(EXECUTION_ONLY_KEYS):
+        log.info(f"{path}: resuming with {said}: execution-only keys, the run computes the same")
+    else:
+        log.warning(f"{path}: was written with a different config ({said}); continuing with the current one")
 
 
 def training_state(trainer) -> dict:

@@ -50,8 +50,24 @@ def default_run_dir(cfg: CfgNode, proposals: str) -> str:
     return os.path.join("output", "pretrain", records.run_name(pretrain_provenance(cfg, proposals), cfg.PRETRAIN.BATCH_SIZE))
 
 
+# Keys that decide how a run is carried out, never what it computes: where it writes, how often it
+# checkpoints and logs, and how many processes load its data (every sample is seeded by its index, not
+# by the worker that makes it). A run that differs from a finished one only in these is the same run.
+# tests/test_pretrain_execution_keys.py trains with every one of them changed and compares the weights
+# bit for bit, so a key that does change the computation cannot stay on this list.
+EXECUTION_ONLY_KEYS = ("OUTPUT_DIR", "DATA.NUM_WORKERS", "CHECKPOINT.PERIOD", "CHECKPOINT.EPOCH_PERIOD",
+                       "CHECKPOINT.KEEP_LAST", "LOG.PERIOD", "LOG.PRINT_PERIOD")
+
+
+def computation_hash(cfg: CfgNode) -> str:
+    """config_hash without the EXECUTION_ONLY_KEYS: equal for two configs that train the same weights."""
+    return config_hash(cfg, ignore=EXECUTION_ONLY_KEYS)
+
+
 def completed_results(output_dir: str, cfg: CfgNode) -> Optional[dict]:
-    """results.json of this run directory if it says this very config finished, model_final.pth beside it."""
+    """results.json of this run directory if it says this very computation finished, model_final.pth
+    beside it: the same config, or one that differs only in EXECUTION_ONLY_KEYS (records written
+    before `computation_hash` existed match by their full `config_hash` only)."""
     path = os.path.join(output_dir, "results.json")
     if not os.path.exists(path) or not os.path.exists(os.path.join(output_dir, "model_final.pth")):
         return None
@@ -59,7 +75,10 @@ def completed_results(output_dir: str, cfg: CfgNode) -> Optional[dict]:
         done = records.read_results(path)
     except ObjcropError:  # unreadable or not a record: train again
         return None
-    return done if done.get("status") == "ok" and done.get("config_hash") == config_hash(cfg) else None
+    if done.get("status") != "ok":
+        return None
+    same = done.get("config_hash") == config_hash(cfg) or done.get("computation_hash") == computation_hash(cfg)
+    return done if same else None
 
 
 class ResultsWriter(HookBase):
@@ -92,6 +111,7 @@ class ResultsWriter(HookBase):
         recent = list(s.recent_losses)
         record = records.results(
             "pretrain", status, t.provenance, seed=int(t.cfg.PRETRAIN.SEED), config_hash=config_hash(t.cfg),
+            computation_hash=computation_hash(t.cfg),
             wall_time_s=round(time.perf_counter() - t.wall_start, 3), images_seen=int(s.images_seen),
             iterations=int(s.iteration), throughput=fields.pop("throughput"),
             final_loss=(sum(recent) / len(recent)) if recent else None,
