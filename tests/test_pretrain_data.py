@@ -80,6 +80,24 @@ def test_default_run_dir_keeps_its_name_and_the_tag_is_its_own_field():
     assert os.path.basename(default_run_dir(cfg, "gt")) == "moco_v2_obj-obj-dilate+copy-paste_gt_r18_b8_e2_data-train_s0"
 
 
+def test_ranked_proposals_name_their_top_k():
+    """A store's k best-scored boxes (DATA.PROPOSALS_TOPK) are not the store: the run is named for them,
+    so that the registration's ranked arm and an unranked run of the same method get rows of their own."""
+    from objcrop.pretrain.config import get_pretrain_cfg
+    from objcrop.pretrain.engine.results import default_run_dir, pretrain_provenance
+
+    cfg = get_pretrain_cfg()
+    cfg.merge_from_list(["PRETRAIN.ARCH", "resnet18", "PRETRAIN.EPOCHS", "2", "PRETRAIN.BATCH_SIZE", "8",
+                         "VIEWS.POLICY", "obj-obj-dilate", "DATA.DATASET", "synth:/d/data:train"])
+    assert pretrain_provenance(cfg, "saliency-gs").proposals == "saliency-gs"
+    cfg.merge_from_list(["DATA.PROPOSALS_TOPK", "10"])
+    assert pretrain_provenance(cfg, "saliency-gs").proposals == "saliency-gs-top10"
+    assert os.path.basename(default_run_dir(cfg, "saliency-gs")) == \
+        "moco_v2_obj-obj-dilate_saliency-gs-top10_r18_b8_e2_data-train_s0"
+    # annotated boxes have no score to rank by: BoxSource ignores the top-k for them, and so does the name
+    assert pretrain_provenance(cfg, "gt").proposals == "gt" and pretrain_provenance(cfg, "none").proposals == "none"
+
+
 def test_gt_box_source_gives_copy_paste_the_annotated_masks_only_when_asked(synth_dir):
     from objcrop.datasets import load_dataset, read_image
     from objcrop.pretrain.engine.data import BoxSource

@@ -37,10 +37,20 @@ def view_policy(cfg: CfgNode) -> str:
     return name
 
 
+def proposals_label(cfg: CfgNode, proposals: str) -> str:
+    """The proposals as runs name them: a store's name, with `-top<k>` when DATA.PROPOSALS_TOPK trains on
+    its k best-scored boxes only (`selective-search-top10`), so that ranked and unranked proposals of one
+    method get report rows of their own. Annotated boxes ("gt") and none have no ranking to name."""
+    k = int(cfg.DATA.get("PROPOSALS_TOPK", 0)) if "DATA" in cfg else 0
+    return f"{proposals}-top{k}" if k > 0 and proposals not in ("none", "gt") else proposals
+
+
 def pretrain_provenance(cfg: CfgNode, proposals: str) -> records.Provenance:
-    """The `"pretrain"` block of this run's results.json, checkpoints and everything made from them."""
+    """The `"pretrain"` block of this run's results.json, checkpoints and everything made from them;
+    `proposals` is the box source's name (proposals_label adds the top-k)."""
     p = cfg.PRETRAIN
-    return records.Provenance(method=p.METHOD, policy=view_policy(cfg), proposals=proposals, epochs=int(p.EPOCHS),
+    return records.Provenance(method=p.METHOD, policy=view_policy(cfg), proposals=proposals_label(cfg, proposals),
+                              epochs=int(p.EPOCHS),
                               arch=p.ARCH, dataset=cfg.DATA.DATASET, seed=int(p.SEED), tag=str(p.get("TAG", "")),
                               stem=records.check_stem(str(p.get("STEM", records.RESNET_STEMS[0]))))
 
