@@ -2,7 +2,8 @@
 re-reading of the comparisons made before the registration.
 
 The registration's machine-readable part (docs/preregistration.yaml) lists the hypotheses; an
-amendment fixes each variant's learning budget (run tag, epochs) and the ranked proposal store.
+amendment fixes each variant's learning budget (run tag, epochs) and the ranked proposal store
+(one for all variants, or one per variant).
 A hypothesis is a reading row (method, policy label, proposals, epochs) of its study read against
 its random-crop baseline. Its p-values are printed only once both arms hold the registered number
 of seeds (fixed n, no peeking) and are Holm-corrected over the registered family, a hypothesis
@@ -46,12 +47,20 @@ def load(path: str) -> Optional[dict]:
     return data
 
 
+def ranked_store(amendment: dict, study: str) -> Optional[str]:
+    """The ranked proposals' label in `study`'s runs (`saliency-gs-top10`): `ranked_proposals` names one
+    for every variant, or one per variant ({study: label}), as scripts/proposal_choice.py's rule, applied
+    to each variant's training split, may choose different methods."""
+    ranked = amendment.get("ranked_proposals")
+    return ranked.get(study) if isinstance(ranked, dict) else ranked
+
+
 def hypothesis_row(prereg: dict, h: dict) -> Tuple[Optional[Row], Optional[str]]:
     """(its reading row, its baseline's policy label), or (None, None) while the amendment has not
     fixed the budget of its study (or the ranked proposal store it names)."""
     amend = prereg.get("amendment") or {}
     budget = amend.get(h["study"]) or {}
-    proposals = amend.get("ranked_proposals") if h["proposals"] == "ranked" else h["proposals"]
+    proposals = ranked_store(amend, h["study"]) if h["proposals"] == "ranked" else h["proposals"]
     if budget.get("epochs") is None or proposals is None:
         return None, None
     tag = f"-{budget['tag']}" if budget.get("tag") else ""

@@ -189,3 +189,16 @@ def test_the_budget_sweep_names_the_smallest_budget_that_meets_the_amendment_rul
     assert "* `study`: `random-b256-100e` at 100 epochs" in page
     assert "* `study_hard`: no budget run so far meets it" in page
     assert "| study | random-b256-100e | 100 | 41.0 ± 1.0 (n=3) | +6.0 [" in page
+
+
+def test_the_ranked_store_may_differ_between_variants():
+    """scripts/proposal_choice.py's rule, applied to each variant's training split, chose
+    selective-search on one and saliency-gs on the other: each hypothesis reads its own variant's."""
+    plan = _plan(ranked={"study": "selective-search-top10", "study_hard": "saliency-gs-top10"})
+    rows = {h["id"]: prereg.hypothesis_row(plan, h)[0] for h in plan["hypotheses"]}
+    assert rows["H2"] == ("moco_v2", "obj-obj-dilate-b256", "selective-search-top10", "100")
+    assert rows["H4"] == ("moco_v2", "obj-obj-dilate-b256", "saliency-gs-top10", "100")
+    assert rows["H1"][2] == rows["H3"][2] == "gt"
+    # a variant the mapping leaves out stays pending
+    plan["amendment"]["ranked_proposals"] = {"study": "selective-search-top10"}
+    assert prereg.hypothesis_row(plan, plan["hypotheses"][3]) == (None, None)
