@@ -62,6 +62,7 @@ class Pipeline:
                 self.say(f"skip {t.name}: its result is recorded in {self.records}")
             else:
                 todo.append(t)
+        self._say_accumulated()
         if self.dry_run:
             for t in todo:
                 self.say(f"would run {t.name}: objcrop {' '.join(shlex.quote(a) for a in t.cmd + t.tail)}")
@@ -71,6 +72,13 @@ class Pipeline:
         from objcrop.pipeline.slurm import run_submitit
 
         return run_submitit(self, todo)
+
+    def _say_accumulated(self) -> None:
+        """How far the accumulating runs (a registered arm's seeds, recorded over several sessions) have got."""
+        runs = [t for t in self.tasks if t.accumulating and t.stage == "pretrain"]
+        if runs and self.records:
+            done = sum(t.name in self.recorded for t in runs)
+            self.say(f"accumulating runs: {done} of {len(runs)} recorded in {self.records}")
 
     # ---- local: each task in its own process, up to `jobs` at once, in plan order
     def _run_local(self, todo: List[Task]) -> int:

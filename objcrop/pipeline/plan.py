@@ -125,10 +125,11 @@ def _run_tasks(ctx: Context, spec: RunSpec, seed: int, namer: RunNamer) -> List[
     pre = ctx.section("pretrain")
     tasks = [Task(f"pretrain.{name}", "pretrain", cmd, [["results_ok", results], ["file", final]],
                   deps=deps, gpus=ctx.gpus, nodes=ctx.nodes, distributed="torchrun",
-                  timeout_min=int(pre.get("timeout_min", 24 * 60)), results=[results])]
+                  timeout_min=int(pre.get("timeout_min", 24 * 60)), results=[results], accumulating=spec.accumulating)]
     probe = ctx.section("probe")
     if probe.get("enabled", True):
         tasks.append(probe_task(ctx, name, final, [f"pretrain.{name}"]))
+        tasks[-1].accumulating = spec.accumulating
     det = ctx.section("detection")
     # detection is the costly part: a preset may fine-tune only some pretraining seeds
     det_pre_seeds = det.get("pretrain_seeds")

@@ -140,9 +140,12 @@ class RunSpec:
     config_file: str  # the pretraining YAML: the preset's, or the run's own leaf
     detect: bool = True
     tag: str = ""  # the run's own report row (PRETRAIN.TAG); part of its name
+    # its seeds are recorded as they finish, over several sessions: a registered arm (docs/preregistration.md,
+    # 12 seeds of about an hour each on 2 CPU cores) whose record may hold only some of them yet
+    accumulating: bool = False
 
 
-RUN_KEYS = {"method", "policy", "proposals", "copy_paste", "seeds", "config_file", "detect", "tag"}
+RUN_KEYS = {"method", "policy", "proposals", "copy_paste", "seeds", "config_file", "detect", "tag", "accumulating"}
 DEFAULT_PRETRAIN_CONFIG = "pretrain/demo.yaml"
 
 
@@ -175,7 +178,8 @@ def _run_spec(run: Any, where: str, seeds: List[int], config_file: str) -> RunSp
                    proposals=str(run.get("proposals") or "none"), copy_paste=bool(run.get("copy_paste", False)),
                    seeds=[int(s) for s in run.get("seeds", seeds)],
                    config_file=str(run.get("config_file") or config_file),
-                   detect=bool(run.get("detect", True)), tag=str(run.get("tag") or ""))
+                   detect=bool(run.get("detect", True)), tag=str(run.get("tag") or ""),
+                   accumulating=bool(run.get("accumulating", False)))
     if spec.proposals == "none" and (spec.policy != "random" or spec.copy_paste):
         raise PipelineError(f"{where}: policy {spec.policy}{' with copy-paste' if spec.copy_paste else ''} "
                             f"needs `proposals` (gt or a proposal method)")

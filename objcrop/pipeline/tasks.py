@@ -31,6 +31,9 @@ class Task:
     # the small files that hold the task's result, relative to OUT (a record keeps them, not the
     # checkpoints); empty for the stages whose outputs only feed others (proposals, convert, report)
     results: List[str] = field(default_factory=list)
+    # a seed of an accumulating run (RunSpec.accumulating): its pretraining and probe may be missing
+    # from a study's record while the other seeds are in
+    accumulating: bool = False
 
     def complete(self) -> bool:
         """Can the task be skipped: it has outputs, they are all there, and it is not always rerun."""
