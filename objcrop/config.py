@@ -10,7 +10,6 @@ import os
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import yaml
-
 from fvcore.common.config import CfgNode
 
 from objcrop.errors import ConfigError

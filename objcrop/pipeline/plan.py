@@ -8,7 +8,7 @@ pretraining config (YAML + the preset's opts + the run's own), exactly as `objcr
 names a run it is given no OUTPUT_DIR for; probe, detection and weights paths reuse that name.
 """
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence
 
 from objcrop.pipeline.naming import RunNamer
@@ -128,8 +128,8 @@ def _run_tasks(ctx: Context, spec: RunSpec, seed: int, namer: RunNamer) -> List[
                   timeout_min=int(pre.get("timeout_min", 24 * 60)), results=[results], accumulating=spec.accumulating)]
     probe = ctx.section("probe")
     if probe.get("enabled", True):
-        tasks.append(probe_task(ctx, name, final, [f"pretrain.{name}"]))
-        tasks[-1].accumulating = spec.accumulating
+        tasks.append(replace(probe_task(ctx, name, final, [f"pretrain.{name}"]),
+                             accumulating=spec.accumulating))
     det = ctx.section("detection")
     # detection is the costly part: a preset may fine-tune only some pretraining seeds
     det_pre_seeds = det.get("pretrain_seeds")

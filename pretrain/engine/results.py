@@ -50,8 +50,8 @@ def pretrain_provenance(cfg: CfgNode, proposals: str) -> records.Provenance:
     `proposals` is the box source's name (proposals_label adds the top-k)."""
     p = cfg.PRETRAIN
     return records.Provenance(method=p.METHOD, policy=view_policy(cfg), proposals=proposals_label(cfg, proposals),
-                              epochs=int(p.EPOCHS),
-                              arch=p.ARCH, dataset=cfg.DATA.DATASET, seed=int(p.SEED), tag=str(p.get("TAG", "")),
+                              epochs=int(p.EPOCHS), arch=p.ARCH, dataset=cfg.DATA.DATASET, seed=int(p.SEED),
+                              tag=str(p.get("TAG", "")),
                               stem=records.check_stem(str(p.get("STEM", records.RESNET_STEMS[0]))))
 
 
