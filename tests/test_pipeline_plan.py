@@ -72,6 +72,9 @@ def test_run_names_are_records_run_name_of_the_merged_config(tmp_path):
         cfg = _merged(t)
         source = {"": "none", **{os.path.join(str(tmp_path), "proposals", f"{s}.store"): s
                                  for s in ("gt", "selective-search", "saliency-rbd")}}[cfg.DATA.PROPOSALS]
+        store = source
+        if cfg.DATA.PROPOSALS_TOPK and source not in ("none", "gt"):
+            source += f"-top{cfg.DATA.PROPOSALS_TOPK}"  # the registered ranked arm: a store's 10 best boxes
         # written out here, independently of the trainer's view_policy: the study's presets use
         # objcrop's geometry, and copy-paste is named by its mode (shared: the study's first rows)
         copy_paste = {"shared": "+copy-paste", "dilo": "+copy-paste-dilo"}[cfg.VIEWS.COPY_PASTE.MODE]
@@ -82,7 +85,7 @@ def test_run_names_are_records_run_name_of_the_merged_config(tmp_path):
         assert t.name == f"pretrain.{name}" and cfg.OUTPUT_DIR == os.path.join(str(tmp_path), "runs", "pretrain", name)
         assert by_name[f"probe.{name}"].cmd[by_name[f"probe.{name}"].cmd.index("--weights") + 1] == os.path.join(
             cfg.OUTPUT_DIR, "model_final.pth")
-        assert provenance(cfg, source) == prov
+        assert provenance(cfg, store) == prov
     # the record's round trip: a run's provenance as its results.json stores it gives back its name
     r50 = _run(tasks, "moco_v2_random-r50-b256-lr0.12_none", 0)
     cfg = _merged(r50)
@@ -160,8 +163,9 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     assert "pretrain.byol_obj-obj-dilate_gt_s0" in pre and "pretrain.byol_obj-scene_gt_s0" not in pre
     # 9 runs x 3 seeds (copy-paste shared and DiLo's per-view mode), two 4x-budget runs, the no-colour
     # diagnostics (3 + 1 seeds), a 4x-lr run, two 10x-budget runs, four batch-256 runs, 3 seeds at MoCo-v2's
-    # lr, the supervised bound, issue 20 §2's first and second budget points (3 seeds of random crops each, bf16)
-    assert len(pre) == 9 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1 + 1 + 3 + 3
+    # lr, the supervised bound, issue 20 §2's first budget point (3 seeds of random crops, bf16), and at the
+    # second, the learning budget, the registered comparison's three arms (12 seeds each, issue 20 §3)
+    assert len(pre) == 9 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1 + 1 + 3 + 3 * 12
     assert "pretrain.moco_v2_obj-obj-dilate+copy-paste-dilo_gt_s0" in pre
     assert "pretrain.moco_v2_random-4x_none_s0" in pre
     nocol = by_name["pretrain.moco_v2_random-no-colour_none_s0"]
