@@ -31,13 +31,24 @@ def _values(gt, ranked, base):
             ("moco_v2", "random-b256", "none", "100"): {P: base}}
 
 
-def test_the_repository_registration_is_pending_until_the_amendment():
+def test_the_repositorys_amendment_names_rows_that_its_presets_plan_with_every_seed():
+    """The amendment (issue 20 §2's budgets, proposal_choice.py's stores) names, for every hypothesis, an
+    arm and a random-crop baseline that its variant's preset runs with the registered seeds 0..n-1."""
+    import objcrop.pipeline as pipeline
+
     plan = prereg.load(PREREG)
     assert [h["id"] for h in plan["hypotheses"]] == ["H1", "H2", "H3", "H4"]
-    assert all(prereg.hypothesis_row(plan, h) == (None, None) for h in plan["hypotheses"])
-    assert prereg.registered_rows(plan, "study") == set()
+    n = int(plan["seeds_per_arm"])
+    for h in plan["hypotheses"]:
+        (method, policy, proposals, epochs), against = prereg.hypothesis_row(plan, h)
+        names = {t.name for t in pipeline.build_plan(pipeline.load_preset(h["study"]), "/OUT") if t.stage == "pretrain"}
+        for label, source in ((policy, proposals), (against, "none")):
+            for seed in range(n):
+                run = f"pretrain.{method}_{label}_{source}_r18_b256_e{epochs}_data-train_s{seed}"
+                assert run in names, (h["id"], run)
+    # and no registered comparison is read before all of its seeds are in
     table = prereg.registered_table(plan, {}, P, True)
-    assert table.count("pending") == 4 and "supported" not in table
+    assert table.count(f"of {n} seeds: not read") == 4 and "supported" not in table
 
 
 def test_amended_hypotheses_name_their_rows_and_their_tagged_baseline():
