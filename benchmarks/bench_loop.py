@@ -276,7 +276,8 @@ def ratio_cell(top, bottom) -> str:
 def report(args, cfg, sides, per_round, n_images, argv, wall_s):
     names = list(sides)
     loops = [n for n in names if sides[n][0] == "loop"]
-    step, loader, bare, own = names[-3], names[-2], names[-1], loops[0]
+    by_kind = {sides[n][0]: n for n in names if sides[n][0] != "loop"}
+    step, loader, bare, own = by_kind["step"], by_kind["loader"], by_kind["bare"], loops[0]
     cores = os.cpu_count() or 1
     first = "the recipe's layout" if sides[own] == ("loop", cores, cfg.DATA.NUM_WORKERS, 1) else "the first layout"
     with_data = [cores / (cores / a + 1 / b) for a, b in zip(per_round[step], per_round[loader])]

@@ -71,18 +71,9 @@ def write_config(cfg: CfgNode, out_dir: str, name: str = "config.yaml") -> str:
 def config_hash(cfg: CfgNode, ignore: Iterable[str] = ()) -> str:
     """Short stable hash of the merged config (its YAML dump is key-sorted). `ignore` leaves out
     dotted keys ("DATA.NUM_WORKERS"); without it the hash is the one every record has carried."""
-    ignore = tuple(ignore)
-    if not ignore:
-        text = cfg.dump()
-    else:
-        tree = yaml.safe_load(cfg.dump())
-        for key in ignore:
-            *parents, leaf = key.split(".")
-            node = tree
-            for part in parents:
-                node = node.get(part, {})
-            node.pop(leaf, None)
-        text = yaml.safe_dump(tree, sort_keys=True)
+    text, ignore = cfg.dump(), set(ignore)
+    if ignore:
+        text = yaml.safe_dump({k: v for k, v in flat_config(text).items() if k not in ignore}, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
