@@ -115,6 +115,30 @@ def test_overrides_change_the_grid(tmp_path):
         _plan(tmp_path, det_tasks="lvis")
 
 
+def test_seeds_and_proposals_select_an_accumulating_arm_without_touching_the_references(tmp_path):
+    """The command a session runs for the next seed of one registered arm: `--seeds 3 --proposals gt` on
+    study_hard's registered tag plans seed 3 of the gt arm and of the random arm, and the random-init
+    reference probes stay the preset's seeds 0-2 (a `probe.random_init_s3` would grow the reference row)."""
+    def pretrains(tasks):
+        return sorted(_short(t.name) for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised")
+
+    def random_inits(tasks):
+        return sorted(t.name for t in tasks if t.name.startswith("probe.random_init_"))
+
+    tasks = _plan(tmp_path, preset="study_hard", tags="b256-200e-bf16", seeds="3", proposals="gt")
+    assert pretrains(tasks) == ["pretrain.moco_v2_obj-obj-dilate-b256-200e-bf16_gt_s3",
+                                "pretrain.moco_v2_random-b256-200e-bf16_none_s3"]
+    assert random_inits(tasks) == [f"probe.random_init_s{s}" for s in range(3)]
+    assert [t.name for t in tasks if t.stage == "proposals"] == ["proposals.gt"]
+    ranked = _plan(tmp_path, preset="study_hard", tags="b256-200e-bf16", seeds="0", proposals="saliency-gs")
+    assert pretrains(ranked) == ["pretrain.moco_v2_obj-obj-dilate-b256-200e-bf16_saliency-gs-top10_s0",
+                                 "pretrain.moco_v2_random-b256-200e-bf16_none_s0"]
+    with pytest.raises(pipeline.PipelineError, match="--proposals: selective-search not in pretrain.runs"):
+        _plan(tmp_path, preset="study_hard", tags="b256-200e-bf16", proposals="selective-search")
+    # a preset without a runs list: --seeds sets every seed, the references' too (one per seed)
+    assert random_inits(_plan(tmp_path, seeds="0 3")) == ["probe.random_init_s0", "probe.random_init_s3"]
+
+
 def test_complete_stages_are_skipped_and_stage_selection_checks_inputs(tmp_path):
     tasks = _plan(tmp_path, seeds="0")
     pre = _run(tasks, "moco_v2_random_none", 0)

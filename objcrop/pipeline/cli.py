@@ -60,10 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=env("OBJCROP_METHODS"),
                    help='SSL methods, e.g. "moco_v2 byol" [OBJCROP_METHODS; default from the preset]')
     p.add_argument("--proposals", default=env("OBJCROP_PROPOSALS"),
-                   help='proposal sources for object-aware policies, e.g. "gt selective-search" [OBJCROP_PROPOSALS]')
+                   help='proposal sources for object-aware policies, e.g. "gt selective-search"; on a preset '
+                        'with pretrain.runs, only the runs on these sources (and the random-crop runs) '
+                        '[OBJCROP_PROPOSALS]')
     p.add_argument("--seeds", default=env("OBJCROP_SEEDS"),
                    help='pretraining seeds, e.g. "0 1"; a run of pretrain.runs that lists its own seeds keeps '
-                        'only those among them, and is left out if none is [OBJCROP_SEEDS]')
+                        'only those among them, and is left out if none is; on a preset with pretrain.runs '
+                        'the random-init reference probes keep the preset\'s seeds [OBJCROP_SEEDS]')
     p.add_argument("--tags", default=env("OBJCROP_TAGS"),
                    help='only the runs of pretrain.runs with these tags (their report rows), e.g. "b256-100e"; '
                         '"-" stands for the untagged runs; reference rows run as usual [OBJCROP_TAGS; default all]')

@@ -181,7 +181,8 @@ def _fine_tunings(ctx: Context, name: str, weights: str, deps: List[str], extra_
 
 
 def _reference_probes(ctx: Context) -> List[Task]:
-    """Reference backbones probed exactly like the pretrained ones: random init (one per seed),
+    """Reference backbones probed exactly like the pretrained ones: random init (one per seed of
+    `probe.reference_seeds`, by default pretrain.seeds),
     and "supervised" (the model of the `supervised` task) or any torchvision state dict file."""
     probe, tasks = ctx.section("probe"), []
     if not probe.get("enabled", True):
@@ -192,7 +193,8 @@ def _reference_probes(ctx: Context) -> List[Task]:
             if not ctx.p.get("supervised"):
                 raise PipelineError("probe.references: 'supervised' needs a `supervised:` section in the preset")
             weights, deps = os.path.join(ctx.out, "supervised", "backbone.pth"), deps + ["pretrain.supervised"]
-        seeds = [int(x) for x in ctx.section("pretrain").get("seeds", [0])] if weights == "random" else [0]
+        seeds = [int(x) for x in probe.get("reference_seeds", ctx.section("pretrain").get("seeds", [0]))
+                 ] if weights == "random" else [0]
         for seed in seeds:
             extra = ["--seed", str(seed)] + [str(a) for a in probe.get("reference_args", [])]
             tasks.append(probe_task(ctx, f"{ref_name}_s{seed}", str(weights), deps, extra=extra))

@@ -66,11 +66,18 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
     if args.tags:
         pre["runs"] = _runs_with_tags(pre.get("runs"), words(args.tags))
     if args.seeds:
+        if pre.get("runs"):
+            # a runs list names its rows' seeds, so --seeds selects among them; the random-init reference
+            # probes keep the preset's seeds (as --tags leaves the references), so a later session's
+            # `--seeds 3` of an accumulating arm adds no random-init seed to the reference row
+            p.setdefault("probe", {}).setdefault("reference_seeds", list(pre.get("seeds", [0])))
         pre["seeds"] = [int(s) for s in words(args.seeds)]
         if pre.get("runs"):
             pre["runs"] = _runs_with_seeds(pre["runs"], pre["seeds"])
     if args.proposals:
         p.setdefault("proposals", {})["methods"] = words(args.proposals)
+        if pre.get("runs"):
+            pre["runs"] = _runs_with_proposals(pre["runs"], words(args.proposals))
     det = p.setdefault("detection", {})
     if args.det_seeds:
         det["seeds"] = [int(s) for s in words(args.det_seeds)]
@@ -112,6 +119,17 @@ def _runs_with_seeds(runs, seeds: List[int]) -> List[Dict[str, Any]]:
             run = dict(run, seeds=common)
         kept.append(run)
     return kept
+
+
+def _runs_with_proposals(runs, sources: List[str]) -> List[Dict[str, Any]]:
+    """--proposals on a runs list: the object-aware runs on one of `sources` (their `proposals`, the store's
+    name without a -top<k>), and every run without proposals, as the cross product keeps random crops."""
+    known = {str(r.get("proposals")) for r in runs if isinstance(r, dict) and r.get("proposals")}
+    unknown = set(sources) - known
+    if unknown:
+        raise PipelineError(f"--proposals: {', '.join(sorted(unknown))} not in pretrain.runs "
+                            f"(its proposal sources: {', '.join(sorted(known)) or 'none'})")
+    return [r for r in runs if not (isinstance(r, dict) and r.get("proposals")) or str(r["proposals"]) in sources]
 
 
 def fill(value, ctx: Dict[str, str]):
