@@ -90,6 +90,10 @@ def compute_store(items: Sequence[dict], spec: MethodSpec, out: str, workers: in
 
 
 def _map(spec: MethodSpec, items: List[dict], workers: int) -> Iterable:
+    """Proposals of every item, as they finish, on `workers` processes: this one and `workers - 1` pool
+    workers. This process computes too: it would otherwise only wait, and a pool of `workers` spawned
+    processes cost one more start (interpreter, numpy, OpenCV: the CPU columns of benchmarks/bench_proposals.py),
+    the part of a short store's time that kept 2 workers from 1.8x one (issue 22 §4)."""
     if workers <= 1 or len(items) == 1:
         return map(partial(propose, spec), items)
     # An image method costs milliseconds to seconds per image, so one image per task: bigger chunks
@@ -97,28 +101,62 @@ def _map(spec: MethodSpec, items: List[dict], workers: int) -> Iterable:
     # microseconds, and there the round trips would dominate.
     chunk = 1 if spec.name in IMAGE_METHODS else max(1, min(16, len(items) // (workers * 8)))
     chunks = (items[i:i + chunk] for i in range(0, len(items), chunk))
-    return _pool_results(worker_pool(workers), partial(_propose_chunk, spec), chunks, window=4 * workers)
+    return _pool_results(worker_pool(workers - 1), partial(_propose_chunk, spec), chunks,
+                         window=4 * (workers - 1), local=_one_opencv_thread)
 
 
 def _propose_chunk(spec: MethodSpec, items: List[dict]) -> List[tuple]:
     return [propose(spec, item) for item in items]
 
 
-def _pool_results(pool, fn, chunks: Iterator[List[dict]], window: int) -> Iterator[tuple]:
+def _one_opencv_thread(fn, chunk: List[dict]) -> List[tuple]:
+    """fn(chunk) here, on one OpenCV thread as in the pool's workers (the process's setting is restored:
+    the caller may be a trainer or a test with threads of its own)."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        return fn(chunk)
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def _pool_results(pool, fn, chunks: Iterator[List[dict]], window: int, local=None) -> Iterator[tuple]:
     """Results of fn over chunks, as they finish, with at most `window` chunks submitted at once (a
-    million-image dataset must not become a million futures)."""
+    million-image dataset must not become a million futures). With `local` (a runner: local(fn, chunk)),
+    this process takes the next chunk itself whenever no submitted one has finished, so it works while
+    the pool's workers start and run; once the chunks run out it takes back submitted chunks no worker
+    has started, so that the last images do not queue behind one worker while this process waits."""
     finished = False
     try:
-        pending = {pool.submit(fn, chunk) for chunk in islice(chunks, window)}
+        pending = {pool.submit(fn, chunk): chunk for chunk in islice(chunks, window)}
         while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            if local is not None and not any(future.done() for future in pending):
+                chunk = next(chunks, None)
+                if chunk is None:
+                    chunk = _take_back(pending)
+                if chunk is not None:
+                    yield from local(fn, chunk)
+                    continue
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
+                del pending[future]
                 yield from future.result()
-                pending.update(pool.submit(fn, chunk) for chunk in islice(chunks, 1))
+                pending.update((pool.submit(fn, chunk), chunk) for chunk in islice(chunks, 1))
         finished = True
     finally:
         if not finished:  # an error or a stop: the pool may still hold this store's work, which must not run on
             close_worker_pool()
+
+
+def _take_back(pending: Dict[Any, List[dict]]) -> Optional[List[dict]]:
+    """The chunk of the last submitted future that no worker has started (cancelled and removed from
+    `pending`), or None when every one has started."""
+    for future in reversed(list(pending)):
+        if future.cancel():
+            return pending.pop(future)
+    return None
 
 
 _POOL: Dict[str, Any] = {"workers": 0, "pool": None}
@@ -128,6 +166,7 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     """This process's pool of `workers` proposal workers, started on first use and kept for every later
     store and shard: starting workers (spawn, then importing numpy and OpenCV) is what kept 2 workers from
     2x on a few hundred images (issue 22; benchmarks/bench_proposals.py's CPU columns show the cost).
+    `--workers N` starts N - 1 of them: the process that asks computes beside them (_map).
 
     A concurrent.futures pool, not multiprocessing.Pool: Pool.terminate() first takes the task queue's
     read lock, which an idle worker holds while it waits for work, and a test run hung there for good
