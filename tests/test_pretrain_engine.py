@@ -12,24 +12,18 @@ import time
 
 import pytest
 import torch
+from _tiny_pretrain import TINY as TINY_RUN
+from _tiny_pretrain import env as _env
+from _tiny_pretrain import pretrain_cmd
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
-TINY = ["PRETRAIN.ARCH", "resnet18", "PRETRAIN.MOCO.K", "16", "PRETRAIN.MOCO.MLP_HIDDEN", "64",
-        "PRETRAIN.MOCO.DIM", "32", "VIEWS.CROP_SIZE", "32", "VIEWS.POLICY", "obj-obj-dilate",
-        "DATA.PROPOSALS", "gt", "LOG.PRINT_PERIOD", "1"]
-
-
-def _env(threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    env.pop("WORLD_SIZE", None)
-    return env
+TINY = TINY_RUN + ["LOG.PRINT_PERIOD", "1"]
 
 
 def _pretrain_cmd(synth_dir, out_dir, *opts):
-    return [sys.executable, "-m", "objcrop.pretrain.train_net", "--opts", *TINY,
-            "DATA.DATASET", f"synth:{synth_dir}:train", "OUTPUT_DIR", str(out_dir), *opts]
+    return pretrain_cmd(synth_dir, out_dir, "LOG.PRINT_PERIOD", "1", *opts)
 
 
 def _iterations(run_dir):

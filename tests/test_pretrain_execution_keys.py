@@ -4,12 +4,11 @@ a finished run asked again with only those keys changed is complete; a resume th
 key names it. ResNet-18 on 32-px crops of the small generated dataset keeps it quick."""
 import json
 import logging
-import os
 import subprocess
-import sys
 
 import pytest
 import torch
+from _tiny_pretrain import env, pretrain_cmd
 
 from objcrop.config import config_hash
 from objcrop.pretrain.config import get_pretrain_cfg
@@ -18,9 +17,7 @@ from objcrop.pretrain.engine.results import EXECUTION_ONLY_KEYS, completed_resul
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
-TINY = ["PRETRAIN.ARCH", "resnet18", "PRETRAIN.MOCO.K", "16", "PRETRAIN.MOCO.MLP_HIDDEN", "64",
-        "PRETRAIN.MOCO.DIM", "32", "VIEWS.CROP_SIZE", "32", "VIEWS.POLICY", "obj-obj-dilate",
-        "DATA.PROPOSALS", "gt", "PRETRAIN.EPOCHS", "2", "PRETRAIN.BATCH_SIZE", "4"]
+SHORT = ["PRETRAIN.EPOCHS", "2", "PRETRAIN.BATCH_SIZE", "4"]
 BASELINE = ["DATA.NUM_WORKERS", "0", "CHECKPOINT.PERIOD", "0", "CHECKPOINT.EPOCH_PERIOD", "1",
             "CHECKPOINT.KEEP_LAST", "3", "LOG.PERIOD", "1", "LOG.PRINT_PERIOD", "20"]
 # another value for every execution-only key (OUTPUT_DIR differs between the two runs anyway); the
@@ -30,11 +27,8 @@ CHANGED = {"DATA.NUM_WORKERS": "2", "CHECKPOINT.PERIOD": "2", "CHECKPOINT.EPOCH_
 
 
 def _train(synth_dir, out_dir, *opts, resume=False):
-    cmd = [sys.executable, "-m", "objcrop.pretrain.train_net", *(["--resume"] if resume else []), "--opts", *TINY,
-           "DATA.DATASET", f"synth:{synth_dir}:train", *opts, "OUTPUT_DIR", str(out_dir)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env.pop("WORLD_SIZE", None)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(pretrain_cmd(synth_dir, out_dir, *SHORT, *opts, resume=resume), env=env(1),
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
