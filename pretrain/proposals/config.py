@@ -77,7 +77,8 @@ COMPUTE_FLAGS = (
     Flag("--method", "PROPOSALS.METHOD", "proposal method (see the module docstring of "
          "objcrop.pretrain.proposals.methods); gt = annotation boxes, the upper bound", {"choices": list(METHODS)}),
     Flag("--out", "OUTPUT_FILE", "the store file to write (masks, when the method has them, go to OUT.masks)"),
-    Flag("--workers", "COMPUTE.WORKERS", "processes computing proposals, one image each at a time: this one and N - 1 it starts", {"type": int}),
+    Flag("--workers", "COMPUTE.WORKERS", "processes computing proposals, one image each at a time: this one "
+         "and N - 1 it starts", {"type": int}),
     Flag("--max-side", "PROPOSALS.MAX_SIDE", "image methods run on a copy whose longer side is at most this "
          "(boxes are mapped back to the original); 0 = full resolution", {"type": int}),
     Flag("--limit", "DATA.LIMIT", "only the first N images of the dataset (quick trials)", {"type": int}),
