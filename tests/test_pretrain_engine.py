@@ -57,6 +57,7 @@ def test_two_process_gloo_ddp_run_writes_checkpoint(synth_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["status"] == "ok" and results["world_size"] == 2 and results["iterations"] >= 1
+    assert results["device"].startswith("cpu: ") and results["device"].endswith(", 1 thread(s)")
     # the store keeps its top-1 box: the run says so in its proposals (objcrop.pretrain.engine.results.proposals_label)
     assert results["pretrain"]["proposals"] == "gt-test-top1" and results["pretrain"]["policy"] == "obj-obj-dilate"
     log = (out / "log.txt").read_text()

@@ -7,6 +7,8 @@ import os
 import time
 from typing import Optional
 
+import torch
+
 from objcrop import records
 from objcrop.config import CfgNode, config_hash
 from objcrop.errors import ObjcropError
@@ -125,8 +127,23 @@ class ResultsWriter(HookBase):
             wall_time_s=round(time.perf_counter() - t.wall_start, 3), images_seen=int(s.images_seen),
             iterations=int(s.iteration), throughput=fields.pop("throughput"),
             final_loss=(sum(recent) / len(recent)) if recent else None,
-            batch_size=int(t.cfg.PRETRAIN.BATCH_SIZE), world_size=t.ctx.world_size,
+            batch_size=int(t.cfg.PRETRAIN.BATCH_SIZE), world_size=t.ctx.world_size, device=device_name(t.ctx.device),
             train_time_s=round(s.train_time_s, 3), code_history=s.code_history,
             code=s.code_history[-1], **fields)  # this session's code, read once at setup (trainer.setup)
         records.write_results(t.output_dir, record)
         return record
+
+
+def device_name(device: torch.device) -> str:
+    """What a run computed on, for its record: the CUDA device's name, or the CPU's model and this
+    process's torch threads (the registered comparison pairs its arms' seeds by kind of device,
+    docs/preregistration.md)."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:  # not Linux
+        pass
+    return f"cpu: {model or 'unknown model'}, {torch.get_num_threads()} thread(s)"
