@@ -7,8 +7,6 @@ import os
 import time
 from typing import Optional
 
-import torch
-
 from objcrop import records
 from objcrop.config import CfgNode, config_hash
 from objcrop.errors import ObjcropError
@@ -67,8 +65,8 @@ def default_run_dir(cfg: CfgNode, proposals: str) -> str:
 # by the worker that makes it). A run that differs from a finished one only in these is the same run.
 # tests/test_pretrain_execution_keys.py trains with every one of them changed and compares the weights
 # bit for bit, so a key that does change the computation cannot stay on this list.
-EXECUTION_ONLY_KEYS = ("OUTPUT_DIR", "DATA.NUM_WORKERS", "CHECKPOINT.PERIOD", "CHECKPOINT.EPOCH_PERIOD",
-                       "CHECKPOINT.KEEP_LAST", "LOG.PERIOD", "LOG.PRINT_PERIOD")
+EXECUTION_ONLY_KEYS = ("OUTPUT_DIR", "DATA.NUM_WORKERS", "DATA.IMAGE_CACHE_MB", "CHECKPOINT.PERIOD",
+                       "CHECKPOINT.EPOCH_PERIOD", "CHECKPOINT.KEEP_LAST", "LOG.PERIOD", "LOG.PRINT_PERIOD")
 
 
 def computation_hash(cfg: CfgNode) -> str:
@@ -134,10 +132,12 @@ class ResultsWriter(HookBase):
         return record
 
 
-def device_name(device: torch.device) -> str:
-    """What a run computed on, for its record: the CUDA device's name, or the CPU's model and this
-    process's torch threads (the registered comparison pairs its arms' seeds by kind of device,
-    docs/preregistration.md)."""
+def device_name(device) -> str:
+    """What a run computed on (a torch.device), for its record: the CUDA device's name, or the CPU's model
+    and this process's torch threads (the registered comparison pairs its arms' seeds by kind of device,
+    docs/preregistration.md). torch is imported here: the pipeline names runs with this module, without it."""
+    import torch
+
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
     model = ""
