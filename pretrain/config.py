@@ -103,6 +103,10 @@ def get_pretrain_cfg() -> CfgNode:
     cfg.DATA.IMAGE_SIZE = 0
     # DataLoader worker processes per training process (0 loads in the training process).
     cfg.DATA.NUM_WORKERS = 4
+    # Keep decoded images in each loader process (its workers live for the whole run) up to this many
+    # MB, so a small dataset is decoded once instead of once per epoch; images past the limit are read
+    # every time. 0: none. The views are the same either way (an execution-only key).
+    cfg.DATA.IMAGE_CACHE_MB = 0
 
     cfg.CHECKPOINT = CfgNode()
     # Also checkpoint every this many iterations inside an epoch (0: only at the end of each epoch).

@@ -1,6 +1,7 @@
 """The pretraining sampler (sharding, resume position, per-sample seeds) and the image pre-shrink."""
 import os
 
+import numpy as np
 import torch
 
 from objcrop.datasets.boxes import gt_boxes as gt_boxes_xyxy
@@ -328,3 +329,31 @@ def test_run_names_tell_the_modes_apart_and_every_preset_run_keeps_its_name():
     assert run_name(prov, 8).startswith("moco_v2_obj-obj-dilate@released+copy-paste-dilo_gt_r18_b8_")
     cfg.merge_from_list(["VIEWS.POLICY", "random", "VIEWS.COPY_PASTE.ENABLED", "False"])
     assert view_policy(cfg) == "random"  # no boxes, no geometry
+
+
+def test_cached_images_give_the_same_views_and_stop_at_the_limit(synth_dir):
+    """DATA.IMAGE_CACHE_MB: a dataset that fits is decoded once (the second read returns the cached,
+    read-only array), the views are equal to uncached ones, and images past the limit are not kept."""
+    from objcrop.config import merge_config
+    from objcrop.datasets import load_dataset, read_image
+    from objcrop.pretrain.config import get_pretrain_cfg
+    from objcrop.pretrain.engine.data import BoxSource, DecodedImages, ViewPairDataset
+    from objcrop.pretrain.views import build_view_policy
+
+    records, _ = load_dataset(f"synth:{synth_dir}:train")
+    paths = [r["file_name"] for r in records[:4]]
+    one = read_image(paths[0]).nbytes
+    images = DecodedImages(limit_mb=2.5 * one / 2 ** 20)  # room for two images
+    first = [images.read(p) for p in paths]
+    assert len(images.cached) == 2 and images.used == 2 * one
+    assert images.read(paths[0]) is first[0] and not first[0].flags.writeable
+    assert images.read(paths[3]) is not first[3] and np.array_equal(images.read(paths[3]), first[3])
+
+    cfg = merge_config(get_pretrain_cfg, None, ["VIEWS.CROP_SIZE", "32", "VIEWS.POLICY", "obj-obj-dilate"])
+    plain = ViewPairDataset(records, build_view_policy(cfg), BoxSource("gt"), 0)
+    cached = ViewPairDataset(records, build_view_policy(cfg), BoxSource("gt"), 0, image_cache_mb=64)
+    for epoch in range(2):  # the second epoch reads from the cache
+        for k in range(3):
+            a, b = plain[(k, 10 * epoch + k)], cached[(k, 10 * epoch + k)]
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert len(cached.images.cached) == 3

@@ -18,12 +18,13 @@ from objcrop.pretrain.engine.results import EXECUTION_ONLY_KEYS, completed_resul
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny models: see conftest
 
 SHORT = ["PRETRAIN.EPOCHS", "2", "PRETRAIN.BATCH_SIZE", "4"]
-BASELINE = ["DATA.NUM_WORKERS", "0", "CHECKPOINT.PERIOD", "0", "CHECKPOINT.EPOCH_PERIOD", "1",
-            "CHECKPOINT.KEEP_LAST", "3", "LOG.PERIOD", "1", "LOG.PRINT_PERIOD", "20"]
+BASELINE = ["DATA.NUM_WORKERS", "0", "DATA.IMAGE_CACHE_MB", "0", "CHECKPOINT.PERIOD", "0",
+            "CHECKPOINT.EPOCH_PERIOD", "1", "CHECKPOINT.KEEP_LAST", "3", "LOG.PERIOD", "1", "LOG.PRINT_PERIOD", "20"]
 # another value for every execution-only key (OUTPUT_DIR differs between the two runs anyway); the
 # loader's workers are 2 so that consecutive samples come from different processes
-CHANGED = {"DATA.NUM_WORKERS": "2", "CHECKPOINT.PERIOD": "2", "CHECKPOINT.EPOCH_PERIOD": "2",
-           "CHECKPOINT.KEEP_LAST": "1", "LOG.PERIOD": "2", "LOG.PRINT_PERIOD": "1", "OUTPUT_DIR": None}
+CHANGED = {"DATA.NUM_WORKERS": "2", "DATA.IMAGE_CACHE_MB": "64", "CHECKPOINT.PERIOD": "2",
+           "CHECKPOINT.EPOCH_PERIOD": "2", "CHECKPOINT.KEEP_LAST": "1", "LOG.PERIOD": "2", "LOG.PRINT_PERIOD": "1",
+           "OUTPUT_DIR": None}
 
 
 def _train(synth_dir, out_dir, *opts, resume=False):

@@ -172,9 +172,10 @@ class ViewPairDataset(Dataset):
     items (from `box_items`): item k is (record, box): the policy gets that box alone; None: item k is record k."""
 
     def __init__(self, records: List[dict], policy, box_source: BoxSource, image_size: int = 0,
-                 items: Optional[np.ndarray] = None):
+                 items: Optional[np.ndarray] = None, image_cache_mb: float = 0):
         self.records, self.policy, self.box_source, self.image_size = records, policy, box_source, image_size
         self.items = items
+        self.images = DecodedImages(image_cache_mb)
 
     def __len__(self) -> int:
         return len(self.records) if self.items is None else len(self.items)
@@ -182,14 +183,12 @@ class ViewPairDataset(Dataset):
     def __getitem__(self, key: Tuple[int, int]):
         from torchvision import tv_tensors
 
-        from objcrop.datasets import read_image
-
         index, seed = key
         box_index = None
         if self.items is not None:
             index, box_index = (int(v) for v in self.items[index])
         record = self.records[index]
-        image = torch.tensor(read_image(record["file_name"])).permute(2, 0, 1).contiguous()  # a writable copy
+        image = torch.tensor(self.images.read(record["file_name"])).permute(2, 0, 1).contiguous()  # a writable copy
         boxes = self.box_source.boxes(record)
         if box_index is not None:
             boxes = boxes[box_index:box_index + 1]
@@ -200,6 +199,27 @@ class ViewPairDataset(Dataset):
         generator = torch.Generator().manual_seed(seed)
         view1, view2 = self.policy(tv_tensors.Image(image), boxes, mask=mask, generator=generator)
         return view1, view2, len(boxes) > 0
+
+
+class DecodedImages:
+    """read_image with this process's decoded images kept until they fill `limit_mb` (DATA.IMAGE_CACHE_MB).
+    Each loader worker holds its own, and lives for the whole run (persistent workers), so from the
+    second epoch on a dataset that fits is not decoded again; past the limit images are read each time.
+    The cached arrays are read-only: the caller copies (torch.tensor) before anything changes pixels."""
+
+    def __init__(self, limit_mb: float = 0):
+        self.limit, self.used, self.cached = int(limit_mb * 2 ** 20), 0, {}
+
+    def read(self, path: str) -> np.ndarray:
+        from objcrop.datasets import read_image
+
+        image = self.cached.get(path)
+        if image is None:
+            image = read_image(path)
+            if self.used + image.nbytes <= self.limit:
+                image.setflags(write=False)
+                self.cached[path], self.used = image, self.used + image.nbytes
+        return image
 
 
 class DatasetBackgrounds:

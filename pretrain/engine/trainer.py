@@ -117,7 +117,8 @@ class PretrainTrainer:
             self.device_augment = defer_augment(policy)
             self.logger.info(f"views: the loader's workers cut the crops; colour, grey, blur, solarize and flip run "
                              f"batched on {self.ctx.device} (VIEWS.AUGMENT_ON device)")
-        dataset = ViewPairDataset(records, policy, self.box_source, self.cfg.DATA.IMAGE_SIZE, items)
+        dataset = ViewPairDataset(records, policy, self.box_source, self.cfg.DATA.IMAGE_SIZE, items,
+                                  image_cache_mb=self.cfg.DATA.IMAGE_CACHE_MB)
         sampler = ShardedResumableSampler(len(dataset), self.batch_per_process, self.ctx.rank, self.ctx.world_size,
                                           self.cfg.PRETRAIN.SEED)
         loader = build_loader(dataset, sampler, self.cfg.DATA.NUM_WORKERS, self.ctx.device.type == "cuda")
