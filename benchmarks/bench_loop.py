@@ -19,6 +19,9 @@ processes share the same cores as the step's threads. This benchmark times, at a
   limit with the data included for one run, cores / (cores / step + 1 / loader): the pairs/s if the
   loader's work and the step's shared the cores without loss. Runs side by side can beat it: a step on
   one thread uses its core better than a step on all of them (bench_layout.py measures by how much).
+* **loader alone, decoded images cached**: the same with DATA.IMAGE_CACHE_MB after one untimed epoch (a
+  run's first epoch decodes every image once; its later epochs read them from the cache): against the
+  loader alone, what the cache saves each later epoch.
 * **bare limit**: a bare torchvision step of the same ResNet and precision on tensors of the same shape
   (bench_step.bare_step: forward the queries with gradient, backward, SGD, forward the keys), all the
   cores' threads: the compute limit.
@@ -31,6 +34,7 @@ each layout against the first one (by default the recipe's own; median, min, max
     python benchmarks/bench_loop.py --out benchmarks/out/loop.md [--quick] [--layouts 2:1 2:2 1:1 2:0 1:1x2]
 """
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -44,6 +48,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 QUICK_RECIPE = "pretrain/study/r18_b32_e12.yaml"
+# the loader-cached side's DATA.IMAGE_CACHE_MB: room for every image of the generated datasets
+CACHE_MB = "1024"
 
 
 def parse_args(argv=None):
@@ -79,8 +85,6 @@ def parse_args(argv=None):
 
 def recipe_cfg(args, data: str, out_dir: str, workers: int):
     """bench_tta.py's training config (the same recipe, policy and data), with the layout's loader workers."""
-    import copy
-
     import bench_tta
 
     with_workers = copy.copy(args)
@@ -163,10 +167,18 @@ def step_side(args, data: str, folder: str) -> dict:
     return timed(steps * trainer.cfg.PRETRAIN.BATCH_SIZE, start)
 
 
-def loader_side(args, data: str, folder: str) -> dict:
-    """The recipe's loader in this process (no workers), as many batches as a loop times after one warm-up."""
+def loader_side(args, data: str, folder: str, cached: bool = False) -> dict:
+    """The recipe's loader in this process (no workers), as many batches as a loop times after one warm-up.
+    cached: with DATA.IMAGE_CACHE_MB (CACHE_MB) and one untimed epoch first, which decodes every image
+    once, as a run's first epoch does: what each later epoch of a run costs its loader."""
+    if cached:
+        args = copy.copy(args)
+        args.opts = list(args.opts) + ["DATA.IMAGE_CACHE_MB", CACHE_MB]
     trainer = recipe_trainer(args, data, folder, 0)
     _, _, loader = trainer.build_data()
+    if cached:
+        for _ in loader:
+            pass
     batches = iter(loader)
     next(batches)
     steps = min(args.epochs * len(loader), len(loader) - 1)
@@ -213,8 +225,8 @@ def run_side(args, data: str) -> None:
         result = loop_side(args, data, folder, workers)
     elif kind == "step":
         result = step_side(args, data, folder)
-    elif kind == "loader":
-        result = loader_side(args, data, folder)
+    elif kind in ("loader", "loader-cached"):
+        result = loader_side(args, data, folder, cached=kind == "loader-cached")
     else:
         result = bare_side(args, data, folder)
     with open(os.path.join(folder, "result.json"), "w") as f:
@@ -253,6 +265,7 @@ def side_names(layouts, cores: int):
              for t, w, n in layouts}
     sides[f"step alone, {cores} thread(s)"] = ("step", cores, 0, 1)
     sides["loader alone, 1 thread"] = ("loader", 1, 0, 1)
+    sides["loader alone, 1 thread, decoded images cached"] = ("loader-cached", 1, 0, 1)
     sides[f"bare limit, {cores} thread(s)"] = ("bare", cores, 0, 1)
     return sides
 
@@ -278,6 +291,7 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
     loops = [n for n in names if sides[n][0] == "loop"]
     by_kind = {sides[n][0]: n for n in names if sides[n][0] != "loop"}
     step, loader, bare, own = by_kind["step"], by_kind["loader"], by_kind["bare"], loops[0]
+    cached = by_kind["loader-cached"]
     cores = os.cpu_count() or 1
     first = "the recipe's layout" if sides[own] == ("loop", cores, cfg.DATA.NUM_WORKERS, 1) else "the first layout"
     with_data = [cores / (cores / a + 1 / b) for a, b in zip(per_round[step], per_round[loader])]
@@ -287,7 +301,8 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
              f"settings: {args.recipe} ({p.ARCH}, batch {p.BATCH_SIZE}, {cfg.VIEWS.CROP_SIZE}-px views, K {p.MOCO.K}, "
              f"{'bf16 autocast on the CPU' if p.AMP_CPU else 'float32'}), {cfg.VIEWS.POLICY}"
              f"{' on ' + cfg.DATA.PROPOSALS + ' boxes' if cfg.DATA.PROPOSALS else ''}, {n_images} "
-             f"training images of study-plain; each loop timed over {args.epochs} epoch(s) after a warm-up epoch; "
+             f"training images of {args.data or 'a generated study-plain dataset'}; "
+             f"each loop timed over {args.epochs} epoch(s) after a warm-up epoch; "
              f"{args.rounds} round(s); {os.cpu_count()} logical CPUs; load average at the end "
              f"{os.getloadavg()[0]:.2f}; {wall_s:.0f} s in all", "",
              f"| side | pairs/s (median over rounds) | / bare limit | / step alone | / {first} |",
@@ -296,6 +311,11 @@ def report(args, cfg, sides, per_round, n_images, argv, wall_s):
         v = per_round[n]
         if n == loader:
             lines.append(f"| {n} | {statistics.median(v):.1f} | — | — | — |")
+            continue
+        if n == cached:
+            lines.append(f"| {n} (DATA.IMAGE_CACHE_MB {CACHE_MB}, after an untimed epoch) | "
+                         f"{statistics.median(v):.1f} | — | — | {ratio_cell(v, per_round[loader])} × the loader "
+                         f"alone |")
             continue
         against_own = ratio_cell(v, per_round[own]) if n in loops and n != own else "—"
         lines.append(f"| {n}{' (' + first + ')' if n == own else ''} | {statistics.median(v):.1f} | "
