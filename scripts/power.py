@@ -29,6 +29,9 @@ import yaml
 from scipy import stats
 
 from objcrop.errors import ObjcropError
+from objcrop.records import Provenance
+from objcrop.report import prereg
+from objcrop.report.aggregate import policy_shown
 from objcrop.report.baseline import baseline_policy, is_random_crop
 from objcrop.report.record import StudyRecord
 from objcrop.report.study_page import RETRAINED
@@ -50,7 +53,9 @@ def probe_scores(record_dir: str) -> Dict[Setting, List[float]]:
         if r.get("status") != "ok" or r.get("mAP") is None:
             continue
         p = r.get("pretrain") or {}
-        out[(study, p.get("method", "?"), p.get("policy", "none"), p.get("proposals", "none"),
+        # the policy as the page's rows name it: a run tag joins it (a tagged row is its own setting)
+        policy = policy_shown(Provenance.from_dict(p)) if p.get("policy") else "none"
+        out[(study, p.get("method", "?"), policy, p.get("proposals", "none"),
              int(p.get("epochs") or 0), r.get("arch") or p.get("arch", "?"))].append(100 * float(r["mAP"]))
     return out
 
@@ -64,12 +69,16 @@ def _learned(scores, s: Setting, alpha: float) -> bool:
     return stats.ttest_ind(mine, ref, equal_var=False).pvalue < alpha
 
 
-def learning_comparisons(scores, alpha: float) -> List[Tuple[Setting, Setting]]:
-    """(policy, its random-crop baseline) pairs of settings where at least one arm learned."""
+def learning_comparisons(scores, alpha: float, registration=None) -> List[Tuple[Setting, Setting]]:
+    """(policy, its random-crop baseline) pairs of settings where at least one arm learned, but the
+    comparisons `registration` (docs/preregistration.yaml) claims: they are read apart, once every seed
+    is in, never in this retrospective family."""
     pairs = []
     for s in sorted(scores):
         study, method, policy, proposals, epochs, arch = s
         if method in ("random_init", "supervised") or is_random_crop(policy):
+            continue
+        if (method, policy, proposals, str(epochs)) in prereg.registered_rows(registration, study):
             continue
         candidates = [k[2] for k in scores if k[0] == study and k[1] == method and k[4] == epochs and k[5] == arch
                       and k[3] == "none"]
@@ -129,7 +138,7 @@ def report(records: List[str], plan: dict) -> str:
     for s in sorted(k for k, v in scores.items() if len(v) >= 2):
         v = scores[s]
         lines.append(f"  {_fmt(s)}: n={len(v)} mean={statistics.mean(v):.2f} std={statistics.stdev(v):.2f}")
-    pairs = learning_comparisons(scores, plan["alpha"])
+    pairs = learning_comparisons(scores, plan["alpha"], prereg.load(os.path.join(REPO, prereg.PREREG)))
     arms = sorted({a for pair in pairs for a in pair if len(scores[a]) >= 2})
     lines.append(f"comparisons at a learning budget (an arm above random init, Welch p < {plan['alpha']}):")
     lines += [f"  {_fmt(a)}  vs  {b[2]}" for a, b in pairs]
