@@ -180,6 +180,23 @@ def run_name(prov: Provenance, batch_size: Optional[int] = None) -> str:
 # ----------------------------------------------------------------------------- results.json
 
 
+def cpuinfo_field(name: str) -> Optional[str]:
+    """The value of the first `name` line of Linux's /proc/cpuinfo ("model name", "flags"), or None
+    where there is no such file or line (the machine a run or a benchmark records)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == name), None)
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    """This machine's CPU model, as results.json and benchmarks/results.md name it."""
+    import platform
+
+    return cpuinfo_field("model name") or platform.processor() or "unknown CPU"
+
+
 def code_identity(package: Optional[str] = None) -> Dict[str, Any]:
     """The code this process runs: {"objcrop": version, "commit": the git commit or None, "dirty": whether
     tracked files differ from it, or None}. The commit is read only where objcrop's own files are the

@@ -7,6 +7,7 @@ import torch
 
 from objcrop.config import CfgNode
 from objcrop.errors import ConfigError
+from objcrop.records import cpuinfo_field
 
 
 def scaled_lr(cfg: CfgNode) -> float:
@@ -96,11 +97,7 @@ def cpu_has_native_bf16() -> bool:
     probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     if all(probes):
         return any(probe() for probe in probes)
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
+    flags = (cpuinfo_field("flags") or "").split()
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 

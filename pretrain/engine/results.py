@@ -140,10 +140,4 @@ def device_name(device) -> str:
 
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    model = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:  # not Linux
-        pass
-    return f"cpu: {model or 'unknown model'}, {torch.get_num_threads()} thread(s)"
+    return f"cpu: {records.cpu_model()}, {torch.get_num_threads()} thread(s)"
