@@ -24,8 +24,8 @@ from objcrop.report.plots import plot_budget_sweep
 from objcrop.report.record import StudyRecord
 from objcrop.report.study_runs import pretext_table, recall_table, view_pairs, view_stats_table
 from objcrop.report.study_setup import machine_line, not_run, setup_summary
-from objcrop.report.study_tables import (KNN, PROBE, detection_readings, gate_table, learnability_line, reading_table,
-                                         study_values)
+from objcrop.report.study_tables import (KNN, PROBE, RANDOM_INIT, OtherReferences, detection_readings, gate_table,
+                                         learnability_line, reading_table, study_values)
 
 RESULTS = os.path.join("docs", "results")
 # (option, its record, help): the studies the page shows, in order
@@ -45,6 +45,8 @@ STUDIES = [
 # Sections of backbones retrained for another measurement: their probe rows repeat runs that a
 # section above holds, so they stay out of the registered and re-read families (counted once).
 RETRAINED = {"study_plain_detect"}
+# Sections on another section's data (the same generator, seed and split): preset -> that section's preset
+SAME_DATA = {"study_gpu": "study", "study_plain_gpu": "study_plain", "study_plain_detect": "study_plain"}
 
 
 def add_arguments(p) -> None:
@@ -105,10 +107,12 @@ the chosen box yellow — and the two augmented views):
 
 
 def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str = "",
-            registered=frozenset()) -> str:
+            registered=frozenset(), other_references: Optional[OtherReferences] = None) -> str:
     """One study's part of docs/results.md. `same_data_as`: the title of a section whose data this
     study shares; its view statistics and proposal recall are not repeated here. `registered`: its
-    reading rows that the registration claims (printed apart, not in its exploratory tables)."""
+    reading rows that the registration claims (printed apart, not in its exploratory tables).
+    `other_references`: random-init rows of other architectures on the same data (the gate reads
+    this study's rows of those architectures against them)."""
     record = StudyRecord.open(study)
     values, arches = study_values(study)
     s = setup_summary(record)
@@ -132,11 +136,11 @@ def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str
 
 Probe mAP:
 
-{gate_table(values, PROBE, arches)}
+{gate_table(values, PROBE, arches, other_references)}
 
 kNN mAP:
 
-{gate_table(values, KNN, arches)}
+{gate_table(values, KNN, arches, other_references)}
 
 ### Reading (exploratory): each policy against random crops of the same method
 
@@ -208,6 +212,24 @@ def _sections(args) -> List[Tuple[str, str, str, str]]:
     return [s for s in all_ if os.path.isdir(s[1])]
 
 
+def same_data_references(sections: List[Tuple[str, str, str, str]]) -> dict:
+    """preset -> OtherReferences: for each section, the random-init rows of the sections on the same
+    data (SAME_DATA) whose architecture differs from its own: the CPU study's ResNet-50 runs are read
+    against the GPU section's ResNet-50 random init (same images, same probe)."""
+    loaded = {preset: study_values(os.path.abspath(study)) for _, study, preset, _ in sections}
+    out = {}
+    for preset, (_, arches) in loaded.items():
+        group = SAME_DATA.get(preset, preset)
+        own, refs = arches.get(RANDOM_INIT, ""), {}
+        for other, (values, other_arches) in loaded.items():
+            arch = other_arches.get(RANDOM_INIT, "")
+            if other != preset and SAME_DATA.get(other, other) == group and arch and arch != own \
+                    and values.get(RANDOM_INIT):
+                refs[arch] = (values[RANDOM_INIT], f"`{other}`")
+        out[preset] = refs
+    return out
+
+
 def _sweep_picture(studies, prereg, doc_dir: str) -> str:
     """Draws the budget sweep beside the page (results/budget_sweep.png); its markdown link, or ""."""
     panels = prereg_.sweep_panels(studies, prereg) if prereg else []
@@ -236,8 +258,10 @@ def write_page(args) -> str:
     detection = detection_section(args.detect_curve, doc_dir)
     if detection:
         parts.append(detection)
+    references = same_data_references(sections)
     for title, study, preset, same in sections:
         parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same,
-                             registered=prereg_.registered_rows(prereg, preset)))
+                             registered=prereg_.registered_rows(prereg, preset),
+                             other_references=references.get(preset)))
     write_text_atomic(args.out, "\n\n".join(parts) + "\n")
     return args.out

@@ -148,10 +148,18 @@ def detection_readings(values, registered: Collection[Row] = ()) -> str:
                    for column in detection_columns(values))
 
 
-def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None) -> str:
+# arch -> (the random-init row's columns, where they come from): the random init of another
+# architecture, from a section on the same data and probe (study_page.same_data_references)
+OtherReferences = Dict[str, Tuple[Dict[str, List[float]], str]]
+
+
+def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None,
+               other_references: Optional[OtherReferences] = None) -> str:
     """Did a backbone learn anything? Every row against the randomly initialised backbone of its
-    architecture (a row of another architecture than the reference gets no Δ: it names its own)."""
+    architecture: this study's own, or for another architecture the one `other_references` holds
+    (a row whose architecture has neither gets no Δ: it names the reference it lacks)."""
     arches = arches or {}
+    other_references = other_references or {}
     ref_key = RANDOM_INIT
     base = values.get(ref_key, {}).get(column, [])
     lines = ["| backbone | epochs | score | Δ vs random init | Welch p |", "|---|---|---:|---:|---:|"]
@@ -167,13 +175,18 @@ def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None) -> 
         mine = cols[column]
         name = " ".join(x for x in (method, policy, proposals) if x not in ("none", ""))
         arch = arches.get((method, policy, proposals, epochs), "")
+        ref, where = base, ""
         if arch and arch != arches.get(ref_key, arch):
-            lines.append(f"| {name} ({arch}) | {epochs or '—'} | {fmt_runs(mine)} | — (the reference is a "
-                         f"{arches[ref_key]}) | — |")
-            continue
-        p = _welch_p(mine, base)
+            other = other_references.get(arch, ({}, ""))
+            ref, where = other[0].get(column, []), other[1]
+            if not ref:
+                lines.append(f"| {name} ({arch}) | {epochs or '—'} | {fmt_runs(mine)} | — (the reference is a "
+                             f"{arches[ref_key]}) | — |")
+                continue
+            name, where = f"{name} ({arch})", f" (vs {where}'s {arch} random init, {fmt_runs(ref)})"
+        p = _welch_p(mine, ref)
         lines.append(f"| {name} | {epochs or '—'} | {fmt_runs(mine)} | "
-                     f"{statistics.mean(mine) - statistics.mean(base):+.1f} | {'—' if p is None else f'{p:.3f}'} |")
+                     f"{statistics.mean(mine) - statistics.mean(ref):+.1f}{where} | {'—' if p is None else f'{p:.3f}'} |")
     return "\n".join(lines)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from objcrop.io import append_jsonl, write_text_atomic
 from objcrop.records import Provenance, results, write_results
-from objcrop.report import study_tables
+from objcrop.report import study_page, study_tables
 from objcrop.report.cli import main as report_main
 from objcrop.report.record import StudyRecord
 from objcrop.report.study_runs import pretext_table, run_tail
@@ -104,6 +104,33 @@ def test_gate_compares_a_backbone_only_with_random_init_of_its_architecture():
     table = study_tables.gate_table(values, col, arches)
     assert "| moco_v2 random | 3 | 36.0 ± 1.4 (n=2) | +5.0 |" in table
     assert "| moco_v2 random-r50 (resnet50) | 20 | 29.0 (n=1) | — (the reference is a resnet18) | — |" in table
+
+
+def test_gate_reads_another_architecture_against_its_random_init_from_a_section_on_the_same_data():
+    col = study_tables.PROBE
+    values = {("random_init", "none", "none", ""): {col: [30.0, 32.0]},
+              ("moco_v2", "random-r50", "none", "100"): {col: [40.0, 42.0]}}
+    arches = {("random_init", "none", "none", ""): "resnet18", ("moco_v2", "random-r50", "none", "100"): "resnet50"}
+    r50_init = {col: [20.0, 22.0]}
+    table = study_tables.gate_table(values, col, arches, {"resnet50": (r50_init, "`study_gpu`")})
+    p = study_tables._welch_p([40.0, 42.0], [20.0, 22.0])
+    assert (f"| moco_v2 random-r50 (resnet50) | 100 | 41.0 ± 1.4 (n=2) | +20.0 (vs `study_gpu`'s resnet50 random "
+            f"init, 21.0 ± 1.4 (n=2)) | {p:.3f} |") in table
+    # a reference of another architecture than the row's is not used
+    table = study_tables.gate_table(values, col, arches, {"resnet101": (r50_init, "`study_gpu`")})
+    assert "— (the reference is a resnet18)" in table
+
+
+def test_sections_on_the_same_data_lend_each_other_their_random_init_of_another_architecture():
+    sections = [(t, os.path.join(REPO, "docs", "results", s), s, "") for t, s in
+                (("cpu", "study"), ("gpu", "study_gpu"), ("plain", "study_plain"), ("hard", "study_hard"))]
+    refs = study_page.same_data_references(sections)
+    gpu_values, gpu_arches = study_tables.study_values(os.path.join(REPO, "docs", "results", "study_gpu"))
+    assert gpu_arches[study_tables.RANDOM_INIT] == "resnet50"
+    assert refs["study"] == {"resnet50": (gpu_values[study_tables.RANDOM_INIT], "`study_gpu`")}
+    assert set(refs["study_gpu"]) == {"resnet18"}
+    # other data lends nothing: the hard variant's and the control's random init are ResNet-18s on other images
+    assert refs["study_hard"] == {} and refs["study_plain"] == {}
 
 
 def test_reading_reads_a_tagged_run_against_the_random_crops_with_its_tag():
