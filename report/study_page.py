@@ -212,11 +212,11 @@ def _sections(args) -> List[Tuple[str, str, str, str]]:
     return [s for s in all_ if os.path.isdir(s[1])]
 
 
-def same_data_references(sections: List[Tuple[str, str, str, str]]) -> dict:
-    """preset -> OtherReferences: for each section, the random-init rows of the sections on the same
-    data (SAME_DATA) whose architecture differs from its own: the CPU study's ResNet-50 runs are read
-    against the GPU section's ResNet-50 random init (same images, same probe)."""
-    loaded = {preset: study_values(os.path.abspath(study)) for _, study, preset, _ in sections}
+def same_data_references(loaded: dict) -> dict:
+    """preset -> OtherReferences: for each section (`loaded`: preset -> its study_values), the
+    random-init rows of the sections on the same data (SAME_DATA) whose architecture differs from its
+    own: the CPU study's ResNet-50 runs are read against the GPU section's ResNet-50 random init
+    (same images, same probe)."""
     out = {}
     for preset, (_, arches) in loaded.items():
         group = SAME_DATA.get(preset, preset)
@@ -248,8 +248,8 @@ def write_page(args) -> str:
         parts.append(f"**Wall time of scripts/study.sh**: {wall}.")
     sections = _sections(args)
     prereg = prereg_.load(args.prereg)
-    studies = {preset: study_values(os.path.abspath(study)) for _, study, preset, _ in sections
-               if preset not in RETRAINED}
+    loaded = {preset: study_values(os.path.abspath(study)) for _, study, preset, _ in sections}
+    studies = {preset: v for preset, v in loaded.items() if preset not in RETRAINED}
     parts.append(prereg_.registered_section(prereg, studies, args.prereg))
     parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
     sweep = prereg_.sweep_section(studies, prereg, _sweep_picture(studies, prereg, doc_dir))
@@ -258,7 +258,7 @@ def write_page(args) -> str:
     detection = detection_section(args.detect_curve, doc_dir)
     if detection:
         parts.append(detection)
-    references = same_data_references(sections)
+    references = same_data_references(loaded)
     for title, study, preset, same in sections:
         parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same,
                              registered=prereg_.registered_rows(prereg, preset),

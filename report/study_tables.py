@@ -175,18 +175,18 @@ def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None,
         mine = cols[column]
         name = " ".join(x for x in (method, policy, proposals) if x not in ("none", ""))
         arch = arches.get((method, policy, proposals, epochs), "")
-        ref, where = base, ""
+        ref, against = base, ""
         if arch and arch != arches.get(ref_key, arch):
-            other = other_references.get(arch, ({}, ""))
-            ref, where = other[0].get(column, []), other[1]
+            ref_columns, source = other_references.get(arch, ({}, ""))
+            ref = ref_columns.get(column, [])
             if not ref:
                 lines.append(f"| {name} ({arch}) | {epochs or '—'} | {fmt_runs(mine)} | — (the reference is a "
                              f"{arches[ref_key]}) | — |")
                 continue
-            name, where = f"{name} ({arch})", f" (vs {where}'s {arch} random init, {fmt_runs(ref)})"
+            name, against = f"{name} ({arch})", f" (vs {source}'s {arch} random init, {fmt_runs(ref)})"
         p = _welch_p(mine, ref)
         lines.append(f"| {name} | {epochs or '—'} | {fmt_runs(mine)} | "
-                     f"{statistics.mean(mine) - statistics.mean(ref):+.1f}{where} | {'—' if p is None else f'{p:.3f}'} |")
+                     f"{statistics.mean(mine) - statistics.mean(ref):+.1f}{against} | {'—' if p is None else f'{p:.3f}'} |")
     return "\n".join(lines)
 
 

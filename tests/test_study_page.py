@@ -122,9 +122,8 @@ def test_gate_reads_another_architecture_against_its_random_init_from_a_section_
 
 
 def test_sections_on_the_same_data_lend_each_other_their_random_init_of_another_architecture():
-    sections = [(t, os.path.join(REPO, "docs", "results", s), s, "") for t, s in
-                (("cpu", "study"), ("gpu", "study_gpu"), ("plain", "study_plain"), ("hard", "study_hard"))]
-    refs = study_page.same_data_references(sections)
+    refs = study_page.same_data_references({s: study_tables.study_values(os.path.join(REPO, "docs", "results", s))
+                                            for s in ("study", "study_gpu", "study_plain", "study_hard")})
     gpu_values, gpu_arches = study_tables.study_values(os.path.join(REPO, "docs", "results", "study_gpu"))
     assert gpu_arches[study_tables.RANDOM_INIT] == "resnet50"
     assert refs["study"] == {"resnet50": (gpu_values[study_tables.RANDOM_INIT], "`study_gpu`")}
