@@ -4,7 +4,9 @@
 
 Writes DIR/results.md, DIR/results.csv, DIR/results.tex (booktabs), DIR/runs.csv (one
 line per results.json, for anyone who wants to re-aggregate) and PNG plots in
-DIR/plots/. Every file is written atomically, so a reader never sees half a table.
+DIR/plots/. Every file is written atomically, so a reader never sees half a table. With
+`--registration`, the scores of a registered arm stay out of the tables and plots until its
+comparison is complete (docs/preregistration.md: fixed n, no peeking).
 """
 import argparse
 import csv
@@ -21,9 +23,10 @@ from objcrop.io import write_text_atomic
 from objcrop.logger import setup_logger
 from objcrop.report.aggregate import Flag, Table, build_table, measurements_of, pretrain_flag, row_key
 from objcrop.report.collect import Collection, collect, loss_curve
-from objcrop.report import study_page
+from objcrop.report import prereg, study_page
 from objcrop.report.plots import write_plots
 from objcrop.report.record import StudyRecord
+from objcrop.report.study_tables import pretrain_row, runs_csv_values
 from objcrop.report.tables import to_csv, to_latex, to_markdown
 
 logger = logging.getLogger("objcrop.report")
@@ -52,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decimals", type=int, default=1, help="decimals shown in md/tex tables (default: 1)")
     p.add_argument("--title", default="objcrop results", help="title of results.md (default: %(default)s)")
     p.add_argument("--no-plots", action="store_true", help="write the tables only")
+    p.add_argument("--registration", metavar="YAML",
+                   help="a preregistration (docs/preregistration.yaml): the probe and detection scores of its "
+                        "registered arms are left out of the tables and plots until both arms of their "
+                        "hypothesis hold every registered seed (fixed n, no peeking); runs.csv keeps them. "
+                        "Needs --study")
+    p.add_argument("--study", metavar="NAME",
+                   help="the registration's name for the study these runs belong to (its hypotheses' "
+                        "`study`, e.g. study_hard)")
     return p
 
 
@@ -113,11 +124,30 @@ def _preamble(collection: Collection) -> str:
             f"({counts}) under {roots}.")
 
 
+def _withholding(collection: Collection, runs_text: str, registration: Optional[dict], study: str):
+    """(the collection without the withheld scores, a sentence saying what was withheld): the scores
+    of registered arms whose comparison is not complete (report/prereg.py: interim_rows). Their
+    pretraining runs stay, so the table still shows that they ran."""
+    withheld = prereg.interim_rows(registration, study, runs_csv_values(io.StringIO(runs_text))[0])
+    if not withheld:
+        return collection, ""
+    kept = [r for r in collection.runs if r.stage == "pretrain" or pretrain_row(r.data.get("pretrain")) not in withheld]
+    arms = ", ".join(f"`{' '.join(row[1:3])}` (e{row[3]})" for row in sorted(withheld))
+    note = (f" The probe and detection scores of {len(collection.runs) - len(kept)} of them are withheld (their "
+            f"rows show '—'): they belong to the registered arms {arms}, each read only once both arms of its "
+            f"hypothesis hold all {registration['seeds_per_arm']} registered seeds (docs/preregistration.md: "
+            f"fixed n, no peeking); runs.csv keeps them, as the record does.")
+    return Collection(roots=collection.roots, runs=kept, unreadable=collection.unreadable), note
+
+
 def write_report(roots: List[str], out_dir: str, decimals: int = 1, title: str = "objcrop results",
-                 plots: bool = True) -> dict:
-    """Collect, aggregate and write everything; returns the paths written and the table."""
+                 plots: bool = True, registration: Optional[dict] = None, study: str = "") -> dict:
+    """Collect, aggregate and write everything; returns the paths written and the table. With a
+    `registration`, the scores of `study`'s registered arms are withheld until complete."""
     collection = collect(roots)
-    table = results_table(collection)
+    runs_text = runs_csv(collection)
+    shown, withheld_note = _withholding(collection, runs_text, registration, study)
+    table = results_table(shown)
     os.makedirs(out_dir, exist_ok=True)
     paths = {
         "md": os.path.join(out_dir, "results.md"),
@@ -126,14 +156,15 @@ def write_report(roots: List[str], out_dir: str, decimals: int = 1, title: str =
         "runs_csv": os.path.join(out_dir, "runs.csv"),
     }
     plot_paths = write_plots(table, loss_curves(collection), os.path.join(out_dir, "plots")) if plots else []
-    markdown = to_markdown(table, decimals, title=title, preamble=_preamble(collection))
+    markdown = to_markdown(table, decimals, title=title, preamble=_preamble(collection) + withheld_note)
     if plot_paths:
         markdown += "\n" + "\n".join(f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plot_paths) + "\n"
     write_text_atomic(paths["csv"], to_csv(table))
     write_text_atomic(paths["tex"], to_latex(table, decimals))
-    write_text_atomic(paths["runs_csv"], runs_csv(collection))
+    write_text_atomic(paths["runs_csv"], runs_text)
     write_text_atomic(paths["md"], markdown)  # last: its presence means the report is complete
-    return {"paths": paths, "plots": plot_paths, "table": table, "collection": collection}
+    return {"paths": paths, "plots": plot_paths, "table": table, "collection": collection,
+            "withheld": len(collection.runs) - len(shown.runs)}
 
 
 def study_main(argv: List[str]) -> int:
@@ -173,11 +204,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.decimals < 0:
         raise ObjcropError(f"--decimals must be ≥ 0, got {args.decimals}")
+    if bool(args.registration) != bool(args.study):
+        raise ObjcropError("--registration and --study go together: the registration names its arms per study")
+    registration = prereg.load(args.registration) if args.registration else None
+    if args.registration and registration is None:
+        raise ObjcropError(f"--registration {args.registration}: no such file")
     setup_logger("objcrop.report")
-    out = write_report(args.runs, args.out, args.decimals, args.title, plots=not args.no_plots)
+    if registration and not any(h["study"] == args.study for h in registration["hypotheses"]):
+        logger.warning("--study %s: %s registers no hypothesis on it (its studies: %s): nothing is withheld",
+                       args.study, args.registration,
+                       ", ".join(sorted({h["study"] for h in registration["hypotheses"]})))
+    out = write_report(args.runs, args.out, args.decimals, args.title, plots=not args.no_plots,
+                       registration=registration, study=args.study or "")
     collection, table = out["collection"], out["table"]
     logger.info("collected %d results.json files (%d unreadable) → %d rows × %d columns",
                 len(collection.runs), len(collection.unreadable), len(table.rows), len(table.columns))
+    if out["withheld"]:
+        logger.info("withheld the scores of %d results.json files of registered arms not yet complete (runs.csv "
+                    "keeps them)", out["withheld"])
     flags = table.all_flags()
     if flags:
         logger.warning("%d flagged run(s) (failed or NaN), listed under the table", len(flags))

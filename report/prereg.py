@@ -89,6 +89,26 @@ def _status(prereg: dict, h: dict, studies: Studies, column: str) -> dict:
     return {**out, **comparison(mine, base), "status": "complete"}
 
 
+def interim_rows(prereg: Optional[dict], study: str, values: dict) -> Set[Row]:
+    """The registered arms of `study` whose scores must not be shown yet (fixed n, no peeking): an arm
+    holding a score in a registered column (primary or secondary) whose comparison is not complete,
+    i.e. one of its two arms lacks some of the registered seeds. The report's tables and plots, the
+    page's gate and pretext tables and scripts/power.py leave those scores out until then; the record
+    and the report's runs.csv keep them (they are the data, not a reading)."""
+    if not prereg:
+        return set()
+    studies = {study: (values, {})}
+    out = set()
+    for h in prereg["hypotheses"]:
+        if h["study"] != study:
+            continue
+        for column in [prereg["primary_column"], *prereg["secondary_columns"]]:
+            r = _status(prereg, h, studies, column)
+            if r.get("n") and r["status"] != "complete":
+                out.add(r["row"])
+    return out
+
+
 def registered_table(prereg: dict, studies: Studies, column: str, primary: bool) -> str:
     rows = [(h, _status(prereg, h, studies, column)) for h in prereg["hypotheses"]]
     complete = [r.get("p") if r["status"] == "complete" else None for _, r in rows]

@@ -107,12 +107,14 @@ the chosen box yellow — and the two augmented views):
 
 
 def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str = "",
-            registered=frozenset(), other_references: Optional[OtherReferences] = None) -> str:
+            registered=frozenset(), other_references: Optional[OtherReferences] = None,
+            withheld=frozenset()) -> str:
     """One study's part of docs/results.md. `same_data_as`: the title of a section whose data this
     study shares; its view statistics and proposal recall are not repeated here. `registered`: its
     reading rows that the registration claims (printed apart, not in its exploratory tables).
     `other_references`: random-init rows of other architectures on the same data (the gate reads
-    this study's rows of those architectures against them)."""
+    this study's rows of those architectures against them). `withheld`: registered rows whose
+    comparison is not complete; their scores are not shown (prereg.interim_rows)."""
     record = StudyRecord.open(study)
     values, arches = study_values(study)
     s = setup_summary(record)
@@ -136,11 +138,11 @@ def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str
 
 Probe mAP:
 
-{gate_table(values, PROBE, arches, other_references)}
+{gate_table(values, PROBE, arches, other_references, withheld)}
 
 kNN mAP:
 
-{gate_table(values, KNN, arches, other_references)}
+{gate_table(values, KNN, arches, other_references, withheld)}
 
 ### Reading (exploratory): each policy against random crops of the same method
 
@@ -161,7 +163,7 @@ kNN mAP:
 
 BYOL's loss is a regression loss (no chance level, no ranking).
 
-{pretext_table(record)}
+{pretext_table(record, withheld)}
 
 ### Plots
 
@@ -262,6 +264,7 @@ def write_page(args) -> str:
     for title, study, preset, same in sections:
         parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same,
                              registered=prereg_.registered_rows(prereg, preset),
-                             other_references=references.get(preset)))
+                             other_references=references.get(preset),
+                             withheld=prereg_.interim_rows(prereg, preset, loaded[preset][0])))
     write_text_atomic(args.out, "\n\n".join(parts) + "\n")
     return args.out

@@ -8,10 +8,11 @@ import math
 import os
 import statistics
 from collections import defaultdict
-from typing import Any, Dict, List, Optional
+from typing import Any, Collection, Dict, List, Optional
 
 from objcrop.records import Provenance
 from objcrop.report.record import StudyRecord
+from objcrop.report.study_tables import WITHHELD, Row, pretrain_row
 from objcrop.view_stats import format_view_stats
 
 PRETRAIN = "runs/pretrain/"
@@ -70,11 +71,18 @@ PRETEXT_HEADER = [
     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
 
-def _pretext_line(record: StudyRecord, key: str, results: dict, tail: dict) -> str:
-    first, loss, acc = tail["first"], tail["last"], tail["acc"]
-    name = key[len(PRETRAIN):]
+def _probe_text(record: StudyRecord, name: str, withheld: bool) -> str:
+    """The probe's mAP and feature spectrum cells of one pretraining run."""
+    if withheld:
+        return f"{WITHHELD} | — |"
     probe = record.results(f"{PROBE}{name}/results.json") or {}
     mAP = probe.get("mAP")
+    return f"{'—' if mAP is None else f'{100 * mAP:.1f}'} | {_spectrum_text(probe.get('features'))} |"
+
+
+def _pretext_line(record: StudyRecord, key: str, results: dict, tail: dict, withheld: bool) -> str:
+    first, loss, acc = tail["first"], tail["last"], tail["acc"]
+    name = key[len(PRETRAIN):]
     iters = results.get("iterations", "—")
     moco = _config_value(record, key, "PRETRAIN.METHOD") == "moco_v2"
     k = _config_value(record, key, "PRETRAIN.MOCO.K") if moco else None
@@ -83,19 +91,20 @@ def _pretext_line(record: StudyRecord, key: str, results: dict, tail: dict) -> s
     lowest = f"{tail['lowest']:.2f} ({tail['lowest_epoch']} of {tail['epochs']})"
     spread_txt = "—" if tail["spread"] is None else f"{tail['spread']:.2f}"
     return (f"| {name} | {iters} | {'—' if first is None else f'{first:.2f}'} | {lowest} | {loss:.2f} | {chance} | "
-            f"{acc_txt} | {spread_txt} | {'—' if mAP is None else f'{100 * mAP:.1f}'} | "
-            f"{_spectrum_text(probe.get('features'))} |")
+            f"{acc_txt} | {spread_txt} | {_probe_text(record, name, withheld)}")
 
 
-def pretext_table(record: StudyRecord) -> str:
+def pretext_table(record: StudyRecord, withheld: Collection[Row] = ()) -> str:
     """How well each run learned its own task: MoCo's loss against ln(K+1) (the loss of a
-    network that cannot tell its positive key from the queue) and how often the positive wins."""
+    network that cannot tell its positive key from the queue) and how often the positive wins.
+    The probe cells of a run of a row in `withheld` (a registered arm not yet complete) are withheld."""
     lines = list(PRETEXT_HEADER)
     for key in pretrain_keys(record):
         results = record.results(key + "/results.json") or {}
         tail = run_tail(record.metrics(key)) if results.get("status") == "ok" else None
         if tail is not None:
-            lines.append(_pretext_line(record, key, results, tail))
+            withhold = pretrain_row(results.get("pretrain")) in withheld
+            lines.append(_pretext_line(record, key, results, tail, withhold))
     if len(lines) == len(PRETEXT_HEADER):
         return "_(no finished pretraining run)_"
     # the references' probe features, to read the last column against

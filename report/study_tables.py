@@ -11,9 +11,10 @@ import math
 import os
 import statistics
 from collections import defaultdict
-from typing import Collection, Dict, List, Optional, Tuple
+from typing import Collection, Dict, Iterable, List, Optional, Tuple
 
 from objcrop.report import stats
+from objcrop.report.aggregate import row_key
 from objcrop.report.baseline import BASELINE_POLICY, baseline_policy, is_random_crop
 
 PROBE = "probe mAP (synth:test)"
@@ -23,22 +24,34 @@ Row = Tuple[str, str, str, str]  # method, policy, proposals, epochs ("" for ref
 RANDOM_INIT: Row = ("random_init", "none", "none", "")  # the reference row every backbone is read against
 
 
+def pretrain_row(pretrain: object) -> Row:
+    """The row of a run from its results.json "pretrain" block, as runs.csv writes it."""
+    key = row_key(pretrain)
+    return key.method, key.policy, key.proposals, "" if key.epochs is None else str(key.epochs)
+
+
 def study_values(study: str) -> Tuple[Dict[Row, Dict[str, List[float]]], Dict[Row, str]]:
-    """From the report's runs.csv, in one pass: (method, policy, proposals, epochs) -> column ->
-    one value per pretraining run, and the same key -> the backbone architecture(s) of its runs.
-    The unit is the pretraining run: a checkpoint fine-tuned with several detection seeds gives the
-    mean over them, since those runs share one pretraining and are not independent replicates."""
+    """From the report's runs.csv (`study`/report/runs.csv; none: empty): see `runs_csv_values`."""
+    path = os.path.join(study, "report", "runs.csv")
+    if not os.path.isfile(path):
+        return runs_csv_values([])
+    with open(path, newline="", encoding="utf-8") as f:
+        return runs_csv_values(f)
+
+
+def runs_csv_values(lines: Iterable[str]) -> Tuple[Dict[Row, Dict[str, List[float]]], Dict[Row, str]]:
+    """From the lines of a report's runs.csv, in one pass: (method, policy, proposals, epochs) ->
+    column -> one value per pretraining run, and the same key -> the backbone architecture(s) of its
+    runs. The unit is the pretraining run: a checkpoint fine-tuned with several detection seeds gives
+    the mean over them, since those runs share one pretraining and are not independent replicates."""
     units: Dict[Row, Dict[str, Dict[str, List[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     arches: Dict[Row, set] = defaultdict(set)
-    path = os.path.join(study, "report", "runs.csv")
-    if os.path.isfile(path):
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                key = (row["method"], row["policy"], row["proposals"], row["epochs"])
-                arches[key].add(row.get("arch") or "")
-                if row["status"] == "ok" and row["value"] not in ("", None) and not row["flag"]:
-                    unit = row.get("pretrain_seed") or row["run_dir"]
-                    units[key][row["column"]][unit].append(float(row["value"]))
+    for row in csv.DictReader(lines):
+        key = (row["method"], row["policy"], row["proposals"], row["epochs"])
+        arches[key].add(row.get("arch") or "")
+        if row["status"] == "ok" and row["value"] not in ("", None) and not row["flag"]:
+            unit = row.get("pretrain_seed") or row["run_dir"]
+            units[key][row["column"]][unit].append(float(row["value"]))
     out: Dict[Row, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     for key, cols in units.items():
         for column, by_unit in cols.items():
@@ -148,16 +161,21 @@ def detection_readings(values, registered: Collection[Row] = ()) -> str:
                    for column in detection_columns(values))
 
 
+# what a table prints for the score of a registered arm before its comparison is complete
+WITHHELD = "withheld: registered, read once complete"
+
+
 # arch -> (the random-init row's columns, where they come from): the random init of another
 # architecture, from a section on the same data and probe (study_page.same_data_references)
 OtherReferences = Dict[str, Tuple[Dict[str, List[float]], str]]
 
 
 def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None,
-               other_references: Optional[OtherReferences] = None) -> str:
+               other_references: Optional[OtherReferences] = None, withheld: Collection[Row] = ()) -> str:
     """Did a backbone learn anything? Every row against the randomly initialised backbone of its
     architecture: this study's own, or for another architecture the one `other_references` holds
-    (a row whose architecture has neither gets no Δ: it names the reference it lacks)."""
+    (a row whose architecture has neither gets no Δ: it names the reference it lacks). A row in
+    `withheld` (a registered arm not yet complete: prereg.interim_rows) shows its seed count only."""
     arches = arches or {}
     other_references = other_references or {}
     ref_key = RANDOM_INIT
@@ -174,6 +192,9 @@ def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None,
             continue
         mine = cols[column]
         name = " ".join(x for x in (method, policy, proposals) if x not in ("none", ""))
+        if (method, policy, proposals, epochs) in withheld:
+            lines.append(f"| {name} | {epochs or '—'} | {WITHHELD} (n={len(mine)}) | — | — |")
+            continue
         arch = arches.get((method, policy, proposals, epochs), "")
         ref, against = base, ""
         if arch and arch != arches.get(ref_key, arch):

@@ -69,6 +69,11 @@ def _learned(scores, s: Setting, alpha: float) -> bool:
     return stats.ttest_ind(mine, ref, equal_var=False).pvalue < alpha
 
 
+def _registered(registration, s: Setting) -> bool:
+    study, method, policy, proposals, epochs, _ = s
+    return (method, policy, proposals, str(epochs)) in prereg.registered_rows(registration, study)
+
+
 def learning_comparisons(scores, alpha: float, registration=None) -> List[Tuple[Setting, Setting]]:
     """(policy, its random-crop baseline) pairs of settings where at least one arm learned, but the
     comparisons `registration` (docs/preregistration.yaml) claims: they are read apart, once every seed
@@ -78,7 +83,7 @@ def learning_comparisons(scores, alpha: float, registration=None) -> List[Tuple[
         study, method, policy, proposals, epochs, arch = s
         if method in ("random_init", "supervised") or is_random_crop(policy):
             continue
-        if (method, policy, proposals, str(epochs)) in prereg.registered_rows(registration, study):
+        if _registered(registration, s):
             continue
         candidates = [k[2] for k in scores if k[0] == study and k[1] == method and k[4] == epochs and k[5] == arch
                       and k[3] == "none"]
@@ -134,11 +139,13 @@ def report(records: List[str], plan: dict) -> str:
     scores: Dict[Setting, List[float]] = {}
     for r in records:
         scores.update(probe_scores(r))
+    registration = prereg.load(os.path.join(REPO, prereg.PREREG))
     lines = ["probe mAP (%) per setting with >= 2 seeds: n, mean, std"]
-    for s in sorted(k for k, v in scores.items() if len(v) >= 2):
+    # a registered arm's scores are read in the page's registered table only (fixed n, no peeking)
+    for s in sorted(k for k, v in scores.items() if len(v) >= 2 and not _registered(registration, k)):
         v = scores[s]
         lines.append(f"  {_fmt(s)}: n={len(v)} mean={statistics.mean(v):.2f} std={statistics.stdev(v):.2f}")
-    pairs = learning_comparisons(scores, plan["alpha"], prereg.load(os.path.join(REPO, prereg.PREREG)))
+    pairs = learning_comparisons(scores, plan["alpha"], registration)
     arms = sorted({a for pair in pairs for a in pair if len(scores[a]) >= 2})
     lines.append(f"comparisons at a learning budget (an arm above random init, Welch p < {plan['alpha']}):")
     lines += [f"  {_fmt(a)}  vs  {b[2]}" for a, b in pairs]

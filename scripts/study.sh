@@ -37,7 +37,9 @@ PY="${PYTHON:-$(dirname "$HERE")/.venv/bin/python}"  # the Python run_pipeline.s
 for v in study study_hard study_plain; do
   "$PY" "$HERE/study_extras.py" "$OUT/$v" || exit 1
   "$PY" -m objcrop report record "$OUT/$v" "$RECORDS/$v" || exit 1
-  "$PY" -m objcrop report "$RECORDS/$v/runs" --out "$RECORDS/$v/report" || exit 1
+  # a registered arm's scores stay out of the report until its comparison is complete
+  "$PY" -m objcrop report "$RECORDS/$v/runs" --out "$RECORDS/$v/report" \
+    --registration "$DOCS/preregistration.yaml" --study "$v" || exit 1
 done
 "$PY" -m objcrop report study --study "$RECORDS/study" --hard "$RECORDS/study_hard" --plain "$RECORDS/study_plain" \
   --gpu "$RECORDS/study_gpu" --plain-gpu "$RECORDS/study_plain_gpu" --wall-time "$OUT/study_wall_time.txt" \

@@ -217,3 +217,110 @@ def test_the_ranked_store_may_differ_between_variants():
     # a variant the mapping leaves out stays pending
     plan["amendment"]["ranked_proposals"] = {"study": "selective-search-top10"}
     assert prereg.hypothesis_row(plan, plan["hypotheses"][3]) == (None, None)
+
+
+def test_a_registered_arm_is_interim_while_either_arm_lacks_a_seed_in_any_registered_column():
+    plan = _plan(n=3)
+    gt, ranked = ("moco_v2", "obj-obj-dilate-b256", "gt", "100"), ("moco_v2", "obj-obj-dilate-b256", "bing-top10", "100")
+    assert prereg.interim_rows(plan, "study", _values([50, 51], [], [40, 41, 42])) == {gt}  # the arm lacks one
+    assert prereg.interim_rows(plan, "study", _values([50, 51, 52], [], [40, 41])) == {gt}  # its baseline does
+    assert prereg.interim_rows(plan, "study", _values([50, 51, 52], [40], [40, 41, 42])) == {ranked}
+    assert prereg.interim_rows(plan, "study", _values([50, 51, 52], [], [40, 41, 42])) == set()  # complete
+    values = _values([50, 51, 52], [], [40, 41, 42])
+    values[gt]["VOC AP50 (voc:test)"] = [30.0]  # a secondary score of one seed: not shown either
+    assert prereg.interim_rows(plan, "study", values) == {gt}
+    assert prereg.interim_rows(plan, "study_plain", values) == set() and prereg.interim_rows(None, "study", values) == set()
+
+
+def _probe_run(root, policy, proposals, seed, mAP, tag="b256"):
+    from objcrop.records import Provenance, results, write_results
+
+    prov = Provenance("moco_v2", policy, proposals, 100, "resnet18", "synth:/d:train", seed, tag=tag)
+    name = f"moco_v2_{policy}-{tag}_{proposals}_s{seed}"
+    write_results(os.path.join(root, "runs", "pretrain", name),
+                  results("pretrain", "ok", prov, iterations=4, final_loss=2.0, code="test"))
+    write_results(os.path.join(root, "runs", "probe", name),
+                  results("probe", "ok", prov, dataset="synth:/d:test", mAP=mAP, code="test"))
+
+
+def test_report_withholds_a_registered_arms_scores_until_both_arms_hold_every_seed(tmp_path):
+    """`objcrop report --registration`: a registered arm's probe score is in no table or plot before its
+    comparison is complete (runs.csv keeps it); then it is shown like any other."""
+    from objcrop.report.cli import main as report_main
+
+    registration = tmp_path / "prereg.yaml"
+    registration.write_text(yaml.safe_dump(_plan(n=2)))
+    runs = str(tmp_path / "runs")
+    for seed, mAP in ((0, 0.401), (1, 0.412)):
+        _probe_run(runs, "random", "none", seed, mAP)
+    _probe_run(runs, "obj-obj-dilate", "gt", 0, 0.573)
+    argv = [runs, "--out", str(tmp_path / "rep"), "--registration", str(registration), "--study", "study",
+            "--no-plots"]
+    assert report_main(argv) == 0
+    read = lambda name: (tmp_path / "rep" / name).read_text()  # noqa: E731
+    for name in ("results.md", "results.csv", "results.tex"):
+        assert "57.3" not in read(name) and "0.573" not in read(name), name
+    assert "40.6" in read("results.md")  # the baseline's mean is shown
+    assert "withheld" in read("results.md") and ",57.3," in read("runs.csv")
+    _probe_run(runs, "obj-obj-dilate", "gt", 1, 0.583)
+    assert report_main(argv) == 0
+    assert "57.8" in read("results.md") and "withheld" not in read("results.md")
+    with pytest.raises(ObjcropError, match="go together"):
+        report_main([runs, "--out", str(tmp_path / "rep"), "--registration", str(registration)])
+
+
+def test_page_tables_withhold_the_scores_of_an_interim_registered_arm(tmp_path):
+    from objcrop.report.record import StudyRecord
+    from objcrop.report.study_runs import pretext_table
+    from objcrop.io import append_jsonl
+
+    values = {row: cols for row, cols in _values([57.3], [], [40.1, 41.2]).items() if cols[P]}
+    values[study_tables.RANDOM_INIT] = {P: [30.0, 31.0]}
+    withheld = prereg.interim_rows(_plan(n=2), "study", values)
+    gate = study_tables.gate_table(values, P, withheld=withheld)
+    gt_line = next(line for line in gate.splitlines() if "| moco_v2 obj-obj-dilate-b256 gt |" in line)
+    assert "57.3" not in gt_line and f"{study_tables.WITHHELD} (n=1)" in gt_line
+    assert "57.3" in study_tables.gate_table(values, P)
+
+    root = str(tmp_path / "out")
+    _probe_run(root, "obj-obj-dilate", "gt", 0, 0.573)
+    name = "moco_v2_obj-obj-dilate-b256_gt_s0"
+    for i in range(4):
+        append_jsonl(os.path.join(root, "runs", "pretrain", name, "metrics.jsonl"), {"iteration": i, "loss": 5.0 - i})
+    record = StudyRecord.open(root)
+    assert "57.3" in pretext_table(record)
+    line = next(x for x in pretext_table(record, withheld).splitlines() if x.startswith(f"| {name} "))
+    assert "57.3" not in line and study_tables.WITHHELD in line
+
+
+def test_the_repositorys_page_shows_no_score_of_a_registered_arm_before_its_comparison_is_complete(tmp_path):
+    """Every line of the page built from the repository's records that names a registered arm whose
+    comparison is not complete carries none of its recorded scores (per seed or mean): the registered
+    table is where they will be read, once."""
+    from objcrop.report.cli import main as report_main
+
+    out = tmp_path / "results.md"
+    argv = ["study", "--out", str(out), "--wall-time", str(tmp_path / "none.txt")]
+    for option, study in (("--study", "study"), ("--hard", "study_hard"), ("--plain", "study_plain")):
+        argv += [option, os.path.join(REPO, "docs", "results", study)]
+    assert report_main(argv) == 0
+    page = out.read_text()
+    plan = prereg.load(PREREG)
+    n, checked = int(plan["seeds_per_arm"]), 0
+    for h in plan["hypotheses"]:
+        values, _ = study_tables.study_values(os.path.join(REPO, "docs", "results", h["study"]))
+        row, against = prereg.hypothesis_row(plan, h)
+        mine, base = values.get(row, {}).get(P, []), values.get((row[0], against, "none", row[3]), {}).get(P, [])
+        if not mine or (len(mine) >= n and len(base) >= n):
+            continue
+        scores = [s for column in (P, K) for s in values[row].get(column, [])]
+        shown = {f"{s:.1f}" for s in scores} | {f"{sum(values[row][c]) / len(values[row][c]):.1f}"
+                                                 for c in (P, K) if values[row].get(c)}
+        lines = [line for line in page.splitlines() if f"{row[1]} {row[2]}" in line or f"{row[1]}_{row[2]}" in line
+                 or f"| {row[1]} | {row[2]} |" in line]
+        assert lines, row
+        for line in lines:
+            assert not any(f" {s} " in line or f" {s}" + " (" in line for s in shown), (row, line)
+        checked += 1
+    # the repository holds interim registered arms until the last registered seed is recorded
+    assert checked or "not read before all are in" not in page
