@@ -139,6 +139,20 @@ def test_seeds_and_proposals_select_an_accumulating_arm_without_touching_the_ref
     assert random_inits(_plan(tmp_path, seeds="0 3")) == ["probe.random_init_s0", "probe.random_init_s3"]
 
 
+def test_registered_arms_train_seed_by_seed_across_the_arms(tmp_path):
+    """docs/preregistration.md: seed k of every arm before seed k + 1 of any, so that the whole preset
+    run without --seeds (`make study`, a fresh reproduction) and cut short leaves the arms balanced."""
+    for preset, ranked in (("study", "selective-search-top10"), ("study_hard", "saliency-gs-top10")):
+        tasks = _plan(tmp_path, preset=preset, tags="b256-200e-bf16")
+        order = [_short(t.name).split("b256-200e-bf16_", 1)[1] for t in tasks if t.stage == "pretrain"
+                 and "b256-200e-bf16" in t.name]
+        assert order == [f"{arm}_s{seed}" for seed in range(12) for arm in ("none", "gt", ranked)], preset
+    # a run that is not accumulating keeps its seeds together, where the preset lists it
+    tasks = _plan(tmp_path, seeds="0 1")
+    runs = [_short(t.name) for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised"]
+    assert runs[:2] == ["pretrain.moco_v2_random_none_s0", "pretrain.moco_v2_random_none_s1"]
+
+
 def test_complete_stages_are_skipped_and_stage_selection_checks_inputs(tmp_path):
     tasks = _plan(tmp_path, seeds="0")
     pre = _run(tasks, "moco_v2_random_none", 0)

@@ -9,7 +9,7 @@ names a run it is given no OUTPUT_DIR for; probe, detection and weights paths re
 """
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from objcrop.pipeline.naming import RunNamer
 from objcrop.pipeline.presets import PipelineError, RunSpec, fill, pretrain_specs, words
@@ -50,9 +50,8 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     tasks += _proposal_tasks(ctx, specs)
     tasks += _supervised_tasks(ctx)
     namer = RunNamer(ctx.p["datasets"]["pretrain"], ctx.section("pretrain").get("opts", []))
-    for spec in specs:
-        for seed in spec.seeds:
-            tasks += _run_tasks(ctx, spec, seed, namer)
+    for spec, seed in run_order(specs):
+        tasks += _run_tasks(ctx, spec, seed, namer)
     tasks += _reference_probes(ctx)
     tasks += _reference_detections(ctx)
     report_dir = os.path.join(ctx.out, "report")
@@ -63,6 +62,22 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     tasks.sort(key=lambda t: STAGE_ORDER.index(t.stage))
     check_graph(tasks)
     return tasks
+
+
+def run_order(specs: List[RunSpec]) -> List[Tuple[RunSpec, int]]:
+    """(run, seed) in the order they train: each run's seeds in turn, except the accumulating arms (a
+    registered comparison's, recorded over several sessions), which go seed by seed across the arms —
+    seed k of every arm before seed k + 1 of any (docs/preregistration.md, "Clarifications") — from
+    where the first of them stands in the preset, so that a run cut short leaves the arms balanced."""
+    arms = [spec for spec in specs if spec.accumulating]
+    by_seed = sorted((seed, i) for i, spec in enumerate(arms) for seed in spec.seeds)
+    order: List[Tuple[RunSpec, int]] = []
+    for spec in specs:
+        if not spec.accumulating:
+            order += [(spec, seed) for seed in spec.seeds]
+        elif spec is arms[0]:
+            order += [(arms[i], seed) for seed, i in by_seed]
+    return order
 
 
 def _context(preset: Dict[str, Any], out: str) -> Context:
