@@ -135,7 +135,40 @@ def registered_table(prereg: dict, studies: Studies, column: str, primary: bool)
     return "\n".join(lines)
 
 
-def registered_section(prereg: Optional[dict], studies: Studies, path: str) -> str:
+CPU_SEEDS = 3  # the clarification's "seeds 0-2 of every arm train on the CPU"
+Devices = Dict[str, Dict[Tuple[Row, int], str]]  # preset name -> (row, seed) -> kind of device (study_runs)
+
+
+def device_deviations(prereg: dict, devices: Devices) -> Tuple[int, List[str]]:
+    """(how many registered runs were checked, the deviations from the registration's device rule):
+    seed k of every arm of a hypothesis on one kind of device, seeds 0-2 on the CPU."""
+    checked, deviations = set(), []
+    for h in prereg["hypotheses"]:
+        row, against = hypothesis_row(prereg, h)
+        if row is None:
+            continue
+        arms, runs = (row, (row[0], against, "none", row[3])), devices.get(h["study"], {})
+        for seed in sorted({s for (r, s) in runs if r in arms}):
+            kinds = {arm: runs[(arm, seed)] for arm in arms if (arm, seed) in runs}
+            checked |= {(h["study"], arm, seed) for arm in kinds}
+            where = ", ".join(f"{arm[1]} {arm[2]} on {kind}" for arm, kind in kinds.items())
+            if len(set(kinds.values())) > 1:
+                deviations.append(f"{h['id']} seed {seed}: the arms trained on different devices ({where})")
+            elif seed < CPU_SEEDS and set(kinds.values()) != {"cpu"}:
+                deviations.append(f"{h['id']} seed {seed}: not on the CPU ({where})")
+    return len(checked), deviations
+
+
+def device_line(prereg: dict, devices: Devices) -> str:
+    n, deviations = device_deviations(prereg, devices)
+    rule = ("**Devices** (docs/preregistration.md, clarifications: seed k of every arm of a hypothesis on one kind "
+            f"of device, seeds 0-{CPU_SEEDS - 1} on the CPU), from each run's results.json: {n} registered runs")
+    if not deviations:
+        return f"{rule}, no deviation."
+    return f"{rule}; deviations:\n\n" + "\n".join(f"* {d}" for d in deviations)
+
+
+def registered_section(prereg: Optional[dict], studies: Studies, path: str, devices: Optional[Devices] = None) -> str:
     if prereg is None:
         return "## Registered comparisons\n\n_(no preregistration file)_"
     parts = [f"""## Registered comparisons (docs/preregistration.md)
@@ -151,6 +184,8 @@ left out of the sections' exploratory tables.
 Primary, {prereg['primary_column']}:
 
 {registered_table(prereg, studies, prereg['primary_column'], True)}"""]
+    if devices is not None:
+        parts.append(device_line(prereg, devices))
     for column in prereg["secondary_columns"]:
         parts.append(f"Secondary (Holm over the same family; cannot support a hypothesis alone), {column}:\n\n"
                      f"{registered_table(prereg, studies, column, False)}")

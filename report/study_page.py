@@ -22,7 +22,7 @@ from objcrop.io import write_text_atomic
 from objcrop.report import prereg as prereg_
 from objcrop.report.plots import plot_budget_sweep
 from objcrop.report.record import StudyRecord
-from objcrop.report.study_runs import pretext_table, recall_table, view_pairs, view_stats_table
+from objcrop.report.study_runs import pretext_table, recall_table, run_devices, view_pairs, view_stats_table
 from objcrop.report.study_setup import machine_line, not_run, setup_summary
 from objcrop.report.study_tables import (KNN, PROBE, RANDOM_INIT, OtherReferences, detection_readings, gate_table,
                                          learnability_line, reading_table, study_values)
@@ -252,7 +252,9 @@ def write_page(args) -> str:
     prereg = prereg_.load(args.prereg)
     loaded = {preset: study_values(os.path.abspath(study)) for _, study, preset, _ in sections}
     studies = {preset: v for preset, v in loaded.items() if preset not in RETRAINED}
-    parts.append(prereg_.registered_section(prereg, studies, args.prereg))
+    devices = {preset: run_devices(StudyRecord.open(os.path.abspath(study))) for _, study, preset, _ in sections
+               if preset in studies}
+    parts.append(prereg_.registered_section(prereg, studies, args.prereg, devices))
     parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
     sweep = prereg_.sweep_section(studies, prereg, _sweep_picture(studies, prereg, doc_dir))
     if sweep:

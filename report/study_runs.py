@@ -8,7 +8,7 @@ import math
 import os
 import statistics
 from collections import defaultdict
-from typing import Any, Collection, Dict, List, Optional
+from typing import Any, Collection, Dict, List, Optional, Tuple
 
 from objcrop.records import Provenance
 from objcrop.report.record import StudyRecord
@@ -117,6 +117,25 @@ def pretext_table(record: StudyRecord, withheld: Collection[Row] = ()) -> str:
             lines.append(f"| {name} (reference, no pretext task) |" + " — |" * 7 +
                          f" {100 * probe['mAP']:.1f} | {_spectrum_text(probe.get('features'))} |")
     return "\n".join(lines)
+
+
+def device_kind(results: dict) -> str:
+    """The kind of device a pretraining run trained on, from its results.json: "cpu" or the CUDA
+    device's name. A run recorded before results named the device trained on the CPU
+    (docs/preregistration.md, clarification on the device)."""
+    device = results.get("device") or "cpu"
+    return "cpu" if device.startswith("cpu") else device
+
+
+def run_devices(record: StudyRecord) -> Dict[Tuple[Row, int], str]:
+    """(row, pretraining seed) -> the kind of device of every finished pretraining run of a record."""
+    out = {}
+    for key in pretrain_keys(record):
+        results = record.results(key + "/results.json") or {}
+        seed = (results.get("pretrain") or {}).get("seed")
+        if results.get("status") == "ok" and seed is not None:
+            out[(pretrain_row(results.get("pretrain")), int(seed))] = device_kind(results)
+    return out
 
 
 def _source_name(proposals: str) -> str:

@@ -324,3 +324,26 @@ def test_the_repositorys_page_shows_no_score_of_a_registered_arm_before_its_comp
         checked += 1
     # the repository holds interim registered arms until the last registered seed is recorded
     assert checked or "not read before all are in" not in page
+
+
+def test_device_rule_flags_a_seed_whose_arms_trained_on_different_devices_and_early_seeds_off_the_cpu():
+    from objcrop.report.study_runs import device_kind
+
+    assert device_kind({"device": "cpu: AMD EPYC, 1 thread(s)"}) == device_kind({}) == "cpu"  # before the field
+    assert device_kind({"device": "cuda: NVIDIA H200"}) == "cuda: NVIDIA H200"
+    plan = _plan(n=12)
+    gt, base = ("moco_v2", "obj-obj-dilate-b256", "gt", "100"), ("moco_v2", "random-b256", "none", "100")
+    runs = {(arm, s): "cpu" for arm in (gt, base) for s in range(3)}
+    runs[(gt, 3)] = runs[(base, 3)] = "cuda: NVIDIA H200"
+    assert prereg.device_deviations(plan, {"study": runs}) == (8, [])
+    assert prereg.device_line(plan, {"study": runs}).endswith("8 registered runs, no deviation.")
+    runs[(base, 4)], runs[(gt, 4)], runs[(gt, 1)] = "cpu", "cuda: NVIDIA H200", "cuda: NVIDIA H200"
+    n, deviations = prereg.device_deviations(plan, {"study": runs})
+    assert n == 10 and deviations == [
+        "H1 seed 1: the arms trained on different devices (obj-obj-dilate-b256 gt on cuda: NVIDIA H200, "
+        "random-b256 none on cpu)",
+        "H1 seed 4: the arms trained on different devices (obj-obj-dilate-b256 gt on cuda: NVIDIA H200, "
+        "random-b256 none on cpu)"]
+    runs[(base, 1)] = "cuda: NVIDIA H200"
+    assert prereg.device_deviations(plan, {"study": runs})[1][0] == (
+        "H1 seed 1: not on the CPU (obj-obj-dilate-b256 gt on cuda: NVIDIA H200, random-b256 none on cuda: NVIDIA H200)")

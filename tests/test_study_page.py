@@ -159,6 +159,8 @@ def test_results_page_is_built_from_the_compact_records_in_the_repository(tmp_pa
         assert title in text
     assert "nan" not in text.replace("nano", "")
     assert "_(no finished pretraining run)_" not in text  # every record's runs and metrics were found
+    # the registered runs so far keep the registration's device rule
+    assert re.search(r"from each run's results.json: [1-9]\d* registered runs, no deviation.", text)
     # issue 20 §2's budget sweep: its table, and its picture drawn beside the page
     assert "## The learning budget of the textured variants" in text
     assert "![budget_sweep.png](results/budget_sweep.png)" in text
