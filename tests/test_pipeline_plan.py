@@ -153,6 +153,21 @@ def test_registered_arms_train_seed_by_seed_across_the_arms(tmp_path):
     assert runs[:2] == ["pretrain.moco_v2_random_none_s0", "pretrain.moco_v2_random_none_s1"]
 
 
+def test_a_registered_presets_report_withholds_its_registered_arms_like_the_records(tmp_path):
+    """The pipeline's own report of study / study_hard passes the registration (objcrop report
+    --registration), as scripts/study.sh does for the records; other presets' reports do not."""
+    from objcrop.pipeline.plan import REGISTRATION, registration_args
+
+    def report(preset):
+        return next(t for t in pipeline.build_plan(pipeline.load_preset(preset), str(tmp_path)) if t.name == "report")
+
+    for preset in ("study", "study_hard"):
+        assert report(preset).cmd[-4:] == ["--registration", REGISTRATION, "--study", preset]
+    assert "--registration" not in report("study_plain").cmd and "--registration" not in report("demo").cmd
+    # an installed package without docs/ reports everything
+    assert registration_args(pipeline.load_preset("study"), str(tmp_path / "none.yaml")) == []
+
+
 def test_complete_stages_are_skipped_and_stage_selection_checks_inputs(tmp_path):
     tasks = _plan(tmp_path, seeds="0")
     pre = _run(tasks, "moco_v2_random_none", 0)

@@ -56,12 +56,32 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     tasks += _reference_detections(ctx)
     report_dir = os.path.join(ctx.out, "report")
     deps = [t.name for t in tasks if t.stage in ("probe", "detect", "pretrain")]
-    tasks.append(Task("report", "report", ["report", ctx.runs, "--out", report_dir],
+    tasks.append(Task("report", "report", ["report", ctx.runs, "--out", report_dir] + registration_args(preset),
                       [["file", os.path.join(report_dir, "results.md")]], deps=deps, always=True))
     # stage by stage (all pretraining runs, then every probe, ...): the order the logs read in
     tasks.sort(key=lambda t: STAGE_ORDER.index(t.stage))
     check_graph(tasks)
     return tasks
+
+
+# the registration beside the code (a checkout; an installed package has none)
+REGISTRATION = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            "docs", "preregistration.yaml")
+
+
+def registration_args(preset: Dict[str, Any], registration: str = REGISTRATION) -> List[str]:
+    """A preset that the registration names (a hypothesis' `study`) reports like its record: its
+    registered arms' scores withheld until complete (docs/preregistration.md: fixed n, no peeking)."""
+    if not os.path.isfile(registration):
+        return []
+    import yaml
+
+    with open(registration, encoding="utf-8") as f:
+        hypotheses = (yaml.safe_load(f) or {}).get("hypotheses") or []
+    name = os.path.splitext(os.path.basename(preset.get("_path", "")))[0]
+    if not any(isinstance(h, dict) and h.get("study") == name for h in hypotheses):
+        return []
+    return ["--registration", registration, "--study", name]
 
 
 def run_order(specs: List[RunSpec]) -> List[Tuple[RunSpec, int]]:
