@@ -271,6 +271,22 @@ def test_an_accumulating_run_says_how_many_of_its_seeds_are_recorded(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"accumulating runs: 1 of 3 recorded in {record}" in r.stdout
     assert f"skip pretrain.{first}:" in r.stdout and "would run " + _name(tasks, "moco_v2_random_none", 2) in r.stdout
+    # a recorded seed that this output still holds complete counts as recorded too (it is skipped as complete)
+    second = _name(tasks, "moco_v2_random_none", 1)
+    _record(tasks, out, record, keep=lambda t: t.name == second)
+    for t in tasks:
+        if t.name == second:
+            for result in t.results:
+                os.makedirs(os.path.dirname(result), exist_ok=True)
+                with open(result, "w") as f:
+                    json.dump({"stage": "pretrain", "status": "ok"}, f)
+            with open(os.path.join(os.path.dirname(t.results[0]), "model_final.pth"), "wb") as f:
+                f.write(b"weights")  # a check wants a file that is not empty
+            assert t.complete()
+    r = subprocess.run([sys.executable, "-m", "objcrop.pipeline", "--preset", str(path), "--out", str(out),
+                        "--records", str(record), "--dry-run"], capture_output=True, text=True, env=_env())
+    assert f"skip {second}: outputs complete" in r.stdout, r.stdout
+    assert f"accumulating runs: 2 of 3 recorded in {record}" in r.stdout
     # an unknown key is still refused: `accumulating` is a key of its own, not a free-form one
     preset["pretrain"]["runs"][0]["accumulate"] = True
     path.write_text(yaml.safe_dump(preset))

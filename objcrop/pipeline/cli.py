@@ -12,7 +12,7 @@ from objcrop.pipeline.local import PROG, Pipeline
 from objcrop.pipeline.lock import LOCK_NAME, held
 from objcrop.pipeline.plan import build_plan
 from objcrop.pipeline.presets import PipelineError, apply_overrides, load_preset, words
-from objcrop.pipeline.recorded import open_record, recorded_tasks
+from objcrop.pipeline.recorded import accumulated, open_record, recorded_tasks
 from objcrop.pipeline.tasks import STAGE_ORDER, select_stages
 
 LAUNCHERS = ["local", "slurm", "submitit-local"]
@@ -110,11 +110,13 @@ def prepare(args: argparse.Namespace):
     out = os.path.abspath(args.out or os.path.join("output", f"pipeline_{name}"))
     tasks = build_plan(preset, out)
     stages = words(args.stages) or None
-    recorded = recorded_tasks(tasks, out, open_record(args.records), stages) if args.records else set()
+    record = open_record(args.records) if args.records else None
+    recorded = recorded_tasks(tasks, out, record, stages) if record is not None else set()
+    held = accumulated(tasks, out, record) if record is not None else set()
     tasks = select_stages(tasks, stages, recorded)
     slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
     pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=jobs_of(args, preset),
-                        recorded=recorded, records=args.records or "", keep_going=args.keep_going)
+                        recorded=recorded, records=args.records or "", keep_going=args.keep_going, accumulated=held)
     return name, preset, out, tasks, pipeline
 
 

@@ -23,10 +23,12 @@ PROG = "objcrop pipeline"
 class Pipeline:
     def __init__(self, tasks: List[Task], out: str, launcher: str = "local", dry_run: bool = False,
                  slurm: Optional[Dict[str, Any]] = None, wait: bool = False, jobs: int = 1,
-                 recorded: Optional[Set[str]] = None, records: str = "", keep_going: bool = False):
+                 recorded: Optional[Set[str]] = None, records: str = "", keep_going: bool = False,
+                 accumulated: Optional[Set[str]] = None):
         self.tasks, self.out, self.launcher, self.dry_run = tasks, os.path.abspath(out), launcher, dry_run
         self.keep_going = keep_going
         self.recorded, self.records = set(recorded or ()), records
+        self.accumulated = set(accumulated or ())  # the accumulating runs the record holds
         self.wait = wait
         self.slurm = slurm or {}
         self.log_dir = os.path.join(self.out, "logs")
@@ -77,7 +79,7 @@ class Pipeline:
         """How far the accumulating runs (a registered arm's seeds, recorded over several sessions) have got."""
         runs = [t for t in self.tasks if t.accumulating and t.stage == "pretrain"]
         if runs and self.records:
-            done = sum(t.name in self.recorded for t in runs)
+            done = sum(t.name in self.accumulated for t in runs)
             self.say(f"accumulating runs: {done} of {len(runs)} recorded in {self.records}")
 
     # ---- local: each task in its own process, up to `jobs` at once, in plan order

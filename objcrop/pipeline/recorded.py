@@ -116,3 +116,11 @@ def recorded_tasks(tasks: List[Task], out: str, records, stages: Optional[List[s
                 skip.discard(t.name)
                 changed = True
     return {n for n in skip if not by_name[n].complete()}
+
+
+def accumulated(tasks: List[Task], out: str, record) -> Set[str]:
+    """The accumulating pretraining runs (a registered arm's seeds) whose results the record holds,
+    whether or not this output still has them too (recorded_tasks leaves those out: they need no skip)."""
+    out = os.path.abspath(out)
+    return {t.name for t in tasks if t.accumulating and t.stage == "pretrain"
+            and all(holds(record, os.path.relpath(r, out)) for r in t.results)}
