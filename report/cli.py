@@ -213,8 +213,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if registration and not any(h["study"] == args.study for h in registration["hypotheses"]):
         # info, not a warning: scripts/study.sh passes every variant, the unregistered control too
         logger.info("--study %s: %s registers no hypothesis on it (its studies: %s): nothing is withheld",
-                       args.study, args.registration,
-                       ", ".join(sorted({h["study"] for h in registration["hypotheses"]})))
+                    args.study, args.registration, ", ".join(sorted({h["study"] for h in registration["hypotheses"]})))
     out = write_report(args.runs, args.out, args.decimals, args.title, plots=not args.no_plots,
                        registration=registration, study=args.study or "")
     collection, table = out["collection"], out["table"]

@@ -92,9 +92,10 @@ def _status(prereg: dict, h: dict, studies: Studies, column: str) -> dict:
 def interim_rows(prereg: Optional[dict], study: str, values: dict) -> Set[Row]:
     """The registered arms of `study` whose scores must not be shown yet (fixed n, no peeking): an arm
     holding a score in a registered column (primary or secondary) whose comparison is not complete,
-    i.e. one of its two arms lacks some of the registered seeds. The report's tables and plots, the
-    page's gate and pretext tables and scripts/power.py leave those scores out until then; the record
-    and the report's runs.csv keep them (they are the data, not a reading)."""
+    i.e. one of its two arms lacks some of the registered seeds. The report's tables and plots and the
+    page's gate and pretext tables leave those scores out until then (scripts/power.py lists no
+    registered arm at all); the record and the report's runs.csv keep them (they are the data, not a
+    reading)."""
     if not prereg:
         return set()
     studies = {study: (values, {})}

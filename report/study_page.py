@@ -106,17 +106,17 @@ the chosen box yellow — and the two augmented views):
 """
 
 
-def section(title: str, study: str, preset: str, doc_dir: str, same_data_as: str = "",
-            registered=frozenset(), other_references: Optional[OtherReferences] = None,
+def section(title: str, study: str, preset: str, doc_dir: str, record: StudyRecord, loaded: tuple,
+            same_data_as: str = "", registered=frozenset(), other_references: Optional[OtherReferences] = None,
             withheld=frozenset()) -> str:
     """One study's part of docs/results.md. `same_data_as`: the title of a section whose data this
-    study shares; its view statistics and proposal recall are not repeated here. `registered`: its
+    study shares; its view statistics and proposal recall are not repeated here. `record` and
+    `loaded` (its study_values) are the study's, read once by write_page. `registered`: its
     reading rows that the registration claims (printed apart, not in its exploratory tables).
     `other_references`: random-init rows of other architectures on the same data (the gate reads
     this study's rows of those architectures against them). `withheld`: registered rows whose
     comparison is not complete; their scores are not shown (prereg.interim_rows)."""
-    record = StudyRecord.open(study)
-    values, arches = study_values(study)
+    values, arches = loaded
     s = setup_summary(record)
     plots = _pictures(os.path.join(study, "report", "plots", "*.png"), doc_dir)
     machine = machine_line(study)
@@ -251,9 +251,9 @@ def write_page(args) -> str:
     sections = _sections(args)
     prereg = prereg_.load(args.prereg)
     loaded = {preset: study_values(os.path.abspath(study)) for _, study, preset, _ in sections}
+    records = {preset: StudyRecord.open(os.path.abspath(study)) for _, study, preset, _ in sections}
     studies = {preset: v for preset, v in loaded.items() if preset not in RETRAINED}
-    devices = {preset: run_devices(StudyRecord.open(os.path.abspath(study))) for _, study, preset, _ in sections
-               if preset in studies}
+    devices = {preset: run_devices(records[preset]) for preset in studies}
     parts.append(prereg_.registered_section(prereg, studies, args.prereg, devices))
     parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
     sweep = prereg_.sweep_section(studies, prereg, _sweep_picture(studies, prereg, doc_dir))
@@ -264,7 +264,8 @@ def write_page(args) -> str:
         parts.append(detection)
     references = same_data_references(loaded)
     for title, study, preset, same in sections:
-        parts.append(section(title, os.path.abspath(study), preset, doc_dir, same_data_as=same,
+        parts.append(section(title, os.path.abspath(study), preset, doc_dir, records[preset], loaded[preset],
+                             same_data_as=same,
                              registered=prereg_.registered_rows(prereg, preset),
                              other_references=references.get(preset),
                              withheld=prereg_.interim_rows(prereg, preset, loaded[preset][0])))

@@ -77,6 +77,11 @@ def holds(record, relpath: str) -> bool:
     return record.has(relpath)
 
 
+def holds_results(record, task: Task, out: str) -> bool:
+    """Does the record hold every result file of `task` (its paths below the absolute `out`)?"""
+    return all(holds(record, os.path.relpath(r, out)) for r in task.results)
+
+
 def recorded_tasks(tasks: List[Task], out: str, records, stages: Optional[List[str]] = None) -> Set[str]:
     """The tasks a record of an earlier run lets this run skip (`records`: a path or an opened record).
 
@@ -88,7 +93,7 @@ def recorded_tasks(tasks: List[Task], out: str, records, stages: Optional[List[s
     of those stages run, so only they can need a recorded task's outputs."""
     record = open_record(records) if isinstance(records, str) else records
     out = os.path.abspath(out)
-    skip = {t.name for t in tasks if not t.always and all(holds(record, os.path.relpath(r, out)) for r in t.results)}
+    skip = {t.name for t in tasks if not t.always and holds_results(record, t, out)}
     by_name = {t.name: t for t in tasks}
     users: Dict[str, List[Task]] = {t.name: [] for t in tasks}
     for t in tasks:
@@ -122,5 +127,4 @@ def accumulated(tasks: List[Task], out: str, record) -> Set[str]:
     """The accumulating pretraining runs (a registered arm's seeds) whose results the record holds,
     whether or not this output still has them too (recorded_tasks leaves those out: they need no skip)."""
     out = os.path.abspath(out)
-    return {t.name for t in tasks if t.accumulating and t.stage == "pretrain"
-            and all(holds(record, os.path.relpath(r, out)) for r in t.results)}
+    return {t.name for t in tasks if t.accumulating and t.stage == "pretrain" and holds_results(record, t, out)}
