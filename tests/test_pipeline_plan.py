@@ -153,6 +153,26 @@ def test_registered_arms_train_seed_by_seed_across_the_arms(tmp_path):
     assert runs[:2] == ["pretrain.moco_v2_random_none_s0", "pretrain.moco_v2_random_none_s1"]
 
 
+def test_loader_workers_change_how_a_run_loads_its_data_never_its_name_or_computation(tmp_path):
+    """--loader-workers (a CPU-sized registered seed on a lent GPU machine's 16 cores) sets
+    DATA.NUM_WORKERS of every pretraining run and nothing else: the same task names, so the record's
+    seeds are recognised, and the same computation_hash, so the record holds one arm, not two."""
+    from objcrop.pretrain.engine.results import computation_hash
+
+    plain = _plan(tmp_path, preset="study", tags="b256-200e-bf16", seeds="3")
+    fast = _plan(tmp_path, preset="study", tags="b256-200e-bf16", seeds="3", loader_workers="4")
+    assert [t.name for t in fast] == [t.name for t in plain]
+    pretrains = [(a, b) for a, b in zip(plain, fast) if a.stage == "pretrain" and a.name != "pretrain.supervised"]
+    assert len(pretrains) == 3
+    for a, b in pretrains:
+        assert _merged(a).DATA.NUM_WORKERS == 1 and _merged(b).DATA.NUM_WORKERS == 4
+        assert computation_hash(_merged(a)) == computation_hash(_merged(b))
+    assert [a.cmd for a, b in zip(plain, fast) if a.stage != "pretrain"] == \
+        [b.cmd for a, b in zip(plain, fast) if a.stage != "pretrain"]
+    with pytest.raises(pipeline.PipelineError, match="--loader-workers"):
+        _plan(tmp_path, preset="study", loader_workers="-1")
+
+
 def test_a_registered_presets_report_withholds_its_registered_arms_like_the_records(tmp_path):
     """The pipeline's own report of study / study_hard passes the registration (objcrop report
     --registration), as scripts/study.sh does for the records; other presets' reports do not."""

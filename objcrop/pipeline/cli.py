@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local launcher: run up to this many independent tasks at once, the CPU threads split "
                         "between the tasks running side by side (OMP_NUM_THREADS = cores / tasks, unless set) "
                         "[OBJCROP_JOBS; default: the preset's `jobs`, else 1]")
+    p.add_argument("--loader-workers", type=int, default=env("OBJCROP_LOADER_WORKERS"),
+                   help="DataLoader workers of every pretraining run (DATA.NUM_WORKERS), e.g. 4 on a GPU machine "
+                        "whose cores must keep up with the GPU. An execution setting: the run computes the same "
+                        "weights (pretrain.engine.results.EXECUTION_ONLY_KEYS) and keeps its name, so a study's "
+                        "seeds may use different values [OBJCROP_LOADER_WORKERS; default: the run's config]")
     p.add_argument("--wait", action="store_true",
                    help="slurm launcher: stay until the last job has ended (default: submit and return)")
     p.add_argument("--records", default=env("OBJCROP_RECORDS"),

@@ -155,6 +155,9 @@ def _run_tasks(ctx: Context, spec: RunSpec, seed: int, namer: RunNamer) -> List[
     run_dir = os.path.join(ctx.runs, "pretrain", name)
     cmd = ["pretrain", "--config-file", namer.config_arg(spec.config_file), "--resume",
            "--opts", "OUTPUT_DIR", run_dir] + opts
+    if ctx.p.get("loader_workers") is not None:
+        # after the run's name is made: an execution setting (the same weights), not part of the run
+        cmd += ["DATA.NUM_WORKERS", str(ctx.p["loader_workers"])]
     deps = list(ctx.data_deps) + ([f"proposals.{spec.proposals}"] if spec.proposals in ctx.stores else [])
     final, results = os.path.join(run_dir, "model_final.pth"), os.path.join(run_dir, "results.json")
     pre = ctx.section("pretrain")

@@ -92,6 +92,11 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
         p["gpus"] = int(args.gpus)
     if args.nodes is not None:
         p["nodes"] = int(args.nodes)
+    workers = getattr(args, "loader_workers", None)
+    if workers is not None:
+        if int(workers) < 0:
+            raise PipelineError(f"--loader-workers/OBJCROP_LOADER_WORKERS: {workers} is not a number of workers (0 or more)")
+        p["loader_workers"] = int(workers)
     return p
 
 

@@ -46,17 +46,8 @@ left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
 
 # ---- 0. the kit, installed offline
 if [ -z "${PYTHON:-}" ]; then
-  [ -d "$KIT/wheels" ] || { echo "run_gpu.sh: no kit at $KIT (run scripts/gpu_kit/prepare.sh here; carry .gpu_kit)"; exit 2; }
-  VENV="$WORK/venv"
-  python3 -m venv --system-site-packages "$VENV" || exit 2
-  # A venv made from a venv (the machine's python3 lives in one) sees the base interpreter's
-  # site-packages, not its parent's, where torch is: name the parent's directories explicitly.
-  SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-  python3 -c 'import site; print("\n".join(site.getsitepackages()))' > "$SITE/zz_parent_site.pth"
-  echo "$KIT/src" > "$SITE/objcrop_gpu_kit_detectron2.pth"
-  "$VENV/bin/python" -m pip install -q --no-index --no-deps --no-cache-dir "$KIT"/wheels/*.whl || exit 2
-  "$VENV/bin/python" -m pip install -q --no-index --no-deps --no-build-isolation -e "$REPO" || exit 2
-  PYTHON="$VENV/bin/python"
+  source "$HERE/install.sh"
+  install_kit "$KIT" "$WORK/venv" "$REPO" || exit 2
 fi
 PY="$PYTHON"
 "$PY" - <<'EOF' || exit 2

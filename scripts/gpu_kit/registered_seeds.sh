@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Later seeds of the registered comparison (docs/preregistration.md, issue 20 §3) on a lent GPU machine,
+# in one call of under 10 minutes. The registration lets seeds >= 3 train on a GPU as long as seed k of
+# every arm of a variant trains on the same kind of device with the same config. So the unit here is a
+# *group*: one seed of all three registered arms of one variant (random crops, gt boxes, ranked
+# proposals; --tags b256-200e-bf16). Groups run one after another (seed-major: seed k of study, of
+# study_hard, then seed k + 1), each as the pipeline runs it on the CPU: `--gpus 1`, the three arms side
+# by side, each arm's probe right after it. Only --loader-workers differs from the CPU runs: the
+# 2-core recipe loads with one worker, which cannot feed a GPU, and DATA.NUM_WORKERS is an execution
+# setting (the same weights, the same run name; tests/test_pretrain_execution_keys.py).
+#
+# The inputs are the CPU runs' own bytes, never regenerated unchecked: the proposal stores travel
+# (the machine's OpenCV lacks the contrib modules that made them), `study`'s data travels (what fits
+# the 64-MiB working tree), and any variant whose data does not travel is generated there and compared
+# file by file with the sha256 manifest of the data here; a variant whose data differs is not run.
+#
+# A group is complete when all six of its results (three pretraining runs, three probes) say ok. Only
+# complete groups come back (OUT/<variant>_s<seed>.tar.gz: every run's results.json, config, metrics
+# and logs, no checkpoints), so a variant's seed is recorded from one device or not at all; a group
+# cut by the deadline is listed in OUT/summary.md and left to the CPU.
+#
+#   bash scripts/gpu_kit/registered_seeds.sh stage                 # here: .gpu_kit/ and .gpu_carry/
+#   run(command="LINK_ROOT=/work/main bash scripts/gpu_kit/registered_seeds.sh run '3 4'",
+#       carry=[".gpu_kit", ".gpu_carry"], timeout_s=600)            # there: the groups of seeds 3 and 4
+#   bash scripts/gpu_kit/registered_seeds.sh record FILES_DIR       # here: record what came back
+#
+# LINK_ROOT (run): the absolute path the CPU runs' outputs live under (their configs name
+# LINK_ROOT/output/<variant>/...); it is linked to this checkout there, so the GPU runs' configs name
+# the same files. Knobs: BUDGET_S (default 560: the call's 600 s less the transfers), VARIANTS
+# (default "study study_hard"), WORKERS (DataLoader workers per run, default 4), GROUP_S (the
+# seconds a group is assumed to need before one has been timed, default 240), PYTHON (skip the kit's
+# install: an interpreter with objcrop, e.g. for `DRY=1`, which plans every group and runs nothing).
+set -uo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+TAG=b256-200e-bf16
+CARRY="$REPO/.gpu_carry"
+VARIANTS="${VARIANTS:-study study_hard}"
+# the data a registered run reads (the VOC copy feeds only detection, which these runs do not have)
+DATA_PARTS=(images annotations labels meta.json)
+
+stage() {  # here: the kit and what the runs need that the working tree lacks
+  bash "$HERE/prepare.sh" "$REPO/.gpu_kit" || exit 1
+  rm -rf "$CARRY.tmp" && mkdir -p "$CARRY.tmp"
+  for v in $VARIANTS; do
+    local out="$REPO/output/$v"
+    [ -f "$out/data/meta.json" ] || { echo "stage: $out/data is missing (run the $v preset's data stage)" >&2; exit 1; }
+    (cd "$out/data" && find "${DATA_PARTS[@]}" -type f | LC_ALL=C sort | xargs sha256sum) > "$CARRY.tmp/$v.data.sha256"
+    tar -C "$out" -czf "$CARRY.tmp/$v.proposals.tar.gz" proposals
+  done
+  # the first variant's data itself: the rest would not fit the 64 MiB that travel
+  local first="${VARIANTS%% *}"
+  tar -C "$REPO/output/$first" -czf "$CARRY.tmp/$first.data.tar.gz" "${DATA_PARTS[@]/#/data/}"
+  rm -rf "$CARRY" && mv "$CARRY.tmp" "$CARRY"
+  du -sh "$CARRY" "$REPO/.gpu_kit"
+}
+
+run() {
+  local seeds="$1" out_dir="${OUT:-$REPO/output/registered_gpu}"
+  mkdir -p "$out_dir"
+  exec > >(tee -a "$out_dir/run.log") 2>&1
+  local start budget=${BUDGET_S:-560} group_s=${GROUP_S:-240} root="$REPO"
+  start=$(date +%s)
+  left() { echo $(( budget - ($(date +%s) - start) )); }
+  if [ -z "${PYTHON:-}" ]; then
+    source "$HERE/install.sh"
+    install_kit "$REPO/.gpu_kit" /tmp/objcrop_registered/venv "$REPO" || exit 2
+  fi
+  "$PYTHON" -c "import torch, objcrop.pretrain; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" || exit 2
+  if [ -n "${LINK_ROOT:-}" ] && [ "$(cd "$LINK_ROOT" 2>/dev/null && pwd -P)" != "$(cd "$REPO" && pwd -P)" ]; then
+    [ -e "$LINK_ROOT" ] && { echo "run: $LINK_ROOT exists and is not this checkout" >&2; exit 2; }
+    mkdir -p "$(dirname "$LINK_ROOT")" && ln -s "$REPO" "$LINK_ROOT" || exit 2
+  fi
+  [ -n "${LINK_ROOT:-}" ] && root="$LINK_ROOT"
+  echo "kit ready after $(( $(date +%s) - start )) s; outputs under $root/output"
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$out_dir/gpu_use.csv" 2>/dev/null &
+  fi
+
+  # the inputs: carried proposals and data, or data generated here and checked against the manifest
+  declare -A ready cut
+  local v synths=()
+  for v in $VARIANTS; do
+    local o="$root/output/$v"
+    mkdir -p "$o"
+    tar -C "$o" -xzf "$CARRY/$v.proposals.tar.gz" || exit 2
+    if [ -f "$CARRY/$v.data.tar.gz" ]; then
+      tar -C "$o" -xzf "$CARRY/$v.data.tar.gz" || exit 2
+    else
+      ( PYTHON="$PYTHON" bash "$HERE/../run_pipeline.sh" --preset "$v" --out "$o" --tags "$TAG" --seeds 0 \
+          --stages data > "$out_dir/data_$v.log" 2>&1 ) &
+      synths+=($!)
+    fi
+  done
+  [ ${#synths[@]} -eq 0 ] || wait "${synths[@]}"  # not a bare wait: it would wait for the log's tee
+  for v in $VARIANTS; do
+    if (cd "$root/output/$v/data" && sha256sum --quiet -c "$CARRY/$v.data.sha256") > "$out_dir/check_$v.log" 2>&1; then
+      ready[$v]=1; echo "$v: data identical to the CPU runs' ($(wc -l < "$CARRY/$v.data.sha256") files)"
+    else
+      echo "$v: data differs from the CPU runs' ($(grep -c FAILED "$out_dir/check_$v.log") files): not run"
+    fi
+  done
+
+  local seed summary="$out_dir/summary.md"
+  printf '| variant | seed | result | seconds |\n|---|---:|---|---:|\n' > "$summary"
+  for seed in $seeds; do
+    for v in $VARIANTS; do
+      if [ -z "${ready[$v]:-}" ]; then echo "| $v | $seed | data differs: not run | 0 |" >> "$summary"; continue; fi
+      # seed k of every arm before seed k + 1 of any: after an incomplete group (left to the CPU) its
+      # variant's later seeds wait for it
+      if [ -n "${cut[$v]:-}" ]; then echo "| $v | $seed | not started: seed ${cut[$v]} is incomplete | 0 |" >> "$summary"; continue; fi
+      if [ "$(left)" -lt "$group_s" ]; then
+        echo "| $v | $seed | not started: $(left) s left, a group takes about $group_s s | 0 |" >> "$summary"; continue
+      fi
+      local t0 rc o="$root/output/$v"
+      t0=$(date +%s)
+      echo "$v seed $seed: starting with $(left) s left"
+      OMP_NUM_THREADS=1 PYTHON="$PYTHON" timeout --signal=TERM --kill-after=20 "$(( $(left) - 10 ))" \
+        bash "$HERE/../run_pipeline.sh" --preset "$v" --out "$o" --records "$REPO/docs/results/$v" \
+        --tags "$TAG" --seeds "$seed" --stages pretrain,probe --gpus 1 --jobs 3 \
+        --loader-workers "${WORKERS:-4}" --keep-going ${DRY:+--dry-run} > "$out_dir/${v}_s$seed.log" 2>&1
+      rc=$?
+      local took=$(( $(date +%s) - t0 )) ok
+      ok=$(ls "$o"/runs/pretrain/*-"$TAG"_*_s"$seed"/results.json "$o"/runs/probe/*-"$TAG"_*_s"$seed"/results.json 2>/dev/null \
+           | xargs -r grep -l '"status": "ok"' | wc -l)
+      if [ "$rc" -eq 0 ] && [ "$ok" -eq 6 ]; then
+        group_s=$(( took + 20 ))  # the next group needs about as long as this one did
+        (cd "$o" && find runs/pretrain runs/probe -path "*-${TAG}_*_s$seed/*" -type f ! -path '*/checkpoints/*' ! -name '*.pth' ! -name '*.tmp' \
+           | tar -czf "$out_dir/${v}_s$seed.tar.gz" -T - logs/pipeline.log $(ls logs/*-"$TAG"_*_s"$seed".log))
+        echo "| $v | $seed | complete: 6 of 6 results | $took |" >> "$summary"
+      else
+        cut[$v]=$seed
+        echo "| $v | $seed | incomplete (pipeline exit $rc, $ok of 6 results): not brought back | $took |" >> "$summary"
+      fi
+      echo "$v seed $seed: exit $rc, $ok of 6 results, $took s"
+    done
+  done
+  echo "$(( $(date +%s) - start )) s on $(nproc) cores; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" >> "$summary"
+  cat "$summary"
+}
+
+record() {  # here: each complete group that came back, into output/<variant>/ and its record
+  local files="$1" tarball v seed py="${PYTHON:-$REPO/.venv/bin/python}"
+  for tarball in "$files"/*_s*.tar.gz; do
+    [ -e "$tarball" ] || { echo "record: no group came back in $files" >&2; exit 1; }
+    v="$(basename "$tarball" .tar.gz)"; seed="${v##*_s}"; v="${v%_s*}"
+    [ "$(tar -tzf "$tarball" | grep -c '/results.json$')" -eq 6 ] \
+      || { echo "record: $tarball does not hold the six results of a complete group" >&2; exit 1; }
+    tar -C "$REPO/output/$v" -xzf "$tarball" --exclude logs/pipeline.log || exit 1
+    tar -C "$REPO/output/$v" -xzf "$tarball" -O logs/pipeline.log > "$REPO/output/$v/logs/pipeline_gpu_s$seed.log"
+    echo "record: $v seed $seed"
+    "$py" -m objcrop report record "$REPO/output/$v" "$REPO/docs/results/$v" || exit 1
+    "$py" -m objcrop report "$REPO/docs/results/$v/runs" --out "$REPO/docs/results/$v/report" \
+      --registration "$REPO/docs/preregistration.yaml" --study "$v" || exit 1
+  done
+}
+
+case "${1:-}" in
+  stage) stage ;;
+  run) [ -n "${2:-}" ] || { echo "usage: $0 run 'SEEDS'" >&2; exit 2; }; run "$2" ;;
+  record) [ -n "${2:-}" ] || { echo "usage: $0 record FILES_DIR" >&2; exit 2; }; record "$2" ;;
+  *) sed -n '2,33p' "$0"; exit 2 ;;
+esac
