@@ -68,8 +68,12 @@ run() {
   fi
   "$PYTHON" -c "import torch, objcrop.pretrain; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" || exit 2
   if [ -n "${LINK_ROOT:-}" ] && [ "$(cd "$LINK_ROOT" 2>/dev/null && pwd -P)" != "$(cd "$REPO" && pwd -P)" ]; then
-    [ -e "$LINK_ROOT" ] && { echo "run: $LINK_ROOT exists and is not this checkout" >&2; exit 2; }
-    mkdir -p "$(dirname "$LINK_ROOT")" && ln -s "$REPO" "$LINK_ROOT" || exit 2
+    if [ -e "$LINK_ROOT" ]; then
+      echo "run: $LINK_ROOT exists and is not this checkout: the runs' configs name $REPO instead" >&2
+      LINK_ROOT=""
+    else
+      mkdir -p "$(dirname "$LINK_ROOT")" && ln -s "$REPO" "$LINK_ROOT" || exit 2
+    fi
   fi
   [ -n "${LINK_ROOT:-}" ] && root="$LINK_ROOT"
   echo "kit ready after $(( $(date +%s) - start )) s; outputs under $root/output"
@@ -99,6 +103,7 @@ run() {
     else
       echo "$v: data differs from the CPU runs' ($(grep -c FAILED "$out_dir/check_$v.log") files): not run"
     fi
+    [ -s "$out_dir/check_$v.log" ] || rm -f "$out_dir/check_$v.log"  # at most 8 files come back
   done
 
   local seed summary="$out_dir/summary.md"
