@@ -1,0 +1,154 @@
+"""scripts/gpu_kit/registered_seeds.sh: what a GPU lease brings back of the registered comparison.
+
+The script runs on a lent GPU machine, which the tests never have; its rules do not need one. It runs
+here against a stand-in for scripts/run_pipeline.sh that writes the files a pipeline group writes
+(or fails part-way, as a deadline would), in a copy of the repository's layout under tmp_path. Checked:
+only complete groups come back, without checkpoints; a variant's later seeds wait for an incomplete
+one (seed order across the arms); a variant whose data is not the CPU runs' byte for byte is not run;
+`record` refuses a group that lacks one of its six results."""
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "gpu_kit" / "registered_seeds.sh"
+ARMS = ("random-b256-200e-bf16_none", "obj-obj-dilate-b256-200e-bf16_gt",
+        "obj-obj-dilate-b256-200e-bf16_ranked-top10")
+
+# The stand-in pipeline: `--stages data` writes the variant's data from $SYNTH_<variant> (the bytes a
+# machine's generator produces); `--stages pretrain,probe` writes the group's runs, all three arms, or
+# only the first when $FAIL names this variant:seed (the group cut by the deadline, exit 124).
+FAKE_PIPELINE = textwrap.dedent("""\
+    #!/usr/bin/env bash
+    set -eu
+    while [ $# -gt 0 ]; do
+      case "$1" in --preset) v="$2"; shift;; --out) out="$2"; shift;; --seeds) seed="$2"; shift;;
+                   --stages) stages="$2"; shift;; esac; shift
+    done
+    mkdir -p "$out/logs"
+    echo "$*" >> "$out/logs/pipeline.log"
+    if [ "$stages" = data ]; then
+      mkdir -p "$out/data/images" "$out/data/annotations" "$out/data/labels"
+      var="SYNTH_$v"; printf '%s' "${!var}" > "$out/data/images/0.jpg"
+      echo '{}' > "$out/data/meta.json"
+      exit 0
+    fi
+    n=0
+    for arm in ARMS; do
+      name="moco_v2_${arm}_r18_b256_e200_data-train_s$seed"
+      for stage in pretrain probe; do
+        mkdir -p "$out/runs/$stage/$name/checkpoints"
+        echo '{"status": "ok"}' > "$out/runs/$stage/$name/results.json"
+        echo "config" > "$out/runs/$stage/$name/config.yaml"
+        echo "$stage of $name" > "$out/logs/$stage.$name.log"
+      done
+      echo weights > "$out/runs/pretrain/$name/model_final.pth"
+      echo weights > "$out/runs/pretrain/$name/checkpoints/model_epoch_0005.pth"
+      n=$((n + 1))
+      if [ "${FAIL:-}" = "$v:$seed" ]; then exit 124; fi
+    done
+    """).replace("ARMS", " ".join(ARMS))
+
+
+def _repo(tmp_path, variants=("study", "study_hard")):
+    """A checkout with the script, the stand-in pipeline and a staged .gpu_carry: the first variant's
+    data travels, the others' are generated (by the stand-in) and checked against the manifest."""
+    root = tmp_path / "repo"
+    (root / "scripts" / "gpu_kit").mkdir(parents=True)
+    shutil.copy(SCRIPT, root / "scripts" / "gpu_kit")
+    (root / "scripts" / "run_pipeline.sh").write_text(FAKE_PIPELINE)
+    carry = root / ".gpu_carry"
+    carry.mkdir()
+    for i, v in enumerate(variants):
+        data = tmp_path / "cpu" / v / "data"
+        (data / "images").mkdir(parents=True)
+        (data / "annotations").mkdir()
+        (data / "labels").mkdir()
+        (data / "images" / "0.jpg").write_text(f"pixels of {v}")
+        (data / "meta.json").write_text("{}\n")
+        manifest = subprocess.run("find images annotations labels meta.json -type f | LC_ALL=C sort | xargs sha256sum",
+                                  shell=True, cwd=data, check=True, capture_output=True, text=True).stdout
+        (carry / f"{v}.data.sha256").write_text(manifest)
+        (tmp_path / "cpu" / v / "proposals").mkdir()
+        (tmp_path / "cpu" / v / "proposals" / "gt.store").write_text("boxes")
+        with tarfile.open(carry / f"{v}.proposals.tar.gz", "w:gz") as t:
+            t.add(tmp_path / "cpu" / v / "proposals", arcname="proposals")
+        if i == 0:
+            with tarfile.open(carry / f"{v}.data.tar.gz", "w:gz") as t:
+                for part in ("images", "annotations", "labels", "meta.json"):
+                    t.add(data / part, arcname=f"data/{part}")
+    return root
+
+
+def _run(root, seeds, **env):
+    out = root.parent / "out"
+    full = dict(os.environ, PYTHON=sys.executable, OUT=str(out), VARIANTS="study study_hard",
+                SYNTH_study_hard="pixels of study_hard")
+    full.update(env)
+    full.pop("LINK_ROOT", None)
+    proc = subprocess.run(["bash", str(root / "scripts" / "gpu_kit" / "registered_seeds.sh"), "run", seeds],
+                          env=full, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, (out / "summary.md").read_text()
+
+
+def _members(tarball):
+    with tarfile.open(tarball) as t:
+        return t.getnames()
+
+
+def test_complete_groups_come_back_without_checkpoints(tmp_path):
+    root = _repo(tmp_path)
+    out, summary = _run(root, "3 4")
+    assert sorted(p.name for p in out.glob("*.tar.gz")) == ["study_hard_s3.tar.gz", "study_hard_s4.tar.gz",
+                                                              "study_s3.tar.gz", "study_s4.tar.gz"]
+    assert summary.count("complete: 6 of 6 results") == 4
+    names = _members(out / "study_hard_s4.tar.gz")
+    assert sum(n.endswith("/results.json") for n in names) == 6
+    assert not [n for n in names if n.endswith(".pth") or "/checkpoints/" in n]
+    assert "logs/pretrain.moco_v2_obj-obj-dilate-b256-200e-bf16_gt_r18_b256_e200_data-train_s4.log" in names
+    assert not [n for n in names if "_s3" in n]  # the group is one seed
+    # the carried data and proposals are where the runs read them
+    assert (root / "output" / "study" / "data" / "images" / "0.jpg").read_text() == "pixels of study"
+    assert (root / "output" / "study_hard" / "proposals" / "gt.store").read_text() == "boxes"
+
+
+def test_an_incomplete_group_stays_behind_and_holds_back_its_variants_later_seeds(tmp_path):
+    out, summary = _run(_repo(tmp_path), "3 4", FAIL="study:3")
+    assert sorted(p.name for p in out.glob("*.tar.gz")) == ["study_hard_s3.tar.gz", "study_hard_s4.tar.gz"]
+    assert "| study | 3 | incomplete (pipeline exit 124, 2 of 6 results): not brought back |" in summary
+    assert "| study | 4 | not started: seed 3 is incomplete | 0 |" in summary
+
+
+def test_a_variant_whose_generated_data_differs_from_the_cpu_runs_is_not_run(tmp_path):
+    out, summary = _run(_repo(tmp_path), "3", SYNTH_study_hard="other pixels")
+    assert sorted(p.name for p in out.glob("*.tar.gz")) == ["study_s3.tar.gz"]
+    assert "| study_hard | 3 | data differs: not run | 0 |" in summary
+    assert "images/0.jpg: FAILED" in (out / "check_study_hard.log").read_text()
+
+
+def test_record_refuses_a_group_without_its_six_results(tmp_path):
+    root = _repo(tmp_path)
+    out, _ = _run(root, "3")
+    part = tmp_path / "part"
+    part.mkdir()
+    with tarfile.open(out / "study_s3.tar.gz") as src, tarfile.open(part / "study_s3.tar.gz", "w:gz") as dst:
+        for m in src.getmembers():
+            if not (m.name.endswith("results.json") and "random" in m.name and "/probe/" in m.name):
+                dst.addfile(m, src.extractfile(m))
+    proc = subprocess.run(["bash", str(root / "scripts" / "gpu_kit" / "registered_seeds.sh"), "record", str(part)],
+                          env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "does not hold the six results of a complete group" in proc.stderr
+    assert not (root / "docs" / "results" / "study" / "record.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["", "bogus"])
+def test_usage_names_the_three_modes(mode):
+    proc = subprocess.run(["bash", str(SCRIPT)] + ([mode] if mode else []), capture_output=True, text=True)
+    assert proc.returncode == 2 and "stage" in proc.stdout and "record FILES_DIR" in proc.stdout
