@@ -144,17 +144,19 @@ run() {
   cat "$summary"
 }
 
-record() {  # here: each complete group that came back, into output/<variant>/ and its record
-  local files="$1" tarball v seed py="${PYTHON:-$REPO/.venv/bin/python}"
+record() {  # here: each complete group that came back, into its own output folder and the record
+  local files="$1" tarball v seed out py="${PYTHON:-$REPO/.venv/bin/python}"
   for tarball in "$files"/*_s*.tar.gz; do
     [ -e "$tarball" ] || { echo "record: no group came back in $files" >&2; exit 1; }
     v="$(basename "$tarball" .tar.gz)"; seed="${v##*_s}"; v="${v%_s*}"
     [ "$(tar -tzf "$tarball" | grep -c '/results.json$')" -eq 6 ] \
       || { echo "record: $tarball does not hold the six results of a complete group" >&2; exit 1; }
-    tar -C "$REPO/output/$v" -xzf "$tarball" --exclude logs/pipeline.log || exit 1
-    tar -C "$REPO/output/$v" -xzf "$tarball" -O logs/pipeline.log > "$REPO/output/$v/logs/pipeline_gpu_s$seed.log"
-    echo "record: $v seed $seed"
-    "$py" -m objcrop report record "$REPO/output/$v" "$REPO/docs/results/$v" || exit 1
+    # its own folder, not output/<variant>: the record keeps one pipeline log per output folder, so
+    # the GPU machine's log (which device, how long) is kept beside the CPU's
+    out="$REPO/output/${v}_gpu_s$seed"
+    mkdir -p "$out" && tar -C "$out" -xzf "$tarball" || exit 1
+    echo "record: $v seed $seed from $out"
+    "$py" -m objcrop report record "$out" "$REPO/docs/results/$v" || exit 1
     "$py" -m objcrop report "$REPO/docs/results/$v/runs" --out "$REPO/docs/results/$v/report" \
       --registration "$REPO/docs/preregistration.yaml" --study "$v" || exit 1
   done
