@@ -27,12 +27,13 @@ ARMS = ("random-b256-200e-bf16_none", "obj-obj-dilate-b256-200e-bf16_gt",
 FAKE_PIPELINE = textwrap.dedent("""\
     #!/usr/bin/env bash
     set -eu
+    args="$*"
     while [ $# -gt 0 ]; do
       case "$1" in --preset) v="$2"; shift;; --out) out="$2"; shift;; --seeds) seed="$2"; shift;;
                    --stages) stages="$2"; shift;; esac; shift
     done
     mkdir -p "$out/logs"
-    echo "$*" >> "$out/logs/pipeline.log"
+    echo "[pipeline] $args" | tee -a "$out/logs/pipeline.log"
     if [ "$stages" = data ]; then
       mkdir -p "$out/data/images" "$out/data/annotations" "$out/data/labels"
       var="SYNTH_$v"; printf '%s' "${!var}" > "$out/data/images/0.jpg"
@@ -114,6 +115,9 @@ def test_complete_groups_come_back_without_checkpoints(tmp_path):
     assert not [n for n in names if n.endswith(".pth") or "/checkpoints/" in n]
     assert "logs/pretrain.moco_v2_obj-obj-dilate-b256-200e-bf16_gt_r18_b256_e200_data-train_s4.log" in names
     assert not [n for n in names if "_s3" in n]  # the group is one seed
+    with tarfile.open(out / "study_hard_s4.tar.gz") as t:  # and its pipeline log the group's own lines
+        log = t.extractfile("logs/pipeline.log").read().decode()
+    assert "--seeds 4" in log and "--seeds 3" not in log
     # the carried data and proposals are where the runs read them
     assert (root / "output" / "study" / "data" / "images" / "0.jpg").read_text() == "pixels of study"
     assert (root / "output" / "study_hard" / "proposals" / "gt.store").read_text() == "boxes"

@@ -130,8 +130,13 @@ run() {
            | xargs -r grep -l '"status": "ok"' | wc -l)
       if [ "$rc" -eq 0 ] && [ "$ok" -eq 6 ]; then
         group_s=$(( took + 20 ))  # the next group needs about as long as this one did
+        # the group's own pipeline log (what it printed), not OUT/logs/pipeline.log: on a machine kept
+        # warm between calls that one also holds the earlier groups, which the record would count twice
+        local own
+        own="$(mktemp -d)" && mkdir "$own/logs" && cp "$out_dir/${v}_s$seed.log" "$own/logs/pipeline.log"
         (cd "$o" && find runs/pretrain runs/probe -path "*-${TAG}_*_s$seed/*" -type f ! -path '*/checkpoints/*' ! -name '*.pth' ! -name '*.tmp' \
-           | tar -czf "$out_dir/${v}_s$seed.tar.gz" -T - logs/pipeline.log $(ls logs/*-"$TAG"_*_s"$seed".log))
+           | tar -czf "$out_dir/${v}_s$seed.tar.gz" -T - $(ls logs/*-"$TAG"_*_s"$seed".log) -C "$own" logs/pipeline.log)
+        rm -rf "$own"
         echo "| $v | $seed | complete: 6 of 6 results | $took |" >> "$summary"
       else
         cut[$v]=$seed
@@ -157,8 +162,9 @@ record() {  # here: each complete group that came back, into its own output fold
     mkdir -p "$out" && tar -C "$out" -xzf "$tarball" || exit 1
     echo "record: $v seed $seed from $out"
     "$py" -m objcrop report record "$out" "$REPO/docs/results/$v" || exit 1
-    "$py" -m objcrop report "$REPO/docs/results/$v/runs" --out "$REPO/docs/results/$v/report" \
-      --registration "$REPO/docs/preregistration.yaml" --study "$v" || exit 1
+    # from the repository root, so that runs.csv names the runs by their paths in the repository
+    (cd "$REPO" && "$py" -m objcrop report "docs/results/$v/runs" --out "docs/results/$v/report" \
+      --registration docs/preregistration.yaml --study "$v") || exit 1
   done
 }
 
