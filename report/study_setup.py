@@ -10,7 +10,7 @@ from typing import Dict, List, Optional
 
 from objcrop.records import Provenance
 from objcrop.report.record import StudyRecord
-from objcrop.report.study_runs import learnability_budgets, pretrain_keys
+from objcrop.report.study_runs import device_kind, learnability_budgets, pretrain_keys
 
 
 def _pipeline_logs(record: StudyRecord) -> List[str]:
@@ -42,15 +42,37 @@ def elapsed(record: StudyRecord) -> Optional[float]:
     return total if found else None
 
 
+def task_device(record: StudyRecord, task: str) -> str:
+    """The kind of device a pretraining run, or the probe of one, ran on ("cpu" or the CUDA device's
+    name, from the run's results.json); "" for the other tasks, whose results do not say."""
+    stage, _, run = task.partition(".")
+    results = record.results(f"runs/pretrain/{run}/results.json") if stage in ("pretrain", "probe") else None
+    return device_kind(results) if results else ""
+
+
+def _median_minutes(secs: List[float]) -> str:
+    return f"median {statistics.median(secs) / 60:.1f} min"
+
+
 def time_summary(record: StudyRecord) -> str:
+    """Tasks and their median time per stage; a stage whose runs trained on more than one kind of
+    device (a registered study's later seeds on a lent GPU) gets one median per device, since one
+    median over a 2-core CPU and a GPU describes neither."""
     times = task_times(record)
     if not times:
         return "—"
-    by_stage = defaultdict(list)
+    by_stage: Dict[str, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     for name, secs in times.items():
-        by_stage[name.split(".")[0]].append(secs)
-    parts = [f"{stage} {len(v)} task(s), median {statistics.median(v) / 60:.1f} min"
-             for stage, v in sorted(by_stage.items())]
+        by_stage[name.split(".")[0]][task_device(record, name)].append(secs)
+    parts = []
+    for stage, by_device in sorted(by_stage.items()):
+        if len([d for d in by_device if d]) <= 1:
+            secs = [t for v in by_device.values() for t in v]
+            parts.append(f"{stage} {len(secs)} task(s), {_median_minutes(secs)}")
+            continue
+        parts.append(f"{stage} " + ", ".join(
+            f"{len(v)} task(s) on {'the CPU' if d == 'cpu' else d or 'a device not recorded'}, "
+            f"{_median_minutes(v)}" for d, v in sorted(by_device.items())))
     wall, logs = elapsed(record), len(record.files("logs/pipeline*.log"))
     return "; ".join(parts) + (f"; pipeline logs span {wall / 60:.0f} min ({logs} log(s), one per machine)" if wall else "")
 

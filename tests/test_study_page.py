@@ -1,5 +1,6 @@
 """`objcrop report study` / `objcrop report record` (report/study_*.py): the study page from the
 records, the pretext table, the machine line, the gate and reading tables."""
+import json
 import os
 import re
 
@@ -11,7 +12,7 @@ from objcrop.report import study_page, study_tables
 from objcrop.report.cli import main as report_main
 from objcrop.report.record import StudyRecord
 from objcrop.report.study_runs import pretext_table, run_tail
-from objcrop.report.study_setup import machine_line
+from objcrop.report.study_setup import machine_line, time_summary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDIES = ("study", "study_hard", "study_plain", "study_gpu", "study_plain_gpu")
@@ -92,6 +93,29 @@ def test_machine_line_summarises_a_lent_machine(tmp_path):
     (tmp_path / "wall_times.txt").write_text("2026-11-26 06:44 UTC 480 s on 16 cores and NVIDIA H200 (pipeline exit code 124)\n"
                                              "2026-11-26 06:46 UTC 147 s on 16 cores and NVIDIA H200 (pipeline exit code 0)\n")
     assert "2 runs of it recorded in wall_times.txt, 627 s in all" in machine_line(str(tmp_path))
+
+
+def test_time_per_task_gives_a_median_per_device_when_a_stage_ran_on_two(tmp_path):
+    """A registered study's later seeds train on a lent GPU: one median over 2-core CPU runs and GPU
+    runs would describe neither, so such a stage gets one per device (from each run's results.json)."""
+    def run(name, device=None):
+        d = tmp_path / "runs" / "pretrain" / name
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(json.dumps({"status": "ok", **({"device": device} if device else {})}))
+
+    run("cpu_a"), run("cpu_b", "cpu"), run("gpu_a", "cuda: NVIDIA H200")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "pipeline-1.log").write_text(
+        "[pipeline 10:00:00] done data in 60 s\n[pipeline 12:00:00] done pretrain.cpu_a in 6000 s\n"
+        "[pipeline 12:00:00] done pretrain.cpu_b in 7200 s\n[pipeline 12:01:00] done probe.cpu_b in 60 s\n")
+    (tmp_path / "logs" / "pipeline-2.log").write_text("[pipeline 13:00:00] done pretrain.gpu_a in 300 s\n")
+    line = time_summary(StudyRecord(str(tmp_path)))
+    assert "data 1 task(s), median 1.0 min" in line
+    assert "pretrain 2 task(s) on the CPU, median 110.0 min, 1 task(s) on cuda: NVIDIA H200, median 5.0 min" in line
+    assert "probe 1 task(s), median 1.0 min" in line  # one device: one median, as before
+    # a record whose runs trained on one kind of device reads as it always did
+    (tmp_path / "logs" / "pipeline-2.log").unlink()
+    assert "pretrain 2 task(s), median 110.0 min" in time_summary(StudyRecord(str(tmp_path)))
 
 
 def test_gate_compares_a_backbone_only_with_random_init_of_its_architecture():
