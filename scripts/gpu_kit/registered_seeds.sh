@@ -154,6 +154,7 @@ run() {
 
 record() {  # here: each complete group that came back, into its own output folder and the record
   local files="$1" tarball v seed out py="${PYTHON:-$REPO/.venv/bin/python}"
+  declare -A recorded
   for tarball in "$files"/*_s*.tar.gz; do
     [ -e "$tarball" ] || { echo "record: no group came back in $files" >&2; exit 1; }
     v="$(basename "$tarball" .tar.gz)"; seed="${v##*_s}"; v="${v%_s*}"
@@ -165,7 +166,11 @@ record() {  # here: each complete group that came back, into its own output fold
     mkdir -p "$out" && tar -C "$out" -xzf "$tarball" || exit 1
     echo "record: $v seed $seed from $out"
     "$py" -m objcrop report record "$out" "$REPO/docs/results/$v" || exit 1
-    # from the repository root, so that runs.csv names the runs by their paths in the repository
+    recorded[$v]=1
+  done
+  # each variant's report once, after all its groups are in; from the repository root, so that
+  # runs.csv names the runs by their paths in the repository
+  for v in "${!recorded[@]}"; do
     (cd "$REPO" && "$py" -m objcrop report "docs/results/$v/runs" --out "docs/results/$v/report" \
       --registration docs/preregistration.yaml --study "$v") || exit 1
   done
