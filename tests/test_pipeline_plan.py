@@ -96,8 +96,11 @@ def test_run_names_are_records_run_name_of_the_merged_config(tmp_path):
     for ref in ("random_init_s0", "random_init_s2", "supervised_s0"):
         assert f"probe.{ref}" in by_name
     dets = {t.name.split(".")[2] for t in tasks if t.stage == "detect"}
+    registered = {_run(tasks, p, s).name.split(".", 1)[1] for s in range(12) for p in (
+        "moco_v2_random-b256-200e-bf16_none", "moco_v2_obj-obj-dilate-b256-200e-bf16_gt",
+        "moco_v2_obj-obj-dilate-b256-200e-bf16_selective-search-top10")}
     assert dets == {_run(tasks, p, s).name.split(".", 1)[1] for p in ("moco_v2_random_none", "moco_v2_obj-obj-dilate_gt")
-                    for s in range(3)} | {"scratch", "supervised"}  # and the reference rows
+                    for s in range(3)} | registered | {"scratch", "supervised"}  # and the reference rows
     assert all(os.path.basename(t.cmd[t.cmd.index("--weights") + 1])[:-4] == t.name.split(".")[2]
                for t in tasks if t.stage == "detect" and "scratch" not in t.name)
 
@@ -151,6 +154,29 @@ def test_registered_arms_train_seed_by_seed_across_the_arms(tmp_path):
     tasks = _plan(tmp_path, seeds="0 1")
     runs = [_short(t.name) for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised"]
     assert runs[:2] == ["pretrain.moco_v2_random_none_s0", "pretrain.moco_v2_random_none_s1"]
+
+
+def test_registered_arms_are_fine_tuned_once_for_voc_seeded_like_their_probe(tmp_path):
+    """docs/preregistration.md (clarifications, detection): each registered pretraining run is converted
+    and fine-tuned once, on the VOC task only, with its own pretraining seed (as its probe is); the
+    reference rows keep every task of the preset and its detection seeds."""
+    for preset in ("study", "study_hard"):
+        tasks = _plan(tmp_path, preset=preset, tags="b256-200e-bf16", seeds="3")
+        pretrains = [t.name for t in tasks if t.stage == "pretrain" and "b256-200e-bf16" in t.name]
+        dets = [t for t in tasks if t.stage == "detect" and "b256-200e-bf16" in t.name]
+        assert sorted(t.name for t in dets) == sorted(f"detect.voc.{p.split('.', 1)[1]}.seed3" for p in pretrains)
+        assert len(dets) == 3 and {_arg(t, "--seeds") for t in dets} == {"3"}
+        assert all(t.deps == [f"convert.{t.name.split('.')[2]}"] for t in dets)
+        det = pipeline.load_preset(preset)["detection"]
+        refs = sorted(t.name for t in tasks if t.stage == "detect" and t not in dets)
+        assert refs == sorted(f"detect.{task}.{ref}.seed{s}" for task in det["tasks"]
+                              for ref in det["references"] for s in det["seeds"])
+    # --det-tasks without VOC: no conversion and no fine-tuning of a registered arm, and no error
+    tasks = _plan(tmp_path, preset="study", tags="b256-200e-bf16", seeds="3", det_tasks="coco")
+    assert not [t for t in tasks if t.stage in ("convert", "detect") and "b256-200e-bf16" in t.name]
+    det = pipeline.load_preset("study")["detection"]
+    assert {t.name for t in tasks if t.stage == "detect"} == {f"detect.coco.{ref}.seed{s}" for ref in det["references"]
+                                                             for s in det["seeds"]}
 
 
 def test_loader_workers_change_how_a_run_loads_its_data_never_its_name_or_computation(tmp_path):
@@ -251,9 +277,12 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     assert dict(zip(opts[::2], opts[1::2]))["VIEWS.COPY_PASTE.ENABLED"] == "True"
     assert sorted(t.name for t in tasks if t.stage == "proposals") == [
         "proposals.gt", "proposals.saliency-rbd", "proposals.selective-search"]
-    # detection only for the runs that ask for it (random crops and ground-truth boxes)
+    # detection only for the runs that ask for it (random crops and ground-truth boxes, and the registered
+    # arms: VOC only, test_registered_arms_are_fine_tuned_once_for_voc_seeded_like_their_probe)
     dets = {_short(t.name).split(".")[2].rsplit("_s", 1)[0] for t in tasks if t.stage == "detect"}
-    assert dets == {"moco_v2_random_none", "moco_v2_obj-obj-dilate_gt", "scratch", "supervised"}
+    assert dets == {"moco_v2_random_none", "moco_v2_obj-obj-dilate_gt", "scratch", "supervised",
+                    "moco_v2_random-b256-200e-bf16_none", "moco_v2_obj-obj-dilate-b256-200e-bf16_gt",
+                    "moco_v2_obj-obj-dilate-b256-200e-bf16_selective-search-top10"}
     sup = by_name["pretrain.supervised"]
     assert sup.raw and pipeline.objcrop_argv(sup)[1].endswith(os.path.join("benchmarks", "learnability.py"))
     assert by_name["probe.supervised_s0"].deps == ["data", "pretrain.supervised"]
@@ -327,6 +356,9 @@ def test_plain_gpu_preset_is_the_plain_control_with_device_augmentation_on_one_g
     ({"policy": "random", "copy_paste": True}, "with copy-paste needs `proposals`"),
     ({"policy": "random", "seed": 1}, "unknown key(s) seed"),
     ({"policy": "random", "opts": ["PRETRAIN.EPOCHS", 12]}, "a run takes no `opts`; put them in a leaf pretraining YAML"),
+    ({"policy": "random", "detect": {"task": ["voc"]}}, "detect: unknown key(s) task"),
+    ({"policy": "random", "detect": {"tasks": ["vocc"]}}, "detect.tasks: vocc not in the preset's detection.tasks"),
+    ({"policy": "random", "detect": {"seeds": [0, 1]}}, "detect.seeds: [0, 1] is not 'pretraining'"),
 ])
 def test_bad_run_entry_names_it(tmp_path, run, message):
     preset = {"datasets": {"pretrain": "x", "probe_train": "x", "probe_test": "y"}, "pretrain": {"runs": [run]}}

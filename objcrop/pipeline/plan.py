@@ -46,7 +46,8 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     """The task graph of a preset, in an order that respects every dependency."""
     ctx = _context(preset, out)
     tasks = _data_tasks(ctx)
-    specs = pretrain_specs(ctx.section("pretrain"), words(ctx.section("proposals").get("methods", ["gt"])))
+    det_tasks = preset.get("_detection_tasks", list(ctx.section("detection").get("tasks") or {}))
+    specs = pretrain_specs(ctx.section("pretrain"), words(ctx.section("proposals").get("methods", ["gt"])), det_tasks)
     tasks += _proposal_tasks(ctx, specs)
     tasks += _supervised_tasks(ctx)
     namer = RunNamer(ctx.p["datasets"]["pretrain"], ctx.section("pretrain").get("opts", []))
@@ -172,7 +173,7 @@ def _run_tasks(ctx: Context, spec: RunSpec, seed: int, namer: RunNamer) -> List[
     # detection is the costly part: a preset may fine-tune only some pretraining seeds
     det_pre_seeds = det.get("pretrain_seeds")
     if spec.detect and det.get("tasks") and (det_pre_seeds is None or seed in [int(x) for x in det_pre_seeds]):
-        tasks += _detection_tasks(ctx, name, final)
+        tasks += _detection_tasks(ctx, name, final, spec, seed)
     return tasks
 
 
@@ -187,19 +188,30 @@ def probe_task(ctx: Context, name: str, weights: str, deps: List[str], extra: Op
                 results=[results])
 
 
-def _detection_tasks(ctx: Context, name: str, final: str) -> List[Task]:
+def _detection_tasks(ctx: Context, name: str, final: str, spec: RunSpec, seed: int) -> List[Task]:
+    """Conversion of one pretraining run's backbone and its fine-tunings: the preset's detection tasks
+    and seeds, or those the run's `detect` names (a registered arm: VOC only, seeded like its probe)."""
+    det = ctx.section("detection")
+    task_names = [t for t in det["tasks"] if not spec.detect_tasks or t in spec.detect_tasks]
+    if not task_names:
+        return []  # --det-tasks left none of the run's tasks
     pkl = os.path.join(ctx.out, "weights", f"{name}.pkl")
     cmd = ["convert", final, pkl] + [str(a) for a in ctx.section("convert").get("args", [])]
     tasks = [Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{name}"])]
-    return tasks + _fine_tunings(ctx, name, pkl, [f"convert.{name}"])
+    seeds = [seed] if spec.detect_seed_is_pretraining else None
+    return tasks + _fine_tunings(ctx, name, pkl, [f"convert.{name}"], task_names=task_names, seeds=seeds)
 
 
-def _fine_tunings(ctx: Context, name: str, weights: str, deps: List[str], extra_opts: Sequence[str] = ()) -> List[Task]:
+def _fine_tunings(ctx: Context, name: str, weights: str, deps: List[str], extra_opts: Sequence[str] = (),
+                  task_names: Optional[List[str]] = None, seeds: Optional[List[int]] = None) -> List[Task]:
     """`objcrop detect train` of one backbone (a converted .pkl, or "none": random init) for every
-    detection task and fine-tuning seed of the preset; `extra_opts` come after the task's opts."""
+    detection task and fine-tuning seed of the preset (or the `task_names` and `seeds` given);
+    `extra_opts` come after the task's opts."""
     det, tasks = ctx.section("detection"), []
     for task_name, dspec in det["tasks"].items():
-        for dseed in [int(s) for s in det.get("seeds", [0])]:
+        if task_names is not None and task_name not in task_names:
+            continue
+        for dseed in seeds if seeds is not None else [int(s) for s in det.get("seeds", [0])]:
             # `objcrop detect train` puts seed k in OUTPUT_DIR/seed<k>; --resume continues it
             det_dir = os.path.join(ctx.runs, f"detect_{task_name}", name)
             cmd = ["detect", "train", "--config-file", str(dspec["config_file"]), "--weights", weights,

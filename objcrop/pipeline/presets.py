@@ -10,7 +10,7 @@ import argparse
 import copy
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
 from objcrop.errors import ObjcropError
 
@@ -87,6 +87,7 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
         if unknown:
             raise PipelineError(f"--det-tasks: {', '.join(sorted(unknown))} not in the preset "
                                 f"(it has: {', '.join(det.get('tasks', {})) or 'none'})")
+        p["_detection_tasks"] = list(det.get("tasks", {}))  # what a run's `detect: {tasks}` may name
         det["tasks"] = {k: v for k, v in det.get("tasks", {}).items() if k in wanted}
     if args.gpus is not None:
         p["gpus"] = int(args.gpus)
@@ -137,6 +138,31 @@ def _runs_with_proposals(runs, sources: List[str]) -> List[Dict[str, Any]]:
     return [r for r in runs if not (isinstance(r, dict) and r.get("proposals")) or str(r["proposals"]) in sources]
 
 
+DETECT_KEYS = {"tasks", "seeds"}
+DETECT_SEEDS = "pretraining"
+
+
+def _detect_fields(value: Any, where: str, detection_tasks: List[str]) -> Dict[str, Any]:
+    """RunSpec's detection fields from a run's `detect`: true / false, or a mapping
+    {tasks: [names of the preset's detection tasks], seeds: pretraining}."""
+    if not isinstance(value, dict):
+        return {"detect": bool(value)}
+    unknown = set(value) - DETECT_KEYS
+    if unknown:
+        raise PipelineError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
+                            f"(known: {', '.join(sorted(DETECT_KEYS))}; or true / false)")
+    tasks = tuple(words(value.get("tasks")))
+    missing = [t for t in tasks if t not in detection_tasks]
+    if missing:
+        raise PipelineError(f"{where}.tasks: {', '.join(missing)} not in the preset's detection.tasks "
+                            f"(it has: {', '.join(detection_tasks) or 'none'})")
+    seeds = value.get("seeds")
+    if seeds not in (None, DETECT_SEEDS):
+        raise PipelineError(f"{where}.seeds: {seeds!r} is not {DETECT_SEEDS!r} (one fine-tuning per pretraining "
+                            f"run, seeded with its pretraining seed); leave it out for the preset's detection.seeds")
+    return {"detect": True, "detect_tasks": tasks, "detect_seed_is_pretraining": seeds == DETECT_SEEDS}
+
+
 def fill(value, ctx: Dict[str, str]):
     """Replace `{out}`, `{data}`, `{datasets}` in every string of a (nested) preset value."""
     if isinstance(value, str):
@@ -162,6 +188,11 @@ class RunSpec:
     seeds: List[int]
     config_file: str  # the pretraining YAML: the preset's, or the run's own leaf
     detect: bool = True
+    # `detect: {tasks: [voc], seeds: pretraining}`: only these of the preset's detection tasks (empty: all),
+    # and one fine-tuning per pretraining run whose seed is the run's own (the registered arms' rule,
+    # docs/preregistration.md) instead of the preset's detection.seeds
+    detect_tasks: Tuple[str, ...] = ()
+    detect_seed_is_pretraining: bool = False
     tag: str = ""  # the run's own report row (PRETRAIN.TAG); part of its name
     # its seeds are recorded as they finish, over several sessions: a registered arm (docs/preregistration.md,
     # 12 seeds of about an hour each on 2 CPU cores) whose record may hold only some of them yet
@@ -172,10 +203,12 @@ RUN_KEYS = {"method", "policy", "proposals", "copy_paste", "seeds", "config_file
 DEFAULT_PRETRAIN_CONFIG = "pretrain/demo.yaml"
 
 
-def pretrain_specs(pre: Dict[str, Any], prop_methods: List[str]) -> List[RunSpec]:
+def pretrain_specs(pre: Dict[str, Any], prop_methods: List[str],
+                   detection_tasks: Optional[List[str]] = None) -> List[RunSpec]:
     """The pretraining runs of a preset: the cross product methods × policies × proposal sources
     × seeds, or — when `pretrain.runs` lists them — exactly those runs (a study rarely wants
-    every combination: copy-paste on one policy, BYOL on two)."""
+    every combination: copy-paste on one policy, BYOL on two). `detection_tasks`: the preset's own
+    (before --det-tasks), which a run's `detect: {tasks: ...}` must name."""
     seeds = [int(s) for s in pre.get("seeds", [0])]
     config_file = str(pre.get("config_file", DEFAULT_PRETRAIN_CONFIG))
     if not pre.get("runs"):
@@ -185,10 +218,11 @@ def pretrain_specs(pre: Dict[str, Any], prop_methods: List[str]) -> List[RunSpec
         return [RunSpec(m, pol, src, False, seeds, config_file)
                 for m in words(pre.get("methods", ["moco_v2"])) for pol in policies
                 for src in (["none"] if pol == "random" else prop_methods)]
-    return [_run_spec(run, f"pretrain.runs[{i}]", seeds, config_file) for i, run in enumerate(pre["runs"])]
+    return [_run_spec(run, f"pretrain.runs[{i}]", seeds, config_file, detection_tasks or [])
+            for i, run in enumerate(pre["runs"])]
 
 
-def _run_spec(run: Any, where: str, seeds: List[int], config_file: str) -> RunSpec:
+def _run_spec(run: Any, where: str, seeds: List[int], config_file: str, detection_tasks: List[str]) -> RunSpec:
     if not isinstance(run, dict) or "policy" not in run:
         raise PipelineError(f"{where}: a run is a mapping with at least `policy` (keys: {', '.join(sorted(RUN_KEYS))})")
     if "opts" in run:
@@ -201,8 +235,8 @@ def _run_spec(run: Any, where: str, seeds: List[int], config_file: str) -> RunSp
                    proposals=str(run.get("proposals") or "none"), copy_paste=bool(run.get("copy_paste", False)),
                    seeds=[int(s) for s in run.get("seeds", seeds)],
                    config_file=str(run.get("config_file") or config_file),
-                   detect=bool(run.get("detect", True)), tag=str(run.get("tag") or ""),
-                   accumulating=bool(run.get("accumulating", False)))
+                   tag=str(run.get("tag") or ""), accumulating=bool(run.get("accumulating", False)),
+                   **_detect_fields(run.get("detect", True), f"{where}.detect", detection_tasks))
     if spec.proposals == "none" and (spec.policy != "random" or spec.copy_paste):
         raise PipelineError(f"{where}: policy {spec.policy}{' with copy-paste' if spec.copy_paste else ''} "
                             f"needs `proposals` (gt or a proposal method)")
