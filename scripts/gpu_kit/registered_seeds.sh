@@ -5,22 +5,25 @@
 # *group*: one seed of all three registered arms of one variant (random crops, gt boxes, ranked
 # proposals; --tags b256-200e-bf16). Groups run one after another (seed-major: seed k of study, of
 # study_hard, then seed k + 1), each as the pipeline runs it on the CPU: `--gpus 1`, the three arms side
-# by side, each arm's probe right after it. Only --loader-workers differs from the CPU runs: the
+# by side, each arm's probe and VOC fine-tuning right after it (the registration's secondary detection
+# metric: docs/preregistration.md, clarifications, detection). Only --loader-workers differs from the CPU runs: the
 # 2-core recipe loads with one worker, which cannot feed a GPU, and DATA.NUM_WORKERS is an execution
 # setting (the same weights, the same run name; tests/test_pretrain_execution_keys.py).
 #
 # The inputs are the CPU runs' own bytes, never regenerated unchecked: the proposal stores travel
 # (the machine's OpenCV lacks the contrib modules that made them), `study`'s data travels (what fits
-# the 64-MiB working tree), and any variant whose data does not travel is generated there and compared
-# file by file with the sha256 manifest of the data here; a variant whose data differs is not run.
+# the 64-MiB working tree; its VOC copy's images are rebuilt there from the images, whose bytes they
+# are), and any variant whose data does not travel is generated there and compared file by file with
+# the sha256 manifest of the data here; a variant whose data differs is not run. `stage` refuses a
+# variant whose record lacks the detection reference rows (scratch, supervised): they run on the CPU,
+# once, and a GPU call would otherwise spend its minutes on them.
 #
-# A group is complete when all six of its results (three pretraining runs, three probes) say ok. Only
-# complete groups come back (OUT/<variant>_s<seed>.tar.gz: every run's results.json, config, metrics
-# and logs, no checkpoints), so a variant's seed is recorded from one device or not at all; a group
-# cut by the deadline is listed in OUT/summary.md and left to the CPU. The backbones stay on the machine
-# (three fp16 ResNet-18 backbones exceed the 64 MiB that come back): the registered secondary column
-# VOC AP50 of these seeds has to be measured there, in the same lease, once detection of the
-# registered arms exists (issue 20; the registered arms have `detect: false` today).
+# A group is complete when all nine of its results (three pretraining runs, three probes, three VOC
+# fine-tunings) say ok. Only complete groups come back (OUT/<variant>_s<seed>.tar.gz: every run's
+# results.json, config, metrics and logs, no checkpoints), so a variant's seed is recorded from one
+# device or not at all; a group cut by the deadline is listed in OUT/summary.md and left to the CPU.
+# The backbones stay on the machine (three fp16 ResNet-18 backbones exceed the 64 MiB that come
+# back), which is why their fine-tuning runs in the call that trains them.
 #
 #   bash scripts/gpu_kit/registered_seeds.sh stage                 # here: .gpu_kit/ and .gpu_carry/
 #   run(command="LINK_ROOT=/work/main bash scripts/gpu_kit/registered_seeds.sh run '3 4'",
@@ -39,8 +42,25 @@ REPO="$(cd "$HERE/../.." && pwd)"
 TAG=b256-200e-bf16
 CARRY="$REPO/.gpu_carry"
 VARIANTS="${VARIANTS:-study study_hard}"
-# the data a registered run reads (the VOC copy feeds only detection, which these runs do not have)
-DATA_PARTS=(images annotations labels meta.json)
+# the data a registered run reads; the VOC copy feeds its fine-tuning
+DATA_PARTS=(images annotations labels meta.json voc)
+# what of the first variant's data travels: voc/JPEGImages are the images' own bytes (objcrop.datasets.synth
+# writes each image twice), rebuilt there by voc_images
+CARRIED_PARTS=(images annotations labels meta.json voc/Annotations voc/ImageSets)
+GROUP_RESULTS=9  # per arm: pretraining, probe, VOC fine-tuning
+
+voc_images() {  # DATA: voc/JPEGImages from images/<split>/<stem>.jpg (one stem per image across the splits)
+  mkdir -p "$1/voc/JPEGImages" && find "$1/images" -name '*.jpg' -exec cp -t "$1/voc/JPEGImages" {} +
+}
+
+references_recorded() {  # VARIANT: does its record hold the VOC reference fine-tunings (planned by the pipeline)?
+  local missing
+  missing=$("$REPO/scripts/run_pipeline.sh" --preset "$1" --out "$REPO/output/$1" --records "$REPO/docs/results/$1" \
+    --tags "$TAG" --seeds 0 --stages pretrain,convert,detect --det-tasks voc --dry-run 2>&1 \
+    | grep -oE "would run (detect\.voc\.[a-z_]+\.seed[0-9]+|convert\.supervised|pretrain\.supervised)" \
+    | sed 's/would run //' | tr '\n' ' ')
+  [ -z "$missing" ] || { echo "stage: $1's record lacks the detection references ($missing): run them on the CPU first" >&2; return 1; }
+}
 
 stage() {  # here: the kit and what the runs need that the working tree lacks
   bash "$HERE/prepare.sh" "$REPO/.gpu_kit" || exit 1
@@ -48,12 +68,13 @@ stage() {  # here: the kit and what the runs need that the working tree lacks
   for v in $VARIANTS; do
     local out="$REPO/output/$v"
     [ -f "$out/data/meta.json" ] || { echo "stage: $out/data is missing (run the $v preset's data stage)" >&2; exit 1; }
+    references_recorded "$v" || exit 1
     (cd "$out/data" && find "${DATA_PARTS[@]}" -type f | LC_ALL=C sort | xargs sha256sum) > "$CARRY.tmp/$v.data.sha256"
     tar -C "$out" -czf "$CARRY.tmp/$v.proposals.tar.gz" proposals
   done
   # the first variant's data itself: the rest would not fit the 64 MiB that travel
   local first="${VARIANTS%% *}"
-  tar -C "$REPO/output/$first" -czf "$CARRY.tmp/$first.data.tar.gz" "${DATA_PARTS[@]/#/data/}"
+  tar -C "$REPO/output/$first" -czf "$CARRY.tmp/$first.data.tar.gz" "${CARRIED_PARTS[@]/#/data/}"
   rm -rf "$CARRY" && mv "$CARRY.tmp" "$CARRY"
   du -sh "$CARRY" "$REPO/.gpu_kit"
 }
@@ -92,7 +113,7 @@ run() {
     mkdir -p "$o"
     tar -C "$o" -xzf "$CARRY/$v.proposals.tar.gz" || exit 2
     if [ -f "$CARRY/$v.data.tar.gz" ]; then
-      tar -C "$o" -xzf "$CARRY/$v.data.tar.gz" || exit 2
+      tar -C "$o" -xzf "$CARRY/$v.data.tar.gz" && voc_images "$o/data" || exit 2
     else
       ( PYTHON="$PYTHON" bash "$HERE/../run_pipeline.sh" --preset "$v" --out "$o" --tags "$TAG" --seeds 0 \
           --stages data > "$out_dir/data_$v.log" 2>&1 ) &
@@ -125,27 +146,30 @@ run() {
       echo "$v seed $seed: starting with $(left) s left"
       OMP_NUM_THREADS=1 PYTHON="$PYTHON" timeout --signal=TERM --kill-after=20 "$(( $(left) - 10 ))" \
         bash "$HERE/../run_pipeline.sh" --preset "$v" --out "$o" --records "$REPO/docs/results/$v" \
-        --tags "$TAG" --seeds "$seed" --stages pretrain,probe --gpus 1 --jobs 3 \
+        --tags "$TAG" --seeds "$seed" --stages pretrain,probe,convert,detect --det-tasks voc --gpus 1 --jobs 3 \
         --loader-workers "${WORKERS:-4}" --keep-going ${DRY:+--dry-run} > "$out_dir/${v}_s$seed.log" 2>&1
       rc=$?
       local took=$(( $(date +%s) - t0 )) ok
-      ok=$(ls "$o"/runs/pretrain/*-"$TAG"_*_s"$seed"/results.json "$o"/runs/probe/*-"$TAG"_*_s"$seed"/results.json 2>/dev/null \
+      ok=$(ls "$o"/runs/pretrain/*-"$TAG"_*_s"$seed"/results.json "$o"/runs/probe/*-"$TAG"_*_s"$seed"/results.json \
+              "$o"/runs/detect_voc/*-"$TAG"_*_s"$seed"/seed"$seed"/results.json 2>/dev/null \
            | xargs -r grep -l '"status": "ok"' | wc -l)
-      if [ "$rc" -eq 0 ] && [ "$ok" -eq 6 ]; then
+      if [ "$rc" -eq 0 ] && [ "$ok" -eq "$GROUP_RESULTS" ]; then
         group_s=$(( took + 20 ))  # the next group needs about as long as this one did
         # the group's own pipeline log (what it printed), not OUT/logs/pipeline.log: on a machine kept
         # warm between calls that one also holds the earlier groups, which the record would count twice
         local own
         own="$(mktemp -d)" && mkdir "$own/logs" && cp "$out_dir/${v}_s$seed.log" "$own/logs/pipeline.log"
-        (cd "$o" && find runs/pretrain runs/probe -path "*-${TAG}_*_s$seed/*" -type f ! -path '*/checkpoints/*' ! -name '*.pth' ! -name '*.tmp' \
-           | tar -czf "$out_dir/${v}_s$seed.tar.gz" -T - $(ls logs/*-"$TAG"_*_s"$seed".log) -C "$own" logs/pipeline.log)
+        (cd "$o" && find runs/pretrain runs/probe runs/detect_voc -path "*-${TAG}_*_s$seed/*" -type f ! -path '*/checkpoints/*' \
+           ! -name '*.pth' ! -name '*.tmp' ! -name last_checkpoint \
+           | tar -czf "$out_dir/${v}_s$seed.tar.gz" -T - $(ls logs/*-"$TAG"_*_s"$seed".log logs/*-"$TAG"_*_s"$seed".seed"$seed".log 2>/dev/null) \
+             -C "$own" logs/pipeline.log)
         rm -rf "$own"
-        echo "| $v | $seed | complete: 6 of 6 results | $took |" >> "$summary"
+        echo "| $v | $seed | complete: $ok of $GROUP_RESULTS results | $took |" >> "$summary"
       else
         cut[$v]=$seed
-        echo "| $v | $seed | incomplete (pipeline exit $rc, $ok of 6 results): not brought back | $took |" >> "$summary"
+        echo "| $v | $seed | incomplete (pipeline exit $rc, $ok of $GROUP_RESULTS results): not brought back | $took |" >> "$summary"
       fi
-      echo "$v seed $seed: exit $rc, $ok of 6 results, $took s"
+      echo "$v seed $seed: exit $rc, $ok of $GROUP_RESULTS results, $took s"
     done
   done
   echo "$(( $(date +%s) - start )) s on $(nproc) cores; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" >> "$summary"
@@ -158,8 +182,8 @@ record() {  # here: each complete group that came back, into its own output fold
   for tarball in "$files"/*_s*.tar.gz; do
     [ -e "$tarball" ] || { echo "record: no group came back in $files" >&2; exit 1; }
     v="$(basename "$tarball" .tar.gz)"; seed="${v##*_s}"; v="${v%_s*}"
-    [ "$(tar -tzf "$tarball" | grep -c '/results.json$')" -eq 6 ] \
-      || { echo "record: $tarball does not hold the six results of a complete group" >&2; exit 1; }
+    [ "$(tar -tzf "$tarball" | grep -c '/results.json$')" -eq "$GROUP_RESULTS" ] \
+      || { echo "record: $tarball does not hold the $GROUP_RESULTS results of a complete group" >&2; exit 1; }
     # its own folder, not output/<variant>: the record keeps one pipeline log per output folder, so
     # the GPU machine's log (which device, how long) is kept beside the CPU's
     out="$REPO/output/${v}_gpu_s$seed"
@@ -180,5 +204,5 @@ case "${1:-}" in
   stage) stage ;;
   run) [ -n "${2:-}" ] || { echo "usage: $0 run 'SEEDS'" >&2; exit 2; }; run "$2" ;;
   record) [ -n "${2:-}" ] || { echo "usage: $0 record FILES_DIR" >&2; exit 2; }; record "$2" ;;
-  *) sed -n '2,35p' "$0"; exit 2 ;;
+  *) sed -n '2,/^set -uo/p' "$0" | sed '$d'; exit 2 ;;
 esac
