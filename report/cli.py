@@ -186,11 +186,18 @@ def record_main(argv: List[str]) -> int:
     p.add_argument("out", help="a pipeline output directory (run_pipeline.sh --out)")
     p.add_argument("record", help="the record: a directory holding record.json (created when missing), "
                                   "the record file itself, or a legacy record directory")
+    p.add_argument("--runs", nargs="+", metavar="GLOB",
+                   help="record only the runs whose folder in OUT (runs/<stage>/<name>[/seed<k>]) matches one of "
+                        "these globs, e.g. 'runs/detect_voc/*/*': the fine-tunings of registered backbones trained "
+                        "again for their fine-tuning only, whose first pretraining entry (the one their probe "
+                        "measured) stays in the record (docs/preregistration.md, detection); the other files "
+                        "(data/meta.json, the pipeline log, ...) are recorded as without it")
     args = p.parse_args(argv)
     record = StudyRecord.open(args.record)
-    written = record.save_output(args.out)
+    written = record.save_output(args.out, args.runs)
     runs = sum(1 for rel in written if rel.endswith("results.json"))
-    print(f"objcrop report record: {len(written)} files ({runs} results) from {args.out} recorded in {record.path}")
+    which = f" matching {' '.join(args.runs)}" if args.runs else ""
+    print(f"objcrop report record: {len(written)} files ({runs} results{which}) from {args.out} recorded in {record.path}")
     return 0
 
 

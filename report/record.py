@@ -23,7 +23,7 @@ import glob
 import hashlib
 import os
 import shutil
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from objcrop.errors import ObjcropError
 from objcrop.io import atomic_path, read_json
@@ -46,12 +46,15 @@ def _log_id(path: str) -> str:
     return hashlib.sha1(first + os.path.abspath(path).encode()).hexdigest()[:10]
 
 
-def output_files(out: str) -> Iterator[Tuple[str, str]]:
+def output_files(out: str, runs: Optional[Sequence[str]] = None) -> Iterator[Tuple[str, str]]:
     """(source, path relative to the record) of every file a record keeps of pipeline output `out`.
     Pipeline logs are kept one per output directory (logs/pipeline-<id>.log), so that the record's
-    wall times add up over every machine that worked on it."""
+    wall times add up over every machine that worked on it. `runs`: only the runs whose folder
+    (`runs/<stage>/<name>[/seed<k>]`) matches one of these globs."""
     for result in glob.glob(os.path.join(out, "runs", "**", "results.json"), recursive=True):
         run_dir = os.path.dirname(result)
+        if runs is not None and not any(fnmatch.fnmatch(_norm(os.path.relpath(run_dir, out)), g) for g in runs):
+            continue
         for name in RUN_FILES:
             src = os.path.join(run_dir, name)
             if os.path.isfile(src):
@@ -176,12 +179,13 @@ class StudyRecord:
 
     # ------------------------------------------------------------------ writing
 
-    def save_output(self, out_dir: str) -> List[str]:
+    def save_output(self, out_dir: str, runs: Optional[Sequence[str]] = None) -> List[str]:
         """Record the small result files of pipeline output `out_dir`; a run's new result replaces
-        the record's copy of the same run. Returns the record paths written."""
+        the record's copy of the same run. `runs`: record only the runs matching these globs (see
+        output_files). Returns the record paths written."""
         if not os.path.isdir(out_dir):
             raise ObjcropError(f"{out_dir}: no such pipeline output directory")
-        sources = sorted(output_files(out_dir))
+        sources = sorted(output_files(out_dir, runs))
         if not self.compact:
             for src, rel in sources:
                 _copy(src, os.path.join(self.root, rel))

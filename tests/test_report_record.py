@@ -127,3 +127,30 @@ def test_the_report_reads_a_record_as_it_reads_the_output(tmp_path):
         assert bad.path == os.path.join(root, "runs", "probe", "broken", "results.json") and "pretrain" in bad.reason
         with open(report["paths"]["md"]) as f:
             assert "broken/results.json" in f.read()
+
+
+def test_record_runs_keeps_the_first_entry_of_a_backbone_trained_again_for_its_fine_tuning(tmp_path, capsys):
+    """docs/preregistration.md, detection: a registered run whose checkpoint was not kept is trained again
+    for its fine-tuning only; `report record --runs 'runs/detect_voc/*/*'` adds the fine-tuning and leaves
+    the recorded pretraining run (the one its probe measured) as it was."""
+    from objcrop.report.cli import record_main
+
+    rec = str(tmp_path / "rec")
+    first = _output(str(tmp_path / "first"), loss=6.0)
+    StudyRecord.open(rec).save_output(str(tmp_path / "first"))
+    again = str(tmp_path / "again")
+    _output(again, mAP=0.3, loss=5.0)  # trained again: other losses (and a probe this record must keep too)
+    det = os.path.join(again, "runs", "detect_voc", os.path.basename(first), "seed0")
+    write_results(det, results("detection", "ok", Provenance("moco_v2", "random", "none", 3, "resnet18", "synth:/d:train", 0),
+                               task="voc", dataset="voc:/d/voc:test", box={"AP50": 12.5, "AP": 5.0, "AP75": 4.0}))
+    assert record_main([again, rec, "--runs", "runs/detect_voc/*/*"]) == 0
+    assert "(1 results matching runs/detect_voc/*/*)" in capsys.readouterr().out
+    record = StudyRecord.open(rec)
+    key = os.path.relpath(first, str(tmp_path / "first"))
+    assert record.results(key + "/results.json")["final_loss"] == 6.0
+    assert [m["loss"] for m in record.metrics(key)] == [6.0, 5.0, 4.0, 3.0]
+    assert record.results("runs/probe/random_init_s0/results.json")["mAP"] == 0.4
+    assert record.results(os.path.relpath(det, again) + "/results.json")["box"]["AP50"] == 12.5
+    # without --runs every run of the output replaces its entry
+    assert record_main([again, rec]) == 0
+    assert StudyRecord.open(rec).results(key + "/results.json")["final_loss"] == 5.0

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Is a pretraining run trained again the same training as the recorded one?
+
+docs/preregistration.md (clarifications, detection): a registered run whose checkpoint was not kept
+is pretrained again with the same seed and settings for its fine-tuning only, and a second CPU
+training is checked against the first's recorded losses. This is that check: for each RUN_DIR (an
+output's runs/pretrain/<name>, finished or still training), the loss of every iteration its
+metrics.jsonl holds is compared, bit for bit, with the recorded run of the same name. It reads
+losses only, never a probe score (the registered arms' scores stay withheld until they are complete).
+
+    python scripts/same_training.py docs/results/study output/study/runs/pretrain/<name> [...]
+
+Prints one line per run: "same: N of M recorded iterations identical" or the first iteration whose
+loss differs. Exit status 0 when every run is the same so far, 1 when one differs, 2 on bad input.
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Dict, List, Optional
+
+
+def losses(steps: List[dict]) -> Dict[int, float]:
+    """iteration -> loss; a resumed run logs the iterations after its checkpoint again: the last one counts."""
+    return {int(s["iteration"]): float(s["loss"]) for s in steps if "iteration" in s and "loss" in s}
+
+
+def read_jsonl(path: str) -> List[dict]:
+    steps = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    steps.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not a JSON line ({e})") from e
+    return steps
+
+
+def first_difference(recorded: Dict[int, float], again: Dict[int, float]) -> Optional[int]:
+    """The first iteration both hold whose losses differ; None when every common one is identical."""
+    return next((i for i in sorted(set(recorded) & set(again)) if recorded[i] != again[i]), None)
+
+
+def compare(record, run_dir: str) -> bool:
+    name = os.path.basename(os.path.normpath(run_dir))
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(metrics):
+        raise ValueError(f"{metrics}: no such file (a pretraining run's output folder?)")
+    recorded = losses(record.metrics(f"runs/pretrain/{name}"))
+    if not recorded:
+        raise ValueError(f"{record.path}: holds no logged losses of runs/pretrain/{name}")
+    again = losses(read_jsonl(metrics))
+    common = sorted(set(recorded) & set(again))
+    if not common:
+        raise ValueError(f"{metrics}: no iteration in common with the recorded run")
+    differs = first_difference(recorded, again)
+    if differs is None:
+        print(f"{name}: same: {len(common)} of {len(recorded)} recorded iterations identical")
+        return True
+    print(f"{name}: differs at iteration {differs} (recorded loss {recorded[differs]!r}, "
+          f"this run {again[differs]!r}); {len(common)} iterations in common")
+    return False
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("record", help="the study's record: docs/results/<study> or its record.json")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="runs/pretrain/<name> folders trained again")
+    args = p.parse_args(argv)
+    from objcrop.report.record import StudyRecord
+
+    try:
+        record = StudyRecord.open(args.record)
+        same = [compare(record, d) for d in args.run_dirs]
+    except (OSError, ValueError) as e:
+        print(f"same_training.py: {e}", file=sys.stderr)
+        return 2
+    return 0 if all(same) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
