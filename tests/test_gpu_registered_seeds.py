@@ -5,7 +5,8 @@ here against a stand-in for scripts/run_pipeline.sh that writes the files a pipe
 (or fails part-way, as a deadline would), in a copy of the repository's layout under tmp_path. Checked:
 only complete groups come back, without checkpoints; a variant's later seeds wait for an incomplete
 one (seed order across the arms); a variant whose data is not the CPU runs' byte for byte is not run;
-`record` refuses a group that lacks one of its nine results (per arm: pretraining, probe, VOC fine-tuning)."""
+`record` refuses a group that lacks one of its nine results (per arm: pretraining, probe, VOC fine-tuning);
+a seed trained again for its fine-tuning only (AGAIN=1) is not probed and comes back with six."""
 import os
 import shutil
 import subprocess
@@ -48,7 +49,7 @@ FAKE_PIPELINE = textwrap.dedent("""\
     n=0
     for arm in ARMS; do
       name="moco_v2_${arm}_r18_b256_e200_data-train_s$seed"
-      for stage in pretrain probe; do
+      for stage in pretrain $(case "$stages" in *probe*) echo probe;; esac); do
         mkdir -p "$out/runs/$stage/$name/checkpoints"
         echo '{"status": "ok"}' > "$out/runs/$stage/$name/results.json"
         echo "config" > "$out/runs/$stage/$name/config.yaml"
@@ -177,3 +178,26 @@ def test_record_refuses_a_group_without_its_nine_results(tmp_path):
 def test_usage_names_the_three_modes(mode):
     proc = subprocess.run(["bash", str(SCRIPT)] + ([mode] if mode else []), capture_output=True, text=True)
     assert proc.returncode == 2 and "stage" in proc.stdout and "record FILES_DIR" in proc.stdout
+
+
+def test_seeds_trained_again_bring_back_their_fine_tunings_and_second_training_without_a_probe(tmp_path):
+    """AGAIN=1 (docs/preregistration.md, detection): a recorded seed whose backbones stayed on an earlier
+    machine is trained again and fine-tuned, not probed; `record` wants its six results."""
+    root = _repo(tmp_path)
+    out, summary = _run(root, "3", AGAIN="1")
+    assert sorted(p.name for p in out.glob("*.tar.gz")) == ["study_hard_s3_again.tar.gz", "study_s3_again.tar.gz"]
+    assert summary.count("complete (trained again): 6 of 6 results") == 2
+    names = _members(out / "study_s3_again.tar.gz")
+    assert sum(n.endswith("/results.json") for n in names) == 6 and not [n for n in names if "/probe/" in n]
+    assert sum(n.startswith("runs/pretrain/") and n.endswith("/results.json") for n in names) == 3
+    with tarfile.open(out / "study_s3_again.tar.gz") as t:  # not probed again: its probe is the first training's
+        assert "--stages pretrain,convert,detect " in t.extractfile("logs/pipeline.log").read().decode()
+    part = tmp_path / "part"
+    part.mkdir()
+    with tarfile.open(out / "study_s3_again.tar.gz") as src, tarfile.open(part / "study_s3_again.tar.gz", "w:gz") as dst:
+        for m in src.getmembers():
+            if not (m.name.endswith("results.json") and "random" in m.name and "/detect_voc/" in m.name):
+                dst.addfile(m, src.extractfile(m))
+    proc = subprocess.run(["bash", str(root / "scripts" / "gpu_kit" / "registered_seeds.sh"), "record", str(part)],
+                          env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "does not hold the 6 results of a complete group" in proc.stderr

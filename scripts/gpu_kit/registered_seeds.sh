@@ -30,6 +30,11 @@
 #       carry=[".gpu_kit", ".gpu_carry"], timeout_s=600)            # there: the groups of seeds 3 and 4
 #   bash scripts/gpu_kit/registered_seeds.sh record FILES_DIR       # here: record what came back
 #
+# AGAIN=1 (run): seeds whose three arms are recorded, pretraining and probe, but whose backbones stayed
+# on an earlier machine (study_hard's seeds 3 and 4): each arm is trained again on this kind of device
+# and fine-tuned, without a probe; `record` compares the second training's losses with the first's
+# (scripts/same_training.py) and records the fine-tunings alone (docs/preregistration.md, detection).
+#
 # LINK_ROOT (run): the absolute path the CPU runs' outputs live under (their configs name
 # LINK_ROOT/output/<variant>/...); it is linked to this checkout there, so the GPU runs' configs name
 # the same files. Knobs: BUDGET_S (default 560: the call's 600 s less the transfers), VARIANTS
@@ -48,6 +53,7 @@ DATA_PARTS=(images annotations labels meta.json voc)
 # writes each image twice), rebuilt there by voc_images
 CARRIED_PARTS=(images annotations labels meta.json voc/Annotations voc/ImageSets)
 GROUP_RESULTS=9  # per arm: pretraining, probe, VOC fine-tuning
+AGAIN_RESULTS=6  # AGAIN=1: per arm, pretraining trained again and VOC fine-tuning (the probe is the first training's)
 
 voc_images() {  # DATA: voc/JPEGImages from images/<split>/<stem>.jpg (one stem per image across the splits)
   mkdir -p "$1/voc/JPEGImages" && find "$1/images" -name '*.jpg' -exec cp -t "$1/voc/JPEGImages" {} +
@@ -130,6 +136,10 @@ run() {
     [ -s "$out_dir/check_$v.log" ] || rm -f "$out_dir/check_$v.log"  # at most 8 files come back
   done
 
+  # AGAIN=1: seeds whose pretraining and probe are recorded but whose backbones stayed on an earlier
+  # machine (docs/preregistration.md, detection): trained again for their fine-tuning only, no probe
+  local stages=pretrain,probe,convert,detect want=$GROUP_RESULTS parts="runs/pretrain runs/probe runs/detect_voc" suffix=""
+  [ -n "${AGAIN:-}" ] && { stages=pretrain,convert,detect; want=$AGAIN_RESULTS; parts="runs/pretrain runs/detect_voc"; suffix=_again; }
   local seed summary="$out_dir/summary.md"
   printf '| variant | seed | result | seconds |\n|---|---:|---|---:|\n' > "$summary"
   for seed in $seeds; do
@@ -146,30 +156,30 @@ run() {
       echo "$v seed $seed: starting with $(left) s left"
       OMP_NUM_THREADS=1 PYTHON="$PYTHON" timeout --signal=TERM --kill-after=20 "$(( $(left) - 10 ))" \
         bash "$HERE/../run_pipeline.sh" --preset "$v" --out "$o" --records "$REPO/docs/results/$v" \
-        --tags "$TAG" --seeds "$seed" --stages pretrain,probe,convert,detect --det-tasks voc --gpus 1 --jobs 3 \
+        --tags "$TAG" --seeds "$seed" --stages "$stages" --det-tasks voc --gpus 1 --jobs 3 \
         --loader-workers "${WORKERS:-4}" --keep-going ${DRY:+--dry-run} > "$out_dir/${v}_s$seed.log" 2>&1
       rc=$?
       local took=$(( $(date +%s) - t0 )) ok
-      ok=$(ls "$o"/runs/pretrain/*-"$TAG"_*_s"$seed"/results.json "$o"/runs/probe/*-"$TAG"_*_s"$seed"/results.json \
-              "$o"/runs/detect_voc/*-"$TAG"_*_s"$seed"/seed"$seed"/results.json 2>/dev/null \
+      ok=$(ls "$o"/runs/pretrain/*-"$TAG"_*_s"$seed"/results.json "$o"/runs/detect_voc/*-"$TAG"_*_s"$seed"/seed"$seed"/results.json \
+              $([ -z "$suffix" ] && echo "$o"/runs/probe/*-"$TAG"_*_s"$seed"/results.json) 2>/dev/null \
            | xargs -r grep -l '"status": "ok"' | wc -l)
-      if [ "$rc" -eq 0 ] && [ "$ok" -eq "$GROUP_RESULTS" ]; then
+      if [ "$rc" -eq 0 ] && [ "$ok" -eq "$want" ]; then
         group_s=$(( took + 20 ))  # the next group needs about as long as this one did
         # the group's own pipeline log (what it printed), not OUT/logs/pipeline.log: on a machine kept
         # warm between calls that one also holds the earlier groups, which the record would count twice
         local own
         own="$(mktemp -d)" && mkdir "$own/logs" && cp "$out_dir/${v}_s$seed.log" "$own/logs/pipeline.log"
-        (cd "$o" && find runs/pretrain runs/probe runs/detect_voc -path "*-${TAG}_*_s$seed/*" -type f ! -path '*/checkpoints/*' \
+        (cd "$o" && find $parts -path "*-${TAG}_*_s$seed/*" -type f ! -path '*/checkpoints/*' \
            ! -name '*.pth' ! -name '*.tmp' ! -name last_checkpoint \
-           | tar -czf "$out_dir/${v}_s$seed.tar.gz" -T - $(ls logs/*-"$TAG"_*_s"$seed".log logs/*-"$TAG"_*_s"$seed".seed"$seed".log 2>/dev/null) \
+           | tar -czf "$out_dir/${v}_s$seed$suffix.tar.gz" -T - $(ls logs/*-"$TAG"_*_s"$seed".log logs/*-"$TAG"_*_s"$seed".seed"$seed".log 2>/dev/null) \
              -C "$own" logs/pipeline.log)
         rm -rf "$own"
-        echo "| $v | $seed | complete: $ok of $GROUP_RESULTS results | $took |" >> "$summary"
+        echo "| $v | $seed | complete${suffix:+ (trained again)}: $ok of $want results | $took |" >> "$summary"
       else
         cut[$v]=$seed
-        echo "| $v | $seed | incomplete (pipeline exit $rc, $ok of $GROUP_RESULTS results): not brought back | $took |" >> "$summary"
+        echo "| $v | $seed | incomplete (pipeline exit $rc, $ok of $want results): not brought back | $took |" >> "$summary"
       fi
-      echo "$v seed $seed: exit $rc, $ok of $GROUP_RESULTS results, $took s"
+      echo "$v seed $seed: exit $rc, $ok of $want results, $took s"
     done
   done
   echo "$(( $(date +%s) - start )) s on $(nproc) cores; $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null)" >> "$summary"
@@ -181,15 +191,23 @@ record() {  # here: each complete group that came back, into its own output fold
   declare -A recorded
   for tarball in "$files"/*_s*.tar.gz; do
     [ -e "$tarball" ] || { echo "record: no group came back in $files" >&2; exit 1; }
-    v="$(basename "$tarball" .tar.gz)"; seed="${v##*_s}"; v="${v%_s*}"
-    [ "$(tar -tzf "$tarball" | grep -c '/results.json$')" -eq "$GROUP_RESULTS" ] \
-      || { echo "record: $tarball does not hold the $GROUP_RESULTS results of a complete group" >&2; exit 1; }
+    local name again="" want=$GROUP_RESULTS only=()
+    name="$(basename "$tarball" .tar.gz)"
+    # <variant>_s<seed>_again: trained again for the fine-tuning only (AGAIN=1): the record keeps the
+    # first training's pretraining entry and probe, and takes the fine-tunings alone
+    [ "${name%_again}" != "$name" ] && { again=1; want=$AGAIN_RESULTS; only=(--runs 'runs/detect_voc/*/*'); name="${name%_again}"; }
+    seed="${name##*_s}"; v="${name%_s*}"
+    [ "$(tar -tzf "$tarball" | grep -c '/results.json$')" -eq "$want" ] \
+      || { echo "record: $tarball does not hold the $want results of a complete group" >&2; exit 1; }
     # its own folder, not output/<variant>: the record keeps one pipeline log per output folder, so
     # the GPU machine's log (which device, how long) is kept beside the CPU's
-    out="$REPO/output/${v}_gpu_s$seed"
+    out="$REPO/output/${v}_gpu_s$seed${again:+_again}"
     mkdir -p "$out" && tar -C "$out" -xzf "$tarball" || exit 1
-    echo "record: $v seed $seed from $out"
-    "$py" -m objcrop report record "$out" "$REPO/docs/results/$v" || exit 1
+    echo "record: $v seed $seed${again:+ (trained again: fine-tunings only)} from $out"
+    if [ -n "$again" ]; then  # how the second training compares with the first (a GPU need not repeat it)
+      "$py" "$REPO/scripts/same_training.py" "$REPO/docs/results/$v" "$out"/runs/pretrain/*; [ $? -le 1 ] || exit 1
+    fi
+    "$py" -m objcrop report record "$out" "$REPO/docs/results/$v" "${only[@]}" || exit 1
     recorded[$v]=1
   done
   # each variant's report once, after all its groups are in; from the repository root, so that
