@@ -17,12 +17,15 @@ supervised 100 % — each column against its own references, never another task'
 A probe number also depends on the probe's protocol (results.json "protocol": `cached_features`,
 objcrop's fast probe, or `main_lincls`, the paper's): each protocol has columns of its own, so that a
 cell never mixes them, and every row says which protocol its probe cells come from
-(`Table.probe_protocols`).
+(`Table.probe_protocols`). A detection number depends on the fine-tuning budget in the same way
+(results.json "iterations"): where a table holds one task at several budgets, the largest keeps the
+plain header and each other budget has columns of its own (`VOC AP50 [300 it]`), so that no cell,
+Δ, gap or best mark compares fine-tunings of different lengths.
 """
 import math
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from objcrop.records import Provenance, dataset_label
 from objcrop.report.baseline import BASELINE_POLICY, baseline_policy
@@ -67,6 +70,7 @@ class Column:
     metric: str
     dataset: str = ""  # short dataset label; shown only when one task has several
     protocol: str = ""  # a probe column's protocol other than DEFAULT_PROBE_PROTOCOL ("": the default)
+    budget: int = 0  # a detection column's fine-tuning iterations other than its table's largest (0: that one)
 
     @property
     def probe_protocol(self) -> str:
@@ -81,6 +85,8 @@ class Column:
         parts.append(METRIC_LABELS.get(self.metric, self.metric))
         if self.protocol:  # a protocol other than the default names itself, so its numbers never pass for the other's
             parts.append(f"[{self.protocol}]")
+        if self.budget:  # so does a shorter fine-tuning than the table's
+            parts.append(f"[{self.budget} it]")
         head = " ".join(parts)
         return f"{head} ({self.dataset})" if with_dataset and self.dataset else head
 
@@ -88,7 +94,7 @@ class Column:
         order = TASK_ORDER.index(self.task) if self.task in TASK_ORDER else len(TASK_ORDER)
         metrics = TASKS.get(self.task, ("", []))[1]
         pos = metrics.index((self.section, self.metric)) if (self.section, self.metric) in metrics else 99
-        return (order, self.task, self.dataset, self.protocol, pos, self.section, self.metric)
+        return (order, self.task, self.dataset, self.protocol, -self.budget, pos, self.section, self.metric)
 
 
 @dataclass(frozen=True)
@@ -244,8 +250,22 @@ def _failure_reason(result: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def measurements_of(result: Dict[str, Any], run_dir: str) -> List[Measurement]:
-    """The cells one probe/detection results.json contributes to (pretraining runs: none)."""
+def detection_budgets(results: Iterable[Dict[str, Any]]) -> Dict[str, int]:
+    """Detection task -> the largest fine-tuning budget (results.json "iterations") among `results`:
+    the budget whose columns keep the plain header."""
+    out: Dict[str, int] = {}
+    for result in results:
+        its = result.get("iterations") if result.get("stage") == "detection" else None
+        if isinstance(its, int) and not isinstance(its, bool):
+            task = str(result.get("task") or "unknown_det")
+            out[task] = max(out.get(task, its), its)
+    return out
+
+
+def measurements_of(result: Dict[str, Any], run_dir: str,
+                    budgets: Optional[Dict[str, int]] = None) -> List[Measurement]:
+    """The cells one probe/detection results.json contributes to (pretraining runs: none); `budgets`
+    (detection_budgets of the table): a detection run of another budget gets columns of its own."""
     stage = result.get("stage")
     if stage == "probe":
         task = "probe"
@@ -258,13 +278,15 @@ def measurements_of(result: Dict[str, Any], run_dir: str) -> List[Measurement]:
     protocol = protocol_of(result) if task == "probe" else ""
     if protocol == DEFAULT_PROBE_PROTOCOL:
         protocol = ""
+    its = result.get("iterations")
+    budget = its if task != "probe" and budgets and task in budgets and isinstance(its, int) and its != budgets[task] else 0
     failure = _failure_reason(result)
     metrics = TASKS.get(task, (task, []))[1]
     if not metrics:  # an unknown detection task: show whatever box/mask numbers it has
         metrics = [(s, m) for s in ("box", "mask") for m in sorted(result.get(s) or {})]
     out = []
     for section, metric in metrics:
-        column = Column(task, section, metric, dataset, protocol)
+        column = Column(task, section, metric, dataset, protocol, budget)
         source = result.get(section) if section else result
         present = isinstance(source, dict) and metric in source
         if failure:
@@ -329,6 +351,7 @@ def build_table(results: List[Tuple[Dict[str, Any], str]], extra_flags: Optional
     cells: Dict[Tuple[RowKey, Column], Cell] = {}
     row_flags: Dict[RowKey, List[Flag]] = {}
     rows, columns = set(), set()
+    budgets = detection_budgets(result for result, _ in results)
     for result, run_dir in results:
         if result.get("stage") == "pretrain":
             row = row_key(result.get("pretrain"))
@@ -337,7 +360,7 @@ def build_table(results: List[Tuple[Dict[str, Any], str]], extra_flags: Optional
             if flag:
                 row_flags.setdefault(row, []).append(flag)
             continue
-        for m in measurements_of(result, run_dir):
+        for m in measurements_of(result, run_dir, budgets):
             rows.add(m.row)
             columns.add(m.column)
             cell = cells.setdefault((m.row, m.column), Cell())

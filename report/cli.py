@@ -21,7 +21,8 @@ from objcrop.cli import run_stage_main
 from objcrop.errors import ObjcropError
 from objcrop.io import write_text_atomic
 from objcrop.logger import setup_logger
-from objcrop.report.aggregate import Flag, Table, build_table, measurements_of, pretrain_flag, row_key
+from objcrop.report.aggregate import (Flag, Table, build_table, detection_budgets, measurements_of, pretrain_flag,
+                                      row_key)
 from objcrop.report.collect import Collection, collect, loss_curve
 from objcrop.report import prereg, study_page
 from objcrop.report.plots import write_plots
@@ -77,6 +78,7 @@ def runs_csv(collection: Collection) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["run_dir", "stage", "status", "method", "policy", "proposals", "epochs", "arch",
                 "pretrain_data", "pretrain_seed", "seed", "column", "value", "flag", "protocol"])
+    budgets = detection_budgets(r.data for r in collection.runs)
     for r in collection.runs:
         row = row_key(r.data.get("pretrain"))
         pre_seed = (r.data.get("pretrain") or {}).get("seed", "") if isinstance(r.data.get("pretrain"), dict) else ""
@@ -86,7 +88,7 @@ def runs_csv(collection: Collection) -> str:
             flag = pretrain_flag(r.data, r.run_dir)
             w.writerow(common + ["final_loss", r.data.get("final_loss", ""), flag.reason if flag else "", ""])
             continue
-        for m in measurements_of(r.data, r.run_dir):
+        for m in measurements_of(r.data, r.run_dir, budgets):
             w.writerow(common + [m.column.header(with_dataset=True), "" if m.value is None else repr(m.value),
                                  m.flag.reason if m.flag else "", m.column.probe_protocol])
     for u in collection.unreadable:

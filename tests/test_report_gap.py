@@ -141,3 +141,39 @@ def test_report_of_files_has_one_row_per_reference(tmp_path):
     assert row_key(Provenance.random_init("resnet18", 3).to_dict()) == row_key(
         Provenance.random_init("resnet18", None).to_dict())
     assert os.path.isfile(tmp_path / "rep" / "results.md")
+
+
+def test_a_shorter_fine_tuning_gets_columns_of_its_own_never_the_references_of_a_longer_one(tmp_path):
+    """A table with VOC fine-tunings of 300 and of 500 iterations (the study's first detection rows and the
+    calibrated budget's references): the 300-iteration runs land in `VOC AP50 [300 it]`, whose cells have
+    no references (no gap closed) and are never marked best against the 500-iteration ones; the 500 keep
+    the plain header, in the table and in runs.csv (the page's registered column)."""
+    def at(its, results):
+        return [({**r, "iterations": its} if r["stage"] == "detection" else r, d) for r, d in results]
+
+    refs = [(r, d) for r, d in _results() if d.startswith(("detect_voc/scratch", "detect_voc/supervised", "probe/"))]
+    ssl = [(r, d) for r, d in _results() if d.startswith(("detect_voc/random", "detect_voc/obj"))]
+    table = build_table(at(500, refs) + at(300, ssl))
+    short = Column("voc_det", "box", "AP50", "voc:test", budget=300)
+    assert VOC_COL in table.columns and short in table.columns
+    assert short.header(with_dataset=True) == "VOC AP50 [300 it] (voc:test)"
+    assert VOC_COL.header(with_dataset=True) == "VOC AP50 (voc:test)"
+    rows = _rows(table)
+    dil = table.cell(rows[("moco_v2", "obj-obj-dilate")], short)
+    assert dil.values == VOC["obj-obj-dilate"] and dil.gap is None  # no 300-iteration references
+    assert table.cell(rows[("moco_v2", "obj-obj-dilate")], VOC_COL).n == 0
+    assert table.cell(rows[("random_init", "none")], VOC_COL).values == VOC["random_init"]
+    # one budget only: the plain header, as before
+    assert {c.budget for c in build_table(at(300, _results())).columns} == {0}
+    # runs.csv, which the study page reads its columns from, names them the same way
+    import json
+
+    for data, rel in at(500, refs) + at(300, ssl):
+        (tmp_path / "runs" / rel).mkdir(parents=True)
+        (tmp_path / "runs" / rel / "results.json").write_text(json.dumps(data))
+    write_report([str(tmp_path / "runs")], str(tmp_path / "rep"), plots=False)
+    with open(tmp_path / "rep" / "runs.csv", newline="") as f:
+        columns = {(r["run_dir"].split("/runs/")[1].split("/")[1], r["column"]) for r in csv.DictReader(f)
+                   if r["column"].startswith("VOC AP50")}
+    assert columns == {("scratch", "VOC AP50 (voc:test)"), ("supervised", "VOC AP50 (voc:test)")} | {
+        (f"{p}_s{s}", "VOC AP50 [300 it] (voc:test)") for p in ("random", "obj-obj-dilate") for s in (0, 1)}
