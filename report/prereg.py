@@ -169,6 +169,22 @@ def device_line(prereg: dict, devices: Devices) -> str:
     return f"{rule}; deviations:\n\n" + "\n".join(f"* {d}" for d in deviations)
 
 
+SUPERVISED: Row = ("supervised", "none", "none", "")
+
+
+def reference_line(prereg: dict, studies: Studies, column: str) -> str:
+    """The reference rows of a registered column in each registered study (not tested, not withheld):
+    random init (for detection: fine-tuned from scratch in the same config) and the supervised bound,
+    so that the arms' numbers can be placed between a floor and a ceiling."""
+    parts = []
+    for study in dict.fromkeys(h["study"] for h in prereg["hypotheses"]):
+        values = studies.get(study, ({}, {}))[0]
+        refs = [f"{name} {fmt_runs(values.get(row, {}).get(column, []))}"
+                for name, row in (("random init", RANDOM_INIT), ("supervised", SUPERVISED))]
+        parts.append(f"{study}: " + ", ".join(refs))
+    return "References (not tested): " + "; ".join(parts) + "."
+
+
 def registered_section(prereg: Optional[dict], studies: Studies, path: str, devices: Optional[Devices] = None) -> str:
     if prereg is None:
         return "## Registered comparisons\n\n_(no preregistration file)_"
@@ -184,12 +200,14 @@ left out of the sections' exploratory tables.
 
 Primary, {prereg['primary_column']}:
 
-{registered_table(prereg, studies, prereg['primary_column'], True)}"""]
+{registered_table(prereg, studies, prereg['primary_column'], True)}
+
+{reference_line(prereg, studies, prereg['primary_column'])}"""]
     if devices is not None:
         parts.append(device_line(prereg, devices))
     for column in prereg["secondary_columns"]:
         parts.append(f"Secondary (Holm over the same family; cannot support a hypothesis alone), {column}:\n\n"
-                     f"{registered_table(prereg, studies, column, False)}")
+                     f"{registered_table(prereg, studies, column, False)}\n\n{reference_line(prereg, studies, column)}")
     return "\n\n".join(parts)
 
 

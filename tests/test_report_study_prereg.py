@@ -92,6 +92,25 @@ def test_a_large_clear_gap_is_supported():
     assert "+10.0 [" in table
 
 
+def test_each_registered_column_shows_its_reference_rows_per_variant():
+    """docs/preregistration.md: detection AP50 "with scratch and supervised references": under every
+    registered table, each variant's random-init (scratch, for detection) and supervised rows of that
+    column, from the same values, none taken from another column or variant."""
+    voc = "VOC AP50 (voc:test)"
+    study = _values([50], [40], [40])
+    study[prereg.RANDOM_INIT] = {P: [33.0, 35.0], voc: [4.0, 6.0]}
+    study[prereg.SUPERVISED] = {P: [70.0], voc: [38.0]}
+    hard = _values([50], [40], [40])
+    hard[prereg.RANDOM_INIT] = {voc: [7.0]}
+    section = prereg.registered_section(_plan(n=3), {"study": (study, {}), "study_hard": (hard, {})}, "p.yaml")
+    lines = [line for line in section.splitlines() if line.startswith("References (not tested): ")]
+    assert lines[0] == ("References (not tested): study: random init 34.0 ± 1.4 (n=2), supervised 70.0 (n=1); "
+                        "study_hard: random init —, supervised —.")
+    assert lines[-1] == ("References (not tested): study: random init 5.0 ± 1.4 (n=2), supervised 38.0 (n=1); "
+                         "study_hard: random init 7.0 (n=1), supervised —.")
+    assert len(lines) == 1 + len(_plan()["secondary_columns"])
+
+
 def test_registered_rows_leave_the_exploratory_table():
     values = _values([50, 51, 52], [40, 41, 43], [40, 41, 42])
     registered = prereg.registered_rows(_plan(), "study")
