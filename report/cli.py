@@ -192,7 +192,8 @@ def record_main(argv: List[str]) -> int:
                    help="record only the runs whose folder in OUT (runs/<stage>/<name>[/seed<k>]) matches one of "
                         "these globs, e.g. 'runs/detect_voc/*/*': the fine-tunings of registered backbones trained "
                         "again for their fine-tuning only, whose first pretraining entry (the one their probe "
-                        "measured) stays in the record (docs/preregistration.md, detection); the other files "
+                        "measured) stays in the record (docs/preregistration.md, detection); the supervised "
+                        "bound's learnability.json only when `supervised` matches; the other files "
                         "(data/meta.json, the pipeline log, ...) are recorded as without it")
     args = p.parse_args(argv)
     record = StudyRecord.open(args.record)

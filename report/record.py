@@ -50,7 +50,7 @@ def output_files(out: str, runs: Optional[Sequence[str]] = None) -> Iterator[Tup
     """(source, path relative to the record) of every file a record keeps of pipeline output `out`.
     Pipeline logs are kept one per output directory (logs/pipeline-<id>.log), so that the record's
     wall times add up over every machine that worked on it. `runs`: only the runs whose folder
-    (`runs/<stage>/<name>[/seed<k>]`) matches one of these globs."""
+    (`runs/<stage>/<name>[/seed<k>]`, or `supervised` for the supervised bound) matches one of these globs."""
     for result in glob.glob(os.path.join(out, "runs", "**", "results.json"), recursive=True):
         run_dir = os.path.dirname(result)
         if runs is not None and not any(fnmatch.fnmatch(_norm(os.path.relpath(run_dir, out)), g) for g in runs):
@@ -61,7 +61,12 @@ def output_files(out: str, runs: Optional[Sequence[str]] = None) -> Iterator[Tup
                 yield src, os.path.relpath(src, out)
     for pattern in OTHER_PATTERNS:
         for src in glob.glob(os.path.join(out, pattern)):
-            yield src, os.path.relpath(src, out)
+            rel = os.path.relpath(src, out)
+            # the supervised bound is a trained model's result too: with `runs`, only when its folder matches
+            if runs is not None and rel.startswith("supervised") and not any(
+                    fnmatch.fnmatch(_norm(os.path.dirname(rel)), g) for g in runs):
+                continue
+            yield src, rel
     log = os.path.join(out, "logs", "pipeline.log")
     if os.path.isfile(log) and os.path.getsize(log) > 0:
         yield log, os.path.join("logs", f"pipeline-{_log_id(log)}.log")

@@ -140,6 +140,7 @@ def test_record_runs_keeps_the_first_entry_of_a_backbone_trained_again_for_its_f
     StudyRecord.open(rec).save_output(str(tmp_path / "first"))
     again = str(tmp_path / "again")
     _output(again, mAP=0.3, loss=5.0)  # trained again: other losses (and a probe this record must keep too)
+    write_json_atomic(os.path.join(again, "supervised", "learnability.json"), {"supervised_mAP": 0.8})  # and the bound
     det = os.path.join(again, "runs", "detect_voc", os.path.basename(first), "seed0")
     write_results(det, results("detection", "ok", Provenance("moco_v2", "random", "none", 3, "resnet18", "synth:/d:train", 0),
                                task="voc", dataset="voc:/d/voc:test", box={"AP50": 12.5, "AP": 5.0, "AP75": 4.0}))
@@ -151,6 +152,7 @@ def test_record_runs_keeps_the_first_entry_of_a_backbone_trained_again_for_its_f
     assert [m["loss"] for m in record.metrics(key)] == [6.0, 5.0, 4.0, 3.0]
     assert record.results("runs/probe/random_init_s0/results.json")["mAP"] == 0.4
     assert record.results(os.path.relpath(det, again) + "/results.json")["box"]["AP50"] == 12.5
+    assert record.read("supervised/learnability.json") == {"supervised_mAP": 0.9}  # the first bound's, kept
     # without --runs every run of the output replaces its entry
     assert record_main([again, rec]) == 0
     assert StudyRecord.open(rec).results(key + "/results.json")["final_loss"] == 5.0
