@@ -138,6 +138,12 @@ def test_seeds_and_proposals_select_an_accumulating_arm_without_touching_the_ref
                                  "pretrain.moco_v2_random-b256-200e-bf16_none_s0"]
     with pytest.raises(pipeline.PipelineError, match="--proposals: selective-search not in pretrain.runs"):
         _plan(tmp_path, preset="study_hard", tags="b256-200e-bf16", proposals="selective-search")
+    # --proposals none: the random arm alone (a registered random arm trained again for its fine-tuning)
+    alone = _plan(tmp_path, preset="study", tags="b256-200e-bf16", seeds="0", proposals="none")
+    assert pretrains(alone) == ["pretrain.moco_v2_random-b256-200e-bf16_none_s0"]
+    assert not [t for t in alone if t.stage == "proposals"]
+    with pytest.raises(pipeline.PipelineError, match="--proposals none keeps the random-crop runs of pretrain.runs"):
+        _plan(tmp_path, proposals="none")
     # a preset without a runs list: --seeds sets every seed, the references' too (one per seed)
     assert random_inits(_plan(tmp_path, seeds="0 3")) == ["probe.random_init_s0", "probe.random_init_s3"]
 

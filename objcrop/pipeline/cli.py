@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='SSL methods, e.g. "moco_v2 byol" [OBJCROP_METHODS; default from the preset]')
     p.add_argument("--proposals", default=env("OBJCROP_PROPOSALS"),
                    help='proposal sources for object-aware policies, e.g. "gt selective-search"; on a preset '
-                        'with pretrain.runs, only the runs on these sources (and the random-crop runs) '
-                        '[OBJCROP_PROPOSALS]')
+                        'with pretrain.runs, only the runs on these sources (and the random-crop runs); '
+                        '"none": only the random-crop runs [OBJCROP_PROPOSALS]')
     p.add_argument("--seeds", default=env("OBJCROP_SEEDS"),
                    help='pretraining seeds, e.g. "0 1"; a run of pretrain.runs that lists its own seeds keeps '
                         'only those among them, and is left out if none is; on a preset with pretrain.runs '

@@ -74,7 +74,13 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
         pre["seeds"] = [int(s) for s in words(args.seeds)]
         if pre.get("runs"):
             pre["runs"] = _runs_with_seeds(pre["runs"], pre["seeds"])
-    if args.proposals:
+    if args.proposals and words(args.proposals) == ["none"]:
+        # the random-crop runs alone, e.g. a registered random arm trained again for its fine-tuning only
+        if not pre.get("runs"):
+            raise PipelineError("--proposals none keeps the random-crop runs of pretrain.runs, and this preset "
+                                "lists none (--policies random does it for the cross product)")
+        pre["runs"] = [r for r in pre["runs"] if not (isinstance(r, dict) and r.get("proposals"))]
+    elif args.proposals:
         p.setdefault("proposals", {})["methods"] = words(args.proposals)
         if pre.get("runs"):
             pre["runs"] = _runs_with_proposals(pre["runs"], words(args.proposals))
