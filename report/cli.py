@@ -130,7 +130,10 @@ def _withholding(collection: Collection, runs_text: str, registration: Optional[
     """(the collection without the withheld scores, a sentence saying what was withheld): the scores
     of registered arms whose comparison is not complete (report/prereg.py: interim_rows). Their
     pretraining runs stay, so the table still shows that they ran."""
-    withheld = prereg.interim_rows(registration, study, runs_csv_values(io.StringIO(runs_text))[0])
+    # a record's runs (docs/results/<study>/runs): the runs its missing.yaml declares missing count as in
+    missing = {k: v for root in collection.roots if os.path.basename(os.path.normpath(root)) == "runs"
+               for k, v in prereg.load_missing(os.path.dirname(os.path.abspath(root))).items()}
+    withheld = prereg.interim_rows(registration, study, runs_csv_values(io.StringIO(runs_text))[0], missing)
     if not withheld:
         return collection, ""
     kept = [r for r in collection.runs if r.stage == "pretrain" or pretrain_row(r.data.get("pretrain")) not in withheld]

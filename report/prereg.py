@@ -47,6 +47,48 @@ def load(path: str) -> Optional[dict]:
     return data
 
 
+# docs/results/<study>/missing.yaml: the registered runs recorded as missing (docs/preregistration.md: a run
+# that fails twice; a backbone whose fine-tuning cannot be measured). Each entry: row (method, policy, proposals,
+# epochs, as the report names it), seed, columns (registered column names, or [all]) and why.
+MISSING_FILE = "missing.yaml"
+ALL_COLUMNS = "all"
+Missing = Dict[Tuple[Row, str], Dict[int, str]]  # (row, column or "all") -> {seed: why}
+
+
+def load_missing(study_dir: str) -> Missing:
+    """The missing registered runs a study's record declares (none without the file); a malformed entry
+    raises, naming the file and the entry."""
+    path = os.path.join(study_dir, MISSING_FILE)
+    if not os.path.isfile(path):
+        return {}
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = yaml.safe_load(f) or []
+    except (OSError, yaml.YAMLError) as e:
+        raise ObjcropError(f"{path}: unreadable: {e}") from e
+    out: Missing = {}
+    for i, e in enumerate(entries if isinstance(entries, list) else [entries]):
+        ok = (isinstance(e, dict) and isinstance(e.get("row"), list) and len(e["row"]) == 4
+              and isinstance(e.get("seed"), int) and isinstance(e.get("columns"), list) and e["columns"]
+              and str(e.get("why") or "").strip())
+        if not ok:
+            raise ObjcropError(f"{path}: entry {i} needs row [method, policy, proposals, epochs], seed (an int), "
+                               f"columns (a list of registered column names, or [{ALL_COLUMNS}]) and why")
+        row = tuple(str(x) for x in e["row"])
+        for column in e["columns"]:
+            out.setdefault((row, str(column)), {})[e["seed"]] = str(e["why"]).strip()
+    return out
+
+
+def missing_seeds(missing: Optional[Missing], row: Row, column: str) -> Dict[int, str]:
+    """{seed: why} of a row's runs recorded as missing in one column (or in all)."""
+    if not missing:
+        return {}
+    return {**missing.get((row, ALL_COLUMNS), {}), **missing.get((row, column), {})}
+
+
 def ranked_store(amendment: dict, study: str) -> Optional[str]:
     """The ranked proposals' label in `study`'s runs (`saliency-gs-top10`): `ranked_proposals` names one
     for every variant, or one per variant ({study: label}), as scripts/proposal_choice.py's rule, applied
@@ -75,21 +117,32 @@ def registered_rows(prereg: Optional[dict], study: str) -> Set[Row]:
             for row in [hypothesis_row(prereg, h)[0]] if row is not None}
 
 
-def _status(prereg: dict, h: dict, studies: Studies, column: str) -> dict:
+def _status(prereg: dict, h: dict, studies: Studies, column: str, missing: Optional[Dict[str, Missing]] = None) -> dict:
+    """A hypothesis' state in one column: complete once each arm holds every registered seed, a seed
+    recorded as missing counting as in (the test then runs on the seeds present, and says so)."""
     row, against = hypothesis_row(prereg, h)
     n = int(prereg["seeds_per_arm"])
     if row is None:
         return {"status": "pending: the amendment has not fixed its budget / proposals"}
     values = studies.get(h["study"], ({}, {}))[0]
+    base_row = (h["method"], against, "none", row[3])
     mine = values.get(row, {}).get(column, [])
-    base = values.get((h["method"], against, "none", row[3]), {}).get(column, [])
-    out = {"row": row, "against": against, "n": len(mine), "n_base": len(base)}
-    if len(mine) < n or len(base) < n:
+    base = values.get(base_row, {}).get(column, [])
+    gone = [missing_seeds((missing or {}).get(h["study"]), r, column) for r in (row, base_row)]
+    out = {"row": row, "against": against, "n": len(mine), "n_base": len(base), "missing": [len(g) for g in gone]}
+    if len(mine) + len(gone[0]) > n or len(base) + len(gone[1]) > n:
+        return {**out, "status": f"{len(mine)} and {len(base)} seeds present and {len(gone[0])} and {len(gone[1])} "
+                                 f"declared missing: more than {n} (a seed in {MISSING_FILE} that is in the record?)"}
+    if len(mine) + len(gone[0]) < n or len(base) + len(gone[1]) < n:
         return {**out, "status": f"{len(mine)} and {len(base)} of {n} seeds: not read before all are in"}
-    return {**out, **comparison(mine, base), "status": "complete"}
+    status = "complete"
+    if any(gone):
+        status += "; missing: " + "; ".join(f"{name} seed {seed} ({why})" for name, g in zip(("arm", against), gone)
+                                           for seed, why in sorted(g.items()))
+    return {**out, **comparison(mine, base), "status": status}
 
 
-def interim_rows(prereg: Optional[dict], study: str, values: dict) -> Set[Row]:
+def interim_rows(prereg: Optional[dict], study: str, values: dict, missing: Optional[Missing] = None) -> Set[Row]:
     """The registered arms of `study` whose scores must not be shown yet (fixed n, no peeking): an arm
     holding a score in a registered column (primary or secondary) whose comparison is not complete,
     i.e. one of its two arms lacks some of the registered seeds. The report's tables and plots and the
@@ -104,15 +157,16 @@ def interim_rows(prereg: Optional[dict], study: str, values: dict) -> Set[Row]:
         if h["study"] != study:
             continue
         for column in [prereg["primary_column"], *prereg["secondary_columns"]]:
-            r = _status(prereg, h, studies, column)
-            if r.get("n") and r["status"] != "complete":
+            r = _status(prereg, h, studies, column, {study: missing or {}})
+            if r.get("n") and not r["status"].startswith("complete"):
                 out.add(r["row"])
     return out
 
 
-def registered_table(prereg: dict, studies: Studies, column: str, primary: bool) -> str:
-    rows = [(h, _status(prereg, h, studies, column)) for h in prereg["hypotheses"]]
-    complete = [r.get("p") if r["status"] == "complete" else None for _, r in rows]
+def registered_table(prereg: dict, studies: Studies, column: str, primary: bool,
+                     missing: Optional[Dict[str, Missing]] = None) -> str:
+    rows = [(h, _status(prereg, h, studies, column, missing)) for h in prereg["hypotheses"]]
+    complete = [r.get("p") if r["status"].startswith("complete") else None for _, r in rows]
     # the family's size is fixed: a hypothesis without a result counts as p = 1
     holm_w = stats.holm([1.0 if p is None else p for p in complete])
     holm_perm = stats.holm([r.get("perm_p") if r.get("perm_p") is not None else 1.0 for _, r in rows])
@@ -122,14 +176,14 @@ def registered_table(prereg: dict, studies: Studies, column: str, primary: bool)
     alpha = float(prereg["alpha"])
     for i, (h, r) in enumerate(rows):
         arm = " ".join(r["row"][1:3]) + f" (e{r['row'][3]})" if "row" in r else f"{h['policy']} {h['proposals']}"
-        if r["status"] != "complete":
+        if not r["status"].startswith("complete"):
             lines.append(f"| {h['id']} | {h['study']} | {arm} | {r.get('against', h['against'])} | "
                          f"{r.get('n', 0)} ({r.get('n_base', 0)}) |" + " — |" * 6 + f" {r['status']} |")
             continue
-        verdict = "complete"
+        verdict = r["status"]  # "complete", and which seeds are recorded as missing, if any
         if primary:
             ok = r["delta"] > 0 and holm_w[i] < alpha and holm_perm[i] < alpha
-            verdict = "supported" if ok else "not shown"
+            verdict = ("supported" if ok else "not shown") + r["status"][len("complete"):]
         lines.append(f"| {h['id']} | {h['study']} | {arm} | {r['against']} | {r['n']} ({r['n_base']}) | "
                      f"{fmt_delta(r)} | {fmt_g(r)} | {fmt_p(r['p'])} | {fmt_p(holm_w[i])} | {fmt_p(r['perm_p'])} | "
                      f"{fmt_p(holm_perm[i])} | {verdict} |")
@@ -185,7 +239,8 @@ def reference_line(prereg: dict, studies: Studies, column: str) -> str:
     return "References (not tested): " + "; ".join(parts) + "."
 
 
-def registered_section(prereg: Optional[dict], studies: Studies, path: str, devices: Optional[Devices] = None) -> str:
+def registered_section(prereg: Optional[dict], studies: Studies, path: str, devices: Optional[Devices] = None,
+                       missing: Optional[Dict[str, Missing]] = None) -> str:
     if prereg is None:
         return "## Registered comparisons\n\n_(no preregistration file)_"
     parts = [f"""## Registered comparisons (docs/preregistration.md)
@@ -195,19 +250,21 @@ The hypotheses of the registration (`{path}`), each read only when both of its a
 with its 95 % confidence interval (Welch–Satterthwaite). Holm: over the {len(prereg['hypotheses'])}
 registered hypotheses, one without a result counting as p = 1. Permutation p: exact over every
 relabelling of the seeds, or {stats.DRAWS} seeded Monte-Carlo relabellings beyond {stats.MAX_EXACT}
-(report/stats.py). Supported: Δ > 0 and both Holm p-values below {prereg['alpha']}. These rows are
-left out of the sections' exploratory tables.
+(report/stats.py). Supported: Δ > 0 and both Holm p-values below {prereg['alpha']}. A run the
+registration's rules record as missing (a run that failed twice, a fine-tuning that cannot be
+measured; `docs/results/<variant>/{MISSING_FILE}`) counts as in, the test runs on the seeds present, and
+its row names it. These rows are left out of the sections' exploratory tables.
 
 Primary, {prereg['primary_column']}:
 
-{registered_table(prereg, studies, prereg['primary_column'], True)}
+{registered_table(prereg, studies, prereg['primary_column'], True, missing)}
 
 {reference_line(prereg, studies, prereg['primary_column'])}"""]
     if devices is not None:
         parts.append(device_line(prereg, devices))
     for column in prereg["secondary_columns"]:
         parts.append(f"Secondary (Holm over the same family; cannot support a hypothesis alone), {column}:\n\n"
-                     f"{registered_table(prereg, studies, column, False)}\n\n{reference_line(prereg, studies, column)}")
+                     f"{registered_table(prereg, studies, column, False, missing)}\n\n{reference_line(prereg, studies, column)}")
     return "\n\n".join(parts)
 
 

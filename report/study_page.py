@@ -254,7 +254,8 @@ def write_page(args) -> str:
     records = {preset: StudyRecord.open(os.path.abspath(study)) for _, study, preset, _ in sections}
     studies = {preset: v for preset, v in loaded.items() if preset not in RETRAINED}
     devices = {preset: run_devices(records[preset]) for preset in studies}
-    parts.append(prereg_.registered_section(prereg, studies, args.prereg, devices))
+    missing = {preset: prereg_.load_missing(os.path.abspath(study)) for _, study, preset, _ in sections}
+    parts.append(prereg_.registered_section(prereg, studies, args.prereg, devices, missing))
     parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
     sweep = prereg_.sweep_section(studies, prereg, _sweep_picture(studies, prereg, doc_dir))
     if sweep:
@@ -268,6 +269,6 @@ def write_page(args) -> str:
                              same_data_as=same,
                              registered=prereg_.registered_rows(prereg, preset),
                              other_references=references.get(preset),
-                             withheld=prereg_.interim_rows(prereg, preset, loaded[preset][0])))
+                             withheld=prereg_.interim_rows(prereg, preset, loaded[preset][0], missing[preset])))
     write_text_atomic(args.out, "\n\n".join(parts) + "\n")
     return args.out

@@ -111,6 +111,43 @@ def test_each_registered_column_shows_its_reference_rows_per_variant():
     assert len(lines) == 1 + len(_plan()["secondary_columns"])
 
 
+def test_a_run_recorded_as_missing_counts_as_in_and_the_test_runs_on_the_seeds_present(tmp_path):
+    """docs/preregistration.md: a run that fails twice (or a fine-tuning that cannot be measured) is
+    recorded as missing; the test runs on the seeds present and the report says so. Declared in the
+    record's missing.yaml, per column; a declaration for another column does not complete this one."""
+    import yaml
+
+    plan = _plan(n=3)
+    gt_row = ("moco_v2", "obj-obj-dilate-b256", "gt", "100")
+    gt, base = [50.0, 52.0], [40.0, 41.0, 42.5]
+    studies = {"study": (_values(gt, [40, 41, 42], base), {})}
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump([
+        {"row": list(gt_row), "seed": 2, "columns": [P], "why": "diverged twice"},
+        {"row": list(gt_row), "seed": 1, "columns": ["VOC AP50 (voc:test)"], "why": "checkpoint lost"}]))
+    missing = {"study": prereg.load_missing(str(tmp_path))}
+    h1 = next(line for line in prereg.registered_table(plan, studies, P, True, missing).splitlines()
+              if line.startswith("| H1 "))
+    assert f"| {prereg.fmt_p(stats.welch(gt, base).p)} |" in h1 and "| 2 (3) |" in h1
+    assert h1.endswith("not shown; missing: arm seed 2 (diverged twice) |")
+    without = prereg.registered_table(plan, studies, P, True)
+    assert "2 and 3 of 3 seeds: not read" in without
+    assert prereg.interim_rows(plan, "study", studies["study"][0], missing["study"]) == set()
+    assert prereg.interim_rows(plan, "study", studies["study"][0]) == {gt_row}
+    # another column's declaration leaves this one incomplete; one too many is refused
+    knn = dict(studies["study"][0])
+    knn[gt_row] = {P: gt, K: [30.0, 31.0]}
+    knn[("moco_v2", "random-b256", "none", "100")] = {P: base, K: [29.0, 30.0, 31.0]}
+    table = prereg.registered_table(plan, {"study": (knn, {})}, K, False, missing)
+    assert "2 and 3 of 3 seeds: not read" in next(line for line in table.splitlines() if line.startswith("| H1 "))
+    over = {"study": (_values([50.0, 51.0, 52.0], [40], base), {})}
+    line = next(x for x in prereg.registered_table(plan, over, P, True, missing).splitlines() if x.startswith("| H1 "))
+    assert "declared missing: more than 3" in line and "| — |" in line
+    # a malformed entry names the file and the entry
+    (tmp_path / "missing.yaml").write_text(yaml.safe_dump([{"row": list(gt_row), "seed": "two", "columns": [P], "why": "x"}]))
+    with pytest.raises(ObjcropError, match=r"missing.yaml: entry 0 needs row"):
+        prereg.load_missing(str(tmp_path))
+
+
 def test_registered_rows_leave_the_exploratory_table():
     values = _values([50, 51, 52], [40, 41, 43], [40, 41, 42])
     registered = prereg.registered_rows(_plan(), "study")
