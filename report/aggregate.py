@@ -346,12 +346,14 @@ def find_baselines(rows: List[RowKey]) -> Dict[RowKey, RowKey]:
     return out
 
 
-def build_table(results: List[Tuple[Dict[str, Any], str]], extra_flags: Optional[List[Flag]] = None) -> Table:
-    """Aggregate (results.json content, run dir) pairs into a Table with Δ and best marks."""
+def build_table(results: List[Tuple[Dict[str, Any], str]], extra_flags: Optional[List[Flag]] = None,
+                budgets: Optional[Dict[str, int]] = None) -> Table:
+    """Aggregate (results.json content, run dir) pairs into a Table with Δ and best marks; `budgets`:
+    the detection budgets that keep the plain headers (by default the largest of these results)."""
     cells: Dict[Tuple[RowKey, Column], Cell] = {}
     row_flags: Dict[RowKey, List[Flag]] = {}
     rows, columns = set(), set()
-    budgets = detection_budgets(result for result, _ in results)
+    budgets = detection_budgets(result for result, _ in results) if budgets is None else budgets
     for result, run_dir in results:
         if result.get("stage") == "pretrain":
             row = row_key(result.get("pretrain"))

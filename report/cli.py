@@ -15,7 +15,7 @@ import io
 import logging
 import os
 import sys
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from objcrop.cli import run_stage_main
 from objcrop.errors import ObjcropError
@@ -67,9 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def results_table(collection: Collection) -> Table:
+def results_table(collection: Collection, budgets: Optional[Dict[str, int]] = None) -> Table:
+    """`budgets`: the detection budgets that keep the plain headers (by default this collection's own)."""
     unreadable = [Flag(u.path, f"unreadable results.json: {u.reason}") for u in collection.unreadable]
-    return build_table([(r.data, r.run_dir) for r in collection.runs], extra_flags=unreadable)
+    return build_table([(r.data, r.run_dir) for r in collection.runs], extra_flags=unreadable, budgets=budgets)
 
 
 def runs_csv(collection: Collection) -> str:
@@ -152,7 +153,8 @@ def write_report(roots: List[str], out_dir: str, decimals: int = 1, title: str =
     collection = collect(roots)
     runs_text = runs_csv(collection)
     shown, withheld_note = _withholding(collection, runs_text, registration, study)
-    table = results_table(shown)
+    # the headers of the whole collection, as runs.csv has them, also when the withheld runs hold the largest budget
+    table = results_table(shown, detection_budgets(r.data for r in collection.runs))
     os.makedirs(out_dir, exist_ok=True)
     paths = {
         "md": os.path.join(out_dir, "results.md"),
