@@ -224,6 +224,33 @@ def device_line(prereg: dict, devices: Devices) -> str:
 
 
 SUPERVISED: Row = ("supervised", "none", "none", "")
+# scripts/same_training.py --json OUT/extras/second_trainings_<OUT>.json, recorded with the fine-tunings: one file
+# per output folder (a record keeps one file per path, so a later folder's would replace an earlier one's)
+SECOND_TRAININGS = "extras/second_trainings*.json"
+
+
+def second_trainings(record) -> Dict[str, dict]:
+    """run name -> same_training.py's verdict, over every second-trainings file of a record."""
+    out: Dict[str, dict] = {}
+    for path in record.files(SECOND_TRAININGS):
+        out.update(record.read(path) or {})
+    return out
+
+
+def second_trainings_line(second: Dict[str, dict]) -> str:
+    """docs/preregistration.md (detection): the registered runs trained again for their fine-tuning only,
+    per study, and whether the second training repeated the first's recorded losses; "" when none."""
+    parts = []
+    for study, verdicts in second.items():
+        for name, v in sorted((verdicts or {}).items()):
+            how = (f"the same losses over {v.get('common')} of {v.get('recorded')} iterations" if v.get("same")
+                   else f"losses differ from iteration {v.get('first_difference')} on: another training of the same "
+                        f"seed and settings")
+            parts.append(f"{study} `{name}` ({how})")
+    if not parts:
+        return ""
+    return ("**Trained again for their fine-tuning only** (their probe and pretraining record are the first "
+            "training's; scripts/same_training.py): " + "; ".join(parts) + ".")
 
 
 def reference_line(prereg: dict, studies: Studies, column: str) -> str:
@@ -240,7 +267,7 @@ def reference_line(prereg: dict, studies: Studies, column: str) -> str:
 
 
 def registered_section(prereg: Optional[dict], studies: Studies, path: str, devices: Optional[Devices] = None,
-                       missing: Optional[Dict[str, Missing]] = None) -> str:
+                       missing: Optional[Dict[str, Missing]] = None, second: Optional[Dict[str, dict]] = None) -> str:
     if prereg is None:
         return "## Registered comparisons\n\n_(no preregistration file)_"
     parts = [f"""## Registered comparisons (docs/preregistration.md)
@@ -265,6 +292,9 @@ Primary, {prereg['primary_column']}:
     for column in prereg["secondary_columns"]:
         parts.append(f"Secondary (Holm over the same family; cannot support a hypothesis alone), {column}:\n\n"
                      f"{registered_table(prereg, studies, column, False, missing)}\n\n{reference_line(prereg, studies, column)}")
+    line = second_trainings_line(second or {})
+    if line:
+        parts.append(line)
     return "\n\n".join(parts)
 
 

@@ -255,7 +255,8 @@ def write_page(args) -> str:
     studies = {preset: v for preset, v in loaded.items() if preset not in RETRAINED}
     devices = {preset: run_devices(records[preset]) for preset in studies}
     missing = {preset: prereg_.load_missing(os.path.abspath(study)) for _, study, preset, _ in sections}
-    parts.append(prereg_.registered_section(prereg, studies, args.prereg, devices, missing))
+    second = {preset: prereg_.second_trainings(records[preset]) for preset in studies}
+    parts.append(prereg_.registered_section(prereg, studies, args.prereg, devices, missing, second))
     parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
     sweep = prereg_.sweep_section(studies, prereg, _sweep_picture(studies, prereg, doc_dir))
     if sweep:

@@ -109,6 +109,12 @@ def test_each_registered_column_shows_its_reference_rows_per_variant():
     assert lines[-1] == ("References (not tested): study: random init 5.0 ± 1.4 (n=2), supervised 38.0 (n=1); "
                          "study_hard: random init 7.0 (n=1), supervised —.")
     assert len(lines) == 1 + len(_plan()["secondary_columns"])
+    assert "Trained again" not in section  # and with a second training recorded, the section names it
+    second = {"study": {"run_s0": {"same": False, "common": 9, "recorded": 9, "first_difference": 1}}}
+    assert section.replace("\n", "") in prereg.registered_section(
+        _plan(n=3), {"study": (study, {}), "study_hard": (hard, {})}, "p.yaml", second=second).replace("\n", "")
+    assert "study `run_s0` (losses differ from iteration 1 on" in prereg.registered_section(
+        _plan(n=3), {"study": (study, {})}, "p.yaml", second=second)
 
 
 def test_a_run_recorded_as_missing_counts_as_in_and_the_test_runs_on_the_seeds_present(tmp_path):

@@ -64,3 +64,48 @@ def test_a_run_the_record_does_not_hold_is_named(tmp_path):
     append_jsonl(str(tmp_path / "x" / "other_s1" / "metrics.jsonl"), {"iteration": 1, "loss": 1.0})
     r = _check(record, str(tmp_path / "x" / "other_s1"))
     assert r.returncode == 2 and "holds no logged losses of runs/pretrain/other_s1" in r.stderr
+
+
+def test_the_verdicts_are_kept_for_the_record_and_the_page_names_each_second_training(tmp_path):
+    """--json OUT/extras/second_trainings_<OUT>.json (merged over calls) is recorded with the fine-tunings
+    (`report record --runs`), one file per output folder, and the study page's registered section names
+    every second training of every folder."""
+    import json
+
+    from objcrop.report import prereg
+
+    record = _record(tmp_path)
+    _named(tmp_path / "first_other", "other_s1", LOSSES)
+    StudyRecord.open(record).save_output(str(tmp_path / "first_other"))
+    out = tmp_path / "again"
+    verdicts = str(out / "extras" / "second_trainings_again.json")
+    assert _check(record, _run_dir(str(out), LOSSES), "--json", verdicts).returncode == 0
+    other = LOSSES[:1] + [LOSSES[1] + 1e-6] + LOSSES[2:]
+    assert _check(record, _named(out, "other_s1", other), "--json", verdicts).returncode == 1  # a second call: merged
+    with open(verdicts) as f:
+        kept = json.load(f)
+    assert kept[NAME] == {"same": True, "common": 4, "recorded": 4, "first_difference": None}
+    assert kept["other_s1"] == {"same": False, "common": 4, "recorded": 4, "first_difference": 2}
+    StudyRecord.open(record).save_output(str(out), ["runs/detect_voc/*/*"])
+    later = tmp_path / "later"  # another folder's verdicts, recorded after: both stay
+    assert _check(record, _named(later, "other_s1", LOSSES), "--json",
+                  str(later / "extras" / "second_trainings_later.json")).returncode == 0
+    StudyRecord.open(record).save_output(str(later), ["runs/detect_voc/*/*"])
+    kept = prereg.second_trainings(StudyRecord.open(record))
+    assert kept[NAME]["same"] and kept["other_s1"]["same"]
+    line = prereg.second_trainings_line({"study": {NAME: kept[NAME], "other_s1": {**kept["other_s1"], "same": False,
+                                                                                  "first_difference": 2}}})
+    assert line.startswith("**Trained again for their fine-tuning only**")
+    assert f"study `{NAME}` (the same losses over 4 of 4 iterations)" in line
+    assert "study `other_s1` (losses differ from iteration 2 on: another training of the same seed and settings)" in line
+    assert prereg.second_trainings_line({"study": {}}) == ""
+
+
+def _named(out, name, losses):
+    """OUT/runs/pretrain/<name> with these losses (the record keys runs by their folder's name)."""
+    pre = os.path.join(str(out), "runs", "pretrain", name)
+    write_results(pre, results("pretrain", "ok", Provenance("moco_v2", "random", "none", 3, "resnet18",
+                                                             "synth:/d:train", 1), iterations=len(losses)))
+    for i, loss in enumerate(losses, 1):
+        append_jsonl(os.path.join(pre, "metrics.jsonl"), {"iteration": i, "epoch": 0, "loss": loss})
+    return pre

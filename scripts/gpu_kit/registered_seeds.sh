@@ -205,7 +205,8 @@ record() {  # here: each complete group that came back, into its own output fold
     mkdir -p "$out" && tar -C "$out" -xzf "$tarball" || exit 1
     echo "record: $v seed $seed${again:+ (trained again: fine-tunings only)} from $out"
     if [ -n "$again" ]; then  # how the second training compares with the first (a GPU need not repeat it)
-      "$py" "$REPO/scripts/same_training.py" "$REPO/docs/results/$v" "$out"/runs/pretrain/*; [ $? -le 1 ] || exit 1
+      "$py" "$REPO/scripts/same_training.py" "$REPO/docs/results/$v" "$out"/runs/pretrain/* \
+        --json "$out/extras/second_trainings_$(basename "$out").json"; [ $? -le 1 ] || exit 1
     fi
     "$py" -m objcrop report record "$out" "$REPO/docs/results/$v" "${only[@]}" || exit 1
     recorded[$v]=1
