@@ -185,6 +185,39 @@ def test_registered_arms_are_fine_tuned_once_for_voc_seeded_like_their_probe(tmp
                                                              for s in det["seeds"]}
 
 
+def _yaml_value(config_file, dotted):
+    """A key of an eval_configs YAML, following its `_BASE_` chain (what detectron2's merge gives it)."""
+    import yaml
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval_configs", config_file)
+    while True:
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+        node = cfg
+        for key in dotted.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None or "_BASE_" not in cfg:
+            return node
+        path = os.path.join(os.path.dirname(path), cfg["_BASE_"])
+
+
+def test_the_registered_arms_are_fine_tuned_at_the_budget_where_the_detection_gate_passed(tmp_path):
+    """docs/preregistration.md (detection): the calibrated budget is the one at which
+    benchmarks/detect_curve.py's gate passed (its recorded curve.md); a config or preset change that
+    moves the registered fine-tuning off it fails here."""
+    curve = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results",
+                         "detect_curve", "curve.md")
+    with open(curve) as f:
+        gate = int(re.search(r"^## Gate at (\d+) iterations: \*\*PASS\*\*", f.read(), re.M).group(1))
+    for preset in ("study", "study_hard"):
+        dets = [t for t in _plan(tmp_path, preset=preset, tags="b256-200e-bf16", seeds="3")
+                if t.stage == "detect" and "b256-200e-bf16" in t.name]
+        assert len(dets) == 3
+        for t in dets:
+            assert "SOLVER.MAX_ITER" not in t.cmd + t.tail  # no override: the config's own schedule
+            assert _yaml_value(_arg(t, "--config-file"), "SOLVER.MAX_ITER") == gate, (preset, t.name)
+
+
 def test_loader_workers_change_how_a_run_loads_its_data_never_its_name_or_computation(tmp_path):
     """--loader-workers (a CPU-sized registered seed on a lent GPU machine's 16 cores) sets
     DATA.NUM_WORKERS of every pretraining run and nothing else: the same task names, so the record's
