@@ -159,17 +159,21 @@ def test_a_variant_whose_generated_data_differs_from_the_cpu_runs_is_not_run(tmp
     assert "images/0.jpg: FAILED" in (out / "check_study_hard.log").read_text()
 
 
-def test_record_refuses_a_group_without_its_nine_results(tmp_path):
-    root = _repo(tmp_path)
-    out, _ = _run(root, "3")
-    part = tmp_path / "part"
+def _record_without_one_fine_tuning(root, tarball, part):
+    """`record` of a copy of `tarball` (in the folder `part`) without the random arm's VOC fine-tuning result."""
     part.mkdir()
-    with tarfile.open(out / "study_s3.tar.gz") as src, tarfile.open(part / "study_s3.tar.gz", "w:gz") as dst:
+    with tarfile.open(tarball) as src, tarfile.open(part / tarball.name, "w:gz") as dst:
         for m in src.getmembers():
             if not (m.name.endswith("results.json") and "random" in m.name and "/detect_voc/" in m.name):
                 dst.addfile(m, src.extractfile(m))
-    proc = subprocess.run(["bash", str(root / "scripts" / "gpu_kit" / "registered_seeds.sh"), "record", str(part)],
+    return subprocess.run(["bash", str(root / "scripts" / "gpu_kit" / "registered_seeds.sh"), "record", str(part)],
                           env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=60)
+
+
+def test_record_refuses_a_group_without_its_nine_results(tmp_path):
+    root = _repo(tmp_path)
+    out, _ = _run(root, "3")
+    proc = _record_without_one_fine_tuning(root, out / "study_s3.tar.gz", tmp_path / "part")
     assert proc.returncode == 1 and "does not hold the 9 results of a complete group" in proc.stderr
     assert not (root / "docs" / "results" / "study" / "record.json").exists()
 
@@ -192,12 +196,5 @@ def test_seeds_trained_again_bring_back_their_fine_tunings_and_second_training_w
     assert sum(n.startswith("runs/pretrain/") and n.endswith("/results.json") for n in names) == 3
     with tarfile.open(out / "study_s3_again.tar.gz") as t:  # not probed again: its probe is the first training's
         assert "--stages pretrain,convert,detect " in t.extractfile("logs/pipeline.log").read().decode()
-    part = tmp_path / "part"
-    part.mkdir()
-    with tarfile.open(out / "study_s3_again.tar.gz") as src, tarfile.open(part / "study_s3_again.tar.gz", "w:gz") as dst:
-        for m in src.getmembers():
-            if not (m.name.endswith("results.json") and "random" in m.name and "/detect_voc/" in m.name):
-                dst.addfile(m, src.extractfile(m))
-    proc = subprocess.run(["bash", str(root / "scripts" / "gpu_kit" / "registered_seeds.sh"), "record", str(part)],
-                          env=dict(os.environ, PYTHON=sys.executable), capture_output=True, text=True, timeout=60)
+    proc = _record_without_one_fine_tuning(root, out / "study_s3_again.tar.gz", tmp_path / "part")
     assert proc.returncode == 1 and "does not hold the 6 results of a complete group" in proc.stderr
