@@ -73,13 +73,14 @@ def results_table(collection: Collection, budgets: Optional[Dict[str, int]] = No
     return build_table([(r.data, r.run_dir) for r in collection.runs], extra_flags=unreadable, budgets=budgets)
 
 
-def runs_csv(collection: Collection) -> str:
-    """Long format: one line per results.json with its row, stage, status and numbers."""
+def runs_csv(collection: Collection, budgets: Optional[Dict[str, int]] = None) -> str:
+    """Long format: one line per results.json with its row, stage, status and numbers; `budgets`: the
+    detection budgets that keep the plain headers (by default this collection's own)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["run_dir", "stage", "status", "method", "policy", "proposals", "epochs", "arch",
                 "pretrain_data", "pretrain_seed", "seed", "column", "value", "flag", "protocol"])
-    budgets = detection_budgets(r.data for r in collection.runs)
+    budgets = detection_budgets(r.data for r in collection.runs) if budgets is None else budgets
     for r in collection.runs:
         row = row_key(r.data.get("pretrain"))
         pre_seed = (r.data.get("pretrain") or {}).get("seed", "") if isinstance(r.data.get("pretrain"), dict) else ""
@@ -151,10 +152,11 @@ def write_report(roots: List[str], out_dir: str, decimals: int = 1, title: str =
     """Collect, aggregate and write everything; returns the paths written and the table. With a
     `registration`, the scores of `study`'s registered arms are withheld until complete."""
     collection = collect(roots)
-    runs_text = runs_csv(collection)
+    # the whole collection's budgets: the table's headers follow runs.csv's, also when withheld runs hold the largest
+    budgets = detection_budgets(r.data for r in collection.runs)
+    runs_text = runs_csv(collection, budgets)
     shown, withheld_note = _withholding(collection, runs_text, registration, study)
-    # the headers of the whole collection, as runs.csv has them, also when the withheld runs hold the largest budget
-    table = results_table(shown, detection_budgets(r.data for r in collection.runs))
+    table = results_table(shown, budgets)
     os.makedirs(out_dir, exist_ok=True)
     paths = {
         "md": os.path.join(out_dir, "results.md"),

@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Set, Tuple
 from objcrop.errors import ObjcropError
 from objcrop.report import stats
 from objcrop.report.baseline import is_random_crop
-from objcrop.report.study_tables import (KNN, PROBE, RANDOM_INIT, Row, comparison, detection_columns, fmt_delta, fmt_g,
-                                         fmt_p, fmt_perm, fmt_runs, learned, reading_rows)
+from objcrop.report.study_tables import (KNN, PROBE, RANDOM_INIT, SUPERVISED, Row, comparison, detection_columns,
+                                         fmt_delta, fmt_g, fmt_p, fmt_perm, fmt_runs, learned, reading_rows)
 
 PREREG = os.path.join("docs", "preregistration.yaml")
 KEYS = ("version", "primary_column", "secondary_columns", "alpha", "seeds_per_arm", "amendment", "hypotheses")
@@ -139,7 +139,7 @@ def _status(prereg: dict, h: dict, studies: Studies, column: str, missing: Optio
     if any(gone):
         status += "; missing: " + "; ".join(f"{name} seed {seed} ({why})" for name, g in zip(("arm", against), gone)
                                            for seed, why in sorted(g.items()))
-    return {**out, **comparison(mine, base), "status": status}
+    return {**out, **comparison(mine, base), "status": status, "complete": True}
 
 
 def interim_rows(prereg: Optional[dict], study: str, values: dict, missing: Optional[Missing] = None) -> Set[Row]:
@@ -158,7 +158,7 @@ def interim_rows(prereg: Optional[dict], study: str, values: dict, missing: Opti
             continue
         for column in [prereg["primary_column"], *prereg["secondary_columns"]]:
             r = _status(prereg, h, studies, column, {study: missing or {}})
-            if r.get("n") and not r["status"].startswith("complete"):
+            if r.get("n") and not r.get("complete"):
                 out.add(r["row"])
     return out
 
@@ -166,7 +166,7 @@ def interim_rows(prereg: Optional[dict], study: str, values: dict, missing: Opti
 def registered_table(prereg: dict, studies: Studies, column: str, primary: bool,
                      missing: Optional[Dict[str, Missing]] = None) -> str:
     rows = [(h, _status(prereg, h, studies, column, missing)) for h in prereg["hypotheses"]]
-    complete = [r.get("p") if r["status"].startswith("complete") else None for _, r in rows]
+    complete = [r.get("p") if r.get("complete") else None for _, r in rows]
     # the family's size is fixed: a hypothesis without a result counts as p = 1
     holm_w = stats.holm([1.0 if p is None else p for p in complete])
     holm_perm = stats.holm([r.get("perm_p") if r.get("perm_p") is not None else 1.0 for _, r in rows])
@@ -176,7 +176,7 @@ def registered_table(prereg: dict, studies: Studies, column: str, primary: bool,
     alpha = float(prereg["alpha"])
     for i, (h, r) in enumerate(rows):
         arm = " ".join(r["row"][1:3]) + f" (e{r['row'][3]})" if "row" in r else f"{h['policy']} {h['proposals']}"
-        if not r["status"].startswith("complete"):
+        if not r.get("complete"):
             lines.append(f"| {h['id']} | {h['study']} | {arm} | {r.get('against', h['against'])} | "
                          f"{r.get('n', 0)} ({r.get('n_base', 0)}) |" + " — |" * 6 + f" {r['status']} |")
             continue
@@ -223,7 +223,6 @@ def device_line(prereg: dict, devices: Devices) -> str:
     return f"{rule}; deviations:\n\n" + "\n".join(f"* {d}" for d in deviations)
 
 
-SUPERVISED: Row = ("supervised", "none", "none", "")
 # scripts/same_training.py --json OUT/extras/second_trainings_<OUT>.json, recorded with the fine-tunings: one file
 # per output folder (a record keeps one file per path, so a later folder's would replace an earlier one's)
 SECOND_TRAININGS = "extras/second_trainings*.json"

@@ -53,7 +53,7 @@ def output_files(out: str, runs: Optional[Sequence[str]] = None) -> Iterator[Tup
     (`runs/<stage>/<name>[/seed<k>]`, or `supervised` for the supervised bound) matches one of these globs."""
     for result in glob.glob(os.path.join(out, "runs", "**", "results.json"), recursive=True):
         run_dir = os.path.dirname(result)
-        if runs is not None and not any(fnmatch.fnmatch(_norm(os.path.relpath(run_dir, out)), g) for g in runs):
+        if not _selected(os.path.relpath(run_dir, out), runs):
             continue
         for name in RUN_FILES:
             src = os.path.join(run_dir, name)
@@ -63,13 +63,17 @@ def output_files(out: str, runs: Optional[Sequence[str]] = None) -> Iterator[Tup
         for src in glob.glob(os.path.join(out, pattern)):
             rel = os.path.relpath(src, out)
             # the supervised bound is a trained model's result too: with `runs`, only when its folder matches
-            if runs is not None and rel.startswith("supervised") and not any(
-                    fnmatch.fnmatch(_norm(os.path.dirname(rel)), g) for g in runs):
+            if rel.startswith("supervised") and not _selected(os.path.dirname(rel), runs):
                 continue
             yield src, rel
     log = os.path.join(out, "logs", "pipeline.log")
     if os.path.isfile(log) and os.path.getsize(log) > 0:
         yield log, os.path.join("logs", f"pipeline-{_log_id(log)}.log")
+
+
+def _selected(run_dir: str, runs: Optional[Sequence[str]]) -> bool:
+    """Is a run folder (relative to the output) one of `runs`' globs (None: every folder)?"""
+    return runs is None or any(fnmatch.fnmatch(_norm(run_dir), g) for g in runs)
 
 
 def _is_kept_as_file(rel: str) -> bool:

@@ -22,6 +22,7 @@ KNN = "probe kNN mAP (synth:test)"
 
 Row = Tuple[str, str, str, str]  # method, policy, proposals, epochs ("" for reference rows)
 RANDOM_INIT: Row = ("random_init", "none", "none", "")  # the reference row every backbone is read against
+SUPERVISED: Row = ("supervised", "none", "none", "")  # the bound: a backbone trained with labels
 
 
 def pretrain_row(pretrain: object) -> Row:
@@ -213,7 +214,7 @@ def gate_table(values, column: str, arches: Optional[Dict[Row, str]] = None,
 
 def learnability_line(values) -> str:
     rnd = values.get(RANDOM_INIT, {}).get(PROBE, [])
-    sup = values.get(("supervised", "none", "none", ""), {}).get(PROBE, [])
+    sup = values.get(SUPERVISED, {}).get(PROBE, [])
     return f"supervised {fmt_runs(sup)}, random init {fmt_runs(rnd)}"
 
 
