@@ -28,18 +28,6 @@ def losses(steps: List[dict]) -> Dict[int, float]:
     return {int(s["iteration"]): float(s["loss"]) for s in steps if "iteration" in s and "loss" in s}
 
 
-def read_jsonl(path: str) -> List[dict]:
-    steps = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    steps.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not a JSON line ({e})") from e
-    return steps
-
-
 def first_difference(recorded: Dict[int, float], again: Dict[int, float]) -> Optional[int]:
     """The first iteration both hold whose losses differ; None when every common one is identical."""
     return next((i for i in sorted(set(recorded) & set(again)) if recorded[i] != again[i]), None)
@@ -54,7 +42,10 @@ def compare(record, run_dir: str) -> dict:
     recorded = losses(record.metrics(f"runs/pretrain/{name}"))
     if not recorded:
         raise ValueError(f"{record.path}: holds no logged losses of runs/pretrain/{name}")
-    again = losses(read_jsonl(metrics))
+    from objcrop.report.record_file import read_metrics_file
+
+    # the record's reader: a torn last line of a run still training is skipped, as recording skips it
+    again = losses(read_metrics_file(metrics))
     common = sorted(set(recorded) & set(again))
     if not common:
         raise ValueError(f"{metrics}: no iteration in common with the recorded run")

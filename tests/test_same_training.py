@@ -47,6 +47,12 @@ def test_the_same_training_passes_over_the_iterations_it_has_so_far(tmp_path):
     # still training (its first two iterations), and resumed once (the later log line of an iteration counts)
     assert "same: 2 of 4" in _check(record, _run_dir(str(tmp_path / "early"), LOSSES[:2])).stdout
     assert _check(record, _run_dir(str(tmp_path / "resumed"), LOSSES, resumed_at=2)).returncode == 0
+    # caught mid-write: the torn last line of a run still training is not an error
+    torn = _run_dir(str(tmp_path / "torn"), LOSSES[:3])
+    with open(os.path.join(torn, "metrics.jsonl"), "a", encoding="utf-8") as f:
+        f.write('{"iteration": 4, "epo')
+    r = _check(record, torn)
+    assert r.returncode == 0 and "same: 3 of 4" in r.stdout, r.stderr
 
 
 def test_one_loss_that_differs_in_its_last_bit_fails_and_names_the_iteration(tmp_path):
