@@ -148,6 +148,30 @@ def test_seeds_and_proposals_select_an_accumulating_arm_without_touching_the_ref
     assert random_inits(_plan(tmp_path, seeds="0 3")) == ["probe.random_init_s0", "probe.random_init_s3"]
 
 
+def test_no_references_plans_the_runs_alone_with_the_same_commands(tmp_path, monkeypatch):
+    """`--no-references` (a registered seed trained and fine-tuned while the study's reference rows are
+    run elsewhere): no supervised training, no random-init or supervised probe, no scratch or supervised
+    fine-tuning; every task of the runs themselves is the one the full plan holds, command for command."""
+    argv = ["--preset", "study", "--tags", "b256-200e-bf16", "--seeds", "5", "--proposals", "gt"]
+
+    def plan(extra):
+        args = pipeline.build_parser().parse_args(argv + extra)
+        return {t.name: t.cmd for t in pipeline.build_plan(pipeline.apply_overrides(pipeline.load_preset("study"), args),
+                                                           str(tmp_path))}
+
+    full, alone = plan([]), plan(["--no-references"])
+    references = set(full) - set(alone)
+    assert not set(alone) - set(full)
+    assert {"pretrain.supervised", "convert.supervised"} <= references
+    assert {n for n in references if n.startswith("probe.")} == {n for n in full if n.startswith("probe.random_init_")
+                                                                 or n.startswith("probe.supervised")}
+    assert sorted(_short(n) for n in alone if n.startswith("detect.")) == [
+        "detect.voc.moco_v2_obj-obj-dilate-b256-200e-bf16_gt_s5.seed5", "detect.voc.moco_v2_random-b256-200e-bf16_none_s5.seed5"]
+    assert all(alone[n] == full[n] for n in alone if n != "report")
+    monkeypatch.setenv("OBJCROP_NO_REFERENCES", "1")
+    assert set(plan([])) == set(alone)
+
+
 def test_registered_arms_train_seed_by_seed_across_the_arms(tmp_path):
     """docs/preregistration.md: seed k of every arm before seed k + 1 of any, so that the whole preset
     run without --seeds (`make study`, a fresh reproduction) and cut short leaves the arms balanced."""

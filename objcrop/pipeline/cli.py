@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tags", default=env("OBJCROP_TAGS"),
                    help='only the runs of pretrain.runs with these tags (their report rows), e.g. "b256-100e"; '
                         '"-" stands for the untagged runs; reference rows run as usual [OBJCROP_TAGS; default all]')
+    p.add_argument("--no-references", dest="references", action="store_false",
+                   default=env("OBJCROP_NO_REFERENCES", "") in ("", "0"),
+                   help="leave out the preset's reference rows (the random-init and supervised probes, the supervised "
+                        "backbone's training, the scratch and supervised fine-tunings): only the pretraining runs "
+                        "and what follows from them, e.g. a registered seed whose references are recorded later "
+                        "or elsewhere [OBJCROP_NO_REFERENCES]")
     p.add_argument("--det-seeds", default=env("OBJCROP_DET_SEEDS"),
                    help='detection fine-tuning seeds per checkpoint, e.g. "0 1 2" [OBJCROP_DET_SEEDS]')
     p.add_argument("--det-tasks", default=env("OBJCROP_DET_TASKS"),

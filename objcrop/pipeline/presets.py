@@ -84,6 +84,8 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
         p.setdefault("proposals", {})["methods"] = words(args.proposals)
         if pre.get("runs"):
             pre["runs"] = _runs_with_proposals(pre["runs"], words(args.proposals))
+    if not getattr(args, "references", True):
+        _drop_references(p)
     det = p.setdefault("detection", {})
     if args.det_seeds:
         det["seeds"] = [int(s) for s in words(args.det_seeds)]
@@ -105,6 +107,14 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
             raise PipelineError(f"--loader-workers/OBJCROP_LOADER_WORKERS: {workers} is not a number of workers (0 or more)")
         p["loader_workers"] = int(workers)
     return p
+
+
+def _drop_references(p: Dict[str, Any]) -> None:
+    """--no-references: the preset without its reference rows, so that no task trains, probes or
+    fine-tunes them (the report reads whatever reference rows the runs folder or a record holds)."""
+    p.pop("supervised", None)
+    p.get("probe", {}).pop("references", None)
+    p.get("detection", {}).pop("references", None)
 
 
 def _runs_with_tags(runs, tags: List[str]) -> List[Dict[str, Any]]:
