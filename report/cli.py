@@ -189,7 +189,7 @@ def record_main(argv: List[str]) -> int:
         prog="objcrop report record",
         description="Add the small result files of a pipeline output (every run's results.json, config and "
                     "metrics summary, data/meta.json, learnability.json, extras/, the pipeline log) to a study "
-                    "record; a run's new result replaces the record's copy of the same run. Checkpoints, "
+                    "record; a run the record holds with status ok takes only the same result, or another with --replace. Checkpoints, "
                     "caches and data stay out. `run_pipeline.sh --records RECORD` then skips every task "
                     "whose result the record holds.")
     p.add_argument("out", help="a pipeline output directory (run_pipeline.sh --out)")
@@ -202,9 +202,13 @@ def record_main(argv: List[str]) -> int:
                         "measured) stays in the record (docs/preregistration.md, detection); the supervised "
                         "bound's learnability.json only when `supervised` matches; the other files "
                         "(data/meta.json, the pipeline log, ...) are recorded as without it")
+    p.add_argument("--replace", action="store_true",
+                   help="let a run's new result replace a different one the record holds with status ok (a probe "
+                        "run again on purpose); without it such a run is refused and nothing is recorded, since a "
+                        "registered run's record keeps its first training")
     args = p.parse_args(argv)
     record = StudyRecord.open(args.record)
-    written = record.save_output(args.out, args.runs)
+    written = record.save_output(args.out, args.runs, replace=args.replace)
     runs = sum(1 for rel in written if rel.endswith("results.json"))
     which = f" matching {' '.join(args.runs)}" if args.runs else ""
     print(f"objcrop report record: {len(written)} files ({runs} results{which}) from {args.out} recorded in {record.path}")

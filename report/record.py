@@ -27,6 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from objcrop.errors import ObjcropError
 from objcrop.io import atomic_path, read_json
+from objcrop.records import RecordError
 
 from objcrop.report import record_file
 
@@ -188,10 +189,11 @@ class StudyRecord:
 
     # ------------------------------------------------------------------ writing
 
-    def save_output(self, out_dir: str, runs: Optional[Sequence[str]] = None) -> List[str]:
-        """Record the small result files of pipeline output `out_dir`; a run's new result replaces
-        the record's copy of the same run. `runs`: record only the runs matching these globs (see
-        output_files). Returns the record paths written."""
+    def save_output(self, out_dir: str, runs: Optional[Sequence[str]] = None, replace: bool = False) -> List[str]:
+        """Record the small result files of pipeline output `out_dir`. A run the record holds with
+        status ok is replaced only by the same result (the same output recorded again) or with
+        `replace`; anything else raises RecordError before a byte is written. `runs`: record only
+        the runs matching these globs (see output_files). Returns the record paths written."""
         if not os.path.isdir(out_dir):
             raise ObjcropError(f"{out_dir}: no such pipeline output directory")
         sources = sorted(output_files(out_dir, runs))
@@ -199,19 +201,41 @@ class StudyRecord:
             for src, rel in sources:
                 _copy(src, os.path.join(self.root, rel))
             return [rel for _, rel in sources]
-        runs: Dict[str, Dict[str, str]] = {}
-        for src, rel in sources:
-            if rel.startswith("runs" + os.sep) and os.path.basename(rel) in RUN_FILES:
-                runs.setdefault(os.path.dirname(rel).replace(os.sep, "/"), {})[os.path.basename(rel)] = src
-            elif _is_kept_as_file(rel):
+        def is_run_file(rel: str) -> bool:
+            return rel.startswith("runs" + os.sep) and os.path.basename(rel) in RUN_FILES
+
+        found: Dict[str, Dict[str, str]] = {}
+        for src, rel in filter(lambda s: is_run_file(s[1]), sources):
+            found.setdefault(os.path.dirname(rel).replace(os.sep, "/"), {})[os.path.basename(rel)] = src
+        entries = {key: record_file.run_entry(files) for key, files in found.items()}
+        if not replace:  # checked before anything is written: a refused output leaves the record as it was
+            self._refuse_other_results(out_dir, entries)
+        for src, rel in filter(lambda s: not is_run_file(s[1]), sources):
+            if _is_kept_as_file(rel):
                 _copy(src, os.path.join(self.root, rel))
             else:
                 self.data["files"][_norm(rel)] = record_file.read_file_value(src)
-        for key, found in runs.items():
-            self.data["runs"][key] = record_file.run_entry(found)
+        for key, entry in entries.items():
+            self.data["runs"][key] = entry
             self.data.get("renamed", {}).pop(key, None)
         self.write()
         return [rel for _, rel in sources]
+
+    def _refuse_other_results(self, out_dir: str, entries: Dict[str, Dict[str, Any]]) -> None:
+        """A recorded ok result is a measurement, and another one of the same run (a backbone trained
+        again, a probe run again) must not overwrite it unnoticed: a registered run's record keeps its
+        first training, the one its probe measured (docs/preregistration.md, detection)."""
+        def ok(entry) -> bool:
+            return isinstance(entry, dict) and (entry.get("results") or {}).get("status") == "ok"
+
+        held = self.data["runs"]
+        others = sorted(k for k, e in entries.items() if ok(held.get(k)) and held[k]["results"] != e["results"])
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise RecordError(
+                f"{out_dir}: {len(others)} run(s) that {self.path} holds with another result: {shown}. Nothing was "
+                f"recorded. A second training or probe replaces the recorded one only with --replace; a backbone "
+                f"trained again for its fine-tuning is recorded with --runs 'runs/detect_voc/*/*' (README)")
 
     def write(self) -> str:
         """Write the compact record atomically; returns its path."""

@@ -77,7 +77,7 @@ def test_save_output_replaces_the_same_runs_entry_and_keeps_the_others(tmp_path)
     probe = os.path.join(out, "runs", "probe", "random_init_s0")
     write_results(probe, results("probe", "ok", Provenance.random_init("resnet18", 0), dataset="synth:/d:test",
                                  mAP=0.25))
-    record.save_output(out)
+    record.save_output(out, replace=True)
     again = StudyRecord.open(str(tmp_path / "rec"))
     assert again.results("runs/probe/random_init_s0/results.json")["mAP"] == 0.25
     assert again.results(key + "/results.json")["final_loss"] == 6.0  # the other run stays
@@ -153,6 +153,12 @@ def test_record_runs_keeps_the_first_entry_of_a_backbone_trained_again_for_its_f
     assert record.results("runs/probe/random_init_s0/results.json")["mAP"] == 0.4
     assert record.results(os.path.relpath(det, again) + "/results.json")["box"]["AP50"] == 12.5
     assert record.read("supervised/learnability.json") == {"supervised_mAP": 0.9}  # the first bound's, kept
-    # without --runs every run of the output replaces its entry
-    assert record_main([again, rec]) == 0
+    # without --runs the second training is refused, the record untouched; --replace replaces every run
+    with open(os.path.join(rec, RECORD_FILE), "rb") as f:
+        before = f.read()
+    with pytest.raises(RecordError, match=r"2 run\(s\) that .* holds with another result: runs/pretrain/\S+, runs/probe/random_init_s0\. Nothing was recorded"):
+        record_main([again, rec])
+    with open(os.path.join(rec, RECORD_FILE), "rb") as f:
+        assert f.read() == before
+    assert record_main([again, rec, "--replace"]) == 0
     assert StudyRecord.open(rec).results(key + "/results.json")["final_loss"] == 5.0
