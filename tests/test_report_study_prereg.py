@@ -3,6 +3,7 @@ and the exploratory reading's effect sizes (report/study_tables.py)."""
 import copy
 import importlib.util
 import os
+import re
 
 import pytest
 import yaml
@@ -355,6 +356,26 @@ def test_page_tables_withhold_the_scores_of_an_interim_registered_arm(tmp_path):
     assert "57.3" not in line and study_tables.WITHHELD in line
 
 
+def _lines_by_variant(page: str):
+    """(variant, line) for each line of the study page: the variant of its `## ... (`name`)` section, or
+    of its registered table row (`| H1 | study | ...`); None for a line of no one variant."""
+    out, section = [], None
+    for line in page.splitlines():
+        if line.startswith("## "):
+            named = re.search(r"\(`([\w-]+)`", line)
+            section = named.group(1).replace("-", "_") if named else None
+        row = re.match(r"\| H\d+ \| (\w+) \|", line)
+        out.append((row.group(1) if row else section, line))
+    return out
+
+
+def test_the_study_page_is_split_by_the_variant_each_line_belongs_to():
+    page = ("## The answer\nwords\n| H1 | study | a |\n| H3 | study_hard | a |\n## Default variant (`study`)\n"
+            "x\n## Hard variant (`study-hard`)\ny\n## GPU scale (`study_gpu`): ResNet-50\nz\n")
+    assert [v for v, _ in _lines_by_variant(page)] == [None, None, "study", "study_hard", "study", "study",
+                                                      "study_hard", "study_hard", "study_gpu", "study_gpu"]
+
+
 def test_the_repositorys_page_shows_no_score_of_a_registered_arm_before_its_comparison_is_complete(tmp_path):
     """Every line of the page built from the repository's records that names a registered arm whose
     comparison is not complete carries none of its recorded scores (per seed or mean): the registered
@@ -367,6 +388,7 @@ def test_the_repositorys_page_shows_no_score_of_a_registered_arm_before_its_comp
         argv += [option, os.path.join(REPO, "docs", "results", study)]
     assert report_main(argv) == 0
     page = out.read_text()
+    lines_by_variant = _lines_by_variant(page)
     plan = prereg.load(PREREG)
     n, checked = int(plan["seeds_per_arm"]), 0
     columns = [plan["primary_column"], *plan["secondary_columns"]]
@@ -388,8 +410,10 @@ def test_the_repositorys_page_shows_no_score_of_a_registered_arm_before_its_comp
         scores = [s for column in columns for s in values[row].get(column, [])]
         shown = {f"{s:.1f}" for s in scores} | {f"{sum(values[row][c]) / len(values[row][c]):.1f}"
                                                  for c in columns if values[row].get(c)}
-        lines = [line for line in page.splitlines() if f"{row[1]} {row[2]}" in line or f"{row[1]}_{row[2]}" in line
-                 or f"| {row[1]} | {row[2]} |" in line]
+        # study and study_hard name their arms alike: a line of the other variant's section (or of its
+        # registered table row) carries that variant's scores, which may be read once its comparison is
+        lines = [line for variant, line in lines_by_variant if variant in (None, h["study"])
+                 and (f"{row[1]} {row[2]}" in line or f"{row[1]}_{row[2]}" in line or f"| {row[1]} | {row[2]} |" in line)]
         assert lines, row
         for line in lines:
             assert not any(f" {s} " in line or f" {s}" + " (" in line for s in shown), (row, line)
