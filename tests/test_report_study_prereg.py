@@ -411,7 +411,7 @@ def test_the_repositorys_page_shows_no_score_of_a_registered_arm_before_its_comp
         shown = {f"{s:.1f}" for s in scores} | {f"{sum(values[row][c]) / len(values[row][c]):.1f}"
                                                  for c in columns if values[row].get(c)}
         # study and study_hard name their arms alike: a line of the other variant's section (or of its
-        # registered table row) carries that variant's scores, which may be read once its comparison is
+        # registered table row) carries that variant's scores, shown once its own comparison is complete
         lines = [line for variant, line in lines_by_variant if variant in (None, h["study"])
                  and (f"{row[1]} {row[2]}" in line or f"{row[1]}_{row[2]}" in line or f"| {row[1]} | {row[2]} |" in line)]
         assert lines, row
