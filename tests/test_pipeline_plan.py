@@ -502,3 +502,24 @@ def test_tags_and_seeds_select_rows_of_a_runs_list(tmp_path):
         _plan(tmp_path, preset="study_plain", tags="b512")
     with pytest.raises(pipeline.PipelineError, match="lists none"):
         _plan(tmp_path, tags="x")  # the demo crosses policies x seeds: no runs list
+
+
+def test_policies_and_methods_select_rows_of_a_runs_list(tmp_path):
+    """On a runs list, `--policies obj-obj-dilate` is the object-aware rows alone: two lanes can then
+    share one seed of a registered comparison without both training its random arm (before, the flag
+    set the cross product's key, which a runs list never reads, and the random arm ran in each lane)."""
+    def pretrain_runs(**overrides):
+        return sorted(_short(t.name) for t in _plan(tmp_path, preset="study", **overrides)
+                      if t.stage == "pretrain" and t.name != "pretrain.supervised")
+
+    lane = pretrain_runs(tags="b256-200e-bf16", seeds="4", proposals="selective-search", policies="obj-obj-dilate")
+    assert lane == ["pretrain.moco_v2_obj-obj-dilate-b256-200e-bf16_selective-search-top10_s4"]
+    assert pretrain_runs(tags="b256-200e-bf16", seeds="4", policies="random") == [
+        "pretrain.moco_v2_random-b256-200e-bf16_none_s4"]
+    byol = pretrain_runs(methods="byol", seeds="0")
+    assert byol and all(name.startswith("pretrain.byol_") for name in byol)
+    assert not any(name.startswith("pretrain.byol_") for name in pretrain_runs(methods="moco_v2", seeds="0"))
+    with pytest.raises(pipeline.PipelineError, match=r"--policies: no-such-policy not in pretrain.runs \(its policies: "):
+        pretrain_runs(policies="no-such-policy")
+    with pytest.raises(pipeline.PipelineError, match="--methods: simclr not in pretrain.runs"):
+        pretrain_runs(methods="simclr")

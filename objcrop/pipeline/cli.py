@@ -56,9 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=env("OBJCROP_OUT"),
                    help="output directory [OBJCROP_OUT; default output/pipeline_<preset>]")
     p.add_argument("--policies", default=env("OBJCROP_POLICIES"),
-                   help='view policies, e.g. "random obj-obj-dilate" [OBJCROP_POLICIES; default from the preset]')
+                   help='view policies, e.g. "random obj-obj-dilate"; on a preset with pretrain.runs, only the runs '
+                        'with these policies [OBJCROP_POLICIES; default from the preset]')
     p.add_argument("--methods", default=env("OBJCROP_METHODS"),
-                   help='SSL methods, e.g. "moco_v2 byol" [OBJCROP_METHODS; default from the preset]')
+                   help='SSL methods, e.g. "moco_v2 byol"; on a preset with pretrain.runs, only the runs with these '
+                        'methods (a run without `method` is moco_v2) [OBJCROP_METHODS; default from the preset]')
     p.add_argument("--proposals", default=env("OBJCROP_PROPOSALS"),
                    help='proposal sources for object-aware policies, e.g. "gt selective-search"; on a preset '
                         'with pretrain.runs, only the runs on these sources (and the random-crop runs); '

@@ -59,12 +59,20 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
     """The preset with the command line's --policies/--methods/--seeds/... applied (a copy)."""
     p = copy.deepcopy(preset)
     pre = p.setdefault("pretrain", {})
+    # on a runs list, --policies/--methods select its rows as --tags does: before, they set the cross
+    # product's keys, which a runs list never reads, so `--policies obj-obj-dilate` still ran the random arm
     if args.policies:
         pre["policies"] = words(args.policies)
+        if pre.get("runs"):
+            pre["runs"] = _runs_with_field(pre["runs"], "policy", None, words(args.policies), "--policies")
     if args.methods:
         pre["methods"] = words(args.methods)
+        if pre.get("runs"):
+            pre["runs"] = _runs_with_field(pre["runs"], "method", "moco_v2", words(args.methods), "--methods")
     if args.tags:
-        pre["runs"] = _runs_with_tags(pre.get("runs"), words(args.tags))
+        if not pre.get("runs"):
+            raise PipelineError("--tags selects among pretrain.runs, and this preset lists none")
+        pre["runs"] = _runs_with_field(pre["runs"], "tag", "-", words(args.tags), "--tags")
     if args.seeds:
         if pre.get("runs"):
             # a runs list names its rows' seeds, so --seeds selects among them; the random-init reference
@@ -117,16 +125,15 @@ def _drop_references(p: Dict[str, Any]) -> None:
     p.get("detection", {}).pop("references", None)
 
 
-def _runs_with_tags(runs, tags: List[str]) -> List[Dict[str, Any]]:
-    """The runs of pretrain.runs whose `tag` is one of `tags` ("-": untagged)."""
-    if not runs:
-        raise PipelineError("--tags selects among pretrain.runs, and this preset lists none")
-    tag_of = [str(r.get("tag") or "-") if isinstance(r, dict) else "-" for r in runs]
-    unknown = set(tags) - set(tag_of)
+def _runs_with_field(runs, field: str, default: Optional[str], wanted: List[str], flag: str) -> List[Dict[str, Any]]:
+    """The runs of pretrain.runs whose `field` (`default` when a run leaves it out; "-" for an untagged
+    run) is one of `wanted`; a value no run has is an error naming the values there are."""
+    value_of = [str(r.get(field) or default) if isinstance(r, dict) else str(default) for r in runs]
+    unknown = set(wanted) - set(value_of)
     if unknown:
-        raise PipelineError(f"--tags: {', '.join(sorted(unknown))} not in pretrain.runs "
-                            f"(its tags: {', '.join(sorted(set(tag_of)))})")
-    return [r for r, t in zip(runs, tag_of) if t in tags]
+        raise PipelineError(f"{flag}: {', '.join(sorted(unknown))} not in pretrain.runs "
+                            f"(its {'policies' if field == 'policy' else field + 's'}: {', '.join(sorted(set(value_of)))})")
+    return [r for r, v in zip(runs, value_of) if v in wanted]
 
 
 def _runs_with_seeds(runs, seeds: List[int]) -> List[Dict[str, Any]]:
