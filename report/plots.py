@@ -5,6 +5,8 @@
 * `probe_over_epochs.png`: probe mAP against pretraining epochs, where a setting has several.
 * `plot_budget_sweep` (the study page's, not the report's): each textured variant's random-crop
   settings by epochs against its random-init band and the amendment's threshold (report/prereg.py).
+* `plot_budget_curve` (the study page's too): random crops and Obj-Obj+Dilate by epochs in the
+  amendment's recipe, against the random-init band (report/budget_curve.py).
 """
 import os
 from typing import Dict, List, Tuple
@@ -129,18 +131,33 @@ def write_plots(table: Table, curves, out_dir: str) -> List[str]:
     return written
 
 
+def _random_init_band(ax, ref: List[float]) -> float:
+    """The random-init probe's mean ± 2 std as a grey band on an epochs panel; returns the mean."""
+    import statistics
+
+    mean = statistics.mean(ref)
+    spread = 2 * statistics.stdev(ref) if len(ref) > 1 else 0.0
+    ax.axhspan(mean - spread, mean + spread, color="#cccccc", alpha=0.6, label="random init, mean ± 2 std")
+    return mean
+
+
+def _finish_epochs_panel(ax, title: str) -> None:
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining epochs (log)")
+    ax.set_ylabel("probe mAP (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+
+
 def plot_budget_sweep(panels: List[Tuple[str, List[dict], List[float], float]], path: str) -> str:
     """One panel per variant (name, sweep rows of report/prereg.sweep_rows, random-init probe values,
     the smallest effect of interest): every seed's probe mAP at its epochs, the settings that meet the
     amendment's rule filled, the random-init mean ± 2 std as a band and mean + smallest effect as a line."""
-    import statistics
-
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
     for ax, (name, rows, ref, effect) in zip(axes[0], panels):
-        mean = statistics.mean(ref)
-        spread = 2 * statistics.stdev(ref) if len(ref) > 1 else 0.0
-        ax.axhspan(mean - spread, mean + spread, color="#cccccc", alpha=0.6, label="random init, mean ± 2 std")
+        mean = _random_init_band(ax, ref)
         ax.axhline(mean + effect, color="#d62728", ls="--", lw=1, label=f"random init + {effect:g} (the rule)")
         for r in rows:
             x = int(r["epochs"])
@@ -148,11 +165,32 @@ def plot_budget_sweep(panels: List[Tuple[str, List[dict], List[float], float]], 
                        facecolors="#1f77b4" if r["meets"] else "none")
             ax.annotate(r["policy"], (x, max(r["values"])), fontsize=6, rotation=45, xytext=(2, 4),
                         textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel("pretraining epochs (log)")
-        ax.set_ylabel("probe mAP (%)")
-        ax.set_title(f"{name}: MoCo-v2, random crops")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        _finish_epochs_panel(ax, f"{name}: MoCo-v2, random crops")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_budget_curve(panels: List[Tuple[str, List[dict], List[float]]], path: str) -> str:
+    """One panel per variant (report/budget_curve.panels: name, budget rows, random-init probe values):
+    every seed's probe mAP of each policy at its epochs, the means joined, and the random-init mean
+    ± 2 std as a band."""
+    import statistics
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
+    arms = (("base", "random crops", "#7f7f7f", -0.015), ("obj", "Obj-Obj+Dilate (gt)", "#1f77b4", 0.015))
+    for ax, (name, rows, ref) in zip(axes[0], panels):
+        _random_init_band(ax, ref)
+        for field, label, colour, shift in arms:
+            points = [(int(r["epochs"]), r[field]) for r in rows if r[field]]
+            # a small shift on the log axis keeps the two policies' seeds apart at one budget
+            for x, run in points:
+                ax.scatter([x * 10 ** shift] * len(run), run, s=14, color=colour, alpha=0.6)
+            ax.plot([x * 10 ** shift for x, _ in points], [statistics.mean(run) for _, run in points],
+                    color=colour, marker="o", lw=1.5, label=f"{label}, mean")
+        _finish_epochs_panel(ax, f"{name}: MoCo-v2, budget curve")
+        budgets = sorted({int(r["epochs"]) for r in rows})
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.minorticks_off()
     fig.tight_layout()
     return _save(fig, path)

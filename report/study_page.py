@@ -11,7 +11,8 @@ its 95 % CI, Hedges' g, Welch's and the permutation test over seeds) is computed
 and the re-reading of the earlier ones are read apart from the exploratory rows (report/prereg.py).
 The budget sweep of the textured variants (issue 20 §2: random crops against random init by epochs, and the
 smallest budget that meets the registration's amendment rule) is a section of its own, with its picture
-written beside the page (results/budget_sweep.png next to --out).
+written beside the page (results/budget_sweep.png next to --out); so is issue 20 §3's budget curve of the two
+policies (report/budget_curve.py, results/budget_curve.png).
 """
 import glob
 import os
@@ -19,8 +20,9 @@ import re
 from typing import List, Optional, Tuple
 
 from objcrop.io import write_text_atomic
+from objcrop.report import budget_curve
 from objcrop.report import prereg as prereg_
-from objcrop.report.plots import plot_budget_sweep
+from objcrop.report.plots import plot_budget_curve, plot_budget_sweep
 from objcrop.report.record import StudyRecord
 from objcrop.report.study_runs import pretext_table, recall_table, run_devices, view_pairs, view_stats_table
 from objcrop.report.study_setup import machine_line, not_run, setup_summary
@@ -241,6 +243,15 @@ def _sweep_picture(studies, prereg, doc_dir: str) -> str:
     return f"![budget_sweep.png]({os.path.relpath(path, doc_dir)})"
 
 
+def _curve_picture(studies, prereg, withheld, doc_dir: str) -> str:
+    """Draws the budget curve beside the page (results/budget_curve.png); its markdown link, or ""."""
+    panels = budget_curve.panels(studies, prereg, withheld) if prereg else []
+    if not panels:
+        return ""
+    path = plot_budget_curve(panels, os.path.join(doc_dir, "results", "budget_curve.png"))
+    return f"![budget_curve.png]({os.path.relpath(path, doc_dir)})"
+
+
 def write_page(args) -> str:
     """docs/results.md from the records named by `args` (add_arguments); returns its path."""
     doc_dir = os.path.dirname(os.path.abspath(args.out))
@@ -256,11 +267,15 @@ def write_page(args) -> str:
     devices = {preset: run_devices(records[preset]) for preset in studies}
     missing = {preset: prereg_.load_missing(os.path.abspath(study)) for _, study, preset, _ in sections}
     second = {preset: prereg_.second_trainings(records[preset]) for preset in studies}
+    withheld = {preset: prereg_.interim_rows(prereg, preset, loaded[preset][0], missing[preset]) for preset in loaded}
     parts.append(prereg_.registered_section(prereg, studies, args.prereg, devices, missing, second))
     parts.append(prereg_.retrospective_section(studies, prereg, float(prereg["alpha"]) if prereg else 0.05))
     sweep = prereg_.sweep_section(studies, prereg, _sweep_picture(studies, prereg, doc_dir))
     if sweep:
         parts.append(sweep)
+    curve = budget_curve.section(studies, prereg, withheld, _curve_picture(studies, prereg, withheld, doc_dir))
+    if curve:
+        parts.append(curve)
     detection = detection_section(args.detect_curve, doc_dir)
     if detection:
         parts.append(detection)
@@ -270,6 +285,6 @@ def write_page(args) -> str:
                              same_data_as=same,
                              registered=prereg_.registered_rows(prereg, preset),
                              other_references=references.get(preset),
-                             withheld=prereg_.interim_rows(prereg, preset, loaded[preset][0], missing[preset])))
+                             withheld=withheld[preset]))
     write_text_atomic(args.out, "\n\n".join(parts) + "\n")
     return args.out
