@@ -11,6 +11,7 @@ the registered arms, and stays withheld as long as they are (report/prereg.inter
 import re
 from typing import Collection, Dict, List, Optional, Pattern, Tuple
 
+from objcrop.report.prereg import sweep_variants
 from objcrop.report.study_tables import (PROBE, RANDOM_INIT, Row, comparison, fmt_delta, fmt_g, fmt_p, fmt_perm,
                                          fmt_runs, learned)
 
@@ -37,6 +38,8 @@ def _arm(values: dict, policy: str, proposals: str, epochs: str, withheld: Colle
     key = (METHOD, policy, proposals, epochs)
     held = key in withheld
     return key, ([] if held else values.get(key, {}).get(PROBE, [])), held
+
+
 def curve_rows(values: dict, arches: Dict[Row, str], budget: dict, alpha: float,
                withheld: Collection[Row] = ()) -> List[dict]:
     """One row per budget of the recipe at which either policy ran, by epochs: each arm's probe values
@@ -79,7 +82,7 @@ def section(studies: Dict[str, Tuple[dict, dict]], prereg: Optional[dict], withh
     if not prereg:
         return ""
     alpha = float(prereg["alpha"])
-    variants = [v for v in prereg["amendment"] if v != "ranked_proposals" and v in studies]
+    variants = sweep_variants(studies, prereg)
     lines = [f"""## The budget curve (issue 20 §3; exploratory): do object-aware views learn sooner?
 
 MoCo-v2 with random crops and with Obj-Obj+Dilate on ground-truth boxes in the recipe the amendment
@@ -114,7 +117,7 @@ the smaller budgets. The issue asks for both policies at {MIN_BUDGETS} budgets o
 def panels(studies: Dict[str, Tuple[dict, dict]], prereg: dict, withheld: Dict[str, Collection[Row]]) -> List[Panel]:
     """What plots.plot_budget_curve draws: the variants with a random-init probe and a point to draw."""
     alpha, out = float(prereg["alpha"]), []
-    for v in [v for v in prereg["amendment"] if v != "ranked_proposals" and v in studies]:
+    for v in sweep_variants(studies, prereg):
         values, arches = studies[v]
         ref = values.get(RANDOM_INIT, {}).get(PROBE)
         rows = [r for r in curve_rows(values, arches, prereg["amendment"][v], alpha, withheld.get(v, ()))
@@ -122,4 +125,3 @@ def panels(studies: Dict[str, Tuple[dict, dict]], prereg: dict, withheld: Dict[s
         if ref and rows:
             out.append((v, rows, ref))
     return out
-
