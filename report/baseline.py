@@ -5,8 +5,11 @@ pretraining data: the caller groups by those). A tagged row — a variant of a s
 `obj-obj-dilate-no-colour`, `obj-obj-dilate-4x` (the run tag joined to the policy by
 `objcrop.records.Provenance.policy_label`) — is read against the random-crop row with the same
 tag (`random-no-colour`) when there is one: the tag changes the budget or the augmentations, and
-only a baseline that had the same change isolates the policy. Without one it falls back to plain
-random crops. A tagged random-crop row is read against plain random crops (what its tag alone
+only a baseline that had the same change isolates the policy. A tag that ends in another run's tag
+names a variant of that run's recipe (`explore-b256-200e-bf16`: the study's exploratory arms, run in
+the registered `b256-200e-bf16` recipe under a tag of their own so that selecting the registered tag
+leaves them out): without random crops of its own, it is read against that recipe's random crops
+(the longest tag its own ends in). Without either it falls back to plain random crops. A tagged random-crop row is read against plain random crops (what its tag alone
 changes); plain random crops have no baseline.
 """
 from typing import Iterable, Optional

@@ -317,6 +317,43 @@ def test_paper_preset_uses_real_datasets_and_gpus(tmp_path, monkeypatch):
     assert len(seeds) >= 3 and len([t for t in tasks if t.stage == "detect"]) == 9 * 2 * len(seeds)
 
 
+
+# what each exploratory arm at the learning budget changes in the registered recipe, besides its tag
+# (config key -> its value; OUTPUT_DIR and PRETRAIN.TAG differ for every run)
+EXPLORATORY = {
+    "moco_v2_obj-scene-explore-b256-200e-bf16_gt": ("moco_v2_obj-obj-dilate-b256-200e-bf16_gt", {
+        "VIEWS.POLICY": "obj-scene"}),
+    "moco_v2_obj-obj-dilate+copy-paste-dilo-explore-b256-200e-bf16_gt": ("moco_v2_obj-obj-dilate-b256-200e-bf16_gt", {
+        "VIEWS.COPY_PASTE.ENABLED": True, "VIEWS.COPY_PASTE.MODE": "dilo"}),
+    "byol_random-explore-b256-200e-bf16_none": ("moco_v2_random-b256-200e-bf16_none", {
+        "PRETRAIN.METHOD": "byol", "PRETRAIN.BASE_LR": 0.05, "PRETRAIN.BASE_BATCH_SIZE": 256}),
+    "byol_obj-obj-dilate-explore-b256-200e-bf16_gt": ("moco_v2_obj-obj-dilate-b256-200e-bf16_gt", {
+        "PRETRAIN.METHOD": "byol", "PRETRAIN.BASE_LR": 0.05, "PRETRAIN.BASE_BATCH_SIZE": 256}),
+}
+
+
+def _flat(cfg, prefix=""):
+    out = {}
+    for k, v in cfg.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+@pytest.mark.parametrize("preset", ["study", "study_hard"])
+def test_exploratory_arms_change_only_what_they_name_and_stay_out_of_the_registered_tag(tmp_path, preset):
+    """Issue 20 §3's exploratory arms (Obj-Scene, DiLo's copy-paste, the BYOL pair) run the registered
+    recipe with one thing changed, each against the registered seed of the arm it varies; the registered
+    tag still selects the registered arms alone (their session commands), and their own tag selects them."""
+    explore = _plan(tmp_path, preset=preset, tags="explore-b256-200e-bf16")
+    pretrains = {_short(t.name) for t in explore if t.stage == "pretrain" and not t.raw}
+    assert pretrains == {f"pretrain.{arm}_s{s}" for arm in EXPLORATORY for s in range(3)}
+    registered = _plan(tmp_path, preset=preset, tags="b256-200e-bf16", seeds="0")
+    assert not [t for t in registered if "explore" in t.name]
+    for arm, (against, changes) in EXPLORATORY.items():
+        mine, theirs = (_flat(_merged(_run(tasks, name, 0))) for tasks, name in ((explore, arm), (registered, against)))
+        differ = {k for k in mine if mine[k] != theirs.get(k)} - {"OUTPUT_DIR", "PRETRAIN.TAG"}
+        assert {k: mine[k] for k in differ} == changes, arm
+
 def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     tasks = pipeline.build_plan(pipeline.load_preset("study"), str(tmp_path))
     by_name = {_short(t.name): t for t in tasks}
@@ -328,8 +365,9 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     # lr, the supervised bound, issue 20 §2's first budget point (3 seeds of random crops, bf16), at the
     # second, the learning budget, the registered comparison's three arms (12 seeds each, issue 20 §3), and
     # issue 20 §4's ResNet-50 at the first point's recipe (one seed), and issue 20 §3's budget curve (three
-    # rows of 3 seeds: Obj-Obj+Dilate at the first point, both policies at half of it)
-    assert len(pre) == 9 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1 + 1 + 3 + 3 * 12 + 1 + 3 * 3
+    # rows of 3 seeds: Obj-Obj+Dilate at the first point, both policies at half of it), and its exploratory
+    # arms at the learning budget (four rows of 3 seeds: Obj-Scene, DiLo's copy-paste, the BYOL pair)
+    assert len(pre) == 9 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1 + 1 + 3 + 3 * 12 + 1 + 3 * 3 + 4 * 3
     assert "pretrain.moco_v2_obj-obj-dilate+copy-paste-dilo_gt_s0" in pre
     assert "pretrain.moco_v2_random-4x_none_s0" in pre
     nocol = by_name["pretrain.moco_v2_random-no-colour_none_s0"]

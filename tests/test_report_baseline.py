@@ -58,6 +58,11 @@ def test_baseline_policy_rule():
     assert baseline_policy("obj-obj-dilate-grey", candidates) == "random-grey"
     assert baseline_policy("obj-obj-dilate-lr-moco", candidates) == "random-lr-moco"
     assert baseline_policy("obj-obj-dilate-4x", candidates) == "random"  # no random-4x: plain random crops
+    # a tag that ends in a recipe's tag is a variant of that recipe (the study's exploratory arms at the
+    # registered budget): read against the recipe's random crops, not plain random crops
+    recipe = ["random", "random-b256-200e-bf16"]
+    assert baseline_policy("obj-scene-explore-b256-200e-bf16", recipe) == "random-b256-200e-bf16"
+    assert baseline_policy("obj-obj-dilate+copy-paste-dilo-explore-b256-200e-bf16", recipe) == "random-b256-200e-bf16"
     assert baseline_policy("random-grey", candidates) == "random"
     assert baseline_policy("random", candidates) is None
     assert baseline_policy("obj-obj-dilate", ["obj-obj-dilate"]) is None
