@@ -8,10 +8,9 @@ probes above the variant's random-init backbone, the gate tables' rule) and the 
 two. Nothing here is Holm-corrected with the registered family; the amendment's own budget repeats
 the registered arms, and stays withheld as long as they are (report/prereg.interim_rows).
 """
-import re
-from typing import Collection, Dict, List, Optional, Pattern, Tuple
+from typing import Collection, Dict, List, Optional, Tuple
 
-from objcrop.report.prereg import sweep_variants
+from objcrop.report.prereg import sweep_variants, tag_pattern
 from objcrop.report.study_tables import (PROBE, RANDOM_INIT, Row, comparison, fmt_delta, fmt_g, fmt_p, fmt_perm,
                                          fmt_runs, learned)
 
@@ -21,16 +20,6 @@ POLICY, PROPOSALS = "obj-obj-dilate", "gt"  # the paper's best policy, on the bo
 MIN_BUDGETS = 3  # issue 20 §3: "the two policies at >= 3 budgets"
 # (variant, [budget rows], random-init probe values): what plots.plot_budget_curve draws
 Panel = Tuple[str, List[dict], List[float]]
-
-
-def tag_pattern(budget: dict) -> Optional[Pattern]:
-    """The amendment's recipe at any number of epochs: its tag with the epochs it names made a group
-    (`b256-200e-bf16` -> `b256-(N)e-bf16`); None when the tag does not name its epochs."""
-    tag, epochs = str(budget.get("tag") or ""), budget.get("epochs")
-    head, found, tail = tag.partition(f"{epochs}e")
-    if epochs is None or not found:
-        return None
-    return re.compile(re.escape(head) + r"(\d+)e" + re.escape(tail))
 
 
 def _arm(values: dict, policy: str, proposals: str, epochs: str, withheld: Collection[Row]) -> Tuple[Row, list, bool]:

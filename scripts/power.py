@@ -74,22 +74,30 @@ def _registered(registration, s: Setting) -> bool:
     return (method, policy, proposals, str(epochs)) in prereg.registered_rows(registration, study)
 
 
+def _after_registration(registration, s: Setting) -> bool:
+    """Run after the registration in its amended recipe (the budget curve, the exploratory arms): not
+    among the comparisons the registration's plan was drawn from."""
+    return prereg.after_registration(registration, s[0], s[2])
+
+
 def learning_comparisons(scores, alpha: float, registration=None) -> List[Tuple[Setting, Setting]]:
-    """(policy, its random-crop baseline) pairs of settings where at least one arm learned, but the
-    comparisons `registration` (docs/preregistration.yaml) claims: they are read apart, once every seed
-    is in, never in this retrospective family."""
+    """(policy, its random-crop baseline) pairs of settings with a test (2 seeds or more a side) where at
+    least one arm learned, but the comparisons `registration` (docs/preregistration.yaml) claims (they
+    are read apart, once every seed is in, never in this retrospective family) and those run after it
+    in its amended recipe."""
     pairs = []
     for s in sorted(scores):
         study, method, policy, proposals, epochs, arch = s
         if method in ("random_init", "supervised") or is_random_crop(policy):
             continue
-        if _registered(registration, s):
+        if _registered(registration, s) or _after_registration(registration, s):
             continue
         candidates = [k[2] for k in scores if k[0] == study and k[1] == method and k[4] == epochs and k[5] == arch
                       and k[3] == "none"]
         base = baseline_policy(policy, candidates)
         b = (study, method, base, "none", epochs, arch)
-        if base and b in scores and (_learned(scores, s, alpha) or _learned(scores, b, alpha)):
+        if base and b in scores and min(len(scores[s]), len(scores[b])) >= 2 and (
+                _learned(scores, s, alpha) or _learned(scores, b, alpha)):
             pairs.append((s, b))
     return pairs
 

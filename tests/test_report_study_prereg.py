@@ -185,8 +185,10 @@ def test_retrospective_family_on_the_records_matches_power_py():
                for s in ("study", "study_hard", "study_plain", "study_gpu", "study_plain_gpu")}
     registration = prereg.load(os.path.join(REPO, prereg.PREREG))
     page = {(s, r["policy"], r["proposals"], r["epochs"]) for s, (values, arches) in studies.items()
-            for r in study_tables.reading_rows(values, P) if prereg.at_learning_budget(values, arches, r, 0.05)
-            and (r["method"], r["policy"], r["proposals"], r["epochs"]) not in prereg.registered_rows(registration, s)}
+            for r in study_tables.reading_rows(values, P) if r["p"] is not None
+            and prereg.at_learning_budget(values, arches, r, 0.05)
+            and (r["method"], r["policy"], r["proposals"], r["epochs"]) not in prereg.registered_rows(registration, s)
+            and not prereg.after_registration(registration, s, r["policy"])}
     power = _power()
     scores = {}
     for s in studies:
@@ -201,6 +203,38 @@ def test_retrospective_family_on_the_records_matches_power_py():
     tests = prereg._reading_tests(studies, registration)
     assert f"all {len(tests)} exploratory reading tests" in text
 
+
+
+def test_runs_after_the_registration_stay_out_of_the_retrospective_family():
+    """The budget curve's and the exploratory arms' comparisons (the amended recipe at another budget, or
+    a tag that ends in it) were run after the registration: the page's "before the registration" family
+    leaves them out, and power.py's plan too; an earlier comparison at a learning budget stays in."""
+    plan = _plan(tag="b256-200e-bf16", epochs=200)
+    after = prereg.after_registration
+    assert after(plan, "study", "obj-obj-dilate-b256-100e-bf16")
+    assert after(plan, "study", "obj-scene-explore-b256-200e-bf16")
+    assert after(plan, "study", "obj-obj-dilate+copy-paste-dilo-explore-b256-200e-bf16")
+    assert not after(plan, "study", "obj-obj-dilate-b256-100e")  # another recipe (the control's pair)
+    assert not after(plan, "study", "obj-obj-dilate-r50-b256-100e-bf16-headbn")  # the tag does not end in it
+    assert not after(plan, "study_plain", "obj-obj-dilate-b256-100e-bf16")  # no amendment for that study
+    assert not after(None, "study", "obj-obj-dilate-b256-100e-bf16")
+    ref = [34.0, 35.0, 36.0]
+    up = lambda d: [x + d for x in ref]  # noqa: E731
+    values = {study_tables.RANDOM_INIT: {P: ref, K: ref},
+              ("moco_v2", "random-b256-100e", "none", "100"): {P: up(6), K: up(6)},
+              ("moco_v2", "obj-obj-dilate-b256-100e", "gt", "100"): {P: up(9), K: up(9)},            # before: in
+              ("moco_v2", "random-b256-100e-bf16", "none", "100"): {P: up(6), K: up(6)},
+              ("moco_v2", "obj-obj-dilate-b256-100e-bf16", "gt", "100"): {P: up(9), K: up(9)},       # the curve
+              ("moco_v2", "random-b256-200e-bf16", "none", "200"): {P: up(8), K: up(8)},
+              ("moco_v2", "obj-scene-explore-b256-200e-bf16", "gt", "200"): {P: up(12), K: up(12)}}  # an arm
+    arches = {k: "resnet18" for k in values}
+    text = prereg.retrospective_section({"study": (values, arches)}, plan, 0.05)
+    family = [line for line in text.splitlines() if line.startswith("| study")][1:]
+    assert len(family) == 2 and all("obj-obj-dilate-b256-100e gt" in line for line in family), family
+    power = _power()
+    scores = {("study", m, p, s, int(e or 0), "resnet18"): v[P] for (m, p, s, e), v in values.items()}
+    pairs = power.learning_comparisons(scores, 0.05, plan)
+    assert [a[2] for a, _ in pairs] == ["obj-obj-dilate-b256-100e"]
 
 def test_power_is_exact_against_the_normal_approximation():
     power = _power()
