@@ -9,8 +9,9 @@ only a baseline that had the same change isolates the policy. A tag that ends in
 names a variant of that run's recipe (`explore-b256-200e-bf16`: the study's exploratory arms, run in
 the registered `b256-200e-bf16` recipe under a tag of their own so that selecting the registered tag
 leaves them out): without random crops of its own, it is read against that recipe's random crops
-(the longest tag its own ends in). Without either it falls back to plain random crops. A tagged random-crop row is read against plain random crops (what its tag alone
-changes); plain random crops have no baseline.
+(the longest tag its own ends in). Without either it falls back to plain random crops. A tagged
+random-crop row is read against plain random crops (what its tag alone changes); plain random crops
+have no baseline.
 """
 from typing import Iterable, Optional
 

@@ -74,12 +74,6 @@ def _registered(registration, s: Setting) -> bool:
     return (method, policy, proposals, str(epochs)) in prereg.registered_rows(registration, study)
 
 
-def _after_registration(registration, s: Setting) -> bool:
-    """Run after the registration in its amended recipe (the budget curve, the exploratory arms): not
-    among the comparisons the registration's plan was drawn from."""
-    return prereg.after_registration(registration, s[0], s[2])
-
-
 def learning_comparisons(scores, alpha: float, registration=None) -> List[Tuple[Setting, Setting]]:
     """(policy, its random-crop baseline) pairs of settings with a test (2 seeds or more a side) where at
     least one arm learned, but the comparisons `registration` (docs/preregistration.yaml) claims (they
@@ -90,7 +84,7 @@ def learning_comparisons(scores, alpha: float, registration=None) -> List[Tuple[
         study, method, policy, proposals, epochs, arch = s
         if method in ("random_init", "supervised") or is_random_crop(policy):
             continue
-        if _registered(registration, s) or _after_registration(registration, s):
+        if _registered(registration, s) or prereg.after_registration(registration, study, policy):
             continue
         candidates = [k[2] for k in scores if k[0] == study and k[1] == method and k[4] == epochs and k[5] == arch
                       and k[3] == "none"]
