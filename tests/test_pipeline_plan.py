@@ -6,6 +6,7 @@ import re
 import pytest
 
 import objcrop.pipeline as pipeline
+from objcrop.config import config_changes
 from objcrop.pipeline.naming import provenance
 from objcrop.records import Provenance, run_name
 
@@ -317,7 +318,6 @@ def test_paper_preset_uses_real_datasets_and_gpus(tmp_path, monkeypatch):
     assert len(seeds) >= 3 and len([t for t in tasks if t.stage == "detect"]) == 9 * 2 * len(seeds)
 
 
-
 # what each exploratory arm at the learning budget changes in the registered recipe, besides its tag
 # (config key -> its value; OUTPUT_DIR and PRETRAIN.TAG differ for every run)
 EXPLORATORY = {
@@ -332,13 +332,6 @@ EXPLORATORY = {
 }
 
 
-def _flat(cfg, prefix=""):
-    out = {}
-    for k, v in cfg.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 @pytest.mark.parametrize("preset", ["study", "study_hard"])
 def test_exploratory_arms_change_only_what_they_name_and_stay_out_of_the_registered_tag(tmp_path, preset):
     """Issue 20 §3's exploratory arms (Obj-Scene, DiLo's copy-paste, the BYOL pair) run the registered
@@ -350,9 +343,11 @@ def test_exploratory_arms_change_only_what_they_name_and_stay_out_of_the_registe
     registered = _plan(tmp_path, preset=preset, tags="b256-200e-bf16", seeds="0")
     assert not [t for t in registered if "explore" in t.name]
     for arm, (against, changes) in EXPLORATORY.items():
-        mine, theirs = (_flat(_merged(_run(tasks, name, 0))) for tasks, name in ((explore, arm), (registered, against)))
-        differ = {k for k in mine if mine[k] != theirs.get(k)} - {"OUTPUT_DIR", "PRETRAIN.TAG"}
-        assert {k: mine[k] for k in differ} == changes, arm
+        theirs, mine = (_merged(_run(tasks, name, 0)).dump() for tasks, name in ((registered, against), (explore, arm)))
+        differ = {k: new for k, (_, new) in config_changes(theirs, mine).items()
+                  if k not in ("OUTPUT_DIR", "PRETRAIN.TAG")}
+        assert differ == changes, arm
+
 
 def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     tasks = pipeline.build_plan(pipeline.load_preset("study"), str(tmp_path))

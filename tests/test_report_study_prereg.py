@@ -204,7 +204,6 @@ def test_retrospective_family_on_the_records_matches_power_py():
     assert f"all {len(tests)} exploratory reading tests" in text
 
 
-
 def test_runs_after_the_registration_stay_out_of_the_retrospective_family():
     """The budget curve's and the exploratory arms' comparisons (the amended recipe at another budget, or
     a tag that ends in it) were run after the registration: the page's "before the registration" family
@@ -235,6 +234,7 @@ def test_runs_after_the_registration_stay_out_of_the_retrospective_family():
     scores = {("study", m, p, s, int(e or 0), "resnet18"): v[P] for (m, p, s, e), v in values.items()}
     pairs = power.learning_comparisons(scores, 0.05, plan)
     assert [a[2] for a, _ in pairs] == ["obj-obj-dilate-b256-100e"]
+
 
 def test_power_is_exact_against_the_normal_approximation():
     power = _power()
