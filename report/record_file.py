@@ -5,23 +5,28 @@
                                           "config": {...config.yaml...},
                                           "metrics": {"iteration": [...], "epoch": [...], "loss": [...],
                                                       "acc_top1": [...], "embedding_spread": [...]}},
-              "runs/probe/random_init_s0": {"results": {...}, "config": {...}}, ...},
+              "runs/probe/random_init_s0": {"results": {...}, "config": {...}},
+              "runs/detect_voc/<run name>/seed0": {"results": {...}, "config": {...},
+                                                   "metrics": {"iteration": [...], "loss": [...], "lr": [...], ...}},
+              ...},
      "files": {"data/meta.json": {...}, "supervised/learnability.json": {...},
                "extras/views_random_gt.json": {...}, "logs/pipeline-<id>.log": ["line", ...]},
      "renamed": {"runs/pretrain/<old name>": "runs/pretrain/<run name>", ...}}
 
-A run is keyed by its directory in the pipeline output. `metrics` is kept for pretraining runs
-only, and only the columns the report and the study pages read (the loss curves and the pretext
-table): every logged step that has a loss, so the curves and their plots stay exact. JSON files
-are kept as their content, text files (pipeline logs, commands.txt) as their lines. `renamed`
-maps run directories of the short names used before `objcrop.records.run_name` to their
-current keys, so a lookup by the old name still finds the run.
+A run is keyed by its directory in the pipeline output. `metrics` is kept for pretraining runs,
+with the columns the report and the study pages read (the loss curves and the pretext table), and
+for detection fine-tunings, with their losses and learning rate: two fine-tunings of the same
+weights that end far apart can then be told apart as a diverged run or as seed noise after the
+machine that trained them is gone. Every logged step that has a loss is kept, so the curves and
+their plots stay exact. JSON files are kept as their content, text files (pipeline logs,
+commands.txt) as their lines. `renamed` maps run directories of the short names used before
+`objcrop.records.run_name` to their current keys, so a lookup by the old name still finds the run.
 
 The layout keeps text diffs readable: one key per line, lists of numbers on one line.
 """
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from objcrop.io import write_text_atomic
 from objcrop.records import RecordError
@@ -31,8 +36,14 @@ FORMAT = "objcrop-study-record"
 VERSION = 1
 # a run's file in the output -> its field in the record
 RUN_FIELDS = {"results.json": "results", "config.yaml": "config", "metrics.jsonl": "metrics"}
-# metrics.jsonl columns the report reads (report/collect.py loss_curve, report/study_pretext.py)
-METRIC_COLUMNS = ("iteration", "epoch", "loss", "acc_top1", "embedding_spread")
+# metrics.jsonl columns kept per stage: for pretraining, those the report reads (report/collect.py
+# loss_curve, report/study_runs.py); for detection (detection/trainer.py MetricsJsonlHook), the total
+# and per-head losses, the lr and the box head's accuracy, what tells a diverged fine-tuning apart
+METRIC_COLUMNS = {
+    "pretrain": ("iteration", "epoch", "loss", "acc_top1", "embedding_spread"),
+    "detection": ("iteration", "loss", "loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc", "loss_mask",
+                  "lr", "fast_rcnn/cls_accuracy"),
+}
 
 
 def empty() -> Dict[str, Any]:
@@ -93,15 +104,16 @@ def run_entry(sources: Dict[str, str]) -> Dict[str, Any]:
     entry: Dict[str, Any] = {"results": read_json(sources["results.json"])}
     if "config.yaml" in sources:
         entry["config"] = read_yaml(sources["config.yaml"])
-    if "metrics.jsonl" in sources and entry["results"].get("stage") == "pretrain":
-        entry["metrics"] = metrics_summary(read_metrics_file(sources["metrics.jsonl"]))
+    columns = METRIC_COLUMNS.get(entry["results"].get("stage"))
+    if "metrics.jsonl" in sources and columns:
+        entry["metrics"] = metrics_summary(read_metrics_file(sources["metrics.jsonl"]), columns)
     return {k: v for k, v in entry.items() if v is not None}
 
 
-def metrics_summary(rows: List[Dict[str, Any]]) -> Dict[str, list]:
-    """The steps with a loss, as columns (a step's position stands in for a missing iteration)."""
+def metrics_summary(rows: List[Dict[str, Any]], columns: Sequence[str]) -> Dict[str, list]:
+    """The steps with a loss, as `columns` (a step's position stands in for a missing iteration)."""
     kept = [dict(r, iteration=r.get("iteration", i)) for i, r in enumerate(rows) if "loss" in r]
-    return {c: [r.get(c) for r in kept] for c in METRIC_COLUMNS if any(c in r for r in kept)}
+    return {c: [r.get(c) for r in kept] for c in columns if any(c in r for r in kept)}
 
 
 def metrics_rows(summary: Optional[Mapping[str, list]]) -> List[Dict[str, Any]]:

@@ -162,3 +162,48 @@ def test_record_runs_keeps_the_first_entry_of_a_backbone_trained_again_for_its_f
         assert f.read() == before
     assert record_main([again, rec, "--replace"]) == 0
     assert StudyRecord.open(rec).results(key + "/results.json")["final_loss"] == 5.0
+
+
+def _detection_run(out, period=2, iters=6):
+    """A fine-tuning's run folder with the metrics.jsonl detection/trainer.py's hook writes, driven by a
+    detectron2 EventStorage filled as SimpleTrainer and the LR scheduler fill it (losses, timing, lr)."""
+    from types import SimpleNamespace
+
+    from detectron2.utils.events import EventStorage
+    from objcrop.detection.trainer import MetricsJsonlHook
+
+    prov = Provenance("supervised", "none", "none", 0, "resnet18", "backbone.pth", 0)
+    run = os.path.join(out, "runs", "detect_voc", "supervised", "seed1")
+    os.makedirs(run)
+    hook = MetricsJsonlHook(os.path.join(run, "metrics.jsonl"), period)
+    with EventStorage(0) as storage:
+        hook.trainer = SimpleNamespace(storage=storage, max_iter=iters, iter=0)
+        for it in range(iters):
+            storage.iter = hook.trainer.iter = it
+            losses = {"loss_cls": 1.0 + it, "loss_box_reg": 0.5, "loss_rpn_cls": 0.2, "loss_rpn_loc": 0.1}
+            storage.put_scalars(total_loss=sum(losses.values()), **losses)
+            storage.put_scalars(data_time=0.01, time=0.3, smoothing_hint=True)
+            storage.put_scalar("lr", 0.01 * (it + 1), smoothing_hint=False)
+            hook.after_step()
+    write_results(run, results("detection", "ok", prov, task="voc_det", dataset="voc:/d:test",
+                               box={"AP50": 24.5}))
+    return run
+
+
+def test_a_detection_fine_tunings_training_curve_is_kept_in_the_compact_record(tmp_path):
+    """Two fine-tunings of the same weights that end far apart (issue 20's supervised VOC reference)
+    can be read as a diverged run or as seed noise only if the record keeps their losses: the compact
+    record keeps every logged step's total and per-head losses and lr, not the timing columns."""
+    out = str(tmp_path / "out")
+    run = _detection_run(out)
+    record = StudyRecord.open(str(tmp_path / "rec"))
+    record.save_output(out)
+    key = os.path.relpath(run, out)
+    rows = StudyRecord.open(str(tmp_path / "rec")).metrics(key)
+    assert [r["iteration"] for r in rows] == [2, 4, 6]
+    # the hook logs the mean of the last `period` steps for the smoothed losses, the latest lr
+    assert [r["loss_cls"] for r in rows] == [1.5, 3.5, 5.5]
+    assert [r["loss"] for r in rows] == pytest.approx([2.3, 4.3, 6.3])
+    assert [r["lr"] for r in rows] == [0.02, 0.04, 0.06]
+    assert {"loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"} <= set(rows[0])
+    assert not {"time", "data_time"} & set(rows[0])
