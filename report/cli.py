@@ -109,6 +109,21 @@ def loss_curves(collection: Collection):
     return curves
 
 
+def detection_curves(collection: Collection):
+    """(task, row, fine-tuning seed, iterations, total losses) per detection fine-tuning with a logged
+    curve: two fine-tunings of the same weights that end far apart are told apart here (a diverged or
+    stalled run against seed noise), which the final AP alone cannot do."""
+    curves = []
+    for r in collection.runs:
+        if r.stage != "detection":
+            continue
+        its, losses = loss_curve(r)
+        if its:
+            curves.append((str(r.data.get("task", "detection")), row_key(r.data.get("pretrain")),
+                           f"seed {r.data.get('seed', '?')}", its, losses))
+    return curves
+
+
 def _shown_path(path: str) -> str:
     """A path as the report names it: relative to the working directory when it lies below it (a
     report kept in a repository then reads the same on every checkout), else absolute."""
@@ -164,7 +179,8 @@ def write_report(roots: List[str], out_dir: str, decimals: int = 1, title: str =
         "tex": os.path.join(out_dir, "results.tex"),
         "runs_csv": os.path.join(out_dir, "runs.csv"),
     }
-    plot_paths = write_plots(table, loss_curves(collection), os.path.join(out_dir, "plots")) if plots else []
+    plot_paths = (write_plots(table, loss_curves(collection), os.path.join(out_dir, "plots"),
+                             detection_curves(collection)) if plots else [])
     markdown = to_markdown(table, decimals, title=title, preamble=_preamble(collection) + withheld_note)
     if plot_paths:
         markdown += "\n" + "\n".join(f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plot_paths) + "\n"

@@ -2,6 +2,7 @@
 
 * `bars.png`: one panel per benchmark column, one bar per row, error bars = sample std.
 * `loss_curves.png`: each pretraining run's loss from its metrics.jsonl.
+* `detection_curves.png`: each detection fine-tuning's total loss, one panel per task.
 * `probe_over_epochs.png`: probe mAP against pretraining epochs, where a setting has several.
 * `plot_budget_sweep` (the study page's, not the report's): each textured variant's random-crop
   settings by epochs against its random-init band and the amendment's threshold (report/prereg.py).
@@ -42,10 +43,15 @@ def _save(fig, path: str) -> str:
     return path
 
 
+_PALETTE = ["#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _colours(keys: List[str]) -> Dict[str, str]:
+    return {k: _PALETTE[i % len(_PALETTE)] for i, k in enumerate(keys)}
+
+
 def _policy_colours(rows: List[RowKey]) -> Dict[str, str]:
-    palette = ["#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-    keys = sorted({r.policy for r in rows}, key=lambda p: (p != "random", p))
-    return {p: palette[i % len(palette)] for i, p in enumerate(keys)}
+    return _colours(sorted({r.policy for r in rows}, key=lambda p: (p != "random", p)))
 
 
 def plot_bars(table: Table, path: str) -> str:
@@ -99,6 +105,31 @@ def plot_loss_curves(curves: List[Tuple[RowKey, str, List[float], List[float]]],
     return _save(fig, path)
 
 
+def plot_detection_curves(curves: List[Tuple[str, RowKey, str, List[float], List[float]]], path: str) -> str:
+    """curves: (task, row, run label, iterations, total losses) per fine-tuning. One panel per task and
+    one colour per row, so the fine-tunings of one backbone lie side by side: a run that leaves its
+    siblings' path (a spike, a plateau) shows where its final AP alone would read as seed noise."""
+    plt = _pyplot()
+    tasks = sorted({c[0] for c in curves})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
+    colours = _colours(sorted({row_label(c[1]) for c in curves}))  # by row: supervised and scratch share a policy
+    for ax, task in zip(axes[0], tasks):
+        labelled = set()
+        for _, row, label, its, losses in sorted((c for c in curves if c[0] == task), key=lambda c: (row_label(c[1]), c[2])):
+            name = row_label(row)
+            ax.plot(its, losses, color=colours[name], alpha=0.75, lw=1.2, label=name if name not in labelled else None)
+            ax.annotate(label, (its[-1], losses[-1]), fontsize=6, color=colours[name], xytext=(3, 0),
+                        textcoords="offset points", va="center")
+            labelled.add(name)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("total training loss")
+        ax.set_title(f"{task}: fine-tuning loss (one line per fine-tuning)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_probe_over_epochs(table: Table, path: str) -> str:
     plt = _pyplot()
     series = probe_over_epochs(table)
@@ -118,7 +149,7 @@ def plot_probe_over_epochs(table: Table, path: str) -> str:
     return _save(fig, path)
 
 
-def write_plots(table: Table, curves, out_dir: str) -> List[str]:
+def write_plots(table: Table, curves, out_dir: str, detection_curves=()) -> List[str]:
     """Write every plot that has data; return the paths written."""
     os.makedirs(out_dir, exist_ok=True)
     written = []
@@ -126,6 +157,8 @@ def write_plots(table: Table, curves, out_dir: str) -> List[str]:
         written.append(plot_bars(table, os.path.join(out_dir, "bars.png")))
     if curves:
         written.append(plot_loss_curves(curves, os.path.join(out_dir, "loss_curves.png")))
+    if detection_curves:
+        written.append(plot_detection_curves(detection_curves, os.path.join(out_dir, "detection_curves.png")))
     if probe_over_epochs(table):
         written.append(plot_probe_over_epochs(table, os.path.join(out_dir, "probe_over_epochs.png")))
     return written

@@ -164,7 +164,7 @@ def test_record_runs_keeps_the_first_entry_of_a_backbone_trained_again_for_its_f
     assert StudyRecord.open(rec).results(key + "/results.json")["final_loss"] == 5.0
 
 
-def _detection_run(out, period=2, iters=6):
+def _detection_run(out, period=2, iters=6, seed=1, loss_cls=lambda it: 1.0 + it):
     """A fine-tuning's run folder with the metrics.jsonl detection/trainer.py's hook writes, driven by a
     detectron2 EventStorage filled as SimpleTrainer and the LR scheduler fill it (losses, timing, lr)."""
     from types import SimpleNamespace
@@ -173,20 +173,20 @@ def _detection_run(out, period=2, iters=6):
     from objcrop.detection.trainer import MetricsJsonlHook
 
     prov = Provenance("supervised", "none", "none", 0, "resnet18", "backbone.pth", 0)
-    run = os.path.join(out, "runs", "detect_voc", "supervised", "seed1")
+    run = os.path.join(out, "runs", "detect_voc", "supervised", f"seed{seed}")
     os.makedirs(run)
     hook = MetricsJsonlHook(os.path.join(run, "metrics.jsonl"), period)
     with EventStorage(0) as storage:
         hook.trainer = SimpleNamespace(storage=storage, max_iter=iters, iter=0)
         for it in range(iters):
             storage.iter = hook.trainer.iter = it
-            losses = {"loss_cls": 1.0 + it, "loss_box_reg": 0.5, "loss_rpn_cls": 0.2, "loss_rpn_loc": 0.1}
+            losses = {"loss_cls": loss_cls(it), "loss_box_reg": 0.5, "loss_rpn_cls": 0.2, "loss_rpn_loc": 0.1}
             storage.put_scalars(total_loss=sum(losses.values()), **losses)
             storage.put_scalars(data_time=0.01, time=0.3, smoothing_hint=True)
             storage.put_scalar("lr", 0.01 * (it + 1), smoothing_hint=False)
             hook.after_step()
     write_results(run, results("detection", "ok", prov, task="voc_det", dataset="voc:/d:test",
-                               box={"AP50": 24.5}))
+                               box={"AP50": 24.5}, seed=seed))
     return run
 
 
@@ -207,3 +207,28 @@ def test_a_detection_fine_tunings_training_curve_is_kept_in_the_compact_record(t
     assert [r["lr"] for r in rows] == [0.02, 0.04, 0.06]
     assert {"loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"} <= set(rows[0])
     assert not {"time", "data_time"} & set(rows[0])
+
+
+def test_the_report_draws_each_fine_tunings_loss_from_the_record(tmp_path):
+    """The report of a record draws detection_curves.png: every fine-tuning's total loss, apart from the
+    pretraining curves, so a run that left its sibling's path (the spike here) shows beside it."""
+    from objcrop.report.cli import detection_curves, loss_curves, write_report
+
+    out = str(tmp_path / "out")
+    _output(out)
+    _detection_run(out, seed=0, loss_cls=lambda it: 2.0 - 0.2 * it)
+    _detection_run(out, seed=1, loss_cls=lambda it: 2.0 - 0.2 * it + (8.0 if it >= 2 else 0.0))
+    StudyRecord.open(str(tmp_path / "rec")).save_output(out)
+    report = write_report([str(tmp_path / "rec" / "runs")], str(tmp_path / "report"))
+    curves = {label: (task, its, losses) for task, _, label, its, losses in detection_curves(report["collection"])}
+    assert set(curves) == {"seed 0", "seed 1"} and {c[0] for c in curves.values()} == {"voc_det"}
+    assert curves["seed 0"][1] == curves["seed 1"][1] == [2, 4, 6]
+    # the hook logs each period's mean: seed 1's spike from step 2 on shows from the second logged step
+    assert [b - a for a, b in zip(curves["seed 0"][2], curves["seed 1"][2])] == pytest.approx([0.0, 8.0, 8.0])
+    assert all(row.method != "supervised" for row, *_ in loss_curves(report["collection"]))
+    path = os.path.join(str(tmp_path / "report"), "plots", "detection_curves.png")
+    assert path in report["plots"]
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(report["paths"]["md"]) as f:
+        assert "(plots/detection_curves.png)" in f.read()
