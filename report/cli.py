@@ -98,30 +98,26 @@ def runs_csv(collection: Collection, budgets: Optional[Dict[str, int]] = None) -
     return buf.getvalue()
 
 
-def loss_curves(collection: Collection):
-    curves = []
+def _logged_curves(collection: Collection, stage: str):
+    """(run, iterations, losses) of every `stage` run that logged a loss."""
     for r in collection.runs:
-        if r.stage != "pretrain":
-            continue
-        its, losses = loss_curve(r)
-        if its:
-            curves.append((row_key(r.data.get("pretrain")), os.path.basename(r.run_dir), its, losses))
-    return curves
+        if r.stage == stage:
+            its, losses = loss_curve(r)
+            if its:
+                yield r, its, losses
+
+
+def loss_curves(collection: Collection):
+    return [(row_key(r.data.get("pretrain")), os.path.basename(r.run_dir), its, losses)
+            for r, its, losses in _logged_curves(collection, "pretrain")]
 
 
 def detection_curves(collection: Collection):
     """(task, row, fine-tuning seed, iterations, total losses) per detection fine-tuning with a logged
     curve: two fine-tunings of the same weights that end far apart are told apart here (a diverged or
     stalled run against seed noise), which the final AP alone cannot do."""
-    curves = []
-    for r in collection.runs:
-        if r.stage != "detection":
-            continue
-        its, losses = loss_curve(r)
-        if its:
-            curves.append((str(r.data.get("task", "detection")), row_key(r.data.get("pretrain")),
-                           f"seed {r.data.get('seed', '?')}", its, losses))
-    return curves
+    return [(str(r.data.get("task", "detection")), row_key(r.data.get("pretrain")), f"seed {r.data.get('seed', '?')}",
+             its, losses) for r, its, losses in _logged_curves(collection, "detection")]
 
 
 def _shown_path(path: str) -> str:
