@@ -28,6 +28,8 @@ from torch import nn
 from objcrop.datasets import load_dataset, multilabel_targets, read_image
 from objcrop.checkpoints import save_checkpoint
 from objcrop.io import write_json_atomic
+from objcrop import records
+from objcrop.pretrain.engine.results import device_name
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -177,7 +179,10 @@ def main(argv=None) -> int:
 
     results = {"data": os.path.abspath(args.data), "arch": args.arch, "size": args.size, "seed": args.seed,
                "train_images": len(x_tr), "test_images": len(x_te), "classes": len(classes),
-               "chance_mAP": chance, "torch_threads": torch.get_num_threads(), "device": str(device)}
+               "chance_mAP": chance, "torch_threads": torch.get_num_threads(),
+               # what computed it, as a pretraining run's results.json says: a second training on another
+               # CPU's float kernels (AVX2 or AVX-512, AMD or Intel) is another draw, not the same bytes
+               "device": device_name(device), "torch": torch.__version__, "code": records.code_identity()}
     random_init = build(args.arch, len(classes), args.seed).to(device)
     results["random_init_probe"] = probe_map(random_init, splits)
     results["random_init_mAP"] = results["random_init_probe"]["test_mAP"]

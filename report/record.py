@@ -77,6 +77,11 @@ def _selected(run_dir: str, runs: Optional[Sequence[str]]) -> bool:
     return runs is None or any(fnmatch.fnmatch(_norm(run_dir), g) for g in runs)
 
 
+def _is_bound(rel: str) -> bool:
+    """Is this record path a supervised bound's result (supervised*/learnability.json)?"""
+    return fnmatch.fnmatch(_norm(rel), "supervised*/learnability.json")
+
+
 def _is_kept_as_file(rel: str) -> bool:
     return any(fnmatch.fnmatch(os.path.basename(rel), p) for p in FILE_PATTERNS)
 
@@ -209,7 +214,8 @@ class StudyRecord:
             found.setdefault(os.path.dirname(rel).replace(os.sep, "/"), {})[os.path.basename(rel)] = src
         entries = {key: record_file.run_entry(files) for key, files in found.items()}
         if not replace:  # checked before anything is written: a refused output leaves the record as it was
-            self._refuse_other_results(out_dir, entries)
+            bounds = {_norm(rel): record_file.read_file_value(src) for src, rel in sources if _is_bound(rel)}
+            self._refuse_other_results(out_dir, entries, bounds)
         for src, rel in filter(lambda s: not is_run_file(s[1]), sources):
             if _is_kept_as_file(rel):
                 _copy(src, os.path.join(self.root, rel))
@@ -221,19 +227,23 @@ class StudyRecord:
         self.write()
         return [rel for _, rel in sources]
 
-    def _refuse_other_results(self, out_dir: str, entries: Dict[str, Dict[str, Any]]) -> None:
+    def _refuse_other_results(self, out_dir: str, entries: Dict[str, Dict[str, Any]],
+                              bounds: Optional[Dict[str, Any]] = None) -> None:
         """A recorded ok result is a measurement, and another one of the same run (a backbone trained
         again, a probe run again) must not overwrite it unnoticed: a registered run's record keeps its
-        first training, the one its probe measured (docs/preregistration.md, detection)."""
+        first training, the one its probe measured (docs/preregistration.md, detection). The supervised
+        bound's learnability.json (`bounds`: record path -> the output's) is one too: trained again it is
+        another draw (another seed or CPU), recorded beside the first (--supervised-seeds), never over it."""
         def ok(entry) -> bool:
             return isinstance(entry, dict) and (entry.get("results") or {}).get("status") == "ok"
 
-        held = self.data["runs"]
+        held, files = self.data["runs"], self.data["files"]
         others = sorted(k for k, e in entries.items() if ok(held.get(k)) and held[k]["results"] != e["results"])
+        others += sorted(rel for rel, value in (bounds or {}).items() if rel in files and files[rel] != value)
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise RecordError(
-                f"{out_dir}: {len(others)} run(s) that {self.path} holds with another result: {shown}. Nothing was "
+                f"{out_dir}: {len(others)} result(s) that {self.path} holds with another value: {shown}. Nothing was "
                 f"recorded. A second training or probe replaces the recorded one only with --replace; a backbone "
                 f"trained again for its fine-tuning is recorded with --runs 'runs/detect_voc/*/*' (README)")
 

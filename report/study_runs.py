@@ -183,9 +183,11 @@ def view_pairs(record: StudyRecord) -> Optional[float]:
 
 
 def learnability_budgets(record: StudyRecord) -> str:
-    """The supervised bound's own probe (benchmarks/learnability.py) at every budget that was tried:
-    supervised/ is the preset's, supervised_*/ earlier or other budgets kept beside it."""
-    parts = []
+    """The supervised bound's own probe (benchmarks/learnability.py) at every budget and seed that was tried:
+    supervised/ is the preset's, supervised_*/ earlier or other budgets, supervised_seed<K>/ the bound trained
+    again with seed K (the pipeline's --supervised-seeds), kept beside it; then, per budget trained more than
+    once, the range the trainings span (one training is one draw of the bound)."""
+    parts, by_budget = [], {}
     for rel in sorted(record.files("supervised*/learnability.json"),
                       key=lambda p: (os.path.basename(os.path.dirname(p)) != "supervised", p)):
         learn = record.read(rel)
@@ -194,10 +196,14 @@ def learnability_budgets(record: StudyRecord) -> str:
         train = learn.get("supervised_training") or {}
         secs = float(train.get("train_seconds", float("nan")))
         took = f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.0f} min"
-        parts.append(f"{train.get('samples', '?')} samples ({train.get('epochs', float('nan')):.0f} epochs, "
-                     f"{took} on {learn.get('device', 'cpu')}; "
+        parts.append(f"{train.get('samples', '?')} samples (seed {learn.get('seed', '?')}, "
+                     f"{train.get('epochs', float('nan')):.0f} epochs, {took} on {learn.get('device', 'cpu')}; "
                      f"`{rel}`): supervised {learn['supervised_mAP']:.3f}, "
                      f"random init {learn['random_init_mAP']:.3f}, chance {learn['chance_mAP']:.3f}")
+        by_budget.setdefault(train.get("samples", "?"), []).append(learn["supervised_mAP"])
     if not parts:
         return "not run"
-    return "sklearn logistic-regression probe of benchmarks/learnability.py — " + "; ".join(parts)
+    spans = [f"the {len(maps)} trainings of {samples} samples span supervised {min(maps):.3f} to {max(maps):.3f}"
+             for samples, maps in by_budget.items() if len(maps) > 1]
+    return ("sklearn logistic-regression probe of benchmarks/learnability.py — " + "; ".join(parts)
+            + "".join(f". {span[0].upper()}{span[1:]}" for span in spans))

@@ -557,3 +557,36 @@ def test_policies_and_methods_select_rows_of_a_runs_list(tmp_path):
         pretrain_runs(policies="no-such-policy")
     with pytest.raises(pipeline.PipelineError, match="--methods: simclr not in pretrain.runs"):
         pretrain_runs(methods="simclr")
+
+
+def test_references_only_plans_the_reference_rows_alone_and_supervised_seeds_train_the_bound_again(tmp_path):
+    """`--references-only` (a reference row trained again beside a record of the runs): the data, the supervised
+    bound, the reference probes and fine-tunings, each the full plan's task command for command, and no
+    pretraining run nor anything made for one; `--supervised-seeds` adds the bound trained with each seed into
+    its own folder, the reference rows still reading the preset's OUT/supervised/."""
+    def plan(*extra):
+        args = pipeline.build_parser().parse_args(["--preset", "study", *extra])
+        return {t.name: t for t in pipeline.build_plan(pipeline.apply_overrides(pipeline.load_preset("study"), args),
+                                                       str(tmp_path))}
+
+    full, refs = plan(), plan("--references-only")
+    reference = {n for n in full if n in ("data", "report") or n.split(".")[-1].startswith(("supervised", "random_init"))
+                 or ".scratch." in n or ".supervised." in n}
+    assert set(refs) == reference and {"pretrain.supervised", "convert.supervised", "probe.supervised_s0",
+                                       "detect.voc.scratch.seed0", "detect.voc.supervised.seed1"} <= reference
+    assert all(refs[n].cmd == full[n].cmd for n in refs if n != "report")
+    seeded = plan("--references-only", "--supervised-seeds", "0 2")
+    assert set(seeded) - set(refs) == {"pretrain.supervised_seed0", "pretrain.supervised_seed2"}
+    bound = seeded["pretrain.supervised_seed2"].cmd
+    assert bound[:bound.index("--samples")] == ["benchmarks/learnability.py", "--data", str(tmp_path / "data"),
+                                                "--save-backbone", str(tmp_path / "supervised_seed2" / "backbone.pth"),
+                                                "--json", str(tmp_path / "supervised_seed2" / "learnability.json")]
+    assert bound[-2:] == ["--seed", "2"] and bound[:-2] == [a.replace("supervised", "supervised_seed2")
+                                                          for a in full["pretrain.supervised"].cmd]
+    assert seeded["probe.supervised_s0"].cmd == full["probe.supervised_s0"].cmd  # the reference: the preset's model
+    for extra, message in ((("--references-only", "--tags", "b256-200e-bf16"), "--tags selects among them"),
+                           (("--references-only", "--no-references"), "nothing would run"),
+                           (("--supervised-seeds", "1 x"), "'x' is not a seed"),
+                           (("--no-references", "--supervised-seeds", "1"), "no `supervised:` section")):
+        with pytest.raises(pipeline.PipelineError, match=re.escape(message)):
+            plan(*extra)

@@ -156,7 +156,8 @@ def test_record_runs_keeps_the_first_entry_of_a_backbone_trained_again_for_its_f
     # without --runs the second training is refused, the record untouched; --replace replaces every run
     with open(os.path.join(rec, RECORD_FILE), "rb") as f:
         before = f.read()
-    with pytest.raises(RecordError, match=r"2 run\(s\) that .* holds with another result: runs/pretrain/\S+, runs/probe/random_init_s0\. Nothing was recorded"):
+    with pytest.raises(RecordError, match=r"3 result\(s\) that .* holds with another value: runs/pretrain/\S+, runs/probe/random_init_s0, "
+                                          r"supervised/learnability\.json\. Nothing was recorded"):
         record_main([again, rec])
     with open(os.path.join(rec, RECORD_FILE), "rb") as f:
         assert f.read() == before
@@ -232,3 +233,43 @@ def test_the_report_draws_each_fine_tunings_loss_from_the_record(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(report["paths"]["md"]) as f:
         assert "(plots/detection_curves.png)" in f.read()
+
+
+def _bound(out, folder, seed, mAP, device, samples=40000):
+    """The json benchmarks/learnability.py writes (its keys the page reads) under OUT/<folder>/."""
+    write_json_atomic(os.path.join(out, folder, "learnability.json"), {
+        "seed": seed, "device": device, "supervised_mAP": mAP, "random_init_mAP": 0.34, "chance_mAP": 0.3,
+        "supervised_training": {"samples": samples, "epochs": 19.0, "train_seconds": 600.0}})
+
+
+def test_the_supervised_bound_trained_again_with_seeds_is_recorded_beside_the_first_and_its_span_read(tmp_path):
+    """The pipeline's --supervised-seeds output (OUT/supervised_seed<K>/) recorded into the record that holds the
+    preset's bound: the first bound is kept (another one refused), each seed's added, and the learnability line names every
+    training's seed and CPU, then the range the trainings of one budget span (a budget tried once has none)."""
+    from objcrop.report.cli import record_main
+    from objcrop.report.study_runs import learnability_budgets
+
+    rec, first, again = str(tmp_path / "rec"), str(tmp_path / "first"), str(tmp_path / "again")
+    _output(first)
+    _bound(first, "supervised", 0, 0.775, "cpu: AMD EPYC, 1 thread(s)")
+    _bound(first, "supervised_17k", 0, 0.6, "cpu", samples=17000)
+    StudyRecord.open(rec).save_output(first)
+    write_json_atomic(os.path.join(again, "data", "meta.json"), {"variant": "study", "num_images": 10})
+    for seed, mAP in ((0, 0.685), (1, 0.71)):
+        _bound(again, f"supervised_seed{seed}", seed, mAP, "cpu: Intel(R) Xeon(R) Processor, 1 thread(s)")
+    _bound(again, "supervised", 0, 0.5, "cpu: Intel(R) Xeon(R) Processor, 1 thread(s)")  # the preset's, again
+    with open(os.path.join(rec, RECORD_FILE), "rb") as f:
+        before = f.read()
+    with pytest.raises(RecordError, match=r"1 result\(s\) that .* holds with another value: supervised/learnability\.json\. "
+                                          r"Nothing was recorded"):
+        record_main([again, rec])  # a bound trained again never replaces the recorded one unnoticed
+    with open(os.path.join(rec, RECORD_FILE), "rb") as f:
+        assert f.read() == before
+    assert record_main([again, rec, "--runs", "supervised_seed*"]) == 0
+    line = learnability_budgets(StudyRecord.open(rec))
+    assert line.index("`supervised/learnability.json`") < line.index("`supervised_17k/") < line.index("`supervised_seed0/")
+    assert ("40000 samples (seed 1, 19 epochs, 10 min on cpu: Intel(R) Xeon(R) Processor, 1 thread(s); "
+            "`supervised_seed1/learnability.json`): supervised 0.710") in line
+    assert "(seed 0, 19 epochs, 10 min on cpu: AMD EPYC, 1 thread(s); `supervised/learnability.json`): supervised 0.775" in line
+    assert line.endswith(". The 3 trainings of 40000 samples span supervised 0.685 to 0.775")
+    assert record_main([again, rec, "--runs", "supervised_seed*"]) == 0  # the same output again: nothing refused

@@ -78,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "backbone's training, the scratch and supervised fine-tunings): only the pretraining runs "
                         "and what follows from them, e.g. a registered seed whose references are recorded later "
                         "or elsewhere [OBJCROP_NO_REFERENCES]")
+    p.add_argument("--references-only", action="store_true",
+                   default=env("OBJCROP_REFERENCES_ONLY", "") not in ("", "0"),
+                   help="the preset's reference rows alone (the data, the supervised backbone's training, the "
+                        "random-init and supervised probes, the scratch and supervised fine-tunings): no pretraining "
+                        "run, e.g. a reference row trained again or with more seeds (--det-seeds, "
+                        "--supervised-seeds) beside a record of the runs [OBJCROP_REFERENCES_ONLY]")
+    p.add_argument("--supervised-seeds", default=env("OBJCROP_SUPERVISED_SEEDS"),
+                   help='the supervised bound trained again with each of these seeds, e.g. "0 1 2", each into '
+                        'OUT/supervised_seed<K>/ (benchmarks/learnability.py --seed K: its json and backbone): '
+                        'the bound\'s own spread. The reference rows keep OUT/supervised/, the preset\'s model '
+                        '[OBJCROP_SUPERVISED_SEEDS; default: the preset\'s supervised.seeds, else none]')
     p.add_argument("--det-seeds", default=env("OBJCROP_DET_SEEDS"),
                    help='detection fine-tuning seeds per checkpoint, e.g. "0 1 2" [OBJCROP_DET_SEEDS]')
     p.add_argument("--det-tasks", default=env("OBJCROP_DET_TASKS"),

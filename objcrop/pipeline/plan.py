@@ -48,6 +48,8 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     tasks = _data_tasks(ctx)
     det_tasks = preset.get("_detection_tasks", list(ctx.section("detection").get("tasks") or {}))
     specs = pretrain_specs(ctx.section("pretrain"), words(ctx.section("proposals").get("methods", ["gt"])), det_tasks)
+    if preset.get("_references_only"):
+        specs = []  # --references-only: the data and the reference rows below, no pretraining run
     tasks += _proposal_tasks(ctx, specs)
     tasks += _supervised_tasks(ctx)
     namer = RunNamer(ctx.p["datasets"]["pretrain"], ctx.section("pretrain").get("opts", []))
@@ -138,15 +140,39 @@ def _proposal_tasks(ctx: Context, specs: List[RunSpec]) -> List[Task]:
 
 
 def _supervised_tasks(ctx: Context) -> List[Task]:
-    """The supervised bound: it answers whether the data is learnable at this budget at all."""
+    """The supervised bound: it answers whether the data is learnable at this budget at all. OUT/supervised/
+    holds the preset's model, the one the reference rows probe and fine-tune; `supervised.seeds` trains it
+    again with each seed into OUT/supervised_seed<K>/, read for the bound's own spread (one training of
+    one seed is one draw: a seed, or another CPU's float kernels, moves it)."""
     sup = ctx.p.get("supervised")
     if not sup:
         return []
-    sup_dir = os.path.join(ctx.out, "supervised")
+    args = [str(a) for a in sup.get("args", [])]
+    tasks = [_supervised_task(ctx, "pretrain.supervised", os.path.join(ctx.out, "supervised"), args)]
+    for seed in supervised_seeds(sup):
+        if "--seed" in args:
+            raise PipelineError("supervised.seeds: supervised.args sets --seed already; list the seeds in one place")
+        tasks.append(_supervised_task(ctx, f"pretrain.supervised_seed{seed}",
+                                      os.path.join(ctx.out, f"supervised_seed{seed}"), args + ["--seed", str(seed)]))
+    return tasks
+
+
+def supervised_seeds(sup: Dict[str, Any]) -> List[int]:
+    """`supervised.seeds` (a list, or --supervised-seeds' words) as integers; PipelineError naming a bad one."""
+    seeds = []
+    for word in words(sup.get("seeds")):
+        try:
+            seeds.append(int(word))
+        except ValueError:
+            raise PipelineError(f"supervised.seeds / --supervised-seeds: {word!r} is not a seed (an integer)") from None
+    return list(dict.fromkeys(seeds))
+
+
+def _supervised_task(ctx: Context, name: str, sup_dir: str, args: List[str]) -> Task:
     cmd = ["benchmarks/learnability.py", "--data", ctx.data_dir, "--save-backbone", os.path.join(sup_dir, "backbone.pth"),
-           "--json", os.path.join(sup_dir, "learnability.json")] + [str(a) for a in sup.get("args", [])]
-    return [Task("pretrain.supervised", "pretrain", cmd, [["file", os.path.join(sup_dir, "backbone.pth")]],
-                 deps=list(ctx.data_deps), raw=True, results=[os.path.join(sup_dir, "learnability.json")])]
+           "--json", os.path.join(sup_dir, "learnability.json")] + args
+    return Task(name, "pretrain", cmd, [["file", os.path.join(sup_dir, "backbone.pth")]],
+                deps=list(ctx.data_deps), raw=True, results=[os.path.join(sup_dir, "learnability.json")])
 
 
 def _run_tasks(ctx: Context, spec: RunSpec, seed: int, namer: RunNamer) -> List[Task]:

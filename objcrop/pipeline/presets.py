@@ -94,6 +94,13 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
             pre["runs"] = _runs_with_proposals(pre["runs"], words(args.proposals))
     if not getattr(args, "references", True):
         _drop_references(p)
+    if getattr(args, "references_only", False):
+        _references_only(p, args)
+    if getattr(args, "supervised_seeds", None):
+        if not p.get("supervised"):
+            raise PipelineError("--supervised-seeds: the preset has no `supervised:` section (or --no-references "
+                                "left it out)")
+        p["supervised"]["seeds"] = args.supervised_seeds
     det = p.setdefault("detection", {})
     if args.det_seeds:
         det["seeds"] = [int(s) for s in words(args.det_seeds)]
@@ -123,6 +130,18 @@ def _drop_references(p: Dict[str, Any]) -> None:
     p.pop("supervised", None)
     p.get("probe", {}).pop("references", None)
     p.get("detection", {}).pop("references", None)
+
+
+def _references_only(p: Dict[str, Any], args) -> None:
+    """--references-only: no pretraining run (and so no proposals, probe, conversion or fine-tuning of one),
+    the reference rows as the preset has them. A filter of the runs would select among none: refused."""
+    if not getattr(args, "references", True):
+        raise PipelineError("--references-only and --no-references leave out each other's tasks: nothing would run")
+    chosen = [flag for flag, value in (("--policies", args.policies), ("--methods", args.methods),
+                                       ("--proposals", args.proposals), ("--tags", args.tags)) if value]
+    if chosen:
+        raise PipelineError(f"--references-only runs no pretraining run, and {', '.join(chosen)} selects among them")
+    p["_references_only"] = True
 
 
 def _runs_with_field(runs, field: str, default: Optional[str], wanted: List[str], flag: str) -> List[Dict[str, Any]]:
