@@ -110,16 +110,23 @@ def plot_detection_curves(curves: List[Tuple[str, RowKey, str, List[float], List
     one colour per row, so the fine-tunings of one backbone lie side by side: a run that leaves its
     siblings' path (a spike, a plateau) shows where its final AP alone would read as seed noise."""
     plt = _pyplot()
+    from matplotlib.transforms import offset_copy
+
     tasks = sorted({c[0] for c in curves})
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.0 * len(tasks), 4.2), squeeze=False)
     colours = _colours(sorted({row_label(c[1]) for c in curves}))  # by row: supervised and scratch share a policy
     for ax, task in zip(axes[0], tasks):
         labelled = set()
-        for _, row, label, its, losses in sorted((c for c in curves if c[0] == task), key=lambda c: (row_label(c[1]), c[2])):
+        runs = sorted((c for c in curves if c[0] == task), key=lambda c: (row_label(c[1]), c[2]))
+        # fine-tunings of one backbone end at nearly the same loss: their end labels are spread apart
+        ends = [c[4][-1] for c in runs]
+        span = max(max(c[4]) for c in runs) - min(min(c[4]) for c in runs)
+        label_ys = spread(ends, 0.04 * span)
+        beside = offset_copy(ax.transData, fig=fig, x=3, units="points")
+        for (_, row, label, its, losses), label_y in zip(runs, label_ys):
             name = row_label(row)
             ax.plot(its, losses, color=colours[name], alpha=0.75, lw=1.2, label=name if name not in labelled else None)
-            ax.annotate(label, (its[-1], losses[-1]), fontsize=6, color=colours[name], xytext=(3, 0),
-                        textcoords="offset points", va="center")
+            ax.text(its[-1], label_y, label, fontsize=6, color=colours[name], va="center", transform=beside)
             labelled.add(name)
         ax.set_xlabel("iteration")
         ax.set_ylabel("total training loss")
@@ -128,6 +135,28 @@ def plot_detection_curves(curves: List[Tuple[str, RowKey, str, List[float], List
         ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def spread(values: List[float], gap: float) -> List[float]:
+    """Heights for labels that belong at `values` (returned in their order), any two at least `gap` apart:
+    labels closer than that are stacked `gap` apart around the mean of their values, groups merging until
+    none overlaps the next."""
+    def ends(group: List[int]) -> Tuple[float, float]:
+        centre = sum(values[i] for i in group) / len(group)
+        half = (len(group) - 1) / 2 * gap
+        return centre - half, centre + half
+
+    groups: List[List[int]] = []
+    for i in sorted(range(len(values)), key=values.__getitem__):
+        groups.append([i])
+        while len(groups) > 1 and ends(groups[-1])[0] - ends(groups[-2])[1] < gap:
+            groups[-2:] = [groups[-2] + groups[-1]]
+    out = list(values)
+    for group in groups:
+        bottom = ends(group)[0]
+        for k, i in enumerate(group):
+            out[i] = bottom + k * gap
+    return out
 
 
 def plot_probe_over_epochs(table: Table, path: str) -> str:

@@ -273,3 +273,20 @@ def test_the_supervised_bound_trained_again_with_seeds_is_recorded_beside_the_fi
     assert "(seed 0, 19 epochs, 10 min on cpu: AMD EPYC, 1 thread(s); `supervised/learnability.json`): supervised 0.775" in line
     assert line.endswith(". The 3 trainings of 40000 samples span supervised 0.685 to 0.775")
     assert record_main([again, rec, "--runs", "supervised_seed*"]) == 0  # the same output again: nothing refused
+
+
+def test_end_labels_of_curves_that_end_together_are_spread_apart_in_order():
+    """Guards against overlapping end labels on plots/detection_curves.png (four fine-tunings of one backbone end
+    at nearly one loss): every two labels at least the gap apart, in the order of their values, a lone label
+    where its value is, a crowded group centred on its values, and a group pushed into its neighbour merged."""
+    from objcrop.report.plots import spread
+
+    values = [1.00, 1.01, 0.99, 2.0, 1.02, 5.0]
+    ys = spread(values, 0.1)
+    assert [values.index(v) for v in sorted(values)] == sorted(range(len(ys)), key=ys.__getitem__)
+    assert min(b - a for a, b in zip(sorted(ys), sorted(ys)[1:])) >= 0.1 - 1e-12
+    assert ys[3] == 2.0 and ys[5] == 5.0  # far from the others: not moved
+    assert sum(ys[i] for i in (0, 1, 2, 4)) / 4 == pytest.approx(sum(values[i] for i in (0, 1, 2, 4)) / 4)
+    crowded = spread([0.0, 0.05, 0.12], 0.1)  # 0.0 and 0.05 stacked around 0.025 reach 0.075: 0.12 joins, centre 0.0567
+    assert crowded == pytest.approx([-0.0433333, 0.0566667, 0.1566667], abs=1e-6)
+    assert spread([], 0.1) == [] and spread([3.0], 0.1) == [3.0]
