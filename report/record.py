@@ -34,7 +34,9 @@ from objcrop.report import record_file
 RECORD_FILE = record_file.RECORD_FILE
 # beside each results.json: what the report and the study pages read of a run
 RUN_FILES = ("results.json", "config.yaml", "metrics.jsonl", "metrics.json")
-OTHER_PATTERNS = ("data/meta.json", "supervised*/learnability.json", "extras/*.json", "extras/*.png",
+# the supervised bound's result (benchmarks/learnability.py), one per training: supervised/, supervised_seed<K>/, ...
+BOUND_PATTERN = "supervised*/learnability.json"
+OTHER_PATTERNS = ("data/meta.json", BOUND_PATTERN, "extras/*.json", "extras/*.png",
                   "extras/commands.txt", "plan.json")
 # kept as files beside the compact record (binary, and linked from the study pages by path)
 FILE_PATTERNS = ("*.png",)
@@ -78,8 +80,8 @@ def _selected(run_dir: str, runs: Optional[Sequence[str]]) -> bool:
 
 
 def _is_bound(rel: str) -> bool:
-    """Is this record path a supervised bound's result (supervised*/learnability.json)?"""
-    return fnmatch.fnmatch(_norm(rel), "supervised*/learnability.json")
+    """Is this record path a supervised bound's result (BOUND_PATTERN)?"""
+    return fnmatch.fnmatch(_norm(rel), BOUND_PATTERN)
 
 
 def _is_kept_as_file(rel: str) -> bool:

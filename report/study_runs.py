@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any, Collection, Dict, List, Optional, Tuple
 
 from objcrop.records import Provenance
-from objcrop.report.record import StudyRecord
+from objcrop.report.record import BOUND_PATTERN, StudyRecord
 from objcrop.report.study_tables import WITHHELD, Row, pretrain_row
 from objcrop.view_stats import format_view_stats
 
@@ -188,7 +188,7 @@ def learnability_budgets(record: StudyRecord) -> str:
     again with seed K (the pipeline's --supervised-seeds), kept beside it; then, per budget trained more than
     once, the range the trainings span (one training is one draw of the bound)."""
     parts, by_budget = [], {}
-    for rel in sorted(record.files("supervised*/learnability.json"),
+    for rel in sorted(record.files(BOUND_PATTERN),
                       key=lambda p: (os.path.basename(os.path.dirname(p)) != "supervised", p)):
         learn = record.read(rel)
         if not learn:
