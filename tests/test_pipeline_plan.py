@@ -576,7 +576,13 @@ def test_references_only_plans_the_reference_rows_alone_and_supervised_seeds_tra
                                        "detect.voc.scratch.seed0", "detect.voc.supervised.seed1"} <= reference
     assert all(refs[n].cmd == full[n].cmd for n in refs if n != "report")
     seeded = plan("--references-only", "--supervised-seeds", "0 2")
-    assert set(seeded) - set(refs) == {"pretrain.supervised_seed0", "pretrain.supervised_seed2"}
+    assert set(seeded) - set(refs) == {"pretrain.supervised_seed0", "pretrain.supervised_seed2",
+                                       "probe.supervised_seed0_s0", "probe.supervised_seed2_s0"}
+    # each training of the bound probed like the preset's model, with its probe seed: only the backbone differs
+    again = seeded["probe.supervised_seed2_s0"]
+    assert again.deps == ["data", "pretrain.supervised_seed2"]
+    assert again.cmd == [str(tmp_path / "supervised_seed2" / "backbone.pth") if a.endswith("supervised/backbone.pth")
+                         else a.replace("supervised_s0", "supervised_seed2_s0") for a in full["probe.supervised_s0"].cmd]
     bound = seeded["pretrain.supervised_seed2"].cmd
     assert bound[:bound.index("--samples")] == ["benchmarks/learnability.py", "--data", str(tmp_path / "data"),
                                                 "--save-backbone", str(tmp_path / "supervised_seed2" / "backbone.pth"),

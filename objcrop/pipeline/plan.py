@@ -259,22 +259,35 @@ def _fine_tunings(ctx: Context, name: str, weights: str, deps: List[str], extra_
 def _reference_probes(ctx: Context) -> List[Task]:
     """Reference backbones probed exactly like the pretrained ones: random init (one per seed of
     `probe.reference_seeds`, by default pretrain.seeds),
-    and "supervised" (the model of the `supervised` task) or any torchvision state dict file."""
+    and "supervised" (the model of the `supervised` task, and the bound trained again with each of
+    `supervised.seeds`) or any torchvision state dict file."""
     probe, tasks = ctx.section("probe"), []
     if not probe.get("enabled", True):
         return []
+    ref_args = [str(a) for a in probe.get("reference_args", [])]
     for ref_name, weights in (probe.get("references") or {}).items():
-        deps = list(ctx.data_deps)
+        deps, again = list(ctx.data_deps), []
         if weights == "supervised":
-            if not ctx.p.get("supervised"):
-                raise PipelineError("probe.references: 'supervised' needs a `supervised:` section in the preset")
+            again = _supervised_seed_probes(ctx, ref_name, ref_args)
             weights, deps = os.path.join(ctx.out, "supervised", "backbone.pth"), deps + ["pretrain.supervised"]
         seeds = [int(x) for x in probe.get("reference_seeds", ctx.section("pretrain").get("seeds", [0]))
                  ] if weights == "random" else [0]
         for seed in seeds:
-            extra = ["--seed", str(seed)] + [str(a) for a in probe.get("reference_args", [])]
-            tasks.append(probe_task(ctx, f"{ref_name}_s{seed}", str(weights), deps, extra=extra))
+            tasks.append(probe_task(ctx, f"{ref_name}_s{seed}", str(weights), deps, extra=["--seed", str(seed)] + ref_args))
+        tasks += again
     return tasks
+
+
+def _supervised_seed_probes(ctx: Context, ref_name: str, ref_args: List[str]) -> List[Task]:
+    """The bound trained again with seed K (OUT/supervised_seed<K>/) probed like the preset's model, with the
+    same probe seed 0, so that only the training differs: the supervised row then holds every training of the
+    bound, and its spread is the bound's own, read by every gap column of the probe."""
+    sup = ctx.p.get("supervised")
+    if not sup:
+        raise PipelineError("probe.references: 'supervised' needs a `supervised:` section in the preset")
+    return [probe_task(ctx, f"{ref_name}_seed{seed}_s0", os.path.join(ctx.out, f"supervised_seed{seed}", "backbone.pth"),
+                       list(ctx.data_deps) + [f"pretrain.supervised_seed{seed}"], extra=["--seed", "0"] + ref_args)
+            for seed in supervised_seeds(sup)]
 
 
 # From scratch every layer trains: a frozen stem or res2 would stay random (He et al., "Rethinking
