@@ -9,6 +9,7 @@ the page reads exactly the runs the report's table aggregates.
 import csv
 import math
 import os
+import re
 import statistics
 from collections import defaultdict
 from typing import Collection, Dict, Iterable, List, Optional, Tuple
@@ -43,21 +44,35 @@ def study_values(study: str) -> Tuple[Dict[Row, Dict[str, List[float]]], Dict[Ro
 def runs_csv_values(lines: Iterable[str]) -> Tuple[Dict[Row, Dict[str, List[float]]], Dict[Row, str]]:
     """From the lines of a report's runs.csv, in one pass: (method, policy, proposals, epochs) ->
     column -> one value per pretraining run, and the same key -> the backbone architecture(s) of its
-    runs. The unit is the pretraining run: a checkpoint fine-tuned with several detection seeds gives
-    the mean over them, since those runs share one pretraining and are not independent replicates."""
+    runs. The unit is the pretraining run (`pretraining_unit`): a checkpoint fine-tuned with several
+    detection seeds gives the mean over them, since those runs share one pretraining and are not
+    independent replicates."""
     units: Dict[Row, Dict[str, Dict[str, List[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     arches: Dict[Row, set] = defaultdict(set)
     for row in csv.DictReader(lines):
         key = (row["method"], row["policy"], row["proposals"], row["epochs"])
         arches[key].add(row.get("arch") or "")
         if row["status"] == "ok" and row["value"] not in ("", None) and not row["flag"]:
-            unit = row.get("pretrain_seed") or row["run_dir"]
+            unit = pretraining_unit(row)
             units[key][row["column"]][unit].append(float(row["value"]))
     out: Dict[Row, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     for key, cols in units.items():
         for column, by_unit in cols.items():
             out[key][column] = [statistics.mean(v) for v in by_unit.values()]
     return out, {k: "/".join(sorted(v)) for k, v in arches.items()}
+
+
+def pretraining_unit(row: Dict[str, str]) -> str:
+    """The pretraining run a runs.csv line measures: its probe's folder, or the folder of its fine-tunings
+    (`detect_voc/<run>` of `detect_voc/<run>/seed<k>`). Not its seed: the supervised bound trained again
+    with seed 0 on another CPU is another training, probed beside the first with the same seed. A backbone
+    without a pretraining seed (from scratch) has none to share: each fine-tuning is its own unit."""
+    run_dir = row["run_dir"]
+    if row.get("pretrain_seed") in ("", None):
+        return run_dir
+    if row.get("stage") == "detection" and re.fullmatch(r"seed\d+", os.path.basename(run_dir)):
+        return os.path.dirname(run_dir)
+    return run_dir
 
 
 def _welch_p(a: List[float], b: List[float]) -> Optional[float]:

@@ -254,9 +254,9 @@ def test_the_unit_is_the_pretraining_run(tmp_path):
     (tmp_path / "report").mkdir()
     header = ["run_dir", "stage", "status", "method", "policy", "proposals", "epochs", "arch", "pretrain_data",
               "pretrain_seed", "seed", "column", "value", "flag"]
-    rows = [[f"r{ps}{s}", "detect", "ok", "moco_v2", "random", "none", "3", "resnet18", "synth:train", ps, s,
+    rows = [[f"R/runs/detect_voc/moco_v2_random_s{ps}/seed{s}", "detection", "ok", "moco_v2", "random", "none", "3", "resnet18", "synth:train", ps, s,
              "VOC AP50 (voc:test)", v, ""] for ps, s, v in [(0, 0, 4.0), (0, 1, 6.0), (1, 0, 7.0), (1, 1, 9.0)]]
-    rows.append(["p0", "probe", "ok", "moco_v2", "random", "none", "3", "resnet18", "synth:train", 0, 0, P, 40.0, ""])
+    rows.append(["R/runs/probe/moco_v2_random_s0", "probe", "ok", "moco_v2", "random", "none", "3", "resnet18", "synth:train", 0, 0, P, 40.0, ""])
     with open(tmp_path / "report" / "runs.csv", "w", newline="") as f:
         csv.writer(f).writerows([header] + rows)
     values, arches = study_tables.study_values(str(tmp_path))

@@ -142,8 +142,8 @@ def _proposal_tasks(ctx: Context, specs: List[RunSpec]) -> List[Task]:
 def _supervised_tasks(ctx: Context) -> List[Task]:
     """The supervised bound: it answers whether the data is learnable at this budget at all. OUT/supervised/
     holds the preset's model, the one the reference rows probe and fine-tune; `supervised.seeds` trains it
-    again with each seed into OUT/supervised_seed<K>/, read for the bound's own spread (one training of
-    one seed is one draw: a seed, or another CPU's float kernels, moves it)."""
+    again with each seed into OUT/supervised_seed<K>/, probed too (`_supervised_seed_probes`) for the bound's
+    own spread (one training of one seed is one draw: a seed, or another CPU's float kernels, moves it)."""
     sup = ctx.p.get("supervised")
     if not sup:
         return []
