@@ -204,10 +204,6 @@ class StudyRecord:
         if not os.path.isdir(out_dir):
             raise ObjcropError(f"{out_dir}: no such pipeline output directory")
         sources = sorted(output_files(out_dir, runs))
-        if not self.compact:
-            for src, rel in sources:
-                _copy(src, os.path.join(self.root, rel))
-            return [rel for _, rel in sources]
         def is_run_file(rel: str) -> bool:
             return rel.startswith("runs" + os.sep) and os.path.basename(rel) in RUN_FILES
 
@@ -218,6 +214,10 @@ class StudyRecord:
         if not replace:  # checked before anything is written: a refused output leaves the record as it was
             bounds = {_norm(rel): record_file.read_file_value(src) for src, rel in sources if _is_bound(rel)}
             self._refuse_other_results(out_dir, entries, bounds)
+        if not self.compact:
+            for src, rel in sources:
+                _copy(src, os.path.join(self.root, rel))
+            return [rel for _, rel in sources]
         for src, rel in filter(lambda s: not is_run_file(s[1]), sources):
             if _is_kept_as_file(rel):
                 _copy(src, os.path.join(self.root, rel))
@@ -236,12 +236,12 @@ class StudyRecord:
         first training, the one its probe measured (docs/preregistration.md, detection). The supervised
         bound's learnability.json (`bounds`: record path -> the output's) is one too: trained again it is
         another draw (another seed or CPU), recorded beside the first (--supervised-seeds), never over it."""
-        def ok(entry) -> bool:
-            return isinstance(entry, dict) and (entry.get("results") or {}).get("status") == "ok"
+        def other(key: str, entry: Dict[str, Any]) -> bool:
+            held = self.results(f"{key}/results.json")
+            return isinstance(held, dict) and held.get("status") == "ok" and held != entry["results"]
 
-        held, files = self.data["runs"], self.data["files"]
-        others = sorted(k for k, e in entries.items() if ok(held.get(k)) and held[k]["results"] != e["results"])
-        others += sorted(rel for rel, value in (bounds or {}).items() if rel in files and files[rel] != value)
+        others = sorted(k for k, e in entries.items() if other(k, e))
+        others += sorted(rel for rel, value in (bounds or {}).items() if self.read(rel) not in (None, value))
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise RecordError(

@@ -165,6 +165,29 @@ def test_record_runs_keeps_the_first_entry_of_a_backbone_trained_again_for_its_f
     assert StudyRecord.open(rec).results(key + "/results.json")["final_loss"] == 5.0
 
 
+def test_a_legacy_record_directory_refuses_another_result_as_the_compact_record_does(tmp_path):
+    """The legacy layout copies the output's files: without the same refusal a second training's
+    results.json and another bound's learnability.json would replace the recorded ones unnoticed."""
+    rec = str(tmp_path / "legacy")
+    os.makedirs(os.path.join(rec, "runs"))
+    first = _output(str(tmp_path / "first"), loss=6.0)
+    StudyRecord.open(rec).save_output(str(tmp_path / "first"))
+    again = str(tmp_path / "again")
+    _output(again, mAP=0.3, loss=5.0)
+    write_json_atomic(os.path.join(again, "supervised", "learnability.json"), {"supervised_mAP": 0.8})
+    key = os.path.relpath(first, str(tmp_path / "first"))
+    with pytest.raises(RecordError, match=r"3 result\(s\) that .* holds with another value: runs/pretrain/\S+, "
+                                          r"runs/probe/random_init_s0, supervised/learnability\.json\. Nothing"):
+        StudyRecord.open(rec).save_output(again)
+    record = StudyRecord.open(rec)
+    assert not record.compact and record.results(key + "/results.json")["final_loss"] == 6.0
+    assert record.read("supervised/learnability.json") == {"supervised_mAP": 0.9}
+    assert record.metrics(key)[0]["loss"] == 6.0  # no file of the refused output was copied
+    StudyRecord.open(rec).save_output(str(tmp_path / "first"))  # the same output again: nothing differs
+    StudyRecord.open(rec).save_output(again, replace=True)
+    assert StudyRecord.open(rec).results(key + "/results.json")["final_loss"] == 5.0
+
+
 def _detection_run(out, period=2, iters=6, seed=1, loss_cls=lambda it: 1.0 + it):
     """A fine-tuning's run folder with the metrics.jsonl detection/trainer.py's hook writes, driven by a
     detectron2 EventStorage filled as SimpleTrainer and the LR scheduler fill it (losses, timing, lr)."""
