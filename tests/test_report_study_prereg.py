@@ -265,6 +265,24 @@ def test_the_unit_is_the_pretraining_run(tmp_path):
     assert arches[key] == "resnet18"
 
 
+def test_the_unit_of_a_row_is_its_pretraining_run_not_its_seed():
+    """Two trainings of the supervised bound probed with the same seed are two values; one checkpoint
+    fine-tuned with two seeds is one (their mean); a from-scratch fine-tuning, with no pretraining, is
+    one value per fine-tuning."""
+    head = "run_dir,stage,status,method,policy,proposals,epochs,arch,pretrain_data,pretrain_seed,seed,column,value,flag,protocol"
+    lines = [head,
+             "R/runs/probe/supervised_s0,probe,ok,supervised,none,none,,resnet18,backbone.pth,0,0,probe mAP,64.0,,c",
+             "R/runs/probe/supervised_seed0_s0,probe,ok,supervised,none,none,,resnet18,backbone.pth,0,0,probe mAP,60.0,,c",
+             "R/runs/detect_voc/supervised/seed0,detection,ok,supervised,none,none,,resnet18,backbone.pth,0,0,AP50,50.0,,",
+             "R/runs/detect_voc/supervised/seed1,detection,ok,supervised,none,none,,resnet18,backbone.pth,0,1,AP50,40.0,,",
+             "R/runs/detect_voc/scratch/seed0,detection,ok,random_init,none,none,,resnet18,none,,0,AP50,10.0,,",
+             "R/runs/detect_voc/scratch/seed1,detection,ok,random_init,none,none,,resnet18,none,,1,AP50,14.0,,"]
+    values, _ = study_tables.runs_csv_values(lines)
+    assert sorted(values[("supervised", "none", "none", "")]["probe mAP"]) == [60.0, 64.0]
+    assert values[("supervised", "none", "none", "")]["AP50"] == [45.0]
+    assert sorted(values[("random_init", "none", "none", "")]["AP50"]) == [10.0, 14.0]
+
+
 def test_power_leaves_out_the_records_of_retrained_backbones(tmp_path, monkeypatch):
     """Guards against the pooled std counting a retrained record's pretraining seeds a second time beside
     the record they repeat (docs/results/study_plain_detect repeats study_plain's b256-100e runs)."""
