@@ -576,8 +576,20 @@ def test_references_only_plans_the_reference_rows_alone_and_supervised_seeds_tra
                                        "detect.voc.scratch.seed0", "detect.voc.supervised.seed1"} <= reference
     assert all(refs[n].cmd == full[n].cmd for n in refs if n != "report")
     seeded = plan("--references-only", "--supervised-seeds", "0 2")
+    fine_tunings = {f"detect.{task}.supervised_seed{k}.seed{s}" for task in ("voc", "coco") for k in (0, 2) for s in (0, 1)}
     assert set(seeded) - set(refs) == {"pretrain.supervised_seed0", "pretrain.supervised_seed2",
-                                       "probe.supervised_seed0_s0", "probe.supervised_seed2_s0"}
+                                       "probe.supervised_seed0_s0", "probe.supervised_seed2_s0",
+                                       "convert.supervised_seed0", "convert.supervised_seed2"} | fine_tunings
+    # ... and converted (its own seed in its provenance) and fine-tuned like it, each into a folder of its own
+    convert = seeded["convert.supervised_seed2"]
+    assert convert.deps == ["pretrain.supervised_seed2"] and convert.cmd == [
+        a.replace("supervised/", "supervised_seed2/").replace("supervised.pkl", "supervised_seed2.pkl")
+        .replace("seed=0", "seed=2") for a in full["convert.supervised"].cmd]
+    tuned = seeded["detect.voc.supervised_seed2.seed1"]
+    assert tuned.deps == ["convert.supervised_seed2"] and tuned.cmd == [
+        a.replace("weights/supervised.pkl", "weights/supervised_seed2.pkl").replace("detect_voc/supervised",
+                                                                                    "detect_voc/supervised_seed2")
+        for a in full["detect.voc.supervised.seed1"].cmd]
     # each training of the bound probed like the preset's model, with its probe seed: only the backbone differs
     again = seeded["probe.supervised_seed2_s0"]
     assert again.deps == ["data", "pretrain.supervised_seed2"]

@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supervised-seeds", default=env("OBJCROP_SUPERVISED_SEEDS"),
                    help='the supervised bound trained again with each of these seeds, e.g. "0 1 2", each into '
                         'OUT/supervised_seed<K>/ (benchmarks/learnability.py --seed K: its json and backbone): '
-                        'each probed like the preset\'s model (probe.supervised_seed<K>_s0): the bound\'s own spread in the '
-                        'supervised row. The detection references keep OUT/supervised/, the preset\'s model '
+                        'each probed, converted and fine-tuned like the preset\'s model (probe.supervised_seed<K>_s0, '
+                        'detect.<task>.supervised_seed<K>.seed<k>): the bound\'s own spread in the supervised row '
                         '[OBJCROP_SUPERVISED_SEEDS; default: the preset\'s supervised.seeds, else none]')
     p.add_argument("--det-seeds", default=env("OBJCROP_DET_SEEDS"),
                    help='detection fine-tuning seeds per checkpoint, e.g. "0 1 2" [OBJCROP_DET_SEEDS]')

@@ -309,35 +309,49 @@ def _reference_detections(ctx: Context) -> List[Task]:
     if not refs or not det.get("tasks"):
         return []
     for ref_name, weights in refs.items():
-        weights, deps = str(weights), list(ctx.data_deps)
+        weights, deps, again = str(weights), list(ctx.data_deps), []
         if weights == "none":
             tasks += _fine_tunings(ctx, ref_name, "none", deps, SCRATCH_OPTS)
             continue
         if weights == "supervised":
+            again = _supervised_seed_fine_tunings(ctx, ref_name)
             convert = _convert_supervised(ctx, ref_name)
             tasks.append(convert)
             weights, deps = convert.checks[0][1], [convert.name]
         elif not weights.endswith(".pkl"):
             raise PipelineError(f"detection.references.{ref_name}: {weights!r} is none, supervised or a "
                                 f"converted .pkl (`objcrop convert FILE OUT.pkl --pretrain method=supervised`)")
-        tasks += _fine_tunings(ctx, ref_name, weights, deps)
+        tasks += _fine_tunings(ctx, ref_name, weights, deps) + again
     return tasks
 
 
-def _convert_supervised(ctx: Context, ref_name: str) -> Task:
-    """The supervised backbone (a torchvision state dict) -> .pkl whose provenance is the probe's
-    supervised row's (objcrop.records.Provenance.supervised: method supervised, no policy or
-    proposals, the file's name as its data), so that both land in one report row."""
+def _supervised_seed_fine_tunings(ctx: Context, ref_name: str) -> List[Task]:
+    """The bound trained again with seed K (OUT/supervised_seed<K>/) converted and fine-tuned like the
+    preset's model, as detection row `<ref_name>_seed<K>`: the supervised row of every detection column then
+    holds every training of the bound, as the probe's does (`_supervised_seed_probes`)."""
+    tasks = []
+    for seed in supervised_seeds(ctx.p.get("supervised") or {}):
+        convert = _convert_supervised(ctx, ref_name, seed)
+        tasks += [convert] + _fine_tunings(ctx, f"{ref_name}_seed{seed}", convert.checks[0][1], [convert.name])
+    return tasks
+
+
+def _convert_supervised(ctx: Context, ref_name: str, seed: Optional[int] = None) -> Task:
+    """The supervised backbone (a torchvision state dict; with `seed`, the bound trained again with it) ->
+    .pkl whose provenance is the probe's supervised row's (objcrop.records.Provenance.supervised: method
+    supervised, no policy or proposals, the file's name as its data), so that both land in one report row."""
     sup = ctx.p.get("supervised")
     if not sup:
         raise PipelineError("detection.references: 'supervised' needs a `supervised:` section in the preset")
-    backbone = os.path.join(ctx.out, "supervised", "backbone.pth")
+    folder, name = ("supervised", ref_name) if seed is None else (f"supervised_seed{seed}", f"{ref_name}_seed{seed}")
+    backbone = os.path.join(ctx.out, folder, "backbone.pth")
     args = [str(a) for a in sup.get("args", [])]
-    seed = args[args.index("--seed") + 1] if "--seed" in args[:-1] else "0"  # learnability.py's default
-    pkl = os.path.join(ctx.out, "weights", f"{ref_name}.pkl")
+    if seed is None:
+        seed = args[args.index("--seed") + 1] if "--seed" in args[:-1] else "0"  # learnability.py's default
+    pkl = os.path.join(ctx.out, "weights", f"{name}.pkl")
     provenance = {"method": "supervised", "policy": "none", "proposals": "none", "epochs": "0",
                   "dataset": os.path.basename(backbone), "seed": seed}
     cmd = ["convert", backbone, pkl, "--format", "torchvision"]
     cmd += [x for k, v in provenance.items() for x in ("--pretrain", f"{k}={v}")]
     cmd += [str(a) for a in ctx.section("convert").get("args", [])]
-    return Task(f"convert.{ref_name}", "convert", cmd, [["file", pkl]], deps=["pretrain.supervised"])
+    return Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{folder}"])
