@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from objcrop.io import append_jsonl, write_json_atomic, write_text_atomic
+from objcrop.io import append_jsonl, read_json, write_json_atomic, write_text_atomic
 from objcrop.records import Provenance, RecordError, results, write_results
 from objcrop.report.record import RECORD_FILE, StudyRecord
 
@@ -252,6 +252,15 @@ def test_the_report_draws_each_fine_tunings_loss_from_the_record(tmp_path):
     assert all(row.method != "supervised" for row, *_ in loss_curves(report["collection"]))
     path = os.path.join(str(tmp_path / "report"), "plots", "detection_curves.png")
     assert path in report["plots"]
+    # a row fine-tuned from several backbones (the bound trained again with seed 3): each label names its backbone
+    again = _detection_run(str(tmp_path / "again"), seed=0)
+    data = read_json(os.path.join(again, "results.json"))
+    data["pretrain"]["seed"] = 3
+    write_json_atomic(os.path.join(again, "results.json"), data)
+    os.makedirs(os.path.join(out, "runs", "detect_voc", "supervised_seed3"))
+    shutil.move(again, os.path.join(out, "runs", "detect_voc", "supervised_seed3", "seed0"))
+    report = write_report([out], str(tmp_path / "report2"))
+    assert sorted(c[2] for c in detection_curves(report["collection"])) == ["s0 seed 0", "s0 seed 1", "s3 seed 0"]
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with open(report["paths"]["md"]) as f:
