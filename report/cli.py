@@ -117,17 +117,14 @@ def detection_curves(collection: Collection):
     curve: two fine-tunings of the same weights that end far apart are told apart here (a diverged or
     stalled run against seed noise), which the final AP alone cannot do. Where a row's fine-tunings start
     from several backbones (its pretraining seeds), the label names the backbone too: `s3 seed 0`."""
-    logged = [(str(r.data.get("task", "detection")), row_key(r.data.get("pretrain")), r, its, losses)
+    logged = [(str(r.data.get("task", "detection")), row_key(r.data.get("pretrain")),
+               (r.data.get("pretrain") or {}).get("seed"), f"seed {r.data.get('seed', '?')}", its, losses)
               for r, its, losses in _logged_curves(collection, "detection")]
     backbones: Dict[Tuple[str, Any], set] = {}
-    for task, row, r, _, _ in logged:
-        backbones.setdefault((task, row), set()).add((r.data.get("pretrain") or {}).get("seed"))
-
-    def label(task, row, r) -> str:
-        fine = f"seed {r.data.get('seed', '?')}"
-        many = len(backbones[(task, row)]) > 1
-        return f"s{(r.data.get('pretrain') or {}).get('seed')} {fine}" if many else fine
-    return [(task, row, label(task, row, r), its, losses) for task, row, r, its, losses in logged]
+    for task, row, backbone, *_ in logged:
+        backbones.setdefault((task, row), set()).add(backbone)
+    return [(task, row, f"s{backbone} {fine}" if len(backbones[(task, row)]) > 1 else fine, its, losses)
+            for task, row, backbone, fine, its, losses in logged]
 
 
 def _shown_path(path: str) -> str:

@@ -148,13 +148,19 @@ def _supervised_tasks(ctx: Context) -> List[Task]:
     if not sup:
         return []
     args = [str(a) for a in sup.get("args", [])]
-    tasks = [_supervised_task(ctx, "pretrain.supervised", os.path.join(ctx.out, "supervised"), args)]
+    tasks = [_supervised_task(ctx, f"pretrain.{bound_folder()}", os.path.join(ctx.out, bound_folder()), args)]
     for seed in supervised_seeds(sup):
         if "--seed" in args:
             raise PipelineError("supervised.seeds: supervised.args sets --seed already; list the seeds in one place")
-        tasks.append(_supervised_task(ctx, f"pretrain.supervised_seed{seed}",
-                                      os.path.join(ctx.out, f"supervised_seed{seed}"), args + ["--seed", str(seed)]))
+        tasks.append(_supervised_task(ctx, f"pretrain.{bound_folder(seed)}",
+                                      os.path.join(ctx.out, bound_folder(seed)), args + ["--seed", str(seed)]))
     return tasks
+
+
+def bound_folder(seed: Optional[int] = None) -> str:
+    """OUT's folder of the supervised bound (and the name of its pretrain task): the preset's model, or the
+    bound trained again with `seed`."""
+    return "supervised" if seed is None else f"supervised_seed{seed}"
 
 
 def supervised_seeds(sup: Dict[str, Any]) -> List[int]:
@@ -269,7 +275,7 @@ def _reference_probes(ctx: Context) -> List[Task]:
         deps, again = list(ctx.data_deps), []
         if weights == "supervised":
             again = _supervised_seed_probes(ctx, ref_name, ref_args)
-            weights, deps = os.path.join(ctx.out, "supervised", "backbone.pth"), deps + ["pretrain.supervised"]
+            weights, deps = os.path.join(ctx.out, bound_folder(), "backbone.pth"), deps + [f"pretrain.{bound_folder()}"]
         seeds = [int(x) for x in probe.get("reference_seeds", ctx.section("pretrain").get("seeds", [0]))
                  ] if weights == "random" else [0]
         for seed in seeds:
@@ -285,8 +291,8 @@ def _supervised_seed_probes(ctx: Context, ref_name: str, ref_args: List[str]) ->
     sup = ctx.p.get("supervised")
     if not sup:
         raise PipelineError("probe.references: 'supervised' needs a `supervised:` section in the preset")
-    return [probe_task(ctx, f"{ref_name}_seed{seed}_s0", os.path.join(ctx.out, f"supervised_seed{seed}", "backbone.pth"),
-                       list(ctx.data_deps) + [f"pretrain.supervised_seed{seed}"], extra=["--seed", "0"] + ref_args)
+    return [probe_task(ctx, f"{ref_name}_seed{seed}_s0", os.path.join(ctx.out, bound_folder(seed), "backbone.pth"),
+                       list(ctx.data_deps) + [f"pretrain.{bound_folder(seed)}"], extra=["--seed", "0"] + ref_args)
             for seed in supervised_seeds(sup)]
 
 
@@ -343,7 +349,7 @@ def _convert_supervised(ctx: Context, ref_name: str, seed: Optional[int] = None)
     sup = ctx.p.get("supervised")
     if not sup:
         raise PipelineError("detection.references: 'supervised' needs a `supervised:` section in the preset")
-    folder, name = ("supervised", ref_name) if seed is None else (f"supervised_seed{seed}", f"{ref_name}_seed{seed}")
+    folder, name = bound_folder(seed), ref_name if seed is None else f"{ref_name}_seed{seed}"
     backbone = os.path.join(ctx.out, folder, "backbone.pth")
     args = [str(a) for a in sup.get("args", [])]
     if seed is None:
