@@ -6,7 +6,6 @@
     objcrop convert --check weights/moco_objobj.pkl --config-file coco/mask_rcnn_R_50_FPN_1x.yaml
 """
 import argparse
-import dataclasses
 import logging
 import os
 import shutil
@@ -26,7 +25,7 @@ from objcrop.convert.writer import AUTHOR, read_detectron2_pkl, to_detectron2_ar
 from objcrop.errors import CheckpointError, ConfigError
 from objcrop.io import sha256_file, temp_prefix
 from objcrop.logger import setup_logger
-from objcrop.records import Provenance
+from objcrop.records import PROVENANCE_FIELDS, Provenance, parse_provenance_overrides
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrain", action="append", default=[], metavar="KEY=VALUE",
                    help="set a field of the pretrain block stored in the .pkl (and reported with detection results), "
                         "e.g. --pretrain method=supervised --pretrain dataset=imagenet; repeatable. KEY is a field of "
-                        f"objcrop.records.Provenance ({', '.join(_PROVENANCE_KEYS)}). objcrop checkpoints carry their "
+                        f"objcrop.records.Provenance ({', '.join(PROVENANCE_FIELDS)}). objcrop checkpoints carry their "
                         "own block; for others this names the pretraining")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                    help="detectron2 config overrides for the verification model, e.g. MODEL.RESNETS.DEPTH 18 "
@@ -82,7 +81,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise ConfigError("give INPUT and OUTPUT.pkl (or --check FILE.pkl); see --help")
     if not args.output.endswith(".pkl"):
         raise ConfigError(f"{args.output}: the output must end in .pkl (detectron2 reads .pkl files as its own pickle format)")
-    convert(args.input, args.output, args.format, _parse_pretrain(args.pretrain), args.config_file, args.opts,
+    convert(args.input, args.output, args.format, parse_provenance_overrides(args.pretrain), args.config_file, args.opts,
             verify=not args.no_verify, logger=logger)
     return 0
 
@@ -182,23 +181,6 @@ def _readable_like_other_files(path: str) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
-
-
-_PROVENANCE_KEYS = tuple(f.name for f in dataclasses.fields(Provenance))
-
-
-def _parse_pretrain(items: List[str]) -> Dict[str, object]:
-    out: Dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--pretrain {item!r}: expected KEY=VALUE")
-        if key not in _PROVENANCE_KEYS:
-            # The block is an objcrop.records.Provenance: another key would be dropped without a word.
-            raise ConfigError(f"--pretrain {item!r}: {key!r} is not a pretrain field; use one of "
-                              f"{', '.join(_PROVENANCE_KEYS)}")
-        out[key] = int(value) if value.lstrip("-").isdigit() else value
-    return out
 
 
 def _pretrain_block(backbone: Backbone, fmt: str, overrides: Dict[str, object], logger: logging.Logger) -> dict:

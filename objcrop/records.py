@@ -3,6 +3,8 @@
 * `Provenance` — which pretraining a result belongs to (method, view policy, proposal source,
   epochs, architecture, data, seed, and a free run `tag`). Every stage carries it under the
   `"pretrain"` key of its results.json; checkpoints and converted `.pkl` files carry it too.
+* `parse_provenance_overrides` — the `--pretrain KEY=VALUE` words of `objcrop convert` and `objcrop probe`:
+  a Provenance's fields set by hand for a file that carries none.
 * `run_name(...)` — the one name of a pretraining run, encoding method, policy, proposals,
   arch, batch, epochs, data and seed (and the tag).
 * `dataset_tag` / `dataset_label` — the file-name tag and the short table label of a dataset
@@ -119,6 +121,25 @@ class Provenance:
     @property
     def is_reference(self) -> bool:
         return self.method in REFERENCE_METHODS
+
+
+PROVENANCE_FIELDS = tuple(f.name for f in fields(Provenance))
+
+
+def parse_provenance_overrides(items: List[str], flag: str = "--pretrain") -> Dict[str, object]:
+    """{field: value} of `flag KEY=VALUE` words (`objcrop convert` and `objcrop probe`): the fields of a
+    Provenance set by hand for a file that carries none (a torchvision state dict). A key that is not a field
+    is a ConfigError: Provenance.from_dict would drop it without a word."""
+    out: Dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        if key not in PROVENANCE_FIELDS:
+            raise ConfigError(f"{flag} {item!r}: {key!r} is not a pretrain field; use one of "
+                              f"{', '.join(PROVENANCE_FIELDS)}")
+        out[key] = int(value) if value.lstrip("-").isdigit() else value
+    return out
 
 
 def _int_or_none(value: Any) -> Optional[int]:

@@ -590,11 +590,16 @@ def test_references_only_plans_the_reference_rows_alone_and_supervised_seeds_tra
         a.replace("weights/supervised.pkl", "weights/supervised_seed2.pkl").replace("detect_voc/supervised",
                                                                                     "detect_voc/supervised_seed2")
         for a in full["detect.voc.supervised.seed1"].cmd]
-    # each training of the bound probed like the preset's model, with its probe seed: only the backbone differs
+    # each training of the bound probed like the preset's model, with its probe seed: only the backbone (and the
+    # training seed it reports, the one its .pkl carries) differs
     again = seeded["probe.supervised_seed2_s0"]
     assert again.deps == ["data", "pretrain.supervised_seed2"]
     assert again.cmd == [str(tmp_path / "supervised_seed2" / "backbone.pth") if a.endswith("supervised/backbone.pth")
-                         else a.replace("supervised_s0", "supervised_seed2_s0") for a in full["probe.supervised_s0"].cmd]
+                         else a.replace("supervised_s0", "supervised_seed2_s0").replace("seed=0", "seed=2")
+                         for a in full["probe.supervised_s0"].cmd]
+    probe_seed = again.cmd[again.cmd.index("--seed") + 1]
+    pretrain_seeds = [a for a in again.cmd + convert.cmd if a.startswith("seed=")]
+    assert probe_seed == "0" and pretrain_seeds == ["seed=2", "seed=2"]
     bound = seeded["pretrain.supervised_seed2"].cmd
     assert bound[:bound.index("--samples")] == ["benchmarks/learnability.py", "--data", str(tmp_path / "data"),
                                                 "--save-backbone", str(tmp_path / "supervised_seed2" / "backbone.pth"),

@@ -73,7 +73,10 @@ def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     assert str(path) in msg and "resnet18" in msg and "layer1.0.conv1.weight (64, 64, 3, 3) vs (64, 64, 1, 1)" in msg
     assert "missing keys" in msg
     model, arch, block, _ = load_backbone(str(path))  # the architecture is inferred from the keys
-    assert arch == "resnet18" and block == Provenance.supervised("resnet18", path.name, 0)
+    # a torchvision file does not say with which seed it was trained: not the probe's seed, unknown unless named
+    assert arch == "resnet18" and block == Provenance.supervised("resnet18", path.name, None)
+    assert load_backbone(str(path), seed=5)[2].seed is None
+    assert load_backbone(str(path), seed=5, provenance_overrides={"seed": 3})[2] == block.replace(seed=3)
     sd = torchvision.models.resnet18(weights=None).state_dict()
     torch.testing.assert_close(model.state_dict()["layer4.1.conv2.weight"], torch.load(path, weights_only=True)["layer4.1.conv2.weight"])
     assert "layer4.1.conv2.weight" in sd
@@ -110,6 +113,26 @@ def test_probe_cli_reports_mismatched_checkpoint_in_one_line(synth_dir, tmp_path
     assert run_stage_main(probe.main, argv, "objcrop probe") == 2
     err = capsys.readouterr().err
     assert err.startswith(f"objcrop probe: error: {path}: weights look like resnet18") and err.count("\n") == 1
+
+
+def test_probe_cli_names_a_torchvision_files_training_seed_with_pretrain_not_with_its_own_seed(synth_dir, tmp_path,
+                                                                                                 capsys):
+    """A torchvision file carries no provenance: `--seed` seeds the probe's classifier and says nothing of the
+    file's training (the supervised bound's five trainings had all read as seed 0); `--pretrain seed=K`, as
+    `objcrop convert` takes it, names it. A key that is not a pretrain field is refused, naming the option."""
+    path = tmp_path / "backbone.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    argv = ["--weights", str(path), "--dataset-train", f"synth:{synth_dir}:train", "--dataset-test",
+            f"synth:{synth_dir}:val", "--image-size", "32", "--epochs", "2", "--num-workers", "0", "--seed", "1"]
+    assert run_stage_main(probe.main, argv + ["--out", str(tmp_path / "a")], "objcrop probe") == 0
+    assert run_stage_main(probe.main, argv + ["--out", str(tmp_path / "b"), "--pretrain", "seed=3"], "objcrop probe") == 0
+    unnamed, named = (read_results(str(tmp_path / o / "results.json")) for o in ("a", "b"))
+    assert unnamed["seed"] == named["seed"] == 1
+    assert unnamed["pretrain"] == Provenance.supervised("resnet18", "backbone.pth", None).to_dict()
+    assert named["pretrain"] == Provenance.supervised("resnet18", "backbone.pth", 3).to_dict()
+    assert run_stage_main(probe.main, argv + ["--out", str(tmp_path / "c"), "--pretrain", "lr=0.1"], "objcrop probe") == 2
+    assert "--pretrain 'lr=0.1': 'lr' is not a pretrain field" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # refused before anything is written
 
 
 def _objcrop_and_moco_twins(tmp_path):

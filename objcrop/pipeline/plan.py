@@ -163,6 +163,16 @@ def bound_folder(seed: Optional[int] = None) -> str:
     return "supervised" if seed is None else f"supervised_seed{seed}"
 
 
+def bound_training_seed(sup: Dict[str, Any], seed: Optional[int] = None) -> str:
+    """The seed the bound in bound_folder(seed) was trained with: `seed`, else the preset model's (its
+    `--seed` in supervised.args, else learnability.py's default 0). Its probe and its .pkl carry it as their
+    pretraining seed: the torchvision file it is saved as cannot say."""
+    if seed is not None:
+        return str(seed)
+    args = [str(a) for a in sup.get("args", [])]
+    return args[args.index("--seed") + 1] if "--seed" in args[:-1] else "0"
+
+
 def supervised_seeds(sup: Dict[str, Any]) -> List[int]:
     """`supervised.seeds` (a list, or --supervised-seeds' words) as integers; PipelineError naming a bad one."""
     seeds = []
@@ -272,15 +282,14 @@ def _reference_probes(ctx: Context) -> List[Task]:
         return []
     ref_args = [str(a) for a in probe.get("reference_args", [])]
     for ref_name, weights in (probe.get("references") or {}).items():
-        deps, again = list(ctx.data_deps), []
         if weights == "supervised":
-            again = _supervised_seed_probes(ctx, ref_name, ref_args)
-            weights, deps = os.path.join(ctx.out, bound_folder(), "backbone.pth"), deps + [f"pretrain.{bound_folder()}"]
+            tasks += [_supervised_probe(ctx, ref_name, ref_args)] + _supervised_seed_probes(ctx, ref_name, ref_args)
+            continue
         seeds = [int(x) for x in probe.get("reference_seeds", ctx.section("pretrain").get("seeds", [0]))
                  ] if weights == "random" else [0]
         for seed in seeds:
-            tasks.append(probe_task(ctx, f"{ref_name}_s{seed}", str(weights), deps, extra=["--seed", str(seed)] + ref_args))
-        tasks += again
+            tasks.append(probe_task(ctx, f"{ref_name}_s{seed}", str(weights), list(ctx.data_deps),
+                                    extra=["--seed", str(seed)] + ref_args))
     return tasks
 
 
@@ -288,12 +297,24 @@ def _supervised_seed_probes(ctx: Context, ref_name: str, ref_args: List[str]) ->
     """The bound trained again with seed K (OUT/supervised_seed<K>/) probed like the preset's model, with the
     same probe seed 0, so that only the training differs: the supervised row then holds every training of the
     bound, and its spread is the bound's own, read by every gap column of the probe."""
+    return [_supervised_probe(ctx, ref_name, ref_args, seed) for seed in supervised_seeds(_bound_section(ctx, "probe"))]
+
+
+def _supervised_probe(ctx: Context, ref_name: str, ref_args: List[str], seed: Optional[int] = None) -> Task:
+    """The probe (seed 0) of the bound in bound_folder(seed), its training seed named (--pretrain seed=)."""
+    folder, sup = bound_folder(seed), _bound_section(ctx, "probe")
+    name = f"{ref_name}_s0" if seed is None else f"{ref_name}_seed{seed}_s0"
+    extra = ["--seed", "0", "--pretrain", f"seed={bound_training_seed(sup, seed)}"] + ref_args
+    return probe_task(ctx, name, os.path.join(ctx.out, folder, "backbone.pth"),
+                      list(ctx.data_deps) + [f"pretrain.{folder}"], extra=extra)
+
+
+def _bound_section(ctx: Context, section: str) -> Dict[str, Any]:
+    """The preset's `supervised:` section, which `<section>.references: {...: supervised}` needs."""
     sup = ctx.p.get("supervised")
     if not sup:
-        raise PipelineError("probe.references: 'supervised' needs a `supervised:` section in the preset")
-    return [probe_task(ctx, f"{ref_name}_seed{seed}_s0", os.path.join(ctx.out, bound_folder(seed), "backbone.pth"),
-                       list(ctx.data_deps) + [f"pretrain.{bound_folder(seed)}"], extra=["--seed", "0"] + ref_args)
-            for seed in supervised_seeds(sup)]
+        raise PipelineError(f"{section}.references: 'supervised' needs a `supervised:` section in the preset")
+    return sup
 
 
 # From scratch every layer trains: a frozen stem or res2 would stay random (He et al., "Rethinking
@@ -346,17 +367,12 @@ def _convert_supervised(ctx: Context, ref_name: str, seed: Optional[int] = None)
     """The supervised backbone (a torchvision state dict; with `seed`, the bound trained again with it) ->
     .pkl whose provenance is the probe's supervised row's (objcrop.records.Provenance.supervised: method
     supervised, no policy or proposals, the file's name as its data), so that both land in one report row."""
-    sup = ctx.p.get("supervised")
-    if not sup:
-        raise PipelineError("detection.references: 'supervised' needs a `supervised:` section in the preset")
+    sup = _bound_section(ctx, "detection")
     folder, name = bound_folder(seed), ref_name if seed is None else f"{ref_name}_seed{seed}"
     backbone = os.path.join(ctx.out, folder, "backbone.pth")
-    args = [str(a) for a in sup.get("args", [])]
-    if seed is None:
-        seed = args[args.index("--seed") + 1] if "--seed" in args[:-1] else "0"  # learnability.py's default
     pkl = os.path.join(ctx.out, "weights", f"{name}.pkl")
     provenance = {"method": "supervised", "policy": "none", "proposals": "none", "epochs": "0",
-                  "dataset": os.path.basename(backbone), "seed": seed}
+                  "dataset": os.path.basename(backbone), "seed": bound_training_seed(sup, seed)}
     cmd = ["convert", backbone, pkl, "--format", "torchvision"]
     cmd += [x for k, v in provenance.items() for x in ("--pretrain", f"{k}={v}")]
     cmd += [str(a) for a in ctx.section("convert").get("args", [])]

@@ -21,7 +21,7 @@ from objcrop.pretrain.probe.features import cached_features, native_size
 from objcrop.pretrain.probe.linear import train_linear_probe
 from objcrop.pretrain.probe.scores import feature_spectrum, is_single_label, knn_scores, mean_average_precision
 from objcrop.pretrain.probe.weights import load_backbone
-from objcrop.records import results, write_results
+from objcrop.records import PROVENANCE_FIELDS, parse_provenance_overrides, results, write_results
 
 DESCRIPTION = "linear-probe (mAP) and kNN evaluation of a frozen ResNet backbone"
 
@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
                "from flags, the file or --opts.")
     add_config_args(p, "probe/paper.yaml", "LINEAR.EPOCHS 50 KNN.K 10")
     add_flags(p, PROBE_FLAGS, get_probe_cfg())
+    p.add_argument("--pretrain", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a field of the pretrain block reported with the scores, e.g. --pretrain seed=3 for a "
+                        "torchvision file trained with seed 3 (such a file carries no description of its training: "
+                        "it is reported as method supervised, its seed unknown); repeatable. KEY is one of "
+                        f"{', '.join(PROVENANCE_FIELDS)}; `objcrop convert --pretrain` takes the same")
     return p
 
 
@@ -94,12 +99,15 @@ def score(cfg: CfgNode, train_x, train_y, test_x, test_y, device: torch.device) 
 def main(argv: Optional[List[str]] = None) -> int:
     from objcrop.datasets import multilabel_targets
 
-    cfg = setup_cfg(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    cfg = setup_cfg(args)
+    provenance_overrides = parse_provenance_overrides(args.pretrain)
     start = time.perf_counter()
     logger = setup_logger("objcrop.probe", cfg.OUTPUT_DIR)
     device = _device(cfg.PROBE.DEVICE)
     model, arch, provenance, weights_id = load_backbone(cfg.PROBE.WEIGHTS, cfg.PROBE.ARCH, cfg.PROBE.SEED,
-                                                         random_stem=cfg.PROBE.STEM)
+                                                         random_stem=cfg.PROBE.STEM,
+                                                         provenance_overrides=provenance_overrides)
     logger.info(f"backbone: {arch} with the {provenance.stem} stem from {cfg.PROBE.WEIGHTS} ({provenance.method}); "
                 f"protocol {cfg.PROBE.PROTOCOL} on {device}")
     train_records, test_records, classes = _load_data(cfg)
