@@ -43,11 +43,33 @@ def elapsed(record: StudyRecord) -> Optional[float]:
 
 
 def task_device(record: StudyRecord, task: str) -> str:
-    """The kind of device a pretraining run, or the probe of one, ran on ("cpu" or the CUDA device's
-    name, from the run's results.json); "" for the other tasks, whose results do not say."""
+    """The kind of device a task ran on ("cpu" or the CUDA device's name), as its record names it: a
+    pretraining run in its results.json, the supervised bound's training (task
+    `pretrain.supervised[_seed<K>]`) in its learnability.json, a probe in its own results.json or else
+    through the run whose weights it probed. "" where nothing names it: the other stages, and results
+    from before the field, which the page does not guess (the registered studies' such runs trained on
+    the CPU, docs/preregistration.md, but the GPU studies' on a lent GPU)."""
     stage, _, run = task.partition(".")
-    results = record.results(f"runs/pretrain/{run}/results.json") if stage in ("pretrain", "probe") else None
-    return device_kind(results) if results else ""
+    if stage == "pretrain" and record.has(f"{run}/learnability.json"):
+        return _named_device(record.read(f"{run}/learnability.json"))
+    if stage == "probe":
+        probe = record.results(f"runs/probe/{run}/results.json") or {}
+        return _named_device(probe) or _named_device(_training_probed(record, run, probe))
+    return _named_device(record.results(f"runs/pretrain/{run}/results.json")) if stage == "pretrain" else ""
+
+
+def _training_probed(record: StudyRecord, run: str, probe: dict) -> Optional[dict]:
+    """The record of the training a probe's weights come from: the supervised bound's learnability.json
+    (weights OUT/supervised[_seed<K>]/backbone.pth), else the pretraining run the probe is named after."""
+    folder = os.path.basename(os.path.dirname(probe.get("weights") or ""))
+    if folder.startswith("supervised") and record.has(f"{folder}/learnability.json"):
+        return record.read(f"{folder}/learnability.json")
+    return record.results(f"runs/pretrain/{run}/results.json")
+
+
+def _named_device(results: Optional[dict]) -> str:
+    """`device_kind` of a results.json or learnability.json that names its device; "" for one that does not."""
+    return device_kind(results) if results and results.get("device") else ""
 
 
 def _median_minutes(secs: List[float]) -> str:

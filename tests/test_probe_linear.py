@@ -95,6 +95,7 @@ def test_probe_cli_random_weights_writes_results_and_reuses_cache(synth_dir, tmp
     assert {"seed", "config_hash", "dataset", "dataset_train", "mAP", "knn_mAP", "classes_scored", "num_train",
             "num_test", "weights", "weights_id", "arch", "features", "wall_time_s"} <= set(results)
     assert results["protocol"] == "cached_features"  # the report row must say which probe produced it
+    assert results["device"].startswith("cpu: ")  # the study page's time per task splits by device
     assert results["pretrain"]["method"] == "random_init" and 0 <= results["mAP"] <= 1 and 0 <= results["knn_mAP"] <= 1
     assert 1 <= results["features"]["effective_rank"] <= 512 and 0 < results["features"]["top_pc_share"] <= 1
     assert (out / "config.yaml").exists() and len(list(cache.glob("feats_*.pt"))) == 2

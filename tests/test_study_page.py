@@ -97,7 +97,8 @@ def test_machine_line_summarises_a_lent_machine(tmp_path):
 
 def test_time_per_task_gives_a_median_per_device_when_a_stage_ran_on_two(tmp_path):
     """A registered study's later seeds train on a lent GPU: one median over 2-core CPU runs and GPU
-    runs would describe neither, so such a stage gets one per device (from each run's results.json)."""
+    runs would describe neither, so such a stage gets one per device (from each run's results.json;
+    a run from before the field is not guessed to be on either)."""
     def run(name, device=None):
         d = tmp_path / "runs" / "pretrain" / name
         d.mkdir(parents=True)
@@ -111,11 +112,36 @@ def test_time_per_task_gives_a_median_per_device_when_a_stage_ran_on_two(tmp_pat
     (tmp_path / "logs" / "pipeline-2.log").write_text("[pipeline 13:00:00] done pretrain.gpu_a in 300 s\n")
     line = time_summary(StudyRecord(str(tmp_path)))
     assert "data 1 task(s), median 1.0 min" in line
-    assert "pretrain 2 task(s) on the CPU, median 110.0 min, 1 task(s) on cuda: NVIDIA H200, median 5.0 min" in line
+    assert ("pretrain 1 task(s) on a device not recorded, median 100.0 min, 1 task(s) on the CPU, median 120.0 min, "
+            "1 task(s) on cuda: NVIDIA H200, median 5.0 min") in line
     assert "probe 1 task(s), median 1.0 min" in line  # one device: one median, as before
     # a record whose runs trained on one kind of device reads as it always did
     (tmp_path / "logs" / "pipeline-2.log").unlink()
     assert "pretrain 2 task(s), median 110.0 min" in time_summary(StudyRecord(str(tmp_path)))
+
+
+def test_time_per_task_reads_the_bounds_device_from_its_json_and_a_probes_from_its_results(tmp_path):
+    """The supervised bound's training (learnability.py) has no runs/pretrain folder: its device is in its
+    learnability.json, and its probe's through the weights it probed; a probe that names its device wins
+    over its weights'. A bound's json from before the field leaves the device unnamed: no guess."""
+    def write(rel, data):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(json.dumps(data))
+
+    write("supervised/learnability.json", {"supervised_mAP": 0.7})  # before the field
+    write("supervised_seed1/learnability.json", {"device": "cpu: Xeon, 1 thread(s)"})
+    write("runs/probe/supervised_seed1_s0/results.json", {"status": "ok", "weights": "/o/supervised_seed1/backbone.pth"})
+    write("runs/pretrain/gpu_a/results.json", {"status": "ok", "device": "cuda: NVIDIA H200"})
+    write("runs/probe/gpu_a/results.json", {"status": "ok", "device": "cpu: Xeon, 2 thread(s)"})  # probed on a CPU
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "pipeline-1.log").write_text(
+        "[pipeline 10:00:00] done pretrain.supervised in 600 s\n[pipeline 10:10:00] done pretrain.supervised_seed1 in 1200 s\n"
+        "[pipeline 10:11:00] done probe.supervised_seed1_s0 in 60 s\n[pipeline 10:12:00] done pretrain.gpu_a in 300 s\n"
+        "[pipeline 10:13:00] done probe.gpu_a in 120 s\n")
+    line = time_summary(StudyRecord(str(tmp_path)))
+    assert ("pretrain 1 task(s) on a device not recorded, median 10.0 min, 1 task(s) on the CPU, median 20.0 min, "
+            "1 task(s) on cuda: NVIDIA H200, median 5.0 min") in line
+    assert "probe 2 task(s), median 1.5 min" in line  # both on the CPU: one median
 
 
 def test_gate_compares_a_backbone_only_with_random_init_of_its_architecture():

@@ -16,6 +16,7 @@ from objcrop.errors import DatasetError
 from objcrop.io import append_jsonl
 from objcrop.logger import setup_logger
 from objcrop.pretrain.cli_flags import PRECEDENCE, add_config_args, add_flags, flag_opts
+from objcrop.pretrain.engine.results import device_name
 from objcrop.pretrain.probe.config import PROBE_FLAGS, check_probe_cfg, get_probe_cfg
 from objcrop.pretrain.probe.features import cached_features, native_size
 from objcrop.pretrain.probe.linear import train_linear_probe
@@ -126,7 +127,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     record = results("probe", "ok", provenance, seed=cfg.PROBE.SEED, config_hash=config_hash(cfg),
                      protocol=cfg.PROBE.PROTOCOL, dataset=cfg.DATA.TEST, dataset_train=cfg.DATA.TRAIN, **scores,
                      num_train=len(train_records), num_test=len(test_records), weights=cfg.PROBE.WEIGHTS,
-                     weights_id=weights_id, arch=arch, wall_time_s=round(time.perf_counter() - start, 3))
+                     weights_id=weights_id, arch=arch, device=device_name(device),
+                     wall_time_s=round(time.perf_counter() - start, 3))
     write_results(cfg.OUTPUT_DIR, record)
     logger.info("probe: " + json.dumps({k: record[k] for k in ("protocol", "mAP", "knn_mAP", "top1", "features")
                                         if k in record}))
