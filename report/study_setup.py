@@ -50,8 +50,9 @@ def task_device(record: StudyRecord, task: str) -> str:
     from before the field, which the page does not guess (the registered studies' such runs trained on
     the CPU, docs/preregistration.md, but the GPU studies' on a lent GPU)."""
     stage, _, run = task.partition(".")
-    if stage == "pretrain" and record.has(f"{run}/learnability.json"):
-        return _named_device(record.read(f"{run}/learnability.json"))
+    bound = record.read(f"{run}/learnability.json") if stage == "pretrain" else None
+    if bound is not None:
+        return _named_device(bound)
     if stage == "probe":
         probe = record.results(f"runs/probe/{run}/results.json") or {}
         return _named_device(probe) or _named_device(_training_probed(record, run, probe))
@@ -62,9 +63,8 @@ def _training_probed(record: StudyRecord, run: str, probe: dict) -> Optional[dic
     """The record of the training a probe's weights come from: the supervised bound's learnability.json
     (weights OUT/supervised[_seed<K>]/backbone.pth), else the pretraining run the probe is named after."""
     folder = os.path.basename(os.path.dirname(probe.get("weights") or ""))
-    if folder.startswith("supervised") and record.has(f"{folder}/learnability.json"):
-        return record.read(f"{folder}/learnability.json")
-    return record.results(f"runs/pretrain/{run}/results.json")
+    bound = record.read(f"{folder}/learnability.json") if folder.startswith("supervised") else None
+    return bound if bound is not None else record.results(f"runs/pretrain/{run}/results.json")
 
 
 def _named_device(results: Optional[dict]) -> str:
