@@ -359,10 +359,10 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     # diagnostics (3 + 1 seeds), a 4x-lr run, two 10x-budget runs, four batch-256 runs, 3 seeds at MoCo-v2's
     # lr, the supervised bound, issue 20 §2's first budget point (3 seeds of random crops, bf16), at the
     # second, the learning budget, the registered comparison's three arms (12 seeds each, issue 20 §3), and
-    # issue 20 §4's ResNet-50 at the first point's recipe (one seed), and issue 20 §3's budget curve (three
+    # issue 20 §4's ResNet-50 at the first point's recipe (3 seeds), and issue 20 §3's budget curve (three
     # rows of 3 seeds: Obj-Obj+Dilate at the first point, both policies at half of it), and its exploratory
     # arms at the learning budget (four rows of 3 seeds: Obj-Scene, DiLo's copy-paste, the BYOL pair)
-    assert len(pre) == 9 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1 + 1 + 3 + 3 * 12 + 1 + 3 * 3 + 4 * 3
+    assert len(pre) == 9 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1 + 1 + 3 + 3 * 12 + 3 + 3 * 3 + 4 * 3
     assert "pretrain.moco_v2_obj-obj-dilate+copy-paste-dilo_gt_s0" in pre
     assert "pretrain.moco_v2_random-4x_none_s0" in pre
     nocol = by_name["pretrain.moco_v2_random-no-colour_none_s0"]
@@ -536,6 +536,24 @@ def test_tags_and_seeds_select_rows_of_a_runs_list(tmp_path):
         _plan(tmp_path, preset="study_plain", tags="b512")
     with pytest.raises(pipeline.PipelineError, match="lists none"):
         _plan(tmp_path, tags="x")  # the demo crosses policies x seeds: no runs list
+
+
+def test_a_selection_that_leaves_no_run_is_refused_not_replaced_by_the_cross_product(tmp_path):
+    """`--tags r50-b256-100e-bf16-headbn --seeds 9` on a row that lists its own seeds (not 9) leaves no
+    run. An empty runs list reads as no list, so it used to plan the preset's cross product instead:
+    seed 9 of the default random-crop recipe, a run nobody asked for, trained for hours. Now it is an
+    error that names the selection and the seeds the rows list; the row's own seed still plans."""
+    tag = "r50-b256-100e-bf16-headbn"
+    with pytest.raises(pipeline.PipelineError,
+                       match=rf"--tags {tag} --seeds 9 leaves no run of pretrain.runs: .*own seeds \(0[\d, ]*\)"):
+        _plan(tmp_path, preset="study", tags=tag, seeds="9")
+    (run,) = [t for t in _plan(tmp_path, preset="study", tags=tag, seeds="0")
+              if t.stage == "pretrain" and t.name != "pretrain.supervised"]
+    assert "r50" in run.name and run.name.endswith("_s0")
+    # the other filters of a runs list: the rows of b256-200e-bf16 all have proposals or none, and the
+    # object-aware rows alone have no random-crop run left to keep
+    with pytest.raises(pipeline.PipelineError, match="--policies obj-obj-dilate --proposals none .*leaves no run"):
+        _plan(tmp_path, preset="study", tags="b256-200e-bf16", policies="obj-obj-dilate", proposals="none")
 
 
 def test_policies_and_methods_select_rows_of_a_runs_list(tmp_path):

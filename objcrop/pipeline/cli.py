@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         '"none": only the random-crop runs [OBJCROP_PROPOSALS]')
     p.add_argument("--seeds", default=env("OBJCROP_SEEDS"),
                    help='pretraining seeds, e.g. "0 1"; a run of pretrain.runs that lists its own seeds keeps '
-                        'only those among them, and is left out if none is; on a preset with pretrain.runs '
+                        'only those among them, and is left out if none is (a selection that leaves no run is '
+                        'an error); on a preset with pretrain.runs '
                         'the random-init reference probes keep the preset\'s seeds [OBJCROP_SEEDS]')
     p.add_argument("--tags", default=env("OBJCROP_TAGS"),
                    help='only the runs of pretrain.runs with these tags (their report rows), e.g. "b256-100e"; '

@@ -59,6 +59,7 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
     """The preset with the command line's --policies/--methods/--seeds/... applied (a copy)."""
     p = copy.deepcopy(preset)
     pre = p.setdefault("pretrain", {})
+    listed = bool(pre.get("runs"))
     # on a runs list, --policies/--methods select its rows as --tags does: before, they set the cross
     # product's keys, which a runs list never reads, so `--policies obj-obj-dilate` still ran the random arm
     if args.policies:
@@ -81,7 +82,7 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
             p.setdefault("probe", {}).setdefault("reference_seeds", list(pre.get("seeds", [0])))
         pre["seeds"] = [int(s) for s in words(args.seeds)]
         if pre.get("runs"):
-            pre["runs"] = _runs_with_seeds(pre["runs"], pre["seeds"])
+            pre["runs"] = _runs_with_seeds(pre["runs"], pre["seeds"], args)
     if args.proposals and words(args.proposals) == ["none"]:
         # the random-crop runs alone, e.g. a registered random arm trained again for its fine-tuning only
         if not pre.get("runs"):
@@ -92,6 +93,9 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
         p.setdefault("proposals", {})["methods"] = words(args.proposals)
         if pre.get("runs"):
             pre["runs"] = _runs_with_proposals(pre["runs"], words(args.proposals))
+    if listed and not pre.get("runs") and not getattr(args, "references_only", False):
+        # an empty runs list reads as "no list" further on, and the cross product would run instead
+        raise PipelineError(f"the selection {_selection(args)} leaves no run of pretrain.runs")
     if not getattr(args, "references", True):
         _drop_references(p)
     if getattr(args, "references_only", False):
@@ -155,9 +159,10 @@ def _runs_with_field(runs, field: str, default: Optional[str], wanted: List[str]
     return [r for r, v in zip(runs, value_of) if v in wanted]
 
 
-def _runs_with_seeds(runs, seeds: List[int]) -> List[Dict[str, Any]]:
+def _runs_with_seeds(runs, seeds: List[int], args: argparse.Namespace) -> List[Dict[str, Any]]:
     """--seeds on a runs list: a run without `seeds` takes them; one with its own keeps the common
-    ones, and is dropped when there are none (so `--seeds 0` runs seed 0 of every row, nothing else)."""
+    ones, and is dropped when there are none (so `--seeds 0` runs seed 0 of every row, nothing else).
+    When that drops every run, the error names the seeds the rows list, since the fix is the preset's."""
     kept = []
     for run in runs:
         if isinstance(run, dict) and "seeds" in run:
@@ -166,7 +171,18 @@ def _runs_with_seeds(runs, seeds: List[int]) -> List[Dict[str, Any]]:
                 continue
             run = dict(run, seeds=common)
         kept.append(run)
+    if not kept:
+        listed = sorted({int(s) for run in runs for s in run["seeds"]})
+        raise PipelineError(f"the selection {_selection(args)} leaves no run of pretrain.runs: the runs selected "
+                            f"list their own seeds ({', '.join(map(str, listed))}); to run another seed of a row, "
+                            f"add it to the row's `seeds:` in the preset")
     return kept
+
+
+def _selection(args: argparse.Namespace) -> str:
+    """The filters of pretrain.runs given on the command line, as typed: `--tags x --seeds 1`."""
+    flags = ("--policies", "--methods", "--proposals", "--tags", "--seeds")
+    return " ".join(f"{flag} {getattr(args, flag[2:])}" for flag in flags if getattr(args, flag[2:]))
 
 
 def _runs_with_proposals(runs, sources: List[str]) -> List[Dict[str, Any]]:
