@@ -4,6 +4,7 @@ import os
 import re
 
 import pytest
+import yaml
 
 import objcrop.pipeline as pipeline
 from objcrop.config import config_changes
@@ -554,6 +555,13 @@ def test_a_selection_that_leaves_no_run_is_refused_not_replaced_by_the_cross_pro
     # object-aware rows alone have no random-crop run left to keep
     with pytest.raises(pipeline.PipelineError, match="--policies obj-obj-dilate --proposals none .*leaves no run"):
         _plan(tmp_path, preset="study", tags="b256-200e-bf16", policies="obj-obj-dilate", proposals="none")
+    # a preset file whose runs list is empty is the same mistake, made in the file
+    preset = pipeline.load_preset("demo")
+    preset.setdefault("pretrain", {})["runs"] = []
+    path = tmp_path / "empty_runs.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in preset.items() if not k.startswith("_")}))
+    with pytest.raises(pipeline.PipelineError, match="pretrain.runs is an empty list"):
+        _plan(tmp_path, preset=str(path))
 
 
 def test_policies_and_methods_select_rows_of_a_runs_list(tmp_path):

@@ -47,9 +47,11 @@ def build_plan(preset: Dict[str, Any], out: str) -> List[Task]:
     ctx = _context(preset, out)
     tasks = _data_tasks(ctx)
     det_tasks = preset.get("_detection_tasks", list(ctx.section("detection").get("tasks") or {}))
-    specs = pretrain_specs(ctx.section("pretrain"), words(ctx.section("proposals").get("methods", ["gt"])), det_tasks)
     if preset.get("_references_only"):
         specs = []  # --references-only: the data and the reference rows below, no pretraining run
+    else:
+        specs = pretrain_specs(ctx.section("pretrain"), words(ctx.section("proposals").get("methods", ["gt"])),
+                               det_tasks, selection=preset.get("_selection", ""))
     tasks += _proposal_tasks(ctx, specs)
     tasks += _supervised_tasks(ctx)
     namer = RunNamer(ctx.p["datasets"]["pretrain"], ctx.section("pretrain").get("opts", []))

@@ -59,7 +59,6 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
     """The preset with the command line's --policies/--methods/--seeds/... applied (a copy)."""
     p = copy.deepcopy(preset)
     pre = p.setdefault("pretrain", {})
-    listed = bool(pre.get("runs"))
     # on a runs list, --policies/--methods select its rows as --tags does: before, they set the cross
     # product's keys, which a runs list never reads, so `--policies obj-obj-dilate` still ran the random arm
     if args.policies:
@@ -93,9 +92,8 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
         p.setdefault("proposals", {})["methods"] = words(args.proposals)
         if pre.get("runs"):
             pre["runs"] = _runs_with_proposals(pre["runs"], words(args.proposals))
-    if listed and not pre.get("runs") and not getattr(args, "references_only", False):
-        # an empty runs list reads as "no list" further on, and the cross product would run instead
-        raise PipelineError(f"the selection {_selection(args)} leaves no run of pretrain.runs")
+    if _selection(args):
+        p["_selection"] = _selection(args)  # named by pretrain_specs when it leaves no run
     if not getattr(args, "references", True):
         _drop_references(p)
     if getattr(args, "references_only", False):
@@ -172,9 +170,9 @@ def _runs_with_seeds(runs, seeds: List[int], args: argparse.Namespace) -> List[D
             run = dict(run, seeds=common)
         kept.append(run)
     if not kept:
-        listed = sorted({int(s) for run in runs for s in run["seeds"]})
+        their_seeds = sorted({int(s) for run in runs for s in run["seeds"]})
         raise PipelineError(f"the selection {_selection(args)} leaves no run of pretrain.runs: the runs selected "
-                            f"list their own seeds ({', '.join(map(str, listed))}); to run another seed of a row, "
+                            f"list their own seeds ({', '.join(map(str, their_seeds))}); to run another seed of a row, "
                             f"add it to the row's `seeds:` in the preset")
     return kept
 
@@ -262,13 +260,20 @@ DEFAULT_PRETRAIN_CONFIG = "pretrain/demo.yaml"
 
 
 def pretrain_specs(pre: Dict[str, Any], prop_methods: List[str],
-                   detection_tasks: Optional[List[str]] = None) -> List[RunSpec]:
+                   detection_tasks: Optional[List[str]] = None, selection: str = "") -> List[RunSpec]:
     """The pretraining runs of a preset: the cross product methods × policies × proposal sources
     × seeds, or — when `pretrain.runs` lists them — exactly those runs (a study rarely wants
     every combination: copy-paste on one policy, BYOL on two). `detection_tasks`: the preset's own
-    (before --det-tasks), which a run's `detect: {tasks: ...}` must name."""
+    (before --det-tasks), which a run's `detect: {tasks: ...}` must name; `selection`: the command
+    line's filters of the runs, named when they leave none."""
     seeds = [int(s) for s in pre.get("seeds", [0])]
     config_file = str(pre.get("config_file", DEFAULT_PRETRAIN_CONFIG))
+    if pre.get("runs") == []:
+        # an empty list is not "no list": the cross product in its place would train runs nobody asked for
+        if selection:
+            raise PipelineError(f"the selection {selection} leaves no run of pretrain.runs")
+        raise PipelineError("pretrain.runs is an empty list: list the runs, or leave the key out for the "
+                            "cross product of pretrain.methods x policies x seeds")
     if not pre.get("runs"):
         policies = words(pre.get("policies", ["random"]))
         if any(pol != "random" for pol in policies) and not prop_methods:
