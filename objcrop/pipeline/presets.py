@@ -92,8 +92,7 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
         p.setdefault("proposals", {})["methods"] = words(args.proposals)
         if pre.get("runs"):
             pre["runs"] = _runs_with_proposals(pre["runs"], words(args.proposals))
-    if _selection(args):
-        p["_selection"] = _selection(args)  # named by pretrain_specs when it leaves no run
+    p["_selection"] = _selection(args)  # named by pretrain_specs when it leaves no run ("" when none)
     if not getattr(args, "references", True):
         _drop_references(p)
     if getattr(args, "references_only", False):
