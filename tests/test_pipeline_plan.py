@@ -138,7 +138,8 @@ def test_seeds_and_proposals_select_an_accumulating_arm_without_touching_the_ref
     ranked = _plan(tmp_path, preset="study_hard", tags="b256-200e-bf16", seeds="0", proposals="saliency-gs")
     assert pretrains(ranked) == ["pretrain.moco_v2_obj-obj-dilate-b256-200e-bf16_saliency-gs-top10_s0",
                                  "pretrain.moco_v2_random-b256-200e-bf16_none_s0"]
-    with pytest.raises(pipeline.PipelineError, match="--proposals: selective-search not in pretrain.runs"):
+    with pytest.raises(pipeline.PipelineError, match="--proposals: selective-search is in no row of pretrain.runs "
+                                                     "that --tags b256-200e-bf16 keeps"):
         _plan(tmp_path, preset="study_hard", tags="b256-200e-bf16", proposals="selective-search")
     # --proposals none: the random arm alone (a registered random arm trained again for its fine-tuning)
     alone = _plan(tmp_path, preset="study", tags="b256-200e-bf16", seeds="0", proposals="none")
@@ -553,8 +554,23 @@ def test_a_selection_that_leaves_no_run_is_refused_not_replaced_by_the_cross_pro
     assert "r50" in run.name and run.name.endswith("_s0")
     # the other filters of a runs list: the rows of b256-200e-bf16 all have proposals or none, and the
     # object-aware rows alone have no random-crop run left to keep
-    with pytest.raises(pipeline.PipelineError, match="--policies obj-obj-dilate --proposals none .*leaves no run"):
+    with pytest.raises(pipeline.PipelineError, match="--policies obj-obj-dilate --tags b256-200e-bf16 --proposals none leaves no run"):
         _plan(tmp_path, preset="study", tags="b256-200e-bf16", policies="obj-obj-dilate", proposals="none")
+    # a value the preset has, in none of the rows the flags before it kept, is named as such, with the
+    # values the kept rows have (before: "--tags: b256-200e-bf16 not in pretrain.runs (its tags: -,
+    # explore-b256-200e-bf16)", as if the preset had no such tag)
+    with pytest.raises(pipeline.PipelineError, match=r"^--tags: b256-200e-bf16 is in no row of pretrain.runs that "
+                                                     r"--policies obj-scene keeps \(their tags: -, explore-b256-200e-bf16\)"):
+        _plan(tmp_path, preset="study", policies="obj-scene", tags="b256-200e-bf16")
+    with pytest.raises(pipeline.PipelineError, match=r"^--methods: byol is in no row .* that --policies obj-scene keeps "
+                                                     r"\(their methods: moco_v2\)"):
+        _plan(tmp_path, preset="study", policies="obj-scene", methods="byol")
+    with pytest.raises(pipeline.PipelineError, match=r"^--proposals: selective-search is in no row .* that "
+                                                     r"--tags b256-200e-bf16 --seeds 0 keeps \(their proposal sources: gt, saliency-gs\)"):
+        _plan(tmp_path, preset="study_hard", tags="b256-200e-bf16", seeds="0", proposals="selective-search")
+    # a value no row of the preset has is a typo, named with the values the whole preset lists
+    with pytest.raises(pipeline.PipelineError, match=r"^--tags: b512 not in pretrain.runs \(its tags: .*b256-200e-bf16"):
+        _plan(tmp_path, preset="study", policies="obj-scene", tags="b512")
     # a preset file whose runs list is empty is the same mistake, made in the file
     preset = pipeline.load_preset("demo")
     preset.setdefault("pretrain", {})["runs"] = []
@@ -562,6 +578,8 @@ def test_a_selection_that_leaves_no_run_is_refused_not_replaced_by_the_cross_pro
     path.write_text(yaml.safe_dump({k: v for k, v in preset.items() if not k.startswith("_")}))
     with pytest.raises(pipeline.PipelineError, match="pretrain.runs is an empty list"):
         _plan(tmp_path, preset=str(path))
+    with pytest.raises(pipeline.PipelineError, match="pretrain.runs is an empty list"):
+        _plan(tmp_path, preset=str(path), policies="random")  # not "the selection --policies random ..."
 
 
 def test_policies_and_methods_select_rows_of_a_runs_list(tmp_path):

@@ -59,22 +59,27 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
     """The preset with the command line's --policies/--methods/--seeds/... applied (a copy)."""
     p = copy.deepcopy(preset)
     pre = p.setdefault("pretrain", {})
+    # the preset's own rows: a flag's value none of them has is a typo; one they have, in none of the rows
+    # the flags before it kept, is a selection that keeps nothing of it, and the two errors say which
+    preset_runs = pre.get("runs") or []
     # on a runs list, --policies/--methods select its rows as --tags does: before, they set the cross
     # product's keys, which a runs list never reads, so `--policies obj-obj-dilate` still ran the random arm
     if args.policies:
         pre["policies"] = words(args.policies)
-        if pre.get("runs"):
-            pre["runs"] = _runs_with_field(pre["runs"], "policy", None, words(args.policies), "--policies")
+        if preset_runs:
+            pre["runs"] = _runs_with_field(pre["runs"], preset_runs, "policy", None, words(args.policies),
+                                           "--policies", args)
     if args.methods:
         pre["methods"] = words(args.methods)
-        if pre.get("runs"):
-            pre["runs"] = _runs_with_field(pre["runs"], "method", "moco_v2", words(args.methods), "--methods")
+        if preset_runs:
+            pre["runs"] = _runs_with_field(pre["runs"], preset_runs, "method", "moco_v2", words(args.methods),
+                                           "--methods", args)
     if args.tags:
-        if not pre.get("runs"):
+        if not preset_runs:
             raise PipelineError("--tags selects among pretrain.runs, and this preset lists none")
-        pre["runs"] = _runs_with_field(pre["runs"], "tag", "-", words(args.tags), "--tags")
+        pre["runs"] = _runs_with_field(pre["runs"], preset_runs, "tag", "-", words(args.tags), "--tags", args)
     if args.seeds:
-        if pre.get("runs"):
+        if preset_runs:
             # a runs list names its rows' seeds, so --seeds selects among them; the random-init reference
             # probes keep the preset's seeds (as --tags leaves the references), so a later session's
             # `--seeds 3` of an accumulating arm adds no random-init seed to the reference row
@@ -84,15 +89,16 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
             pre["runs"] = _runs_with_seeds(pre["runs"], pre["seeds"], args)
     if args.proposals and words(args.proposals) == ["none"]:
         # the random-crop runs alone, e.g. a registered random arm trained again for its fine-tuning only
-        if not pre.get("runs"):
+        if not preset_runs:
             raise PipelineError("--proposals none keeps the random-crop runs of pretrain.runs, and this preset "
                                 "lists none (--policies random does it for the cross product)")
         pre["runs"] = [r for r in pre["runs"] if not (isinstance(r, dict) and r.get("proposals"))]
     elif args.proposals:
         p.setdefault("proposals", {})["methods"] = words(args.proposals)
-        if pre.get("runs"):
-            pre["runs"] = _runs_with_proposals(pre["runs"], words(args.proposals))
-    p["_selection"] = _selection(args)  # named by pretrain_specs when it leaves no run ("" when none)
+        if preset_runs:
+            pre["runs"] = _runs_with_proposals(pre["runs"], preset_runs, words(args.proposals), args)
+    # named by pretrain_specs when the selection leaves no run; a preset file's own `runs: []` is its own error
+    p["_selection"] = _selection(args) if preset_runs else ""
     if not getattr(args, "references", True):
         _drop_references(p)
     if getattr(args, "references_only", False):
@@ -145,15 +151,30 @@ def _references_only(p: Dict[str, Any], args) -> None:
     p["_references_only"] = True
 
 
-def _runs_with_field(runs, field: str, default: Optional[str], wanted: List[str], flag: str) -> List[Dict[str, Any]]:
-    """The runs of pretrain.runs whose `field` (`default` when a run leaves it out; "-" for an untagged
-    run) is one of `wanted`; a value no run has is an error naming the values there are."""
-    value_of = [str(r.get(field) or default) if isinstance(r, dict) else str(default) for r in runs]
-    unknown = set(wanted) - set(value_of)
+def _runs_with_field(runs, preset_runs, field: str, default: Optional[str], wanted: List[str], flag: str,
+                     args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The runs of `runs` (what the flags before `flag` kept of the preset's `preset_runs`) whose `field`
+    (`default` when a run leaves it out; "-" for an untagged run) is one of `wanted`. Each wanted value
+    must be in a kept row: the error names the values there are, in the preset or in the kept rows."""
+    def value_of(run) -> str:
+        return str(run.get(field) or default) if isinstance(run, dict) else str(default)
+    _check_wanted(set(wanted), {value_of(r) for r in preset_runs}, {value_of(r) for r in runs}, flag,
+                  "policies" if field == "policy" else field + "s", args)
+    return [r for r in runs if value_of(r) in wanted]
+
+
+def _check_wanted(wanted: set, in_preset: set, in_kept: set, flag: str, what: str, args: argparse.Namespace) -> None:
+    """A typo (a value no row of the preset has) and a selection that keeps no row with the value (the
+    preset has it, the flags before `flag` left it out) are different mistakes with different fixes."""
+    unknown = wanted - in_preset
     if unknown:
         raise PipelineError(f"{flag}: {', '.join(sorted(unknown))} not in pretrain.runs "
-                            f"(its {'policies' if field == 'policy' else field + 's'}: {', '.join(sorted(set(value_of)))})")
-    return [r for r, v in zip(runs, value_of) if v in wanted]
+                            f"(its {what}: {', '.join(sorted(in_preset)) or 'none'})")
+    left_out = wanted - in_kept
+    if left_out:
+        raise PipelineError(f"{flag}: {', '.join(sorted(left_out))} is in no row of pretrain.runs that "
+                            f"{_selection(args, before=flag)} keeps "
+                            f"(their {what}: {', '.join(sorted(in_kept)) or 'none'})")
 
 
 def _runs_with_seeds(runs, seeds: List[int], args: argparse.Namespace) -> List[Dict[str, Any]]:
@@ -176,20 +197,23 @@ def _runs_with_seeds(runs, seeds: List[int], args: argparse.Namespace) -> List[D
     return kept
 
 
-def _selection(args: argparse.Namespace) -> str:
-    """The filters of pretrain.runs given on the command line, as typed: `--tags x --seeds 1`."""
-    flags = ("--policies", "--methods", "--proposals", "--tags", "--seeds")
+SELECTION_FLAGS = ("--policies", "--methods", "--tags", "--seeds", "--proposals")  # in the order they apply
+
+
+def _selection(args: argparse.Namespace, before: Optional[str] = None) -> str:
+    """The filters of pretrain.runs given on the command line, as typed: `--tags x --seeds 1`; with
+    `before`, those applied before that flag."""
+    flags = SELECTION_FLAGS[:SELECTION_FLAGS.index(before)] if before else SELECTION_FLAGS
     return " ".join(f"{flag} {getattr(args, flag[2:])}" for flag in flags if getattr(args, flag[2:]))
 
 
-def _runs_with_proposals(runs, sources: List[str]) -> List[Dict[str, Any]]:
+def _runs_with_proposals(runs, preset_runs, sources: List[str], args: argparse.Namespace) -> List[Dict[str, Any]]:
     """--proposals on a runs list: the object-aware runs on one of `sources` (their `proposals`, the store's
-    name without a -top<k>), and every run without proposals, as the cross product keeps random crops."""
-    known = {str(r.get("proposals")) for r in runs if isinstance(r, dict) and r.get("proposals")}
-    unknown = set(sources) - known
-    if unknown:
-        raise PipelineError(f"--proposals: {', '.join(sorted(unknown))} not in pretrain.runs "
-                            f"(its proposal sources: {', '.join(sorted(known)) or 'none'})")
+    name without a -top<k>), and every run without proposals, as the cross product keeps random crops.
+    `sources` are checked against the preset's rows (`preset_runs`), the runs kept are among `runs`."""
+    def sources_of(rows) -> set:
+        return {str(r.get("proposals")) for r in rows if isinstance(r, dict) and r.get("proposals")}
+    _check_wanted(set(sources), sources_of(preset_runs), sources_of(runs), "--proposals", "proposal sources", args)
     return [r for r in runs if not (isinstance(r, dict) and r.get("proposals")) or str(r["proposals"]) in sources]
 
 
