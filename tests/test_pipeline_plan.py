@@ -554,19 +554,22 @@ def test_a_selection_that_leaves_no_run_is_refused_not_replaced_by_the_cross_pro
     assert "r50" in run.name and run.name.endswith("_s0")
     # the other filters of a runs list: the rows of b256-200e-bf16 all have proposals or none, and the
     # object-aware rows alone have no random-crop run left to keep
-    with pytest.raises(pipeline.PipelineError, match="--policies obj-obj-dilate --tags b256-200e-bf16 --proposals none leaves no run"):
+    with pytest.raises(pipeline.PipelineError,
+                       match="--policies obj-obj-dilate --tags b256-200e-bf16 --proposals none leaves no run"):
         _plan(tmp_path, preset="study", tags="b256-200e-bf16", policies="obj-obj-dilate", proposals="none")
     # a value the preset has, in none of the rows the flags before it kept, is named as such, with the
     # values the kept rows have (before: "--tags: b256-200e-bf16 not in pretrain.runs (its tags: -,
     # explore-b256-200e-bf16)", as if the preset had no such tag)
     with pytest.raises(pipeline.PipelineError, match=r"^--tags: b256-200e-bf16 is in no row of pretrain.runs that "
-                                                     r"--policies obj-scene keeps \(their tags: -, explore-b256-200e-bf16\)"):
+                                                     r"--policies obj-scene keeps "
+                                                     r"\(their tags: -, explore-b256-200e-bf16\)"):
         _plan(tmp_path, preset="study", policies="obj-scene", tags="b256-200e-bf16")
     with pytest.raises(pipeline.PipelineError, match=r"^--methods: byol is in no row .* that --policies obj-scene keeps "
                                                      r"\(their methods: moco_v2\)"):
         _plan(tmp_path, preset="study", policies="obj-scene", methods="byol")
     with pytest.raises(pipeline.PipelineError, match=r"^--proposals: selective-search is in no row .* that "
-                                                     r"--tags b256-200e-bf16 --seeds 0 keeps \(their proposal sources: gt, saliency-gs\)"):
+                                                     r"--tags b256-200e-bf16 --seeds 0 keeps "
+                                                     r"\(their proposal sources: gt, saliency-gs\)"):
         _plan(tmp_path, preset="study_hard", tags="b256-200e-bf16", seeds="0", proposals="selective-search")
     # a value no row of the preset has is a typo, named with the values the whole preset lists
     with pytest.raises(pipeline.PipelineError, match=r"^--tags: b512 not in pretrain.runs \(its tags: .*b256-200e-bf16"):
