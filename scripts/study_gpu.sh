@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The study's pretraining and probe at GPU scale (issue 8; docs/results.md). Two presets:
 # * study_gpu (the default): ResNet-50 for 100 epochs at batch 256 on the default variant, random
-#   crops against obj-obj-dilate on ground-truth boxes at 3 seeds, head BN, BYOL, MoCo-v2's lr;
+#   crops against obj-obj-dilate on ground-truth boxes at 3 seeds, head BN, BYOL, MoCo-v2's lr, and
+#   the recipe under which the ResNet-50 with head BN began to learn on the CPU (issue 20 §4, 3 seeds);
 # * study_plain_gpu: the background-free control's ResNet-18 for 300 epochs at batch 256, the
 #   augmentations batched on the GPU (VIEWS.AUGMENT_ON device).
 # Both beside random-init and supervised references of the same network. Needs one CUDA GPU and

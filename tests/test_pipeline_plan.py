@@ -420,7 +420,8 @@ def test_gpu_study_preset_pretrains_and_probes_on_one_gpu_without_detection(tmp_
     tasks = pipeline.build_plan(pipeline.load_preset("study_gpu"), str(tmp_path))
     assert {t.stage for t in tasks} == {"data", "proposals", "pretrain", "probe", "report"}  # no detectron2 needed
     pre = [t for t in tasks if t.stage == "pretrain" and t.name != "pretrain.supervised"]
-    assert len(pre) == 3 * 2 + 4 and all(t.gpus == 1 for t in pre)
+    # both policies at 3 seeds, head-bn, BYOL, lr-moco on both policies, and §4's CPU recipe at 3 seeds
+    assert len(pre) == 3 * 2 + 4 + 3 and all(t.gpus == 1 for t in pre)
     # every run is the GPU study's config: its own file, or a leaf whose base it is
     assert all(_merged(t).PRETRAIN.ARCH == "resnet50" and _merged(t).PRETRAIN.EPOCHS == 100 for t in pre)
     files = {t.cmd[t.cmd.index("--config-file") + 1] for t in pre}

@@ -109,3 +109,34 @@ def test_every_recorded_run_keeps_its_name(study):
             assert name == key.split("/")[-1]  # the record's own key is that name too
             recorded.append(name)
     assert recorded and sorted(set(recorded) - planned) == []
+
+
+def test_the_gpu_row_of_the_cpu_resnet50_recipe_differs_from_it_in_the_device_alone(monkeypatch):
+    """study_gpu's row r50-b256-100e-bf16-headbn is study's row of that tag (the recipe under which the
+    ResNet-50 began to learn on the CPU) on a GPU, so that its probe tells the device from the warm-up as
+    the cause of the GPU head-bn run's failure: their merged configs compute the same thing
+    (computation_hash ignores execution settings) once PRETRAIN.AMP_CPU, which gives a CPU the bf16
+    autocast a GPU has under PRETRAIN.AMP, is set alike; and the GPU row is head-bn's config but for its
+    warm-up. A leaf one value off (a planted lr, queue or head) fails it."""
+    from objcrop.pretrain.engine.results import computation_hash
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", "/DATASETS")
+    tag = "r50-b256-100e-bf16-headbn"
+
+    def merged(preset, seed_tag):
+        args = pipeline.build_parser().parse_args(["--preset", preset, "--tags", seed_tag, "--seeds", "0"])
+        (t,) = [t for t in pipeline.build_plan(pipeline.apply_overrides(pipeline.load_preset(preset), args), "/OUT")
+                if t.stage == "pretrain" and t.name != "pretrain.supervised"]
+        opts = t.cmd[t.cmd.index("--opts") + 1:]
+        cfg = merge_config(get_pretrain_cfg, t.cmd[t.cmd.index("--config-file") + 1], opts)
+        cfg.defrost()
+        cfg.PRETRAIN.AMP_CPU = False
+        return cfg
+
+    cpu, gpu = merged("study", tag), merged("study_gpu", tag)
+    assert cpu.PRETRAIN.AMP and cpu.PRETRAIN.AMP_DTYPE == "bfloat16"
+    assert computation_hash(gpu) == computation_hash(cpu)
+    head_bn = merged("study_gpu", "head-bn")
+    assert (head_bn.PRETRAIN.WARMUP_EPOCHS, gpu.PRETRAIN.WARMUP_EPOCHS) == (5.0, 10.0)
+    head_bn.PRETRAIN.WARMUP_EPOCHS, head_bn.PRETRAIN.TAG = gpu.PRETRAIN.WARMUP_EPOCHS, gpu.PRETRAIN.TAG
+    assert computation_hash(head_bn) == computation_hash(gpu)
