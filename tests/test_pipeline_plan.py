@@ -361,10 +361,10 @@ def test_study_preset_lists_its_runs_instead_of_the_cross_product(tmp_path):
     # diagnostics (3 + 1 seeds), a 4x-lr run, two 10x-budget runs, four batch-256 runs, 3 seeds at MoCo-v2's
     # lr, the supervised bound, issue 20 §2's first budget point (3 seeds of random crops, bf16), at the
     # second, the learning budget, the registered comparison's three arms (12 seeds each, issue 20 §3), and
-    # issue 20 §4's ResNet-50 at the first point's recipe (3 seeds), and issue 20 §3's budget curve (three
+    # issue 20 §4's ResNet-50 at the first and second points' recipes (3 seeds each), and issue 20 §3's budget curve (three
     # rows of 3 seeds: Obj-Obj+Dilate at the first point, both policies at half of it), and its exploratory
     # arms at the learning budget (four rows of 3 seeds: Obj-Scene, DiLo's copy-paste, the BYOL pair)
-    assert len(pre) == 9 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1 + 1 + 3 + 3 * 12 + 3 + 3 * 3 + 4 * 3
+    assert len(pre) == 9 * 3 + 2 + 3 + 1 + 1 + 2 + 4 + 3 + 1 + 1 + 3 + 3 * 12 + 2 * 3 + 3 * 3 + 4 * 3
     assert "pretrain.moco_v2_obj-obj-dilate+copy-paste-dilo_gt_s0" in pre
     assert "pretrain.moco_v2_random-4x_none_s0" in pre
     nocol = by_name["pretrain.moco_v2_random-no-colour_none_s0"]
