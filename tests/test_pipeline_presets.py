@@ -123,8 +123,8 @@ def test_the_gpu_row_of_the_cpu_resnet50_recipe_differs_from_it_in_the_device_al
     monkeypatch.setenv("DETECTRON2_DATASETS", "/DATASETS")
     tag = "r50-b256-100e-bf16-headbn"
 
-    def merged(preset, seed_tag):
-        args = pipeline.build_parser().parse_args(["--preset", preset, "--tags", seed_tag, "--seeds", "0"])
+    def merged(preset, row_tag):
+        args = pipeline.build_parser().parse_args(["--preset", preset, "--tags", row_tag, "--seeds", "0"])
         (t,) = [t for t in pipeline.build_plan(pipeline.apply_overrides(pipeline.load_preset(preset), args), "/OUT")
                 if t.stage == "pretrain" and t.name != "pretrain.supervised"]
         opts = t.cmd[t.cmd.index("--opts") + 1:]
