@@ -2,6 +2,7 @@
 
     python scripts/study_extras.py OUT/study        # after the pipeline; writes OUT/study/extras/
     python scripts/study_extras.py --plan-only OUT/study_gpu   # only OUT/study_gpu/plan.json
+    python scripts/study_extras.py --refresh-record docs/results/study   # the record's plan.json, made again
 
 * view statistics of every policy the study pretrained with (`objcrop views stats`: views
   holding half an object, pairs showing the same object, object cover), with the boxes
@@ -17,6 +18,7 @@ one that already has its output is not repeated.
 """
 import argparse
 import glob
+import json
 import os
 import shlex
 import subprocess
@@ -44,20 +46,35 @@ def write_plan(study: str, preset: str, pipeline_args: Sequence[str] = ()) -> st
     """OUT/plan.json: the preset's tasks (objcrop.pipeline's plan for this output directory), with the
     pipeline's own selection flags (`--tags b256-100e`, `--seeds 0 1 2`) applied when given."""
     from objcrop.io import write_json_atomic
-    from objcrop.pipeline.cli import build_parser
-    from objcrop.pipeline.plan import build_plan
-    from objcrop.pipeline.presets import apply_overrides, load_preset
-    from objcrop.pipeline.tasks import STAGE_ORDER
+    from objcrop.pipeline import STAGE_ORDER, planned_results
 
-    overrides = build_parser().parse_args(["--preset", preset, *pipeline_args])
-    tasks = [{"name": t.name, "stage": t.stage, "results": [os.path.relpath(r, study) for r in t.results]}
-             for t in build_plan(apply_overrides(load_preset(preset), overrides), study)]
+    tasks = planned_results(preset, pipeline_args, study)
     path = os.path.join(study, "plan.json")
     plan = {"preset": preset, "stage_order": STAGE_ORDER, "tasks": tasks}
     if pipeline_args:
         plan["pipeline_args"] = list(pipeline_args)
     write_json_atomic(path, plan)
     return path
+
+
+def refresh_record_plan(record_path: str) -> str:
+    """A study record's plan.json made again from its preset as it is now (the preset and selection flags
+    the record's plan names), so that the study page's "Not run yet" lists the rows added to the preset
+    since the record's last run. tests/test_study_page.py checks that every record's plan is current."""
+    import tempfile
+
+    from objcrop.errors import ObjcropError
+    from objcrop.report.record import StudyRecord
+
+    record = StudyRecord.open(record_path)
+    plan = record.read("plan.json")
+    if not isinstance(plan, dict) or not plan.get("preset"):
+        raise ObjcropError(f"{record_path}: no plan.json naming its preset (write one with --plan-only beside a run)")
+    with tempfile.TemporaryDirectory() as out:
+        with open(write_plan(out, plan["preset"], plan.get("pipeline_args") or []), encoding="utf-8") as f:
+            tasks = len(json.load(f)["tasks"])
+        record.save_output(out)
+    return f"{record_path}: plan.json made again from the preset {plan['preset']} ({tasks} tasks)"
 
 
 def main(argv=None) -> int:
@@ -70,7 +87,13 @@ def main(argv=None) -> int:
     p.add_argument("--plan-only", action="store_true", help="write plan.json and measure nothing")
     p.add_argument("--tags", help='the pipeline\'s --tags of the output, for plan.json (e.g. "b256-100e")')
     p.add_argument("--seeds", help='the pipeline\'s --seeds of the output, for plan.json (e.g. "0 1 2")')
+    p.add_argument("--refresh-record", action="store_true",
+                   help="STUDY is a study record (docs/results/<study>): make its plan.json again from the "
+                        "preset as it is now, with the preset and flags the record's plan names; measures nothing")
     args = p.parse_args(argv)
+    if args.refresh_record:
+        print(refresh_record_plan(args.study))
+        return 0
 
     study = os.path.abspath(args.study)
     selection = [x for flag, v in (("--tags", args.tags), ("--seeds", args.seeds)) if v for x in (flag, v)]

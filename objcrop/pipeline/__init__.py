@@ -14,7 +14,7 @@ The stages are driven through their CLIs only (each task is a process); the pipe
 objcrop's core (records, config) and objcrop.pretrain's config defaults to name runs.
 docs/ARCHITECTURE.md places it: above every stage, depended on by none.
 """
-from objcrop.pipeline.cli import build_parser, main
+from objcrop.pipeline.cli import build_parser, main, planned_results
 from objcrop.pipeline.local import Pipeline
 from objcrop.pipeline.plan import build_plan
 from objcrop.pipeline.presets import PipelineError, RunSpec, apply_overrides, load_preset, pretrain_specs
@@ -22,6 +22,6 @@ from objcrop.pipeline.recorded import open_record, recorded_tasks
 from objcrop.pipeline.slurm import cluster_shell_command
 from objcrop.pipeline.tasks import STAGE_ORDER, Task, objcrop_argv, result_recorded, select_stages
 
-__all__ = ["build_parser", "main", "Pipeline", "build_plan", "PipelineError", "RunSpec", "apply_overrides",
+__all__ = ["build_parser", "main", "planned_results", "Pipeline", "build_plan", "PipelineError", "RunSpec", "apply_overrides",
            "load_preset", "pretrain_specs", "open_record", "recorded_tasks", "cluster_shell_command",
            "STAGE_ORDER", "Task", "objcrop_argv", "result_recorded", "select_stages"]

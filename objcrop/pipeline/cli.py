@@ -5,7 +5,7 @@ import os
 import shlex
 import sys
 import time
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from objcrop.io import remove_stale_temp_files
 from objcrop.pipeline.local import PROG, Pipeline
@@ -157,6 +157,15 @@ def jobs_of(args: argparse.Namespace, preset: dict) -> int:
         where = "--jobs/OBJCROP_JOBS" if args.jobs is not None else f"{preset['_path']}: jobs"
         raise PipelineError(f"{where} = {value!r}: expected a whole number >= 1")
     return jobs
+
+
+def planned_results(preset: str, pipeline_args: Sequence[str], out: str) -> List[Dict[str, Any]]:
+    """The tasks `objcrop pipeline --preset PRESET PIPELINE_ARGS --out OUT` plans, each as its name, stage
+    and result files relative to OUT: the form of a record's plan.json (scripts/study_extras.py), and what
+    the study page reads a record against, with the preset as it is now."""
+    args = build_parser().parse_args(["--preset", preset, *pipeline_args])
+    return [{"name": t.name, "stage": t.stage, "results": [os.path.relpath(r, out) for r in t.results]}
+            for t in build_plan(apply_overrides(load_preset(preset), args), out)]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
