@@ -147,7 +147,8 @@ def _holds(record: StudyRecord, relpath: str) -> bool:
 
 def not_run(record: StudyRecord, preset: str) -> str:
     """The preset's tasks whose results the record does not hold: what rerunning it runs next. The
-    tasks come from the record's plan.json (scripts/study_extras.py writes the pipeline's plan)."""
+    tasks come from the record's plan.json (scripts/study_extras.py writes the pipeline's plan; this
+    module reads files only), which tests/test_study_page.py checks against the preset as it is now."""
     plan = record.read("plan.json")
     if not isinstance(plan, dict):
         return f"_(no plan recorded: `python scripts/study_extras.py --plan-only OUT` beside the `{preset}` run)_"

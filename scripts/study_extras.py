@@ -11,7 +11,8 @@
 * a grid of sampled view pairs per policy (`objcrop views show`);
 * the preset's plan, OUT/plan.json: every task with the results it writes (relative to OUT), so
   that the study page (`objcrop report study`, which reads files only) can list what a rerun of
-  the preset would still run. It is the plan of the preset as it is now: recorded with the results.
+  the preset would still run. It is the plan of the preset as it is now: recorded with the results,
+  and made again in the record (--refresh-record) when the preset changes between whole runs.
 
 Each measurement is one `objcrop` command (its exact argv is kept in extras/commands.txt);
 one that already has its output is not repeated.
