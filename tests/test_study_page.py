@@ -291,3 +291,30 @@ def test_every_records_plan_is_its_presets_plan_as_it_is_now(study):
     now = planned_results(plan["preset"], plan.get("pipeline_args") or [], "/OUT")
     assert tasks(plan["tasks"]) == tasks(now), (
         f"the record's plan is not its preset's: python scripts/study_extras.py --refresh-record docs/results/{study}")
+
+
+def test_refresh_record_makes_a_stale_plan_the_presets_again_with_its_selection(tmp_path):
+    """`study_extras.py --refresh-record RECORD`: a record whose plan.json lists none of its preset's tasks
+    gets the preset's plan as it is now, under the selection flags the old plan named (study_plain_detect's
+    `--tags b256-100e --seeds ...`), and nothing else of the record changes."""
+    import importlib.util
+
+    from objcrop.io import write_json_atomic
+    from objcrop.pipeline import planned_results
+
+    spec = importlib.util.spec_from_file_location("study_extras", os.path.join(REPO, "scripts", "study_extras.py"))
+    extras = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extras)
+    out, rec = str(tmp_path / "out"), str(tmp_path / "rec")
+    name = _pretrain_output(out)
+    selection = ["--tags", "b256-100e", "--seeds", "0"]
+    write_json_atomic(os.path.join(out, "plan.json"), {"preset": "study_plain", "tasks": [],
+                                                        "pipeline_args": selection})
+    record = StudyRecord.open(rec)
+    record.save_output(out)
+    assert extras.main(["--refresh-record", rec]) == 0
+    plan = StudyRecord.open(rec).read("plan.json")
+    assert plan["pipeline_args"] == selection
+    assert plan["tasks"] == planned_results("study_plain", selection, "/OUT") and len(plan["tasks"]) > 3
+    assert StudyRecord.open(rec).results(f"runs/pretrain/{name}/results.json")["status"] == "ok"
+

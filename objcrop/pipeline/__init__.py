@@ -22,6 +22,6 @@ from objcrop.pipeline.recorded import open_record, recorded_tasks
 from objcrop.pipeline.slurm import cluster_shell_command
 from objcrop.pipeline.tasks import STAGE_ORDER, Task, objcrop_argv, result_recorded, select_stages
 
-__all__ = ["build_parser", "main", "planned_results", "Pipeline", "build_plan", "PipelineError", "RunSpec", "apply_overrides",
-           "load_preset", "pretrain_specs", "open_record", "recorded_tasks", "cluster_shell_command",
+__all__ = ["build_parser", "main", "planned_results", "Pipeline", "build_plan", "PipelineError", "RunSpec",
+           "apply_overrides", "load_preset", "pretrain_specs", "open_record", "recorded_tasks", "cluster_shell_command",
            "STAGE_ORDER", "Task", "objcrop_argv", "result_recorded", "select_stages"]
