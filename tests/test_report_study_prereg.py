@@ -1,12 +1,12 @@
 """The study page's registered comparisons and the re-reading of the earlier ones (report/prereg.py),
 and the exploratory reading's effect sizes (report/study_tables.py)."""
 import copy
-import importlib.util
 import os
 import re
 
 import pytest
 import yaml
+from _repo_files import load_repo_module
 
 from objcrop.errors import ObjcropError
 from objcrop.report import prereg, stats, study_tables
@@ -172,10 +172,7 @@ def test_bad_registration_raises_naming_the_file(tmp_path):
 
 
 def _power():
-    spec = importlib.util.spec_from_file_location("power", os.path.join(REPO, "scripts", "power.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_repo_module("scripts/power.py")
 
 
 def test_retrospective_family_on_the_records_matches_power_py():

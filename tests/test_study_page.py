@@ -5,6 +5,7 @@ import os
 import re
 
 import pytest
+from _repo_files import load_repo_module
 
 from objcrop.io import append_jsonl, write_text_atomic
 from objcrop.records import Provenance, results, write_results
@@ -255,12 +256,9 @@ def test_a_retrained_record_is_shown_but_not_counted_again_in_the_test_families(
 def test_the_recorded_plan_applies_the_pipelines_selection(tmp_path):
     """Guards against a plan.json of the whole preset for an output made with --tags/--seeds: the study
     page would then list every untouched row of the preset as "not run yet"."""
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("study_extras", os.path.join(REPO, "scripts", "study_extras.py"))
-    extras = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(extras)
+    extras = load_repo_module("scripts/study_extras.py")
     path = extras.write_plan(str(tmp_path), "study_plain", ["--tags", "b256-100e", "--seeds", "0 1 2"])
     plan = json.load(open(path))
     pre = [t["name"] for t in plan["tasks"] if t["stage"] == "pretrain" and t["name"] != "pretrain.supervised"]
@@ -297,14 +295,10 @@ def test_refresh_record_makes_a_stale_plan_the_presets_again_with_its_selection(
     """`study_extras.py --refresh-record RECORD`: a record whose plan.json lists none of its preset's tasks
     gets the preset's plan as it is now, under the selection flags the old plan named (study_plain_detect's
     `--tags b256-100e --seeds ...`), and nothing else of the record changes."""
-    import importlib.util
-
     from objcrop.io import write_json_atomic
     from objcrop.pipeline import planned_results
 
-    spec = importlib.util.spec_from_file_location("study_extras", os.path.join(REPO, "scripts", "study_extras.py"))
-    extras = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(extras)
+    extras = load_repo_module("scripts/study_extras.py")
     out, rec = str(tmp_path / "out"), str(tmp_path / "rec")
     name = _pretrain_output(out)
     selection = ["--tags", "b256-100e", "--seeds", "0"]
