@@ -85,7 +85,7 @@ def apply_overrides(preset: Dict[str, Any], args: argparse.Namespace) -> Dict[st
             # `--seeds 3` of an accumulating arm adds no random-init seed to the reference row
             p.setdefault("probe", {}).setdefault("reference_seeds", list(pre.get("seeds", [0])))
         pre["seeds"] = [int(s) for s in words(args.seeds)]
-        if pre.get("runs"):
+        if preset_runs:  # the flags before never empty the list: a value no kept row has is refused there
             pre["runs"] = _runs_with_seeds(pre["runs"], pre["seeds"], args)
     if args.proposals and words(args.proposals) == ["none"]:
         # the random-crop runs alone, e.g. a registered random arm trained again for its fine-tuning only
