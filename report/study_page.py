@@ -17,6 +17,7 @@ policies (report/budget_curve.py, results/budget_curve.png).
 import glob
 import os
 import re
+from collections import defaultdict
 from typing import List, Optional, Tuple
 
 from objcrop.io import write_text_atomic
@@ -110,14 +111,15 @@ the chosen box yellow — and the two augmented views):
 
 def section(title: str, study: str, preset: str, doc_dir: str, record: StudyRecord, loaded: tuple,
             same_data_as: str = "", registered=frozenset(), other_references: Optional[OtherReferences] = None,
-            withheld=frozenset()) -> str:
+            withheld=frozenset(), elsewhere=()) -> str:
     """One study's part of docs/results.md. `same_data_as`: the title of a section whose data this
     study shares; its view statistics and proposal recall are not repeated here. `record` and
     `loaded` (its study_values) are the study's, read once by write_page. `registered`: its
     reading rows that the registration claims (printed apart, not in its exploratory tables).
     `other_references`: random-init rows of other architectures on the same data (the gate reads
     this study's rows of those architectures against them). `withheld`: registered rows whose
-    comparison is not complete; their scores are not shown (prereg.interim_rows)."""
+    comparison is not complete; their scores are not shown (prereg.interim_rows). `elsewhere`: (title,
+    record) of the sections that retrain this preset's rows (run_elsewhere)."""
     values, arches = loaded
     s = setup_summary(record)
     plots = _pictures(os.path.join(study, "report", "plots", "*.png"), doc_dir)
@@ -134,7 +136,7 @@ def section(title: str, study: str, preset: str, doc_dir: str, record: StudyReco
 
 {report_table(study)}
 
-{not_run(record, preset)}
+{not_run(record, preset, elsewhere)}
 
 ### Did pretraining learn anything? Each backbone against random init
 
@@ -234,6 +236,17 @@ def same_data_references(loaded: dict) -> dict:
     return out
 
 
+def run_elsewhere(sections, records: dict) -> dict:
+    """preset -> (title, record) of the RETRAINED sections whose plan is that preset's: their tasks
+    ran, in their own record, so the preset's section does not list them as not run."""
+    out = defaultdict(list)
+    for title, _, preset, _ in sections:
+        plan = records[preset].read("plan.json") if preset in RETRAINED else None
+        if isinstance(plan, dict) and plan.get("preset") not in (None, preset):
+            out[plan["preset"]].append((title, records[preset]))
+    return out
+
+
 def _sweep_picture(studies, prereg, doc_dir: str) -> str:
     """Draws the budget sweep beside the page (results/budget_sweep.png); its markdown link, or ""."""
     panels = prereg_.sweep_panels(studies, prereg) if prereg else []
@@ -280,11 +293,12 @@ def write_page(args) -> str:
     if detection:
         parts.append(detection)
     references = same_data_references(loaded)
+    elsewhere = run_elsewhere(sections, records)
     for title, study, preset, same in sections:
         parts.append(section(title, os.path.abspath(study), preset, doc_dir, records[preset], loaded[preset],
                              same_data_as=same,
                              registered=prereg_.registered_rows(prereg, preset),
                              other_references=references.get(preset),
-                             withheld=withheld[preset]))
+                             withheld=withheld[preset], elsewhere=elsewhere.get(preset, ())))
     write_text_atomic(args.out, "\n\n".join(parts) + "\n")
     return args.out

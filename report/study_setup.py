@@ -6,7 +6,7 @@ import os
 import re
 import statistics
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from objcrop.records import Provenance
 from objcrop.report.record import StudyRecord
@@ -145,27 +145,40 @@ def _holds(record: StudyRecord, relpath: str) -> bool:
     return record.has(relpath)
 
 
-def not_run(record: StudyRecord, preset: str) -> str:
+def not_run(record: StudyRecord, preset: str, elsewhere: Sequence[Tuple[str, StudyRecord]] = ()) -> str:
     """The preset's tasks whose results the record does not hold: what rerunning it runs next. The
     tasks come from the record's plan.json (scripts/study_extras.py writes the pipeline's plan; this
-    module reads files only), which tests/test_study_page.py checks against the preset as it is now."""
+    module reads files only), which tests/test_study_page.py checks against the preset as it is now.
+    `elsewhere`: (section title, record) of the page's other sections that run this preset's tasks
+    (study_plain_detect retrains study_plain's b256-100e rows): a task one of them holds ran there,
+    and is named apart rather than as not run."""
     plan = record.read("plan.json")
     if not isinstance(plan, dict):
         return f"_(no plan recorded: `python scripts/study_extras.py --plan-only OUT` beside the `{preset}` run)_"
-    missing = defaultdict(list)
+    missing, held = defaultdict(list), defaultdict(list)
     for t in plan.get("tasks", []):
         if t.get("results") and not all(_holds(record, r) for r in t["results"]):
-            missing[t["stage"]].append(t["name"].split(".", 1)[1] if "." in t["name"] else t["name"])
+            name = t["name"].split(".", 1)[1] if "." in t["name"] else t["name"]
+            there = next((title for title, other in elsewhere if all(_holds(other, r) for r in t["results"])), None)
+            (held[there] if there else missing[t["stage"]]).append(name)
+    run_there = [_held_elsewhere(title, names) for title, names in held.items()]
     if not missing:
-        return "Every task of the preset has its result."
+        return "\n\n".join(run_there + ["Every other task of the preset has its result." if held
+                                     else "Every task of the preset has its result."])
     selection = " ".join(plan.get("pipeline_args") or [])
-    lines = [f"Not run yet — `{plan.get('preset', preset)}` preset tasks{f' (`{selection}`)' if selection else ''} "
-             f"without a result "
-             f"({sum(map(len, missing.values()))}), in the order a rerun takes them:", ""]
+    lines = [line for text in run_there for line in (text, "")]
+    lines += [f"Not run yet — `{plan.get('preset', preset)}` preset tasks{f' (`{selection}`)' if selection else ''} "
+              f"without a result "
+              f"({sum(map(len, missing.values()))}), in the order a rerun takes them:", ""]
     for stage in plan.get("stage_order") or sorted(missing):
         if missing.get(stage):
             lines.append(f"* {stage} ({len(missing[stage])}): " + ", ".join(f"`{n}`" for n in missing[stage]))
     return "\n".join(lines)
+
+
+def _held_elsewhere(title: str, names: List[str]) -> str:
+    return (f"Run in the section \"{title}\" and recorded there, not here ({len(names)}): "
+            + ", ".join(f"`{n}`" for n in names))
 
 
 def _gpu_use(path: str) -> str:

@@ -76,6 +76,15 @@ def test_not_run_lists_the_planned_tasks_the_record_lacks(tmp_path):
                                                         "tasks": tasks})
     record.save_output(out)
     assert not_run(record, "study").endswith("* probe (1): `random_init_s1`")
+    retrained = StudyRecord.open(str(tmp_path / "retrained"))
+    assert not_run(record, "study", [("Retrained", retrained)]).endswith("* probe (1): `random_init_s1`")
+    other_out = tmp_path / "other"
+    (other_out / "runs/probe/random_init_s1").mkdir(parents=True)
+    write_json_atomic(str(other_out / "runs/probe/random_init_s1/results.json"), {"status": "ok"})
+    retrained.save_output(str(other_out))
+    moved = not_run(record, "study", [("Retrained", retrained)])
+    assert moved == ('Run in the section "Retrained" and recorded there, not here (1): `random_init_s1`\n\n'
+                     "Every other task of the preset has its result.")
     tasks.pop(2)
     write_json_atomic(os.path.join(out, "plan.json"), {"preset": "study", "tasks": tasks})
     record.save_output(out)
@@ -251,6 +260,21 @@ def test_a_retrained_record_is_shown_but_not_counted_again_in_the_test_families(
     assert "## Detection on backbones that learned" not in pages["alone"]
     assert int(family.search(pages["alone"]).group(1)) > 0
     assert family.search(pages["twin"]).group(1) == family.search(pages["alone"]).group(1)
+
+
+def test_the_preset_tasks_a_retrained_section_ran_are_not_listed_as_not_run(tmp_path):
+    """study_plain's b256-100e detections ran on retrained backbones in study_plain_detect's record: the
+    background-free control's section names them as run there, not as "Not run yet"."""
+    none = str(tmp_path / "none")
+    argv = ["study", "--study", none, "--hard", none, "--gpu", none, "--plain-gpu", none,
+            "--plain", os.path.join(REPO, "docs", "results", "study_plain"),
+            "--plain-detect", os.path.join(REPO, "docs", "results", "study_plain_detect"),
+            "--wall-time", str(tmp_path / "none.txt"), "--preamble", none + ".md", "--discussion", none + ".md",
+            "--out", str(tmp_path / "page.md")]
+    assert report_main(argv) == 0
+    plain = (tmp_path / "page.md").read_text().split("## No background to match views by")[1].split("\n## ")[0]
+    assert 'Run in the section "Detection on backbones that learned' in plain
+    assert "`voc.scratch.seed0`" in plain and "Not run yet" not in plain
 
 
 def test_the_recorded_plan_applies_the_pipelines_selection(tmp_path):
