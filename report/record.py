@@ -254,6 +254,16 @@ class StudyRecord:
         return record_file.dump(self.path, self.data)
 
 
+def holds_result(record, relpath: str) -> bool:
+    """Does `record` (a StudyRecord, or anything with its results() and has()) hold this result: a
+    results.json with status ok, any other file at all? The pipeline's --records and the study
+    page's "Not run yet" both ask it."""
+    if relpath.endswith("results.json"):
+        data = record.results(relpath)
+        return isinstance(data, dict) and data.get("status") == "ok"
+    return record.has(relpath)
+
+
 def _norm(relpath: str) -> str:
     return os.path.normpath(relpath).replace(os.sep, "/")
 

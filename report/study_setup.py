@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from objcrop.records import Provenance
-from objcrop.report.record import StudyRecord
+from objcrop.report.record import StudyRecord, holds_result
 from objcrop.report.study_runs import device_kind, learnability_budgets, pretrain_keys
 
 
@@ -138,13 +138,6 @@ def setup_summary(record: StudyRecord) -> Dict[str, str]:
             "learnability": learnability_budgets(record), "times": time_summary(record)}
 
 
-def _holds(record: StudyRecord, relpath: str) -> bool:
-    """Does the record hold a task's result (a results.json: with status ok)?"""
-    if relpath.endswith("results.json"):
-        return (record.results(relpath) or {}).get("status") == "ok"
-    return record.has(relpath)
-
-
 def not_run(record: StudyRecord, preset: str, elsewhere: Sequence[Tuple[str, StudyRecord]] = ()) -> str:
     """The preset's tasks whose results the record does not hold: what rerunning it runs next. The
     tasks come from the record's plan.json (scripts/study_extras.py writes the pipeline's plan; this
@@ -157,9 +150,10 @@ def not_run(record: StudyRecord, preset: str, elsewhere: Sequence[Tuple[str, Stu
         return f"_(no plan recorded: `python scripts/study_extras.py --plan-only OUT` beside the `{preset}` run)_"
     missing, held = defaultdict(list), defaultdict(list)
     for t in plan.get("tasks", []):
-        if t.get("results") and not all(_holds(record, r) for r in t["results"]):
+        if t.get("results") and not all(holds_result(record, r) for r in t["results"]):
             name = t["name"].split(".", 1)[1] if "." in t["name"] else t["name"]
-            there = next((title for title, other in elsewhere if all(_holds(other, r) for r in t["results"])), None)
+            there = next((title for title, other in elsewhere
+                          if all(holds_result(other, r) for r in t["results"])), None)
             (held[there] if there else missing[t["stage"]]).append(name)
     run_there = [_held_elsewhere(title, names) for title, names in held.items()]
     if not missing:

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional, Set
 from objcrop.errors import ObjcropError
 from objcrop.pipeline.presets import PipelineError
 from objcrop.pipeline.tasks import Task
+from objcrop.report.record import holds_result
 
 
 def open_record(path: str):
@@ -69,17 +70,9 @@ class RenamedRecord:
         return self.record.has(self._old(relpath))
 
 
-def holds(record, relpath: str) -> bool:
-    """Does the record hold this result (a results.json: with status ok)?"""
-    if relpath.endswith("results.json"):
-        data = record.results(relpath)
-        return isinstance(data, dict) and data.get("status") == "ok"
-    return record.has(relpath)
-
-
 def holds_results(record, task: Task, out: str) -> bool:
     """Does the record hold every result file of `task` (its paths below the absolute `out`)?"""
-    return all(holds(record, os.path.relpath(r, out)) for r in task.results)
+    return all(holds_result(record, os.path.relpath(r, out)) for r in task.results)
 
 
 def recorded_tasks(tasks: List[Task], out: str, records, stages: Optional[List[str]] = None) -> Set[str]:
