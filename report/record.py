@@ -254,14 +254,27 @@ class StudyRecord:
         return record_file.dump(self.path, self.data)
 
 
-def holds_result(record, relpath: str) -> bool:
+def holds_result(record, relpath: str, budget: Optional[Dict[str, int]] = None) -> bool:
     """Does `record` (a StudyRecord, or anything with its results() and has()) hold this result: a
-    results.json with status ok, any other file at all? The pipeline's --records and the study
-    page's "Not run yet" both ask it."""
+    results.json with status ok (with `budget`, a fine-tuning's planned budget: one of that budget,
+    `same_budget`), any other file at all? The pipeline's --records and the study page's "Not run
+    yet" both ask it."""
     if relpath.endswith("results.json"):
         data = record.results(relpath)
-        return isinstance(data, dict) and data.get("status") == "ok"
+        return isinstance(data, dict) and data.get("status") == "ok" and (budget is None or same_budget(data, budget))
     return record.has(relpath)
+
+
+def same_budget(result: Dict[str, Any], budget: Dict[str, int]) -> bool:
+    """Did this detection results.json train on the images `budget` plans ({"iterations",
+    "ims_per_batch"} of its config, before scaling)? Images seen (iterations x images per batch) is
+    what the linear scaling rule keeps when another world size runs the config, so it is compared,
+    within one recorded batch (scaled iterations are rounded). A result that does not say is not
+    taken for any budget."""
+    its, ims = result.get("iterations"), result.get("ims_per_batch")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (its, ims)):
+        return False
+    return abs(its * ims - budget["iterations"] * budget["ims_per_batch"]) <= ims
 
 
 def _norm(relpath: str) -> str:

@@ -144,20 +144,27 @@ def not_run(record: StudyRecord, preset: str, elsewhere: Sequence[Tuple[str, Stu
     module reads files only), which tests/test_study_page.py checks against the preset as it is now.
     `elsewhere`: (section title, record) of the page's other sections that run this preset's tasks
     (study_plain_detect retrains study_plain's b256-100e rows): a task one of them holds ran there,
-    and is named apart rather than as not run."""
+    and is named apart rather than as not run. A fine-tuning recorded at another budget than the
+    plan's (plan.json "budget") is named apart too: the tables keep it, a rerun trains it again."""
     plan = record.read("plan.json")
     if not isinstance(plan, dict):
         return f"_(no plan recorded: `python scripts/study_extras.py --plan-only OUT` beside the `{preset}` run)_"
-    missing, held = defaultdict(list), defaultdict(list)
+    missing, held, other_budget = defaultdict(list), defaultdict(list), defaultdict(list)
     for t in plan.get("tasks", []):
-        if t.get("results") and not all(holds_result(record, r) for r in t["results"]):
+        budget = t.get("budget")
+        if t.get("results") and not _holds_task(record, t["results"], budget):
             name = t["name"].split(".", 1)[1] if "." in t["name"] else t["name"]
-            there = next((title for title, other in elsewhere
-                          if all(holds_result(other, r) for r in t["results"])), None)
-            (held[there] if there else missing[t["stage"]]).append(name)
+            there = next((title for title, other in elsewhere if _holds_task(other, t["results"], budget)), None)
+            if there:
+                held[there].append(name)
+            elif budget and _holds_task(record, t["results"]):
+                other_budget[_budget_words(budget)].append(name)
+            else:
+                missing[t["stage"]].append(name)
     run_there = [_held_elsewhere(title, names) for title, names in held.items()]
+    run_there += [_held_at_another_budget(words, names) for words, names in other_budget.items()]
     if not missing:
-        return "\n\n".join(run_there + ["Every other task of the preset has its result." if held
+        return "\n\n".join(run_there + ["Every other task of the preset has its result." if run_there
                                      else "Every task of the preset has its result."])
     selection = " ".join(plan.get("pipeline_args") or [])
     lines = [line for text in run_there for line in (text, "")]
@@ -173,6 +180,21 @@ def not_run(record: StudyRecord, preset: str, elsewhere: Sequence[Tuple[str, Stu
 def _held_elsewhere(title: str, names: List[str]) -> str:
     return (f"Run in the section \"{title}\" and recorded there, not here ({len(names)}): "
             + ", ".join(f"`{n}`" for n in names))
+
+
+def _holds_task(record: StudyRecord, results: List[str], budget: Optional[Dict[str, int]] = None) -> bool:
+    return all(holds_result(record, r, budget) for r in results)
+
+
+def _budget_words(budget: Dict[str, int]) -> str:
+    return f"{budget['iterations']} iterations of {budget['ims_per_batch']} images"
+
+
+def _held_at_another_budget(planned: str, names: List[str]) -> str:
+    """Fine-tunings recorded at another budget than the preset plans now: another experiment (the
+    tables give them columns of their own), so a rerun of the preset fine-tunes them again."""
+    return (f"Recorded at another fine-tuning budget than the preset's {planned}, so run again by a rerun "
+            f"({len(names)}): " + ", ".join(f"`{n}`" for n in names))
 
 
 def _gpu_use(path: str) -> str:

@@ -9,8 +9,10 @@ import sys
 import pytest
 
 import objcrop.pipeline as pipeline
+from objcrop.pipeline import recorded
 from objcrop.pipeline import tasks as tasks_mod
 from objcrop.pipeline.naming import provenance
+from objcrop.report.record import holds_result
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PIPELINE = os.path.join(REPO, "scripts", "run_pipeline.sh")
@@ -144,14 +146,17 @@ def test_jobs_run_independent_tasks_side_by_side_and_respect_dependencies(tmp_pa
 
 
 def _record(tasks, out, record, keep=lambda t: True, status="ok"):
-    """Write into `record` the result files of the tasks `keep` selects, as study_records would."""
+    """Write into `record` the result files of the tasks `keep` selects, as study_records would (a
+    fine-tuning's with the budget it plans, as detect train writes it)."""
     for t in tasks:
         if not keep(t):
             continue
+        budget = recorded.detection_budget(t)
         for path in t.results:
             dest = record / os.path.relpath(path, out)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(json.dumps({"status": status}))
+            fields = {"iterations": budget["iterations"], "ims_per_batch": budget["ims_per_batch"]} if budget else {}
+            dest.write_text(json.dumps({"status": status, **fields}))
 
 
 def test_a_record_skips_recorded_results_but_reruns_what_a_missing_result_needs(tmp_path):
@@ -185,6 +190,35 @@ def test_a_record_skips_recorded_results_but_reruns_what_a_missing_result_needs(
     assert r.returncode == 2 and "--records" in r.stderr and "no such directory" in r.stderr
 
 
+def test_a_recorded_fine_tuning_counts_only_at_the_budget_the_preset_plans(tmp_path):
+    """A fine-tuning recorded at another budget (the preset's config changed since) is another
+    experiment: --records fine-tunes it again, with the checkpoint it needs; the same images seen on
+    another world size (linear scaling: more images per batch, fewer iterations) is the same budget."""
+    out, record = tmp_path / "out", tmp_path / "record"
+    tasks = _plan(out, seeds="0", det_tasks="voc")
+    _record(tasks, out, record)
+    assert {t.name for t in tasks} - pipeline.recorded_tasks(tasks, str(out), str(record)) == {"report"}
+    fine_tuning = next(t for t in tasks if t.stage == "detect" and t.deps and t.deps[0].startswith("convert.moco_v2"))
+    row = fine_tuning.deps[0].split(".", 1)[1]
+    result = record / os.path.relpath(fine_tuning.results[0], out)
+    budget = recorded.detection_budget(fine_tuning)
+
+    def rerun_with(**fields):
+        result.write_text(json.dumps({"status": "ok", **fields}))
+        return {t.name for t in tasks} - pipeline.recorded_tasks(tasks, str(out), str(record))
+
+    scaled = {"iterations": round(budget["iterations"] / 4), "ims_per_batch": budget["ims_per_batch"] * 4}
+    assert rerun_with(**scaled) == {"report"}
+    shorter = {"iterations": budget["iterations"] // 2, "ims_per_batch": budget["ims_per_batch"]}
+    assert {fine_tuning.name, f"convert.{row}", f"pretrain.{row}", f"probe.{row}"} <= rerun_with(**shorter)
+    assert fine_tuning.name in rerun_with()  # a result that does not say its budget is no result of this one
+    # the budget is the config's, after the task's --opts
+    config_file = fine_tuning.cmd[fine_tuning.cmd.index("--config-file") + 1]
+    task = tasks_mod.Task("detect.x", "detect", ["detect", "train", "--config-file", config_file], [],
+                          tail=["--opts", "SOLVER.MAX_ITER", "7"])
+    assert recorded.detection_budget(task)["iterations"] == 7 != budget["iterations"]
+
+
 def test_a_record_with_stages_retrains_nothing_for_a_stage_that_does_not_run(tmp_path):
     out, record = tmp_path / "out", tmp_path / "record"
     tasks = _plan(out, seeds="0")
@@ -204,6 +238,8 @@ def test_a_record_of_runs_named_before_run_name_is_read_under_the_new_names(tmp_
     out, record = tmp_path / "out", tmp_path / "record"
     (record / "data").mkdir(parents=True)
     tasks = _plan(out, seeds="0", det_tasks="voc")
+    budget = recorded.detection_budget(next(t for t in tasks if t.stage == "detect"))
+    budget_of_voc = {"iterations": budget["iterations"], "ims_per_batch": budget["ims_per_batch"]}
     for t in (t for t in tasks if t.stage == "pretrain" and not t.raw):
         opts = t.cmd[t.cmd.index("--opts") + 1:]
         cfg = merge_config(get_pretrain_cfg, t.cmd[t.cmd.index("--config-file") + 1], opts)
@@ -213,7 +249,8 @@ def test_a_record_of_runs_named_before_run_name_is_read_under_the_new_names(tmp_
         assert old != new
         for rel in (f"runs/pretrain/{old}", f"runs/probe/{old}", f"runs/detect_voc/{old}/seed0"):
             (record / rel).mkdir(parents=True)
-            (record / rel / "results.json").write_text(json.dumps({"status": "ok", "pretrain": prov.to_dict()}))
+            budget = budget_of_voc if rel.startswith("runs/detect") else {}
+            (record / rel / "results.json").write_text(json.dumps({"status": "ok", "pretrain": prov.to_dict(), **budget}))
         (record / f"runs/pretrain/{old}/config.yaml").write_text(cfg.dump())
     (record / "data" / "meta.json").write_text("{}")
     # the reference rows (random init, supervised, detection from scratch) were not recorded here,
@@ -247,7 +284,17 @@ def test_the_repositorys_study_record_leaves_only_the_report_to_run(tmp_path, st
     accumulating |= {n for n in would_run if any(n.split(".")[0] in ("pretrain", "probe", "convert", "detect")
                                                  and f".{r}" in n for r in registered)}
     accumulating |= {d for t in plan if t.name in accumulating for d in t.deps if d.startswith("proposals.")}
-    runs = [name for name in would_run if name not in accumulating]
+    # the fine-tunings recorded at another budget than the preset's now (the 3-epoch rows' 300 iterations)
+    # run again, with the pretraining they need (and so its probe), its conversion and proposals
+    opened = pipeline.open_record(record)
+    other_budget = {t.name for t in plan if t.stage == "detect" and all(
+        holds_result(opened, os.path.relpath(p, tmp_path)) for p in t.results)
+        and not recorded.holds_results(opened, t, str(tmp_path))}
+    again = {f"{stage}.{d.split('.', 1)[1]}" for t in plan if t.name in other_budget for d in t.deps
+             for stage in ("convert", "pretrain", "probe")}
+    again |= {d for t in plan if t.name in again for d in t.deps if d.startswith("proposals.")}
+    assert other_budget and other_budget | again <= set(would_run)
+    runs = [name for name in would_run if name not in accumulating | other_budget | again]
     # The detection reference rows (issue 17) were added to the preset after the study ran: they,
     # the supervised backbone they convert (a checkpoint, never recorded) and its data run again.
     new_references = {n for n in runs if re.fullmatch(r"(convert\.supervised|detect\.\w+\.(scratch|supervised)\.seed\d+)", n)}

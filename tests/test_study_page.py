@@ -91,6 +91,32 @@ def test_not_run_lists_the_planned_tasks_the_record_lacks(tmp_path):
     assert not_run(StudyRecord.open(str(tmp_path / "rec")), "study") == "Every task of the preset has its result."
 
 
+def test_not_run_names_a_fine_tuning_recorded_at_another_budget_apart(tmp_path):
+    """plan.json gives each fine-tuning the budget the preset plans; one recorded at another budget is
+    another experiment (a rerun with --records trains it again) and is said so, not taken as run."""
+    from objcrop.io import write_json_atomic
+    from objcrop.report.study_setup import not_run
+
+    def output(path, iterations):
+        result = os.path.join(path, "runs/detect_voc/row/seed0/results.json")
+        os.makedirs(os.path.dirname(result))
+        write_json_atomic(result, {"status": "ok", "iterations": iterations, "ims_per_batch": 4})
+        task = {"name": "detect.voc.row.seed0", "stage": "detect", "results": ["runs/detect_voc/row/seed0/results.json"],
+                "budget": {"iterations": 500, "ims_per_batch": 4}}
+        write_json_atomic(os.path.join(path, "plan.json"), {"preset": "study", "tasks": [task]})
+        record = StudyRecord.open(os.path.join(path + "_record"))
+        record.save_output(path)
+        return record
+
+    shorter = output(str(tmp_path / "short"), 300)
+    assert not_run(shorter, "study") == ("Recorded at another fine-tuning budget than the preset's 500 iterations of "
+                                         "4 images, so run again by a rerun (1): `voc.row.seed0`\n\n"
+                                         "Every other task of the preset has its result.")
+    assert not_run(output(str(tmp_path / "planned"), 500), "study") == "Every task of the preset has its result."
+    retrained = output(str(tmp_path / "retrained"), 500)
+    assert not_run(shorter, "study", [("Retrained", retrained)]).startswith('Run in the section "Retrained"')
+
+
 def test_machine_line_summarises_a_lent_machine(tmp_path):
     assert machine_line(str(tmp_path)) == ""
     (tmp_path / "wall_time.txt").write_text("300 s on 16 cores and NVIDIA H200 (pipeline exit code 124)\n")

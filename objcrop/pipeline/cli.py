@@ -12,7 +12,7 @@ from objcrop.pipeline.local import PROG, Pipeline
 from objcrop.pipeline.lock import LOCK_NAME, held
 from objcrop.pipeline.plan import build_plan
 from objcrop.pipeline.presets import PipelineError, apply_overrides, load_preset, words
-from objcrop.pipeline.recorded import accumulated, open_record, recorded_tasks
+from objcrop.pipeline.recorded import accumulated, detection_budget, open_record, recorded_tasks
 from objcrop.pipeline.tasks import STAGE_ORDER, select_stages
 
 LAUNCHERS = ["local", "slurm", "submitit-local"]
@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", default=env("OBJCROP_RECORDS"),
                    help="a record of earlier runs' results (a study record, e.g. docs/results/study: the small "
                         "result files, no checkpoints): tasks whose results it holds are not run again, unless a "
-                        "task that runs needs their outputs [OBJCROP_RECORDS]")
+                        "task that runs needs their outputs; a fine-tuning counts only at the budget its config "
+                        "plans now (iterations x images per batch) [OBJCROP_RECORDS]")
     p.add_argument("--keep-going", action="store_true", default=env("OBJCROP_KEEP_GOING", "") not in ("", "0"),
                    help="local launcher: after a failed task, go on with every task that does not need it (like "
                         "make -k) instead of stopping; the exit status still says that one failed [OBJCROP_KEEP_GOING]")
@@ -161,11 +162,21 @@ def jobs_of(args: argparse.Namespace, preset: dict) -> int:
 
 def planned_results(preset: str, pipeline_args: Sequence[str], out: str) -> List[Dict[str, Any]]:
     """The tasks `objcrop pipeline --preset PRESET PIPELINE_ARGS --out OUT` plans, each as its name, stage
-    and result files relative to OUT: the form of a record's plan.json (scripts/study_extras.py), and what
-    the study page reads a record against, with the preset as it is now."""
+    and result files relative to OUT (a fine-tuning also with its budget): the form of a record's
+    plan.json (scripts/study_extras.py), and what the study page reads a record against, with the
+    preset as it is now."""
     args = build_parser().parse_args(["--preset", preset, *pipeline_args])
-    return [{"name": t.name, "stage": t.stage, "results": [os.path.relpath(r, out) for r in t.results]}
-            for t in build_plan(apply_overrides(load_preset(preset), args), out)]
+    return [_planned(t, out) for t in build_plan(apply_overrides(load_preset(preset), args), out)]
+
+
+def _planned(task, out: str) -> Dict[str, Any]:
+    """A task as plan.json has it; a fine-tuning with its budget, so that a result of another
+    budget is not read as this task's."""
+    entry = {"name": task.name, "stage": task.stage, "results": [os.path.relpath(r, out) for r in task.results]}
+    budget = detection_budget(task)
+    if budget:
+        entry["budget"] = budget
+    return entry
 
 
 def main(argv: Optional[List[str]] = None) -> int:

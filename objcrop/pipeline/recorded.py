@@ -5,8 +5,9 @@ its checkpoints. It is read through `objcrop.report.record.StudyRecord` (the com
 a legacy record directory), which answers the two questions asked here: `results(relpath)` and
 `has(relpath)`, relpath as in the pipeline's output (`runs/probe/<name>/results.json`).
 """
+import functools
 import os
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 from objcrop.errors import ObjcropError
 from objcrop.pipeline.presets import PipelineError
@@ -71,8 +72,10 @@ class RenamedRecord:
 
 
 def holds_results(record, task: Task, out: str) -> bool:
-    """Does the record hold every result file of `task` (its paths below the absolute `out`)?"""
-    return all(holds_result(record, os.path.relpath(r, out)) for r in task.results)
+    """Does the record hold every result file of `task` (its paths below the absolute `out`), a
+    fine-tuning's at the budget the task plans?"""
+    budget = detection_budget(task)
+    return all(holds_result(record, os.path.relpath(r, out), budget) for r in task.results)
 
 
 def recorded_tasks(tasks: List[Task], out: str, records, stages: Optional[List[str]] = None) -> Set[str]:
@@ -121,3 +124,25 @@ def accumulated(tasks: List[Task], out: str, record) -> Set[str]:
     whether or not this output still has them too (recorded_tasks leaves those out: they need no skip)."""
     out = os.path.abspath(out)
     return {t.name for t in tasks if t.accumulating and t.stage == "pretrain" and holds_results(record, t, out)}
+
+
+def detection_budget(task: Task) -> Optional[Dict[str, int]]:
+    """The fine-tuning budget an `objcrop detect train` task plans: {"iterations", "ims_per_batch"} of
+    its config file after its --opts, before any world-size scaling (None for other stages). A recorded
+    fine-tuning of another budget is another experiment, not this task's result."""
+    if task.stage != "detect" or "--config-file" not in task.cmd:
+        return None
+    config_file = task.cmd[task.cmd.index("--config-file") + 1]
+    opts = tuple(task.tail[1:]) if task.tail[:1] == ["--opts"] else ()
+    try:
+        return dict(_budget_of(config_file, opts))
+    except ObjcropError as e:
+        raise PipelineError(f"{task.name}: {e}") from e
+
+
+@functools.lru_cache(maxsize=None)
+def _budget_of(config_file: str, opts: Tuple[str, ...]) -> Dict[str, int]:
+    from objcrop.convert.detectron2_model import load_config  # detectron2: only when a record is read
+
+    solver = load_config(config_file, list(opts)).SOLVER
+    return {"iterations": int(solver.MAX_ITER), "ims_per_batch": int(solver.IMS_PER_BATCH)}
