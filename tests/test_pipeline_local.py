@@ -211,6 +211,12 @@ def test_a_recorded_fine_tuning_counts_only_at_the_budget_the_preset_plans(tmp_p
     assert rerun_with(**scaled) == {"report"}
     shorter = {"iterations": budget["iterations"] // 2, "ims_per_batch": budget["ims_per_batch"]}
     assert {fine_tuning.name, f"convert.{row}", f"pretrain.{row}", f"probe.{row}"} <= rerun_with(**shorter)
+    r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "demo", "--seeds", "0", "--det-tasks", "voc", "--out", str(out),
+                        "--records", str(record), "--dry-run"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 0, r.stderr
+    assert (f"run {fine_tuning.name} again: the record holds it at {shorter['iterations']} iterations of "
+            f"{shorter['ims_per_batch']} images, its config plans {budget['iterations']} of {budget['ims_per_batch']}"
+            in r.stdout and f"would run {fine_tuning.name}:" in r.stdout)
     assert fine_tuning.name in rerun_with()  # a result that does not say its budget is no result of this one
     # the budget is the config's, after the task's --opts
     config_file = fine_tuning.cmd[fine_tuning.cmd.index("--config-file") + 1]

@@ -12,7 +12,8 @@ from objcrop.pipeline.local import PROG, Pipeline
 from objcrop.pipeline.lock import LOCK_NAME, held
 from objcrop.pipeline.plan import build_plan
 from objcrop.pipeline.presets import PipelineError, apply_overrides, load_preset, words
-from objcrop.pipeline.recorded import accumulated, detection_budget, open_record, recorded_tasks
+from objcrop.pipeline.recorded import (accumulated, detection_budget, held_at_another_budget, open_record,
+                                      recorded_tasks)
 from objcrop.pipeline.tasks import STAGE_ORDER, select_stages
 
 LAUNCHERS = ["local", "slurm", "submitit-local"]
@@ -140,10 +141,12 @@ def prepare(args: argparse.Namespace):
     record = open_record(args.records) if args.records else None
     recorded = recorded_tasks(tasks, out, record, stages) if record is not None else set()
     held = accumulated(tasks, out, record) if record is not None else set()
+    again = held_at_another_budget(tasks, out, record) if record is not None else {}
     tasks = select_stages(tasks, stages, recorded)
     slurm = {k: v for k, v in (("partition", args.slurm_partition), ("account", args.slurm_account)) if v}
     pipeline = Pipeline(tasks, out, args.launcher, args.dry_run, slurm, wait=args.wait, jobs=jobs_of(args, preset),
-                        recorded=recorded, records=args.records or "", keep_going=args.keep_going, accumulated=held)
+                        recorded=recorded, records=args.records or "", keep_going=args.keep_going, accumulated=held,
+                        run_again=again)
     return name, preset, out, tasks, pipeline
 
 

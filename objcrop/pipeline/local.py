@@ -24,11 +24,12 @@ class Pipeline:
     def __init__(self, tasks: List[Task], out: str, launcher: str = "local", dry_run: bool = False,
                  slurm: Optional[Dict[str, Any]] = None, wait: bool = False, jobs: int = 1,
                  recorded: Optional[Set[str]] = None, records: str = "", keep_going: bool = False,
-                 accumulated: Optional[Set[str]] = None):
+                 accumulated: Optional[Set[str]] = None, run_again: Optional[Dict[str, str]] = None):
         self.tasks, self.out, self.launcher, self.dry_run = tasks, os.path.abspath(out), launcher, dry_run
         self.keep_going = keep_going
         self.recorded, self.records = set(recorded or ()), records
         self.accumulated = set(accumulated or ())  # the accumulating runs the record holds
+        self.run_again = dict(run_again or {})  # {task: why}: recorded, but not as the task plans it now
         self.wait = wait
         self.slurm = slurm or {}
         self.log_dir = os.path.join(self.out, "logs")
@@ -63,6 +64,8 @@ class Pipeline:
             elif t.name in self.recorded:
                 self.say(f"skip {t.name}: its result is recorded in {self.records}")
             else:
+                if t.name in self.run_again:
+                    self.say(f"run {t.name} again: {self.run_again[t.name]}")
                 todo.append(t)
         self._say_accumulated()
         if self.dry_run:

@@ -126,6 +126,20 @@ def accumulated(tasks: List[Task], out: str, record) -> Set[str]:
     return {t.name for t in tasks if t.accumulating and t.stage == "pretrain" and holds_results(record, t, out)}
 
 
+def held_at_another_budget(tasks: List[Task], out: str, record) -> Dict[str, str]:
+    """{name: why it runs again} of the fine-tunings whose results the record holds at another
+    budget than the one they plan now (the pipeline says so beside "would run")."""
+    out, why = os.path.abspath(out), {}
+    for t in tasks:
+        budget = detection_budget(t)
+        relpaths = [os.path.relpath(r, out) for r in t.results]
+        if budget and relpaths and all(holds_result(record, r) for r in relpaths) and not holds_results(record, t, out):
+            held = record.results(relpaths[0])
+            why[t.name] = (f"the record holds it at {held.get('iterations')} iterations of {held.get('ims_per_batch')} "
+                           f"images, its config plans {budget['iterations']} of {budget['ims_per_batch']}")
+    return why
+
+
 def detection_budget(task: Task) -> Optional[Dict[str, int]]:
     """The fine-tuning budget an `objcrop detect train` task plans: {"iterations", "ims_per_batch"} of
     its config file after its --opts, before any world-size scaling (None for other stages). A recorded
