@@ -12,7 +12,6 @@ import objcrop.pipeline as pipeline
 from objcrop.pipeline import recorded
 from objcrop.pipeline import tasks as tasks_mod
 from objcrop.pipeline.naming import provenance
-from objcrop.report.record import holds_result
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PIPELINE = os.path.join(REPO, "scripts", "run_pipeline.sh")
@@ -292,14 +291,11 @@ def test_the_repositorys_study_record_leaves_only_the_report_to_run(tmp_path, st
     accumulating |= {d for t in plan if t.name in accumulating for d in t.deps if d.startswith("proposals.")}
     # the fine-tunings recorded at another budget than the preset's now (the 3-epoch rows' 300 iterations)
     # run again, with the pretraining they need (and so its probe), its conversion and proposals
-    opened = pipeline.open_record(record)
-    other_budget = {t.name for t in plan if t.stage == "detect" and all(
-        holds_result(opened, os.path.relpath(p, tmp_path)) for p in t.results)
-        and not recorded.holds_results(opened, t, str(tmp_path))}
+    other_budget = set(recorded.held_at_another_budget(plan, str(tmp_path), pipeline.open_record(record)))
     again = {f"{stage}.{d.split('.', 1)[1]}" for t in plan if t.name in other_budget for d in t.deps
              for stage in ("convert", "pretrain", "probe")}
     again |= {d for t in plan if t.name in again for d in t.deps if d.startswith("proposals.")}
-    assert other_budget and other_budget | again <= set(would_run)
+    assert other_budget | again <= set(would_run)
     runs = [name for name in would_run if name not in accumulating | other_budget | again]
     # The detection reference rows (issue 17) were added to the preset after the study ran: they,
     # the supervised backbone they convert (a checkpoint, never recorded) and its data run again.
