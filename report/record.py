@@ -265,6 +265,17 @@ def holds_result(record, relpath: str, budget: Optional[Dict[str, int]] = None) 
     return record.has(relpath)
 
 
+def holds_all(record, relpaths: Sequence[str], budget: Optional[Dict[str, int]] = None) -> bool:
+    """Does `record` hold every one of a task's result files (`holds_result`, at `budget` if given)?"""
+    return all(holds_result(record, r, budget) for r in relpaths)
+
+
+def held_at_other_budget(record, relpaths: Sequence[str], budget: Optional[Dict[str, int]]) -> bool:
+    """Does `record` hold a fine-tuning's results, but at another budget than `budget`, the one it
+    plans now? Another experiment: the tables keep it, a rerun fine-tunes it again."""
+    return bool(budget) and holds_all(record, relpaths) and not holds_all(record, relpaths, budget)
+
+
 def same_budget(result: Dict[str, Any], budget: Dict[str, int]) -> bool:
     """Did this detection results.json train on the images `budget` plans ({"iterations",
     "ims_per_batch"} of its config, before scaling)? Images seen (iterations x images per batch) is

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from objcrop.records import Provenance
-from objcrop.report.record import StudyRecord, holds_result
+from objcrop.report.record import StudyRecord, held_at_other_budget, holds_all
 from objcrop.report.study_runs import device_kind, learnability_budgets, pretrain_keys
 
 
@@ -152,12 +152,12 @@ def not_run(record: StudyRecord, preset: str, elsewhere: Sequence[Tuple[str, Stu
     missing, held, other_budget = defaultdict(list), defaultdict(list), defaultdict(list)
     for t in plan.get("tasks", []):
         budget = t.get("budget")
-        if t.get("results") and not _holds_task(record, t["results"], budget):
+        if t.get("results") and not holds_all(record, t["results"], budget):
             name = t["name"].split(".", 1)[1] if "." in t["name"] else t["name"]
-            there = next((title for title, other in elsewhere if _holds_task(other, t["results"], budget)), None)
+            there = next((title for title, other in elsewhere if holds_all(other, t["results"], budget)), None)
             if there:
                 held[there].append(name)
-            elif budget and _holds_task(record, t["results"]):
+            elif held_at_other_budget(record, t["results"], budget):
                 other_budget[_budget_words(budget)].append(name)
             else:
                 missing[t["stage"]].append(name)
@@ -180,10 +180,6 @@ def not_run(record: StudyRecord, preset: str, elsewhere: Sequence[Tuple[str, Stu
 def _held_elsewhere(title: str, names: List[str]) -> str:
     return (f"Run in the section \"{title}\" and recorded there, not here ({len(names)}): "
             + ", ".join(f"`{n}`" for n in names))
-
-
-def _holds_task(record: StudyRecord, results: List[str], budget: Optional[Dict[str, int]] = None) -> bool:
-    return all(holds_result(record, r, budget) for r in results)
 
 
 def _budget_words(budget: Dict[str, int]) -> str:

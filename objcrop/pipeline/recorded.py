@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Set, Tuple
 from objcrop.errors import ObjcropError
 from objcrop.pipeline.presets import PipelineError
 from objcrop.pipeline.tasks import Task
-from objcrop.report.record import holds_result
+from objcrop.report.record import held_at_other_budget, holds_all
 
 
 def open_record(path: str):
@@ -74,8 +74,7 @@ class RenamedRecord:
 def holds_results(record, task: Task, out: str) -> bool:
     """Does the record hold every result file of `task` (its paths below the absolute `out`), a
     fine-tuning's at the budget the task plans?"""
-    budget = detection_budget(task)
-    return all(holds_result(record, os.path.relpath(r, out), budget) for r in task.results)
+    return holds_all(record, [os.path.relpath(r, out) for r in task.results], detection_budget(task))
 
 
 def recorded_tasks(tasks: List[Task], out: str, records, stages: Optional[List[str]] = None) -> Set[str]:
@@ -133,7 +132,7 @@ def held_at_another_budget(tasks: List[Task], out: str, record) -> Dict[str, str
     for t in tasks:
         budget = detection_budget(t)
         relpaths = [os.path.relpath(r, out) for r in t.results]
-        if budget and relpaths and all(holds_result(record, r) for r in relpaths) and not holds_results(record, t, out):
+        if held_at_other_budget(record, relpaths, budget):
             held = record.results(relpaths[0])
             why[t.name] = (f"the record holds it at {held.get('iterations')} iterations of {held.get('ims_per_batch')} "
                            f"images, its config plans {budget['iterations']} of {budget['ims_per_batch']}")
