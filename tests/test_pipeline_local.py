@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import objcrop.pipeline as pipeline
-from objcrop.pipeline import recorded
+from objcrop.pipeline import preflight, recorded
 from objcrop.pipeline import tasks as tasks_mod
 from objcrop.pipeline.naming import provenance
 
@@ -221,6 +221,37 @@ def test_a_recorded_fine_tuning_counts_only_at_the_budget_the_preset_plans(tmp_p
     task = tasks_mod.Task("detect.x", "detect", ["detect", "train", "--config-file", config_file], [],
                           tail=["--opts", "SOLVER.MAX_ITER", "7"])
     assert recorded.detection_budget(task)["iterations"] == 7 != budget["iterations"]
+
+
+def test_a_pretraining_this_cpu_would_refuse_stops_the_run_before_anything_starts(tmp_path, monkeypatch):
+    """bf16 autocast on a CPU without native bf16 is refused by objcrop pretrain (build_optimisation); the
+    pipeline refuses such a run before its first task, naming the tasks (a dry run says it would)."""
+    import torch
+
+    from objcrop.pretrain.engine import optim
+
+    out = tmp_path / "out"
+    tasks = _plan(out, seeds="0", det_tasks="voc")
+    bf16 = _name(tasks, "moco_v2_random_none", 0)
+    for t in tasks:
+        if t.name == bf16:
+            t.cmd += ["PRETRAIN.AMP_CPU", "True"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(pipeline.Pipeline, "_run_local", lambda self, todo: pytest.fail("the run started"))
+    assert preflight.refused_on_this_cpu(tasks) == [bf16]  # the fp32 rows and the supervised bound run here
+    with pytest.raises(pipeline.PipelineError, match=rf"1 pretraining task\(s\) cannot run on this machine: {bf16}\."):
+        pipeline.Pipeline(tasks, str(out)).run()
+    assert sorted(os.listdir(out / "logs")) == ["pipeline.log"]  # not even the data stage started
+    pipeline.Pipeline(tasks, str(out), dry_run=True).run()  # says so, and changes nothing
+    assert "warning: a run would stop before starting anything: 1 pretraining task(s)" in (out / "logs" / "pipeline.log").read_text()
+    # slurm jobs run on other machines: not this CPU's to refuse
+    slurm_out = tmp_path / "slurm"
+    pipeline.Pipeline(tasks, str(slurm_out), launcher="slurm", dry_run=True).run()
+    assert "warning" not in (slurm_out / "logs" / "pipeline.log").read_text()
+    # a CPU with native bf16 runs it
+    monkeypatch.setattr(optim, "cpu_has_native_bf16", lambda: True)
+    assert preflight.refused_on_this_cpu(tasks) == []
 
 
 def test_a_record_with_stages_retrains_nothing_for_a_stage_that_does_not_run(tmp_path):

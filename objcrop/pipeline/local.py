@@ -15,6 +15,8 @@ import time
 from typing import Any, Dict, List, Optional, Set
 
 from objcrop.pipeline import tasks as tasks_mod
+from objcrop.pipeline.preflight import refusal_on_this_cpu
+from objcrop.pipeline.presets import PipelineError
 from objcrop.pipeline.tasks import Task, objcrop_argv
 
 PROG = "objcrop pipeline"
@@ -68,10 +70,16 @@ class Pipeline:
                     self.say(f"run {t.name} again: {self.run_again[t.name]}")
                 todo.append(t)
         self._say_accumulated()
+        # the tasks run on this machine: refuse now what it would refuse later (a dry run only says so)
+        refusal = refusal_on_this_cpu(todo) if self.launcher != "slurm" else ""
         if self.dry_run:
             for t in todo:
                 self.say(f"would run {t.name}: objcrop {' '.join(shlex.quote(a) for a in t.cmd + t.tail)}")
+            if refusal:
+                self.say(f"warning: a run would stop before starting anything: {refusal}")
             return 0
+        if refusal:
+            raise PipelineError(refusal)
         if self.launcher == "local":
             return self._run_local(todo)
         from objcrop.pipeline.slurm import run_submitit
