@@ -12,7 +12,8 @@
     cli.py       the options (each with an environment variable) and main()
 
 The stages are driven through their CLIs only (each task is a process); the pipeline imports
-objcrop's core (records, config) and objcrop.pretrain's config defaults to name runs.
+objcrop's core (records, config) and objcrop.pretrain's config defaults to name runs (and, in
+preflight.py, its CPU bf16 check, to refuse up front what a stage would refuse).
 docs/ARCHITECTURE.md places it: above every stage, depended on by none.
 """
 from objcrop.pipeline.cli import build_parser, main, planned_results
