@@ -244,7 +244,8 @@ def test_a_pretraining_this_cpu_would_refuse_stops_the_run_before_anything_start
         pipeline.Pipeline(tasks, str(out)).run()
     assert sorted(os.listdir(out / "logs")) == ["pipeline.log"]  # not even the data stage started
     pipeline.Pipeline(tasks, str(out), dry_run=True).run()  # says so, and changes nothing
-    assert "warning: a run would stop before starting anything: 1 pretraining task(s)" in (out / "logs" / "pipeline.log").read_text()
+    said = (out / "logs" / "pipeline.log").read_text()
+    assert "warning: a run would stop before starting anything: 1 pretraining task(s)" in said
     # slurm jobs run on other machines: not this CPU's to refuse
     slurm_out = tmp_path / "slurm"
     pipeline.Pipeline(tasks, str(slurm_out), launcher="slurm", dry_run=True).run()
