@@ -255,6 +255,43 @@ def test_a_pretraining_this_cpu_would_refuse_stops_the_run_before_anything_start
     assert preflight.refused_on_this_cpu(tasks) == []
 
 
+def test_more_processes_than_gpus_or_several_nodes_stop_a_local_run_before_anything_starts(tmp_path, monkeypatch):
+    """--gpus N asks for N processes per task, one per GPU: detectron2 refuses several on the CPU, and a
+    machine with fewer GPUs has none for the last ones; --nodes asks for machines a local launcher lacks.
+    The pipeline refuses such a run before its first task; pretraining alone may run several processes
+    on a CPU-only machine (gloo), as test_slurm_real's local two-process run does."""
+    monkeypatch.setattr(pipeline.Pipeline, "_run_local", lambda self, todo: pytest.fail("the run started"))
+    out = tmp_path / "out"
+    tasks = _plan(out, seeds="0", det_tasks="voc", gpus="2")
+    detect = [t.name for t in tasks if t.stage == "detect"]
+    pre = [t.name for t in tasks if t.stage == "pretrain" and t.gpus == 2]
+    assert detect and pre
+
+    def refused(have, todo=tasks):
+        monkeypatch.setattr(preflight, "cuda_devices", lambda: have)
+        return preflight.refusal_on_this_machine(todo)
+
+    said = refused(0)
+    assert f"{len(detect)} task(s) ask for 2 processes, one per GPU, and this machine has 0 CUDA device(s)" in said
+    assert detect[0] in said and not any(name in said for name in pre)  # pretraining's run on the CPU
+    assert refused(0, [t for t in tasks if t.stage != "detect"]) == ""
+    said = refused(1)  # one GPU: the second process of every task has none
+    assert f"{len(detect) + len(pre)} task(s) ask for 2 processes" in said and "Pass --gpus 1" in said
+    assert refused(2) == ""
+    refused(0)
+    with pytest.raises(pipeline.PipelineError, match=r"ask for 2 processes, one per GPU"):
+        pipeline.Pipeline(tasks, str(out)).run()
+    assert sorted(os.listdir(out / "logs")) == ["pipeline.log"]  # not even the data stage started
+    pipeline.Pipeline(tasks, str(out), dry_run=True).run()
+    assert "warning: a run would stop before starting anything: " in (out / "logs" / "pipeline.log").read_text()
+
+    nodes = _plan(tmp_path / "nodes", seeds="0", det_tasks="voc", nodes="2")
+    said = preflight.refusal_on_this_machine(nodes, "submitit-local")
+    assert "ask for 2 nodes, and the submitit-local launcher runs every task on this one machine" in said
+    assert preflight.refusal_on_this_machine(nodes, "slurm") == ""  # other machines: not this one's to refuse
+    assert preflight.refusal_on_this_machine(_plan(tmp_path / "one", seeds="0", det_tasks="voc")) == ""
+
+
 def test_a_record_with_stages_retrains_nothing_for_a_stage_that_does_not_run(tmp_path):
     out, record = tmp_path / "out", tmp_path / "record"
     tasks = _plan(out, seeds="0")

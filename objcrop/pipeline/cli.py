@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--det-tasks", default=env("OBJCROP_DET_TASKS"),
                    help='detection benchmarks of the preset to run, e.g. "voc" [OBJCROP_DET_TASKS; default all]')
     p.add_argument("--gpus", type=int, default=env("OBJCROP_GPUS"),
-                   help="GPUs per node for pretraining and detection; 0 = CPU [OBJCROP_GPUS; default from the preset]")
+                   help="GPUs per node for pretraining and detection, one process each; 0 = CPU (a local run this "
+                        "machine cannot hold stops before it starts) [OBJCROP_GPUS; default from the preset]")
     p.add_argument("--nodes", type=int, default=env("OBJCROP_NODES"),
                    help="nodes per pretraining/detection job (slurm launcher) [OBJCROP_NODES; default 1]")
     p.add_argument("--launcher", choices=LAUNCHERS, default=env("OBJCROP_LAUNCHER", "local"),

@@ -15,7 +15,7 @@ import time
 from typing import Any, Dict, List, Optional, Set
 
 from objcrop.pipeline import tasks as tasks_mod
-from objcrop.pipeline.preflight import refusal_on_this_cpu
+from objcrop.pipeline.preflight import refusal_on_this_machine
 from objcrop.pipeline.presets import PipelineError
 from objcrop.pipeline.tasks import Task, objcrop_argv
 
@@ -70,8 +70,8 @@ class Pipeline:
                     self.say(f"run {t.name} again: {self.run_again[t.name]}")
                 todo.append(t)
         self._say_accumulated()
-        # the tasks run on this machine: refuse now what it would refuse later (a dry run only says so)
-        refusal = refusal_on_this_cpu(todo) if self.launcher != "slurm" else ""
+        # refuse now what this machine would refuse later (a dry run only says so)
+        refusal = refusal_on_this_machine(todo, self.launcher)
         if self.dry_run:
             for t in todo:
                 self.say(f"would run {t.name}: objcrop {' '.join(shlex.quote(a) for a in t.cmd + t.tail)}")

@@ -1,16 +1,24 @@
 """What this machine would refuse, found before a local run starts anything.
 
-`objcrop pretrain` refuses bf16 autocast on a CPU without native bf16 (PRETRAIN.AMP_CPU,
-objcrop.pretrain.engine.optim.build_optimisation): emulated there, it is slower than float32. Found
-only when the task starts, that refusal comes after the stages before it, possibly hours into a
-run; the pipeline reads each pretraining task's merged config instead and refuses the run at once,
-naming the tasks and the ways out.
+Found only when a task starts, a refusal comes after the stages before it, possibly hours into a
+run. The pipeline checks the plan first and refuses the run at once, naming the tasks and the ways out:
+
+* bf16 autocast on a CPU without native bf16 (PRETRAIN.AMP_CPU): `objcrop pretrain` refuses it
+  (objcrop.pretrain.engine.optim.build_optimisation), as emulated bf16 is slower than float32;
+* more processes per task than this machine has CUDA devices (`--gpus N`, N > 1): each would ask
+  for a device that is not there, and `objcrop detect train` refuses several processes on the CPU
+  (detection/train_net.py) — after the pretrainings have run, multi-process, on the CPU (which they
+  may: without any GPU, pretraining's processes train on the CPU with gloo);
+* several nodes (`--nodes`) with a launcher that runs every task on this one machine.
+
+`--gpus 1` on a machine without CUDA is not refused: every stage falls back to the CPU, as it
+does without the option.
 """
 from typing import List
 
 from objcrop.errors import ConfigError
 from objcrop.pipeline.presets import PipelineError
-from objcrop.pipeline.tasks import Task
+from objcrop.pipeline.tasks import Task, config_and_opts
 
 
 def refused_on_this_cpu(tasks: List[Task]) -> List[str]:
@@ -36,8 +44,7 @@ def _asks_for_cpu_bf16(task: Task) -> str:
     from objcrop.config import merge_config
     from objcrop.pretrain.config import get_pretrain_cfg
 
-    config_file = task.cmd[task.cmd.index("--config-file") + 1] if "--config-file" in task.cmd else None
-    opts = task.cmd[task.cmd.index("--opts") + 1:] if "--opts" in task.cmd else []
+    config_file, opts = config_and_opts(task)
     try:
         p = merge_config(get_pretrain_cfg, config_file, opts).PRETRAIN
     except ConfigError as e:
@@ -45,13 +52,49 @@ def _asks_for_cpu_bf16(task: Task) -> str:
     return p.DEVICE if p.DEVICE != "cuda" and bool(p.AMP) and bool(p.AMP_CPU) else ""
 
 
-def refusal_on_this_cpu(tasks: List[Task]) -> str:
-    """Why this machine cannot run some of `tasks` (naming them, and what to do instead); "" when it can."""
-    refused = refused_on_this_cpu(tasks)
-    if not refused:
+def short_of_gpus(tasks: List[Task], have: int) -> List[Task]:
+    """The tasks whose processes (`gpus` of them, more than one) this machine with `have` CUDA devices
+    cannot run: a fine-tuning needs one GPU per process (detectron2's trainer runs several only on
+    GPUs); a pretraining too, unless there is no GPU at all (then its processes train on the CPU, gloo)."""
+    return [t for t in tasks if t.gpus > 1 and t.gpus > have and (t.stage == "detect" or have > 0)]
+
+
+def cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def refusal_on_this_machine(tasks: List[Task], launcher: str = "local") -> str:
+    """Why this machine cannot run some of `tasks` with `launcher` (naming them, and what to do
+    instead); "" when it can. SLURM jobs run on other machines: not this one's to refuse."""
+    if launcher == "slurm":
         return ""
-    return (f"{len(refused)} pretraining task(s) cannot run on this machine: {', '.join(refused)}. Their config "
-            "asks for bf16 autocast on the CPU (PRETRAIN.AMP_CPU), and this CPU has no native bf16 (neither AMX "
-            "nor AVX512-BF16), so objcrop pretrain would refuse them. Run them on a CPU with native bf16 or on a "
-            "GPU, or leave their rows out (--tags, --seeds, --stages); PRETRAIN.AMP_CPU False would train them in "
-            "float32, another recipe than the one their row names")
+    why = []
+    multi_node = [t for t in tasks if t.nodes > 1]
+    if multi_node:
+        why.append(f"{len(multi_node)} task(s) ask for {max(t.nodes for t in multi_node)} nodes, and the {launcher} "
+                   f"launcher runs every task on this one machine: {_listed(multi_node)}. Submit them with "
+                   "--launcher slurm, or leave --nodes at 1")
+    # torch is imported only when some task asks for several processes: planning imports none
+    gpu_short = short_of_gpus(tasks, cuda_devices()) if any(t.gpus > 1 for t in tasks) else []
+    if gpu_short:
+        have = cuda_devices()
+        why.append(f"{len(gpu_short)} task(s) ask for {max(t.gpus for t in gpu_short)} processes, one per GPU, and this "
+                   f"machine has {have} CUDA device(s): {_listed(gpu_short)}. Pass --gpus {max(have, 1)}, or run "
+                   "them where the GPUs are (--stages, --launcher slurm); without GPUs, only pretraining runs several "
+                   "processes (on the CPU)")
+    refused = refused_on_this_cpu(tasks)
+    if refused:
+        why.append(f"{len(refused)} pretraining task(s) cannot run on this machine: {', '.join(refused)}. Their "
+                   "config asks for bf16 autocast on the CPU (PRETRAIN.AMP_CPU), and this CPU has no native bf16 "
+                   "(neither AMX nor AVX512-BF16), so objcrop pretrain would refuse them. Run them on a CPU with "
+                   "native bf16 or on a GPU, or leave their rows out (--tags, --seeds, --stages); "
+                   "PRETRAIN.AMP_CPU False would train them in float32, another recipe than the one their row names")
+    return "; and ".join(why)
+
+
+def _listed(tasks: List[Task], shown: int = 3) -> str:
+    """A few of the tasks' names, and how many more (a plan has hundreds of tasks)."""
+    more = len(tasks) - shown
+    return ", ".join(t.name for t in tasks[:shown]) + (f" and {more} more" if more > 0 else "")

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from objcrop.errors import ObjcropError
 from objcrop.pipeline.presets import PipelineError
-from objcrop.pipeline.tasks import Task
+from objcrop.pipeline.tasks import Task, config_and_opts
 from objcrop.report.record import held_at_other_budget, holds_all
 
 
@@ -143,12 +143,11 @@ def detection_budget(task: Task) -> Optional[Dict[str, int]]:
     """The fine-tuning budget an `objcrop detect train` task plans: {"iterations", "ims_per_batch"} of
     its config file after its --opts, before any world-size scaling (None for other stages). A recorded
     fine-tuning of another budget is another experiment, not this task's result."""
-    if task.stage != "detect" or "--config-file" not in task.cmd:
+    config_file, opts = config_and_opts(task)
+    if task.stage != "detect" or config_file is None:
         return None
-    config_file = task.cmd[task.cmd.index("--config-file") + 1]
-    opts = tuple(task.tail[1:]) if task.tail[:1] == ["--opts"] else ()
     try:
-        return dict(_budget_of(config_file, opts))
+        return dict(_budget_of(config_file, tuple(opts)))
     except ObjcropError as e:
         raise PipelineError(f"{task.name}: {e}") from e
 

@@ -3,7 +3,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import List, Optional, Set
+from typing import List, Optional, Set, Tuple
 
 from objcrop.pipeline.presets import PipelineError
 
@@ -99,6 +99,14 @@ def select_stages(tasks: List[Task], stages: Optional[List[str]], recorded: Opti
                 raise PipelineError(f"--stages: {t.name} needs {d}, which is neither selected nor complete")
         t.deps = [d for d in t.deps if d in chosen_names]
     return chosen
+
+
+def config_and_opts(task: Task) -> Tuple[Optional[str], List[str]]:
+    """The `--config-file` a stage command names (None without one) and the overrides after its `--opts`
+    (in its cmd, or in its tail for detectron2's): what the stage will merge, read from the argv it runs."""
+    argv = task.cmd + task.tail
+    config_file = argv[argv.index("--config-file") + 1] if "--config-file" in argv else None
+    return config_file, argv[argv.index("--opts") + 1:] if "--opts" in argv else []
 
 
 def objcrop_argv(task: Task) -> List[str]:
