@@ -21,6 +21,7 @@ Two layouts answer the same questions through `StudyRecord`:
 import fnmatch
 import glob
 import hashlib
+import math
 import os
 import shutil
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -254,38 +255,98 @@ class StudyRecord:
         return record_file.dump(self.path, self.data)
 
 
-def holds_result(record, relpath: str, budget: Optional[Dict[str, int]] = None) -> bool:
-    """Does `record` (a StudyRecord, or anything with its results() and has()) hold this result: a
-    results.json with status ok (with `budget`, a fine-tuning's planned budget: one of that budget,
-    `same_budget`), any other file at all? The pipeline's --records and the study page's "Not run
-    yet" both ask it."""
+def holds_result(record, relpath: str, budget: Optional[Dict[str, Any]] = None) -> bool:
+    """Does `record` (a StudyRecord, or anything with its results(), has() and config()) hold this
+    result: a results.json with status ok (with `budget`, a fine-tuning's planned budget: one of that
+    budget and schedule, `same_budget`), any other file at all? The pipeline's --records and the study
+    page's "Not run yet" both ask it."""
     if relpath.endswith("results.json"):
         data = record.results(relpath)
-        return isinstance(data, dict) and data.get("status") == "ok" and (budget is None or same_budget(data, budget))
+        return (isinstance(data, dict) and data.get("status") == "ok"
+                and (budget is None or same_budget(data, budget, recorded_solver(record, relpath))))
     return record.has(relpath)
 
 
-def holds_all(record, relpaths: Sequence[str], budget: Optional[Dict[str, int]] = None) -> bool:
+def recorded_solver(record, relpath: str) -> Optional[Dict[str, Any]]:
+    """The SOLVER section of the recorded config of the run that wrote `relpath` (None without one)."""
+    config = record.config(os.path.dirname(_norm(relpath)))
+    solver = config.get("SOLVER") if isinstance(config, dict) else None
+    return solver if isinstance(solver, dict) else None
+
+
+def holds_all(record, relpaths: Sequence[str], budget: Optional[Dict[str, Any]] = None) -> bool:
     """Does `record` hold every one of a task's result files (`holds_result`, at `budget` if given)?"""
     return all(holds_result(record, r, budget) for r in relpaths)
 
 
-def held_at_other_budget(record, relpaths: Sequence[str], budget: Optional[Dict[str, int]]) -> bool:
+def held_at_other_budget(record, relpaths: Sequence[str], budget: Optional[Dict[str, Any]]) -> bool:
     """Does `record` hold a fine-tuning's results, but at another budget than `budget`, the one it
     plans now? Another experiment: the tables keep it, a rerun fine-tunes it again."""
     return bool(budget) and holds_all(record, relpaths) and not holds_all(record, relpaths, budget)
 
 
-def same_budget(result: Dict[str, Any], budget: Dict[str, int]) -> bool:
+def same_budget(result: Dict[str, Any], budget: Dict[str, Any], solver: Optional[Dict[str, Any]] = None) -> bool:
     """Did this detection results.json train on the images `budget` plans ({"iterations",
-    "ims_per_batch"} of its config, before scaling)? Images seen (iterations x images per batch) is
-    what the linear scaling rule keeps when another world size runs the config, so it is compared,
-    within one recorded batch (scaled iterations are rounded). A result that does not say is not
-    taken for any budget."""
+    "ims_per_batch"} of its config, before scaling), with its schedule (`same_schedule`; `solver`: the
+    run's recorded SOLVER)? Images seen (iterations x images per batch) is what the linear scaling rule
+    keeps when another world size runs the config, so it is compared, within one recorded batch (scaled
+    iterations are rounded). A result that does not say is not taken for any budget."""
     its, ims = result.get("iterations"), result.get("ims_per_batch")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (its, ims)):
         return False
-    return abs(its * ims - budget["iterations"] * budget["ims_per_batch"]) <= ims
+    same_images = abs(its * ims - budget["iterations"] * budget["ims_per_batch"]) <= ims
+    return same_images and same_schedule(solver, budget)
+
+
+def planned_budget(solver) -> Dict[str, Any]:
+    """What a fine-tuning config's SOLVER (before world-size scaling) plans: the budget ("iterations",
+    "ims_per_batch") and the schedule ("base_lr", "steps", "warmup_iters")."""
+    return {"iterations": int(solver["MAX_ITER"]), "ims_per_batch": int(solver["IMS_PER_BATCH"]),
+            "base_lr": float(solver["BASE_LR"]), "steps": [int(x) for x in solver["STEPS"]],
+            "warmup_iters": int(solver["WARMUP_ITERS"])}
+
+
+def same_schedule(solver: Optional[Dict[str, Any]], budget: Dict[str, Any]) -> bool:
+    """Did a fine-tuning whose recorded config has this SOLVER follow the schedule `budget` plans: the
+    same learning rate per image, and its steps and warmup after the same number of images (within one
+    recorded batch)? That is what the linear scaling rule keeps on another world size (detection/
+    config.py: lr with the batch, steps and warmup against it). Two fine-tunings of one length at two
+    learning rates are two experiments. A budget without a schedule (a plan.json written before it was
+    planned) asks for the images only; a run whose config the record lacks cannot show its schedule."""
+    if "base_lr" not in budget:
+        return True
+    try:
+        ims, lr = int(solver["IMS_PER_BATCH"]), float(solver["BASE_LR"])
+        steps, warmup = [int(x) for x in solver["STEPS"]], int(solver["WARMUP_ITERS"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    planned_ims = budget["ims_per_batch"]
+
+    def same_images(recorded_iters: int, planned_iters: int) -> bool:
+        return abs(recorded_iters * ims - planned_iters * planned_ims) <= ims
+
+    return (math.isclose(lr / ims, budget["base_lr"] / planned_ims, rel_tol=1e-6)
+            and len(steps) == len(budget["steps"]) and all(map(same_images, steps, budget["steps"]))
+            and same_images(warmup, budget["warmup_iters"]))
+
+
+def recorded_budget(result: Dict[str, Any], solver: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The budget and schedule a recorded fine-tuning ran (its results.json, its config's SOLVER), as
+    `planned_budget` words them; the schedule is left out where the record lacks the config."""
+    budget = {"iterations": result.get("iterations"), "ims_per_batch": result.get("ims_per_batch")}
+    try:
+        return {**planned_budget(solver), **budget}
+    except (KeyError, TypeError, ValueError):
+        return budget
+
+
+def budget_words(budget: Dict[str, Any]) -> str:
+    """A budget as a sentence's words: "500 iterations of 4 images (lr 0.02, steps 400, warmup 30)"."""
+    words = f"{budget['iterations']} iterations of {budget['ims_per_batch']} images"
+    if "base_lr" in budget:
+        steps = " ".join(str(s) for s in budget["steps"]) or "none"
+        words += f" (lr {budget['base_lr']:g}, steps {steps}, warmup {budget['warmup_iters']})"
+    return words
 
 
 def _norm(relpath: str) -> str:

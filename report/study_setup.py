@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from objcrop.records import Provenance
-from objcrop.report.record import StudyRecord, held_at_other_budget, holds_all
+from objcrop.report.record import StudyRecord, budget_words, held_at_other_budget, holds_all
 from objcrop.report.study_runs import device_kind, learnability_budgets, pretrain_keys
 
 
@@ -158,7 +158,7 @@ def not_run(record: StudyRecord, preset: str, elsewhere: Sequence[Tuple[str, Stu
             if there:
                 held[there].append(name)
             elif held_at_other_budget(record, t["results"], budget):
-                other_budget[_budget_words(budget)].append(name)
+                other_budget[budget_words(budget)].append(name)
             else:
                 missing[t["stage"]].append(name)
     run_there = [_held_elsewhere(title, names) for title, names in held.items()]
@@ -180,10 +180,6 @@ def not_run(record: StudyRecord, preset: str, elsewhere: Sequence[Tuple[str, Stu
 def _held_elsewhere(title: str, names: List[str]) -> str:
     return (f"Run in the section \"{title}\" and recorded there, not here ({len(names)}): "
             + ", ".join(f"`{n}`" for n in names))
-
-
-def _budget_words(budget: Dict[str, int]) -> str:
-    return f"{budget['iterations']} iterations of {budget['ims_per_batch']} images"
 
 
 def _held_at_another_budget(planned: str, names: List[str]) -> str:

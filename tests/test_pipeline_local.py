@@ -155,6 +155,17 @@ def _record(tasks, out, record, keep=lambda t: True, status="ok"):
             dest = record / os.path.relpath(path, out)
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_text(json.dumps({"status": status, **(budget or {})}))
+            if budget:
+                _write_solver(dest.parent, budget)
+
+
+def _write_solver(run_dir, budget, scale=1):
+    """A fine-tuning's config.yaml with the SOLVER `budget` plans, run on `scale` times the config's
+    devices (detection/config.py's linear scaling rule)."""
+    solver = {"MAX_ITER": round(budget["iterations"] / scale), "IMS_PER_BATCH": budget["ims_per_batch"] * scale,
+              "BASE_LR": budget["base_lr"] * scale, "STEPS": [round(x / scale) for x in budget["steps"]],
+              "WARMUP_ITERS": round(budget["warmup_iters"] / scale)}
+    (run_dir / "config.yaml").write_text(json.dumps({"SOLVER": solver}))  # JSON is YAML
 
 
 def test_a_record_skips_recorded_results_but_reruns_what_a_missing_result_needs(tmp_path):
@@ -201,21 +212,39 @@ def test_a_recorded_fine_tuning_counts_only_at_the_budget_the_preset_plans(tmp_p
     result = record / os.path.relpath(fine_tuning.results[0], out)
     budget = recorded.detection_budget(fine_tuning)
 
-    def rerun_with(**fields):
-        result.write_text(json.dumps({"status": "ok", **fields}))
+    def rerun_with(scale=1, **planned):
+        ran = {**budget, **planned}
+        result.write_text(json.dumps({"status": "ok", "iterations": round(ran["iterations"] / scale),
+                                      "ims_per_batch": ran["ims_per_batch"] * scale}))
+        _write_solver(result.parent, ran, scale)
         return {t.name for t in tasks} - pipeline.recorded_tasks(tasks, str(out), str(record))
 
-    scaled = {"iterations": round(budget["iterations"] / 4), "ims_per_batch": budget["ims_per_batch"] * 4}
-    assert rerun_with(**scaled) == {"report"}
-    shorter = {"iterations": budget["iterations"] // 2, "ims_per_batch": budget["ims_per_batch"]}
-    assert {fine_tuning.name, f"convert.{row}", f"pretrain.{row}", f"probe.{row}"} <= rerun_with(**shorter)
+    assert rerun_with(scale=4) == {"report"}
+    assert budget["steps"] and budget["warmup_iters"] > 0  # so that the schedule below is compared
+    shorter = {"iterations": budget["iterations"] // 2}
+    for other in (shorter, {"base_lr": budget["base_lr"] / 2}, {"steps": [budget["steps"][0] // 2]},
+                  {"warmup_iters": budget["warmup_iters"] * 2}, {"steps": []}):
+        assert {fine_tuning.name, f"convert.{row}", f"pretrain.{row}", f"probe.{row}"} <= rerun_with(**other), other
+        assert {fine_tuning.name, f"convert.{row}", f"pretrain.{row}", f"probe.{row}"} <= rerun_with(scale=4, **other)
+    rerun_with(**shorter)
     r = subprocess.run(["bash", RUN_PIPELINE, "--preset", "demo", "--seeds", "0", "--det-tasks", "voc", "--out", str(out),
                         "--records", str(record), "--dry-run"], capture_output=True, text=True, env=_env())
     assert r.returncode == 0, r.stderr
+    steps, lr, warmup = " ".join(map(str, budget["steps"])), f"{budget['base_lr']:g}", budget["warmup_iters"]
     assert (f"run {fine_tuning.name} again: the record holds it at {shorter['iterations']} iterations of "
-            f"{shorter['ims_per_batch']} images, its config plans {budget['iterations']} of {budget['ims_per_batch']}"
-            in r.stdout and f"would run {fine_tuning.name}:" in r.stdout)
-    assert fine_tuning.name in rerun_with()  # a result that does not say its budget is no result of this one
+            f"{budget['ims_per_batch']} images (lr {lr}, steps {steps}, warmup {warmup}), its config plans "
+            f"{budget['iterations']} iterations of {budget['ims_per_batch']} images (lr {lr}, steps {steps}, "
+            f"warmup {warmup})" in r.stdout and f"would run {fine_tuning.name}:" in r.stdout)
+
+    def rerun_now():
+        return {t.name for t in tasks} - pipeline.recorded_tasks(tasks, str(out), str(record))
+
+    rerun_with()
+    result.write_text(json.dumps({"status": "ok"}))
+    assert fine_tuning.name in rerun_now()  # a result that does not say its budget is no result of this one
+    rerun_with()
+    (result.parent / "config.yaml").unlink()
+    assert fine_tuning.name in rerun_now()  # nor one whose schedule the record cannot show
     # the budget is the config's, after the task's --opts
     config_file = fine_tuning.cmd[fine_tuning.cmd.index("--config-file") + 1]
     task = tasks_mod.Task("detect.x", "detect", ["detect", "train", "--config-file", config_file], [],
@@ -323,6 +352,8 @@ def test_a_record_of_runs_named_before_run_name_is_read_under_the_new_names(tmp_
             (record / rel).mkdir(parents=True)
             budget = budget_of_voc if rel.startswith("runs/detect") else {}
             (record / rel / "results.json").write_text(json.dumps({"status": "ok", "pretrain": prov.to_dict(), **budget}))
+            if budget:
+                _write_solver(record / rel, budget)  # its schedule, read under the new name too
         (record / f"runs/pretrain/{old}/config.yaml").write_text(cfg.dump())
     (record / "data" / "meta.json").write_text("{}")
     # the reference rows (random init, supervised, detection from scratch) were not recorded here,

@@ -97,12 +97,18 @@ def test_not_run_names_a_fine_tuning_recorded_at_another_budget_apart(tmp_path):
     from objcrop.io import write_json_atomic
     from objcrop.report.study_setup import not_run
 
-    def output(path, iterations):
+    def output(path, iterations, lr=None):
         result = os.path.join(path, "runs/detect_voc/row/seed0/results.json")
         os.makedirs(os.path.dirname(result))
         write_json_atomic(result, {"status": "ok", "iterations": iterations, "ims_per_batch": 4})
+        budget = {"iterations": 500, "ims_per_batch": 4}
+        if lr is not None:  # a plan.json that also plans the schedule, and the run's config.yaml
+            budget.update(base_lr=0.02, steps=[400], warmup_iters=30)
+            solver = {"MAX_ITER": iterations, "IMS_PER_BATCH": 4, "BASE_LR": lr, "STEPS": [400], "WARMUP_ITERS": 30}
+            with open(os.path.join(os.path.dirname(result), "config.yaml"), "w") as f:
+                f.write(json.dumps({"SOLVER": solver}))
         task = {"name": "detect.voc.row.seed0", "stage": "detect", "results": ["runs/detect_voc/row/seed0/results.json"],
-                "budget": {"iterations": 500, "ims_per_batch": 4}}
+                "budget": budget}
         write_json_atomic(os.path.join(path, "plan.json"), {"preset": "study", "tasks": [task]})
         record = StudyRecord.open(os.path.join(path + "_record"))
         record.save_output(path)
@@ -113,6 +119,10 @@ def test_not_run_names_a_fine_tuning_recorded_at_another_budget_apart(tmp_path):
                                          "4 images, so run again by a rerun (1): `voc.row.seed0`\n\n"
                                          "Every other task of the preset has its result.")
     assert not_run(output(str(tmp_path / "planned"), 500), "study") == "Every task of the preset has its result."
+    assert not_run(output(str(tmp_path / "same_lr"), 500, 0.02), "study") == "Every task of the preset has its result."
+    assert not_run(output(str(tmp_path / "half_lr"), 500, 0.01), "study").startswith(
+        "Recorded at another fine-tuning budget than the preset's 500 iterations of 4 images (lr 0.02, steps 400, "
+        "warmup 30), so run again by a rerun (1): `voc.row.seed0`")
     retrained = output(str(tmp_path / "retrained"), 500)
     assert not_run(shorter, "study", [("Retrained", retrained)]).startswith('Run in the section "Retrained"')
 

@@ -7,12 +7,13 @@ a legacy record directory), which answers the two questions asked here: `results
 """
 import functools
 import os
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from objcrop.errors import ObjcropError
 from objcrop.pipeline.presets import PipelineError
 from objcrop.pipeline.tasks import Task, config_and_opts
-from objcrop.report.record import held_at_other_budget, holds_all
+from objcrop.report.record import (budget_words, held_at_other_budget, holds_all, planned_budget, recorded_budget,
+                                   recorded_solver)
 
 
 def open_record(path: str):
@@ -69,6 +70,9 @@ class RenamedRecord:
 
     def has(self, relpath: str) -> bool:
         return self.record.has(self._old(relpath))
+
+    def config(self, run_key: str) -> Optional[dict]:
+        return self.record.config(self._old(run_key))
 
 
 def holds_results(record, task: Task, out: str) -> bool:
@@ -133,16 +137,16 @@ def held_at_another_budget(tasks: List[Task], out: str, record) -> Dict[str, str
         budget = detection_budget(t)
         relpaths = [os.path.relpath(r, out) for r in t.results]
         if held_at_other_budget(record, relpaths, budget):
-            held = record.results(relpaths[0])
-            why[t.name] = (f"the record holds it at {held.get('iterations')} iterations of {held.get('ims_per_batch')} "
-                           f"images, its config plans {budget['iterations']} of {budget['ims_per_batch']}")
+            held = recorded_budget(record.results(relpaths[0]), recorded_solver(record, relpaths[0]))
+            why[t.name] = f"the record holds it at {budget_words(held)}, its config plans {budget_words(budget)}"
     return why
 
 
-def detection_budget(task: Task) -> Optional[Dict[str, int]]:
-    """The fine-tuning budget an `objcrop detect train` task plans: {"iterations", "ims_per_batch"} of
-    its config file after its --opts, before any world-size scaling (None for other stages). A recorded
-    fine-tuning of another budget is another experiment, not this task's result."""
+def detection_budget(task: Task) -> Optional[Dict[str, Any]]:
+    """The fine-tuning budget an `objcrop detect train` task plans: {"iterations", "ims_per_batch"} and
+    its schedule {"base_lr", "steps", "warmup_iters"} (objcrop.report.record.planned_budget) of its config
+    file after its --opts, before any world-size scaling (None for other stages). A recorded fine-tuning
+    of another budget or schedule is another experiment, not this task's result."""
     config_file, opts = config_and_opts(task)
     if task.stage != "detect" or config_file is None:
         return None
@@ -153,8 +157,7 @@ def detection_budget(task: Task) -> Optional[Dict[str, int]]:
 
 
 @functools.lru_cache(maxsize=None)
-def _budget_of(config_file: str, opts: Tuple[str, ...]) -> Dict[str, int]:
+def _budget_of(config_file: str, opts: Tuple[str, ...]) -> Dict[str, Any]:
     from objcrop.convert.detectron2_model import load_config  # detectron2: only when a record is read
 
-    solver = load_config(config_file, list(opts)).SOLVER
-    return {"iterations": int(solver.MAX_ITER), "ims_per_batch": int(solver.IMS_PER_BATCH)}
+    return planned_budget(load_config(config_file, list(opts)).SOLVER)
