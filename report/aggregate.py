@@ -20,7 +20,9 @@ cell never mixes them, and every row says which protocol its probe cells come fr
 (`Table.probe_protocols`). A detection number depends on the fine-tuning budget in the same way
 (results.json "iterations"): where a table holds one task at several budgets, the largest keeps the
 plain header and each other budget has columns of its own (`VOC AP50 [300 it]`), so that no cell,
-Δ, gap or best mark compares fine-tunings of different lengths.
+Δ, gap or best mark compares fine-tunings of different lengths. A fine-tuning of the same length at
+another learning rate, steps or warmup (its recorded config) is named among the table's flags
+(`mixed_schedule_flags`).
 """
 import math
 import statistics
@@ -260,6 +262,33 @@ def detection_budgets(results: Iterable[Dict[str, Any]]) -> Dict[str, int]:
             task = str(result.get("task") or "unknown_det")
             out[task] = max(out.get(task, its), its)
     return out
+
+
+def mixed_schedule_flags(runs: Iterable[Tuple[Dict[str, Any], Optional[Dict[str, Any]], str]]) -> List[Flag]:
+    """Flags for the fine-tunings whose schedule is not their column's: (results.json, its config's
+    SOLVER, run dir) of each run. Columns are split by length (iterations), not by learning rate, steps or
+    warmup; a column whose runs differ there holds two experiments, so every run off the schedule most of
+    its column share is named (objcrop.report.record.same_schedule: equal under the linear scaling rule)."""
+    from objcrop.report.record import budget_words, planned_budget, same_schedule
+
+    columns: Dict[Tuple[str, str, Any], List[Tuple[Dict[str, Any], Dict[str, Any], str]]] = {}
+    for result, solver, run_dir in runs:
+        if result.get("stage") != "detection" or _failure_reason(result):
+            continue
+        try:
+            ran = planned_budget(solver)
+        except (KeyError, TypeError, ValueError):
+            continue  # no recorded config: the schedule cannot be told
+        key = (str(result.get("task")), str(result.get("dataset")), result.get("iterations"))
+        columns.setdefault(key, []).append((ran, solver, run_dir))
+    flags = []
+    for column in columns.values():
+        sharing = [sum(same_schedule(solver, ran) for _, solver, _ in column) for ran, _, _ in column]
+        usual = column[sharing.index(max(sharing))][0]
+        flags += [Flag(run_dir, f"fine-tuned at {budget_words(ran)}, while most runs of its column ran "
+                                f"{budget_words(usual)}: another experiment in the same cells")
+                  for ran, solver, run_dir in column if not same_schedule(solver, usual)]
+    return flags
 
 
 def measurements_of(result: Dict[str, Any], run_dir: str,

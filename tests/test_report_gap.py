@@ -177,3 +177,30 @@ def test_a_shorter_fine_tuning_gets_columns_of_its_own_never_the_references_of_a
                    if r["column"].startswith("VOC AP50")}
     assert columns == {("scratch", "VOC AP50 (voc:test)"), ("supervised", "VOC AP50 (voc:test)")} | {
         (f"{p}_s{s}", "VOC AP50 [300 it] (voc:test)") for p in ("random", "obj-obj-dilate") for s in (0, 1)}
+
+
+def test_a_fine_tuning_at_another_learning_rate_in_a_column_is_named_in_the_report(tmp_path):
+    """Columns are split by length, not by schedule: a fine-tuning of the same length at another lr (or
+    steps, or warmup) would share cells with the others, so the report names it under its flags; the
+    same schedule on 4 times the devices (linear scaling: lr and batch x4, steps and warmup /4) is not."""
+    import json
+
+    def solver(lr=0.02, steps=(400,), warmup=30, scale=1):
+        return {"MAX_ITER": 500 // scale, "IMS_PER_BATCH": 4 * scale, "BASE_LR": lr * scale,
+                "STEPS": [s // scale for s in steps], "WARMUP_ITERS": round(warmup / scale)}
+
+    # the first run of the column (in path order) is off its schedule: the column's is the one most of its runs share
+    odd = {"detect_voc/obj-obj-dilate_s1": solver(lr=0.01), "detect_voc/obj-obj-dilate_s0": solver(steps=(300,)),
+           "detect_voc/random_s1": solver(scale=4)}
+    for data, rel in _results():
+        (tmp_path / "runs" / rel).mkdir(parents=True)
+        if data["stage"] == "detection":
+            data = {**data, "iterations": 500}
+            (tmp_path / "runs" / rel / "config.yaml").write_text(json.dumps({"SOLVER": odd.get(rel, solver())}))
+        (tmp_path / "runs" / rel / "results.json").write_text(json.dumps(data))
+    write_report([str(tmp_path / "runs")], str(tmp_path / "rep"), plots=False)
+    md = (tmp_path / "rep" / "results.md").read_text()
+    named = {rel for rel in odd if f"{rel}`: fine-tuned at" in md}
+    assert named == {"detect_voc/obj-obj-dilate_s1", "detect_voc/obj-obj-dilate_s0"}, md[-1500:]
+    assert ("fine-tuned at 500 iterations of 4 images (lr 0.01, steps 400, warmup 30), while most runs of its column "
+            "ran 500 iterations of 4 images (lr 0.02, steps 400, warmup 30): another experiment in the same cells") in md
