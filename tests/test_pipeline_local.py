@@ -314,6 +314,14 @@ def test_more_processes_than_gpus_or_several_nodes_stop_a_local_run_before_anyth
     pipeline.Pipeline(tasks, str(out), dry_run=True).run()
     assert "warning: a run would stop before starting anything: " in (out / "logs" / "pipeline.log").read_text()
 
+    # a pretraining whose config asks for CUDA, on a machine without it
+    one = _plan(tmp_path / "cuda", seeds="0", det_tasks="voc")
+    cuda = _name(one, "moco_v2_random_none", 0)
+    next(t for t in one if t.name == cuda).cmd += ["PRETRAIN.DEVICE", "cuda"]
+    assert refused(0, one) == (f"1 pretraining task(s) ask for CUDA (PRETRAIN.DEVICE cuda), and this machine has none: "
+                               f"{cuda}. Run them where a GPU is, or set PRETRAIN.DEVICE auto")
+    assert refused(1, one) == ""
+
     nodes = _plan(tmp_path / "nodes", seeds="0", det_tasks="voc", nodes="2")
     said = preflight.refusal_on_this_machine(nodes, "submitit-local")
     assert "ask for 2 nodes, and the submitit-local launcher runs every task on this one machine" in said

@@ -5,7 +5,7 @@
     plan.py      preset -> task graph (data, proposals, pretrain, probe, convert, detect, report)
     tasks.py     Task: one stage command, its output checks, its argv; stage selection
     recorded.py  --records: the tasks a record of earlier results lets a run skip
-    preflight.py what this machine would refuse (CPU bf16 without it, more processes than GPUs, nodes), up front
+    preflight.py what this machine would refuse (CPU bf16, CUDA, more processes than GPUs, nodes), up front
     local.py     Pipeline: skipping, logs, the local scheduler (--jobs, --keep-going)
     slurm.py     --launcher slurm / submitit-local
     lock.py      one pipeline per output folder: OUT/.objcrop-pipeline.lock, a stale one taken over

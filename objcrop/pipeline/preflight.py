@@ -9,47 +9,60 @@ run. The pipeline checks the plan first and refuses the run at once, naming the 
   for a device that is not there, and `objcrop detect train` refuses several processes on the CPU
   (detection/train_net.py) — after the pretrainings have run, multi-process, on the CPU (which they
   may: without any GPU, pretraining's processes train on the CPU with gloo);
+* a pretraining whose config asks for CUDA (PRETRAIN.DEVICE cuda) on a machine without it;
 * several nodes (`--nodes`) with a launcher that runs every task on this one machine.
 
 `--gpus 1` on a machine without CUDA is not refused: every stage falls back to the CPU, as it
 does without the option.
 """
-from typing import List
+from typing import List, Optional, Tuple
 
 from objcrop.errors import ConfigError
 from objcrop.pipeline.presets import PipelineError
 from objcrop.pipeline.tasks import Task, config_and_opts
 
 
-def refused_on_this_cpu(tasks: List[Task]) -> List[str]:
+Settings = List[Tuple[Task, object]]  # (an `objcrop pretrain` task, its merged PRETRAIN section)
+
+
+def refused_on_this_cpu(tasks: List[Task], settings: Optional[Settings] = None) -> List[str]:
     """The `objcrop pretrain` tasks among `tasks` that would run under bf16 autocast on this machine's
     CPU, which has no native bf16; none where it has (or where they run on CUDA). torch is imported
     only when some task asks for bf16 on the CPU: planning imports none."""
-    pretrainings = [t for t in tasks if t.stage == "pretrain" and t.cmd[:1] == ["pretrain"]]
-    asking = [(t, device) for t in pretrainings for device in [_asks_for_cpu_bf16(t)] if device]
+    settings = pretrain_settings(tasks) if settings is None else settings
+    asking = [(t, p.DEVICE) for t, p in settings if p.DEVICE != "cuda" and p.AMP and p.AMP_CPU]
     if not asking:
         return []
-    import torch
-
     from objcrop.pretrain.engine.optim import cpu_has_native_bf16
 
     if cpu_has_native_bf16():
         return []
-    return [t.name for t, device in asking if device == "cpu" or not torch.cuda.is_available()]
+    return [t.name for t, device in asking if device == "cpu" or not cuda_devices()]
 
 
-def _asks_for_cpu_bf16(task: Task) -> str:
-    """Its PRETRAIN.DEVICE ("auto" or "cpu") when this pretraining task's config (after its --opts) asks
-    for bf16 autocast on the CPU; "" when it does not, or runs on CUDA only."""
+def refused_without_cuda(tasks: List[Task], settings: Optional[Settings] = None) -> List[str]:
+    """The `objcrop pretrain` tasks whose config asks for CUDA (PRETRAIN.DEVICE cuda) on a machine
+    without it (pretrain/distributed.py refuses them when they start)."""
+    settings = pretrain_settings(tasks) if settings is None else settings
+    asking = [t.name for t, p in settings if p.DEVICE == "cuda"]
+    return asking if asking and not cuda_devices() else []
+
+
+def pretrain_settings(tasks: List[Task]) -> Settings:
+    """Each `objcrop pretrain` task with its PRETRAIN config section: its config after its --opts."""
     from objcrop.config import merge_config
     from objcrop.pretrain.config import get_pretrain_cfg
 
-    config_file, opts = config_and_opts(task)
-    try:
-        p = merge_config(get_pretrain_cfg, config_file, opts).PRETRAIN
-    except ConfigError as e:
-        raise PipelineError(f"{task.name}: {e}") from e
-    return p.DEVICE if p.DEVICE != "cuda" and bool(p.AMP) and bool(p.AMP_CPU) else ""
+    out = []
+    for t in tasks:
+        if t.stage != "pretrain" or t.cmd[:1] != ["pretrain"]:
+            continue  # the supervised bound is a script of its own
+        config_file, opts = config_and_opts(t)
+        try:
+            out.append((t, merge_config(get_pretrain_cfg, config_file, opts).PRETRAIN))
+        except ConfigError as e:
+            raise PipelineError(f"{t.name}: {e}") from e
+    return out
 
 
 def short_of_gpus(tasks: List[Task], have: int) -> List[Task]:
@@ -74,17 +87,22 @@ def refusal_on_this_machine(tasks: List[Task], launcher: str = "local") -> str:
     multi_node = [t for t in tasks if t.nodes > 1]
     if multi_node:
         why.append(f"{len(multi_node)} task(s) ask for {max(t.nodes for t in multi_node)} nodes, and the {launcher} "
-                   f"launcher runs every task on this one machine: {_listed(multi_node)}. Submit them with "
-                   "--launcher slurm, or leave --nodes at 1")
+                   f"launcher runs every task on this one machine: {_listed([t.name for t in multi_node])}. Submit "
+                   "them with --launcher slurm, or leave --nodes at 1")
     # torch is imported only when some task asks for several processes: planning imports none
     gpu_short = short_of_gpus(tasks, cuda_devices()) if any(t.gpus > 1 for t in tasks) else []
     if gpu_short:
         have = cuda_devices()
-        why.append(f"{len(gpu_short)} task(s) ask for {max(t.gpus for t in gpu_short)} processes, one per GPU, and this "
-                   f"machine has {have} CUDA device(s): {_listed(gpu_short)}. Pass --gpus {max(have, 1)}, or run "
-                   "them where the GPUs are (--stages, --launcher slurm); without GPUs, only pretraining runs several "
-                   "processes (on the CPU)")
-    refused = refused_on_this_cpu(tasks)
+        why.append(f"{len(gpu_short)} task(s) ask for {max(t.gpus for t in gpu_short)} processes, one per GPU, and "
+                   f"this machine has {have} CUDA device(s): {_listed([t.name for t in gpu_short])}. Pass --gpus "
+                   f"{max(have, 1)}, or run them where the GPUs are (--stages, --launcher slurm); without GPUs, only "
+                   "pretraining runs several processes (on the CPU)")
+    settings = pretrain_settings(tasks)  # each pretraining's config, merged once for the checks below
+    cuda_only = refused_without_cuda(tasks, settings)
+    if cuda_only:
+        why.append(f"{len(cuda_only)} pretraining task(s) ask for CUDA (PRETRAIN.DEVICE cuda), and this machine has "
+                   f"none: {_listed(cuda_only)}. Run them where a GPU is, or set PRETRAIN.DEVICE auto")
+    refused = refused_on_this_cpu(tasks, settings)
     if refused:
         why.append(f"{len(refused)} pretraining task(s) cannot run on this machine: {', '.join(refused)}. Their "
                    "config asks for bf16 autocast on the CPU (PRETRAIN.AMP_CPU), and this CPU has no native bf16 "
@@ -94,7 +112,7 @@ def refusal_on_this_machine(tasks: List[Task], launcher: str = "local") -> str:
     return "; and ".join(why)
 
 
-def _listed(tasks: List[Task], shown: int = 3) -> str:
+def _listed(names: List[str], shown: int = 3) -> str:
     """A few of the tasks' names, and how many more (a plan has hundreds of tasks)."""
-    more = len(tasks) - shown
-    return ", ".join(t.name for t in tasks[:shown]) + (f" and {more} more" if more > 0 else "")
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
