@@ -31,6 +31,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from objcrop.records import Provenance, dataset_label
 from objcrop.report.baseline import BASELINE_POLICY, baseline_policy
+from objcrop.report.record import budget_words, planned_budget, same_schedule
 
 # Row order: reference rows first, then the self-supervised methods.
 METHOD_ORDER = ["random_init", "supervised", "moco_v2", "byol"]
@@ -269,8 +270,6 @@ def mixed_schedule_flags(runs: Iterable[Tuple[Dict[str, Any], Optional[Dict[str,
     SOLVER, run dir) of each run. Columns are split by length (iterations), not by learning rate, steps or
     warmup; a column whose runs differ there holds two experiments, so every run off the schedule most of
     its column share is named (objcrop.report.record.same_schedule: equal under the linear scaling rule)."""
-    from objcrop.report.record import budget_words, planned_budget, same_schedule
-
     columns: Dict[Tuple[str, str, Any], List[Tuple[Dict[str, Any], Dict[str, Any], str]]] = {}
     for result, solver, run_dir in runs:
         if result.get("stage") != "detection" or _failure_reason(result):
