@@ -294,8 +294,12 @@ def same_budget(result: Dict[str, Any], budget: Dict[str, Any], solver: Optional
     its, ims = result.get("iterations"), result.get("ims_per_batch")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (its, ims)):
         return False
-    same_images = abs(its * ims - budget["iterations"] * budget["ims_per_batch"]) <= ims
-    return same_images and same_schedule(solver, budget)
+    return _same_images(its, ims, budget["iterations"], budget["ims_per_batch"]) and same_schedule(solver, budget)
+
+
+def _same_images(recorded_iters: int, recorded_ims: int, planned_iters: int, planned_ims: int) -> bool:
+    """As many images by this iteration as planned, within one recorded batch (scaled iterations are rounded)."""
+    return abs(recorded_iters * recorded_ims - planned_iters * planned_ims) <= recorded_ims
 
 
 def planned_budget(solver) -> Dict[str, Any]:
@@ -316,18 +320,17 @@ def same_schedule(solver: Optional[Dict[str, Any]], budget: Dict[str, Any]) -> b
     if "base_lr" not in budget:
         return True
     try:
-        ims, lr = int(solver["IMS_PER_BATCH"]), float(solver["BASE_LR"])
-        steps, warmup = [int(x) for x in solver["STEPS"]], int(solver["WARMUP_ITERS"])
+        ran = planned_budget(solver)
     except (KeyError, TypeError, ValueError):
         return False
-    planned_ims = budget["ims_per_batch"]
+    ims, planned_ims = ran["ims_per_batch"], budget["ims_per_batch"]
 
     def same_images(recorded_iters: int, planned_iters: int) -> bool:
-        return abs(recorded_iters * ims - planned_iters * planned_ims) <= ims
+        return _same_images(recorded_iters, ims, planned_iters, planned_ims)
 
-    return (math.isclose(lr / ims, budget["base_lr"] / planned_ims, rel_tol=1e-6)
-            and len(steps) == len(budget["steps"]) and all(map(same_images, steps, budget["steps"]))
-            and same_images(warmup, budget["warmup_iters"]))
+    return (math.isclose(ran["base_lr"] / ims, budget["base_lr"] / planned_ims, rel_tol=1e-6)
+            and len(ran["steps"]) == len(budget["steps"]) and all(map(same_images, ran["steps"], budget["steps"]))
+            and same_images(ran["warmup_iters"], budget["warmup_iters"]))
 
 
 def recorded_budget(result: Dict[str, Any], solver: Optional[Dict[str, Any]]) -> Dict[str, Any]:

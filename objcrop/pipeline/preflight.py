@@ -90,9 +90,9 @@ def refusal_on_this_machine(tasks: List[Task], launcher: str = "local") -> str:
                    f"launcher runs every task on this one machine: {_listed([t.name for t in multi_node])}. Submit "
                    "them with --launcher slurm, or leave --nodes at 1")
     # torch is imported only when some task asks for several processes: planning imports none
-    gpu_short = short_of_gpus(tasks, cuda_devices()) if any(t.gpus > 1 for t in tasks) else []
+    have = cuda_devices() if any(t.gpus > 1 for t in tasks) else 0
+    gpu_short = short_of_gpus(tasks, have)
     if gpu_short:
-        have = cuda_devices()
         why.append(f"{len(gpu_short)} task(s) ask for {max(t.gpus for t in gpu_short)} processes, one per GPU, and "
                    f"this machine has {have} CUDA device(s): {_listed([t.name for t in gpu_short])}. Pass --gpus "
                    f"{max(have, 1)}, or run them where the GPUs are (--stages, --launcher slurm); without GPUs, only "
