@@ -2,8 +2,9 @@
 
 results.json follows objcrop.records' schema (docs/INTERFACES.md), stage "detection":
 task, dataset, train_datasets, box (and mask) {AP, AP50, AP75}, seed, config_hash, weights,
-weights_sha256, iterations, wall_time_s, ims_per_batch, world_size, every metric (non-finite ->
-null), and the `pretrain` provenance block the converted .pkl carries under `__objcrop__`.
+weights_sha256, iterations, wall_time_s, ims_per_batch, world_size, schedule (base_lr, steps,
+warmup_iters, as trained), every metric (non-finite -> null), and the `pretrain` provenance block the
+converted .pkl carries under `__objcrop__`.
 """
 import logging
 import os
@@ -80,13 +81,21 @@ def results_record(cfg, eval_results: dict, *, status: str, seed: int, provenanc
         "seed": seed, "config_hash": config_hash(cfg), "weights": cfg.MODEL.WEIGHTS or None,
         "weights_sha256": weights_sha256, "iterations": iterations, "wall_time_s": round(wall_time_s, 2),
         "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "world_size": comm.get_world_size(),
-        "metrics": _all_finite(eval_results),
+        "schedule": schedule_of(cfg), "metrics": _all_finite(eval_results),
     }
     if task == "coco_instseg":
         fields["mask"] = _ap_triplet(first.get("segm")) if first else None
     if error:
         fields["error"] = error
     return results("detection", status, provenance, **fields)
+
+
+def schedule_of(cfg) -> Dict[str, object]:
+    """The learning-rate schedule the run trained with, after world-size scaling (detection/config.py), as
+    objcrop.report.record.planned_budget words it: with "iterations" and "ims_per_batch" beside it, a
+    results.json says which experiment it is without its config.yaml (report.record.same_schedule)."""
+    return {"base_lr": float(cfg.SOLVER.BASE_LR), "steps": [int(s) for s in cfg.SOLVER.STEPS],
+            "warmup_iters": int(cfg.SOLVER.WARMUP_ITERS)}
 
 
 def _finite(value) -> Optional[float]:

@@ -26,7 +26,7 @@ from objcrop.report.aggregate import (Flag, Table, build_table, detection_budget
 from objcrop.report.collect import Collection, collect, loss_curve
 from objcrop.report import prereg, study_page
 from objcrop.report.plots import write_plots
-from objcrop.report.record import StudyRecord
+from objcrop.report.record import StudyRecord, solver_ran
 from objcrop.report.study_tables import pretrain_row, runs_csv_values
 from objcrop.report.tables import to_csv, to_latex, to_markdown
 
@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 def results_table(collection: Collection, budgets: Optional[Dict[str, int]] = None) -> Table:
     """`budgets`: the detection budgets that keep the plain headers (by default this collection's own)."""
     unreadable = [Flag(u.path, f"unreadable results.json: {u.reason}") for u in collection.unreadable]
-    mixed = mixed_schedule_flags((r.data, r.config_value("SOLVER"), r.run_dir)
+    mixed = mixed_schedule_flags((r.data, solver_ran(r.data, r.config_value("SOLVER")), r.run_dir)
                                  for r in collection.runs if r.stage == "detection")
     return build_table([(r.data, r.run_dir) for r in collection.runs], extra_flags=unreadable + mixed, budgets=budgets)
 

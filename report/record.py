@@ -268,10 +268,23 @@ def holds_result(record, relpath: str, budget: Optional[Dict[str, Any]] = None) 
 
 
 def recorded_solver(record, relpath: str) -> Optional[Dict[str, Any]]:
-    """The SOLVER section of the recorded config of the run that wrote `relpath` (None without one)."""
+    """The SOLVER the run that wrote `relpath` trained with (`solver_ran`: its results.json's schedule,
+    else its recorded config's; None without either)."""
     config = record.config(os.path.dirname(_norm(relpath)))
-    solver = config.get("SOLVER") if isinstance(config, dict) else None
-    return solver if isinstance(solver, dict) else None
+    result = record.results(relpath) if relpath.endswith("results.json") else None
+    return solver_ran(result, config.get("SOLVER") if isinstance(config, dict) else None)
+
+
+def solver_ran(result: Any, config_solver: Any) -> Optional[Dict[str, Any]]:
+    """The SOLVER (MAX_ITER, IMS_PER_BATCH, BASE_LR, STEPS, WARMUP_ITERS) a fine-tuning trained with: from
+    its results.json alone when it carries its `schedule` (detection/results.py, written since
+    2026-12-07), else its config's SOLVER section (`config_solver`), else None. Either is after
+    world-size scaling, so both give the same answer where both exist."""
+    schedule = result.get("schedule") if isinstance(result, dict) else None
+    if isinstance(schedule, dict) and {"base_lr", "steps", "warmup_iters"} <= set(schedule):
+        return {"MAX_ITER": result.get("iterations"), "IMS_PER_BATCH": result.get("ims_per_batch"),
+                "BASE_LR": schedule["base_lr"], "STEPS": schedule["steps"], "WARMUP_ITERS": schedule["warmup_iters"]}
+    return config_solver if isinstance(config_solver, dict) else None
 
 
 def holds_all(record, relpaths: Sequence[str], budget: Optional[Dict[str, Any]] = None) -> bool:

@@ -154,6 +154,32 @@ def test_a_failed_run_still_writes_a_valid_record(tmp_path):
     assert back["error"] == "training diverged: nan" and back["seed"] == 2
 
 
+def test_results_json_says_the_schedule_it_trained_with_and_a_record_reads_it_without_the_config():
+    """A fine-tuning's results.json carries its lr, steps and warmup as trained (after world-size
+    scaling), so a record that lacks its config.yaml still tells which schedule it ran
+    (report.record.solver_ran, same_budget): the same experiment on another world size, not another lr."""
+    from objcrop.detection.results import results_record
+    from objcrop.records import Provenance
+    from objcrop.report.record import planned_budget, same_budget, solver_ran
+
+    cfg = load_config("voc/faster_rcnn_R_50_C4_24k.yaml", ["OBJCROP.TASK", "voc_det"]).clone()
+    cfg.defrost()
+    planned = planned_budget(cfg.SOLVER)
+    assert scale_to_world_size(cfg, 1, LOG) == pytest.approx(1 / 8)  # 8 devices' schedule on one
+    record = results_record(cfg, {}, status="failed", seed=0, provenance=Provenance(method="byol"),
+                            weights_sha256=None, iterations=cfg.SOLVER.MAX_ITER, wall_time_s=1.0)
+    assert record["schedule"] == {"base_lr": cfg.SOLVER.BASE_LR, "steps": list(cfg.SOLVER.STEPS),
+                                  "warmup_iters": cfg.SOLVER.WARMUP_ITERS}
+    assert record["schedule"]["base_lr"] < planned["base_lr"]  # as trained, not as planned for 8 devices
+    assert same_budget(record, planned, solver_ran(record, None))
+    assert not same_budget(record, {**planned, "base_lr": planned["base_lr"] / 2}, solver_ran(record, None))
+    assert not same_budget(record, {**planned, "warmup_iters": planned["warmup_iters"] * 2}, solver_ran(record, None))
+    # the results.json's own word is taken before a config's; a record written before it says none reads the config
+    assert solver_ran(record, {"BASE_LR": 1.0})["BASE_LR"] == cfg.SOLVER.BASE_LR
+    older = {k: v for k, v in record.items() if k != "schedule"}
+    assert solver_ran(older, dict(cfg.SOLVER)) == dict(cfg.SOLVER) and solver_ran(older, None) is None
+
+
 def test_msra_caffe2_weights_are_accepted_and_reported_as_supervised(tmp_path):
     """MoCo's supervised baseline starts from MSRA's R-50.pkl (Caffe2 names, no "model" key): detection
     must accept it (issue 18 §6) instead of refusing it as 'not a detectron2 checkpoint'."""

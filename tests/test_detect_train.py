@@ -11,6 +11,7 @@ import pickle
 import pytest
 import torch
 import torchvision
+import yaml
 
 from objcrop.cli import run_stage_main
 from objcrop.detection.cli import main
@@ -85,6 +86,9 @@ def test_voc_format_demo_trains_checkpoints_resumes_and_evaluates(synth_dir, wei
     with open(os.path.join(run, "config.yaml")) as f:
         config_text = f.read()
     assert "NORM: BN" in config_text and "SyncBN" not in config_text
+    solver = yaml.safe_load(config_text)["SOLVER"]  # the schedule results.json says is the one the run used
+    assert r["schedule"] == {"base_lr": solver["BASE_LR"], "steps": solver["STEPS"], "warmup_iters": solver["WARMUP_ITERS"]}
+    assert r["schedule"]["steps"] == [2] and r["schedule"]["warmup_iters"] == 1  # FAST's, not the config file's
     assert {"model_final.pth", "last_checkpoint", "metrics.jsonl", "log.txt"} <= set(os.listdir(run))
     # The periodic checkpoint (iteration 2 of 4) was written, then removed once the run finished.
     assert not [n for n in os.listdir(run) if n.startswith("model_0")]

@@ -245,6 +245,14 @@ def test_a_recorded_fine_tuning_counts_only_at_the_budget_the_preset_plans(tmp_p
     rerun_with()
     (result.parent / "config.yaml").unlink()
     assert fine_tuning.name in rerun_now()  # nor one whose schedule the record cannot show
+    # ... unless its results.json says it, as detect train writes it (detection/results.py: schedule_of)
+    said = {"status": "ok", "iterations": budget["iterations"], "ims_per_batch": budget["ims_per_batch"],
+            "schedule": {k: budget[k] for k in ("base_lr", "steps", "warmup_iters")}}
+    result.write_text(json.dumps(said))
+    assert fine_tuning.name not in rerun_now()
+    said["schedule"]["base_lr"] /= 2
+    result.write_text(json.dumps(said))
+    assert fine_tuning.name in rerun_now()
     # the budget is the config's, after the task's --opts
     config_file = fine_tuning.cmd[fine_tuning.cmd.index("--config-file") + 1]
     task = tasks_mod.Task("detect.x", "detect", ["detect", "train", "--config-file", config_file], [],

@@ -192,11 +192,17 @@ def test_a_fine_tuning_at_another_learning_rate_in_a_column_is_named_in_the_repo
     # the first run of the column (in path order) is off its schedule: the column's is the one most of its runs share
     odd = {"detect_voc/obj-obj-dilate_s1": solver(lr=0.01), "detect_voc/obj-obj-dilate_s0": solver(steps=(300,)),
            "detect_voc/random_s1": solver(scale=4)}
+    # this one says its schedule in its results.json alone (as detect train writes it), with no config.yaml
+    alone = "detect_voc/obj-obj-dilate_s1"
     for data, rel in _results():
         (tmp_path / "runs" / rel).mkdir(parents=True)
         if data["stage"] == "detection":
-            data = {**data, "iterations": 500}
-            (tmp_path / "runs" / rel / "config.yaml").write_text(json.dumps({"SOLVER": odd.get(rel, solver())}))
+            ran = odd.get(rel, solver())
+            data = {**data, "iterations": 500, "ims_per_batch": ran["IMS_PER_BATCH"]}
+            if rel == alone:
+                data["schedule"] = {"base_lr": ran["BASE_LR"], "steps": ran["STEPS"], "warmup_iters": ran["WARMUP_ITERS"]}
+            else:
+                (tmp_path / "runs" / rel / "config.yaml").write_text(json.dumps({"SOLVER": ran}))
         (tmp_path / "runs" / rel / "results.json").write_text(json.dumps(data))
     write_report([str(tmp_path / "runs")], str(tmp_path / "rep"), plots=False)
     md = (tmp_path / "rep" / "results.md").read_text()
