@@ -18,9 +18,12 @@ A probe number also depends on the probe's protocol (results.json "protocol": `c
 objcrop's fast probe, or `main_lincls`, the paper's): each protocol has columns of its own, so that a
 cell never mixes them, and every row says which protocol its probe cells come from
 (`Table.probe_protocols`). A detection number depends on the fine-tuning budget in the same way
-(results.json "iterations"): where a table holds one task at several budgets, the largest keeps the
-plain header and each other budget has columns of its own (`VOC AP50 [300 it]`), so that no cell,
-Δ, gap or best mark compares fine-tunings of different lengths. A fine-tuning of the same length at
+(results.json "iterations" x "ims_per_batch", the images it trained on): where a table holds one task
+at several budgets, the largest keeps the plain header and each other budget has columns of its own
+(`VOC AP50 [300 it]`, in the plain budget's batches), so that no cell, Δ, gap or best mark compares
+fine-tunings of different lengths. The same images on another world size (the linear scaling rule:
+more images per batch, fewer iterations) are the same budget, as the pipeline's --records counts them
+(report.record.same_budget). A fine-tuning of the same length at
 another learning rate, steps or warmup (its recorded config) is named among the table's flags
 (`mixed_schedule_flags`).
 """
@@ -31,7 +34,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from objcrop.records import Provenance, dataset_label
 from objcrop.report.baseline import BASELINE_POLICY, baseline_policy
-from objcrop.report.record import budget_words, planned_budget, same_schedule
+from objcrop.report.record import budget_words, planned_budget, same_images_seen, same_schedule
 
 # Row order: reference rows first, then the self-supervised methods.
 METHOD_ORDER = ["random_init", "supervised", "moco_v2", "byol"]
@@ -73,7 +76,8 @@ class Column:
     metric: str
     dataset: str = ""  # short dataset label; shown only when one task has several
     protocol: str = ""  # a probe column's protocol other than DEFAULT_PROBE_PROTOCOL ("": the default)
-    budget: int = 0  # a detection column's fine-tuning iterations other than its table's largest (0: that one)
+    budget: int = 0  # a detection column's fine-tuning length other than its table's largest (0: that one), in
+    # iterations of the largest's batch (PlainBudget.column_budget)
 
     @property
     def probe_protocol(self) -> str:
@@ -253,23 +257,58 @@ def _failure_reason(result: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def detection_budgets(results: Iterable[Dict[str, Any]]) -> Dict[str, int]:
-    """Detection task -> the largest fine-tuning budget (results.json "iterations") among `results`:
-    the budget whose columns keep the plain header."""
-    out: Dict[str, int] = {}
+@dataclass(frozen=True)
+class PlainBudget:
+    """The fine-tuning budget whose columns keep the plain header: the one of a task's fine-tunings that
+    trained on the most images (its results.json's iterations and images per batch; None: written
+    before results said their batch)."""
+    iterations: int
+    ims_per_batch: Optional[int] = None
+
+    @property
+    def images(self) -> int:
+        return self.iterations * (self.ims_per_batch or 1)
+
+    def column_budget(self, result: Dict[str, Any]) -> int:
+        """0 when the detection `result` trained on this budget's images (within one batch: the linear
+        scaling rule on another world size, as report.record.same_budget counts it); else its length in
+        iterations of this budget's batch, the `[N it]` of its own columns. Where either side does not
+        say its batch, the same batch is assumed and iterations are compared."""
+        its, ims = result.get("iterations"), result.get("ims_per_batch")
+        if not _is_count(its):
+            return 0
+        if not (self.ims_per_batch and _is_count(ims)):
+            return 0 if its == self.iterations else its
+        if same_images_seen(its, ims, self.iterations, self.ims_per_batch):
+            return 0
+        return max(1, round(its * ims / self.ims_per_batch))
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def detection_budgets(results: Iterable[Dict[str, Any]]) -> Dict[str, PlainBudget]:
+    """Detection task -> its plain budget among `results`: the fine-tuning that trained on the most images."""
+    out: Dict[str, PlainBudget] = {}
     for result in results:
-        its = result.get("iterations") if result.get("stage") == "detection" else None
-        if isinstance(its, int) and not isinstance(its, bool):
-            task = str(result.get("task") or "unknown_det")
-            out[task] = max(out.get(task, its), its)
+        its, ims = result.get("iterations"), result.get("ims_per_batch")
+        if result.get("stage") != "detection" or not _is_count(its):
+            continue
+        ran = PlainBudget(its, ims if _is_count(ims) and ims > 0 else None)
+        task = str(result.get("task") or "unknown_det")
+        if task not in out or ran.images > out[task].images:
+            out[task] = ran
     return out
 
 
-def mixed_schedule_flags(runs: Iterable[Tuple[Dict[str, Any], Optional[Dict[str, Any]], str]]) -> List[Flag]:
-    """Flags for the fine-tunings whose schedule is not their column's: (results.json, its config's
-    SOLVER, run dir) of each run. Columns are split by length (iterations), not by learning rate, steps or
-    warmup; a column whose runs differ there holds two experiments, so every run off the schedule most of
-    its column share is named (objcrop.report.record.same_schedule: equal under the linear scaling rule)."""
+def mixed_schedule_flags(runs: Iterable[Tuple[Dict[str, Any], Optional[Dict[str, Any]], str]],
+                         budgets: Dict[str, PlainBudget]) -> List[Flag]:
+    """Flags for the fine-tunings whose schedule is not their column's: (results.json, the SOLVER it ran,
+    run dir) of each run; `budgets`: the table's (detection_budgets). Columns are split by length, not by
+    learning rate, steps or warmup; a column whose runs differ there holds two experiments, so every run
+    off the schedule most of its column share is named (objcrop.report.record.same_schedule: equal under
+    the linear scaling rule)."""
     columns: Dict[Tuple[str, str, Any], List[Tuple[Dict[str, Any], Dict[str, Any], str]]] = {}
     for result, solver, run_dir in runs:
         if result.get("stage") != "detection" or _failure_reason(result):
@@ -278,7 +317,9 @@ def mixed_schedule_flags(runs: Iterable[Tuple[Dict[str, Any], Optional[Dict[str,
             ran = planned_budget(solver)
         except (KeyError, TypeError, ValueError):
             continue  # no recorded config: the schedule cannot be told
-        key = (str(result.get("task")), str(result.get("dataset")), result.get("iterations"))
+        task = str(result.get("task") or "unknown_det")
+        plain = budgets.get(task)
+        key = (task, str(result.get("dataset")), plain.column_budget(result) if plain else 0)
         columns.setdefault(key, []).append((ran, solver, run_dir))
     flags = []
     for column in columns.values():
@@ -291,7 +332,7 @@ def mixed_schedule_flags(runs: Iterable[Tuple[Dict[str, Any], Optional[Dict[str,
 
 
 def measurements_of(result: Dict[str, Any], run_dir: str,
-                    budgets: Optional[Dict[str, int]] = None) -> List[Measurement]:
+                    budgets: Optional[Dict[str, PlainBudget]] = None) -> List[Measurement]:
     """The cells one probe/detection results.json contributes to (pretraining runs: none); `budgets`
     (detection_budgets of the table): a detection run of another budget gets columns of its own."""
     stage = result.get("stage")
@@ -306,8 +347,7 @@ def measurements_of(result: Dict[str, Any], run_dir: str,
     protocol = protocol_of(result) if task == "probe" else ""
     if protocol == DEFAULT_PROBE_PROTOCOL:
         protocol = ""
-    its = result.get("iterations")
-    budget = its if task != "probe" and budgets and task in budgets and isinstance(its, int) and its != budgets[task] else 0
+    budget = budgets[task].column_budget(result) if task != "probe" and budgets and task in budgets else 0
     failure = _failure_reason(result)
     metrics = TASKS.get(task, (task, []))[1]
     if not metrics:  # an unknown detection task: show whatever box/mask numbers it has
@@ -375,7 +415,7 @@ def find_baselines(rows: List[RowKey]) -> Dict[RowKey, RowKey]:
 
 
 def build_table(results: List[Tuple[Dict[str, Any], str]], extra_flags: Optional[List[Flag]] = None,
-                budgets: Optional[Dict[str, int]] = None) -> Table:
+                budgets: Optional[Dict[str, PlainBudget]] = None) -> Table:
     """Aggregate (results.json content, run dir) pairs into a Table with Δ and best marks; `budgets`:
     the detection budgets that keep the plain headers (by default the largest of these results)."""
     cells: Dict[Tuple[RowKey, Column], Cell] = {}

@@ -21,8 +21,8 @@ from objcrop.cli import run_stage_main
 from objcrop.errors import ObjcropError
 from objcrop.io import write_text_atomic
 from objcrop.logger import setup_logger
-from objcrop.report.aggregate import (Flag, Table, build_table, detection_budgets, measurements_of, mixed_schedule_flags,
-                                      pretrain_flag, row_key)
+from objcrop.report.aggregate import (Flag, PlainBudget, Table, build_table, detection_budgets, measurements_of,
+                                      mixed_schedule_flags, pretrain_flag, row_key)
 from objcrop.report.collect import Collection, collect, loss_curve
 from objcrop.report import prereg, study_page
 from objcrop.report.plots import write_plots
@@ -67,15 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def results_table(collection: Collection, budgets: Optional[Dict[str, int]] = None) -> Table:
+def results_table(collection: Collection, budgets: Optional[Dict[str, PlainBudget]] = None) -> Table:
     """`budgets`: the detection budgets that keep the plain headers (by default this collection's own)."""
     unreadable = [Flag(u.path, f"unreadable results.json: {u.reason}") for u in collection.unreadable]
-    mixed = mixed_schedule_flags((r.data, solver_ran(r.data, r.config_value("SOLVER")), r.run_dir)
-                                 for r in collection.runs if r.stage == "detection")
+    budgets = detection_budgets(r.data for r in collection.runs) if budgets is None else budgets
+    mixed = mixed_schedule_flags(((r.data, solver_ran(r.data, r.config_value("SOLVER")), r.run_dir)
+                                  for r in collection.runs if r.stage == "detection"), budgets)
     return build_table([(r.data, r.run_dir) for r in collection.runs], extra_flags=unreadable + mixed, budgets=budgets)
 
 
-def runs_csv(collection: Collection, budgets: Optional[Dict[str, int]] = None) -> str:
+def runs_csv(collection: Collection, budgets: Optional[Dict[str, PlainBudget]] = None) -> str:
     """Long format: one line per results.json with its row, stage, status and numbers; `budgets`: the
     detection budgets that keep the plain headers (by default this collection's own)."""
     buf = io.StringIO()

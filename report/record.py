@@ -307,10 +307,10 @@ def same_budget(result: Dict[str, Any], budget: Dict[str, Any], solver: Optional
     its, ims = result.get("iterations"), result.get("ims_per_batch")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (its, ims)):
         return False
-    return _same_images(its, ims, budget["iterations"], budget["ims_per_batch"]) and same_schedule(solver, budget)
+    return same_images_seen(its, ims, budget["iterations"], budget["ims_per_batch"]) and same_schedule(solver, budget)
 
 
-def _same_images(recorded_iters: int, recorded_ims: int, planned_iters: int, planned_ims: int) -> bool:
+def same_images_seen(recorded_iters: int, recorded_ims: int, planned_iters: int, planned_ims: int) -> bool:
     """As many images by this iteration as planned, within one recorded batch (scaled iterations are rounded)."""
     return abs(recorded_iters * recorded_ims - planned_iters * planned_ims) <= recorded_ims
 
@@ -339,7 +339,7 @@ def same_schedule(solver: Optional[Dict[str, Any]], budget: Dict[str, Any]) -> b
     ims, planned_ims = ran["ims_per_batch"], budget["ims_per_batch"]
 
     def same_images(recorded_iters: int, planned_iters: int) -> bool:
-        return _same_images(recorded_iters, ims, planned_iters, planned_ims)
+        return same_images_seen(recorded_iters, ims, planned_iters, planned_ims)
 
     return (math.isclose(ran["base_lr"] / ims, budget["base_lr"] / planned_ims, rel_tol=1e-6)
             and len(ran["steps"]) == len(budget["steps"]) and all(map(same_images, ran["steps"], budget["steps"]))

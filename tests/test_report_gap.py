@@ -179,6 +179,30 @@ def test_a_shorter_fine_tuning_gets_columns_of_its_own_never_the_references_of_a
         (f"{p}_s{s}", "VOC AP50 [300 it] (voc:test)") for p in ("random", "obj-obj-dilate") for s in (0, 1)}
 
 
+def test_the_same_images_on_another_world_size_share_the_column_of_their_budget():
+    """Columns split by the images a fine-tuning trained on, not by its iterations: 500 iterations of 4
+    images and 125 of 16 (4 times the devices, the linear scaling rule) are one budget, as the pipeline's
+    --records counts them (report.record.same_budget); a shorter budget is worded in the plain budget's
+    iterations whatever its batch (300 of 4 and 75 of 16 are one column: `[75 it]` beside 125 of 16)."""
+    def at(its, ims, results):
+        return [({**r, "iterations": its, "ims_per_batch": ims} if r["stage"] == "detection" else r, d)
+                for r, d in results]
+
+    refs = [(r, d) for r, d in _results() if d.startswith(("detect_voc/scratch", "detect_voc/supervised", "probe/"))]
+    ssl = {s: [(r, d) for r, d in _results() if d.startswith(("detect_voc/random", "detect_voc/obj")) and d.endswith(s)]
+           for s in ("_s0", "_s1")}
+    table = build_table(at(500, 4, refs) + at(500, 4, ssl["_s0"]) + at(125, 16, ssl["_s1"]))
+    assert {c.budget for c in table.columns} == {0}
+    dil = table.cell(_rows(table)[("moco_v2", "obj-obj-dilate")], VOC_COL)
+    assert dil.values == VOC["obj-obj-dilate"] and dil.gap == pytest.approx(_expected(VOC)["obj-obj-dilate"])
+    # the plain budget is the most images, not the most iterations
+    table = build_table(at(125, 16, refs) + at(300, 4, ssl["_s0"]) + at(75, 16, ssl["_s1"]))
+    short = Column("voc_det", "box", "AP50", "voc:test", budget=75)
+    assert {c for c in table.columns if c.metric == "AP50"} == {VOC_COL, short}
+    dil = table.cell(_rows(table)[("moco_v2", "obj-obj-dilate")], short)
+    assert dil.values == VOC["obj-obj-dilate"] and dil.gap is None
+
+
 def test_a_fine_tuning_at_another_learning_rate_in_a_column_is_named_in_the_report(tmp_path):
     """Columns are split by length, not by schedule: a fine-tuning of the same length at another lr (or
     steps, or warmup) would share cells with the others, so the report names it under its flags; the
@@ -190,15 +214,16 @@ def test_a_fine_tuning_at_another_learning_rate_in_a_column_is_named_in_the_repo
                 "STEPS": [s // scale for s in steps], "WARMUP_ITERS": round(warmup / scale)}
 
     # the first run of the column (in path order) is off its schedule: the column's is the one most of its runs share
-    odd = {"detect_voc/obj-obj-dilate_s1": solver(lr=0.01), "detect_voc/obj-obj-dilate_s0": solver(steps=(300,)),
-           "detect_voc/random_s1": solver(scale=4)}
+    # (the second on 4 times the devices: its column is the one of its images, not of its iterations)
+    odd = {"detect_voc/obj-obj-dilate_s1": solver(lr=0.01),
+           "detect_voc/obj-obj-dilate_s0": solver(steps=(300,), scale=4), "detect_voc/random_s1": solver(scale=4)}
     # this one says its schedule in its results.json alone (as detect train writes it), with no config.yaml
     alone = "detect_voc/obj-obj-dilate_s1"
     for data, rel in _results():
         (tmp_path / "runs" / rel).mkdir(parents=True)
         if data["stage"] == "detection":
             ran = odd.get(rel, solver())
-            data = {**data, "iterations": 500, "ims_per_batch": ran["IMS_PER_BATCH"]}
+            data = {**data, "iterations": ran["MAX_ITER"], "ims_per_batch": ran["IMS_PER_BATCH"]}
             if rel == alone:
                 data["schedule"] = {"base_lr": ran["BASE_LR"], "steps": ran["STEPS"], "warmup_iters": ran["WARMUP_ITERS"]}
             else:
