@@ -306,6 +306,33 @@ def test_complete_stages_are_skipped_and_stage_selection_checks_inputs(tmp_path)
         pipeline.select_stages(tasks, ["bogus"])
 
 
+def test_task_selection_runs_the_named_tasks_and_everything_they_need_only(tmp_path, capsys):
+    """--tasks GLOB is `make TARGET`: the tasks named like it and what they need, directly or not (the
+    data, the proposals, the pretraining, the conversion), and no other seed's, stage's or the report."""
+    tasks = _plan(tmp_path, seeds="0 1")
+    target = next(t for t in tasks if t.stage == "detect" and "obj-obj-dilate" in t.name)
+    by_name = {t.name: t for t in tasks}
+
+    def needs(name):
+        return {name}.union(*(needs(d) for d in by_name[name].deps))
+
+    chosen = pipeline.select_targets(tasks, [target.name.replace("obj-obj-dilate", "obj-obj-*")])
+    assert {t.name for t in chosen} == needs(target.name)
+    assert {t.stage for t in chosen} == {"data", "proposals", "pretrain", "convert", "detect"} and len(chosen) == 5
+    # a glob for many: seed 1's probes need seed 1's pretrainings, nothing of seed 0 or of the bound
+    probes = {t.name for t in pipeline.select_targets(tasks, ["probe.*_s1"])}
+    assert probes == set().union(*(needs(t.name) for t in tasks if t.stage == "probe" and t.name.endswith("_s1")))
+    assert not any(n.endswith("_s0") or "supervised" in n for n in probes) and len(probes) == 7
+    assert [t.name for t in chosen] == [t.name for t in tasks if t.name in needs(target.name)]  # the plan's order
+    assert pipeline.select_targets(tasks, None) is tasks
+    with pytest.raises(pipeline.PipelineError, match=r"--tasks: no task of this plan is named like detect\.nope"):
+        pipeline.select_targets(tasks, [target.name, "detect.nope"])
+    r = pipeline.main(["--preset", "demo", "--out", str(tmp_path / "o"), "--seeds", "0 1", "--tasks",
+                       target.name, "--dry-run"])
+    out = capsys.readouterr().out
+    assert r == 0 and " 5 tasks, launcher local" in out and out.count("would run ") == 5, out
+
+
 def test_paper_preset_uses_real_datasets_and_gpus(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "ds"))
     tasks = pipeline.build_plan(pipeline.load_preset("paper"), str(tmp_path / "out"))

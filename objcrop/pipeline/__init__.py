@@ -22,8 +22,8 @@ from objcrop.pipeline.plan import build_plan
 from objcrop.pipeline.presets import PipelineError, RunSpec, apply_overrides, load_preset, pretrain_specs
 from objcrop.pipeline.recorded import open_record, recorded_tasks
 from objcrop.pipeline.slurm import cluster_shell_command
-from objcrop.pipeline.tasks import STAGE_ORDER, Task, objcrop_argv, result_recorded, select_stages
+from objcrop.pipeline.tasks import STAGE_ORDER, Task, objcrop_argv, result_recorded, select_stages, select_targets
 
 __all__ = ["build_parser", "main", "planned_results", "Pipeline", "build_plan", "PipelineError", "RunSpec",
            "apply_overrides", "load_preset", "pretrain_specs", "open_record", "recorded_tasks", "cluster_shell_command",
-           "STAGE_ORDER", "Task", "objcrop_argv", "result_recorded", "select_stages"]
+           "STAGE_ORDER", "Task", "objcrop_argv", "result_recorded", "select_stages", "select_targets"]

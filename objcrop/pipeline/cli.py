@@ -14,7 +14,7 @@ from objcrop.pipeline.plan import build_plan
 from objcrop.pipeline.presets import PipelineError, apply_overrides, load_preset, words
 from objcrop.pipeline.recorded import (accumulated, detection_budget, held_at_another_budget, open_record,
                                       recorded_tasks)
-from objcrop.pipeline.tasks import STAGE_ORDER, select_stages
+from objcrop.pipeline.tasks import STAGE_ORDER, select_stages, select_targets
 
 LAUNCHERS = ["local", "slurm", "submitit-local"]
 
@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default=env("OBJCROP_STAGES"),
                    help=f'run only these stages, e.g. "probe report" (their other inputs must be complete); '
                         f'stages: {" ".join(STAGE_ORDER)} [OBJCROP_STAGES]')
+    p.add_argument("--tasks", default=env("OBJCROP_TASKS"),
+                   help='run only the tasks named like these shell globs and the tasks they need, like make '
+                        'TARGET, e.g. "detect.coco.supervised_seed*" (a reference row trained again with some seeds, '
+                        'not the preset\'s own bound); --dry-run lists the names; --stages and --records apply '
+                        'within them [OBJCROP_TASKS]')
     p.add_argument("--jobs", type=int, default=env("OBJCROP_JOBS"),
                    help="local launcher: run up to this many independent tasks at once, the CPU threads split "
                         "between the tasks running side by side (OMP_NUM_THREADS = cores / tasks, unless set) "
@@ -137,7 +142,7 @@ def prepare(args: argparse.Namespace):
     preset = apply_overrides(load_preset(args.preset), args)
     name = os.path.splitext(os.path.basename(preset["_path"]))[0]
     out = os.path.abspath(args.out or os.path.join("output", f"pipeline_{name}"))
-    tasks = build_plan(preset, out)
+    tasks = select_targets(build_plan(preset, out), words(args.tasks) or None)
     stages = words(args.stages) or None
     record = open_record(args.records) if args.records else None
     recorded = recorded_tasks(tasks, out, record, stages) if record is not None else set()

@@ -1,4 +1,5 @@
 """A pipeline task: one stage command, the checks that say its outputs are complete, and its argv."""
+import fnmatch
 import json
 import os
 import sys
@@ -81,6 +82,27 @@ def check_graph(tasks: List[Task]) -> None:
         if missing:
             raise PipelineError(f"task {t.name} depends on {missing}, which come later or not at all")
         names.add(t.name)
+
+
+def select_targets(tasks: List[Task], patterns: Optional[List[str]]) -> List[Task]:
+    """Only the tasks whose names match one of `patterns` (shell globs, as --dry-run names the tasks) and
+    every task they need, directly or not, like `make TARGET`: a reference row trained again with one
+    seed need not train the others. A pattern that matches no task is an error, not an empty run."""
+    if not patterns:
+        return tasks
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(t.name, p) for t in tasks)]
+    if unmatched:
+        raise PipelineError(f"--tasks: no task of this plan is named like {', '.join(unmatched)} (--dry-run "
+                            "lists the plan's tasks)")
+    by_name = {t.name: t for t in tasks}
+    wanted: Set[str] = set()
+    todo = [t.name for t in tasks if any(fnmatch.fnmatchcase(t.name, p) for p in patterns)]
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(by_name[name].deps)
+    return [t for t in tasks if t.name in wanted]
 
 
 def select_stages(tasks: List[Task], stages: Optional[List[str]], recorded: Optional[Set[str]] = None) -> List[Task]:
