@@ -24,8 +24,8 @@ at several budgets, the largest keeps the plain header and each other budget has
 fine-tunings of different lengths. The same images on another world size (the linear scaling rule:
 more images per batch, fewer iterations) are the same budget, as the pipeline's --records counts them
 (report.record.same_budget). A fine-tuning of the same length at
-another learning rate, steps or warmup (its recorded config) is named among the table's flags
-(`mixed_schedule_flags`).
+another learning rate, steps or warmup (its results.json's schedule, else its recorded config's) is
+named among the table's flags (`mixed_schedule_flags`).
 """
 import math
 import statistics
@@ -34,7 +34,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from objcrop.records import Provenance, dataset_label
 from objcrop.report.baseline import BASELINE_POLICY, baseline_policy
-from objcrop.report.record import budget_words, planned_budget, same_images_seen, same_schedule
+from objcrop.report.record import budget_words, is_count, planned_budget, same_images_seen, same_schedule
 
 # Row order: reference rows first, then the self-supervised methods.
 METHOD_ORDER = ["random_init", "supervised", "moco_v2", "byol"]
@@ -275,17 +275,13 @@ class PlainBudget:
         iterations of this budget's batch, the `[N it]` of its own columns. Where either side does not
         say its batch, the same batch is assumed and iterations are compared."""
         its, ims = result.get("iterations"), result.get("ims_per_batch")
-        if not _is_count(its):
+        if not is_count(its):
             return 0
-        if not (self.ims_per_batch and _is_count(ims)):
+        if not (self.ims_per_batch and is_count(ims)):
             return 0 if its == self.iterations else its
         if same_images_seen(its, ims, self.iterations, self.ims_per_batch):
             return 0
         return max(1, round(its * ims / self.ims_per_batch))
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def detection_budgets(results: Iterable[Dict[str, Any]]) -> Dict[str, PlainBudget]:
@@ -293,9 +289,9 @@ def detection_budgets(results: Iterable[Dict[str, Any]]) -> Dict[str, PlainBudge
     out: Dict[str, PlainBudget] = {}
     for result in results:
         its, ims = result.get("iterations"), result.get("ims_per_batch")
-        if result.get("stage") != "detection" or not _is_count(its):
+        if result.get("stage") != "detection" or not is_count(its):
             continue
-        ran = PlainBudget(its, ims if _is_count(ims) and ims > 0 else None)
+        ran = PlainBudget(its, ims if is_count(ims) and ims > 0 else None)
         task = str(result.get("task") or "unknown_det")
         if task not in out or ran.images > out[task].images:
             out[task] = ran

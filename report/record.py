@@ -305,9 +305,14 @@ def same_budget(result: Dict[str, Any], budget: Dict[str, Any], solver: Optional
     keeps when another world size runs the config, so it is compared, within one recorded batch (scaled
     iterations are rounded). A result that does not say is not taken for any budget."""
     its, ims = result.get("iterations"), result.get("ims_per_batch")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (its, ims)):
+    if not (is_count(its) and is_count(ims)):
         return False
     return same_images_seen(its, ims, budget["iterations"], budget["ims_per_batch"]) and same_schedule(solver, budget)
+
+
+def is_count(value: Any) -> bool:
+    """A whole number as results.json holds one (iterations, images per batch): not a bool, not a float."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def same_images_seen(recorded_iters: int, recorded_ims: int, planned_iters: int, planned_ims: int) -> bool:
