@@ -284,6 +284,18 @@ class PlainBudget:
         return max(1, round(its * ims / self.ims_per_batch))
 
 
+def detection_task(result: Dict[str, Any]) -> str:
+    """The task a detection results.json names ("unknown_det" when it names none)."""
+    return str(result.get("task") or "unknown_det")
+
+
+def column_budget(task: str, result: Dict[str, Any], budgets: Optional[Dict[str, PlainBudget]]) -> int:
+    """The `budget` of the columns a `task` result lands in: 0 for its table's plain budget (or where the
+    table has none for the task), else its own length (PlainBudget.column_budget)."""
+    plain = (budgets or {}).get(task)
+    return plain.column_budget(result) if plain else 0
+
+
 def detection_budgets(results: Iterable[Dict[str, Any]]) -> Dict[str, PlainBudget]:
     """Detection task -> its plain budget among `results`: the fine-tuning that trained on the most images."""
     out: Dict[str, PlainBudget] = {}
@@ -292,7 +304,7 @@ def detection_budgets(results: Iterable[Dict[str, Any]]) -> Dict[str, PlainBudge
         if result.get("stage") != "detection" or not is_count(its):
             continue
         ran = PlainBudget(its, ims if is_count(ims) and ims > 0 else None)
-        task = str(result.get("task") or "unknown_det")
+        task = detection_task(result)
         if task not in out or ran.images > out[task].images:
             out[task] = ran
     return out
@@ -313,9 +325,8 @@ def mixed_schedule_flags(runs: Iterable[Tuple[Dict[str, Any], Optional[Dict[str,
             ran = planned_budget(solver)
         except (KeyError, TypeError, ValueError):
             continue  # no recorded config: the schedule cannot be told
-        task = str(result.get("task") or "unknown_det")
-        plain = budgets.get(task)
-        key = (task, str(result.get("dataset")), plain.column_budget(result) if plain else 0)
+        task = detection_task(result)
+        key = (task, str(result.get("dataset")), column_budget(task, result, budgets))
         columns.setdefault(key, []).append((ran, solver, run_dir))
     flags = []
     for column in columns.values():
@@ -335,7 +346,7 @@ def measurements_of(result: Dict[str, Any], run_dir: str,
     if stage == "probe":
         task = "probe"
     elif stage == "detection":
-        task = str(result.get("task") or "unknown_det")
+        task = detection_task(result)
     else:
         return []
     row = row_key(result.get("pretrain"))
@@ -343,7 +354,7 @@ def measurements_of(result: Dict[str, Any], run_dir: str,
     protocol = protocol_of(result) if task == "probe" else ""
     if protocol == DEFAULT_PROBE_PROTOCOL:
         protocol = ""
-    budget = budgets[task].column_budget(result) if task != "probe" and budgets and task in budgets else 0
+    budget = column_budget(task, result, budgets) if task != "probe" else 0
     failure = _failure_reason(result)
     metrics = TASKS.get(task, (task, []))[1]
     if not metrics:  # an unknown detection task: show whatever box/mask numbers it has
