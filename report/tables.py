@@ -185,7 +185,7 @@ def _tex_cell(cell: Cell, decimals: int) -> str:
         if cell.std is not None:
             text += rf"\,{{\scriptsize$\pm${_num(cell.std, decimals)}}}"
         extras = [f"n={cell.n}"] + ([rf"$\Delta${_signed(cell.delta, decimals)}"] if cell.delta is not None else [])
-        extras += [f"gap {cell.gap:.0f}" + r"\%"] if cell.gap is not None else []
+        extras += [f"gap {tex_escape(_gap(cell.gap))}"] if cell.gap is not None else []
         text += rf" {{\scriptsize({', '.join(extras)})}}"
     return text + (r"$^\dagger$" if cell.flags else "")
 
