@@ -222,7 +222,9 @@ def record_main(argv: List[str]) -> int:
                         "these globs, e.g. 'runs/detect_voc/*/*': the fine-tunings of registered backbones trained "
                         "again for their fine-tuning only, whose first pretraining entry (the one their probe "
                         "measured) stays in the record (docs/preregistration.md, detection); the supervised "
-                        "bound's learnability.json only when `supervised` matches; the other files "
+                        "bound's learnability.json when `supervised` matches, or when a recorded run was fine-tuned or "
+                        "probed from it (a training of it other than the recorded one is kept beside it, as "
+                        "supervised<...>_for_<stages>/); the other files "
                         "(data/meta.json, the pipeline log, ...) are recorded as without it")
     p.add_argument("--replace", action="store_true",
                    help="let a run's new result replace a different one the record holds with status ok (a probe "

@@ -23,6 +23,7 @@ import glob
 import hashlib
 import math
 import os
+import re
 import shutil
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -73,6 +74,23 @@ def output_files(out: str, runs: Optional[Sequence[str]] = None) -> Iterator[Tup
     log = os.path.join(out, "logs", "pipeline.log")
     if os.path.isfile(log) and os.path.getsize(log) > 0:
         yield log, os.path.join("logs", f"pipeline-{_log_id(log)}.log")
+
+
+def bounds_of_runs(out: str, runs: Sequence[str]) -> Dict[str, List[str]]:
+    """The supervised bounds of output `out` that a run matching `runs` stands on: {the bound's
+    learnability.json, relative to `out`: the sorted stages of those runs}. A run stands on the bound
+    whose folder its name is (`runs/detect_coco/supervised_seed1/seed0` on `supervised_seed1/`) or
+    whose probe it is (`runs/probe/supervised_seed1_s0`); a bound that `runs` selects itself is not one."""
+    selected = [_norm(os.path.relpath(os.path.dirname(r), out)).split("/")
+                for r in glob.glob(os.path.join(out, "runs", "*", "*", "**", "results.json"), recursive=True)]
+    selected = [parts for parts in selected if _selected("/".join(parts), runs)]
+    stands = {}
+    for src in glob.glob(os.path.join(out, BOUND_PATTERN)):
+        folder = os.path.basename(os.path.dirname(src))
+        stages = {parts[1] for parts in selected if re.fullmatch(re.escape(folder) + r"(_s\d+)?", parts[2])}
+        if stages and not _selected(folder, runs):
+            stands[_norm(os.path.relpath(src, out))] = sorted(stages)
+    return stands
 
 
 def _selected(run_dir: str, runs: Optional[Sequence[str]]) -> bool:
@@ -215,6 +233,8 @@ class StudyRecord:
         if not replace:  # checked before anything is written: a refused output leaves the record as it was
             bounds = {_norm(rel): record_file.read_file_value(src) for src, rel in sources if _is_bound(rel)}
             self._refuse_other_results(out_dir, entries, bounds)
+        if runs is not None:
+            sources += self._draws_runs_stand_on(out_dir, runs)
         if not self.compact:
             for src, rel in sources:
                 _copy(src, os.path.join(self.root, rel))
@@ -229,6 +249,27 @@ class StudyRecord:
             self.data.get("renamed", {}).pop(key, None)
         self.write()
         return [rel for _, rel in sources]
+
+    def _draws_runs_stand_on(self, out_dir: str, runs: Sequence[str]) -> List[Tuple[str, str]]:
+        """(source, record path) of the learnability.json of each bound the runs recorded with `runs` were
+        fine-tuned or probed from (`bounds_of_runs`), so that the record says which training they stand
+        on. At its own path where the record holds none; nothing where it holds the same; else — the
+        bound trained again, on another CPU or seed, for these runs — beside the first as a further draw,
+        `<folder>_for_<stages>[_<n>]/learnability.json`, which the "Learnable?" line lists with its CPU."""
+        kept = []
+        for rel, stages in bounds_of_runs(out_dir, runs).items():
+            src = os.path.join(out_dir, rel)
+            value = record_file.read_file_value(src)
+            folder = os.path.dirname(rel)
+            candidates = [rel] + [f"{folder}_for_{'_'.join(stages)}{'' if n == 1 else f'_{n}'}/learnability.json"
+                                  for n in range(1, 100)]
+            for candidate in candidates:
+                held = self.read(candidate)
+                if held is None:
+                    kept.append((src, candidate))
+                if held is None or held == value:
+                    break
+        return kept
 
     def _refuse_other_results(self, out_dir: str, entries: Dict[str, Dict[str, Any]],
                               bounds: Optional[Dict[str, Any]] = None) -> None:

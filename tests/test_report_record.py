@@ -307,6 +307,70 @@ def test_the_supervised_bound_trained_again_with_seeds_is_recorded_beside_the_fi
     assert record_main([again, rec, "--runs", "supervised_seed*"]) == 0  # the same output again: nothing refused
 
 
+def _bound_fine_tuning(out, folder, seed, task="coco"):
+    """A fine-tuning of the bound in OUT/<folder>/, named as the pipeline names it (runs/detect_<task>/<folder>/seed0)."""
+    write_results(os.path.join(out, "runs", f"detect_{task}", folder, "seed0"),
+                  results("detection", "ok", Provenance("supervised", "none", "none", 0, "resnet18", "backbone.pth", seed),
+                          task=task, dataset="synth:/d:test", box={"AP50": 40.0, "AP": 20.0, "AP75": 18.0}))
+
+
+def test_a_bound_trained_again_for_recorded_fine_tunings_is_kept_beside_the_first_as_a_further_draw(tmp_path, capsys):
+    """`report record --runs 'runs/detect_coco/supervised_seed*/*'` of an output whose bound (OUT/supervised_seed1/)
+    was trained again for those fine-tunings: the record keeps the training they stand on — at its own path where it
+    holds none, beside the first (supervised_seed1_for_detect_coco/) where it holds another, nothing new where it
+    holds the same — and the learnability line lists it with its CPU. A bound no recorded run stands on stays out."""
+    from objcrop.report.cli import record_main
+    from objcrop.report.study_runs import learnability_budgets
+
+    rec, first, again, third = (str(tmp_path / d) for d in ("rec", "first", "again", "third"))
+    _bound(first, "supervised_seed1", 1, 0.709, "cpu: Intel(R) Xeon(R) Processor, 1 thread(s)")
+    StudyRecord.open(rec).save_output(first, ["supervised_seed*"])
+    for out, mAP in ((again, 0.711), (third, 0.72)):
+        for seed in (1, 2):
+            _bound(out, f"supervised_seed{seed}", seed, mAP + seed / 1000, "cpu: AMD EPYC, 1 thread(s)")
+            _bound_fine_tuning(out, f"supervised_seed{seed}", seed)
+        _bound(out, "supervised_seed3", 3, 0.6, "cpu: AMD EPYC, 1 thread(s)")  # no run recorded here stands on it
+    runs = ["--runs", "runs/detect_coco/supervised_seed*/*"]
+    assert record_main([again, rec] + runs) == 0
+    record = StudyRecord.open(rec)
+    assert record.read("supervised_seed1/learnability.json")["supervised_mAP"] == 0.709  # the first training, kept
+    assert record.read("supervised_seed1_for_detect_coco/learnability.json")["supervised_mAP"] == 0.712
+    assert record.read("supervised_seed2/learnability.json")["supervised_mAP"] == 0.713  # none held: its own path
+    assert not record.has("supervised_seed2_for_detect_coco/learnability.json")
+    assert not record.has("supervised_seed3/learnability.json")
+    assert record.results("runs/detect_coco/supervised_seed1/seed0/results.json")["box"]["AP"] == 20.0
+    line = learnability_budgets(record)
+    assert ("(seed 1, 19 epochs, 10 min on cpu: AMD EPYC, 1 thread(s); `supervised_seed1_for_detect_coco/learnability.json`): "
+            "supervised 0.712") in line
+    assert line.endswith("The 3 trainings of 40000 samples span supervised 0.709 to 0.713")
+    with open(os.path.join(rec, RECORD_FILE), "rb") as f:
+        before = f.read()
+    assert record_main([again, rec] + runs) == 0  # the same output again: nothing new
+    with open(os.path.join(rec, RECORD_FILE), "rb") as f:
+        assert f.read() == before
+    assert record_main([third, rec] + runs + ["--replace"]) == 0  # a third training of seed 1 for COCO: numbered
+    assert StudyRecord.open(rec).read("supervised_seed1_for_detect_coco_2/learnability.json")["supervised_mAP"] == 0.721
+    assert StudyRecord.open(rec).read("supervised_seed2_for_detect_coco/learnability.json")["supervised_mAP"] == 0.722
+
+
+def test_a_run_stands_on_the_bound_it_is_named_after_its_probe_too_and_no_other(tmp_path):
+    """bounds_of_runs: a fine-tuning (runs/detect_voc/supervised_seed1/seed0) and a probe (runs/probe/supervised_seed1_s0)
+    stand on supervised_seed1/; neither on supervised/, whose name begins theirs; a run `runs` leaves out counts for nothing."""
+    from objcrop.report.record import bounds_of_runs
+
+    out = str(tmp_path / "out")
+    for folder, seed in (("supervised", 0), ("supervised_seed1", 1)):
+        _bound(out, folder, seed, 0.7, "cpu")
+    _bound_fine_tuning(out, "supervised_seed1", 1, task="voc")
+    _bound_fine_tuning(out, "supervised", 0, task="coco")
+    write_results(os.path.join(out, "runs", "probe", "supervised_seed1_s0"),
+                  results("probe", "ok", Provenance("supervised", "none", "none", 0, "resnet18", "backbone.pth", 1),
+                          dataset="synth:/d:test", mAP=0.5))
+    assert bounds_of_runs(out, ["runs/probe/*", "runs/detect_voc/*/*"]) == {"supervised_seed1/learnability.json": ["detect_voc", "probe"]}
+    assert bounds_of_runs(out, ["runs/detect_coco/*/*"]) == {"supervised/learnability.json": ["detect_coco"]}
+    assert bounds_of_runs(out, ["runs/*/*/*", "supervised*"]) == {}  # bounds selected themselves: recorded as such
+
+
 def test_end_labels_of_curves_that_end_together_are_spread_apart_in_order():
     """Guards against overlapping end labels on plots/detection_curves.png (four fine-tunings of one backbone end
     at nearly one loss): every two labels at least the gap apart, in the order of their values, a lone label
