@@ -93,6 +93,24 @@ def bounds_of_runs(out: str, runs: Sequence[str]) -> Dict[str, List[str]]:
     return stands
 
 
+# where and when a bound's training ran, not what it trained: a training repeated byte for byte (same
+# seed, same float kernels) differs from the first only in these keys of its learnability.json
+_CIRCUMSTANCES = ("code", "data", "device", "torch", "torch_threads")
+
+
+def same_training(a: Any, b: Any) -> bool:
+    """Are two learnability.json values one training of the bound: equal but for where, with which code
+    and how long it ran (`_CIRCUMSTANCES`, supervised_training.train_seconds)?"""
+    def measured(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        kept = {k: v for k, v in value.items() if k not in _CIRCUMSTANCES}
+        if isinstance(kept.get("supervised_training"), dict):
+            kept["supervised_training"] = {k: v for k, v in kept["supervised_training"].items() if k != "train_seconds"}
+        return kept
+    return measured(a) == measured(b)
+
+
 def _selected(run_dir: str, runs: Optional[Sequence[str]]) -> bool:
     """Is a run folder (relative to the output) one of `runs`' globs (None: every folder)?"""
     return runs is None or any(fnmatch.fnmatch(_norm(run_dir), g) for g in runs)
@@ -253,7 +271,8 @@ class StudyRecord:
     def _draws_runs_stand_on(self, out_dir: str, runs: Sequence[str]) -> List[Tuple[str, str]]:
         """(source, record path) of the learnability.json of each bound the runs recorded with `runs` were
         fine-tuned or probed from (`bounds_of_runs`), so that the record says which training they stand
-        on. At its own path where the record holds none; nothing where it holds the same; else — the
+        on. At its own path where the record holds none; nothing where it holds the same training
+        (`same_training`: repeated byte for byte, only its wall time and place differ); else — the
         bound trained again, on another CPU or seed, for these runs — beside the first as a further draw,
         `<folder>_for_<stages>[_<n>]/learnability.json`, which the "Learnable?" line lists with its CPU."""
         kept = []
@@ -267,7 +286,7 @@ class StudyRecord:
                 held = self.read(candidate)
                 if held is None:
                     kept.append((src, candidate))
-                if held is None or held == value:
+                if held is None or same_training(held, value):
                     break
         return kept
 

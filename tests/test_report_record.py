@@ -348,6 +348,15 @@ def test_a_bound_trained_again_for_recorded_fine_tunings_is_kept_beside_the_firs
     assert record_main([again, rec] + runs) == 0  # the same output again: nothing new
     with open(os.path.join(rec, RECORD_FILE), "rb") as f:
         assert f.read() == before
+    repeat = str(tmp_path / "repeat")  # seed 1's first training repeated byte for byte elsewhere, for VOC: no draw
+    first_seed1 = read_json(os.path.join(first, "supervised_seed1", "learnability.json"))
+    write_json_atomic(os.path.join(repeat, "supervised_seed1", "learnability.json"), dict(
+        first_seed1, device="cpu: AMD EPYC, 1 thread(s)", code={"commit": "later"}, data="/elsewhere",
+        supervised_training=dict(first_seed1["supervised_training"], train_seconds=1234.5)))
+    _bound_fine_tuning(repeat, "supervised_seed1", 1, task="voc")
+    assert record_main([repeat, rec, "--runs", "runs/detect_voc/*/*"]) == 0
+    assert StudyRecord.open(rec).files("supervised_seed1*/learnability.json") == [
+        "supervised_seed1/learnability.json", "supervised_seed1_for_detect_coco/learnability.json"]
     assert record_main([third, rec] + runs + ["--replace"]) == 0  # a third training of seed 1 for COCO: numbered
     assert StudyRecord.open(rec).read("supervised_seed1_for_detect_coco_2/learnability.json")["supervised_mAP"] == 0.721
     assert StudyRecord.open(rec).read("supervised_seed2_for_detect_coco/learnability.json")["supervised_mAP"] == 0.722
