@@ -218,6 +218,24 @@ def cpu_model() -> str:
     return cpuinfo_field("model name") or platform.processor() or "unknown CPU"
 
 
+# the widest vector extension a CPU offers, widest first: oneDNN and MKL pick their float kernels by it,
+# so two CPUs of one model name ("AMD EPYC") that differ here train the same seed to other weights
+_VECTOR_ISAS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX512"), ("avx2", "AVX2"))
+
+
+def cpu_vector_isa() -> str:
+    """The widest of `_VECTOR_ISAS` that Linux's /proc/cpuinfo flags name; "" where none (or elsewhere)."""
+    flags = set((cpuinfo_field("flags") or "").split())
+    return next((name for flag, name in _VECTOR_ISAS if flag in flags), "")
+
+
+def cpu_kind() -> str:
+    """This machine's CPU as a run's device names it: its model and its widest vector extension, which
+    decides its float kernels ("AMD EPYC (AVX512-BF16)")."""
+    isa = cpu_vector_isa()
+    return f"{cpu_model()} ({isa})" if isa else cpu_model()
+
+
 def code_identity(package: Optional[str] = None) -> Dict[str, Any]:
     """The code this process runs: {"objcrop": version, "commit": the git commit or None, "dirty": whether
     tracked files differ from it, or None}. The commit is read only where objcrop's own files are the

@@ -20,9 +20,9 @@ def test_supervised_bound_writes_its_numbers_and_a_backbone_the_probe_can_load(s
                                "--json", str(out_json), "--save-backbone", str(backbone), "--device", "auto"])
     assert rc == 0
     res = json.loads(out_json.read_text())
-    # the device as a pretraining run names it: the CPU's model and threads (one thread: the fixture's)
+    # the device as a pretraining run names it: the CPU's model, vector extension and threads (one thread: the fixture's)
     assert res["device"] == (f"cuda: {torch.cuda.get_device_name()}" if torch.cuda.is_available()
-                             else f"cpu: {records.cpu_model()}, 1 thread(s)")
+                             else f"cpu: {records.cpu_kind()}, 1 thread(s)")
     assert res["torch"] == torch.__version__ and set(res["code"]) == {"objcrop", "commit", "dirty"}
     assert res["supervised_training"]["samples"] >= 32 and res["supervised_training"]["steps"] == res["supervised_training"]["samples"] // 8
     for key in ("random_init_mAP", "supervised_mAP", "supervised_head_mAP", "chance_mAP"):

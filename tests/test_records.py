@@ -126,3 +126,16 @@ def test_code_history_lists_each_session_that_trained_a_run_once():
     assert code_history([a], a) == [a]  # resumed on the same code: one entry
     assert code_history([a], b) == [a, b]  # resumed across commits: both
     assert code_history([a, b], a) == [a, b, a]
+
+
+@pytest.mark.parametrize("flags, kind", [("fpu avx2 avx512f avx512_bf16 amx_bf16", "AMD EPYC (AMX)"),
+                                         ("fpu avx2 avx512f avx512_bf16", "AMD EPYC (AVX512-BF16)"),
+                                         ("fpu avx2 avx512f", "AMD EPYC (AVX512)"), ("fpu avx2", "AMD EPYC (AVX2)"),
+                                         ("fpu sse4_2", "AMD EPYC"), (None, "AMD EPYC")])
+def test_a_cpu_is_named_by_its_model_and_widest_vector_extension(monkeypatch, flags, kind):
+    """Two CPUs of one model name that differ in their vector extensions run other float kernels (the
+    same seed trains other weights), so a run's device names the widest one its CPU has."""
+    from objcrop import records
+
+    monkeypatch.setattr(records, "cpuinfo_field", lambda name: {"model name": "AMD EPYC", "flags": flags}[name])
+    assert records.cpu_kind() == kind
