@@ -27,7 +27,7 @@ from torch import nn
 
 from objcrop.datasets import load_dataset, multilabel_targets, read_image
 from objcrop.checkpoints import save_checkpoint
-from objcrop.io import write_json_atomic
+from objcrop.io import sha256_file, write_json_atomic
 from objcrop import records
 from objcrop.pretrain.engine.results import device_name
 
@@ -201,6 +201,9 @@ def main(argv=None) -> int:
           f"{tr['epochs']:.1f} epochs in {tr['train_seconds']:.0f}s)", flush=True)
     if args.save_backbone:
         _save_backbone(supervised, args.save_backbone)
+        # names this training in what stands on it: the .pkl `objcrop convert` makes of it keeps this hash, and
+        # each fine-tuning's results.json its source_sha256 (one seed on one CPU repeats it byte for byte)
+        results["backbone_sha256"] = sha256_file(args.save_backbone)
     if args.json:
         write_json_atomic(args.json, results)
     print(json.dumps({k: results[k] for k in ("chance_mAP", "random_init_mAP", "supervised_mAP", "supervised_head_mAP")}))

@@ -1,10 +1,10 @@
 """What a detection run reports: the provenance of its weights, the weights check, and results.json.
 
-results.json follows objcrop.records' schema (docs/INTERFACES.md), stage "detection":
-task, dataset, train_datasets, box (and mask) {AP, AP50, AP75}, seed, config_hash, weights,
-weights_sha256, iterations, wall_time_s, ims_per_batch, world_size, schedule (base_lr, steps,
-warmup_iters, as trained), every metric (non-finite -> null), and the `pretrain` provenance block the
-converted .pkl carries under `__objcrop__`.
+results.json follows objcrop.records' schema (docs/INTERFACES.md), stage "detection": task, dataset,
+train_datasets, box (and mask) {AP, AP50, AP75}, seed, config_hash, weights, weights_sha256,
+source_sha256 (the checkpoint the .pkl was converted from), iterations, wall_time_s, ims_per_batch,
+world_size, schedule (base_lr, steps, warmup_iters, as trained), every metric (non-finite -> null),
+and the `pretrain` provenance block the converted .pkl carries under `__objcrop__`.
 """
 import logging
 import os
@@ -42,6 +42,16 @@ def provenance_of_weights(cfg) -> Provenance:
     return Provenance(arch=arch)
 
 
+def source_sha256_of_weights(weights: str) -> Optional[str]:
+    """The sha256 of the checkpoint a converted .pkl was made from (`objcrop convert` keeps it under
+    __objcrop_source__): it names one training whatever folder it was converted in, where the .pkl's own
+    hash also depends on that folder (the .pkl names its source's path). None for other weights."""
+    if not weights or not weights.endswith(".pkl"):
+        return None
+    source = load_pkl_as_detectron2(weights).get("__objcrop_source__")
+    return source.get("sha256") if isinstance(source, dict) else None
+
+
 def check_backbone_loaded(model: torch.nn.Module, weights: str) -> None:
     """After loading a converted .pkl, every backbone tensor of the model must equal the file's."""
     if not weights.endswith(".pkl"):
@@ -69,7 +79,7 @@ def task_of(cfg) -> str:
 
 def results_record(cfg, eval_results: dict, *, status: str, seed: int, provenance: Provenance,
                    weights_sha256: Optional[str], iterations: int, wall_time_s: float,
-                   error: Optional[str] = None) -> dict:
+                   error: Optional[str] = None, source_sha256: Optional[str] = None) -> dict:
     """The results.json of one seed's run (objcrop.records.results, so it is validated)."""
     task = task_of(cfg)
     dataset = cfg.DATASETS.TEST[0]
@@ -79,7 +89,7 @@ def results_record(cfg, eval_results: dict, *, status: str, seed: int, provenanc
         "task": task, "dataset": dataset, "train_datasets": list(cfg.DATASETS.TRAIN),
         "box": _ap_triplet(first.get("bbox")) if first else None,
         "seed": seed, "config_hash": config_hash(cfg), "weights": cfg.MODEL.WEIGHTS or None,
-        "weights_sha256": weights_sha256, "iterations": iterations, "wall_time_s": round(wall_time_s, 2),
+        "weights_sha256": weights_sha256, "source_sha256": source_sha256, "iterations": iterations, "wall_time_s": round(wall_time_s, 2),
         "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "world_size": comm.get_world_size(),
         "schedule": schedule_of(cfg), "metrics": _all_finite(eval_results),
     }

@@ -27,7 +27,8 @@ from objcrop.convert.detectron2_model import adapt_norms_to_world_size, load_con
 from objcrop.convert.writer import use_restricted_pkl_reader
 from objcrop.detection.config import scale_to_world_size
 from objcrop.detection.resume import continue_where_stopped, make_resumable
-from objcrop.detection.results import check_backbone_loaded, provenance_of_weights, results_record
+from objcrop.detection.results import (check_backbone_loaded, provenance_of_weights, results_record,
+                                       source_sha256_of_weights)
 from objcrop.detection.trainer import MetricsJsonlHook, Trainer
 from objcrop.errors import CheckpointError, ConfigError
 from objcrop.io import sha256_file
@@ -174,7 +175,8 @@ def run_seed(args, seed: int) -> dict:
             status, error, eval_results = "failed", f"training diverged: {e}", {}
             logger.error("seed %d failed: %s", seed, error)
         record = results_record(cfg, eval_results or {}, status=status, seed=seed, provenance=provenance,
-                                weights_sha256=weights_sha, iterations=iterations,
+                                weights_sha256=weights_sha, source_sha256=source_sha256_of_weights(cfg.MODEL.WEIGHTS),
+                                iterations=iterations,
                                 wall_time_s=time.time() - start, error=error)
         undefined = [f"{kind} {k}" for kind in ("box", "mask") for k, v in (record.get(kind) or {}).items() if v is None]
         if undefined and status == "ok":

@@ -99,16 +99,18 @@ _CIRCUMSTANCES = ("code", "data", "device", "torch", "torch_threads")
 
 
 def same_training(a: Any, b: Any) -> bool:
-    """Are two learnability.json values one training of the bound: equal but for where, with which code
-    and how long it ran (`_CIRCUMSTANCES`, supervised_training.train_seconds)?"""
-    def measured(value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        kept = {k: v for k, v in value.items() if k not in _CIRCUMSTANCES}
+    """Are two learnability.json values one training of the bound: equal in every key both hold but
+    where, with which code and how long it ran (`_CIRCUMSTANCES`, supervised_training.train_seconds)?
+    A key only one holds (backbone_sha256, written since 2026-12-07) says nothing either way."""
+    def measured(value: Any, keys: set) -> Any:
+        kept = {k: v for k, v in value.items() if k in keys and k not in _CIRCUMSTANCES}
         if isinstance(kept.get("supervised_training"), dict):
             kept["supervised_training"] = {k: v for k, v in kept["supervised_training"].items() if k != "train_seconds"}
         return kept
-    return measured(a) == measured(b)
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return a == b
+    common = set(a) & set(b)
+    return "supervised_mAP" in common and measured(a, common) == measured(b, common)
 
 
 def _selected(run_dir: str, runs: Optional[Sequence[str]]) -> bool:

@@ -79,6 +79,8 @@ def test_voc_format_demo_trains_checkpoints_resumes_and_evaluates(synth_dir, wei
     assert r["dataset"] == f"voc:{synth_dir}/voc:test" and r["seed"] == 0 and r["iterations"] == 4
     assert _finite_triplet(r["box"]) and "mask" not in r
     assert r["weights_sha256"] == sha256_file(weights) and len(r["config_hash"]) == 12 and r["wall_time_s"] > 0
+    # the training it stands on, by the checkpoint the .pkl was converted from (the .pkl's hash names its folder too)
+    assert r["source_sha256"] == sha256_file(os.path.join(os.path.dirname(weights), "model_final.pth"))
     with open(weights, "rb") as f:
         assert r["pretrain"] == pickle.load(f)["__objcrop__"]
 

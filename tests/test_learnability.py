@@ -8,6 +8,7 @@ import torchvision
 from _repo_files import load_repo_module
 
 from objcrop import records
+from objcrop.io import sha256_file
 
 
 def _learnability():
@@ -32,6 +33,7 @@ def test_supervised_bound_writes_its_numbers_and_a_backbone_the_probe_can_load(s
     assert not any(k.startswith("fc.") for k in state) and all(v.device.type == "cpu" for v in state.values())
     missing, unexpected = torchvision.models.resnet18(weights=None).load_state_dict(state, strict=False)
     assert missing == ["fc.weight", "fc.bias"] and unexpected == []
+    assert res["backbone_sha256"] == sha256_file(str(backbone))  # the training, as what stands on it names it
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without CUDA")

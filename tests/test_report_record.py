@@ -351,7 +351,7 @@ def test_a_bound_trained_again_for_recorded_fine_tunings_is_kept_beside_the_firs
     repeat = str(tmp_path / "repeat")  # seed 1's first training repeated byte for byte elsewhere, for VOC: no draw
     first_seed1 = read_json(os.path.join(first, "supervised_seed1", "learnability.json"))
     write_json_atomic(os.path.join(repeat, "supervised_seed1", "learnability.json"), dict(
-        first_seed1, device="cpu: AMD EPYC, 1 thread(s)", code={"commit": "later"}, data="/elsewhere",
+        first_seed1, device="cpu: AMD EPYC, 1 thread(s)", code={"commit": "later"}, data="/elsewhere", backbone_sha256="ab",
         supervised_training=dict(first_seed1["supervised_training"], train_seconds=1234.5)))
     _bound_fine_tuning(repeat, "supervised_seed1", 1, task="voc")
     assert record_main([repeat, rec, "--runs", "runs/detect_voc/*/*"]) == 0
