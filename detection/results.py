@@ -89,7 +89,8 @@ def results_record(cfg, eval_results: dict, *, status: str, seed: int, provenanc
         "task": task, "dataset": dataset, "train_datasets": list(cfg.DATASETS.TRAIN),
         "box": _ap_triplet(first.get("bbox")) if first else None,
         "seed": seed, "config_hash": config_hash(cfg), "weights": cfg.MODEL.WEIGHTS or None,
-        "weights_sha256": weights_sha256, "source_sha256": source_sha256, "iterations": iterations, "wall_time_s": round(wall_time_s, 2),
+        "weights_sha256": weights_sha256, "source_sha256": source_sha256, "iterations": iterations,
+        "wall_time_s": round(wall_time_s, 2),
         "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH, "world_size": comm.get_world_size(),
         "schedule": schedule_of(cfg), "metrics": _all_finite(eval_results),
     }

@@ -21,6 +21,7 @@ Two layouts answer the same questions through `StudyRecord`:
 import fnmatch
 import glob
 import hashlib
+import itertools
 import math
 import os
 import re
@@ -281,10 +282,9 @@ class StudyRecord:
         for rel, stages in bounds_of_runs(out_dir, runs).items():
             src = os.path.join(out_dir, rel)
             value = record_file.read_file_value(src)
-            folder = os.path.dirname(rel)
-            candidates = [rel] + [f"{folder}_for_{'_'.join(stages)}{'' if n == 1 else f'_{n}'}/learnability.json"
-                                  for n in range(1, 100)]
-            for candidate in candidates:
+            draw = f"{os.path.dirname(rel)}_for_{'_'.join(stages)}"
+            further = (f"{draw}{'' if n == 1 else f'_{n}'}/learnability.json" for n in itertools.count(1))
+            for candidate in itertools.chain([rel], further):
                 held = self.read(candidate)
                 if held is None:
                     kept.append((src, candidate))

@@ -314,7 +314,7 @@ def _bound_fine_tuning(out, folder, seed, task="coco"):
                           task=task, dataset="synth:/d:test", box={"AP50": 40.0, "AP": 20.0, "AP75": 18.0}))
 
 
-def test_a_bound_trained_again_for_recorded_fine_tunings_is_kept_beside_the_first_as_a_further_draw(tmp_path, capsys):
+def test_a_bound_trained_again_for_recorded_fine_tunings_is_kept_beside_the_first_as_a_further_draw(tmp_path):
     """`report record --runs 'runs/detect_coco/supervised_seed*/*'` of an output whose bound (OUT/supervised_seed1/)
     was trained again for those fine-tunings: the record keeps the training they stand on — at its own path where it
     holds none, beside the first (supervised_seed1_for_detect_coco/) where it holds another, nothing new where it

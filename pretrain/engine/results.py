@@ -135,7 +135,8 @@ class ResultsWriter(HookBase):
 def device_name(device) -> str:
     """What a run computed on (a torch.device), for its record: the CUDA device's name, or the CPU's model
     and widest vector extension (records.cpu_kind: which float kernels it ran) and this process's torch
-    threads (the registered comparison pairs its arms' seeds by kind of device, docs/preregistration.md). torch is imported here: the pipeline names runs with this module, without it."""
+    threads (the registered comparison pairs its arms' seeds by kind of device, docs/preregistration.md).
+    torch is imported here: the pipeline names runs with this module, without it."""
     import torch
 
     if device.type == "cuda":
