@@ -57,12 +57,9 @@ def output_files(out: str, runs: Optional[Sequence[str]] = None) -> Iterator[Tup
     Pipeline logs are kept one per output directory (logs/pipeline-<id>.log), so that the record's
     wall times add up over every machine that worked on it. `runs`: only the runs whose folder
     (`runs/<stage>/<name>[/seed<k>]`, or `supervised` for the supervised bound) matches one of these globs."""
-    for result in glob.glob(os.path.join(out, "runs", "**", "results.json"), recursive=True):
-        run_dir = os.path.dirname(result)
-        if not _selected(os.path.relpath(run_dir, out), runs):
-            continue
+    for run_dir in selected_run_dirs(out, runs):
         for name in RUN_FILES:
-            src = os.path.join(run_dir, name)
+            src = os.path.join(out, run_dir, name)
             if os.path.isfile(src):
                 yield src, os.path.relpath(src, out)
     for pattern in OTHER_PATTERNS:
@@ -77,14 +74,20 @@ def output_files(out: str, runs: Optional[Sequence[str]] = None) -> Iterator[Tup
         yield log, os.path.join("logs", f"pipeline-{_log_id(log)}.log")
 
 
+def selected_run_dirs(out: str, runs: Optional[Sequence[str]] = None) -> List[str]:
+    """The run folders of output `out` (`runs/<stage>/<name>[/seed<k>]`, relative, "/"-separated) that hold
+    a results.json and match one of `runs`' globs (None: every one)."""
+    dirs = (_norm(os.path.relpath(os.path.dirname(r), out))
+            for r in glob.glob(os.path.join(out, "runs", "**", "results.json"), recursive=True))
+    return [d for d in dirs if _selected(d, runs)]
+
+
 def bounds_of_runs(out: str, runs: Sequence[str]) -> Dict[str, List[str]]:
     """The supervised bounds of output `out` that a run matching `runs` stands on: {the bound's
     learnability.json, relative to `out`: the sorted stages of those runs}. A run stands on the bound
     whose folder its name is (`runs/detect_coco/supervised_seed1/seed0` on `supervised_seed1/`) or
     whose probe it is (`runs/probe/supervised_seed1_s0`); a bound that `runs` selects itself is not one."""
-    selected = [_norm(os.path.relpath(os.path.dirname(r), out)).split("/")
-                for r in glob.glob(os.path.join(out, "runs", "*", "*", "**", "results.json"), recursive=True)]
-    selected = [parts for parts in selected if _selected("/".join(parts), runs)]
+    selected = [parts for parts in (d.split("/") for d in selected_run_dirs(out, runs)) if len(parts) > 2]
     stands = {}
     for src in glob.glob(os.path.join(out, BOUND_PATTERN)):
         folder = os.path.basename(os.path.dirname(src))
