@@ -97,24 +97,40 @@ def bounds_of_runs(out: str, runs: Sequence[str]) -> Dict[str, List[str]]:
     return stands
 
 
-# where and when a bound's training ran, not what it trained: a training repeated byte for byte (same
-# seed, same float kernels) differs from the first only in these keys of its learnability.json
+# where and when a bound's training ran, not what it trained: a training repeated (same seed, same float
+# kernels) differs from the first only in these keys of its learnability.json (and its final loss, below)
 _CIRCUMSTANCES = ("code", "data", "device", "torch", "torch_threads")
+# supervised_training.final_loss, the mean of the last 50 step losses, was taken in float64 (np.mean of
+# Python floats) before be959b2 (2026-11-26) and in float32 since (torch's mean: a GPU run does not sync
+# each step). One training gives the two within a float32 ulp or two: `study`'s bound, trained before that
+# commit and again on 2026-12-07, repeated every probe figure to the last digit and its final loss one
+# float32 ulp apart. So a few ulps are that rounding, not another training.
+_FINAL_LOSS_REL_TOL = 1e-6
 
 
 def same_training(a: Any, b: Any) -> bool:
     """Are two learnability.json values one training of the bound: equal in every key both hold but
-    where, with which code and how long it ran (`_CIRCUMSTANCES`, supervised_training.train_seconds)?
-    A key only one holds (backbone_sha256, written since 2026-12-07) says nothing either way."""
+    where, with which code and how long it ran (`_CIRCUMSTANCES`, supervised_training.train_seconds),
+    with the final loss equal to within a few float32 ulps (`_FINAL_LOSS_REL_TOL`)? A key only one holds
+    (backbone_sha256, written since 2026-12-07) says nothing either way."""
     def measured(value: Any, keys: set) -> Any:
         kept = {k: v for k, v in value.items() if k in keys and k not in _CIRCUMSTANCES}
         if isinstance(kept.get("supervised_training"), dict):
-            kept["supervised_training"] = {k: v for k, v in kept["supervised_training"].items() if k != "train_seconds"}
+            kept["supervised_training"] = {k: v for k, v in kept["supervised_training"].items()
+                                           if k not in ("train_seconds", "final_loss")}
         return kept
+
+    def final_loss(value: Any) -> Any:
+        training = value.get("supervised_training")
+        return training.get("final_loss") if isinstance(training, dict) else None
+
     if not (isinstance(a, dict) and isinstance(b, dict)):
         return a == b
     common = set(a) & set(b)
-    return "supervised_mAP" in common and measured(a, common) == measured(b, common)
+    la, lb = final_loss(a), final_loss(b)
+    losses_agree = (la == lb or (isinstance(la, float) and isinstance(lb, float)
+                                 and math.isclose(la, lb, rel_tol=_FINAL_LOSS_REL_TOL)))
+    return "supervised_mAP" in common and losses_agree and measured(a, common) == measured(b, common)
 
 
 def _selected(run_dir: str, runs: Optional[Sequence[str]]) -> bool:
@@ -278,8 +294,8 @@ class StudyRecord:
         """(source, record path) of the learnability.json of each bound the runs recorded with `runs` were
         fine-tuned or probed from (`bounds_of_runs`), so that the record says which training they stand
         on. At its own path where the record holds none; nothing where it holds the same training
-        (`same_training`: repeated byte for byte, only its wall time and place differ); else — the
-        bound trained again, on another CPU or seed, for these runs — beside the first as a further draw,
+        (`same_training`: repeated, only its wall time, place and the last bits of its final loss differ);
+        else — the bound trained again, on another CPU or seed, for these runs — beside the first as a further draw,
         `<folder>_for_<stages>[_<n>]/learnability.json`, which the "Learnable?" line lists with its CPU."""
         kept = []
         for rel, stages in bounds_of_runs(out_dir, runs).items():

@@ -3,6 +3,7 @@ output replaces one run's entry; a damaged record file is named in the error."""
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from objcrop.io import append_jsonl, read_json, write_json_atomic, write_text_atomic
@@ -271,7 +272,15 @@ def _bound(out, folder, seed, mAP, device, samples=40000):
     """The json benchmarks/learnability.py writes (its keys the page reads) under OUT/<folder>/."""
     write_json_atomic(os.path.join(out, folder, "learnability.json"), {
         "seed": seed, "device": device, "supervised_mAP": mAP, "random_init_mAP": 0.34, "chance_mAP": 0.3,
-        "supervised_training": {"samples": samples, "epochs": 19.0, "train_seconds": 600.0}})
+        "supervised_training": {"samples": samples, "epochs": 19.0, "train_seconds": 600.0, "final_loss": 0.25}})
+
+
+def _float32_ulps_below(x, n):
+    """`x` moved down by n float32 ulps: the bits by which a float32 mean of the losses differs from a float64 one."""
+    y = np.float32(x)
+    for _ in range(n):
+        y = np.nextafter(y, np.float32(0))
+    return float(y)
 
 
 def test_the_supervised_bound_trained_again_with_seeds_is_recorded_beside_the_first_and_its_span_read(tmp_path):
@@ -348,11 +357,12 @@ def test_a_bound_trained_again_for_recorded_fine_tunings_is_kept_beside_the_firs
     assert record_main([again, rec] + runs) == 0  # the same output again: nothing new
     with open(os.path.join(rec, RECORD_FILE), "rb") as f:
         assert f.read() == before
-    repeat = str(tmp_path / "repeat")  # seed 1's first training repeated byte for byte elsewhere, for VOC: no draw
+    repeat = str(tmp_path / "repeat")  # seed 1's first training repeated elsewhere, for VOC: no draw
     first_seed1 = read_json(os.path.join(first, "supervised_seed1", "learnability.json"))
     write_json_atomic(os.path.join(repeat, "supervised_seed1", "learnability.json"), dict(
         first_seed1, device="cpu: AMD EPYC, 1 thread(s)", code={"commit": "later"}, data="/elsewhere", backbone_sha256="ab",
-        supervised_training=dict(first_seed1["supervised_training"], train_seconds=1234.5)))
+        supervised_training=dict(first_seed1["supervised_training"], train_seconds=1234.5,
+                                 final_loss=_float32_ulps_below(first_seed1["supervised_training"]["final_loss"], 2))))
     _bound_fine_tuning(repeat, "supervised_seed1", 1, task="voc")
     assert record_main([repeat, rec, "--runs", "runs/detect_voc/*/*"]) == 0
     assert StudyRecord.open(rec).files("supervised_seed1*/learnability.json") == [
@@ -360,6 +370,13 @@ def test_a_bound_trained_again_for_recorded_fine_tunings_is_kept_beside_the_firs
     assert record_main([third, rec] + runs + ["--replace"]) == 0  # a third training of seed 1 for COCO: numbered
     assert StudyRecord.open(rec).read("supervised_seed1_for_detect_coco_2/learnability.json")["supervised_mAP"] == 0.721
     assert StudyRecord.open(rec).read("supervised_seed2_for_detect_coco/learnability.json")["supervised_mAP"] == 0.722
+    other_loss = str(tmp_path / "other_loss")  # every probe figure equal, but another loss: another training
+    write_json_atomic(os.path.join(other_loss, "supervised_seed1", "learnability.json"), dict(
+        first_seed1, supervised_training=dict(first_seed1["supervised_training"], final_loss=0.26)))
+    _bound_fine_tuning(other_loss, "supervised_seed1", 1, task="voc")
+    assert record_main([other_loss, rec, "--runs", "runs/detect_voc/*/*", "--replace"]) == 0
+    assert StudyRecord.open(rec).read("supervised_seed1_for_detect_voc/learnability.json")["supervised_training"][
+        "final_loss"] == 0.26
 
 
 def test_a_run_stands_on_the_bound_it_is_named_after_its_probe_too_and_no_other(tmp_path):
