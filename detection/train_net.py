@@ -155,6 +155,7 @@ def run_seed(args, seed: int) -> dict:
         cfg = setup(args, seed, world)
         results_path = os.path.join(cfg.OUTPUT_DIR, "results.json")
         if args.resume and not args.eval_only and _finished(results_path):
+            _refuse_a_run_of_another_training(results_path, cfg.MODEL.WEIGHTS)
             logger.info("seed %d: %s already holds a finished run; skipping (delete it to rerun)", seed, results_path)
             return read_results(results_path)
         logger.info("seed %d: run directory %s (world size %d, %d images per batch, %d iterations)",
@@ -187,6 +188,19 @@ def run_seed(args, seed: int) -> dict:
             logger.info("seed %d: %s box %s%s -> %s", seed, record["task"], record["box"],
                         f" mask {record['mask']}" if "mask" in record else "", results_path)
         return record
+
+
+def _refuse_a_run_of_another_training(results_path: str, weights: str) -> None:
+    """--resume keeps a finished run as it is; that is only right while it is a fine-tuning of these
+    weights. A backbone trained again and converted to the same .pkl path would otherwise be reported
+    with the old run's numbers (the pipeline refuses the same before it starts: freshness.py)."""
+    held = read_results(results_path).get("source_sha256")
+    now = source_sha256_of_weights(weights)
+    if held and now and held != now:
+        raise CheckpointError(
+            f"{results_path}: a finished fine-tuning of another training (its weights were converted from a "
+            f"checkpoint with sha256 {held[:12]}…, {weights} now from {now[:12]}…). Move or remove "
+            f"{os.path.dirname(results_path)} to fine-tune these weights; nothing was run")
 
 
 def _finished(results_path: str) -> bool:

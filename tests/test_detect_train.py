@@ -67,7 +67,19 @@ def _finite_triplet(block):
     return block is not None and all(isinstance(block[k], float) and math.isfinite(block[k]) for k in ("AP", "AP50", "AP75"))
 
 
-def test_voc_format_demo_trains_checkpoints_resumes_and_evaluates(synth_dir, weights, tmp_path):
+def _another_training(weights, stem):
+    """The checkpoint `weights` was converted from with one tensor changed (another training), converted to
+    STEM.pkl (from STEM.pth)."""
+    from objcrop.convert.cli import convert
+
+    checkpoint = torch.load(os.path.join(os.path.dirname(weights), "model_final.pth"), weights_only=True)
+    checkpoint["backbone"]["conv1.weight"] = checkpoint["backbone"]["conv1.weight"] * 1.01
+    torch.save(checkpoint, stem + ".pth")
+    convert(stem + ".pth", stem + ".pkl", verify=False)
+    return stem + ".pkl"
+
+
+def test_voc_format_demo_trains_checkpoints_resumes_and_evaluates(synth_dir, weights, tmp_path, capsys):
     out = str(tmp_path / "voc")
     common = ["train", "--config-file", "demo/faster_rcnn_R_50_C4_voc.yaml", "--weights", weights, "--seeds", "0",
               "--output-dir", out, "--dataset-train", f"voc:{synth_dir}/voc:train",
@@ -109,6 +121,12 @@ def test_voc_format_demo_trains_checkpoints_resumes_and_evaluates(synth_dir, wei
     assert r["iterations"] == 5 and _finite_triplet(r["box"])
     with open(os.path.join(run, "log.txt")) as f:
         assert "resumed from" in f.read()
+
+    # --resume keeps a finished run only while it is a fine-tuning of these weights' training
+    other = _another_training(weights, str(tmp_path / "other"))
+    assert _run([other if a == weights else a for a in common] + ["--resume", "--opts"] + FAST) != 0
+    assert "a finished fine-tuning of another training" in capsys.readouterr().err
+    assert _results(run)["iterations"] == 5 and _results(run)["source_sha256"] != sha256_file(other.replace(".pkl", ".pth"))
 
     # --eval-only evaluates the fine-tuned checkpoint of the seed.
     assert _run(common + ["--eval-only", "--opts"] + FAST) == 0

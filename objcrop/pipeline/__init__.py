@@ -4,6 +4,7 @@
     naming.py    a pretraining run's --opts and its name (objcrop.records.run_name of its merged config)
     plan.py      preset -> task graph (data, proposals, pretrain, probe, convert, detect, report)
     tasks.py     Task: one stage command, its output checks, its argv; stage selection
+    freshness.py is a converted .pkl, a fine-tuning, still of its checkpoint as it is now (sha256)?
     recorded.py  --records: the tasks a record of earlier results lets a run skip
     preflight.py what this machine would refuse (CPU bf16, CUDA, more processes than GPUs, nodes), up front
     local.py     Pipeline: skipping, logs, the local scheduler (--jobs, --keep-going)
@@ -13,7 +14,8 @@
 
 The stages are driven through their CLIs only (each task is a process); the pipeline imports
 objcrop's core (records, config) and objcrop.pretrain's config defaults to name runs (and, in
-preflight.py, its CPU bf16 check, to refuse up front what a stage would refuse).
+preflight.py, its CPU bf16 check, to refuse up front what a stage would refuse; in freshness.py,
+objcrop.convert's restricted .pkl reader, to read which checkpoint a .pkl was converted from).
 docs/ARCHITECTURE.md places it: above every stage, depended on by none.
 """
 from objcrop.pipeline.cli import build_parser, main, planned_results

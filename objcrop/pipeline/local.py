@@ -59,19 +59,27 @@ class Pipeline:
 
     def run(self) -> int:
         self.say(f"{len(self.tasks)} tasks, launcher {self.launcher}, output {self.out}")
-        todo = []
+        todo, will_run = [], set()
         for t in self.tasks:
-            if t.complete():
+            # a conversion or fine-tuning whose checkpoint is about to be written anew is asked again
+            # when its turn comes (freshness.py): before, it could only be compared with the old one
+            complete = t.complete()
+            after = sorted(set(t.deps) & will_run) if complete and t.checks_freshness() else []
+            if complete and not after:
                 self.say(f"skip {t.name}: outputs complete")
             elif t.name in self.recorded:
                 self.say(f"skip {t.name}: its result is recorded in {self.records}")
             else:
                 if t.name in self.run_again:
                     self.say(f"run {t.name} again: {self.run_again[t.name]}")
+                elif after:
+                    self.say(f"check {t.name} after {', '.join(after)}: its outputs must be of the checkpoint "
+                             "written then")
                 todo.append(t)
+                will_run.add(t.name)
         self._say_accumulated()
         # refuse now what this machine would refuse later (a dry run only says so)
-        refusal = refusal_on_this_machine(todo, self.launcher)
+        refusal = "; ".join(filter(None, [self._outdated_fine_tunings(todo), refusal_on_this_machine(todo, self.launcher)]))
         if self.dry_run:
             for t in todo:
                 self.say(f"would run {t.name}: objcrop {' '.join(shlex.quote(a) for a in t.cmd + t.tail)}")
@@ -94,6 +102,17 @@ class Pipeline:
             self.say(f"accumulating runs: {done} of {len(runs)} recorded in {self.records}")
 
     # ---- local: each task in its own process, up to `jobs` at once, in plan order
+    def _outdated_fine_tunings(self, todo: List[Task]) -> str:
+        """Why some fine-tuning folders cannot be run into: they hold a run of another training of their
+        backbone, a result that is refused, not overwritten (only its owner knows whether to keep it). A
+        .pkl converted from another training is converted again when its turn comes (freshness.py)."""
+        refused = [f"{t.name}: {t.outdated()[0]}" for t in todo if t.stage == "detect" and t.outdated()]
+        if not refused:
+            return ""
+        return (f"{len(refused)} fine-tuning folder(s) hold a run of another training of their backbone (it was "
+                f"trained again after they ran): {'; '.join(refused)}. Move or remove each seed folder to "
+                f"fine-tune the backbone as it is now; nothing was run")
+
     def _run_local(self, todo: List[Task]) -> int:
         old = signal.signal(signal.SIGTERM, self._on_sigterm)
         pending, running, done = list(todo), {}, set()
@@ -104,7 +123,9 @@ class Pipeline:
                 if self.keep_going:
                     self._drop_dependents(pending, lost)
                 if not (failed and not self.keep_going):
-                    self._start_ready(pending, running, done, in_this_run)
+                    for t in self._start_ready(pending, running, done, in_this_run):  # refused, not started
+                        failed = failed or 1
+                        lost.add(t.name)
                 if not running:
                     break
                 t, child, start = running.pop(self._wait_any(running))
@@ -124,23 +145,35 @@ class Pipeline:
             self.say(f"{len(lost)} task(s) failed or were not run for want of a failed one: {', '.join(sorted(lost))}")
         return failed
 
-    def _start_ready(self, pending: List[Task], running: Dict[str, Any], done: Set[str], in_this_run: Set[str]) -> None:
+    def _start_ready(self, pending: List[Task], running: Dict[str, Any], done: Set[str],
+                     in_this_run: Set[str]) -> List[Task]:
         """Start what is ready: every dependency in this run has finished (the rest were complete);
-        a ready probe goes first, so that each run's score arrives soon after its pretraining."""
+        a ready probe goes first, so that each run's score arrives soon after its pretraining. Returns
+        the fine-tunings refused instead: their folder holds a run of the training just replaced."""
+        refused = []
         ready = [t for t in sorted(pending, key=lambda x: x.stage != "probe")
                  if all(d in done for d in t.deps if d in in_this_run)]
         for i, t in enumerate(ready):
             if len(running) >= self.jobs:
-                return
+                return refused
             pending.remove(t)
             if t.complete():  # finished meanwhile (e.g. by hand, or by another pipeline)
                 self.say(f"skip {t.name}: outputs complete")
                 done.add(t.name)
                 continue
+            outdated = t.outdated()  # of a checkpoint written in this run (freshness.py)
+            if outdated and t.stage == "detect":
+                self.say(f"FAILED stage {t.name}: {outdated[0]}. Move or remove its seed folder to fine-tune the "
+                         "backbone as it is now")
+                refused.append(t)
+                continue
+            for why in outdated:
+                self.say(f"run {t.name} again: {why}")
             # the cores are split between the tasks that will run side by side now, so that a task
             # alone (the first, the last, one on the critical path) gets all of them, not cores / jobs
             side_by_side = min(self.jobs, len(running) + len(ready) - i)
             running[t.name] = (t, self._start(t, side_by_side), time.time())
+        return refused
 
     def _drop_dependents(self, pending: List[Task], lost: Set[str]) -> None:
         """--keep-going: a task that needs a lost one cannot run; it is lost too (and so on down the graph)."""

@@ -9,7 +9,7 @@ names a run it is given no OUTPUT_DIR for; probe, detection and weights paths re
 """
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from objcrop.pipeline.naming import RunNamer
 from objcrop.pipeline.presets import PipelineError, RunSpec, fill, pretrain_specs, words
@@ -241,17 +241,32 @@ def _detection_tasks(ctx: Context, name: str, final: str, spec: RunSpec, seed: i
         return []  # --det-tasks left none of the run's tasks
     pkl = os.path.join(ctx.out, "weights", f"{name}.pkl")
     cmd = ["convert", final, pkl] + [str(a) for a in ctx.section("convert").get("args", [])]
-    tasks = [Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{name}"])]
+    convert = _convert_task(name, cmd, final, pkl, f"pretrain.{name}")
     seeds = [seed] if spec.detect_seed_is_pretraining else None
-    return tasks + _fine_tunings(ctx, name, pkl, [f"convert.{name}"], task_names=task_names, seeds=seeds)
+    return [convert] + _fine_tunings(ctx, name, convert, [convert.name], task_names=task_names, seeds=seeds)
 
 
-def _fine_tunings(ctx: Context, name: str, weights: str, deps: List[str], extra_opts: Sequence[str] = (),
+def _convert_task(name: str, cmd: List[str], checkpoint: str, pkl: str, dep: str) -> Task:
+    """`objcrop convert` of `checkpoint` to `pkl`: done when the .pkl is there and converted from the
+    checkpoint as it is now (a backbone trained again is converted again: freshness.py)."""
+    return Task(f"convert.{name}", "convert", cmd, [["file", pkl], ["converted_from", pkl, checkpoint]], deps=[dep])
+
+
+def _converted(convert: Task) -> Tuple[str, str]:
+    """(checkpoint, .pkl) of a `_convert_task`."""
+    _, pkl, checkpoint = convert.checks[1]
+    return checkpoint, pkl
+
+
+def _fine_tunings(ctx: Context, name: str, weights: Union[str, Task], deps: List[str], extra_opts: Sequence[str] = (),
                   task_names: Optional[List[str]] = None, seeds: Optional[List[int]] = None) -> List[Task]:
-    """`objcrop detect train` of one backbone (a converted .pkl, or "none": random init) for every
-    detection task and fine-tuning seed of the preset (or the `task_names` and `seeds` given);
-    `extra_opts` come after the task's opts."""
-    det, tasks = ctx.section("detection"), []
+    """`objcrop detect train` of one backbone (the .pkl a convert task writes, a .pkl file, or "none":
+    random init) for every detection task and fine-tuning seed of the preset (or the `task_names` and
+    `seeds` given); `extra_opts` come after the task's opts. A fine-tuning of a convert task's .pkl is
+    done only while it is one of that checkpoint as it is now (freshness.py)."""
+    det, tasks, source = ctx.section("detection"), [], None
+    if isinstance(weights, Task):
+        source, weights = _converted(weights)
     for task_name, dspec in det["tasks"].items():
         if task_names is not None and task_name not in task_names:
             continue
@@ -267,7 +282,8 @@ def _fine_tunings(ctx: Context, name: str, weights: str, deps: List[str], extra_
             cmd += [str(a) for a in dspec.get("args", [])]
             opts = [str(o) for o in dspec.get("opts") or []] + [str(o) for o in extra_opts]
             results = os.path.join(det_dir, f"seed{dseed}", "results.json")
-            tasks.append(Task(f"detect.{task_name}.{name}.seed{dseed}", "detect", cmd, [["results_ok", results]],
+            checks = [["results_ok", results]] + ([["fine_tuned_from", results, weights, source]] if source else [])
+            tasks.append(Task(f"detect.{task_name}.{name}.seed{dseed}", "detect", cmd, checks,
                               tail=["--opts"] + opts if opts else [], results=[results], deps=list(deps),
                               gpus=ctx.gpus, nodes=ctx.nodes, distributed="d2",
                               timeout_min=int(det.get("timeout_min", 24 * 60))))
@@ -346,7 +362,7 @@ def _reference_detections(ctx: Context) -> List[Task]:
             again = _supervised_seed_fine_tunings(ctx, ref_name)
             convert = _convert_supervised(ctx, ref_name)
             tasks.append(convert)
-            weights, deps = convert.checks[0][1], [convert.name]
+            weights, deps = convert, [convert.name]
         elif not weights.endswith(".pkl"):
             raise PipelineError(f"detection.references.{ref_name}: {weights!r} is none, supervised or a "
                                 f"converted .pkl (`objcrop convert FILE OUT.pkl --pretrain method=supervised`)")
@@ -361,7 +377,7 @@ def _supervised_seed_fine_tunings(ctx: Context, ref_name: str) -> List[Task]:
     tasks = []
     for seed in supervised_seeds(ctx.p.get("supervised") or {}):
         convert = _convert_supervised(ctx, ref_name, seed)
-        tasks += [convert] + _fine_tunings(ctx, f"{ref_name}_seed{seed}", convert.checks[0][1], [convert.name])
+        tasks += [convert] + _fine_tunings(ctx, f"{ref_name}_seed{seed}", convert, [convert.name])
     return tasks
 
 
@@ -378,4 +394,4 @@ def _convert_supervised(ctx: Context, ref_name: str, seed: Optional[int] = None)
     cmd = ["convert", backbone, pkl, "--format", "torchvision"]
     cmd += [x for k, v in provenance.items() for x in ("--pretrain", f"{k}={v}")]
     cmd += [str(a) for a in ctx.section("convert").get("args", [])]
-    return Task(f"convert.{name}", "convert", cmd, [["file", pkl]], deps=[f"pretrain.{folder}"])
+    return _convert_task(name, cmd, backbone, pkl, f"pretrain.{folder}")

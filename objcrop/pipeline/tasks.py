@@ -20,7 +20,9 @@ class Task:
     name: str  # unique; also the log file name
     stage: str  # one of STAGE_ORDER
     cmd: List[str]  # argv after `objcrop` (or a full argv when `raw`)
-    checks: List[List[str]]  # [["results_ok", path], ["file", path], ["dir", path]]
+    # [["results_ok", path], ["file", path], ["dir", path]], and for the conversion chain (freshness.py)
+    # ["converted_from", pkl, checkpoint], ["fine_tuned_from", results.json, pkl, checkpoint]
+    checks: List[List[str]]
     deps: List[str] = field(default_factory=list)
     always: bool = False  # the report: cheap, and must see every new result
     gpus: int = 0  # per node
@@ -46,6 +48,14 @@ class Task:
     def incomplete_outputs(self) -> List[str]:
         return [c[1] for c in self.checks if not check(c)]
 
+    def checks_freshness(self) -> bool:
+        """Is this a step of the conversion chain, whose outputs must be of the checkpoint as it is now?"""
+        return any(c[0] in FRESHNESS_CHECKS for c in self.checks)
+
+    def outdated(self) -> List[str]:
+        """Why outputs that are there are no longer of the checkpoint they were made from (freshness.py)."""
+        return [why for why in map(outdated, self.checks) if why]
+
 
 def results_ok(path: str) -> bool:
     try:
@@ -61,8 +71,23 @@ def result_recorded(path: str) -> bool:
     return results_ok(path) if path.endswith("results.json") else os.path.isfile(path)
 
 
+FRESHNESS_CHECKS = ("converted_from", "fine_tuned_from")
+
+
+def outdated(spec: List[str]) -> Optional[str]:
+    """For a check of the conversion chain: why its output is another training's (None: not, or not one)."""
+    from objcrop.pipeline import freshness
+    if spec[0] == "converted_from":
+        return freshness.conversion_outdated(spec[1], spec[2])
+    if spec[0] == "fine_tuned_from":
+        return freshness.fine_tuning_outdated(*spec[1:])
+    return None
+
+
 def check(spec: List[str]) -> bool:
     kind = spec[0]
+    if kind in FRESHNESS_CHECKS:  # the output itself is checked by a file/results_ok check
+        return outdated(spec) is None
     if kind == "results_ok":
         return results_ok(spec[1])
     if kind == "file":
