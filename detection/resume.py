@@ -6,7 +6,8 @@ its batches from the start of the data order again, with the random generators (
 flips) in their freshly seeded state. Here:
 
 * checkpoint files and last_checkpoint are written to a temporary name and renamed (objcrop.io);
-* every checkpoint carries the torch, numpy and Python random states (the `rng` checkpointable);
+* every checkpoint carries the torch, numpy and Python random states (the `rng` checkpointable), and
+  the training the run fine-tunes (`started_from`: a resume onto other weights is refused);
 * on resume, the data loader is replayed up to the checkpoint's iteration (the batches are
   loaded and dropped, so the sampler and the augmentations' generators, in workers too, stand
   where they stood), and then the saved random states are restored;
@@ -21,10 +22,12 @@ import logging
 import os
 import random
 import time
+from typing import Tuple
 
 import numpy as np
 import torch
 
+from objcrop.errors import CheckpointError
 from objcrop.io import atomic_path, write_text_atomic
 
 logger = logging.getLogger("objcrop.detect")
@@ -80,13 +83,38 @@ def _open_atomic(path, mode):
         yield f
 
 
-def make_resumable(trainer) -> RngStates:
-    """Atomic checkpoint writes and random states in every checkpoint; returns the states for `resume`."""
+class StartedFrom:
+    """A checkpointable naming the training a run fine-tunes: the sha256 of the checkpoint its .pkl was
+    converted from. A checkpoint of a run that started from another training is not resumed into this
+    one (a backbone trained again and converted to the same path, its killed fine-tuning rerun)."""
+
+    def __init__(self, source_sha256):
+        self.source_sha256 = source_sha256
+        self.loaded = None  # what the resumed checkpoint says; None: it says nothing (older, or a fresh start)
+
+    def state_dict(self) -> dict:
+        return {"source_sha256": self.source_sha256}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loaded = state.get("source_sha256")
+
+    def refuse_another(self, checkpoint_file: str, weights: str) -> None:
+        if self.loaded and self.source_sha256 and self.loaded != self.source_sha256:
+            raise CheckpointError(
+                f"{checkpoint_file}: a checkpoint of a fine-tuning of another training (its weights were converted "
+                f"from a checkpoint with sha256 {self.loaded[:12]}…, {weights} now from {self.source_sha256[:12]}…). "
+                f"Move or remove {os.path.dirname(checkpoint_file)} to fine-tune these weights; nothing was run")
+
+
+def make_resumable(trainer, source_sha256=None) -> Tuple[RngStates, StartedFrom]:
+    """Atomic checkpoint writes, and in every checkpoint the random states and the training the run
+    fine-tunes (`source_sha256`); returns both, for the resume."""
     checkpointer = trainer.checkpointer
     checkpointer.path_manager = _AtomicWrites(checkpointer.path_manager)
-    rng = RngStates()
+    rng, started = RngStates(), StartedFrom(source_sha256)
     checkpointer.add_checkpointable("rng", rng)
-    return rng
+    checkpointer.add_checkpointable("started_from", started)
+    return rng, started
 
 
 def continue_where_stopped(trainer, rng: RngStates, metrics_path: str, replay: bool = True) -> None:

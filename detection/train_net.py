@@ -212,10 +212,11 @@ def _train(cfg, resume: bool):
     use_restricted_pkl_reader(trainer.checkpointer)  # detectron2 would unpickle a .pkl with plain pickle.load
     metrics_path = os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl")
     trainer.register_hooks([MetricsJsonlHook(metrics_path, cfg.OBJCROP.METRICS_PERIOD)])
-    rng = make_resumable(trainer)
+    rng, started = make_resumable(trainer, source_sha256_of_weights(cfg.MODEL.WEIGHTS))
     resuming = resume and trainer.checkpointer.has_checkpoint()
     trainer.resume_or_load(resume=resume)
     if resuming:
+        started.refuse_another(trainer.checkpointer.get_checkpoint_file(), cfg.MODEL.WEIGHTS)
         logger.info("resumed from %s at iteration %d", trainer.checkpointer.get_checkpoint_file(), trainer.start_iter)
         continue_where_stopped(trainer, rng, metrics_path, replay=cfg.OBJCROP.RESUME_REPLAY)
     elif cfg.MODEL.WEIGHTS:

@@ -127,6 +127,10 @@ def test_voc_format_demo_trains_checkpoints_resumes_and_evaluates(synth_dir, wei
     assert _run([other if a == weights else a for a in common] + ["--resume", "--opts"] + FAST) != 0
     assert "a finished fine-tuning of another training" in capsys.readouterr().err
     assert _results(run)["iterations"] == 5 and _results(run)["source_sha256"] != sha256_file(other.replace(".pkl", ".pth"))
+    os.remove(os.path.join(run, "results.json"))  # unfinished: its checkpoint names the training it fine-tunes
+    assert _run([other if a == weights else a for a in common] + ["--resume", "--opts"] + FAST) != 0
+    assert "model_final.pth: a checkpoint of a fine-tuning of another training" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(run, "results.json"))
 
     # --eval-only evaluates the fine-tuned checkpoint of the seed.
     assert _run(common + ["--eval-only", "--opts"] + FAST) == 0
