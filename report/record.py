@@ -273,6 +273,8 @@ class StudyRecord:
         if not replace:  # checked before anything is written: a refused output leaves the record as it was
             bounds = {_norm(rel): record_file.read_file_value(src) for src, rel in sources if _is_bound(rel)}
             self._refuse_other_results(out_dir, entries, bounds)
+            # a bound trained again that repeated the recorded training is that training: the first stays
+            sources = [(src, rel) for src, rel in sources if not self._holds_a_repeat_of(_norm(rel), bounds)]
         if runs is not None:
             sources += self._draws_runs_stand_on(out_dir, runs)
         if not self.compact:
@@ -311,19 +313,27 @@ class StudyRecord:
                     break
         return kept
 
+    def _holds_a_repeat_of(self, rel: str, bounds: Dict[str, Any]) -> bool:
+        """Does the record hold bound `rel` as another copy of the same training as the output's
+        (`same_training`: only where, when and how long it ran differ)?"""
+        held = self.read(rel) if rel in bounds else None
+        return held is not None and held != bounds[rel] and same_training(held, bounds[rel])
+
     def _refuse_other_results(self, out_dir: str, entries: Dict[str, Dict[str, Any]],
                               bounds: Optional[Dict[str, Any]] = None) -> None:
         """A recorded ok result is a measurement, and another one of the same run (a backbone trained
         again, a probe run again) must not overwrite it unnoticed: a registered run's record keeps its
         first training, the one its probe measured (docs/preregistration.md, detection). The supervised
         bound's learnability.json (`bounds`: record path -> the output's) is one too: trained again it is
-        another draw (another seed or CPU), recorded beside the first (--supervised-seeds), never over it."""
+        another draw (another seed or CPU), recorded beside the first (--supervised-seeds), never over it;
+        unless it repeated the first (`same_training`), which is then kept as it is."""
         def other(key: str, entry: Dict[str, Any]) -> bool:
             held = self.results(f"{key}/results.json")
             return isinstance(held, dict) and held.get("status") == "ok" and held != entry["results"]
 
         others = sorted(k for k, e in entries.items() if other(k, e))
-        others += sorted(rel for rel, value in (bounds or {}).items() if self.read(rel) not in (None, value))
+        others += sorted(rel for rel, value in (bounds or {}).items()
+                         if self.read(rel) not in (None, value) and not same_training(self.read(rel), value))
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise RecordError(

@@ -306,6 +306,11 @@ def test_the_supervised_bound_trained_again_with_seeds_is_recorded_beside_the_fi
         record_main([again, rec])  # a bound trained again never replaces the recorded one unnoticed
     with open(os.path.join(rec, RECORD_FILE), "rb") as f:
         assert f.read() == before
+    repeat = str(tmp_path / "repeat")  # the preset's bound trained again on another CPU, which repeated it
+    _output(repeat)
+    _bound(repeat, "supervised", 0, 0.775, "cpu: AMD EPYC (AVX512-BF16), 1 thread(s)")
+    assert record_main([repeat, rec]) == 0
+    assert StudyRecord.open(rec).read("supervised/learnability.json")["device"] == "cpu: AMD EPYC, 1 thread(s)"
     assert record_main([again, rec, "--runs", "supervised_seed*"]) == 0
     line = learnability_budgets(StudyRecord.open(rec))
     assert line.index("`supervised/learnability.json`") < line.index("`supervised_17k/") < line.index("`supervised_seed0/")
