@@ -91,10 +91,26 @@ def bounds_of_runs(out: str, runs: Sequence[str]) -> Dict[str, List[str]]:
     stands = {}
     for src in glob.glob(os.path.join(out, BOUND_PATTERN)):
         folder = os.path.basename(os.path.dirname(src))
-        stages = {parts[1] for parts in selected if re.fullmatch(re.escape(folder) + r"(_s\d+)?", parts[2])}
-        if stages and not _selected(folder, runs):
-            stands[_norm(os.path.relpath(src, out))] = sorted(stages)
+        standing = [parts for parts in selected if re.fullmatch(re.escape(folder) + r"(_s\d+)?", parts[2])]
+        if standing and not _selected(folder, runs):
+            _refuse_runs_of_another_training(out, src, ["/".join(parts) for parts in standing])
+            stands[_norm(os.path.relpath(src, out))] = sorted({parts[1] for parts in standing})
     return stands
+
+
+def _refuse_runs_of_another_training(out: str, bound_json: str, run_dirs: Sequence[str]) -> None:
+    """A run is linked to the bound by its folder's name; where both name the training by hash (the
+    fine-tuning's source_sha256, the bound's backbone_sha256), they must name the same one: a bound
+    trained again after its fine-tunings ran would otherwise lend them its learnability.json."""
+    trained = read_json(bound_json).get("backbone_sha256")
+    for run_dir in run_dirs if trained else ():
+        source = read_json(os.path.join(out, run_dir, "results.json")).get("source_sha256")
+        if source and source != trained:
+            raise RecordError(
+                f"{os.path.join(out, run_dir)}: fine-tuned from a checkpoint with sha256 {source[:12]}…, but "
+                f"{bound_json}, the bound its name stands on, saved {trained[:12]}…: the bound was trained again "
+                f"after it ran. Nothing was recorded; fine-tune the bound again (objcrop pipeline refuses the "
+                f"old folder: move it away first)")
 
 
 # where and when a bound's training ran, not what it trained: a training repeated (same seed, same float

@@ -321,11 +321,12 @@ def test_the_supervised_bound_trained_again_with_seeds_is_recorded_beside_the_fi
     assert record_main([again, rec, "--runs", "supervised_seed*"]) == 0  # the same output again: nothing refused
 
 
-def _bound_fine_tuning(out, folder, seed, task="coco"):
+def _bound_fine_tuning(out, folder, seed, task="coco", source_sha256=None):
     """A fine-tuning of the bound in OUT/<folder>/, named as the pipeline names it (runs/detect_<task>/<folder>/seed0)."""
     write_results(os.path.join(out, "runs", f"detect_{task}", folder, "seed0"),
                   results("detection", "ok", Provenance("supervised", "none", "none", 0, "resnet18", "backbone.pth", seed),
-                          task=task, dataset="synth:/d:test", box={"AP50": 40.0, "AP": 20.0, "AP75": 18.0}))
+                          task=task, dataset="synth:/d:test", box={"AP50": 40.0, "AP": 20.0, "AP75": 18.0},
+                          source_sha256=source_sha256))
 
 
 def test_a_bound_trained_again_for_recorded_fine_tunings_is_kept_beside_the_first_as_a_further_draw(tmp_path):
@@ -400,6 +401,17 @@ def test_a_run_stands_on_the_bound_it_is_named_after_its_probe_too_and_no_other(
     assert bounds_of_runs(out, ["runs/probe/*", "runs/detect_voc/*/*"]) == {"supervised_seed1/learnability.json": ["detect_voc", "probe"]}
     assert bounds_of_runs(out, ["runs/detect_coco/*/*"]) == {"supervised/learnability.json": ["detect_coco"]}
     assert bounds_of_runs(out, ["runs/*/*/*", "supervised*"]) == {}  # bounds selected themselves: recorded as such
+
+    # where both name the training by hash, the name is checked: a bound trained again after its fine-tuning ran
+    bound = os.path.join(out, "supervised", "learnability.json")
+    write_json_atomic(bound, dict(read_json(bound), backbone_sha256="ab" * 32))
+    _bound_fine_tuning(out, "supervised", 0, task="coco", source_sha256="ab" * 32)
+    assert bounds_of_runs(out, ["runs/detect_coco/*/*"]) == {"supervised/learnability.json": ["detect_coco"]}
+    _bound_fine_tuning(out, "supervised", 0, task="coco", source_sha256="cd" * 32)
+    with pytest.raises(RecordError, match=r"detect_coco/supervised/seed0: fine-tuned from a checkpoint with sha256 "
+                                          r"cdcdcdcdcdcd…, but .*supervised/learnability.json, the bound its name stands "
+                                          r"on, saved abababababab…"):
+        bounds_of_runs(out, ["runs/detect_coco/*/*"])
 
 
 def test_end_labels_of_curves_that_end_together_are_spread_apart_in_order():
