@@ -165,18 +165,19 @@ def run_seed(args, seed: int) -> dict:
         seed_all_rng(seed + rank)
         provenance = provenance_of_weights(cfg)
         weights_sha = sha256_file(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
+        source_sha = source_sha256_of_weights(cfg.MODEL.WEIGHTS)
         start = time.time()
         status, error, iterations = "ok", None, 0
         try:
             if args.eval_only:
                 eval_results, iterations = _evaluate_only(cfg)
             else:
-                eval_results, iterations = _train(cfg, args.resume)
+                eval_results, iterations = _train(cfg, args.resume, source_sha)
         except FloatingPointError as e:  # detectron2's loss check: the run diverged
             status, error, eval_results = "failed", f"training diverged: {e}", {}
             logger.error("seed %d failed: %s", seed, error)
         record = results_record(cfg, eval_results or {}, status=status, seed=seed, provenance=provenance,
-                                weights_sha256=weights_sha, source_sha256=source_sha256_of_weights(cfg.MODEL.WEIGHTS),
+                                weights_sha256=weights_sha, source_sha256=source_sha,
                                 iterations=iterations,
                                 wall_time_s=time.time() - start, error=error)
         undefined = [f"{kind} {k}" for kind in ("box", "mask") for k, v in (record.get(kind) or {}).items() if v is None]
@@ -207,12 +208,14 @@ def _finished(results_path: str) -> bool:
     return os.path.isfile(results_path) and read_results(results_path).get("status") == "ok"
 
 
-def _train(cfg, resume: bool):
+def _train(cfg, resume: bool, source_sha256: Optional[str] = None):
+    """Train (or resume) a seed's run; `source_sha256`, the training its weights come from, goes into every
+    checkpoint, and a checkpoint of another training is not resumed."""
     trainer = Trainer(cfg)
     use_restricted_pkl_reader(trainer.checkpointer)  # detectron2 would unpickle a .pkl with plain pickle.load
     metrics_path = os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl")
     trainer.register_hooks([MetricsJsonlHook(metrics_path, cfg.OBJCROP.METRICS_PERIOD)])
-    rng, started = make_resumable(trainer, source_sha256_of_weights(cfg.MODEL.WEIGHTS))
+    rng, started = make_resumable(trainer, source_sha256)
     resuming = resume and trainer.checkpointer.has_checkpoint()
     trainer.resume_or_load(resume=resume)
     if resuming:
