@@ -79,7 +79,8 @@ class Pipeline:
                 will_run.add(t.name)
         self._say_accumulated()
         # refuse now what this machine would refuse later (a dry run only says so)
-        refusal = "; ".join(filter(None, [self._outdated_fine_tunings(todo), refusal_on_this_machine(todo, self.launcher)]))
+        refusals = [self._outdated_fine_tunings(todo), refusal_on_this_machine(todo, self.launcher)]
+        refusal = "; ".join(filter(None, refusals))
         if self.dry_run:
             for t in todo:
                 self.say(f"would run {t.name}: objcrop {' '.join(shlex.quote(a) for a in t.cmd + t.tail)}")
@@ -106,7 +107,8 @@ class Pipeline:
         """Why some fine-tuning folders cannot be run into: they hold a run of another training of their
         backbone, a result that is refused, not overwritten (only its owner knows whether to keep it). A
         .pkl converted from another training is converted again when its turn comes (freshness.py)."""
-        refused = [f"{t.name}: {t.outdated()[0]}" for t in todo if t.stage == "detect" and t.outdated()]
+        outdated = {t.name: t.outdated() for t in todo if t.stage == "detect"}
+        refused = [f"{name}: {why[0]}" for name, why in outdated.items() if why]
         if not refused:
             return ""
         return (f"{len(refused)} fine-tuning folder(s) hold a run of another training of their backbone (it was "
