@@ -4,7 +4,7 @@
     naming.py    a pretraining run's --opts and its name (objcrop.records.run_name of its merged config)
     plan.py      preset -> task graph (data, proposals, pretrain, probe, convert, detect, report)
     tasks.py     Task: one stage command, its output checks, its argv; stage selection
-    freshness.py is a converted .pkl, a fine-tuning, still of its checkpoint as it is now (sha256)?
+    freshness.py is a probe, a converted .pkl, a fine-tuning still of its checkpoint as it is now (sha256)?
     recorded.py  --records: the tasks a record of earlier results lets a run skip
     preflight.py what this machine would refuse (CPU bf16, CUDA, more processes than GPUs, nodes), up front
     local.py     Pipeline: skipping, logs, the local scheduler (--jobs, --keep-going)

@@ -32,9 +32,10 @@ converted), for every detection task and seed; the report reads every row betwee
 
 Every task is one `objcrop <stage> …` command with its own log (OUT/logs/<task>.log) and a check of
 its outputs. A task whose outputs are complete is skipped, so a rerun continues where the last run
-stopped; pretraining always runs with --resume. A converted .pkl and its fine-tunings are complete only
-while they come from their checkpoint as it is now (its sha256): a backbone trained again is converted
-again, and a fine-tuning folder holding the earlier training's run is refused, never overwritten.
+stopped; pretraining always runs with --resume. A probe, a converted .pkl and a fine-tuning are complete
+only while they come from their checkpoint as it is now (its sha256): a backbone trained again is
+converted again, and a probe or fine-tuning folder holding the earlier training's result is refused,
+never overwritten.
 The first failing task stops the pipeline with its
 name and log path. Pretraining runs are named by objcrop.records.run_name
 (method_policy[-tag]_proposals_arch_b<batch>_e<epochs>_<data>_s<seed>), as `objcrop pretrain` names them.

@@ -79,7 +79,7 @@ class Pipeline:
                 will_run.add(t.name)
         self._say_accumulated()
         # refuse now what this machine would refuse later (a dry run only says so)
-        refusals = [self._outdated_fine_tunings(todo), refusal_on_this_machine(todo, self.launcher)]
+        refusals = [self._outdated_results(todo), refusal_on_this_machine(todo, self.launcher)]
         refusal = "; ".join(filter(None, refusals))
         if self.dry_run:
             for t in todo:
@@ -103,17 +103,18 @@ class Pipeline:
             self.say(f"accumulating runs: {done} of {len(runs)} recorded in {self.records}")
 
     # ---- local: each task in its own process, up to `jobs` at once, in plan order
-    def _outdated_fine_tunings(self, todo: List[Task]) -> str:
-        """Why some fine-tuning folders cannot be run into: they hold a run of another training of their
-        backbone, a result that is refused, not overwritten (only its owner knows whether to keep it). A
-        .pkl converted from another training is converted again when its turn comes (freshness.py)."""
-        outdated = {t.name: t.outdated() for t in todo if t.stage == "detect"}
+    def _outdated_results(self, todo: List[Task]) -> str:
+        """Why some result folders (a probe's, a fine-tuning's) cannot be run into: they hold a result of
+        another training of their backbone, which is refused, not overwritten (only its owner knows whether
+        to keep it). A .pkl converted from another training only feeds others: it is converted again when
+        its turn comes (freshness.py)."""
+        outdated = {t.name: t.outdated() for t in todo if t.results}
         refused = [f"{name}: {why[0]}" for name, why in outdated.items() if why]
         if not refused:
             return ""
-        return (f"{len(refused)} fine-tuning folder(s) hold a run of another training of their backbone (it was "
-                f"trained again after they ran): {'; '.join(refused)}. Move or remove each seed folder to "
-                f"fine-tune the backbone as it is now; nothing was run")
+        return (f"{len(refused)} result folder(s) hold a result of another training of their backbone (it was "
+                f"trained again after they ran): {'; '.join(refused)}. Move or remove each folder to "
+                f"measure the backbone as it is now; nothing was run")
 
     def _run_local(self, todo: List[Task]) -> int:
         old = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -151,7 +152,7 @@ class Pipeline:
                      in_this_run: Set[str]) -> List[Task]:
         """Start what is ready: every dependency in this run has finished (the rest were complete);
         a ready probe goes first, so that each run's score arrives soon after its pretraining. Returns
-        the fine-tunings refused instead: their folder holds a run of the training just replaced."""
+        the probes and fine-tunings refused instead: their folder holds a result of the training just replaced."""
         refused = []
         ready = [t for t in sorted(pending, key=lambda x: x.stage != "probe")
                  if all(d in done for d in t.deps if d in in_this_run)]
@@ -164,8 +165,8 @@ class Pipeline:
                 done.add(t.name)
                 continue
             outdated = t.outdated()  # of a checkpoint written in this run (freshness.py)
-            if outdated and t.stage == "detect":
-                self.say(f"FAILED stage {t.name}: {outdated[0]}. Move or remove its seed folder to fine-tune the "
+            if outdated and t.results:  # a result: refused, not overwritten
+                self.say(f"FAILED stage {t.name}: {outdated[0]}. Move or remove its folder to measure the "
                          "backbone as it is now")
                 refused.append(t)
                 continue

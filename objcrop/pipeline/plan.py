@@ -228,8 +228,8 @@ def probe_task(ctx: Context, name: str, weights: str, deps: List[str], extra: Op
            "--dataset-test", ctx.p["datasets"]["probe_test"], "--out", probe_dir]
     cmd += [str(a) for a in probe.get("args", [])] + list(extra or [])
     results = os.path.join(probe_dir, "results.json")
-    return Task(f"probe.{name}", "probe", cmd, [["results_ok", results]], deps=deps, gpus=min(ctx.gpus, 1),
-                results=[results])
+    checks = [["results_ok", results]] + ([["probed_from", results, weights]] if weights != "random" else [])
+    return Task(f"probe.{name}", "probe", cmd, checks, deps=deps, gpus=min(ctx.gpus, 1), results=[results])
 
 
 def _detection_tasks(ctx: Context, name: str, final: str, spec: RunSpec, seed: int) -> List[Task]:

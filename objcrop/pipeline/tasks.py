@@ -20,8 +20,9 @@ class Task:
     name: str  # unique; also the log file name
     stage: str  # one of STAGE_ORDER
     cmd: List[str]  # argv after `objcrop` (or a full argv when `raw`)
-    # [["results_ok", path], ["file", path], ["dir", path]], and for the conversion chain (freshness.py)
-    # ["converted_from", pkl, checkpoint], ["fine_tuned_from", results.json, pkl, checkpoint]
+    # [["results_ok", path], ["file", path], ["dir", path]], and for what is made from a checkpoint
+    # (freshness.py) ["probed_from", results.json, checkpoint], ["converted_from", pkl, checkpoint],
+    # ["fine_tuned_from", results.json, pkl, checkpoint]
     checks: List[List[str]]
     deps: List[str] = field(default_factory=list)
     always: bool = False  # the report: cheap, and must see every new result
@@ -49,7 +50,7 @@ class Task:
         return [c[1] for c in self.checks if not check(c)]
 
     def checks_freshness(self) -> bool:
-        """Is this a step of the conversion chain, whose outputs must be of the checkpoint as it is now?"""
+        """Is this made from a checkpoint, so that its outputs must be of the checkpoint as it is now?"""
         return any(c[0] in FRESHNESS_CHECKS for c in self.checks)
 
     def outdated(self) -> List[str]:
@@ -71,12 +72,15 @@ def result_recorded(path: str) -> bool:
     return results_ok(path) if path.endswith("results.json") else os.path.isfile(path)
 
 
-FRESHNESS_CHECKS = ("converted_from", "fine_tuned_from")
+FRESHNESS_CHECKS = ("probed_from", "converted_from", "fine_tuned_from")
 
 
 def outdated(spec: List[str]) -> Optional[str]:
-    """For a check of the conversion chain: why its output is another training's (None: not, or not one)."""
+    """For a check of what is made from a checkpoint: why its output is another training's (None: it is
+    not, or the check is of another kind)."""
     from objcrop.pipeline import freshness
+    if spec[0] == "probed_from":
+        return freshness.probe_outdated(spec[1], spec[2])
     if spec[0] == "converted_from":
         return freshness.conversion_outdated(spec[1], spec[2])
     if spec[0] == "fine_tuned_from":
