@@ -61,7 +61,7 @@ class Pipeline:
         self.say(f"{len(self.tasks)} tasks, launcher {self.launcher}, output {self.out}")
         todo, will_run = [], set()
         for t in self.tasks:
-            # a conversion or fine-tuning whose checkpoint is about to be written anew is asked again
+            # a probe, conversion or fine-tuning whose checkpoint is about to be written anew is asked again
             # when its turn comes (freshness.py): before, it could only be compared with the old one
             complete = t.complete()
             after = sorted(set(t.deps) & will_run) if complete and t.checks_freshness() else []
