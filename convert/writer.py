@@ -80,6 +80,13 @@ def load_pkl_as_detectron2(path: str) -> dict:
             "matching_heuristics": True}
 
 
+def pkl_source_sha256(path: str) -> Optional[str]:
+    """The sha256 of the checkpoint a .pkl was converted from (`write_detectron2_pkl` keeps it under
+    "__objcrop_source__"); None for a .pkl objcrop did not write (MSRA's, a Caffe2 file)."""
+    source = load_pkl_as_detectron2(path).get("__objcrop_source__")
+    return source.get("sha256") if isinstance(source, dict) else None
+
+
 def use_restricted_pkl_reader(checkpointer):
     """Make a detectron2 DetectionCheckpointer read `.pkl` files with the restricted unpickler; returns it.
 

@@ -17,7 +17,7 @@ from detectron2.utils import comm
 
 from objcrop.config import config_hash
 from objcrop.convert.verify import compare_backbone
-from objcrop.convert.writer import load_pkl_as_detectron2
+from objcrop.convert.writer import load_pkl_as_detectron2, pkl_source_sha256
 from objcrop.errors import CheckpointError
 from objcrop.records import Provenance, results
 
@@ -46,10 +46,7 @@ def source_sha256_of_weights(weights: str) -> Optional[str]:
     """The sha256 of the checkpoint a converted .pkl was made from (`objcrop convert` keeps it under
     __objcrop_source__): it names one training whatever folder it was converted in, where the .pkl's own
     hash also depends on that folder (the .pkl names its source's path). None for other weights."""
-    if not weights or not weights.endswith(".pkl"):
-        return None
-    source = load_pkl_as_detectron2(weights).get("__objcrop_source__")
-    return source.get("sha256") if isinstance(source, dict) else None
+    return pkl_source_sha256(weights) if weights and weights.endswith(".pkl") else None
 
 
 def check_backbone_loaded(model: torch.nn.Module, weights: str) -> None:

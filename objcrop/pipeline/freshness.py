@@ -28,9 +28,8 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
 
 @functools.lru_cache(maxsize=512)
 def _pkl_source_sha256(path: str, size: int, mtime_ns: int) -> Optional[str]:
-    from objcrop.convert.writer import read_detectron2_pkl  # torch and numpy: only when a .pkl is asked
-    source = read_detectron2_pkl(path).get("__objcrop_source__")
-    return source.get("sha256") if isinstance(source, dict) else None
+    from objcrop.convert.writer import pkl_source_sha256  # torch and numpy: only when a .pkl is asked
+    return pkl_source_sha256(path)
 
 
 def file_sha256(path: str) -> str:
