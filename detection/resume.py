@@ -99,11 +99,19 @@ class StartedFrom:
         self.loaded = state.get("source_sha256")
 
     def refuse_another(self, checkpoint_file: str, weights: str) -> None:
-        if self.loaded and self.source_sha256 and self.loaded != self.source_sha256:
-            raise CheckpointError(
-                f"{checkpoint_file}: a checkpoint of a fine-tuning of another training (its weights were converted "
-                f"from a checkpoint with sha256 {self.loaded[:12]}…, {weights} now from {self.source_sha256[:12]}…). "
-                f"Move or remove {os.path.dirname(checkpoint_file)} to fine-tune these weights; nothing was run")
+        refuse_another_training(checkpoint_file, "a checkpoint of a fine-tuning", self.loaded, self.source_sha256,
+                                weights)
+
+
+def refuse_another_training(path: str, what: str, held, now, weights: str) -> None:
+    """`path` (a checkpoint, a finished results.json) holds `what` of the training `held` names; `weights`
+    now come from the training `now` names (sha256s of the checkpoints their .pkl was converted from).
+    Where both are known and differ, it is not continued, nor kept as this run's result."""
+    if held and now and held != now:
+        raise CheckpointError(
+            f"{path}: {what} of another training (its weights were converted from a checkpoint with sha256 "
+            f"{held[:12]}…, {weights} now from {now[:12]}…). Move or remove {os.path.dirname(path)} to fine-tune "
+            f"these weights; nothing was run")
 
 
 def make_resumable(trainer, source_sha256=None) -> Tuple[RngStates, StartedFrom]:

@@ -26,7 +26,7 @@ from objcrop.config import write_config
 from objcrop.convert.detectron2_model import adapt_norms_to_world_size, load_config
 from objcrop.convert.writer import use_restricted_pkl_reader
 from objcrop.detection.config import scale_to_world_size
-from objcrop.detection.resume import continue_where_stopped, make_resumable
+from objcrop.detection.resume import continue_where_stopped, make_resumable, refuse_another_training
 from objcrop.detection.results import (check_backbone_loaded, provenance_of_weights, results_record,
                                        source_sha256_of_weights)
 from objcrop.detection.trainer import MetricsJsonlHook, Trainer
@@ -154,8 +154,10 @@ def run_seed(args, seed: int) -> dict:
     with run_logging(run_dir(args, seed), rank):
         cfg = setup(args, seed, world)
         results_path = os.path.join(cfg.OUTPUT_DIR, "results.json")
+        source_sha = source_sha256_of_weights(cfg.MODEL.WEIGHTS)
         if args.resume and not args.eval_only and _finished(results_path):
-            _refuse_a_run_of_another_training(results_path, cfg.MODEL.WEIGHTS)
+            refuse_another_training(results_path, "a finished fine-tuning",
+                                    read_results(results_path).get("source_sha256"), source_sha, cfg.MODEL.WEIGHTS)
             logger.info("seed %d: %s already holds a finished run; skipping (delete it to rerun)", seed, results_path)
             return read_results(results_path)
         logger.info("seed %d: run directory %s (world size %d, %d images per batch, %d iterations)",
@@ -165,7 +167,6 @@ def run_seed(args, seed: int) -> dict:
         seed_all_rng(seed + rank)
         provenance = provenance_of_weights(cfg)
         weights_sha = sha256_file(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else None
-        source_sha = source_sha256_of_weights(cfg.MODEL.WEIGHTS)
         start = time.time()
         status, error, iterations = "ok", None, 0
         try:
@@ -189,19 +190,6 @@ def run_seed(args, seed: int) -> dict:
             logger.info("seed %d: %s box %s%s -> %s", seed, record["task"], record["box"],
                         f" mask {record['mask']}" if "mask" in record else "", results_path)
         return record
-
-
-def _refuse_a_run_of_another_training(results_path: str, weights: str) -> None:
-    """--resume keeps a finished run as it is; that is only right while it is a fine-tuning of these
-    weights. A backbone trained again and converted to the same .pkl path would otherwise be reported
-    with the old run's numbers (the pipeline refuses the same before it starts: freshness.py)."""
-    held = read_results(results_path).get("source_sha256")
-    now = source_sha256_of_weights(weights)
-    if held and now and held != now:
-        raise CheckpointError(
-            f"{results_path}: a finished fine-tuning of another training (its weights were converted from a "
-            f"checkpoint with sha256 {held[:12]}…, {weights} now from {now[:12]}…). Move or remove "
-            f"{os.path.dirname(results_path)} to fine-tune these weights; nothing was run")
 
 
 def _finished(results_path: str) -> bool:
