@@ -348,8 +348,9 @@ class StudyRecord:
             return isinstance(held, dict) and held.get("status") == "ok" and held != entry["results"]
 
         others = sorted(k for k, e in entries.items() if other(k, e))
+        held = {rel: self.read(rel) for rel in bounds or {}}
         others += sorted(rel for rel, value in (bounds or {}).items()
-                         if self.read(rel) not in (None, value) and not same_training(self.read(rel), value))
+                         if held[rel] not in (None, value) and not same_training(held[rel], value))
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise RecordError(

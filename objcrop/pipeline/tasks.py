@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import List, Optional, Set, Tuple
 
+from objcrop.pipeline import freshness
 from objcrop.pipeline.presets import PipelineError
 
 STAGE_ORDER = ["data", "proposals", "pretrain", "probe", "convert", "detect", "report"]
@@ -78,7 +79,6 @@ FRESHNESS_CHECKS = ("probed_from", "converted_from", "fine_tuned_from")
 def outdated(spec: List[str]) -> Optional[str]:
     """For a check of what is made from a checkpoint: why its output is another training's (None: it is
     not, or the check is of another kind)."""
-    from objcrop.pipeline import freshness
     if spec[0] == "probed_from":
         return freshness.probe_outdated(spec[1], spec[2])
     if spec[0] == "converted_from":
